@@ -1,0 +1,216 @@
+"""Idempotent consumer (inbox).
+
+Each message is handled in one Postgres transaction that first records (consumer, event id) in
+the inbox; a redelivered event finds its row and changes nothing. Offsets are committed only
+after the transactions of a batch commit, so a crash redelivers rather than loses.
+
+Failures split two ways. Infrastructure trouble (database unreachable) is retried without end:
+moving on would skip events. A message that keeps failing on its own (bad payload, a handler
+bug) goes to `<topic>.dlq` with the error in its headers after `max_attempts`, and the consumer
+moves on; operators replay it from there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from opentelemetry import trace
+from pydantic import ValidationError
+from tenacity import AsyncRetrying, retry_if_exception, wait_exponential
+
+from referral_events.envelope import CloudEvent, EventPayload
+from referral_events.kafka import make_consumer
+from referral_events.registry import payload_type
+from referral_events.topics import dlq
+from referral_events.tracing import context_from_kafka_headers
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer("referral_events.inbox")
+
+Handler = Callable[[asyncpg.Connection, CloudEvent, Any], Awaitable[None]]
+
+INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.TooManyConnectionsError,
+)
+
+
+class PoisonMessage(Exception):
+    """The message can never be handled as it is (not an envelope, payload invalid)."""
+
+
+class InboxConsumer:
+    def __init__(
+        self,
+        *,
+        name: str,
+        group_id: str,
+        topics: list[str],
+        handlers: Mapping[str, Handler],
+        pool: asyncpg.Pool,
+        bootstrap_servers: str,
+        dlq_producer: AIOKafkaProducer,
+        max_attempts: int = 5,
+        retry_base_seconds: float = 0.2,
+    ) -> None:
+        self.name = name
+        self._group_id = group_id
+        self._topics = topics
+        self._handlers = handlers
+        self._pool = pool
+        self._bootstrap = bootstrap_servers
+        self._dlq_producer = dlq_producer
+        self._max_attempts = max_attempts
+        self._retry_base = retry_base_seconds
+        self._consumer: AIOKafkaConsumer | None = None
+        self._stopping = asyncio.Event()
+        self.processed = 0
+        self.duplicates = 0
+        self.dead_lettered = 0
+
+    async def run(self) -> None:
+        self._consumer = make_consumer(self._bootstrap, self._group_id, self._topics)
+        await self._consumer.start()
+        try:
+            while not self._stopping.is_set():
+                batches = await self._consumer.getmany(timeout_ms=500, max_records=500)
+                for tp, records in batches.items():
+                    for record in records:
+                        await self._handle_record(record)
+                    await self._consumer.commit({tp: records[-1].offset + 1})
+        finally:
+            await self._consumer.stop()
+
+    async def stop(self) -> None:
+        """Finish the batch in hand, commit it, and leave the group."""
+        self._stopping.set()
+
+    async def lag(self) -> dict[TopicPartition, int]:
+        """Messages behind the log end per assigned partition, as of the last fetch."""
+        if self._consumer is None:
+            return {}
+        result: dict[TopicPartition, int] = {}
+        for tp in self._consumer.assignment():
+            end = self._consumer.highwater(tp)
+            if end is not None:
+                result[tp] = max(end - await self._consumer.position(tp), 0)
+        return result
+
+    async def _handle_record(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        parent = context_from_kafka_headers(record.headers)
+        with tracer.start_as_current_span(
+            f"consume {record.topic}", context=parent, kind=trace.SpanKind.CONSUMER
+        ) as span:
+            span.set_attribute("messaging.system", "kafka")
+            span.set_attribute("messaging.destination.name", record.topic)
+            span.set_attribute("messaging.consumer.group.name", self.name)
+            try:
+                event, payload, handler = self._decode(record)
+            except PoisonMessage as exc:
+                await self._dead_letter(record, exc)
+                return
+            if handler is None:
+                return  # not an event this consumer cares about
+            span.set_attribute("cloudevents.event_id", event.id)
+            span.set_attribute("cloudevents.event_type", event.type)
+            await self._apply_with_retries(record, event, payload, handler)
+
+    def _decode(
+        self, record: ConsumerRecord[bytes, bytes]
+    ) -> tuple[CloudEvent, EventPayload | None, Handler | None]:
+        if record.value is None:
+            raise PoisonMessage("empty message")
+        try:
+            event = CloudEvent.from_json(record.value)
+        except ValidationError as exc:
+            raise PoisonMessage(f"not a CloudEvent: {exc.errors()[:3]}") from exc
+        handler = self._handlers.get(event.type)
+        if handler is None:
+            return event, None, None
+        try:
+            payload = payload_type(event.type).model_validate(event.data)
+        except ValidationError as exc:
+            raise PoisonMessage(f"invalid {event.type} payload: {exc.errors()[:3]}") from exc
+        return event, payload, handler
+
+    async def _apply_with_retries(
+        self,
+        record: ConsumerRecord[bytes, bytes],
+        event: CloudEvent,
+        payload: EventPayload | None,
+        handler: Handler,
+    ) -> None:
+        failures = 0
+
+        def retryable(exc: BaseException) -> bool:
+            nonlocal failures
+            if isinstance(exc, INFRASTRUCTURE_ERRORS):
+                log.warning("consumer %s: database unavailable, retrying: %r", self.name, exc)
+                return True
+            failures += 1
+            log.warning("consumer %s failed on %s (%d): %r", self.name, event.id, failures, exc)
+            return failures < self._max_attempts
+
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception(retryable),
+                wait=wait_exponential(multiplier=self._retry_base, max=30),
+                reraise=True,
+            ):
+                with attempt:
+                    await self._apply(record, event, payload, handler)
+        except Exception as exc:
+            log.exception("consumer %s gives up on %s", self.name, event.id)
+            await self._dead_letter(record, exc)
+
+    async def _apply(
+        self,
+        record: ConsumerRecord[bytes, bytes],
+        event: CloudEvent,
+        payload: EventPayload | None,
+        handler: Handler,
+    ) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            fresh = await conn.fetchval(
+                """
+                INSERT INTO inbox (consumer, event_id, event_type, topic, kafka_partition,
+                                   kafka_offset)
+                VALUES ($1, $2, $3, $4, $5, $6)
+                ON CONFLICT DO NOTHING RETURNING true
+                """,
+                self.name,
+                event.id,
+                event.type,
+                record.topic,
+                record.partition,
+                record.offset,
+            )
+            if not fresh:
+                self.duplicates += 1
+                return
+            await handler(conn, event, payload)
+        self.processed += 1
+
+    async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], error: BaseException) -> None:
+        self.dead_lettered += 1
+        headers = list(record.headers or ()) + [
+            ("dlq.consumer", self.name.encode()),
+            ("dlq.error", repr(error)[:1000].encode()),
+            ("dlq.source", f"{record.topic}/{record.partition}/{record.offset}".encode()),
+        ]
+        await self._dlq_producer.send_and_wait(
+            dlq(record.topic), value=record.value, key=record.key, headers=headers
+        )
+        log.error("consumer %s dead-lettered %s/%s/%s: %r", self.name, record.topic,
+                  record.partition, record.offset, error)
+
+
+__all__ = ["Handler", "InboxConsumer", "PoisonMessage", "TopicPartition"]

@@ -1,0 +1,193 @@
+"""Transactional outbox.
+
+`enqueue` writes an event in the caller's transaction, beside the state change that implies it,
+so either both are durable or neither is. `OutboxRelay` publishes rows in order with the
+idempotent producer and marks them published. Publishing is at least once: a crash between the
+broker's ack and the mark republishes, and the consumers' inbox drops the repeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import zlib
+from dataclasses import dataclass
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from referral_events.envelope import CloudEvent, EventPayload, new_event
+from referral_events.tracing import current_context_carrier, to_kafka_headers
+
+log = logging.getLogger(__name__)
+
+
+async def enqueue(conn: asyncpg.Connection, event: CloudEvent, *, topic: str, key: str) -> None:
+    """Add `event` to the outbox in the transaction `conn` is in. Idempotent on event id."""
+    await conn.execute(
+        """
+        INSERT INTO outbox (event_id, topic, key, payload, headers)
+        VALUES ($1, $2, $3, $4, $5::text::jsonb)
+        ON CONFLICT (event_id) DO NOTHING
+        """,
+        event.id,
+        topic,
+        key,
+        event.to_json(),
+        json.dumps(current_context_carrier()),
+    )
+    # Delivered at commit (and folded with others of the same transaction): wakes the relay.
+    await conn.execute("SELECT pg_notify(current_schema() || '_outbox', '')")
+
+
+async def emit(
+    conn: asyncpg.Connection,
+    payload: EventPayload,
+    *,
+    source: str,
+    tenant_id: str,
+    topic: str,
+    key: str,
+    subject: str | None = None,
+    event_id: str | None = None,
+) -> CloudEvent:
+    """Wrap `payload` in an envelope and enqueue it; the usual way a handler publishes."""
+    event = new_event(
+        payload, source=source, tenant_id=tenant_id, subject=subject or key, event_id=event_id
+    )
+    await enqueue(conn, event, topic=topic, key=key)
+    return event
+
+
+@dataclass
+class OutboxStats:
+    backlog: int
+    oldest_age_seconds: float
+
+
+async def outbox_stats(conn: asyncpg.Connection) -> OutboxStats:
+    row = await conn.fetchrow(
+        """
+        SELECT count(*) AS backlog,
+               coalesce(extract(epoch FROM now() - min(created_at)), 0) AS age
+        FROM outbox WHERE published_at IS NULL
+        """
+    )
+    assert row is not None
+    return OutboxStats(backlog=int(row["backlog"]), oldest_age_seconds=float(row["age"]))
+
+
+class OutboxRelay:
+    """Publishes one schema's outbox. Several replicas may run it; a session advisory lock makes
+    exactly one of them the publisher, which keeps per-key order without coordination."""
+
+    def __init__(
+        self,
+        *,
+        dsn: str,
+        schema: str,
+        producer: AIOKafkaProducer,
+        topic_prefix: str = "",
+        batch_size: int = 500,
+        poll_interval: float = 1.0,
+        retention_hours: int = 72,
+    ) -> None:
+        self._dsn = dsn
+        self._schema = schema
+        self._producer = producer
+        self._topic_prefix = topic_prefix
+        self._batch_size = batch_size
+        self._poll_interval = poll_interval
+        self._retention_hours = retention_hours
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self.is_leader = False
+
+    async def run(self) -> None:
+        while not self._stopping:
+            try:
+                await self._lead()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, KafkaError) as exc:
+                # Nothing was marked published, so the same rows go out again on the next lead.
+                log.warning("outbox relay interrupted, retrying: %r", exc)
+                self.is_leader = False
+                await self._sleep(self._poll_interval)
+
+    async def stop(self) -> None:
+        """Ask the loop to publish what is committed now and then leave."""
+        self._stopping = True
+        self._wake.set()
+
+    async def _lead(self) -> None:
+        conn: asyncpg.Connection = await asyncpg.connect(
+            self._dsn,
+            server_settings={
+                "search_path": self._schema,
+                "application_name": f"{self._schema}-outbox-relay",
+            },
+        )
+        try:
+            lock_id = zlib.crc32(f"outbox-relay:{self._schema}".encode())
+            while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", lock_id):
+                if self._stopping:
+                    return
+                await self._sleep(self._poll_interval * 5)
+            self.is_leader = True
+            await conn.add_listener(f"{self._schema}_outbox", lambda *_: self._wake.set())
+            loop = asyncio.get_running_loop()
+            next_prune = loop.time()
+            while True:
+                if loop.time() >= next_prune:
+                    await self._prune(conn)
+                    next_prune = loop.time() + 600
+                published = await self.publish_batch(conn)
+                if published == self._batch_size:
+                    continue
+                if self._stopping:
+                    return
+                await self._sleep(self._poll_interval)
+        finally:
+            self.is_leader = False
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+    async def publish_batch(self, conn: asyncpg.Connection) -> int:
+        rows = await conn.fetch(
+            """
+            SELECT seq, topic, key, payload, headers::text AS headers FROM outbox
+            WHERE published_at IS NULL ORDER BY seq LIMIT $1
+            """,
+            self._batch_size,
+        )
+        if not rows:
+            return 0
+        # send() only enqueues into the producer's batches; awaiting the futures waits for acks.
+        futures = [
+            await self._producer.send(
+                self._topic_prefix + row["topic"],
+                value=bytes(row["payload"]),
+                key=row["key"].encode(),
+                headers=to_kafka_headers(json.loads(row["headers"])),
+            )
+            for row in rows
+        ]
+        await asyncio.gather(*futures)
+        await conn.execute(
+            "UPDATE outbox SET published_at = now() WHERE seq = ANY($1::bigint[])",
+            [row["seq"] for row in rows],
+        )
+        return len(rows)
+
+    async def _prune(self, conn: asyncpg.Connection) -> None:
+        await conn.execute(
+            "DELETE FROM outbox WHERE published_at < now() - make_interval(hours => $1)",
+            self._retention_hours,
+        )
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+        self._wake.clear()

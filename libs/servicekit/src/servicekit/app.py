@@ -1,0 +1,59 @@
+"""The FastAPI application every service is built from: lifespan-owned runtime, API-key auth,
+problem+json errors, /healthz, /readyz, OpenTelemetry instrumentation."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+from servicekit.auth import ApiKeyAuthenticator
+from servicekit.problems import install_problem_handlers
+from servicekit.runtime import Runtime, ServiceSpec
+from servicekit.settings import ServiceSettings
+from servicekit.telemetry import configure_tracing
+
+
+def runtime(request: Request) -> Runtime:
+    """FastAPI dependency: the runtime of the app serving the request."""
+    rt: Runtime = request.app.state.runtime
+    return rt
+
+
+def create_service_app(
+    spec: ServiceSpec, settings: ServiceSettings, routers: Sequence[APIRouter]
+) -> FastAPI:
+    configure_tracing(spec.name)
+    rt = Runtime(spec, settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await rt.start()
+        try:
+            yield
+        finally:
+            await rt.stop()
+
+    app = FastAPI(title=spec.name, version=spec.version, lifespan=lifespan)
+    app.state.runtime = rt
+    app.state.settings = settings
+    app.state.authenticator = ApiKeyAuthenticator(settings.api_keys)
+    install_problem_handlers(app)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> JSONResponse:
+        ok, checks = await rt.ready()
+        return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks},
+                            status_code=200 if ok else 503)
+
+    for router in routers:
+        app.include_router(router)
+    FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics")
+    return app

@@ -1,0 +1,35 @@
+"""The service's asyncpg pool. Every connection is pinned to the service's own schema and names
+itself (application_name) so pg_stat_activity shows who holds what."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(
+    dsn: str, *, schema: str, application_name: str, min_size: int, max_size: int
+) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        server_settings={"search_path": schema, "application_name": application_name},
+    )
+    assert pool is not None
+    return pool
+
+
+@asynccontextmanager
+async def transaction(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """The unit of work: commits when the block ends normally, rolls back on any exception."""
+    async with pool.acquire() as conn, conn.transaction():
+        yield conn

@@ -1,0 +1,194 @@
+"""What a service process owns besides its HTTP routes: the pool, the Kafka producer, the outbox
+relay, its inbox consumers and any background workers; started and stopped in a fixed order so
+shutdown loses nothing (consumers commit, the relay publishes what is committed, the producer
+flushes)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaConnectionError
+from referral_events.inbox import Handler, InboxConsumer
+from referral_events.kafka import ensure_topics, make_producer
+from referral_events.outbox import OutboxRelay
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
+
+from servicekit.db import create_pool, transaction
+from servicekit.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+
+class Worker(Protocol):
+    async def run(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """A consumer group: its name (also the inbox's consumer column), topics and routing table."""
+
+    group: str
+    topics: list[str]
+    handlers: dict[str, Handler]
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    schema: str
+    package: str
+    version: str = "0.1.0"
+    consumers: list[ConsumerSpec] = field(default_factory=list)
+    workers: Callable[[Runtime], list[Worker]] = field(default=lambda _rt: [])
+
+
+class Runtime:
+    def __init__(self, spec: ServiceSpec, settings: ServiceSettings) -> None:
+        self.spec = spec
+        self.settings = settings
+        self._pool: asyncpg.Pool | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self.relay: OutboxRelay | None = None
+        self.consumers: list[InboxConsumer] = []
+        self.workers: list[Worker] = []
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self.stopping = False
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("runtime not started")
+        return self._pool
+
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise RuntimeError("runtime not started")
+        return self._producer
+
+    def transaction(self) -> AbstractAsyncContextManager[asyncpg.Connection]:
+        return transaction(self.pool)
+
+    async def start(self) -> None:
+        s = self.settings
+        self._pool = await create_pool(
+            s.database_url,
+            schema=self.spec.schema,
+            application_name=self.spec.name,
+            min_size=s.db_pool_min_size,
+            max_size=s.db_pool_max_size,
+        )
+        # Kafka may come up after us (compose, rolling restarts): wait for it rather than crash.
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type((KafkaConnectionError, OSError)),
+            wait=wait_exponential(multiplier=0.5, max=5),
+            stop=stop_after_delay(120),
+            reraise=True,
+        ):
+            with attempt:
+                if s.kafka_create_topics:
+                    await ensure_topics(
+                        s.kafka_bootstrap_servers,
+                        prefix=s.kafka_topic_prefix,
+                        replication_factor=s.kafka_topic_replication_factor,
+                        partitions=s.kafka_topic_partitions,
+                    )
+                producer = make_producer(s.kafka_bootstrap_servers, self.spec.name)
+                try:
+                    await producer.start()
+                except BaseException:
+                    await producer.stop()
+                    raise
+                self._producer = producer
+        self.relay = OutboxRelay(
+            dsn=s.database_url,
+            schema=self.spec.schema,
+            producer=self.producer,
+            topic_prefix=s.kafka_topic_prefix,
+            batch_size=s.outbox_batch_size,
+            poll_interval=s.outbox_poll_interval_seconds,
+        )
+        self._spawn("outbox-relay", self.relay)
+        if s.run_consumers:
+            for c in self.spec.consumers:
+                consumer = InboxConsumer(
+                    name=c.group,
+                    group_id=s.kafka_topic_prefix + c.group,
+                    topics=[s.kafka_topic_prefix + t for t in c.topics],
+                    handlers=c.handlers,
+                    pool=self.pool,
+                    bootstrap_servers=s.kafka_bootstrap_servers,
+                    dlq_producer=self.producer,
+                    max_attempts=s.consumer_max_attempts,
+                )
+                self.consumers.append(consumer)
+                self._spawn(f"consumer:{c.group}", consumer)
+        self.workers = self.spec.workers(self)
+        for i, worker in enumerate(self.workers):
+            self._spawn(f"worker:{type(worker).__name__}:{i}", worker)
+
+    def _spawn(self, name: str, runnable: Worker) -> None:
+        self._tasks[id(runnable)] = asyncio.create_task(
+            self._supervise(name, runnable), name=name
+        )
+
+    async def _supervise(self, name: str, runnable: Worker) -> None:
+        while not self.stopping:
+            try:
+                await runnable.run()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s crashed; restarting in 1s", name)
+                await asyncio.sleep(1)
+
+    async def stop(self) -> None:
+        self.stopping = True
+        grace = self.settings.shutdown_grace_seconds
+        # Inbound first (consumers commit what they handled), then workers, then the relay
+        # publishes everything already committed, then the producer flushes.
+        await self._stop_all([*self.consumers, *self.workers], grace)
+        if self.relay is not None:
+            await self._stop_all([self.relay], grace)
+        if self._producer is not None:
+            await self._producer.stop()
+        if self._pool is not None:
+            await self._pool.close()
+
+    async def _stop_all(self, runnables: list[Worker], grace: float) -> None:
+        for r in runnables:
+            await r.stop()
+        tasks = [self._tasks[id(r)] for r in runnables if id(r) in self._tasks]
+        if not tasks:
+            return
+        _done, pending = await asyncio.wait(tasks, timeout=grace)
+        for task in pending:
+            log.warning("%s did not stop within %ss; cancelling", task.get_name(), grace)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def ready(self) -> tuple[bool, dict[str, str]]:
+        checks: dict[str, str] = {}
+        try:
+            async with self.pool.acquire(timeout=2) as conn:
+                await conn.fetchval("SELECT 1")
+            checks["postgres"] = "ok"
+        except Exception as exc:
+            checks["postgres"] = f"down: {type(exc).__name__}"
+        dead = [t.get_name() for t in self._tasks.values() if t.done()]
+        checks["background"] = "ok" if not dead else f"stopped: {', '.join(dead)}"
+        if self.stopping:
+            checks["lifecycle"] = "shutting down"
+        ok = all(v == "ok" for v in checks.values())
+        return ok, checks

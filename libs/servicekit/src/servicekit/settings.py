@@ -1,0 +1,48 @@
+"""Settings every service reads from the environment (documented in docs/operations.md)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ApiKeyEntry(BaseModel):
+    """One API key as configured: only its SHA-256 is ever stored or configured."""
+
+    tenant_id: str = Field(min_length=1)
+    key_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    scopes: list[str] = Field(default_factory=lambda: ["*"])
+    name: str = ""
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", env_nested_delimiter="__")
+
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/referral"
+    db_pool_min_size: int = Field(default=2, ge=1)
+    db_pool_max_size: int = Field(default=10, ge=1)
+
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    # Dev and tests create missing topics at start; production declares them (KafkaTopic CRs).
+    kafka_create_topics: bool = True
+    kafka_topic_replication_factor: int = Field(default=1, ge=1)
+    # Namespaces every topic and consumer group, for several environments on one cluster
+    # (and one isolated namespace per test).
+    kafka_topic_prefix: str = ""
+    # Overrides the partition counts of created topics (small brokers in dev and tests).
+    kafka_topic_partitions: int | None = Field(default=None, ge=1)
+
+    # JSON list of {"tenant_id", "key_sha256", "scopes"}; mount it from a Secret.
+    api_keys: list[ApiKeyEntry] = Field(default_factory=list)
+
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8000, ge=1, le=65535)
+    shutdown_grace_seconds: float = Field(default=20.0, gt=0)
+
+    outbox_batch_size: int = Field(default=500, ge=1)
+    outbox_poll_interval_seconds: float = Field(default=1.0, gt=0)
+    consumer_max_attempts: int = Field(default=5, ge=1)
+    run_consumers: bool = True
+
+    log_level: str = "INFO"
+    log_json: bool = True
