@@ -1,0 +1,23 @@
+"""The routing table from consumed event types to handlers."""
+
+from __future__ import annotations
+
+from referral_events import topics
+from referral_events.contracts import link as ev
+from servicekit.runtime import ConsumerSpec
+
+from attribution_service import handlers
+
+CONSUMERS: list[ConsumerSpec] = [
+    ConsumerSpec(
+        group="attribution-service",
+        topics=[topics.LINK_EVENTS, topics.LINK_CLICKS],
+        handlers={
+            ev.ProgramCreated.TYPE: handlers.on_program,
+            ev.ProgramUpdated.TYPE: handlers.on_program,
+            ev.AdvocateEnrolled.TYPE: handlers.on_advocate_enrolled,
+            ev.CodeCreated.TYPE: handlers.on_code_created,
+            ev.LinkClicked.TYPE: handlers.on_link_clicked,
+        },
+    )
+]

@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from fastapi import FastAPI
+from servicekit.app import create_service_app
+from servicekit.cli import run_cli
+from servicekit.runtime import Runtime, ServiceSpec, Worker
+
+from attribution_service import api
+from attribution_service.config import Settings
+from attribution_service.consumers import CONSUMERS
+from attribution_service.workers import PendingSweeper
+
+
+def _workers(rt: Runtime) -> list[Worker]:
+    s = rt.settings
+    assert isinstance(s, Settings)
+    return [PendingSweeper(rt, s.evidence_grace_seconds, s.pending_sweep_interval_seconds)]
+
+
+SPEC = ServiceSpec(name="attribution-service", schema="attribution",
+                   package="attribution_service", consumers=CONSUMERS, workers=_workers)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    return create_service_app(SPEC, settings or Settings(), [api.router])
+
+
+def main() -> None:
+    run_cli(SPEC, Settings, create_app)
+
+
+if __name__ == "__main__":
+    main()
