@@ -49,9 +49,16 @@ def ensure_jars() -> Path:
         (home / "pom.xml").write_text(POM)
         staging = home / "libs.staging"
         shutil.rmtree(staging, ignore_errors=True)
-        subprocess.run(  # noqa: S603
-            ["mvn", "-q", "-B", "-f", str(home / "pom.xml"), "dependency:copy-dependencies",
-             f"-DoutputDirectory={staging}"],
+        subprocess.run(
+            [
+                "mvn",
+                "-q",
+                "-B",
+                "-f",
+                str(home / "pom.xml"),
+                "dependency:copy-dependencies",
+                f"-DoutputDirectory={staging}",
+            ],
             check=True,
         )
         shutil.rmtree(libs, ignore_errors=True)
@@ -75,27 +82,29 @@ class KafkaBroker:
         return f"127.0.0.1:{self.port}"
 
     def _properties(self) -> str:
-        return "\n".join([
-            "process.roles=broker,controller",
-            "node.id=1",
-            f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
-            f"listeners=PLAINTEXT://127.0.0.1:{self.port},"
-            f"CONTROLLER://127.0.0.1:{self.controller_port}",
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
-            "controller.listener.names=CONTROLLER",
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-            "inter.broker.listener.name=PLAINTEXT",
-            f"log.dirs={self.data_dir / 'log'}",
-            "num.partitions=1",
-            "auto.create.topics.enable=false",
-            "offsets.topic.replication.factor=1",
-            "offsets.topic.num.partitions=4",
-            "transaction.state.log.replication.factor=1",
-            "transaction.state.log.min.isr=1",
-            "group.initial.rebalance.delay.ms=0",
-            "log.retention.hours=168",
-            "",
-        ])
+        return "\n".join(
+            [
+                "process.roles=broker,controller",
+                "node.id=1",
+                f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
+                f"listeners=PLAINTEXT://127.0.0.1:{self.port},"
+                f"CONTROLLER://127.0.0.1:{self.controller_port}",
+                f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                "controller.listener.names=CONTROLLER",
+                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                "inter.broker.listener.name=PLAINTEXT",
+                f"log.dirs={self.data_dir / 'log'}",
+                "num.partitions=1",
+                "auto.create.topics.enable=false",
+                "offsets.topic.replication.factor=1",
+                "offsets.topic.num.partitions=4",
+                "transaction.state.log.replication.factor=1",
+                "transaction.state.log.min.isr=1",
+                "group.initial.rebalance.delay.ms=0",
+                "log.retention.hours=168",
+                "",
+            ]
+        )
 
     def start(self, timeout: float = 90.0) -> None:
         libs = ensure_jars()
@@ -105,24 +114,47 @@ class KafkaBroker:
         classpath = f"{libs}/*"
         if not (self.data_dir / "log" / "meta.properties").exists():
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-            subprocess.run(  # noqa: S603
-                ["java", "-cp", classpath, "kafka.tools.StorageTool", "format", "-t",
-                 cluster_id, "-c", str(props)],
-                check=True, capture_output=True,
+            subprocess.run(
+                [
+                    "java",
+                    "-cp",
+                    classpath,
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "-t",
+                    cluster_id,
+                    "-c",
+                    str(props),
+                ],
+                check=True,
+                capture_output=True,
             )
         log_path = self.data_dir / "kafka.log"
         env = {**os.environ, "KAFKA_HEAP_OPTS": f"-Xmx{self.heap}"}
         with open(log_path, "wb") as log:
-            self._proc = subprocess.Popen(  # noqa: S603
-                ["java", f"-Xmx{self.heap}", "-Xms128m", "-XX:+UseSerialGC",
-                 f"-Dkafka.logs.dir={self.data_dir}", "-cp", classpath, "kafka.Kafka", str(props)],
-                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            self._proc = subprocess.Popen(
+                [
+                    "java",
+                    f"-Xmx{self.heap}",
+                    "-Xms128m",
+                    "-XX:+UseSerialGC",
+                    f"-Dkafka.logs.dir={self.data_dir}",
+                    "-cp",
+                    classpath,
+                    "kafka.Kafka",
+                    str(props),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                raise RuntimeError(f"Kafka exited early; see {log_path}:\n"
-                                   + log_path.read_text()[-3000:])
+                raise RuntimeError(
+                    f"Kafka exited early; see {log_path}:\n" + log_path.read_text()[-3000:]
+                )
             if b"Kafka Server started" in log_path.read_bytes():
                 return
             time.sleep(0.2)

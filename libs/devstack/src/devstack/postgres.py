@@ -16,7 +16,7 @@ def start_embedded(data_dir: Path) -> tuple[Any, str]:
     import pgserver
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(data_dir, cleanup_mode="stop")
+    server = pgserver.get_server(data_dir, cleanup_mode="stop")  # type: ignore[attr-defined]
     return server, str(server.get_uri())
 
 

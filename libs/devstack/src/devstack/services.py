@@ -84,9 +84,10 @@ class RunningService:
 
 def migrate(cfg: StackConfig, services: tuple[ServiceDef, ...] = SERVICES) -> None:
     for svc in services:
-        subprocess.run(  # noqa: S603
+        subprocess.run(
             [sys.executable, "-m", f"{svc.package}.main", "migrate"],
-            env=cfg.env(svc), check=True,
+            env=cfg.env(svc),
+            check=True,
         )
 
 
@@ -97,9 +98,11 @@ def start(cfg: StackConfig, services: tuple[ServiceDef, ...] = SERVICES) -> list
         if cfg.log_dir is not None:
             cfg.log_dir.mkdir(parents=True, exist_ok=True)
             out = open(cfg.log_dir / f"{svc.name}.log", "ab")  # noqa: SIM115
-        proc = subprocess.Popen(  # noqa: S603
+        proc = subprocess.Popen(
             [sys.executable, "-m", f"{svc.package}.main", "serve"],
-            env=cfg.env(svc), stdout=out, stderr=subprocess.STDOUT if out else None,
+            env=cfg.env(svc),
+            stdout=out,
+            stderr=subprocess.STDOUT if out else None,
         )
         running.append(RunningService(svc, cfg.port(svc), proc))
     return running

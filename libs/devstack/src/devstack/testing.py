@@ -29,13 +29,15 @@ async def migrate(database_url: str, schema: str, package: str) -> None:
 
 
 @asynccontextmanager
-async def serve_in_process(app: FastAPI, api_key: str | None = None
-                           ) -> AsyncIterator[httpx.AsyncClient]:
+async def serve_in_process(
+    app: FastAPI, api_key: str | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     async with LifespanManager(app, startup_timeout=60, shutdown_timeout=60) as manager:
         transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver",
-                                     headers=headers) as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://testserver", headers=headers
+        ) as client:
             yield client
 
 
@@ -54,7 +56,7 @@ async def read_topic(
         while not partitions:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"topic {topic} does not exist")
-            await consumer._client.force_metadata_update()  # noqa: SLF001
+            await consumer._client.force_metadata_update()
             partitions = consumer.partitions_for_topic(topic)
             await asyncio.sleep(0.2)
         tps = [TopicPartition(topic, p) for p in partitions]
@@ -72,8 +74,7 @@ async def read_topic(
         await consumer.stop()
 
 
-async def eventually(check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.2
-                     ) -> Any:
+async def eventually(check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.2) -> Any:
     """Await `check()` until it returns a truthy value (or raises nothing), then return it."""
     deadline = time.monotonic() + timeout
     last: BaseException | None = None
@@ -90,3 +91,71 @@ async def eventually(check: Callable[[], Any], timeout: float = 30.0, interval: 
     if last is not None:
         raise last
     raise TimeoutError("condition not met in time")
+
+
+async def wait_caught_up(
+    bootstrap_servers: str, group_ids: list[str], timeout: float = 60.0
+) -> None:
+    """Wait until every partition each group consumes has its committed offset at the log end,
+    i.e. everything produced so far has been handled and committed."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    await admin.start()
+    await probe.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            behind = {}
+            for group in group_ids:
+                committed = await admin.list_consumer_group_offsets(group)
+                if not committed:
+                    behind[group] = "no commits yet"
+                    continue
+                ends = await probe.end_offsets(list(committed))
+                for tp, meta in committed.items():
+                    if meta.offset < ends[tp]:
+                        behind[f"{group} {tp.topic}/{tp.partition}"] = ends[tp] - meta.offset
+            if not behind:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"consumers still behind: {behind}")
+            await asyncio.sleep(0.3)
+    finally:
+        await probe.stop()
+        await admin.close()
+
+
+@asynccontextmanager
+async def http_receiver(app: Any) -> AsyncIterator[str]:
+    """Serve an ASGI app on a free loopback port (a real socket, for real HTTP clients)."""
+    import uvicorn
+
+    from devstack.paths import free_port
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def read_to_end(bootstrap_servers: str, topic: str) -> list[Any]:
+    """Every record of `topic` up to its log end as of now."""
+    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    await probe.start()
+    try:
+        parts = probe.partitions_for_topic(topic) or set()
+        ends = await probe.end_offsets([TopicPartition(topic, p) for p in parts])
+    finally:
+        await probe.stop()
+    total = sum(ends.values())
+    return await read_topic(bootstrap_servers, topic, lambda rs: len(rs) >= total)

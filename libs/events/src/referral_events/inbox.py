@@ -199,9 +199,12 @@ class InboxConsumer:
             await handler(conn, event, payload)
         self.processed += 1
 
-    async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], error: BaseException) -> None:
+    async def _dead_letter(
+        self, record: ConsumerRecord[bytes, bytes], error: BaseException
+    ) -> None:
         self.dead_lettered += 1
-        headers = list(record.headers or ()) + [
+        headers = [
+            *(record.headers or ()),
             ("dlq.consumer", self.name.encode()),
             ("dlq.error", repr(error)[:1000].encode()),
             ("dlq.source", f"{record.topic}/{record.partition}/{record.offset}".encode()),
@@ -209,8 +212,14 @@ class InboxConsumer:
         await self._dlq_producer.send_and_wait(
             dlq(record.topic), value=record.value, key=record.key, headers=headers
         )
-        log.error("consumer %s dead-lettered %s/%s/%s: %r", self.name, record.topic,
-                  record.partition, record.offset, error)
+        log.error(
+            "consumer %s dead-lettered %s/%s/%s: %r",
+            self.name,
+            record.topic,
+            record.partition,
+            record.offset,
+            error,
+        )
 
 
 __all__ = ["Handler", "InboxConsumer", "PoisonMessage", "TopicPartition"]

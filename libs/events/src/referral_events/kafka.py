@@ -47,7 +47,7 @@ async def ensure_topics(
     replication_factor: int = 1,
     partitions: int | None = None,
 ) -> None:
-    """Create missing topics; existing ones are left as they are (partitions are an ops decision)."""
+    """Create missing topics; existing ones are left as they are (partitions are ops' call)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
     await admin.start()
     try:

@@ -34,6 +34,4 @@ def dlq(topic: str) -> str:
     return f"{topic}.dlq"
 
 
-ALL_TOPICS: tuple[Topic, ...] = TOPICS + tuple(
-    Topic(dlq(t.name), 1, 90 * DAY_MS) for t in TOPICS
-)
+ALL_TOPICS: tuple[Topic, ...] = TOPICS + tuple(Topic(dlq(t.name), 1, 90 * DAY_MS) for t in TOPICS)

@@ -50,8 +50,10 @@ def create_service_app(
     @app.get("/readyz", include_in_schema=False)
     async def readyz() -> JSONResponse:
         ok, checks = await rt.ready()
-        return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks},
-                            status_code=200 if ok else 503)
+        return JSONResponse(
+            {"status": "ok" if ok else "unavailable", "checks": checks},
+            status_code=200 if ok else 503,
+        )
 
     for router in routers:
         app.include_router(router)

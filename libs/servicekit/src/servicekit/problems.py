@@ -53,8 +53,12 @@ class Forbidden(DomainError):
 def problem(
     status: int, title: str, detail: str, *, instance: str | None = None, **extra: Any
 ) -> JSONResponse:
-    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status,
-                            "detail": detail}
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
     if instance:
         body["instance"] = instance
     body.update({k: v for k, v in extra.items() if v is not None})
@@ -71,8 +75,9 @@ def _field_name(loc: tuple[Any, ...]) -> str:
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def _domain(request: Request, exc: DomainError) -> JSONResponse:
-        return problem(exc.status, exc.title, exc.detail, instance=request.url.path,
-                       field=exc.field)
+        return problem(
+            exc.status, exc.title, exc.detail, instance=request.url.path, field=exc.field
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -98,5 +103,6 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem(500, "Internal error", "An unexpected error occurred.",
-                       instance=request.url.path)
+        return problem(
+            500, "Internal error", "An unexpected error occurred.", instance=request.url.path
+        )

@@ -16,11 +16,11 @@ from typing import Protocol
 import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
+
 from referral_events.inbox import Handler, InboxConsumer
 from referral_events.kafka import ensure_topics, make_producer
 from referral_events.outbox import OutboxRelay
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
-
 from servicekit.db import create_pool, transaction
 from servicekit.settings import ServiceSettings
 
@@ -137,9 +137,7 @@ class Runtime:
             self._spawn(f"worker:{type(worker).__name__}:{i}", worker)
 
     def _spawn(self, name: str, runnable: Worker) -> None:
-        self._tasks[id(runnable)] = asyncio.create_task(
-            self._supervise(name, runnable), name=name
-        )
+        self._tasks[id(runnable)] = asyncio.create_task(self._supervise(name, runnable), name=name)
 
     async def _supervise(self, name: str, runnable: Worker) -> None:
         while not self.stopping:

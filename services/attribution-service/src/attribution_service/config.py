@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pydantic import Field
+
 from servicekit.settings import ServiceSettings
 
 

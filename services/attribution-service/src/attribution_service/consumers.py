@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+from attribution_service import handlers
 from referral_events import topics
 from referral_events.contracts import link as ev
 from servicekit.runtime import ConsumerSpec
-
-from attribution_service import handlers
 
 CONSUMERS: list[ConsumerSpec] = [
     ConsumerSpec(

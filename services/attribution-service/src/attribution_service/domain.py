@@ -76,16 +76,21 @@ class Decision:
         return [c.name for c in self.checks if c.outcome == "fail"]
 
 
-def pick_evidence(code: Code | None, click: Click | None, referral: Referral | None
-                  ) -> Candidate | None:
+def pick_evidence(
+    code: Code | None, click: Click | None, referral: Referral | None
+) -> Candidate | None:
     """A code typed at checkout beats a click id, which beats the customer's existing referral."""
     if code is not None:
         return Candidate("code", code.program_id, code.advocate_id)
     if click is not None:
         return Candidate("click", click.program_id, click.advocate_id, click=click)
     if referral is not None:
-        return Candidate("existing_referral", referral.program_id, referral.advocate_id,
-                         referral_id=referral.referral_id)
+        return Candidate(
+            "existing_referral",
+            referral.program_id,
+            referral.advocate_id,
+            referral_id=referral.referral_id,
+        )
     return None
 
 
@@ -143,7 +148,9 @@ def decide(
 def explanation(decision: Decision, window_days: int | None) -> dict[str, object]:
     cand = decision.candidate
     return {
-        "evidence": None if cand is None else {
+        "evidence": None
+        if cand is None
+        else {
             "kind": cand.evidence,
             "advocate_id": cand.advocate_id,
             "program_id": cand.program_id,
@@ -152,6 +159,7 @@ def explanation(decision: Decision, window_days: int | None) -> dict[str, object
         },
         "model": "last_click",
         "window_days": window_days,
-        "checks": [{"check": c.name, "outcome": c.outcome, "detail": c.detail}
-                   for c in decision.checks],
+        "checks": [
+            {"check": c.name, "outcome": c.outcome, "detail": c.detail} for c in decision.checks
+        ],
     }

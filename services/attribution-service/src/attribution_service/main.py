@@ -1,14 +1,14 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
-from servicekit.app import create_service_app
-from servicekit.cli import run_cli
-from servicekit.runtime import Runtime, ServiceSpec, Worker
 
 from attribution_service import api
 from attribution_service.config import Settings
 from attribution_service.consumers import CONSUMERS
 from attribution_service.workers import PendingSweeper
+from servicekit.app import create_service_app
+from servicekit.cli import run_cli
+from servicekit.runtime import Runtime, ServiceSpec, Worker
 
 
 def _workers(rt: Runtime) -> list[Worker]:
@@ -17,8 +17,13 @@ def _workers(rt: Runtime) -> list[Worker]:
     return [PendingSweeper(rt, s.evidence_grace_seconds, s.pending_sweep_interval_seconds)]
 
 
-SPEC = ServiceSpec(name="attribution-service", schema="attribution",
-                   package="attribution_service", consumers=CONSUMERS, workers=_workers)
+SPEC = ServiceSpec(
+    name="attribution-service",
+    schema="attribution",
+    package="attribution_service",
+    consumers=CONSUMERS,
+    workers=_workers,
+)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -12,8 +12,10 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 class ConversionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    type: str = Field(pattern=r"^[a-z][a-z0-9_]{1,40}$",
-                      description="signup, purchase, or a custom type the program names")
+    type: str = Field(
+        pattern=r"^[a-z][a-z0-9_]{1,40}$",
+        description="signup, purchase, or a custom type the program names",
+    )
     customer_id: str = Field(min_length=1, max_length=200)
     email: str | None = Field(default=None, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
     click_id: str | None = Field(default=None, pattern=r"^clk_[a-z2-7]{24}$")

@@ -8,14 +8,18 @@ import contextlib
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from servicekit.runtime import Runtime
-
 from attribution_service import handlers
+from servicekit.runtime import Runtime
 
 
 class PendingSweeper:
-    def __init__(self, rt: Runtime, grace_seconds: int, interval: float,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(
+        self,
+        rt: Runtime,
+        grace_seconds: int,
+        interval: float,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self._rt = rt
         self._grace = timedelta(seconds=grace_seconds)
         self._interval = interval

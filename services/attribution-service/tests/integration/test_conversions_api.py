@@ -7,13 +7,13 @@ from datetime import UTC, datetime
 
 import pytest
 from aiokafka import AIOKafkaProducer
+
+from attribution_service.config import Settings
+from attribution_service.main import create_app
 from devstack.pytest_plugin import Namespace
 from devstack.testing import eventually, migrate, new_api_key, read_topic, serve_in_process
 from referral_events import CloudEvent, EventPayload, new_event
 from referral_events.contracts import link as ev
-
-from attribution_service.config import Settings
-from attribution_service.main import create_app
 
 pytestmark = pytest.mark.integration
 CLICK_ID = "clk_" + "a" * 24
@@ -28,72 +28,127 @@ async def env(namespace: Namespace):
     producer = AIOKafkaProducer(bootstrap_servers=namespace.kafka_bootstrap_servers)
     await producer.start()
     async with serve_in_process(create_app(settings), key) as client:
+
         async def publish(topic: str, payload: EventPayload, tenant: str = "acme") -> None:
             event = new_event(payload, source="/test", tenant_id=tenant)
-            await producer.send_and_wait(namespace.topic_prefix + topic, event.to_json(),
-                                         key=b"k")
+            await producer.send_and_wait(namespace.topic_prefix + topic, event.to_json(), key=b"k")
+
         yield client, publish, namespace, other_key
     await producer.stop()
 
 
 async def _link_facts(publish) -> None:
-    await publish("link.events", ev.ProgramCreated(
-        program_id="prg_1", name="p", status="active", landing_url="https://s.example",
-        allowed_domains=["s.example"]))
-    await publish("link.events", ev.AdvocateEnrolled(
-        advocate_id="adv_1", program_id="prg_1", customer_id="cus_adv"))
-    await publish("link.events", ev.CodeCreated(code="ANN123", advocate_id="adv_1",
-                                                program_id="prg_1"))
+    await publish(
+        "link.events",
+        ev.ProgramCreated(
+            program_id="prg_1",
+            name="p",
+            status="active",
+            landing_url="https://s.example",
+            allowed_domains=["s.example"],
+        ),
+    )
+    await publish(
+        "link.events",
+        ev.AdvocateEnrolled(advocate_id="adv_1", program_id="prg_1", customer_id="cus_adv"),
+    )
+    await publish(
+        "link.events", ev.CodeCreated(code="ANN123", advocate_id="adv_1", program_id="prg_1")
+    )
 
 
 async def test_conversion_waits_for_its_click_then_attributes(env) -> None:
     client, publish, ns, _ = env
     await _link_facts(publish)
-    r = await client.post("/v1/conversions", json={
-        "type": "signup", "customer_id": "cus_friend", "click_id": CLICK_ID})
+    r = await client.post(
+        "/v1/conversions",
+        json={"type": "signup", "customer_id": "cus_friend", "click_id": CLICK_ID},
+    )
     assert r.status_code == 202, r.text
     conv_id = r.json()["id"]
 
-    await publish("link.clicks", ev.LinkClicked(
-        click_id=CLICK_ID, code="ANN123", advocate_id="adv_1", program_id="prg_1",
-        clicked_at=datetime.now(UTC)))
+    await publish(
+        "link.clicks",
+        ev.LinkClicked(
+            click_id=CLICK_ID,
+            code="ANN123",
+            advocate_id="adv_1",
+            program_id="prg_1",
+            clicked_at=datetime.now(UTC),
+        ),
+    )
 
     async def attributed() -> bool:
         got = (await client.get(f"/v1/conversions/{conv_id}")).json()
         return got["status"] == "attributed"
+
     await eventually(attributed)
 
-    r = await client.post("/v1/conversions", json={
-        "type": "purchase", "customer_id": "cus_friend", "order_id": "o-1", "amount": "50.00",
-        "currency": "usd"}, headers={"Idempotency-Key": "k-1"})
+    r = await client.post(
+        "/v1/conversions",
+        json={
+            "type": "purchase",
+            "customer_id": "cus_friend",
+            "order_id": "o-1",
+            "amount": "50.00",
+            "currency": "usd",
+        },
+        headers={"Idempotency-Key": "k-1"},
+    )
     assert r.status_code == 201, r.text
     purchase = r.json()
     assert purchase["status"] == "attributed" and purchase["is_first_purchase"] is True
     assert purchase["evidence"] == "existing_referral" and purchase["amount"] == "50.00"
 
     # same key + same body: the first result; same key + other body: 409
-    again = await client.post("/v1/conversions", json={
-        "type": "purchase", "customer_id": "cus_friend", "order_id": "o-1", "amount": "50.00",
-        "currency": "usd"}, headers={"Idempotency-Key": "k-1"})
+    again = await client.post(
+        "/v1/conversions",
+        json={
+            "type": "purchase",
+            "customer_id": "cus_friend",
+            "order_id": "o-1",
+            "amount": "50.00",
+            "currency": "usd",
+        },
+        headers={"Idempotency-Key": "k-1"},
+    )
     assert again.status_code == 200 and again.json()["id"] == purchase["id"]
-    clash = await client.post("/v1/conversions", json={
-        "type": "purchase", "customer_id": "cus_friend", "order_id": "o-1", "amount": "51.00",
-        "currency": "usd"}, headers={"Idempotency-Key": "k-1"})
+    clash = await client.post(
+        "/v1/conversions",
+        json={
+            "type": "purchase",
+            "customer_id": "cus_friend",
+            "order_id": "o-1",
+            "amount": "51.00",
+            "currency": "usd",
+        },
+        headers={"Idempotency-Key": "k-1"},
+    )
     assert clash.status_code == 409
     assert clash.headers["content-type"] == "application/problem+json"
 
-    second = await client.post("/v1/conversions", json={
-        "type": "purchase", "customer_id": "cus_friend", "order_id": "o-2", "amount": "10",
-        "currency": "USD"})
+    second = await client.post(
+        "/v1/conversions",
+        json={
+            "type": "purchase",
+            "customer_id": "cus_friend",
+            "order_id": "o-2",
+            "amount": "10",
+            "currency": "USD",
+        },
+    )
     assert second.json()["is_first_purchase"] is False
 
     records = await read_topic(
-        ns.kafka_bootstrap_servers, ns.topic_prefix + "attribution.events",
-        lambda rs: len(rs) >= 4)
+        ns.kafka_bootstrap_servers, ns.topic_prefix + "attribution.events", lambda rs: len(rs) >= 4
+    )
     events = [CloudEvent.from_json(r.value) for r in records]
     assert sorted(e.type for e in events) == [
-        "conversion.attributed.v1", "conversion.attributed.v1", "conversion.attributed.v1",
-        "referral.attributed.v1"]
+        "conversion.attributed.v1",
+        "conversion.attributed.v1",
+        "conversion.attributed.v1",
+        "referral.attributed.v1",
+    ]
     assert {r.key for r in records} == {b"adv_1"}
 
 
@@ -102,13 +157,17 @@ async def test_self_referral_is_rejected_with_reasons(env) -> None:
     await _link_facts(publish)
 
     async def code_known() -> bool:
-        r = await client.post("/v1/conversions", json={
-            "type": "signup", "customer_id": "cus_adv", "code": "ann123"},
-            headers={"Idempotency-Key": "self-1"})
+        r = await client.post(
+            "/v1/conversions",
+            json={"type": "signup", "customer_id": "cus_adv", "code": "ann123"},
+            headers={"Idempotency-Key": "self-1"},
+        )
         return r.status_code in (200, 201) and r.json()["status"] != "pending"
+
     await eventually(code_known)
-    records = await read_topic(ns.kafka_bootstrap_servers,
-                               ns.topic_prefix + "attribution.events", lambda rs: len(rs) >= 1)
+    records = await read_topic(
+        ns.kafka_bootstrap_servers, ns.topic_prefix + "attribution.events", lambda rs: len(rs) >= 1
+    )
     event = CloudEvent.from_json(records[0].value)
     assert event.type == "conversion.rejected.v1"
     assert event.data["reasons"] == ["self_referral"]
@@ -117,12 +176,36 @@ async def test_self_referral_is_rejected_with_reasons(env) -> None:
 @pytest.mark.parametrize(
     ("body", "field"),
     [
-        ({"type": "purchase", "customer_id": "c", "order_id": "o", "amount": "1.00",
-          "currency": "XYZ"}, "currency"),
-        ({"type": "purchase", "customer_id": "c", "order_id": "o", "amount": "-1.00",
-          "currency": "USD"}, "amount"),
-        ({"type": "purchase", "customer_id": "c", "order_id": "o", "amount": 19.990000000001,
-          "currency": "USD"}, "amount"),
+        (
+            {
+                "type": "purchase",
+                "customer_id": "c",
+                "order_id": "o",
+                "amount": "1.00",
+                "currency": "XYZ",
+            },
+            "currency",
+        ),
+        (
+            {
+                "type": "purchase",
+                "customer_id": "c",
+                "order_id": "o",
+                "amount": "-1.00",
+                "currency": "USD",
+            },
+            "amount",
+        ),
+        (
+            {
+                "type": "purchase",
+                "customer_id": "c",
+                "order_id": "o",
+                "amount": 19.990000000001,
+                "currency": "USD",
+            },
+            "amount",
+        ),
         ({"type": "signup", "customer_id": "c", "click_id": "not-a-click"}, "click_id"),
         ({"type": "Sign Up", "customer_id": "c"}, "type"),
         ({"type": "signup", "customer_id": ""}, "customer_id"),
@@ -142,11 +225,16 @@ async def test_foreign_tenants_code_and_conversion_are_invisible(env) -> None:
     r = await client.post("/v1/conversions", json={"type": "signup", "customer_id": "cus_f"})
     assert r.json()["status"] == "organic"
     foreign = {"Authorization": f"Bearer {other_key}"}
-    assert (await client.get(f"/v1/conversions/{r.json()['id']}", headers=foreign)
-            ).status_code == 404
+    assert (
+        await client.get(f"/v1/conversions/{r.json()['id']}", headers=foreign)
+    ).status_code == 404
 
     async def code_refused() -> bool:
-        resp = await client.post("/v1/conversions", headers=foreign, json={
-            "type": "signup", "customer_id": "cus_g", "code": "ANN123"})
+        resp = await client.post(
+            "/v1/conversions",
+            headers=foreign,
+            json={"type": "signup", "customer_id": "cus_g", "code": "ANN123"},
+        )
         return resp.status_code == 422 and resp.json()["field"] == "code"
+
     await eventually(code_refused)

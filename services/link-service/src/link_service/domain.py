@@ -52,8 +52,11 @@ def normalize_domains(landing_url: str, allowed_domains: list[str] | None) -> li
 def landing_url_for_click(landing_url: str, code: str, click_id: str) -> str:
     """The landing URL with `ref` and `click_id` added, its own query kept."""
     parts = urlsplit(landing_url)
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
-             if k not in ("ref", "click_id")]
+    query = [
+        (k, v)
+        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+        if k not in ("ref", "click_id")
+    ]
     query += [("ref", code), ("click_id", click_id)]
     return urlunsplit(parts._replace(query=urlencode(query)))
 

@@ -1,13 +1,13 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
-from servicekit.app import create_service_app
-from servicekit.cli import run_cli
-from servicekit.runtime import ServiceSpec
 
 from link_service import api
 from link_service.config import Settings
 from link_service.consumers import CONSUMERS
+from servicekit.app import create_service_app
+from servicekit.cli import run_cli
+from servicekit.runtime import ServiceSpec
 
 SPEC = ServiceSpec(name="link-service", schema="link", package="link_service", consumers=CONSUMERS)
 

@@ -3,12 +3,12 @@ from __future__ import annotations
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+
 from devstack.pytest_plugin import Namespace
 from devstack.testing import migrate, new_api_key, read_topic, serve_in_process
-from referral_events import CloudEvent
-
 from link_service.config import Settings
 from link_service.main import create_app
+from referral_events import CloudEvent
 
 pytestmark = pytest.mark.integration
 
@@ -25,18 +25,23 @@ async def client_and_ns(namespace: Namespace):
 
 async def test_program_enroll_redirect_emits_events(client_and_ns) -> None:
     client, ns, other_key = client_and_ns
-    r = await client.post("/v1/programs", json={
-        "name": "Give 20 get 20", "landing_url": "https://shop.example.com/welcome?src=ref"})
+    r = await client.post(
+        "/v1/programs",
+        json={"name": "Give 20 get 20", "landing_url": "https://shop.example.com/welcome?src=ref"},
+    )
     assert r.status_code == 201, r.text
     program = r.json()
     assert program["allowed_domains"] == ["shop.example.com"]
 
-    r = await client.post(f"/v1/programs/{program['id']}/advocates",
-                          json={"customer_id": "cus_1", "email": "ann@example.com"})
+    r = await client.post(
+        f"/v1/programs/{program['id']}/advocates",
+        json={"customer_id": "cus_1", "email": "ann@example.com"},
+    )
     assert r.status_code == 201, r.text
     advocate = r.json()
-    again = await client.post(f"/v1/programs/{program['id']}/advocates",
-                              json={"customer_id": "cus_1"})
+    again = await client.post(
+        f"/v1/programs/{program['id']}/advocates", json={"customer_id": "cus_1"}
+    )
     assert again.status_code == 200
     assert again.json()["id"] == advocate["id"] and again.json()["code"] == advocate["code"]
 
@@ -48,16 +53,18 @@ async def test_program_enroll_redirect_emits_events(client_and_ns) -> None:
     assert query["src"] == ["ref"] and query["ref"] == [advocate["code"]]
     click_id = query["click_id"][0]
 
-    records = await read_topic(ns.kafka_bootstrap_servers, ns.topic_prefix + "link.clicks",
-                               lambda rs: len(rs) >= 1)
+    records = await read_topic(
+        ns.kafka_bootstrap_servers, ns.topic_prefix + "link.clicks", lambda rs: len(rs) >= 1
+    )
     event = CloudEvent.from_json(records[0].value)
     assert event.type == "link.clicked.v1" and event.id == click_id
     assert event.tenantid == "acme" and event.data["advocate_id"] == advocate["id"]
     assert records[0].key == advocate["code"].encode()
 
     # another tenant sees nothing of acme's
-    foreign = await client.get(f"/v1/programs/{program['id']}",
-                               headers={"Authorization": f"Bearer {other_key}"})
+    foreign = await client.get(
+        f"/v1/programs/{program['id']}", headers={"Authorization": f"Bearer {other_key}"}
+    )
     assert foreign.status_code == 404
     assert foreign.headers["content-type"] == "application/problem+json"
 

@@ -4,6 +4,7 @@ Revision ID: 0001
 """
 
 from alembic import op
+
 from referral_events.sql import DROP_OUTBOX_INBOX_V1, OUTBOX_INBOX_V1
 
 revision = "0001"
