@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
@@ -44,10 +45,11 @@ async def serve_in_process(
 async def read_topic(
     bootstrap_servers: str,
     topic: str,
-    until: Callable[[list[Any]], bool],
+    until: Callable[[list[Any]], bool] | None,
     timeout: float = 30.0,
 ) -> list[Any]:
-    """Every record of `topic` from the beginning, read until `until(records)` holds."""
+    """Every record of `topic` from the beginning, read until `until(records)` holds (with
+    `until=None`: up to the log end as it is when reading starts)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
     await consumer.start()
     try:
@@ -62,6 +64,14 @@ async def read_topic(
         tps = [TopicPartition(topic, p) for p in partitions]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
+        if until is None:
+            ends = await consumer.end_offsets(tps)
+            starts = await consumer.beginning_offsets(tps)
+            total = sum(ends[tp] - starts[tp] for tp in tps)
+
+            def until(rs: list[Any]) -> bool:
+                return len(rs) >= total
+
         records: list[Any] = []
         while not until(records):
             if time.monotonic() > deadline:
@@ -109,7 +119,11 @@ async def wait_caught_up(
         while True:
             behind = {}
             for group in group_ids:
-                committed = await admin.list_consumer_group_offsets(group)
+                try:
+                    committed = await admin.list_consumer_group_offsets(group)
+                except KafkaError as exc:  # coordinator still starting up
+                    behind[group] = repr(exc)
+                    continue
                 if not committed:
                     behind[group] = "no commits yet"
                     continue
@@ -150,12 +164,4 @@ async def http_receiver(app: Any) -> AsyncIterator[str]:
 
 async def read_to_end(bootstrap_servers: str, topic: str) -> list[Any]:
     """Every record of `topic` up to its log end as of now."""
-    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
-    await probe.start()
-    try:
-        parts = probe.partitions_for_topic(topic) or set()
-        ends = await probe.end_offsets([TopicPartition(topic, p) for p in parts])
-    finally:
-        await probe.stop()
-    total = sum(ends.values())
-    return await read_topic(bootstrap_servers, topic, lambda rs: len(rs) >= total)
+    return await read_topic(bootstrap_servers, topic, until=None)
