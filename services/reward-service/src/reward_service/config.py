@@ -1,0 +1,14 @@
+from __future__ import annotations
+
+from pydantic import Field
+
+from servicekit.settings import ServiceSettings
+
+
+class Settings(ServiceSettings):
+    http_port: int = 8003
+    # How often the releaser looks for rewards whose holding period has ended; the schedule lives
+    # in Postgres, so this only bounds how late a release can be, never whether it happens.
+    release_poll_interval_seconds: float = Field(default=5.0, gt=0)
+    # Rewards released per transaction; a full batch is followed at once by the next one.
+    release_batch_size: int = Field(default=500, ge=1, le=10_000)
