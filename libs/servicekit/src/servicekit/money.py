@@ -5,22 +5,38 @@ from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
 
-from babel.numbers import get_currency_precision, list_currencies
+from babel.core import get_global
+from babel.numbers import get_currency_precision, get_territory_currencies
 
 from servicekit.problems import InvalidInput
 
-_CURRENCIES = frozenset(list_currencies())
+
+def _currencies_in_use() -> frozenset[str]:
+    # Legal tender somewhere today: drops withdrawn codes (DEM), funds, metals and XXX/XTS.
+    territories = get_global("territory_currencies")
+    return frozenset(
+        code for territory in territories for code in get_territory_currencies(territory)
+    )
+
+
+CURRENCIES = _currencies_in_use()
+
+
+def is_currency(code: str) -> bool:
+    return code in CURRENCIES
 
 
 def validate_currency(code: str, field: str = "currency") -> str:
     code = code.strip().upper()
-    if len(code) != 3 or code not in _CURRENCIES:
+    if code not in CURRENCIES:
         raise InvalidInput(f"'{code}' is not an ISO 4217 currency code", field=field)
     return code
 
 
-def exponent(currency: str) -> int:
-    return int(get_currency_precision(currency))
+def exponent(unit: str) -> int:
+    """Decimal places of a unit's minor units: 2 for USD, 0 for JPY, 3 for BHD; 0 for units
+    that are not currencies (points, MB), which count whole units."""
+    return int(get_currency_precision(unit)) if unit in CURRENCIES else 0
 
 
 def to_minor(amount: Decimal | str | int, currency: str, field: str = "amount") -> int:

@@ -12,11 +12,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import Literal
-
-from babel.core import get_global
-from babel.numbers import get_territory_currencies, is_currency
 
 from servicekit import money
 
@@ -53,33 +49,14 @@ def as_utc(moment: datetime) -> datetime:
 # --- money ----------------------------------------------------------------------------------
 
 
-def _currencies_in_use() -> frozenset[str]:
-    # Legal tender somewhere today: drops withdrawn codes (DEM), funds, metals and XXX/XTS.
-    territories = get_global("territory_currencies")
-    return frozenset(
-        code for territory in territories for code in get_territory_currencies(territory)
-    )
-
-
-CURRENCIES_IN_USE = _currencies_in_use()
-
-
 def parse_currency(code: str) -> str | None:
     """The upper-cased ISO 4217 code, or None when it names no currency in use today."""
     normalized = code.strip().upper()
-    return normalized if normalized in CURRENCIES_IN_USE else None
+    return normalized if money.is_currency(normalized) else None
 
 
-def exponent(unit: str) -> int:
-    """Decimal places of a unit's minor units: 2 for USD, 0 for JPY, 3 for BHD (the platform's
-    one table, servicekit.money); 0 for units that are not currencies (points, MB)."""
-    return money.exponent(unit) if is_currency(unit) else 0
-
-
-def format_minor(minor: int, unit: str) -> str:
-    """2000 USD -> "20.00"; 500 JPY -> "500". Exact: integer minor units through Decimal."""
-    places = exponent(unit)
-    return f"{Decimal(minor).scaleb(-places):.{places}f}"
+exponent = money.exponent
+format_minor = money.format_minor
 
 
 # --- rules ----------------------------------------------------------------------------------
