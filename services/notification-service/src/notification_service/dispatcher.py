@@ -1,0 +1,266 @@
+"""The webhook dispatcher: the background worker that sends due deliveries.
+
+Why it is shaped this way:
+- Retries are rows, not timers. A delivery's next attempt is `next_attempt_at` in Postgres, so
+  a restart, a deploy or a crash loses none; any replica may send any delivery.
+- No transaction is open while a receiver is being called. A short transaction claims due
+  deliveries (`FOR UPDATE SKIP LOCKED`, then the attempt is counted and `next_attempt_at`
+  moved to a lease's end); the POST runs with no connection held; a second short transaction
+  records the attempt, settles the delivery and writes its delivery.* event to the outbox. A
+  dispatcher that dies mid-request leaves a lease that runs out, and the delivery is sent
+  again: delivery is at least once, and receivers deduplicate on webhook-id.
+- One slow endpoint never holds up the others: attempts run as concurrent tasks, at most
+  `webhook_per_endpoint_concurrency` per endpoint and `webhook_max_in_flight` in all.
+- The body is the Standard Webhooks shape `{"type", "timestamp", "data"}` rather than our
+  CloudEvent envelope: integrators get the structure their Standard Webhooks tooling expects,
+  and our internal envelope (sources naming internal services, extension attributes) can change
+  without changing a public contract. The CloudEvent id is kept as webhook-id.
+- Time comes from an injected clock and jitter from an injected random source, so tests check
+  the retry spacing without sleeping through it. Latency is measured on the monotonic clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import httpx
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from notification_service import domain, handlers, signing
+from notification_service.config import Settings
+from referral_events.inbox import INFRASTRUCTURE_ERRORS
+from servicekit.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+USER_AGENT = "referral-platform-webhooks/1.0"
+# How long past the request timeout a claim stays ours before another replica may take it.
+LEASE_MARGIN = timedelta(seconds=60)
+ERROR_TEXT_LIMIT = 500
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        rt: Runtime,
+        settings: Settings,
+        *,
+        clock: Clock = utc_now,
+        rand: Callable[[], float] = random.random,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._rt = rt
+        self._clock = clock
+        self._rand = rand
+        # Where connect-time checks (the SSRF guard against DNS rebinding) plug in.
+        self._transport = transport
+        self._policy = domain.RetryPolicy.from_seconds(
+            settings.webhook_retry_schedule_seconds, settings.webhook_retry_jitter
+        )
+        self._timeout = settings.webhook_timeout_seconds
+        self._lease = timedelta(seconds=self._timeout) + LEASE_MARGIN
+        self._poll_interval = settings.webhook_poll_interval_seconds
+        self._per_endpoint = settings.webhook_per_endpoint_concurrency
+        self._max_in_flight = settings.webhook_max_in_flight
+        self._body_limit = settings.webhook_response_body_limit
+        self._in_flight: dict[str, int] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
+        self.attempts_sent = 0
+
+    async def run(self) -> None:
+        async with self._client() as client:
+            try:
+                while not self._stopping.is_set():
+                    try:
+                        await self._dispatch_once(client)
+                    except (*INFRASTRUCTURE_ERRORS, asyncpg.PostgresError) as exc:
+                        log.warning("dispatcher cannot claim deliveries, retrying: %r", exc)
+                    await self._idle()
+            finally:
+                # Let attempts in flight finish and be recorded before the client closes.
+                if self._tasks:
+                    await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def stop(self) -> None:
+        """Claim nothing more; `run` returns once the attempts in flight are recorded."""
+        self._stopping.set()
+        self._wake.set()
+
+    def _client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            transport=self._transport,
+            # A redirect could lead anywhere, the private network included: never followed,
+            # a 3xx is a failed attempt.
+            follow_redirects=False,
+            # Proxies come from explicit configuration, not from the process environment.
+            trust_env=False,
+            timeout=httpx.Timeout(self._timeout),
+            limits=httpx.Limits(
+                max_connections=self._max_in_flight,
+                max_keepalive_connections=min(self._max_in_flight, 100),
+            ),
+            headers={"user-agent": USER_AGENT},
+        )
+
+    async def _idle(self) -> None:
+        # Woken early when an attempt finishes (a slot is free) or on stop.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+        self._wake.clear()
+
+    async def _dispatch_once(self, client: httpx.AsyncClient) -> int:
+        capacity = self._max_in_flight - len(self._tasks)
+        if capacity <= 0:
+            return 0
+        now = self._clock()
+        async with self._rt.transaction() as conn:
+            claims = await handlers.claim_due(
+                conn,
+                now=now,
+                lease_until=now + self._lease,
+                limit=capacity,
+                per_endpoint=self._per_endpoint,
+                in_flight=dict(self._in_flight),
+            )
+        for claim in claims:
+            self._in_flight[claim.endpoint_id] = self._in_flight.get(claim.endpoint_id, 0) + 1
+            task = asyncio.create_task(
+                self._attempt(client, claim), name=f"webhook:{claim.delivery_id}"
+            )
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return len(claims)
+
+    async def _attempt(self, client: httpx.AsyncClient, claim: handlers.Claim) -> None:
+        try:
+            attempted_at = self._clock()
+            if claim.secrets:
+                headers = signing.signature_headers(
+                    claim.message_id, attempted_at, claim.body, claim.secrets
+                )
+                result = await post(
+                    client,
+                    claim.url,
+                    claim.body.encode(),
+                    {**headers, "content-type": "application/json"},
+                    total_seconds=self._timeout,
+                    body_limit=self._body_limit,
+                )
+                self.attempts_sent += 1
+            else:
+                result = domain.AttemptResult(None, 0, error="endpoint has no signing secret")
+            await self._record(claim, result, attempted_at)
+        except Exception:
+            log.exception(
+                "attempt %d of delivery %s not recorded; it is sent again when its lease ends",
+                claim.attempt,
+                claim.delivery_id,
+            )
+        finally:
+            left = self._in_flight.get(claim.endpoint_id, 1) - 1
+            if left > 0:
+                self._in_flight[claim.endpoint_id] = left
+            else:
+                self._in_flight.pop(claim.endpoint_id, None)
+            self._wake.set()
+
+    async def _record(
+        self, claim: handlers.Claim, result: domain.AttemptResult, attempted_at: datetime
+    ) -> None:
+        # The request went out; losing its record to a database blip would send it again.
+        async for retry in AsyncRetrying(
+            retry=retry_if_exception_type(INFRASTRUCTURE_ERRORS),
+            stop=stop_after_attempt(5),
+            wait=wait_exponential(multiplier=0.2, max=5),
+            reraise=True,
+        ):
+            with retry:
+                async with self._rt.transaction() as conn:
+                    decision = await handlers.record_attempt(
+                        conn,
+                        claim,
+                        result,
+                        attempted_at=attempted_at,
+                        now=self._clock(),
+                        policy=self._policy,
+                        rand=self._rand,
+                        response_body_limit=self._body_limit,
+                    )
+        if decision is None:
+            log.warning(
+                "attempt %d of delivery %s finished after its lease; a newer attempt decides",
+                claim.attempt,
+                claim.delivery_id,
+            )
+        elif decision.outcome != "delivered":
+            log.info(
+                "delivery %s attempt %d to %s: %s -> %s",
+                claim.delivery_id,
+                claim.attempt,
+                claim.endpoint_id,
+                result.describe(),
+                decision.outcome,
+            )
+
+
+async def post(
+    client: httpx.AsyncClient,
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    *,
+    total_seconds: float,
+    body_limit: int,
+) -> domain.AttemptResult:
+    """One POST, bounded as a whole by `total_seconds` (httpx's own timeouts are per read, so a
+    receiver dripping bytes would never hit them). Once the status line is in, the status
+    counts: a failure while reading the rest only shortens the logged body."""
+    status: int | None = None
+    retry_after: str | None = None
+    chunks: list[bytes] = []
+    error: str | None = None
+    started = time.perf_counter()
+    try:
+        async with (
+            asyncio.timeout(total_seconds),
+            client.stream("POST", url, content=body, headers=headers) as response,
+        ):
+            status = response.status_code
+            retry_after = response.headers.get("retry-after")
+            size = 0
+            if body_limit > 0:
+                async for chunk in response.aiter_bytes():
+                    chunks.append(chunk[: body_limit - size])
+                    size += len(chunks[-1])
+                    if size >= body_limit:
+                        break
+    except TimeoutError:
+        if status is None:
+            error = f"timed out after {total_seconds:g}s"
+    except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
+        if status is None:
+            error = _describe(exc)
+    latency_ms = round((time.perf_counter() - started) * 1000)
+    text = b"".join(chunks).decode("utf-8", errors="replace") or None
+    return domain.AttemptResult(status, latency_ms, text, error, retry_after)
+
+
+def _describe(exc: BaseException) -> str:
+    detail = str(exc).strip()
+    text = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+    return text[:ERROR_TEXT_LIMIT]

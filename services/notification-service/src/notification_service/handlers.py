@@ -1,0 +1,255 @@
+"""Use cases of notification-service. HTTP routes, the Kafka consumer and the dispatcher all end
+here; every function takes the caller's connection (the edge's transaction), changes state
+through the repository and publishes through the outbox, so an attempt's record and its
+delivery.* event commit together or not at all."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from notification_service import domain, repository
+from notification_service.schemas import EndpointIn
+from referral_events import CloudEvent, topics
+from referral_events.contracts import notification as out
+from referral_events.outbox import emit
+from servicekit.ids import new_id
+from servicekit.problems import InvalidInput, NotFound
+
+SOURCE = "/services/notification-service"
+
+# --- endpoints (HTTP) -------------------------------------------------------------------------
+
+
+async def create_endpoint(
+    conn: asyncpg.Connection, tenant_id: str, cmd: EndpointIn, vetted_url: str
+) -> tuple[asyncpg.Record, str]:
+    """Returns the endpoint and its secret. `vetted_url` has passed the SSRF guard, which the
+    route runs before opening the transaction (it may wait on DNS)."""
+    event_types = domain.normalize_event_types(cmd.event_types)
+    secret = domain.new_secret()
+    description = cmd.description.strip() if cmd.description else None
+    row = await repository.insert_endpoint(
+        conn,
+        endpoint_id=new_id("ep"),
+        tenant_id=tenant_id,
+        url=vetted_url,
+        description=description or None,
+        event_types=event_types,
+        secret=secret,
+    )
+    return row, secret
+
+
+async def get_endpoint(
+    conn: asyncpg.Connection, tenant_id: str, endpoint_id: str
+) -> asyncpg.Record:
+    endpoint = await repository.get_endpoint(conn, tenant_id, endpoint_id)
+    if endpoint is None:
+        raise NotFound(f"no webhook endpoint '{endpoint_id}'", field="endpoint_id")
+    return endpoint
+
+
+async def list_endpoints(conn: asyncpg.Connection, tenant_id: str) -> list[asyncpg.Record]:
+    return await repository.list_endpoints(conn, tenant_id)
+
+
+@dataclass(frozen=True)
+class DeliveryPage:
+    deliveries: list[asyncpg.Record]
+    attempts: dict[str, list[asyncpg.Record]]
+    next_before: str | None
+
+
+async def delivery_log(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    endpoint_id: str,
+    *,
+    limit: int,
+    before: str | None,
+) -> DeliveryPage:
+    await get_endpoint(conn, tenant_id, endpoint_id)
+    if before is not None:
+        anchor = await repository.get_delivery(conn, before)
+        if anchor is None or anchor["endpoint_id"] != endpoint_id:
+            raise InvalidInput(f"no delivery '{before}' on this endpoint", field="before")
+    rows = await repository.delivery_log(conn, endpoint_id, limit=limit + 1, before=before)
+    page, more = rows[:limit], len(rows) > limit
+    attempts: dict[str, list[asyncpg.Record]] = defaultdict(list)
+    for attempt in await repository.attempts_of(conn, [r["id"] for r in page]):
+        attempts[attempt["delivery_id"]].append(attempt)
+    return DeliveryPage(page, dict(attempts), page[-1]["id"] if more else None)
+
+
+# --- consumed events --------------------------------------------------------------------------
+
+
+async def on_webhook_event(conn: asyncpg.Connection, event: CloudEvent, _payload: Any) -> None:
+    """Fan an event out to its tenant's enabled endpoints whose filter takes it: one message,
+    one delivery per endpoint, due now. Runs in the inbox transaction; the unique
+    (endpoint, message) key keeps a redelivered event from creating anything, even if the
+    inbox row were gone."""
+    endpoints = [
+        e
+        for e in await repository.enabled_endpoints(conn, event.tenantid)
+        if domain.matches(list(e["event_types"]), event.type)
+    ]
+    if not endpoints:
+        return
+    await repository.insert_message(
+        conn,
+        message_id=event.id,
+        tenant_id=event.tenantid,
+        event_type=event.type,
+        event_time=event.time,
+        body=domain.render_body(event.type, event.time, event.data, event.tenantid),
+    )
+    for endpoint in endpoints:
+        await repository.insert_delivery(
+            conn,
+            delivery_id=new_id("dlv"),
+            tenant_id=event.tenantid,
+            endpoint_id=endpoint["id"],
+            message_id=event.id,
+        )
+
+
+# --- attempts (dispatcher) --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A delivery claimed for one attempt, with everything the request needs."""
+
+    delivery_id: str
+    tenant_id: str
+    endpoint_id: str
+    message_id: str
+    attempt: int
+    url: str
+    event_type: str
+    body: str
+    secrets: tuple[str, ...]
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Claim:
+        return cls(
+            delivery_id=row["id"],
+            tenant_id=row["tenant_id"],
+            endpoint_id=row["endpoint_id"],
+            message_id=row["message_id"],
+            attempt=row["attempts"],
+            url=row["url"],
+            event_type=row["event_type"],
+            body=row["body"],
+            secrets=tuple(row["secrets"]),
+        )
+
+
+async def claim_due(
+    conn: asyncpg.Connection,
+    *,
+    now: datetime,
+    lease_until: datetime,
+    limit: int,
+    per_endpoint: int,
+    in_flight: dict[str, int],
+) -> list[Claim]:
+    rows = await repository.claim_due(
+        conn,
+        now=now,
+        lease_until=lease_until,
+        limit=limit,
+        per_endpoint=per_endpoint,
+        in_flight=in_flight,
+    )
+    return [Claim.from_row(r) for r in rows]
+
+
+async def record_attempt(
+    conn: asyncpg.Connection,
+    claim: Claim,
+    result: domain.AttemptResult,
+    *,
+    attempted_at: datetime,
+    now: datetime,
+    policy: domain.RetryPolicy,
+    rand: Callable[[], float],
+    response_body_limit: int,
+) -> domain.Decision | None:
+    """Log the attempt and apply what follows from it. None when a newer claim of the same
+    delivery superseded this one: the attempt is still logged, but decides nothing."""
+    decision = domain.decide(result, claim.attempt, now, policy, rand)
+    await repository.insert_attempt(
+        conn,
+        delivery_id=claim.delivery_id,
+        attempt=claim.attempt,
+        attempted_at=attempted_at,
+        status_code=result.status_code,
+        latency_ms=result.latency_ms,
+        response_body=domain.truncate(result.response_body, response_body_limit),
+        error=result.error,
+        outcome=decision.outcome,
+    )
+    settled = await repository.settle_delivery(
+        conn,
+        delivery_id=claim.delivery_id,
+        attempt=claim.attempt,
+        status="pending" if decision.outcome == "retry" else decision.outcome,
+        next_attempt_at=decision.next_attempt_at,
+        status_code=result.status_code,
+        error=None if result.ok else result.describe(),
+        at=now,
+    )
+    if not settled:
+        return None
+    await repository.mark_endpoint_health(conn, claim.endpoint_id, result.ok, now)
+    if decision.disable_endpoint:
+        await repository.disable_endpoint(conn, claim.endpoint_id, "gone", now)
+    event_id = f"{claim.delivery_id}.{claim.attempt}"
+    if decision.outcome == "delivered":
+        assert result.status_code is not None
+        await emit(
+            conn,
+            out.DeliverySucceeded(
+                delivery_id=claim.delivery_id,
+                endpoint_id=claim.endpoint_id,
+                message_id=claim.message_id,
+                event_type=claim.event_type,
+                attempt=claim.attempt,
+                status_code=result.status_code,
+            ),
+            source=SOURCE,
+            tenant_id=claim.tenant_id,
+            topic=topics.NOTIFICATION_EVENTS,
+            key=claim.endpoint_id,
+            subject=claim.delivery_id,
+            event_id=event_id,
+        )
+    elif decision.outcome == "failed":
+        await emit(
+            conn,
+            out.DeliveryFailed(
+                delivery_id=claim.delivery_id,
+                endpoint_id=claim.endpoint_id,
+                message_id=claim.message_id,
+                event_type=claim.event_type,
+                attempt=claim.attempt,
+                status_code=result.status_code,
+                error=f"{decision.reason}; last attempt: {result.describe()}",
+                will_retry=False,
+            ),
+            source=SOURCE,
+            tenant_id=claim.tenant_id,
+            topic=topics.NOTIFICATION_EVENTS,
+            key=claim.endpoint_id,
+            subject=claim.delivery_id,
+            event_id=event_id,
+        )
+    return decision

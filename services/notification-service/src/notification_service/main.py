@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from dataclasses import replace
+
+import httpx
+from fastapi import FastAPI
+
+from notification_service import api, urlguard
+from notification_service.config import Settings
+from notification_service.consumers import CONSUMERS
+from notification_service.dispatcher import Clock, Dispatcher, utc_now
+from servicekit.app import create_service_app
+from servicekit.cli import run_cli
+from servicekit.runtime import Runtime, ServiceSpec, Worker
+
+
+def _workers(
+    rt: Runtime, *, clock: Clock = utc_now, transport: httpx.AsyncBaseTransport | None = None
+) -> list[Worker]:
+    s = rt.settings
+    assert isinstance(s, Settings)
+    return [Dispatcher(rt, s, clock=clock, transport=transport)]
+
+
+SPEC = ServiceSpec(
+    name="notification-service",
+    schema="notification",
+    package="notification_service",
+    consumers=CONSUMERS,
+    workers=_workers,
+)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    clock: Clock | None = None,
+    resolver: urlguard.Resolver | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> FastAPI:
+    """`clock`, `resolver` and `transport` are for tests: time, DNS and the network as the
+    dispatcher and the SSRF guard see them."""
+    spec = SPEC
+    if clock is not None or transport is not None:
+        spec = replace(
+            SPEC,
+            workers=lambda rt: _workers(rt, clock=clock or utc_now, transport=transport),
+        )
+    app = create_service_app(spec, settings or Settings(), [api.router])
+    app.state.url_resolver = resolver or urlguard.system_resolver
+    return app
+
+
+def main() -> None:
+    run_cli(SPEC, Settings, create_app)
+
+
+if __name__ == "__main__":
+    main()

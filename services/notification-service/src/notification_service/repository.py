@@ -1,0 +1,327 @@
+"""All of notification-service's SQL. Functions take the caller's connection: the edge owns the
+transaction; nothing here commits. Times that drive delivery come in as arguments (the
+dispatcher's injected clock), never from the database's now()."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+
+import asyncpg
+
+# --- endpoints --------------------------------------------------------------------------------
+
+
+async def insert_endpoint(
+    conn: asyncpg.Connection,
+    *,
+    endpoint_id: str,
+    tenant_id: str,
+    url: str,
+    description: str | None,
+    event_types: list[str],
+    secret: str,
+) -> asyncpg.Record:
+    row = await conn.fetchrow(
+        """
+        INSERT INTO webhook_endpoints (id, tenant_id, url, description, event_types)
+        VALUES ($1, $2, $3, $4, $5) RETURNING *
+        """,
+        endpoint_id,
+        tenant_id,
+        url,
+        description,
+        event_types,
+    )
+    assert row is not None
+    await conn.execute(
+        "INSERT INTO webhook_endpoint_secrets (endpoint_id, secret) VALUES ($1, $2)",
+        endpoint_id,
+        secret,
+    )
+    return row
+
+
+async def get_endpoint(
+    conn: asyncpg.Connection, tenant_id: str, endpoint_id: str
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT * FROM webhook_endpoints WHERE id = $1 AND tenant_id = $2", endpoint_id, tenant_id
+    )
+
+
+async def list_endpoints(conn: asyncpg.Connection, tenant_id: str) -> list[asyncpg.Record]:
+    return list(
+        await conn.fetch(
+            "SELECT * FROM webhook_endpoints WHERE tenant_id = $1 ORDER BY created_at, id",
+            tenant_id,
+        )
+    )
+
+
+async def enabled_endpoints(conn: asyncpg.Connection, tenant_id: str) -> list[asyncpg.Record]:
+    return list(
+        await conn.fetch(
+            """
+            SELECT id, event_types FROM webhook_endpoints
+            WHERE tenant_id = $1 AND enabled ORDER BY id
+            """,
+            tenant_id,
+        )
+    )
+
+
+async def disable_endpoint(
+    conn: asyncpg.Connection, endpoint_id: str, reason: str, at: datetime
+) -> None:
+    await conn.execute(
+        """
+        UPDATE webhook_endpoints
+        SET enabled = false, disabled_reason = $2, disabled_at = $3, updated_at = $3
+        WHERE id = $1 AND enabled
+        """,
+        endpoint_id,
+        reason,
+        at,
+    )
+
+
+async def mark_endpoint_health(
+    conn: asyncpg.Connection, endpoint_id: str, healthy: bool, at: datetime
+) -> None:
+    """A success clears failing_since; a failure starts it unless it already runs. Written only
+    on a change, so a busy endpoint's row is not rewritten by every attempt."""
+    if healthy:
+        await conn.execute(
+            """
+            UPDATE webhook_endpoints SET failing_since = NULL
+            WHERE id = $1 AND failing_since IS NOT NULL
+            """,
+            endpoint_id,
+        )
+    else:
+        await conn.execute(
+            """
+            UPDATE webhook_endpoints SET failing_since = $2
+            WHERE id = $1 AND failing_since IS NULL
+            """,
+            endpoint_id,
+            at,
+        )
+
+
+# --- messages and deliveries ------------------------------------------------------------------
+
+
+async def insert_message(
+    conn: asyncpg.Connection,
+    *,
+    message_id: str,
+    tenant_id: str,
+    event_type: str,
+    event_time: datetime,
+    body: str,
+) -> None:
+    await conn.execute(
+        """
+        INSERT INTO webhook_messages (id, tenant_id, event_type, event_time, body)
+        VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING
+        """,
+        message_id,
+        tenant_id,
+        event_type,
+        event_time,
+        body,
+    )
+
+
+async def insert_delivery(
+    conn: asyncpg.Connection,
+    *,
+    delivery_id: str,
+    tenant_id: str,
+    endpoint_id: str,
+    message_id: str,
+) -> bool:
+    """Due at once (the transaction's time). False when this endpoint already has the message."""
+    inserted = await conn.fetchval(
+        """
+        INSERT INTO webhook_deliveries (id, tenant_id, endpoint_id, message_id, next_attempt_at)
+        VALUES ($1, $2, $3, $4, now())
+        ON CONFLICT (endpoint_id, message_id) DO NOTHING RETURNING true
+        """,
+        delivery_id,
+        tenant_id,
+        endpoint_id,
+        message_id,
+    )
+    return bool(inserted)
+
+
+async def claim_due(
+    conn: asyncpg.Connection,
+    *,
+    now: datetime,
+    lease_until: datetime,
+    limit: int,
+    per_endpoint: int,
+    in_flight: Mapping[str, int],
+) -> list[asyncpg.Record]:
+    """Claim up to `limit` due deliveries of enabled endpoints, at most `per_endpoint` in
+    flight per endpoint counting `in_flight` (what this process already has out). Claiming
+    counts the attempt and moves next_attempt_at to the lease's end, so the rows need no lock
+    while the request runs; SKIP LOCKED lets replicas claim side by side without waiting."""
+    return list(
+        await conn.fetch(
+            """
+            WITH busy AS (
+                SELECT * FROM unnest($4::text[], $5::int[]) AS b (endpoint_id, in_flight)
+            ),
+            ranked AS (
+                SELECT d.id, d.endpoint_id,
+                       row_number() OVER (PARTITION BY d.endpoint_id
+                                          ORDER BY d.next_attempt_at, d.id) AS rank
+                FROM webhook_deliveries d
+                JOIN webhook_endpoints e ON e.id = d.endpoint_id
+                WHERE d.status = 'pending' AND d.next_attempt_at <= $1 AND e.enabled
+            ),
+            picked AS (
+                SELECT d.id
+                FROM webhook_deliveries d
+                JOIN ranked r ON r.id = d.id
+                LEFT JOIN busy b ON b.endpoint_id = r.endpoint_id
+                WHERE r.rank <= $6 - coalesce(b.in_flight, 0)
+                  AND d.status = 'pending' AND d.next_attempt_at <= $1
+                ORDER BY d.next_attempt_at, d.id
+                LIMIT $3
+                FOR UPDATE OF d SKIP LOCKED
+            )
+            UPDATE webhook_deliveries d
+            SET attempts = d.attempts + 1, next_attempt_at = $2, updated_at = $1
+            FROM picked, webhook_endpoints e, webhook_messages m
+            WHERE d.id = picked.id AND e.id = d.endpoint_id AND m.id = d.message_id
+            RETURNING d.id, d.tenant_id, d.endpoint_id, d.message_id, d.attempts,
+                      e.url, m.event_type, m.body,
+                      array(SELECT s.secret FROM webhook_endpoint_secrets s
+                            WHERE s.endpoint_id = d.endpoint_id
+                              AND (s.expires_at IS NULL OR s.expires_at > $1)
+                            ORDER BY s.id DESC) AS secrets
+            """,
+            now,
+            lease_until,
+            limit,
+            list(in_flight.keys()),
+            list(in_flight.values()),
+            per_endpoint,
+        )
+    )
+
+
+async def insert_attempt(
+    conn: asyncpg.Connection,
+    *,
+    delivery_id: str,
+    attempt: int,
+    attempted_at: datetime,
+    status_code: int | None,
+    latency_ms: int,
+    response_body: str | None,
+    error: str | None,
+    outcome: str,
+) -> None:
+    await conn.execute(
+        """
+        INSERT INTO webhook_attempts (delivery_id, attempt, attempted_at, status_code,
+                                      latency_ms, response_body, error, outcome)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+        ON CONFLICT (delivery_id, attempt) DO NOTHING
+        """,
+        delivery_id,
+        attempt,
+        attempted_at,
+        status_code,
+        latency_ms,
+        response_body,
+        error,
+        outcome,
+    )
+
+
+async def settle_delivery(
+    conn: asyncpg.Connection,
+    *,
+    delivery_id: str,
+    attempt: int,
+    status: str,
+    next_attempt_at: datetime | None,
+    status_code: int | None,
+    error: str | None,
+    at: datetime,
+) -> bool:
+    """Apply an attempt's result. False when the claim is no longer this attempt's (its lease
+    ran out and the delivery was claimed again): the newer attempt decides."""
+    updated = await conn.fetchval(
+        """
+        UPDATE webhook_deliveries
+        SET status = $3,
+            next_attempt_at = $4,
+            last_status_code = $5,
+            last_error = $6,
+            delivered_at = CASE WHEN $3 = 'delivered' THEN $7 ELSE delivered_at END,
+            failed_at = CASE WHEN $3 = 'failed' THEN $7 ELSE failed_at END,
+            updated_at = $7
+        WHERE id = $1 AND attempts = $2 AND status = 'pending'
+        RETURNING true
+        """,
+        delivery_id,
+        attempt,
+        status,
+        next_attempt_at,
+        status_code,
+        error,
+        at,
+    )
+    return bool(updated)
+
+
+async def get_delivery(conn: asyncpg.Connection, delivery_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT * FROM webhook_deliveries WHERE id = $1", delivery_id)
+
+
+# --- the delivery log -------------------------------------------------------------------------
+
+
+async def delivery_log(
+    conn: asyncpg.Connection, endpoint_id: str, *, limit: int, before: str | None
+) -> list[asyncpg.Record]:
+    """Newest first; `before` is a delivery id of the previous page (keyset pagination)."""
+    return list(
+        await conn.fetch(
+            """
+            SELECT d.*, m.event_type
+            FROM webhook_deliveries d
+            JOIN webhook_messages m ON m.id = d.message_id
+            WHERE d.endpoint_id = $1
+              AND ($3::text IS NULL OR (d.created_at, d.id) < (
+                    SELECT created_at, id FROM webhook_deliveries
+                    WHERE id = $3 AND endpoint_id = $1))
+            ORDER BY d.created_at DESC, d.id DESC
+            LIMIT $2
+            """,
+            endpoint_id,
+            limit,
+            before,
+        )
+    )
+
+
+async def attempts_of(conn: asyncpg.Connection, delivery_ids: list[str]) -> list[asyncpg.Record]:
+    return list(
+        await conn.fetch(
+            """
+            SELECT * FROM webhook_attempts WHERE delivery_id = ANY($1::text[])
+            ORDER BY delivery_id, attempt
+            """,
+            delivery_ids,
+        )
+    )

@@ -1,0 +1,72 @@
+"""HTTP request and response bodies."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DeliveryStatus = Literal["pending", "delivered", "failed"]
+
+
+class EndpointIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(min_length=1, max_length=2000)
+    # Exact type names ("reward.available.v1") or patterns ("reward.*"); empty: every type.
+    event_types: list[str] = Field(default_factory=list, max_length=50)
+    description: str | None = Field(default=None, max_length=500)
+
+
+class EndpointOut(BaseModel):
+    id: str
+    url: str
+    description: str | None
+    event_types: list[str]
+    enabled: bool
+    disabled_reason: str | None
+    failing_since: datetime | None
+    created_at: datetime
+
+
+class EndpointCreated(EndpointOut):
+    """The only answer that shows the secret: keep it where the receiver can read it."""
+
+    secret: str
+
+
+class EndpointList(BaseModel):
+    data: list[EndpointOut]
+
+
+class AttemptOut(BaseModel):
+    attempt: int
+    attempted_at: datetime
+    status_code: int | None
+    latency_ms: int
+    response_body: str | None
+    error: str | None
+    outcome: Literal["delivered", "retry", "failed"]
+
+
+class DeliveryOut(BaseModel):
+    id: str
+    # The CloudEvent id, also sent as the webhook-id header.
+    message_id: str
+    event_type: str
+    status: DeliveryStatus
+    attempt_count: int
+    next_attempt_at: datetime | None
+    last_status_code: int | None
+    last_error: str | None
+    delivered_at: datetime | None
+    failed_at: datetime | None
+    created_at: datetime
+    attempts: list[AttemptOut]
+
+
+class DeliveryLog(BaseModel):
+    data: list[DeliveryOut]
+    # Pass as `before` for the next (older) page; null on the last page.
+    next_before: str | None

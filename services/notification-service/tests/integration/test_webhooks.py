@@ -1,0 +1,505 @@
+"""Webhooks end to end inside one process, on real Kafka and Postgres: events produced to the
+topics as reward-service would, the service in-process, and a real HTTP receiver on loopback
+that verifies every signature. Time is an injected clock the test moves forward, so retry
+spacing is checked without waiting for it."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from aiokafka import AIOKafkaProducer
+from fastapi import FastAPI
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from devstack.paths import free_port
+from devstack.pytest_plugin import Namespace
+from devstack.testing import eventually, migrate, new_api_key, read_topic, serve_in_process
+from notification_service.config import Settings
+from notification_service.main import create_app
+from notification_service.verify import WebhookVerificationError, verify
+from referral_events import CloudEvent, new_event
+from referral_events.contracts import reward
+
+pytestmark = pytest.mark.integration
+
+
+# --- a receiver on loopback ---------------------------------------------------------------------
+
+
+@dataclass
+class Delivery:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    payload: Any
+
+
+@dataclass
+class Receiver:
+    """Answers each path from a script (the last entry repeats) and keeps what it verified.
+    A request whose signature does not verify is answered 400 and kept apart."""
+
+    secrets: dict[str, str] = field(default_factory=dict)
+    scripts: dict[str, list[int]] = field(default_factory=dict)
+    received: list[Delivery] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)
+    # A path with a gate holds every answer until the gate opens: a hanging receiver.
+    gates: dict[str, asyncio.Event] = field(default_factory=dict)
+
+    def on(self, path: str) -> list[Delivery]:
+        return [d for d in self.received if d.path == path]
+
+    async def handle(self, request: Request) -> Response:
+        path = request.url.path
+        body = await request.body()
+        try:
+            payload = verify(self.secrets[path], body, dict(request.headers))
+        except (KeyError, WebhookVerificationError) as exc:
+            self.rejected.append(f"{path}: {exc!r}")
+            return PlainTextResponse("bad signature", status_code=400)
+        self.received.append(Delivery(path, dict(request.headers), body, payload))
+        if path in self.gates:
+            await self.gates[path].wait()
+        script = self.scripts.get(path, [200])
+        status = script[min(len(self.on(path)) - 1, len(script) - 1)]
+        return PlainTextResponse(f"answer {status}", status_code=status)
+
+
+@asynccontextmanager
+async def serve_receiver(receiver: Receiver) -> AsyncIterator[str]:
+    app = Starlette(routes=[Route("/{path:path}", receiver.handle, methods=["POST"])])
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+# --- the service --------------------------------------------------------------------------------
+
+
+class SteppedClock:
+    """Wall-clock time plus an offset the test advances: never behind the database's now(),
+    which stamps new deliveries as due."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta(0)
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += timedelta(seconds=seconds)
+
+
+@dataclass
+class Env:
+    ns: Namespace
+    key: str
+    other_key: str
+    settings: Settings
+    clock: SteppedClock
+    producer: AIOKafkaProducer
+
+    @asynccontextmanager
+    async def service(self) -> AsyncIterator[tuple[httpx.AsyncClient, FastAPI]]:
+        app = create_app(self.settings, clock=self.clock)
+        async with serve_in_process(app, self.key) as client:
+            yield client, app
+
+    async def publish(self, event: CloudEvent, topic: str = "reward.events") -> None:
+        await self.producer.send_and_wait(
+            self.ns.topic_prefix + topic, event.to_json(), key=event.data["advocate_id"].encode()
+        )
+
+    async def events_out(self, until: Callable[[list[dict[str, Any]]], bool]) -> list[Any]:
+        records = await read_topic(
+            self.ns.kafka_bootstrap_servers,
+            self.ns.topic_prefix + "notification.events",
+            lambda rs: until([json.loads(r.value) for r in rs]),
+        )
+        return records
+
+
+def make_env(**overrides: Any) -> Callable[[Namespace], Awaitable[Env]]:
+    async def build(ns: Namespace) -> Env:
+        await migrate(ns.database_url, "notification", "notification_service")
+        key, entry = new_api_key("acme")
+        other_key, other_entry = new_api_key("globex")
+        settings = Settings(
+            **ns.settings_env(),
+            api_keys=[entry, other_entry],
+            webhook_allow_http=True,
+            webhook_allow_private_networks=True,
+            webhook_poll_interval_seconds=0.1,
+            outbox_poll_interval_seconds=0.2,
+            **overrides,
+        )
+        producer = AIOKafkaProducer(bootstrap_servers=ns.kafka_bootstrap_servers)
+        await producer.start()
+        return Env(ns, key, other_key, settings, SteppedClock(), producer)
+
+    return build
+
+
+@pytest.fixture
+async def env(namespace: Namespace) -> AsyncIterator[Env]:
+    built = await make_env()(namespace)
+    try:
+        yield built
+    finally:
+        await built.producer.stop()
+
+
+@pytest.fixture
+async def quick_env(namespace: Namespace) -> AsyncIterator[Env]:
+    built = await make_env(webhook_retry_schedule_seconds=[0.2, 0.2], webhook_retry_jitter=0)(
+        namespace
+    )
+    try:
+        yield built
+    finally:
+        await built.producer.stop()
+
+
+def reward_available(reward_id: str = "rwd_1", tenant: str = "acme") -> CloudEvent:
+    return new_event(
+        reward.RewardAvailable(
+            reward_id=reward_id,
+            program_id="prg_1",
+            advocate_id="adv_1",
+            holder_id="adv_1",
+            role="advocate",
+            conversion_id="cnv_1",
+            kind="cash",
+            amount=2000,
+            unit="USD",
+        ),
+        source="/services/reward-service",
+        tenant_id=tenant,
+        subject=reward_id,
+    )
+
+
+def reward_pending(reward_id: str = "rwd_1") -> CloudEvent:
+    return new_event(
+        reward.RewardPending(
+            reward_id=reward_id,
+            program_id="prg_1",
+            advocate_id="adv_1",
+            holder_id="adv_1",
+            role="advocate",
+            conversion_id="cnv_1",
+            kind="cash",
+            amount=2000,
+            unit="USD",
+            available_at=datetime.now(UTC) + timedelta(days=30),
+        ),
+        source="/services/reward-service",
+        tenant_id="acme",
+    )
+
+
+async def create_endpoint(
+    client: httpx.AsyncClient, receiver: Receiver, base: str, path: str, **body: Any
+) -> dict[str, Any]:
+    r = await client.post("/v1/webhook-endpoints", json={"url": f"{base}{path}", **body})
+    assert r.status_code == 201, r.text
+    created: dict[str, Any] = r.json()
+    receiver.secrets[path] = created["secret"]
+    return created
+
+
+async def deliveries(client: httpx.AsyncClient, endpoint_id: str) -> list[dict[str, Any]]:
+    r = await client.get(f"/v1/webhook-endpoints/{endpoint_id}/deliveries")
+    assert r.status_code == 200, r.text
+    rows: list[dict[str, Any]] = r.json()["data"]
+    return rows
+
+
+# --- tests --------------------------------------------------------------------------------------
+
+
+async def test_an_event_is_delivered_once_signed_and_logged(env: Env) -> None:
+    receiver = Receiver()
+    async with serve_receiver(receiver) as base, env.service() as (client, app):
+        endpoint = await create_endpoint(
+            client,
+            receiver,
+            base,
+            "/hooks",
+            event_types=["reward.available.v1"],
+            description="  CRM sync ",
+        )
+        assert endpoint["id"].startswith("ep_") and endpoint["enabled"]
+        assert endpoint["description"] == "CRM sync"
+        assert endpoint["secret"].startswith("whsec_")
+        assert len(base64.b64decode(endpoint["secret"].removeprefix("whsec_"))) == 24
+
+        listed = (await client.get("/v1/webhook-endpoints")).json()["data"]
+        assert [e["id"] for e in listed] == [endpoint["id"]] and "secret" not in listed[0]
+        got = await client.get(f"/v1/webhook-endpoints/{endpoint['id']}")
+        assert got.status_code == 200 and got.json()["event_types"] == ["reward.available.v1"]
+
+        # another workspace sees nothing of acme's
+        other = {"Authorization": f"Bearer {env.other_key}"}
+        for path in ("", "/deliveries"):
+            r = await client.get(f"/v1/webhook-endpoints/{endpoint['id']}{path}", headers=other)
+            assert r.status_code == 404, r.text
+            assert r.headers["content-type"] == "application/problem+json"
+        assert (await client.get("/v1/webhook-endpoints", headers=other)).json()["data"] == []
+
+        # a pending reward is filtered out; an available one, and one of another
+        # workspace, arrive in the same partition after it
+        event = reward_available()
+        await env.publish(reward_pending())
+        await env.publish(reward_available("rwd_other", tenant="globex"))
+        await env.publish(event)
+
+        await eventually(lambda: len(receiver.received) >= 1)
+        assert receiver.rejected == []
+        delivery = receiver.received[0]
+        assert delivery.headers["webhook-id"] == event.id
+        assert delivery.headers["content-type"] == "application/json"
+        assert delivery.payload["type"] == "reward.available.v1"
+        assert delivery.payload["timestamp"] == event.time.isoformat().replace("+00:00", "Z")
+        assert delivery.payload["data"] == {**event.data, "tenant_id": "acme"}
+
+        async def delivered() -> list[dict[str, Any]]:
+            rows = await deliveries(client, endpoint["id"])
+            return rows if rows and rows[0]["status"] == "delivered" else []
+
+        [row] = await eventually(delivered)
+        assert row["message_id"] == event.id and row["event_type"] == "reward.available.v1"
+        assert row["attempt_count"] == 1 and row["next_attempt_at"] is None
+        [attempt] = row["attempts"]
+        assert attempt["status_code"] == 200 and attempt["outcome"] == "delivered"
+        assert attempt["response_body"] == "answer 200" and attempt["latency_ms"] >= 0
+        assert attempt["error"] is None
+
+        out = await env.events_out(
+            lambda evs: any(e["type"] == "delivery.succeeded.v1" for e in evs)
+        )
+        [succeeded] = [r for r in out if json.loads(r.value)["type"] == "delivery.succeeded.v1"]
+        assert succeeded.key == endpoint["id"].encode()
+        data = json.loads(succeeded.value)["data"]
+        assert data["delivery_id"] == row["id"] and data["message_id"] == event.id
+        assert data["status_code"] == 200 and data["attempt"] == 1
+
+        # the same event again (a producer retry, a relay crash): nothing new
+        consumer = app.state.runtime.consumers[0]
+        await env.publish(event)
+        await eventually(lambda: consumer.duplicates >= 1)
+        await asyncio.sleep(1.0)  # ten dispatcher polls: time for a wrong second delivery
+        assert len(receiver.received) == 1
+        assert len(await deliveries(client, endpoint["id"])) == 1
+
+
+async def test_a_failed_attempt_is_retried_on_schedule_and_survives_a_restart(env: Env) -> None:
+    receiver = Receiver(scripts={"/flaky": [500, 200]})
+    async with serve_receiver(receiver) as base:
+        async with env.service() as (client, _app):
+            endpoint = await create_endpoint(client, receiver, base, "/flaky")
+            assert endpoint["event_types"] == []  # everything
+            event = reward_available()
+            await env.publish(event)
+
+            async def first_attempt_logged() -> dict[str, Any] | None:
+                rows = await deliveries(client, endpoint["id"])
+                return rows[0] if rows and rows[0]["attempts"] else None
+
+            row = await eventually(first_attempt_logged)
+            assert row["status"] == "pending" and row["last_status_code"] == 500
+            [attempt] = row["attempts"]
+            assert attempt["outcome"] == "retry" and attempt["response_body"] == "answer 500"
+            wait = datetime.fromisoformat(row["next_attempt_at"]) - datetime.fromisoformat(
+                attempt["attempted_at"]
+            )
+            # the first retry waits 5 s, with 10% jitter either way
+            assert timedelta(seconds=4.5) <= wait <= timedelta(seconds=5.5), wait
+            await asyncio.sleep(0.5)
+            assert len(receiver.on("/flaky")) == 1  # not before its time
+
+        # the process stops with the retry pending; a new one picks it up from Postgres
+        env.clock.advance(6)
+        async with env.service() as (client, _app):
+
+            async def delivered() -> dict[str, Any] | None:
+                rows = await deliveries(client, endpoint["id"])
+                return rows[0] if rows and rows[0]["status"] == "delivered" else None
+
+            row = await eventually(delivered)
+            assert [a["status_code"] for a in row["attempts"]] == [500, 200]
+            assert [a["outcome"] for a in row["attempts"]] == ["retry", "delivered"]
+            assert row["attempt_count"] == 2 and row["last_error"] is None
+
+            first, second = receiver.on("/flaky")
+            assert first.headers["webhook-id"] == second.headers["webhook-id"] == event.id
+            assert first.body == second.body
+            sent_apart = int(second.headers["webhook-timestamp"]) - int(
+                first.headers["webhook-timestamp"]
+            )
+            assert sent_apart >= 5
+            assert receiver.rejected == []
+
+            out = await env.events_out(
+                lambda evs: any(e["type"] == "delivery.succeeded.v1" for e in evs)
+            )
+            types = [json.loads(r.value)["type"] for r in out]
+            assert types == ["delivery.succeeded.v1"]
+            assert json.loads(out[0].value)["data"]["attempt"] == 2
+
+            r = await client.get(f"/v1/webhook-endpoints/{endpoint['id']}")
+            assert r.json()["failing_since"] is None  # the success cleared it
+
+
+async def test_gone_disables_and_exhausted_retries_fail(quick_env: Env) -> None:
+    env = quick_env
+    receiver = Receiver(scripts={"/gone": [410], "/down": [503]})
+    async with serve_receiver(receiver) as base, env.service() as (client, _app):
+        gone = await create_endpoint(client, receiver, base, "/gone")
+        down = await create_endpoint(client, receiver, base, "/down", event_types=["reward.*"])
+        events = [reward_available(f"rwd_{i}") for i in range(3)]
+
+        async def settled(endpoint_id: str, count: int) -> list[dict[str, Any]]:
+            rows = await deliveries(client, endpoint_id)
+            done = len(rows) == count and all(r["status"] != "pending" for r in rows)
+            return rows if done else []
+
+        await env.publish(events[0])
+        [gone_row] = await eventually(lambda: settled(gone["id"], 1))
+        assert gone_row["status"] == "failed" and gone_row["last_status_code"] == 410
+        assert [a["outcome"] for a in gone_row["attempts"]] == ["failed"]
+        endpoint = (await client.get(f"/v1/webhook-endpoints/{gone['id']}")).json()
+        assert not endpoint["enabled"] and endpoint["disabled_reason"] == "gone"
+        assert endpoint["failing_since"] is not None
+
+        # a disabled endpoint is no longer fanned out to
+        for event in events[1:]:
+            await env.publish(event)
+        down_rows = await eventually(lambda: settled(down["id"], 3), timeout=60)
+        for row in down_rows:
+            assert row["status"] == "failed" and row["attempt_count"] == 3
+            assert [a["outcome"] for a in row["attempts"]] == ["retry", "retry", "failed"]
+            assert row["last_error"] == "HTTP 503" and row["failed_at"] is not None
+        assert len(receiver.on("/down")) == 9 and len(receiver.on("/gone")) == 1
+        assert len(await deliveries(client, gone["id"])) == 1
+
+        # newest first, two to a page
+        r = await client.get(f"/v1/webhook-endpoints/{down['id']}/deliveries?limit=2")
+        page = r.json()
+        assert len(page["data"]) == 2 and page["next_before"] == page["data"][1]["id"]
+        r = await client.get(
+            f"/v1/webhook-endpoints/{down['id']}/deliveries",
+            params={"limit": 2, "before": page["next_before"]},
+        )
+        rest = r.json()
+        assert len(rest["data"]) == 1 and rest["next_before"] is None
+        seen = {d["id"] for d in page["data"] + rest["data"]}
+        assert seen == {d["id"] for d in down_rows}
+        r = await client.get(
+            f"/v1/webhook-endpoints/{down['id']}/deliveries", params={"before": gone_row["id"]}
+        )
+        assert r.status_code == 422 and r.json()["field"] == "before"
+
+        def failures(evs: list[dict[str, Any]]) -> bool:
+            return len([e for e in evs if e["type"] == "delivery.failed.v1"]) >= 4
+
+        out = [json.loads(r.value) for r in await env.events_out(failures)]
+        failed = [e["data"] for e in out if e["type"] == "delivery.failed.v1"]
+        assert all(not f["will_retry"] for f in failed)
+        assert sorted(f["status_code"] for f in failed) == [410, 503, 503, 503]
+        assert not any(e["type"] == "delivery.succeeded.v1" for e in out)
+
+
+async def test_endpoint_urls_are_guarded(namespace: Namespace) -> None:
+    """Production settings: https only and no private destinations. Names resolve through a
+    fake resolver and nothing is delivered, so no connection leaves the machine."""
+    await migrate(namespace.database_url, "notification", "notification_service")
+    key, entry = new_api_key("acme")
+    settings = Settings(**namespace.settings_env(), api_keys=[entry])
+
+    async def resolve(host: str, port: int) -> list[str]:
+        return {"hooks.example.com": ["93.184.215.14"], "intranet.example.com": ["10.0.0.7"]}[host]
+
+    app = create_app(settings, resolver=resolve)
+    async with serve_in_process(app, key) as client:
+        for url, words in [
+            ("http://hooks.example.com/in", "https"),
+            ("https://127.0.0.1/in", "loopback"),
+            ("https://10.0.0.1/in", "private"),
+            ("https://169.254.169.254/latest", "metadata"),
+            ("https://[::1]/in", "loopback"),
+            ("https://intranet.example.com/in", "private"),
+        ]:
+            r = await client.post("/v1/webhook-endpoints", json={"url": url})
+            assert r.status_code == 422, (url, r.text)
+            problem = r.json()
+            assert r.headers["content-type"] == "application/problem+json"
+            assert problem["field"] == "url" and words in problem["detail"], problem
+
+        r = await client.post(
+            "/v1/webhook-endpoints",
+            json={"url": "https://hooks.example.com/in", "event_types": ["reward.availble.v1"]},
+        )
+        assert r.status_code == 422 and r.json()["field"] == "event_types"
+        r = await client.post("/v1/webhook-endpoints", json={"event_types": []})
+        assert r.status_code == 422 and r.json()["field"] == "url"
+        r = await client.post(
+            "/v1/webhook-endpoints",
+            json={"url": "https://hooks.example.com/in", "event_types": ["reward.*"]},
+        )
+        assert r.status_code == 201, r.text
+        assert (await client.get("/v1/webhook-endpoints/ep_missing")).status_code == 404
+        r = await client.get("/v1/webhook-endpoints", headers={"Authorization": "Bearer nope"})
+        assert r.status_code == 401
+
+
+async def test_a_hanging_endpoint_does_not_hold_up_the_others(namespace: Namespace) -> None:
+    env = await make_env(webhook_per_endpoint_concurrency=1)(namespace)
+    receiver = Receiver(gates={"/hangs": asyncio.Event()})
+    try:
+        async with serve_receiver(receiver) as base, env.service() as (client, _app):
+            hangs = await create_endpoint(client, receiver, base, "/hangs")
+            healthy = await create_endpoint(client, receiver, base, "/healthy")
+            for i in range(3):
+                await env.publish(reward_available(f"rwd_{i}"))
+
+            await eventually(lambda: len(receiver.on("/healthy")) == 3)
+            # one attempt at a time per endpoint: the hanging one has one request open
+            await asyncio.sleep(0.3)
+            assert len(receiver.on("/hangs")) == 1
+
+            receiver.gates["/hangs"].set()
+            await eventually(lambda: len(receiver.on("/hangs")) == 3)
+            for endpoint in (hangs, healthy):
+
+                async def all_delivered(endpoint_id: str = endpoint["id"]) -> bool:
+                    rows = await deliveries(client, endpoint_id)
+                    return len(rows) == 3 and all(r["status"] == "delivered" for r in rows)
+
+                await eventually(all_delivered)
+    finally:
+        await env.producer.stop()
