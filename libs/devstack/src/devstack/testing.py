@@ -67,7 +67,7 @@ async def read_topic(
         if until is None:
             ends = await consumer.end_offsets(tps)
             starts = await consumer.beginning_offsets(tps)
-            total = sum(ends[tp] - starts[tp] for tp in tps)
+            total: int = sum(ends[tp] - starts[tp] for tp in tps)
 
             def until(rs: list[Any]) -> bool:
                 return len(rs) >= total
