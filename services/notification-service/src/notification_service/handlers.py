@@ -212,44 +212,34 @@ async def record_attempt(
     await repository.mark_endpoint_health(conn, claim.endpoint_id, result.ok, now)
     if decision.disable_endpoint:
         await repository.disable_endpoint(conn, claim.endpoint_id, "gone", now)
-    event_id = f"{claim.delivery_id}.{claim.attempt}"
+    common = {
+        "delivery_id": claim.delivery_id,
+        "endpoint_id": claim.endpoint_id,
+        "message_id": claim.message_id,
+        "event_type": claim.event_type,
+        "attempt": claim.attempt,
+    }
+    payload: out.DeliverySucceeded | out.DeliveryFailed
     if decision.outcome == "delivered":
         assert result.status_code is not None
-        await emit(
-            conn,
-            out.DeliverySucceeded(
-                delivery_id=claim.delivery_id,
-                endpoint_id=claim.endpoint_id,
-                message_id=claim.message_id,
-                event_type=claim.event_type,
-                attempt=claim.attempt,
-                status_code=result.status_code,
-            ),
-            source=SOURCE,
-            tenant_id=claim.tenant_id,
-            topic=topics.NOTIFICATION_EVENTS,
-            key=claim.endpoint_id,
-            subject=claim.delivery_id,
-            event_id=event_id,
-        )
+        payload = out.DeliverySucceeded(**common, status_code=result.status_code)
     elif decision.outcome == "failed":
-        await emit(
-            conn,
-            out.DeliveryFailed(
-                delivery_id=claim.delivery_id,
-                endpoint_id=claim.endpoint_id,
-                message_id=claim.message_id,
-                event_type=claim.event_type,
-                attempt=claim.attempt,
-                status_code=result.status_code,
-                error=f"{decision.reason}; last attempt: {result.describe()}",
-                will_retry=False,
-            ),
-            source=SOURCE,
-            tenant_id=claim.tenant_id,
-            topic=topics.NOTIFICATION_EVENTS,
-            key=claim.endpoint_id,
-            subject=claim.delivery_id,
-            event_id=event_id,
+        payload = out.DeliveryFailed(
+            **common,
+            status_code=result.status_code,
+            error=f"{decision.reason}; last attempt: {result.describe()}",
+            will_retry=False,
         )
+    else:
+        return decision
+    await emit(
+        conn,
+        payload,
+        source=SOURCE,
+        tenant_id=claim.tenant_id,
+        topic=topics.NOTIFICATION_EVENTS,
+        key=claim.endpoint_id,
+        subject=claim.delivery_id,
+        event_id=f"{claim.delivery_id}.{claim.attempt}",
+    )
     return decision
