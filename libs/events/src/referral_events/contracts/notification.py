@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import ClassVar
 
 from referral_events.envelope import EventPayload
@@ -29,3 +30,46 @@ class DeliveryFailed(EventPayload):
     status_code: int | None = None
     error: str
     will_retry: bool
+
+
+class EndpointDisabled(EventPayload):
+    """An endpoint was switched off by the service: `reason` is "gone" (the receiver answered 410)
+    or "failing" (every attempt failed for the configured period, 5 days by default)."""
+
+    TYPE: ClassVar[str] = "endpoint.disabled.v1"
+
+    endpoint_id: str
+    reason: str
+    url: str | None = None
+    failing_since: datetime | None = None
+    last_status_code: int | None = None
+    disabled_at: datetime | None = None
+
+
+class EmailSent(EventPayload):
+    """A mail was accepted by the SMTP server. The recipient address is deliberately not carried:
+    `recipient_id` is the advocate id or the friend's customer id/referral id."""
+
+    TYPE: ClassVar[str] = "email.sent.v1"
+
+    email_id: str
+    template: str
+    recipient_kind: str
+    recipient_id: str
+    program_id: str | None = None
+    locale: str | None = None
+    cause_event_id: str | None = None
+
+
+class EmailSuppressed(EventPayload):
+    """A mail was not sent: `reason` is "unsubscribed", "bounced", "no_consent" or "no_address"."""
+
+    TYPE: ClassVar[str] = "email.suppressed.v1"
+
+    email_id: str
+    template: str
+    recipient_kind: str
+    recipient_id: str
+    reason: str
+    program_id: str | None = None
+    cause_event_id: str | None = None
