@@ -1,4 +1,7 @@
-"""Events produced by attribution-service on `attribution.events` (keyed by advocate id)."""
+"""Events produced by attribution-service on `attribution.events` (keyed by advocate id).
+
+Amounts are integers in the minor units of `currency` (ISO 4217), never floats.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +14,14 @@ Evidence = Literal["code", "click", "existing_referral"]
 
 
 class ReferralAttributed(EventPayload):
-    """A friend became attached to an advocate (first attributed conversion, usually signup)."""
+    """A friend became attached to an advocate (first attributed conversion, usually signup).
+
+    `friend_email`/`friend_locale` let notification-service contact the friend; they are personal
+    data and absent when the merchant sent no email.
+    """
 
     TYPE: ClassVar[str] = "referral.attributed.v1"
+    PERSONAL_DATA: ClassVar[frozenset[str]] = frozenset({"friend_email"})
 
     referral_id: str
     program_id: str
@@ -23,9 +31,19 @@ class ReferralAttributed(EventPayload):
     evidence: Evidence
     click_id: str | None = None
     attributed_at: datetime
+    friend_email: str | None = None
+    friend_locale: str | None = None
 
 
 class ConversionAttributed(EventPayload):
+    """A conversion that earns: screening allowed it, or a reviewer approved it.
+
+    `sequence` is this friend's n-th attributed conversion of this `conversion_type` (1 = first), so
+    reward triggers such as "first N purchases" or "n-th subscription payment" need no state of
+    their own. `custom_type` is set when the program names its own conversion type (then
+    `conversion_type` is "custom").
+    """
+
     TYPE: ClassVar[str] = "conversion.attributed.v1"
 
     conversion_id: str
@@ -40,9 +58,18 @@ class ConversionAttributed(EventPayload):
     is_first_purchase: bool = False
     occurred_at: datetime
     evidence: Evidence
+    decision: Literal["allow"] = "allow"
+    sequence: int = 1
+    custom_type: str | None = None
+    subscription_id: str | None = None
+    review_id: str | None = None
 
 
 class ConversionRejected(EventPayload):
+    """A referred conversion that will never earn: denied by screening or by a reviewer.
+
+    Organic conversions (no evidence) are not rejected; they are recorded and emit nothing."""
+
     TYPE: ClassVar[str] = "conversion.rejected.v1"
 
     conversion_id: str
@@ -51,3 +78,73 @@ class ConversionRejected(EventPayload):
     conversion_type: str
     reasons: list[str]
     occurred_at: datetime
+    decision: Literal["deny"] = "deny"
+    friend_customer_id: str | None = None
+    order_id: str | None = None
+    custom_type: str | None = None
+    review_id: str | None = None
+
+
+class ConversionFlagged(EventPayload):
+    """Screening said "review": the conversion waits in the review queue and earns nothing yet."""
+
+    TYPE: ClassVar[str] = "conversion.flagged.v1"
+
+    conversion_id: str
+    review_id: str
+    program_id: str
+    advocate_id: str
+    friend_customer_id: str
+    conversion_type: str
+    reasons: list[str]
+    occurred_at: datetime
+    custom_type: str | None = None
+
+
+class ConversionRefunded(EventPayload):
+    """One refund of an attributed conversion. `amount_minor` is THIS refund; `refunded_total_minor`
+    is the cumulative refunded amount; `full` is true once the whole amount has been refunded."""
+
+    TYPE: ClassVar[str] = "conversion.refunded.v1"
+
+    conversion_id: str
+    refund_id: str
+    program_id: str
+    advocate_id: str
+    friend_customer_id: str
+    conversion_type: str
+    amount_minor: int
+    currency: str
+    refunded_total_minor: int
+    full: bool
+    refunded_at: datetime
+    order_id: str | None = None
+
+
+class SubscriptionCancelled(EventPayload):
+    """A referred friend's subscription ended; recurring rewards for it stop."""
+
+    TYPE: ClassVar[str] = "subscription.cancelled.v1"
+
+    subscription_id: str
+    program_id: str
+    advocate_id: str
+    friend_customer_id: str
+    cancelled_at: datetime
+    conversion_id: str | None = None
+
+
+class ReviewDecided(EventPayload):
+    """A reviewer approved or denied a flagged conversion. An approval is ALSO published as
+    conversion.attributed (with `review_id`), a denial as conversion.rejected."""
+
+    TYPE: ClassVar[str] = "review.decided.v1"
+
+    review_id: str
+    conversion_id: str
+    program_id: str
+    advocate_id: str
+    decision: Literal["approve", "deny"]
+    reason: str
+    decided_at: datetime
+    decided_by: str | None = None
