@@ -1,39 +1,64 @@
-"""Events produced by link-service on `link.events` and `link.clicks`."""
+"""Events produced by link-service on `link.events` and `link.clicks`.
+
+Program and advocate events carry the entity's whole current state (not a diff), so a consumer's
+copy never needs the previous event; a consumer that sees an older state after a newer one can
+compare `version` (it only grows). Every field added after v1 shipped is optional or defaulted, so
+payloads written before it still parse.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import ClassVar, Literal
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from referral_events.envelope import EventPayload
 
 ProgramStatus = Literal["draft", "active", "paused", "ended"]
+CodeKind = Literal["random", "vanity"]
 
 
-class ProgramCreated(EventPayload):
-    TYPE: ClassVar[str] = "program.created.v1"
+class CodeFormat(BaseModel):
+    """How random codes of a program look: `prefix` + `length` characters from `alphabet`."""
 
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    length: int = 8
+    alphabet: str = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
+    prefix: str = ""
+
+
+class _ProgramState(EventPayload):
     program_id: str
     name: str
     status: ProgramStatus
     landing_url: str
     allowed_domains: list[str]
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+    # Where a paused or ended program's links go; None means its landing URL.
+    fallback_url: str | None = None
+    default_locale: str = "en"
+    code_format: CodeFormat | None = None
+    vanity_allowed: bool = False
+    # Per share channel (email, sms, whatsapp, facebook, x, linkedin, copy): message template.
+    share_templates: dict[str, str] = Field(default_factory=dict)
+    # Grows with every change; lets a consumer ignore an older state that arrives late.
+    version: int = 1
 
 
-class ProgramUpdated(EventPayload):
+class ProgramCreated(_ProgramState):
+    TYPE: ClassVar[str] = "program.created.v1"
+
+
+class ProgramUpdated(_ProgramState):
     """Carries the program's whole new state, so a consumer's copy never needs the old one."""
 
     TYPE: ClassVar[str] = "program.updated.v1"
 
-    program_id: str
-    name: str
-    status: ProgramStatus
-    landing_url: str
-    allowed_domains: list[str]
 
-
-class AdvocateEnrolled(EventPayload):
-    TYPE: ClassVar[str] = "advocate.enrolled.v1"
+class _AdvocateState(EventPayload):
     PERSONAL_DATA: ClassVar[frozenset[str]] = frozenset({"email", "name"})
 
     advocate_id: str
@@ -43,6 +68,42 @@ class AdvocateEnrolled(EventPayload):
     name: str | None = None
     locale: str | None = None
     marketing_consent: bool = False
+    blocked: bool = False
+    # The advocate's current code and its public share link (welcome emails use it).
+    code: str | None = None
+    link_url: str | None = None
+    version: int = 1
+
+
+class AdvocateEnrolled(_AdvocateState):
+    TYPE: ClassVar[str] = "advocate.enrolled.v1"
+
+
+class AdvocateUpdated(_AdvocateState):
+    """Whole new state after a profile change (email, name, locale, consent)."""
+
+    TYPE: ClassVar[str] = "advocate.updated.v1"
+
+
+class AdvocateBlocked(EventPayload):
+    """A blocked advocate's links still redirect, but nothing of theirs can earn."""
+
+    TYPE: ClassVar[str] = "advocate.blocked.v1"
+
+    advocate_id: str
+    program_id: str
+    reason: str | None = None
+    blocked_at: datetime | None = None
+    version: int | None = None
+
+
+class AdvocateUnblocked(EventPayload):
+    TYPE: ClassVar[str] = "advocate.unblocked.v1"
+
+    advocate_id: str
+    program_id: str
+    unblocked_at: datetime | None = None
+    version: int | None = None
 
 
 class CodeCreated(EventPayload):
@@ -51,12 +112,30 @@ class CodeCreated(EventPayload):
     code: str
     advocate_id: str
     program_id: str
-    kind: Literal["random", "vanity"] = "random"
+    kind: CodeKind = "random"
+    # The public share link for this code (e.g. https://go.example.com/r/JANE20).
+    link_url: str | None = None
+
+
+class CodeChanged(EventPayload):
+    """An advocate's current code changed (a vanity code was set). `previous_code` stays an alias:
+    it keeps redirecting and attributing to the same advocate."""
+
+    TYPE: ClassVar[str] = "code.changed.v1"
+
+    code: str
+    previous_code: str
+    advocate_id: str
+    program_id: str
+    kind: CodeKind = "vanity"
+    link_url: str | None = None
+    changed_at: datetime | None = None
 
 
 class LinkClicked(EventPayload):
-    """One per redirect. `counts` is false for bots, HEAD requests' absence aside, and for clicks
-    on programs or advocates that cannot earn; such clicks are kept for analytics only."""
+    """One per redirect (GET; HEAD requests record nothing). `counts` is false for bots and for
+    clicks on programs or advocates that cannot earn (paused/ended/outside the active window,
+    blocked advocate); such clicks are kept for analytics only."""
 
     TYPE: ClassVar[str] = "link.clicked.v1"
     PERSONAL_DATA: ClassVar[frozenset[str]] = frozenset({"ip_hash"})
@@ -73,3 +152,5 @@ class LinkClicked(EventPayload):
     ip_hash: str | None = None
     is_bot: bool = False
     counts: bool = True
+    # Why a click does not count: "bot", "program_inactive", "advocate_blocked" (None if it counts).
+    inactive_reason: str | None = None
