@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -27,7 +28,7 @@ from referral_events.envelope import CloudEvent, EventPayload
 from referral_events.kafka import make_consumer
 from referral_events.registry import payload_type
 from referral_events.topics import dlq
-from referral_events.tracing import context_from_kafka_headers
+from referral_events.tracing import context_from_kafka_headers, recent_events
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("referral_events.inbox")
@@ -75,6 +76,10 @@ class InboxConsumer:
         self.processed = 0
         self.duplicates = 0
         self.dead_lettered = 0
+        # (outcome, event type) -> count, outcome one of handled/duplicate/dead_lettered; and
+        # dead-lettered messages per source topic. Read by the metrics exporter.
+        self.outcomes: Counter[tuple[str, str]] = Counter()
+        self.dead_lettered_by_topic: Counter[str] = Counter()
 
     async def run(self) -> None:
         self._consumer = make_consumer(self._bootstrap, self._group_id, self._topics)
@@ -93,15 +98,26 @@ class InboxConsumer:
         """Finish the batch in hand, commit it, and leave the group."""
         self._stopping.set()
 
+    @property
+    def group_id(self) -> str:
+        return self._group_id
+
     async def lag(self) -> dict[TopicPartition, int]:
         """Messages behind the log end per assigned partition, as of the last fetch."""
-        if self._consumer is None:
+        consumer = self._consumer
+        if consumer is None:
             return {}
         result: dict[TopicPartition, int] = {}
-        for tp in self._consumer.assignment():
-            end = self._consumer.highwater(tp)
-            if end is not None:
-                result[tp] = max(end - await self._consumer.position(tp), 0)
+        for tp in consumer.assignment():
+            end = consumer.highwater(tp)
+            if end is None:
+                continue
+            try:
+                position = await asyncio.wait_for(consumer.position(tp), timeout=1)
+            except (Exception, TimeoutError) as exc:  # revoked by a rebalance meanwhile
+                log.debug("no position for %s: %r", tp, exc)
+                continue
+            result[tp] = max(end - position, 0)
         return result
 
     async def _handle_record(self, record: ConsumerRecord[bytes, bytes]) -> None:
@@ -121,6 +137,7 @@ class InboxConsumer:
                 return  # not an event this consumer cares about
             span.set_attribute("cloudevents.event_id", event.id)
             span.set_attribute("cloudevents.event_type", event.type)
+            recent_events.remember(event.id)
             await self._apply_with_retries(record, event, payload, handler)
 
     def _decode(
@@ -195,14 +212,17 @@ class InboxConsumer:
             )
             if not fresh:
                 self.duplicates += 1
+                self.outcomes[("duplicate", event.type)] += 1
                 return
             await handler(conn, event, payload)
         self.processed += 1
+        self.outcomes[("handled", event.type)] += 1
 
     async def _dead_letter(
         self, record: ConsumerRecord[bytes, bytes], error: BaseException
     ) -> None:
         self.dead_lettered += 1
+        self.dead_lettered_by_topic[record.topic] += 1
         headers = [
             *(record.headers or ()),
             ("dlq.consumer", self.name.encode()),

@@ -13,20 +13,31 @@ import contextlib
 import json
 import logging
 import zlib
+from collections import Counter
 from dataclasses import dataclass
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from opentelemetry import trace
 
 from referral_events.envelope import CloudEvent, EventPayload, new_event
 from referral_events.tracing import current_context_carrier, to_kafka_headers
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer("referral_events.outbox")
 
 
 async def enqueue(conn: asyncpg.Connection, event: CloudEvent, *, topic: str, key: str) -> None:
     """Add `event` to the outbox in the transaction `conn` is in. Idempotent on event id."""
+    # The producer span marks where the event was created; the consumer's span becomes its
+    # child through the headers stored here, however long the row waits for the relay.
+    with tracer.start_as_current_span(f"{topic} publish", kind=trace.SpanKind.PRODUCER) as span:
+        span.set_attribute("messaging.system", "kafka")
+        span.set_attribute("messaging.destination.name", topic)
+        span.set_attribute("messaging.message.id", event.id)
+        span.set_attribute("cloudevents.event_type", event.type)
+        carrier = current_context_carrier()
     await conn.execute(
         """
         INSERT INTO outbox (event_id, topic, key, payload, headers)
@@ -37,7 +48,7 @@ async def enqueue(conn: asyncpg.Connection, event: CloudEvent, *, topic: str, ke
         topic,
         key,
         event.to_json(),
-        json.dumps(current_context_carrier()),
+        json.dumps(carrier),
     )
     # Delivered at commit (and folded with others of the same transaction): wakes the relay.
     await conn.execute("SELECT pg_notify(current_schema() || '_outbox', '')")
@@ -105,6 +116,8 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._stopping = False
         self.is_leader = False
+        # Acknowledged publishes by (topic, event type), read by the metrics exporter.
+        self.published: Counter[tuple[str, str]] = Counter()
 
     async def run(self) -> None:
         while not self._stopping:
@@ -179,6 +192,8 @@ class OutboxRelay:
             "UPDATE outbox SET published_at = now() WHERE seq = ANY($1::bigint[])",
             [row["seq"] for row in rows],
         )
+        for row in rows:
+            self.published[(row["topic"], _event_type(bytes(row["payload"])))] += 1
         return len(rows)
 
     async def _prune(self, conn: asyncpg.Connection) -> None:
@@ -191,3 +206,10 @@ class OutboxRelay:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)
         self._wake.clear()
+
+
+def _event_type(payload: bytes) -> str:
+    try:
+        return str(json.loads(payload).get("type", "unknown"))
+    except (ValueError, AttributeError):
+        return "unknown"

@@ -1,5 +1,5 @@
 """The FastAPI application every service is built from: lifespan-owned runtime, API-key auth,
-problem+json errors, /healthz, /readyz, OpenTelemetry instrumentation."""
+problem+json errors, /healthz, /readyz, /metrics (Prometheus), OpenTelemetry instrumentation."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from servicekit.auth import ApiKeyAuthenticator
+from servicekit.metrics import ServiceMetrics
 from servicekit.problems import install_problem_handlers
 from servicekit.runtime import Runtime, ServiceSpec
 from servicekit.settings import ServiceSettings
@@ -41,6 +43,8 @@ def create_service_app(
     app.state.runtime = rt
     app.state.settings = settings
     app.state.authenticator = ApiKeyAuthenticator(settings.api_keys)
+    metrics = ServiceMetrics(rt)
+    app.state.metrics = metrics
     install_problem_handlers(app)
 
     @app.get("/healthz", include_in_schema=False)
@@ -55,7 +59,15 @@ def create_service_app(
             status_code=200 if ok else 503,
         )
 
+    # Unauthenticated like the probes: NetworkPolicies let only the monitoring namespace reach
+    # the port, and nothing here is per tenant or personal.
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        await metrics.refresh()
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
     for router in routers:
         app.include_router(router)
+    metrics.instrument(app)
     FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics")
     return app

@@ -3,11 +3,35 @@
 Domain counters are defined here, once, so their names stay stable for the dashboard and the
 alerts in deploy/ (a test checks that every name those reference is exported). Services only
 increment them; labels are low-cardinality enums, never ids or personal data.
+
+The rest is per app (`ServiceMetrics`): HTTP request rate and latency by route template, consumer
+lag, outbox backlog and age, published and consumed events. Each app has its own registry, so
+several services can run in one process (tests) without clashing registrations, and each app's
+/metrics shows its own runtime. Domain counters and process metrics live in the default
+registry and appear on every app's /metrics.
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+import asyncio
+import logging
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_fastapi_instrumentator import Instrumentator
+from prometheus_fastapi_instrumentator import metrics as http_metrics
+
+from referral_events.outbox import outbox_stats
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from servicekit.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 FRAUD_DECISIONS = Counter(
     "referral_fraud_decisions_total",
@@ -32,3 +56,155 @@ WEBHOOK_ATTEMPTS = Counter(
     "Webhook delivery attempts by notification-service, by outcome (succeeded, failed).",
     ["outcome"],
 )
+
+# Series of the known label values exist from the start at 0, so rate() and ratios in the
+# alerts are defined before the first event rather than absent.
+for _decision in ("allow", "review", "deny"):
+    FRAUD_DECISIONS.labels(decision=_decision)
+for _outcome in ("succeeded", "failed"):
+    WEBHOOK_ATTEMPTS.labels(outcome=_outcome)
+
+# Request latency buckets: the redirect should answer in milliseconds, API writes in tens.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Paths that are not traffic: probes and the scrape itself.
+UNMEASURED_PATHS = ["/healthz", "/readyz", "/metrics"]
+# A scrape must answer even when Postgres or Kafka is slow; stale figures beat no figures.
+REFRESH_TIMEOUT_SECONDS = 3.0
+
+
+class ServiceMetrics:
+    """One app's registry: HTTP metrics and the runtime's figures, sampled at scrape time."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._runtime = runtime
+        self._collector = _RuntimeCollector(runtime)
+        self.registry.register(self._collector)
+
+    def instrument(self, app: FastAPI) -> None:
+        instrumentator = Instrumentator(
+            should_group_status_codes=True,
+            # Unknown paths (scanners, typos) fold into one "none" series instead of one each.
+            should_ignore_untemplated=False,
+            should_group_untemplated=True,
+            excluded_handlers=UNMEASURED_PATHS,
+            registry=self.registry,
+        )
+        instrumentator.add(
+            http_metrics.requests(
+                metric_doc="HTTP requests by route template, method and status class.",
+                registry=self.registry,
+            ),
+            http_metrics.latency(
+                metric_doc="HTTP request duration by route template, method and status class.",
+                buckets=LATENCY_BUCKETS,
+                registry=self.registry,
+            ),
+        )
+        instrumentator.instrument(app)
+
+    async def refresh(self) -> None:
+        """Sample what needs I/O (consumer positions, the outbox table) for the next collect."""
+        try:
+            await asyncio.wait_for(self._collector.sample(), REFRESH_TIMEOUT_SECONDS)
+        except Exception as exc:  # a failed sample must not fail the scrape
+            self._collector.refresh_failures += 1
+            log.warning("metrics sample failed: %r", exc)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry) + generate_latest(REGISTRY)
+
+
+class _RuntimeCollector(Collector):
+    def __init__(self, runtime: Runtime) -> None:
+        self._rt = runtime
+        self._lag: dict[tuple[str, str, int], int] = {}
+        self._backlog: float | None = None
+        self._oldest_age: float | None = None
+        self.refresh_failures = 0
+
+    async def sample(self) -> None:
+        lag: dict[tuple[str, str, int], int] = {}
+        for consumer in self._rt.consumers:
+            for tp, behind in (await consumer.lag()).items():
+                lag[(consumer.group_id, tp.topic, tp.partition)] = behind
+        self._lag = lag
+        async with self._rt.pool.acquire(timeout=2) as conn:
+            stats = await outbox_stats(conn)
+        self._backlog = stats.backlog
+        self._oldest_age = stats.oldest_age_seconds
+
+    def collect(self) -> Iterator[Metric]:
+        rt = self._rt
+        info = GaugeMetricFamily(
+            "referral_service_info", "The service this process runs.", labels=["service", "version"]
+        )
+        info.add_metric([rt.spec.name, rt.spec.version], 1)
+        yield info
+
+        lag = GaugeMetricFamily(
+            "referral_consumer_lag",
+            "Messages behind the partition's end per consumer group, topic and partition, "
+            "as of the last fetch (sampled at scrape).",
+            labels=["group", "topic", "partition"],
+        )
+        for (group, topic, partition), behind in sorted(self._lag.items()):
+            lag.add_metric([group, topic, str(partition)], behind)
+        yield lag
+
+        backlog = GaugeMetricFamily(
+            "referral_outbox_backlog", "Outbox rows committed but not yet published to Kafka."
+        )
+        age = GaugeMetricFamily(
+            "referral_outbox_oldest_age_seconds",
+            "Age of the oldest unpublished outbox row (0 when the outbox is drained).",
+        )
+        if self._backlog is not None and self._oldest_age is not None:
+            backlog.add_metric([], self._backlog)
+            age.add_metric([], self._oldest_age)
+        yield backlog
+        yield age
+
+        leader = GaugeMetricFamily(
+            "referral_outbox_relay_leader",
+            "1 when this replica's relay holds the publishing lock, else 0.",
+        )
+        leader.add_metric([], 1 if rt.relay is not None and rt.relay.is_leader else 0)
+        yield leader
+
+        published = CounterMetricFamily(
+            "referral_events_published",
+            "Events published to Kafka by this replica's outbox relay (acknowledged), by topic "
+            "and event type.",
+            labels=["topic", "type"],
+        )
+        if rt.relay is not None:
+            for (topic, event_type), n in sorted(rt.relay.published.items()):
+                published.add_metric([topic, event_type], n)
+        yield published
+
+        consumed = CounterMetricFamily(
+            "referral_consumer_events",
+            "Events taken from Kafka by consumer group, event type and outcome (handled, "
+            "duplicate: already in the inbox).",
+            labels=["group", "type", "outcome"],
+        )
+        dead = CounterMetricFamily(
+            "referral_dlq_messages",
+            "Messages moved to the dead-letter topic by consumer group and source topic.",
+            labels=["group", "topic"],
+        )
+        for consumer in rt.consumers:
+            for (outcome, event_type), n in sorted(consumer.outcomes.items()):
+                consumed.add_metric([consumer.group_id, event_type, outcome], n)
+            for topic, n in sorted(consumer.dead_lettered_by_topic.items()):
+                dead.add_metric([consumer.group_id, topic], n)
+        yield consumed
+        yield dead
+
+        failures = CounterMetricFamily(
+            "referral_metrics_sample_failures",
+            "Scrapes whose lag/outbox sample failed or timed out (figures are then stale).",
+        )
+        failures.add_metric([], self.refresh_failures)
+        yield failures

@@ -2,16 +2,23 @@
 
 Spans are exported over OTLP only when OTEL_EXPORTER_OTLP_ENDPOINT (or the traces-specific
 variable) is set; propagation (W3C trace context) works either way, so trace ids still flow
-through Kafka headers and into the logs.
+through Kafka headers and into the logs. Outgoing httpx calls (webhooks) are client spans of
+whatever span is current, and carry `traceparent` to the receiver.
+
+Logs never carry personal data: the access log (client addresses) is off, and a filter masks
+e-mail addresses and IP addresses in any message that slips one in.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
+import re
 import sys
 
 from opentelemetry import trace
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -31,6 +38,9 @@ def configure_tracing(service_name: str) -> None:
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
+    instrumentor = HTTPXClientInstrumentor()
+    if not instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.instrument()
 
 
 class _TraceIds(logging.Filter):
@@ -41,9 +51,45 @@ class _TraceIds(logging.Filter):
         return True
 
 
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+# Candidates only; ipaddress decides, so times ("12:30:45") and versions stay as they are.
+_IPV4_CANDIDATE = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.])")
+_IPV6_CANDIDATE = re.compile(r"(?<![\w:])[0-9A-Fa-f]*:[0-9A-Fa-f:]*(?![\w:])")
+# Loopback and unspecified addresses name no one, and bind/connect messages need them.
+_HARMLESS_IPS = frozenset({"127.0.0.1", "0.0.0.0", "::1", "::"})  # noqa: S104
+
+
+def _mask_ip(match: re.Match[str]) -> str:
+    token = match.group(0)
+    try:
+        ipaddress.ip_address(token)
+    except ValueError:
+        return token
+    return token if token in _HARMLESS_IPS else "<ip>"
+
+
+def scrub(text: str) -> str:
+    """Mask e-mail and IP addresses (personal data) in a log message."""
+    text = _EMAIL.sub("<email>", text)
+    return _IPV6_CANDIDATE.sub(_mask_ip, _IPV4_CANDIDATE.sub(_mask_ip, text))
+
+
+class _ScrubPersonalData(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = scrub(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = scrub(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        return True
+
+
 def configure_logging(service_name: str, level: str, as_json: bool) -> None:
     handler = logging.StreamHandler(sys.stdout)
     handler.addFilter(_TraceIds())
+    handler.addFilter(_ScrubPersonalData())
     if as_json:
         handler.setFormatter(
             JsonFormatter(
