@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+from typing import Annotated, Any
 
 import asyncpg
 from fastapi import APIRouter, Depends, Query, Request
@@ -17,6 +19,10 @@ from notification_service.schemas import (
     EndpointIn,
     EndpointList,
     EndpointOut,
+    EndpointPatch,
+    ReplayIn,
+    ReplayOut,
+    SecretRotated,
 )
 from servicekit.app import runtime
 from servicekit.auth import Principal, principal
@@ -44,6 +50,23 @@ def url_policy(request: Request) -> urlguard.UrlPolicy:
 Policy = Annotated[urlguard.UrlPolicy, Depends(url_policy)]
 
 
+def settings_of(request: Request) -> Settings:
+    settings = request.app.state.settings
+    assert isinstance(settings, Settings)
+    return settings
+
+
+def clock_of(request: Request) -> Callable[[], datetime]:
+    """The app's clock (injected by tests): resends and test events are due at its now, the
+    time the dispatcher compares against."""
+    clock: Callable[[], datetime] = request.app.state.clock
+    return clock
+
+
+Cfg = Annotated[Settings, Depends(settings_of)]
+Clock = Annotated[Callable[[], datetime], Depends(clock_of)]
+
+
 def _endpoint_fields(row: asyncpg.Record) -> dict[str, object]:
     return {
         "id": row["id"],
@@ -52,6 +75,7 @@ def _endpoint_fields(row: asyncpg.Record) -> dict[str, object]:
         "event_types": list(row["event_types"]),
         "enabled": row["enabled"],
         "disabled_reason": row["disabled_reason"],
+        "disabled_at": row["disabled_at"],
         "failing_since": row["failing_since"],
         "created_at": row["created_at"],
     }
@@ -102,33 +126,116 @@ async def delivery_log(
             conn, who.tenant_id, endpoint_id, limit=limit, before=before
         )
     return DeliveryLog(
-        data=[
-            DeliveryOut(
-                id=d["id"],
-                message_id=d["message_id"],
-                event_type=d["event_type"],
-                status=d["status"],
-                attempt_count=d["attempts"],
-                next_attempt_at=d["next_attempt_at"] if d["status"] == "pending" else None,
-                last_status_code=d["last_status_code"],
-                last_error=d["last_error"],
-                delivered_at=d["delivered_at"],
-                failed_at=d["failed_at"],
-                created_at=d["created_at"],
-                attempts=[
-                    AttemptOut(
-                        attempt=a["attempt"],
-                        attempted_at=a["attempted_at"],
-                        status_code=a["status_code"],
-                        latency_ms=a["latency_ms"],
-                        response_body=a["response_body"],
-                        error=a["error"],
-                        outcome=a["outcome"],
-                    )
-                    for a in page.attempts.get(d["id"], [])
-                ],
-            )
-            for d in page.deliveries
-        ],
+        data=[_delivery_out(d, page.attempts.get(d["id"], [])) for d in page.deliveries],
         next_before=page.next_before,
+    )
+
+
+@router.patch("/v1/webhook-endpoints/{endpoint_id}", response_model=EndpointOut, tags=["webhooks"])
+async def update_endpoint(
+    endpoint_id: str, body: EndpointPatch, who: Auth, rt: Rt, policy: Policy
+) -> EndpointOut:
+    url = await urlguard.vet_url(body.url, policy) if body.url is not None else None
+    async with rt.transaction() as conn:
+        row = await handlers.update_endpoint(conn, who.tenant_id, endpoint_id, body, url)
+    return _endpoint_out(row)
+
+
+@router.post(
+    "/v1/webhook-endpoints/{endpoint_id}/rotate-secret",
+    response_model=SecretRotated,
+    tags=["webhooks"],
+)
+async def rotate_secret(
+    endpoint_id: str, who: Auth, rt: Rt, settings: Cfg, clock: Clock
+) -> SecretRotated:
+    async with rt.transaction() as conn:
+        secret, expires = await handlers.rotate_secret(
+            conn,
+            who.tenant_id,
+            endpoint_id,
+            now=clock(),
+            overlap=timedelta(hours=settings.webhook_secret_rotation_overlap_hours),
+        )
+    return SecretRotated(secret=secret, previous_expires_at=expires)
+
+
+@router.post(
+    "/v1/webhook-endpoints/{endpoint_id}/deliveries/{delivery_id}/resend",
+    status_code=202,
+    response_model=DeliveryOut,
+    tags=["webhooks"],
+)
+async def resend(
+    endpoint_id: str, delivery_id: str, who: Auth, rt: Rt, clock: Clock
+) -> DeliveryOut:
+    """Send one settled (delivered or failed) message again, with a fresh retry schedule."""
+    async with rt.transaction() as conn:
+        row = await handlers.resend(conn, who.tenant_id, endpoint_id, delivery_id, clock())
+    return _delivery_out(row, [])
+
+
+@router.post(
+    "/v1/webhook-endpoints/{endpoint_id}/replay",
+    status_code=202,
+    response_model=ReplayOut,
+    tags=["webhooks"],
+)
+async def replay(
+    endpoint_id: str, body: ReplayIn, who: Auth, rt: Rt, settings: Cfg, clock: Clock
+) -> ReplayOut:
+    """Send again every delivery of this endpoint that failed since `since` (and before
+    `until`), each with a fresh retry schedule."""
+    async with rt.transaction() as conn:
+        count = await handlers.replay_failed(
+            conn,
+            who.tenant_id,
+            endpoint_id,
+            since=body.since,
+            until=body.until,
+            now=clock(),
+            limit=settings.webhook_replay_limit,
+        )
+    return ReplayOut(replayed=count)
+
+
+@router.post(
+    "/v1/webhook-endpoints/{endpoint_id}/test",
+    status_code=202,
+    response_model=DeliveryOut,
+    tags=["webhooks"],
+)
+async def send_test_event(endpoint_id: str, who: Auth, rt: Rt, clock: Clock) -> DeliveryOut:
+    """The "send test event" button: a `webhook.test.v1` message to this endpoint, signed,
+    retried and logged like any other."""
+    async with rt.transaction() as conn:
+        row = await handlers.send_test_event(conn, who.tenant_id, endpoint_id, clock())
+    return _delivery_out(row, [])
+
+
+def _delivery_out(d: Mapping[str, Any], attempts: list[asyncpg.Record]) -> DeliveryOut:
+    return DeliveryOut(
+        id=d["id"],
+        message_id=d["message_id"],
+        event_type=d["event_type"],
+        status=d["status"],
+        attempt_count=d["attempts"],
+        next_attempt_at=d["next_attempt_at"] if d["status"] == "pending" else None,
+        last_status_code=d["last_status_code"],
+        last_error=d["last_error"],
+        delivered_at=d["delivered_at"],
+        failed_at=d["failed_at"],
+        created_at=d["created_at"],
+        attempts=[
+            AttemptOut(
+                attempt=a["attempt"],
+                attempted_at=a["attempted_at"],
+                status_code=a["status_code"],
+                latency_ms=a["latency_ms"],
+                response_body=a["response_body"],
+                error=a["error"],
+                outcome=a["outcome"],
+            )
+            for a in attempts
+        ],
     )

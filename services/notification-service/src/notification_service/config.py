@@ -29,3 +29,35 @@ class Settings(ServiceSettings):
     webhook_retry_jitter: float = Field(default=0.1, ge=0, lt=1)
     # How much of each response the delivery log keeps.
     webhook_response_body_limit: int = Field(default=2048, ge=0, le=65536)
+    # For how long a replaced secret keeps signing next to the new one after a rotation.
+    webhook_secret_rotation_overlap_hours: float = Field(default=24.0, ge=0, le=24 * 30)
+    # An endpoint whose every attempt has failed for this long is disabled (endpoint.disabled).
+    webhook_disable_after_failing_days: float = Field(default=5.0, gt=0)
+    # Most failed deliveries one replay request re-queues.
+    webhook_replay_limit: int = Field(default=10000, ge=1)
+
+    # --- email ---
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    # Implicit TLS (port 465) or STARTTLS; local relays and tests use neither.
+    smtp_use_tls: bool = False
+    smtp_starttls: bool = False
+    smtp_timeout_seconds: float = Field(default=30.0, gt=0, le=300)
+    email_from: str = "Referrals <referrals@localhost>"
+    # Public base URL of this service: unsubscribe links in mails point here.
+    public_base_url: str = "http://127.0.0.1:8004"
+    # Key of the HMAC in unsubscribe tokens (rotate like any secret; old links then stop working
+    # and show the page that explains it).
+    email_unsubscribe_key: str = Field(default="dev-only-unsubscribe-key", min_length=16)
+    email_poll_interval_seconds: float = Field(default=1.0, gt=0)
+    email_max_in_flight: int = Field(default=20, ge=1, le=500)
+    # Wait before each retry of a mail the SMTP server refused for now (4xx, connection).
+    email_retry_schedule_seconds: list[float] = Field(
+        default_factory=lambda: [60.0, 300.0, 1800.0, 7200.0, 21600.0], min_length=1
+    )
+    # Invites one advocate may send per rolling 24 hours.
+    invite_limit_per_day: int = Field(default=20, ge=1, le=1000)
+    # Friends one invite request may name.
+    invite_max_recipients: int = Field(default=10, ge=1, le=100)

@@ -33,9 +33,11 @@ import asyncpg
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from notification_service import domain, handlers, signing
+from notification_service import domain, handlers, signing, urlguard
 from notification_service.config import Settings
 from referral_events.inbox import INFRASTRUCTURE_ERRORS
+from referral_events.tracing import continued_from_event
+from servicekit.metrics import WEBHOOK_ATTEMPTS
 from servicekit.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -61,12 +63,23 @@ class Dispatcher:
         clock: Clock = utc_now,
         rand: Callable[[], float] = random.random,
         transport: httpx.AsyncBaseTransport | None = None,
+        resolver: urlguard.Resolver = urlguard.system_resolver,
     ) -> None:
         self._rt = rt
         self._clock = clock
         self._rand = rand
-        # Where connect-time checks (the SSRF guard against DNS rebinding) plug in.
+        limits = httpx.Limits(
+            max_connections=settings.webhook_max_in_flight,
+            max_keepalive_connections=min(settings.webhook_max_in_flight, 100),
+        )
+        # Unless private destinations are allowed (tests, local runs), every connection goes
+        # through the SSRF guard again at connect time: DNS may have changed since the URL was
+        # vetted.
+        if transport is None and not settings.webhook_allow_private_networks:
+            transport = urlguard.GuardedTransport(resolver, limits=limits)
         self._transport = transport
+        self._limits = limits
+        self._disable_after = timedelta(days=settings.webhook_disable_after_failing_days)
         self._policy = domain.RetryPolicy.from_seconds(
             settings.webhook_retry_schedule_seconds, settings.webhook_retry_jitter
         )
@@ -110,10 +123,7 @@ class Dispatcher:
             # Proxies come from explicit configuration, not from the process environment.
             trust_env=False,
             timeout=httpx.Timeout(self._timeout),
-            limits=httpx.Limits(
-                max_connections=self._max_in_flight,
-                max_keepalive_connections=min(self._max_in_flight, 100),
-            ),
+            limits=self._limits,
             headers={"user-agent": USER_AGENT},
         )
 
@@ -153,15 +163,18 @@ class Dispatcher:
                 headers = signing.signature_headers(
                     claim.message_id, attempted_at, claim.body, claim.secrets
                 )
-                result = await post(
-                    client,
-                    claim.url,
-                    claim.body.encode(),
-                    {**headers, "content-type": "application/json"},
-                    total_seconds=self._timeout,
-                    body_limit=self._body_limit,
-                )
+                # The POST joins the trace of the event it announces (issue #7).
+                with continued_from_event(claim.message_id):
+                    result = await post(
+                        client,
+                        claim.url,
+                        claim.body.encode(),
+                        {**headers, "content-type": "application/json"},
+                        total_seconds=self._timeout,
+                        body_limit=self._body_limit,
+                    )
                 self.attempts_sent += 1
+                WEBHOOK_ATTEMPTS.labels(outcome="succeeded" if result.ok else "failed").inc()
             else:
                 result = domain.AttemptResult(None, 0, error="endpoint has no signing secret")
             await self._record(claim, result, attempted_at)
@@ -200,6 +213,7 @@ class Dispatcher:
                         policy=self._policy,
                         rand=self._rand,
                         response_body_limit=self._body_limit,
+                        disable_after=self._disable_after,
                     )
         if decision is None:
             log.warning(

@@ -17,18 +17,31 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from referral_events.contracts import attribution, reward
+from referral_events.contracts import attribution, link, reward
+from referral_events.envelope import EventPayload
 from servicekit.problems import InvalidInput
 
-# Event types an endpoint can subscribe to. Adding one here (and to the consumer's routing
-# table) is all it takes to deliver a new type.
-DELIVERED_EVENT_TYPES: frozenset[str] = frozenset(
-    {
-        reward.RewardPending.TYPE,
-        reward.RewardAvailable.TYPE,
-        attribution.ConversionAttributed.TYPE,
+
+def _types_of(module: Any) -> set[str]:
+    return {
+        m.TYPE
+        for m in vars(module).values()
+        if isinstance(m, type) and issubclass(m, EventPayload) and hasattr(m, "TYPE")
     }
+
+
+# Event types an endpoint can subscribe to: everything attribution- and reward-service publish
+# and link-service's program, advocate and code events. Clicks are left out: they are
+# analytics volume (one per redirect, bots included), not business events a merchant's system
+# acts on. Taken from the contracts, so a type a producer adds is deliverable without a change
+# here.
+DELIVERED_EVENT_TYPES: frozenset[str] = frozenset(
+    _types_of(attribution) | _types_of(reward) | (_types_of(link) - {link.LinkClicked.TYPE})
 )
+
+# The type of the message the "send test event" endpoint sends. Not a consumed event: it is
+# delivered only to the endpoint it was asked for, whatever that endpoint's filter.
+TEST_EVENT_TYPE = "webhook.test.v1"
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 (a format prefix, not a secret)
 SECRET_BYTES = 24
@@ -91,6 +104,15 @@ def render_body(event_type: str, event_time: datetime, data: dict[str, Any], ten
         "data": {**data, "tenant_id": tenant_id},
     }
     return json.dumps(body, separators=(",", ":"))
+
+
+def render_test_body(endpoint_id: str, at: datetime, tenant_id: str) -> str:
+    return render_body(
+        TEST_EVENT_TYPE,
+        at,
+        {"endpoint_id": endpoint_id, "message": "This is a test event."},
+        tenant_id,
+    )
 
 
 def truncate(text: str | None, limit: int) -> str | None:
@@ -283,7 +305,8 @@ def decide(
     policy: RetryPolicy = DEFAULT_POLICY,
     rand: Callable[[], float] = lambda: 0.5,
 ) -> Decision:
-    """What follows attempt number `attempt` (1-based).
+    """What follows attempt number `attempt` (1-based, counted within the delivery's current
+    round: a resend or replay starts a new round with the whole schedule).
 
     2xx delivers. 410 Gone means the receiver retired the URL: the delivery fails and the
     endpoint is disabled, so nothing else is sent there. Everything else (timeouts, connection
@@ -303,3 +326,17 @@ def decide(
         if asked is not None:
             delay = max(delay, min(asked, policy.longest_wait))
     return Decision("retry", next_attempt_at=now + delay)
+
+
+def failing_too_long(
+    failing_since: datetime | None, now: datetime, disable_after: timedelta
+) -> bool:
+    """An endpoint whose every attempt failed since `failing_since` is switched off once that
+    has lasted `disable_after` (5 days by default): its retries would keep piling up, and the
+    merchant learns of it from endpoint.disabled rather than from silence."""
+    return failing_since is not None and now - failing_since >= disable_after
+
+
+def rotation_expiry(now: datetime, overlap: timedelta) -> datetime:
+    """Until when the secret being replaced keeps signing next to the new one."""
+    return now + overlap

@@ -8,18 +8,18 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
 
 from notification_service import domain, repository
-from notification_service.schemas import EndpointIn
+from notification_service.schemas import EndpointIn, EndpointPatch
 from referral_events import CloudEvent, topics
 from referral_events.contracts import notification as out
 from referral_events.outbox import emit
 from servicekit.ids import new_id
-from servicekit.problems import InvalidInput, NotFound
+from servicekit.problems import Conflict, InvalidInput, NotFound
 
 SOURCE = "/services/notification-service"
 
@@ -57,6 +57,127 @@ async def get_endpoint(
 
 async def list_endpoints(conn: asyncpg.Connection, tenant_id: str) -> list[asyncpg.Record]:
     return await repository.list_endpoints(conn, tenant_id)
+
+
+async def update_endpoint(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    endpoint_id: str,
+    cmd: EndpointPatch,
+    vetted_url: str | None,
+) -> asyncpg.Record:
+    """`vetted_url` is the new URL after the SSRF guard (the route runs it), None to keep."""
+    fields = cmd.model_fields_set
+    description = cmd.description.strip() if cmd.description else None
+    row = await repository.update_endpoint(
+        conn,
+        tenant_id,
+        endpoint_id,
+        url=vetted_url,
+        description=description,
+        clear_description="description" in fields and not description,
+        event_types=(
+            domain.normalize_event_types(cmd.event_types)
+            if "event_types" in fields and cmd.event_types is not None
+            else None
+        ),
+        enabled=cmd.enabled if "enabled" in fields else None,
+    )
+    if row is None:
+        raise NotFound(f"no webhook endpoint '{endpoint_id}'", field="endpoint_id")
+    return row
+
+
+async def rotate_secret(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    endpoint_id: str,
+    *,
+    now: datetime,
+    overlap: timedelta,
+) -> tuple[str, datetime]:
+    """A new secret, and until when the previous one(s) still sign next to it."""
+    if not await repository.lock_endpoint(conn, tenant_id, endpoint_id):
+        raise NotFound(f"no webhook endpoint '{endpoint_id}'", field="endpoint_id")
+    secret = domain.new_secret()
+    expires = domain.rotation_expiry(now, overlap)
+    await repository.rotate_secret(conn, endpoint_id, secret, expires)
+    return secret, expires
+
+
+async def resend(
+    conn: asyncpg.Connection, tenant_id: str, endpoint_id: str, delivery_id: str, now: datetime
+) -> dict[str, Any]:
+    endpoint = await get_endpoint(conn, tenant_id, endpoint_id)
+    row = await repository.resend_delivery(conn, endpoint_id, delivery_id, now)
+    if row is None:
+        existing = await repository.get_delivery(conn, delivery_id)
+        if existing is None or existing["endpoint_id"] != endpoint_id:
+            raise NotFound(f"no delivery '{delivery_id}' on this endpoint", field="delivery_id")
+        raise Conflict("the delivery is still pending: it is being sent", field="delivery_id")
+    _require_enabled(endpoint)
+    return await _with_event_type(conn, row)
+
+
+async def replay_failed(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    endpoint_id: str,
+    *,
+    since: datetime,
+    until: datetime | None,
+    now: datetime,
+    limit: int,
+) -> int:
+    endpoint = await get_endpoint(conn, tenant_id, endpoint_id)
+    _require_enabled(endpoint)
+    if until is not None and until <= since:
+        raise InvalidInput("until must be later than since", field="until")
+    return await repository.replay_failed(
+        conn, endpoint_id, since=since, until=until, now=now, limit=limit
+    )
+
+
+async def send_test_event(
+    conn: asyncpg.Connection, tenant_id: str, endpoint_id: str, now: datetime
+) -> dict[str, Any]:
+    """A `webhook.test.v1` message to this endpoint alone, sent, retried and logged like any."""
+    endpoint = await get_endpoint(conn, tenant_id, endpoint_id)
+    _require_enabled(endpoint)
+    message_id = new_id("msg")
+    await repository.insert_message(
+        conn,
+        message_id=message_id,
+        tenant_id=tenant_id,
+        event_type=domain.TEST_EVENT_TYPE,
+        event_time=now,
+        body=domain.render_test_body(endpoint_id, now, tenant_id),
+    )
+    delivery_id = new_id("dlv")
+    await repository.insert_delivery(
+        conn,
+        delivery_id=delivery_id,
+        tenant_id=tenant_id,
+        endpoint_id=endpoint_id,
+        message_id=message_id,
+        due=now,
+    )
+    row = await repository.get_delivery(conn, delivery_id)
+    assert row is not None
+    return await _with_event_type(conn, row)
+
+
+async def _with_event_type(conn: asyncpg.Connection, row: asyncpg.Record) -> dict[str, Any]:
+    return {**dict(row), "event_type": await repository.message_event_type(conn, row["message_id"])}
+
+
+def _require_enabled(endpoint: asyncpg.Record) -> None:
+    # Deliveries of a disabled endpoint are never claimed: queuing more would only look like
+    # it worked.
+    if not endpoint["enabled"]:
+        raise Conflict(
+            "the endpoint is disabled; enable it first (PATCH enabled: true)", field="endpoint_id"
+        )
 
 
 @dataclass(frozen=True)
@@ -136,6 +257,12 @@ class Claim:
     event_type: str
     body: str
     secrets: tuple[str, ...]
+    round_start: int = 0
+    failing_since: datetime | None = None
+
+    @property
+    def attempt_in_round(self) -> int:
+        return self.attempt - self.round_start
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Claim:
@@ -149,6 +276,8 @@ class Claim:
             event_type=row["event_type"],
             body=row["body"],
             secrets=tuple(row["secrets"]),
+            round_start=row["round_start"],
+            failing_since=row["failing_since"],
         )
 
 
@@ -182,10 +311,11 @@ async def record_attempt(
     policy: domain.RetryPolicy,
     rand: Callable[[], float],
     response_body_limit: int,
+    disable_after: timedelta = timedelta(days=5),
 ) -> domain.Decision | None:
     """Log the attempt and apply what follows from it. None when a newer claim of the same
     delivery superseded this one: the attempt is still logged, but decides nothing."""
-    decision = domain.decide(result, claim.attempt, now, policy, rand)
+    decision = domain.decide(result, claim.attempt_in_round, now, policy, rand)
     await repository.insert_attempt(
         conn,
         delivery_id=claim.delivery_id,
@@ -211,7 +341,9 @@ async def record_attempt(
         return None
     await repository.mark_endpoint_health(conn, claim.endpoint_id, result.ok, now)
     if decision.disable_endpoint:
-        await repository.disable_endpoint(conn, claim.endpoint_id, "gone", now)
+        await _disable(conn, claim, "gone", result, now)
+    elif not result.ok and domain.failing_too_long(claim.failing_since, now, disable_after):
+        await _disable(conn, claim, "failing", result, now)
     common = {
         "delivery_id": claim.delivery_id,
         "endpoint_id": claim.endpoint_id,
@@ -243,3 +375,32 @@ async def record_attempt(
         event_id=f"{claim.delivery_id}.{claim.attempt}",
     )
     return decision
+
+
+async def _disable(
+    conn: asyncpg.Connection,
+    claim: Claim,
+    reason: str,
+    result: domain.AttemptResult,
+    now: datetime,
+) -> None:
+    endpoint = await repository.disable_endpoint(conn, claim.endpoint_id, reason, now)
+    if endpoint is None:
+        return  # already disabled, and already told
+    await emit(
+        conn,
+        out.EndpointDisabled(
+            endpoint_id=claim.endpoint_id,
+            reason=reason,
+            url=endpoint["url"],
+            failing_since=endpoint["failing_since"],
+            last_status_code=result.status_code,
+            disabled_at=now,
+        ),
+        source=SOURCE,
+        tenant_id=claim.tenant_id,
+        topic=topics.NOTIFICATION_EVENTS,
+        key=claim.endpoint_id,
+        subject=claim.endpoint_id,
+        event_id=f"{claim.endpoint_id}.disabled.{claim.delivery_id}.{claim.attempt}",
+    )

@@ -5,21 +5,29 @@ from dataclasses import replace
 import httpx
 from fastapi import FastAPI
 
-from notification_service import api, urlguard
+from notification_service import api, email_api, urlguard
 from notification_service.config import Settings
 from notification_service.consumers import CONSUMERS
 from notification_service.dispatcher import Clock, Dispatcher, utc_now
+from notification_service.mailer import EmailSender
 from servicekit.app import create_service_app
 from servicekit.cli import run_cli
 from servicekit.runtime import Runtime, ServiceSpec, Worker
 
 
 def _workers(
-    rt: Runtime, *, clock: Clock = utc_now, transport: httpx.AsyncBaseTransport | None = None
+    rt: Runtime,
+    *,
+    clock: Clock = utc_now,
+    transport: httpx.AsyncBaseTransport | None = None,
+    resolver: urlguard.Resolver = urlguard.system_resolver,
 ) -> list[Worker]:
     s = rt.settings
     assert isinstance(s, Settings)
-    return [Dispatcher(rt, s, clock=clock, transport=transport)]
+    return [
+        Dispatcher(rt, s, clock=clock, transport=transport, resolver=resolver),
+        EmailSender(rt, s, clock=clock),
+    ]
 
 
 SPEC = ServiceSpec(
@@ -41,13 +49,19 @@ def create_app(
     """`clock`, `resolver` and `transport` are for tests: time, DNS and the network as the
     dispatcher and the SSRF guard see them."""
     spec = SPEC
-    if clock is not None or transport is not None:
+    if clock is not None or transport is not None or resolver is not None:
         spec = replace(
             SPEC,
-            workers=lambda rt: _workers(rt, clock=clock or utc_now, transport=transport),
+            workers=lambda rt: _workers(
+                rt,
+                clock=clock or utc_now,
+                transport=transport,
+                resolver=resolver or urlguard.system_resolver,
+            ),
         )
-    app = create_service_app(spec, settings or Settings(), [api.router])
+    app = create_service_app(spec, settings or Settings(), [api.router, email_api.router])
     app.state.url_resolver = resolver or urlguard.system_resolver
+    app.state.clock = clock or utc_now
     return app
 
 

@@ -73,17 +73,94 @@ async def enabled_endpoints(conn: asyncpg.Connection, tenant_id: str) -> list[as
 
 async def disable_endpoint(
     conn: asyncpg.Connection, endpoint_id: str, reason: str, at: datetime
-) -> None:
-    await conn.execute(
+) -> asyncpg.Record | None:
+    """The endpoint if this call disabled it; None if it already was (so one event is told)."""
+    return await conn.fetchrow(
         """
         UPDATE webhook_endpoints
         SET enabled = false, disabled_reason = $2, disabled_at = $3, updated_at = $3
         WHERE id = $1 AND enabled
+        RETURNING *
         """,
         endpoint_id,
         reason,
         at,
     )
+
+
+async def update_endpoint(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    endpoint_id: str,
+    *,
+    url: str | None,
+    description: str | None,
+    clear_description: bool,
+    event_types: list[str] | None,
+    enabled: bool | None,
+) -> asyncpg.Record | None:
+    """Only the given fields change. Enabling clears why it was disabled and the failure
+    streak: the merchant says the receiver is fixed, and the 5 days count afresh."""
+    return await conn.fetchrow(
+        """
+        UPDATE webhook_endpoints
+        SET url = coalesce($3, url),
+            description = CASE WHEN $5 THEN NULL ELSE coalesce($4, description) END,
+            event_types = coalesce($6, event_types),
+            enabled = coalesce($7, enabled),
+            disabled_reason = CASE
+                WHEN $7 IS TRUE THEN NULL
+                WHEN $7 IS FALSE AND enabled THEN 'manual'
+                ELSE disabled_reason END,
+            disabled_at = CASE
+                WHEN $7 IS TRUE THEN NULL
+                WHEN $7 IS FALSE AND enabled THEN now()
+                ELSE disabled_at END,
+            failing_since = CASE WHEN $7 IS TRUE AND NOT enabled THEN NULL
+                                 ELSE failing_since END,
+            updated_at = now()
+        WHERE id = $2 AND tenant_id = $1
+        RETURNING *
+        """,
+        tenant_id,
+        endpoint_id,
+        url,
+        description,
+        clear_description,
+        event_types,
+        enabled,
+    )
+
+
+async def rotate_secret(
+    conn: asyncpg.Connection, endpoint_id: str, secret: str, old_expire_at: datetime
+) -> None:
+    """The new secret signs from now on; the ones it replaces keep signing until
+    `old_expire_at` (never longer than they already would)."""
+    await conn.execute(
+        """
+        UPDATE webhook_endpoint_secrets
+        SET expires_at = least(coalesce(expires_at, $2), $2)
+        WHERE endpoint_id = $1 AND (expires_at IS NULL OR expires_at > now())
+        """,
+        endpoint_id,
+        old_expire_at,
+    )
+    await conn.execute(
+        "INSERT INTO webhook_endpoint_secrets (endpoint_id, secret) VALUES ($1, $2)",
+        endpoint_id,
+        secret,
+    )
+
+
+async def lock_endpoint(conn: asyncpg.Connection, tenant_id: str, endpoint_id: str) -> bool:
+    """Serialises rotations of one endpoint."""
+    found = await conn.fetchval(
+        "SELECT true FROM webhook_endpoints WHERE id = $1 AND tenant_id = $2 FOR UPDATE",
+        endpoint_id,
+        tenant_id,
+    )
+    return bool(found)
 
 
 async def mark_endpoint_health(
@@ -142,18 +219,21 @@ async def insert_delivery(
     tenant_id: str,
     endpoint_id: str,
     message_id: str,
+    due: datetime | None = None,
 ) -> bool:
-    """Due at once (the transaction's time). False when this endpoint already has the message."""
+    """Due at `due`, by default at once (the transaction's time). False when this endpoint
+    already has the message."""
     inserted = await conn.fetchval(
         """
         INSERT INTO webhook_deliveries (id, tenant_id, endpoint_id, message_id, next_attempt_at)
-        VALUES ($1, $2, $3, $4, now())
+        VALUES ($1, $2, $3, $4, coalesce($5, now()))
         ON CONFLICT (endpoint_id, message_id) DO NOTHING RETURNING true
         """,
         delivery_id,
         tenant_id,
         endpoint_id,
         message_id,
+        due,
     )
     return bool(inserted)
 
@@ -201,7 +281,7 @@ async def claim_due(
             FROM picked, webhook_endpoints e, webhook_messages m
             WHERE d.id = picked.id AND e.id = d.endpoint_id AND m.id = d.message_id
             RETURNING d.id, d.tenant_id, d.endpoint_id, d.message_id, d.attempts,
-                      e.url, m.event_type, m.body,
+                      d.round_start, e.url, e.failing_since, m.event_type, m.body,
                       array(SELECT s.secret FROM webhook_endpoint_secrets s
                             WHERE s.endpoint_id = d.endpoint_id
                               AND (s.expires_at IS NULL OR s.expires_at > $1)
@@ -286,6 +366,69 @@ async def settle_delivery(
 
 async def get_delivery(conn: asyncpg.Connection, delivery_id: str) -> asyncpg.Record | None:
     return await conn.fetchrow("SELECT * FROM webhook_deliveries WHERE id = $1", delivery_id)
+
+
+async def message_event_type(conn: asyncpg.Connection, message_id: str) -> str:
+    return str(
+        await conn.fetchval("SELECT event_type FROM webhook_messages WHERE id = $1", message_id)
+    )
+
+
+async def resend_delivery(
+    conn: asyncpg.Connection, endpoint_id: str, delivery_id: str, now: datetime
+) -> asyncpg.Record | None:
+    """A settled delivery goes out again now, with a fresh round of the retry schedule. None
+    when it is not this endpoint's or is still pending (it is going out anyway)."""
+    return await conn.fetchrow(
+        """
+        UPDATE webhook_deliveries
+        SET status = 'pending', round_start = attempts, next_attempt_at = $3,
+            delivered_at = NULL, failed_at = NULL, updated_at = $3
+        WHERE id = $2 AND endpoint_id = $1 AND status <> 'pending'
+        RETURNING *
+        """,
+        endpoint_id,
+        delivery_id,
+        now,
+    )
+
+
+async def replay_failed(
+    conn: asyncpg.Connection,
+    endpoint_id: str,
+    *,
+    since: datetime,
+    until: datetime | None,
+    now: datetime,
+    limit: int,
+) -> int:
+    """Every delivery of the endpoint that failed in [since, until) goes out again, oldest
+    message first."""
+    count = await conn.fetchval(
+        """
+        WITH picked AS (
+            SELECT id FROM webhook_deliveries
+            WHERE endpoint_id = $1 AND status = 'failed' AND failed_at >= $2
+              AND ($3::timestamptz IS NULL OR failed_at < $3)
+            ORDER BY created_at, id
+            LIMIT $5
+            FOR UPDATE
+        ), updated AS (
+            UPDATE webhook_deliveries d
+            SET status = 'pending', round_start = d.attempts, next_attempt_at = $4,
+                failed_at = NULL, updated_at = $4
+            FROM picked WHERE d.id = picked.id
+            RETURNING 1
+        )
+        SELECT count(*) FROM updated
+        """,
+        endpoint_id,
+        since,
+        until,
+        now,
+        limit,
+    )
+    return int(count or 0)
 
 
 # --- the delivery log -------------------------------------------------------------------------

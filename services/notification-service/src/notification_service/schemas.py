@@ -19,13 +19,45 @@ class EndpointIn(BaseModel):
     description: str | None = Field(default=None, max_length=500)
 
 
+class EndpointPatch(BaseModel):
+    """Only the fields sent change. `enabled: true` re-enables a disabled endpoint."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = Field(default=None, min_length=1, max_length=2000)
+    event_types: list[str] | None = Field(default=None, max_length=50)
+    description: str | None = Field(default=None, max_length=500)
+    enabled: bool | None = None
+
+
+class SecretRotated(BaseModel):
+    """The new secret (shown only here). The previous one keeps signing next to it until
+    `previous_expires_at`, so receivers can switch without dropping a message."""
+
+    secret: str
+    previous_expires_at: datetime
+
+
+class ReplayIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    since: datetime
+    until: datetime | None = None
+
+
+class ReplayOut(BaseModel):
+    replayed: int
+
+
 class EndpointOut(BaseModel):
     id: str
     url: str
     description: str | None
     event_types: list[str]
     enabled: bool
+    # "gone" (the receiver answered 410), "failing" (failed for days), "manual".
     disabled_reason: str | None
+    disabled_at: datetime | None = None
     failing_since: datetime | None
     created_at: datetime
 

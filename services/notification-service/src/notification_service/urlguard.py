@@ -3,18 +3,26 @@ from inside the platform's network, so the URL could otherwise reach loopback, t
 network or a cloud metadata service.
 
 Names are resolved through an injected `Resolver`, so tests never touch DNS, and the rules on
-addresses are the pure `domain.refusal_reason`. This module checks when an endpoint is set up;
-a name can still change its answer later (DNS rebinding), which is why the same
-`refusal_reason` is meant to run again on the address actually connected to, inside the
-delivery client's transport (the dispatcher takes that transport as a parameter).
+addresses are the pure `domain.refusal_reason`. The guard runs twice:
+- `vet_url` when an endpoint is set up or changed, so a bad URL is a 422 naming `url`;
+- `GuardedTransport` on every connection the dispatcher opens. A name can change its answer
+  after it was vetted (DNS rebinding: public at set-up, 169.254.169.254 at delivery), so the
+  transport resolves the name once, checks every address, and connects to the checked address
+  itself; TLS still uses the URL's host for SNI and certificate checks and the Host header is
+  the URL's. Nothing re-resolves between the check and the connect. Redirects are not
+  followed, and if they were, their connections would pass through the same check.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Awaitable, Callable
+import ssl
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+
+import httpcore
+import httpx
 
 from notification_service import domain
 from servicekit.problems import InvalidInput
@@ -63,3 +71,97 @@ async def vet_url(url: str, policy: UrlPolicy) -> str:
                 f"url must point to a public address; {shown} is {reason}", field="url"
             )
     return parsed.url
+
+
+class RefusedDestination(httpcore.ConnectError):
+    """A connection the guard refused; httpx reports it as a ConnectError (a failed attempt)."""
+
+
+class GuardedBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's network layer with the SSRF check in front of every TCP connect."""
+
+    def __init__(self, resolve: Resolver, inner: httpcore.AsyncNetworkBackend | None = None):
+        self._resolve = resolve
+        self._inner = inner or httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        addresses = await self._addresses(host, port, timeout)
+        for address in addresses:
+            reason = domain.refusal_reason(address)
+            if reason is not None:
+                raise RefusedDestination(
+                    f"refused to connect to {host} ({address}): {reason}"
+                    if address != host
+                    else f"refused to connect to {host}: {reason}"
+                )
+        last: Exception | None = None
+        for address in addresses:
+            try:
+                return await self._inner.connect_tcp(
+                    address,
+                    port,
+                    timeout=timeout,
+                    local_address=local_address,
+                    socket_options=socket_options,
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                last = exc
+        assert last is not None
+        raise last
+
+    async def _addresses(self, host: str, port: int, limit: float | None) -> list[str]:
+        literal = domain.ip_literal(host)
+        if literal is not None:
+            return [str(literal)]
+        try:
+            addresses = await asyncio.wait_for(
+                self._resolve(host, port), limit or RESOLVE_TIMEOUT_SECONDS
+            )
+        except (OSError, TimeoutError) as exc:
+            raise httpcore.ConnectError(f"cannot resolve {host}: {exc!r}") from exc
+        if not addresses:
+            raise httpcore.ConnectError(f"{host} does not resolve")
+        return addresses
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise RefusedDestination("unix sockets are not webhook destinations")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+class GuardedTransport(httpx.AsyncHTTPTransport):
+    """httpx's transport over a connection pool whose every connect goes through
+    `GuardedBackend`. httpx takes no network backend as an argument, so the pool it builds is
+    replaced by one built with the same settings and the guarded backend; request and error
+    mapping stay httpx's own."""
+
+    def __init__(
+        self,
+        resolve: Resolver = system_resolver,
+        *,
+        backend: httpcore.AsyncNetworkBackend | None = None,
+        limits: httpx.Limits | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        limits = limits or httpx.Limits()
+        super().__init__(limits=limits)
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=ssl_context or httpx.create_ssl_context(),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=GuardedBackend(resolve, backend),
+        )

@@ -31,7 +31,7 @@ def test_filter_matching(event_types: list[str], event_type: str, expected: bool
 def test_filters_are_checked_against_delivered_types() -> None:
     assert domain.normalize_event_types([" reward.* ", "reward.*", "*"]) == ["reward.*", "*"]
     assert domain.normalize_event_types([]) == []
-    for bad in ("reward.availble.v1", "payout.*", "Reward.*", "reward.*.v1", "", "a b"):
+    for bad in ("reward.availble.v1", "refund.*", "Reward.*", "reward.*.v1", "", "a b"):
         with pytest.raises(InvalidInput) as err:
             domain.normalize_event_types([bad])
         assert err.value.field == "event_types"

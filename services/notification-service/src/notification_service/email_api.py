@@ -1,0 +1,290 @@
+"""HTTP routes of email: invites, template management and preview, suppressions (the bounce
+hook), the email log, and the public one-click unsubscribe."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated
+
+import asyncpg
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import HTMLResponse, Response
+
+from notification_service import email_domain as ed
+from notification_service import email_handlers as eh
+from notification_service.config import Settings
+from notification_service.email_builtins import BUILTIN
+from notification_service.email_schemas import (
+    EmailList,
+    EmailOut,
+    InviteIn,
+    InviteOut,
+    InvitesOut,
+    PreviewIn,
+    PreviewOut,
+    SuppressionIn,
+    SuppressionList,
+    SuppressionOut,
+    TemplateIn,
+    TemplateList,
+    TemplateOut,
+    TemplateSpecList,
+    TemplateSpecOut,
+)
+from servicekit.app import runtime
+from servicekit.auth import Principal, principal
+from servicekit.problems import InvalidInput
+from servicekit.runtime import Runtime
+
+router = APIRouter()
+Auth = Annotated[Principal, Depends(principal)]
+Rt = Annotated[Runtime, Depends(runtime)]
+
+
+def _settings(request: Request) -> Settings:
+    settings = request.app.state.settings
+    assert isinstance(settings, Settings)
+    return settings
+
+
+def _clock(request: Request) -> Callable[[], datetime]:
+    clock: Callable[[], datetime] = request.app.state.clock
+    return clock
+
+
+Cfg = Annotated[Settings, Depends(_settings)]
+Clock = Annotated[Callable[[], datetime], Depends(_clock)]
+
+
+# --- invites ----------------------------------------------------------------------------------
+
+
+@router.post("/v1/invites", status_code=202, response_model=InvitesOut, tags=["email"])
+async def invite(body: InviteIn, who: Auth, rt: Rt, settings: Cfg, clock: Clock) -> InvitesOut:
+    """Mail an advocate's invite to friends. Each (advocate, address) is invited at most once
+    (`duplicate`), suppressed addresses get nothing, and an advocate may invite
+    `INVITE_LIMIT_PER_DAY` addresses per 24 hours (429 beyond, and nothing of the request is
+    sent)."""
+    if len(body.emails) > settings.invite_max_recipients:
+        raise InvalidInput(
+            f"at most {settings.invite_max_recipients} addresses per request", field="emails"
+        )
+    async with rt.transaction() as conn:
+        results = await eh.invite(
+            conn,
+            who.tenant_id,
+            body,
+            now=clock(),
+            limit_per_day=settings.invite_limit_per_day,
+        )
+    return InvitesOut(
+        data=[InviteOut(email=r.email, status=r.status, email_id=r.email_id) for r in results]
+    )
+
+
+# --- templates --------------------------------------------------------------------------------
+
+
+@router.get("/v1/email-templates", response_model=TemplateSpecList, tags=["email"])
+async def template_specs(who: Auth) -> TemplateSpecList:
+    """Every template, whether it is transactional or marketing, and its built-in locales."""
+    return TemplateSpecList(
+        data=[
+            TemplateSpecOut(
+                template=s.key,
+                category=s.category,
+                recipient=s.recipient,
+                description=s.description,
+                builtin_locales=sorted(BUILTIN[s.key]),
+            )
+            for s in ed.TEMPLATES.values()
+        ]
+    )
+
+
+def _template_out(row: asyncpg.Record) -> TemplateOut:
+    return TemplateOut(
+        program_id=row["program_id"],
+        template=row["template"],
+        locale=row["locale"],
+        subject=row["subject"],
+        html=row["html"],
+        text=row["text_body"],
+        updated_at=row["updated_at"],
+    )
+
+
+@router.get(
+    "/v1/programs/{program_id}/email-templates", response_model=TemplateList, tags=["email"]
+)
+async def list_templates(program_id: str, who: Auth, rt: Rt) -> TemplateList:
+    async with rt.transaction() as conn:
+        rows = await eh.list_templates(conn, who.tenant_id, program_id)
+    return TemplateList(data=[_template_out(r) for r in rows])
+
+
+@router.put(
+    "/v1/programs/{program_id}/email-templates/{template}/{locale}",
+    response_model=TemplateOut,
+    tags=["email"],
+)
+async def put_template(
+    program_id: str, template: str, locale: str, body: TemplateIn, who: Auth, rt: Rt
+) -> TemplateOut:
+    """The program's own wording of a template in one locale. It is rendered with sample data
+    before it is saved: a syntax error or an unknown name is a 422 naming the part."""
+    async with rt.transaction() as conn:
+        row = await eh.put_template(conn, who.tenant_id, program_id, template, locale, body)
+    return _template_out(row)
+
+
+@router.get(
+    "/v1/programs/{program_id}/email-templates/{template}/{locale}",
+    response_model=TemplateOut,
+    tags=["email"],
+)
+async def get_template(
+    program_id: str, template: str, locale: str, who: Auth, rt: Rt
+) -> TemplateOut:
+    async with rt.transaction() as conn:
+        row = await eh.get_template(conn, who.tenant_id, program_id, template, locale)
+    return _template_out(row)
+
+
+@router.delete(
+    "/v1/programs/{program_id}/email-templates/{template}/{locale}",
+    status_code=204,
+    tags=["email"],
+)
+async def delete_template(
+    program_id: str, template: str, locale: str, who: Auth, rt: Rt
+) -> Response:
+    async with rt.transaction() as conn:
+        await eh.delete_template(conn, who.tenant_id, program_id, template, locale)
+    return Response(status_code=204)
+
+
+@router.post("/v1/email-templates/{template}/preview", response_model=PreviewOut, tags=["email"])
+async def preview(template: str, body: PreviewIn, who: Auth, rt: Rt) -> PreviewOut:
+    async with rt.transaction() as conn:
+        rendered, source = await eh.preview(conn, who.tenant_id, template, body)
+    return PreviewOut(
+        template=template,
+        locale=rendered.locale,
+        source=source,
+        subject=rendered.subject,
+        html=rendered.html,
+        text=rendered.text,
+    )
+
+
+# --- suppressions and the email log -----------------------------------------------------------
+
+
+def _suppression_out(row: asyncpg.Record) -> SuppressionOut:
+    return SuppressionOut(
+        email=row["address"],
+        reason=row["reason"],
+        detail=row["detail"],
+        created_at=row["created_at"],
+    )
+
+
+@router.post(
+    "/v1/email-suppressions", status_code=201, response_model=SuppressionOut, tags=["email"]
+)
+async def add_suppression(body: SuppressionIn, who: Auth, rt: Rt) -> SuppressionOut:
+    """Record an unsubscribe, a hard bounce or a complaint (e.g. from the mail provider's
+    bounce webhook). Idempotent: an address already suppressed keeps its first reason."""
+    async with rt.transaction() as conn:
+        row = await eh.add_suppression(conn, who.tenant_id, body.email, body.reason, body.detail)
+    return _suppression_out(row)
+
+
+@router.get("/v1/email-suppressions", response_model=SuppressionList, tags=["email"])
+async def list_suppressions(
+    who: Auth,
+    rt: Rt,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    after: Annotated[str | None, Query(max_length=254)] = None,
+) -> SuppressionList:
+    async with rt.transaction() as conn:
+        rows = await eh.list_suppressions(conn, who.tenant_id, limit=limit + 1, after=after)
+    page = rows[:limit]
+    return SuppressionList(
+        data=[_suppression_out(r) for r in page],
+        next_after=page[-1]["address"] if len(rows) > limit else None,
+    )
+
+
+@router.delete("/v1/email-suppressions/{email}", status_code=204, tags=["email"])
+async def remove_suppression(email: str, who: Auth, rt: Rt) -> Response:
+    async with rt.transaction() as conn:
+        await eh.remove_suppression(conn, who.tenant_id, email)
+    return Response(status_code=204)
+
+
+@router.get("/v1/emails", response_model=EmailList, tags=["email"])
+async def list_emails(
+    who: Auth,
+    rt: Rt,
+    recipient_kind: Annotated[str | None, Query(pattern="^(advocate|friend|invitee)$")] = None,
+    recipient_id: Annotated[str | None, Query(max_length=100)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> EmailList:
+    """Mails newest first, with status and why one was suppressed; no addresses or bodies."""
+    async with rt.transaction() as conn:
+        rows = await eh.list_emails(
+            conn,
+            who.tenant_id,
+            recipient_kind=recipient_kind,
+            recipient_id=recipient_id,
+            limit=limit,
+        )
+    return EmailList(data=[EmailOut.model_validate(dict(r)) for r in rows])
+
+
+# --- one-click unsubscribe (public: the link in the mail) -------------------------------------
+
+_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"></head>
+<body style="font-family:sans-serif;max-width:32em;margin:3em auto">{body}</body></html>"""
+
+
+def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
+    return HTMLResponse(_PAGE.format(title=html.escape(title), body=body), status_code=status)
+
+
+def _email_id(token: str, settings: Settings) -> str | None:
+    return ed.read_unsubscribe_token(token, [settings.email_unsubscribe_key])
+
+
+@router.get("/v1/unsubscribe/{token}", response_class=HTMLResponse, include_in_schema=False)
+async def unsubscribe_page(token: str, settings: Cfg) -> HTMLResponse:
+    """A page with a button, not the unsubscribe itself: mail scanners follow GET links, and
+    RFC 8058 makes the one-click action a POST."""
+    if _email_id(token, settings) is None:
+        return _page("Link not valid", "<p>This unsubscribe link is not valid.</p>", 404)
+    action = html.escape(f"/v1/unsubscribe/{token}")
+    return _page(
+        "Unsubscribe",
+        "<p>Stop all emails from this referral program to your address?</p>"
+        f'<form method="post" action="{action}">'
+        '<input type="hidden" name="List-Unsubscribe" value="One-Click">'
+        '<button type="submit">Unsubscribe</button></form>',
+    )
+
+
+@router.post("/v1/unsubscribe/{token}", response_class=HTMLResponse, include_in_schema=False)
+async def unsubscribe(token: str, rt: Rt, settings: Cfg) -> HTMLResponse:
+    """RFC 8058 one-click: the mailbox provider POSTs `List-Unsubscribe=One-Click` here; the
+    button of the page above does the same. Idempotent."""
+    email_id = _email_id(token, settings)
+    if email_id is None:
+        return _page("Link not valid", "<p>This unsubscribe link is not valid.</p>", 404)
+    async with rt.transaction() as conn:
+        program = await eh.unsubscribe(conn, email_id)
+    name = html.escape(program["name"]) if program is not None else "this program"
+    return _page("Unsubscribed", f"<p>You will get no more emails from {name}.</p>")

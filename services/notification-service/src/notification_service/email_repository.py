@@ -1,0 +1,489 @@
+"""All SQL of email: contact and program copies, template overrides, suppressions and the email
+queue. Functions take the caller's connection (the edge owns the transaction); nothing here
+commits. Times that drive sending come in as arguments (the sender's injected clock)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+# --- programs and contacts (copies of other services' facts) ----------------------------------
+
+
+async def upsert_program(
+    conn: asyncpg.Connection,
+    *,
+    tenant_id: str,
+    program_id: str,
+    name: str,
+    default_locale: str,
+    version: int,
+) -> None:
+    """Whole state; an older version arriving late changes nothing."""
+    await conn.execute(
+        """
+        INSERT INTO email_programs (tenant_id, program_id, name, default_locale, version)
+        VALUES ($1, $2, $3, $4, $5)
+        ON CONFLICT (tenant_id, program_id) DO UPDATE
+        SET name = EXCLUDED.name, default_locale = EXCLUDED.default_locale,
+            version = EXCLUDED.version, updated_at = now()
+        WHERE email_programs.version <= EXCLUDED.version
+        """,
+        tenant_id,
+        program_id,
+        name,
+        default_locale,
+        version,
+    )
+
+
+async def get_program(
+    conn: asyncpg.Connection, tenant_id: str, program_id: str
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT * FROM email_programs WHERE tenant_id = $1 AND program_id = $2",
+        tenant_id,
+        program_id,
+    )
+
+
+async def upsert_advocate(
+    conn: asyncpg.Connection,
+    *,
+    tenant_id: str,
+    advocate_id: str,
+    program_id: str,
+    email: str | None,
+    name: str | None,
+    locale: str | None,
+    marketing_consent: bool,
+    blocked: bool,
+    code: str | None,
+    link_url: str | None,
+    version: int,
+) -> asyncpg.Record | None:
+    """The advocate's whole state from link-service; None when a newer one is already here.
+    A state without a link keeps the link already known (code events may have come first)."""
+    return await conn.fetchrow(
+        """
+        INSERT INTO email_contacts (tenant_id, kind, contact_id, program_id, email, name,
+                                    locale, marketing_consent, blocked, code, link_url, version)
+        VALUES ($1, 'advocate', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+        ON CONFLICT (tenant_id, kind, contact_id) DO UPDATE
+        SET program_id = EXCLUDED.program_id, email = EXCLUDED.email, name = EXCLUDED.name,
+            locale = EXCLUDED.locale, marketing_consent = EXCLUDED.marketing_consent,
+            blocked = EXCLUDED.blocked,
+            code = coalesce(EXCLUDED.code, email_contacts.code),
+            link_url = coalesce(EXCLUDED.link_url, email_contacts.link_url),
+            version = EXCLUDED.version, updated_at = now()
+        WHERE email_contacts.version <= EXCLUDED.version
+        RETURNING *
+        """,
+        tenant_id,
+        advocate_id,
+        program_id,
+        email,
+        name,
+        locale,
+        marketing_consent,
+        blocked,
+        code,
+        link_url,
+        version,
+    )
+
+
+async def set_advocate_blocked(
+    conn: asyncpg.Connection, tenant_id: str, advocate_id: str, blocked: bool
+) -> None:
+    await conn.execute(
+        """
+        UPDATE email_contacts SET blocked = $3, updated_at = now()
+        WHERE tenant_id = $1 AND kind = 'advocate' AND contact_id = $2
+        """,
+        tenant_id,
+        advocate_id,
+        blocked,
+    )
+
+
+async def set_advocate_link(
+    conn: asyncpg.Connection,
+    *,
+    tenant_id: str,
+    advocate_id: str,
+    program_id: str,
+    code: str,
+    link_url: str | None,
+) -> asyncpg.Record:
+    """The advocate's current code and link; creates the row (no address yet) when the code
+    event is the first we hear of the advocate."""
+    row = await conn.fetchrow(
+        """
+        INSERT INTO email_contacts (tenant_id, kind, contact_id, program_id, code, link_url)
+        VALUES ($1, 'advocate', $2, $3, $4, $5)
+        ON CONFLICT (tenant_id, kind, contact_id) DO UPDATE
+        SET code = EXCLUDED.code,
+            link_url = coalesce(EXCLUDED.link_url, email_contacts.link_url),
+            updated_at = now()
+        RETURNING *
+        """,
+        tenant_id,
+        advocate_id,
+        program_id,
+        code,
+        link_url,
+    )
+    assert row is not None
+    return row
+
+
+async def upsert_friend(
+    conn: asyncpg.Connection,
+    *,
+    tenant_id: str,
+    friend_id: str,
+    program_id: str,
+    email: str,
+    locale: str | None,
+) -> None:
+    await conn.execute(
+        """
+        INSERT INTO email_contacts (tenant_id, kind, contact_id, program_id, email, locale)
+        VALUES ($1, 'friend', $2, $3, $4, $5)
+        ON CONFLICT (tenant_id, kind, contact_id) DO UPDATE
+        SET program_id = EXCLUDED.program_id, email = EXCLUDED.email,
+            locale = coalesce(EXCLUDED.locale, email_contacts.locale), updated_at = now()
+        """,
+        tenant_id,
+        friend_id,
+        program_id,
+        email,
+        locale,
+    )
+
+
+async def get_contact(
+    conn: asyncpg.Connection, tenant_id: str, kind: str, contact_id: str, *, lock: bool = False
+) -> asyncpg.Record | None:
+    sql = "SELECT * FROM email_contacts WHERE tenant_id = $1 AND kind = $2 AND contact_id = $3"
+    return await conn.fetchrow(sql + (" FOR UPDATE" if lock else ""), tenant_id, kind, contact_id)
+
+
+# --- templates --------------------------------------------------------------------------------
+
+
+async def template_overrides(
+    conn: asyncpg.Connection, tenant_id: str, program_id: str, template: str
+) -> dict[str, dict[str, str]]:
+    rows = await conn.fetch(
+        """
+        SELECT locale, subject, html, text_body FROM email_templates
+        WHERE tenant_id = $1 AND program_id = $2 AND template = $3
+        """,
+        tenant_id,
+        program_id,
+        template,
+    )
+    return {
+        r["locale"]: {"subject": r["subject"], "html": r["html"], "text": r["text_body"]}
+        for r in rows
+    }
+
+
+async def put_template(
+    conn: asyncpg.Connection,
+    *,
+    tenant_id: str,
+    program_id: str,
+    template: str,
+    locale: str,
+    subject: str,
+    html: str,
+    text: str,
+) -> asyncpg.Record:
+    row = await conn.fetchrow(
+        """
+        INSERT INTO email_templates (tenant_id, program_id, template, locale, subject, html,
+                                     text_body)
+        VALUES ($1, $2, $3, $4, $5, $6, $7)
+        ON CONFLICT (tenant_id, program_id, template, locale) DO UPDATE
+        SET subject = EXCLUDED.subject, html = EXCLUDED.html, text_body = EXCLUDED.text_body,
+            updated_at = now()
+        RETURNING *
+        """,
+        tenant_id,
+        program_id,
+        template,
+        locale,
+        subject,
+        html,
+        text,
+    )
+    assert row is not None
+    return row
+
+
+async def get_template(
+    conn: asyncpg.Connection, tenant_id: str, program_id: str, template: str, locale: str
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        """
+        SELECT * FROM email_templates
+        WHERE tenant_id = $1 AND program_id = $2 AND template = $3 AND locale = $4
+        """,
+        tenant_id,
+        program_id,
+        template,
+        locale,
+    )
+
+
+async def delete_template(
+    conn: asyncpg.Connection, tenant_id: str, program_id: str, template: str, locale: str
+) -> bool:
+    deleted = await conn.fetchval(
+        """
+        DELETE FROM email_templates
+        WHERE tenant_id = $1 AND program_id = $2 AND template = $3 AND locale = $4
+        RETURNING true
+        """,
+        tenant_id,
+        program_id,
+        template,
+        locale,
+    )
+    return bool(deleted)
+
+
+async def list_templates(
+    conn: asyncpg.Connection, tenant_id: str, program_id: str
+) -> list[asyncpg.Record]:
+    return list(
+        await conn.fetch(
+            """
+            SELECT * FROM email_templates WHERE tenant_id = $1 AND program_id = $2
+            ORDER BY template, locale
+            """,
+            tenant_id,
+            program_id,
+        )
+    )
+
+
+# --- suppressions -----------------------------------------------------------------------------
+
+
+async def suppress(
+    conn: asyncpg.Connection, tenant_id: str, address: str, reason: str, detail: str | None
+) -> asyncpg.Record:
+    """First reason wins: a bounce recorded after an unsubscribe does not rewrite history."""
+    row = await conn.fetchrow(
+        """
+        INSERT INTO email_suppressions (tenant_id, address, reason, detail)
+        VALUES ($1, $2, $3, $4)
+        ON CONFLICT (tenant_id, address) DO UPDATE SET address = EXCLUDED.address
+        RETURNING *
+        """,
+        tenant_id,
+        address,
+        reason,
+        detail,
+    )
+    assert row is not None
+    return row
+
+
+async def suppressed_as(conn: asyncpg.Connection, tenant_id: str, address: str) -> str | None:
+    reason = await conn.fetchval(
+        "SELECT reason FROM email_suppressions WHERE tenant_id = $1 AND address = $2",
+        tenant_id,
+        address,
+    )
+    return str(reason) if reason is not None else None
+
+
+async def list_suppressions(
+    conn: asyncpg.Connection, tenant_id: str, *, limit: int, after: str | None
+) -> list[asyncpg.Record]:
+    return list(
+        await conn.fetch(
+            """
+            SELECT * FROM email_suppressions
+            WHERE tenant_id = $1 AND ($3::text IS NULL OR address > $3)
+            ORDER BY address LIMIT $2
+            """,
+            tenant_id,
+            limit,
+            after,
+        )
+    )
+
+
+async def delete_suppression(conn: asyncpg.Connection, tenant_id: str, address: str) -> bool:
+    deleted = await conn.fetchval(
+        "DELETE FROM email_suppressions WHERE tenant_id = $1 AND address = $2 RETURNING true",
+        tenant_id,
+        address,
+    )
+    return bool(deleted)
+
+
+# --- the email queue --------------------------------------------------------------------------
+
+
+async def insert_email(
+    conn: asyncpg.Connection,
+    *,
+    email_id: str,
+    tenant_id: str,
+    template: str,
+    cause_key: str,
+    recipient_kind: str,
+    recipient_id: str,
+    advocate_id: str | None,
+    program_id: str,
+    to_address: str | None,
+    context: dict[str, Any],
+    due: datetime | None = None,
+) -> bool:
+    """Queued and due at `due` (default: the transaction's time). False when this (cause,
+    recipient, template) already has its mail: the one thing that keeps a redelivered event
+    from mailing twice."""
+    inserted = await conn.fetchval(
+        """
+        INSERT INTO emails (id, tenant_id, template, cause_key, recipient_kind, recipient_id,
+                            advocate_id, program_id, to_address, context, next_attempt_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, coalesce($11, now()))
+        ON CONFLICT (tenant_id, cause_key, recipient_kind, recipient_id, template) DO NOTHING
+        RETURNING true
+        """,
+        email_id,
+        tenant_id,
+        template,
+        cause_key,
+        recipient_kind,
+        recipient_id,
+        advocate_id,
+        program_id,
+        to_address,
+        json.dumps(context),
+        due,
+    )
+    return bool(inserted)
+
+
+async def invites_since(
+    conn: asyncpg.Connection, tenant_id: str, advocate_id: str, since: datetime
+) -> int:
+    count = await conn.fetchval(
+        """
+        SELECT count(*) FROM emails
+        WHERE tenant_id = $1 AND advocate_id = $2 AND template = 'invite' AND created_at >= $3
+        """,
+        tenant_id,
+        advocate_id,
+        since,
+    )
+    return int(count or 0)
+
+
+async def claim_due_emails(
+    conn: asyncpg.Connection, *, now: datetime, lease_until: datetime, limit: int
+) -> list[asyncpg.Record]:
+    """Like webhook deliveries: the attempt is counted and next_attempt_at moved to the lease's
+    end, so no lock is held while SMTP runs and a crashed sender's mail comes back."""
+    return list(
+        await conn.fetch(
+            """
+            WITH picked AS (
+                SELECT id FROM emails
+                WHERE status = 'queued' AND next_attempt_at <= $1
+                ORDER BY next_attempt_at, id
+                LIMIT $3
+                FOR UPDATE SKIP LOCKED
+            )
+            UPDATE emails e
+            SET attempts = e.attempts + 1, next_attempt_at = $2, updated_at = $1
+            FROM picked WHERE e.id = picked.id
+            RETURNING e.*
+            """,
+            now,
+            lease_until,
+            limit,
+        )
+    )
+
+
+async def settle_email(
+    conn: asyncpg.Connection,
+    *,
+    email_id: str,
+    attempt: int,
+    status: str,
+    next_attempt_at: datetime | None,
+    error: str | None,
+    suppressed_reason: str | None,
+    locale: str | None,
+    at: datetime,
+    to_address: str | None = None,
+) -> bool:
+    """`to_address` records where a mail went (unsubscribe acts on it). False when a newer
+    claim of the mail took over (this one's lease ran out)."""
+    updated = await conn.fetchval(
+        """
+        UPDATE emails
+        SET status = $3, next_attempt_at = $4, last_error = $5, suppressed_reason = $6,
+            locale = coalesce($7, locale), to_address = coalesce($9, to_address),
+            sent_at = CASE WHEN $3 = 'sent' THEN $8 ELSE sent_at END,
+            updated_at = $8
+        WHERE id = $1 AND attempts = $2 AND status = 'queued'
+        RETURNING true
+        """,
+        email_id,
+        attempt,
+        status,
+        next_attempt_at,
+        error,
+        suppressed_reason,
+        locale,
+        at,
+        to_address,
+    )
+    return bool(updated)
+
+
+async def get_email(conn: asyncpg.Connection, email_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT * FROM emails WHERE id = $1", email_id)
+
+
+async def list_emails(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    *,
+    recipient_kind: str | None,
+    recipient_id: str | None,
+    limit: int,
+) -> list[asyncpg.Record]:
+    return list(
+        await conn.fetch(
+            """
+            SELECT id, template, cause_key, recipient_kind, recipient_id, advocate_id,
+                   program_id, locale, status, suppressed_reason, attempts, last_error,
+                   sent_at, created_at
+            FROM emails
+            WHERE tenant_id = $1
+              AND ($2::text IS NULL OR recipient_kind = $2)
+              AND ($3::text IS NULL OR recipient_id = $3)
+            ORDER BY created_at DESC, id DESC
+            LIMIT $4
+            """,
+            tenant_id,
+            recipient_kind,
+            recipient_id,
+            limit,
+        )
+    )
