@@ -11,4 +11,30 @@ class Settings(ServiceSettings):
     public_base_url: str = "http://127.0.0.1:8001"
     # Key of the HMAC that replaces client IPs in click records (rotate like any secret).
     ip_hash_key: str = Field(default="dev-only-ip-hash-key", min_length=8)
+    # Behind a load balancer: the header holding the client address (e.g. x-forwarded-for;
+    # its first entry is used). Unset: the TCP peer address.
+    client_ip_header: str | None = None
+    # Length of random codes for programs that do not set their own code format.
     code_length: int = Field(default=8, ge=6, le=16)
+
+    # An advocate may set a vanity code at most this many times per window.
+    vanity_changes_max: int = Field(default=3, ge=1)
+    vanity_changes_window_days: int = Field(default=30, ge=1)
+
+    # Redirect lookups are cached per replica; events invalidate entries at once, the TTL
+    # bounds staleness should an invalidation ever be missed.
+    code_cache_size: int = Field(default=100_000, ge=0)
+    code_cache_ttl_seconds: float = Field(default=60.0, gt=0)
+    # Unknown codes are remembered briefly so a flood of bad links does not reach Postgres.
+    code_cache_negative_ttl_seconds: float = Field(default=2.0, ge=0)
+
+    # Group commit of clicks: one statement per batch; a redirect answers after its batch.
+    click_batch_max: int = Field(default=500, ge=1)
+    click_writers: int = Field(default=2, ge=1, le=8)
+    # How long a redirect waits for its click to commit before answering without click id.
+    click_commit_timeout_seconds: float = Field(default=5.0, gt=0)
+
+    # Bulk enrollment: rows per transaction, and the largest accepted upload.
+    enrollment_chunk_rows: int = Field(default=1000, ge=1, le=10_000)
+    enrollment_max_upload_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    enrollment_poll_interval_seconds: float = Field(default=1.0, gt=0)

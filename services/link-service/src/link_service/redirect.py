@@ -1,0 +1,343 @@
+"""The public redirect `/r/{code}[/{channel}]`: the hot path.
+
+It runs as a plain ASGI middleware in front of FastAPI (no routing, dependency injection or
+per-request tracing spans: those cost more than the redirect itself). Code lookups come from a
+per-replica cache (CodeCache) that link-service's own events invalidate (workers.CacheInvalidator)
+and the API invalidates on its own writes. The click and its link.clicked event are handed to the
+group-commit writer (workers.ClickWriter); the 302 is sent only after that batch committed, so a
+redirect that was answered with a click id always has its click and event in Postgres.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, quote, unquote
+
+import asyncpg
+
+from link_service import domain, repository
+from referral_events import topics
+from referral_events.contracts.link import LinkClicked
+from referral_events.envelope import new_event
+from servicekit.ids import new_id
+
+if TYPE_CHECKING:
+    from link_service.workers import CacheInvalidator, ClickWriter, EnrollmentWorker
+    from servicekit.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+SOURCE = "/services/link-service"
+
+NOT_FOUND_PAGE = b"""<!doctype html><html><head><meta charset="utf-8"><title>Link not found</title>
+</head><body><h1>This referral link does not exist</h1>
+<p>Check the link you were sent, or ask your friend for a new one.</p></body></html>"""
+
+
+@dataclass(frozen=True)
+class CodeTarget:
+    code: str
+    tenant_id: str
+    program_id: str
+    advocate_id: str
+    program_status: str
+    starts_at: datetime | None
+    ends_at: datetime | None
+    landing_url: str
+    fallback_url: str | None
+    allowed_domains: tuple[str, ...]
+    advocate_blocked: bool
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> CodeTarget:
+        return cls(
+            code=row["code"],
+            tenant_id=row["tenant_id"],
+            program_id=row["program_id"],
+            advocate_id=row["advocate_id"],
+            program_status=row["program_status"],
+            starts_at=row["starts_at"],
+            ends_at=row["ends_at"],
+            landing_url=row["landing_url"],
+            fallback_url=row["fallback_url"],
+            allowed_domains=tuple(row["allowed_domains"]),
+            advocate_blocked=row["advocate_blocked"],
+        )
+
+
+class CodeCache:
+    """Bounded LRU with a TTL, indexed by program and advocate so an event about either drops
+    every code it affects. Not thread-safe; it lives on the event loop.
+
+    A lookup that raced with an invalidation must not store what it read before it: `put`
+    takes the generation seen when the lookup started and stores nothing if any invalidation
+    happened since."""
+
+    def __init__(self, maxsize: int, ttl: float, negative_ttl: float) -> None:
+        self._max = maxsize
+        self._ttl = ttl
+        self._negative_ttl = negative_ttl
+        self._entries: OrderedDict[str, tuple[float, CodeTarget | None]] = OrderedDict()
+        self._by_program: dict[str, set[str]] = {}
+        self._by_advocate: dict[str, set[str]] = {}
+        self.generation = 0
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: str) -> tuple[bool, CodeTarget | None]:
+        entry = self._entries.get(key)
+        if entry is None or entry[0] < time.monotonic():
+            if entry is not None:
+                self._drop(key)
+            self.misses += 1
+            return False, None
+        self._entries.move_to_end(key)
+        self.hits += 1
+        return True, entry[1]
+
+    def put(self, key: str, target: CodeTarget | None, generation: int) -> None:
+        if generation != self.generation or self._max == 0:
+            return
+        if target is None and self._negative_ttl == 0:
+            return
+        self._drop(key)
+        ttl = self._ttl if target is not None else self._negative_ttl
+        self._entries[key] = (time.monotonic() + ttl, target)
+        if target is not None:
+            self._by_program.setdefault(target.program_id, set()).add(key)
+            self._by_advocate.setdefault(target.advocate_id, set()).add(key)
+        while len(self._entries) > self._max:
+            self._drop(next(iter(self._entries)))
+
+    def _drop(self, key: str) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is None or entry[1] is None:
+            return
+        target = entry[1]
+        for index, owner in (
+            (self._by_program, target.program_id),
+            (self._by_advocate, target.advocate_id),
+        ):
+            keys = index.get(owner)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del index[owner]
+
+    def invalidate_program(self, program_id: str) -> None:
+        self.generation += 1
+        for key in list(self._by_program.get(program_id, ())):
+            self._drop(key)
+
+    def invalidate_advocate(self, advocate_id: str) -> None:
+        self.generation += 1
+        for key in list(self._by_advocate.get(advocate_id, ())):
+            self._drop(key)
+
+    def invalidate_codes(self, codes: list[str]) -> None:
+        self.generation += 1
+        for code in codes:
+            self._drop(domain.code_key(code))
+
+    def clear(self) -> None:
+        self.generation += 1
+        self._entries.clear()
+        self._by_program.clear()
+        self._by_advocate.clear()
+
+
+class LinkState:
+    """What the redirect shares with the workers and the API of one app instance."""
+
+    def __init__(self, settings: Any) -> None:
+        from link_service.config import Settings
+
+        assert isinstance(settings, Settings)
+        self.settings = settings
+        self.cache = CodeCache(
+            settings.code_cache_size,
+            settings.code_cache_ttl_seconds,
+            settings.code_cache_negative_ttl_seconds,
+        )
+        self.ip_key = settings.ip_hash_key.encode()
+        self.client_ip_header = (
+            settings.client_ip_header.lower().encode() if settings.client_ip_header else None
+        )
+        self.rt: Runtime | None = None
+        self.writer: ClickWriter | None = None
+        self.invalidator: CacheInvalidator | None = None
+        self.enrollment: EnrollmentWorker | None = None
+
+    async def lookup(self, key: str) -> CodeTarget | None:
+        hit, target = self.cache.get(key)
+        if hit:
+            return target
+        assert self.rt is not None
+        generation = self.cache.generation
+        async with self.rt.pool.acquire() as conn:
+            row = await repository.resolve_code(conn, key)
+        target = CodeTarget.from_row(row) if row is not None else None
+        self.cache.put(key, target, generation)
+        return target
+
+
+def _header(scope: dict[str, Any], name: bytes) -> str | None:
+    for k, v in scope["headers"]:
+        if k == name:
+            return str(v.decode("latin-1"))
+    return None
+
+
+async def _respond(send: Any, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*headers, (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _not_found(send: Any, head: bool) -> None:
+    await _respond(
+        send,
+        404,
+        [(b"content-type", b"text/html; charset=utf-8"), (b"cache-control", b"no-store")],
+        b"" if head else NOT_FOUND_PAGE,
+    )
+
+
+class RedirectMiddleware:
+    """Answers GET/HEAD /r/... itself; everything else goes to the wrapped app."""
+
+    def __init__(self, app: Any, state: LinkState) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["path"].startswith("/r/")
+            and scope["method"] in ("GET", "HEAD")
+        ):
+            await self.redirect(scope, send)
+            return
+        await self.app(scope, receive, send)
+
+    async def redirect(self, scope: dict[str, Any], send: Any) -> None:
+        head = scope["method"] == "HEAD"
+        parts = scope["path"][3:].split("/")
+        if len(parts) > 2:
+            await _not_found(send, head)
+            return
+        code = unquote(parts[0])
+        channel = parts[1] if len(parts) == 2 and parts[1] in domain.SHARE_CHANNELS else None
+        if not domain.is_well_formed_code(code):
+            await _not_found(send, head)
+            return
+        state = self.state
+        target = await state.lookup(domain.code_key(code))
+        if target is None:
+            await _not_found(send, head)
+            return
+
+        query = parse_qsl(scope["query_string"].decode("latin-1"))
+        utm = [(k, v) for k, v in query if k.startswith("utm_")]
+        if channel is not None and not utm:
+            utm = [("utm_source", channel), ("utm_medium", "referral")]
+        now = datetime.now(UTC)
+        live = domain.program_is_live(target.program_status, target.starts_at, target.ends_at, now)
+        if live:
+            deep_link = next((v for k, v in query if k == "to"), None)
+            dest = domain.redirect_target(target.landing_url, target.allowed_domains, deep_link)
+        else:
+            # A paused or ended program still sends people somewhere sensible.
+            dest = target.fallback_url or target.landing_url
+
+        click_id: str | None = None
+        if not head:
+            click_id = await self._record(scope, target, channel, live, now)
+        location = domain.landing_url_for_click(dest, target.code, click_id, utm)
+        await _respond(
+            send,
+            302,
+            [
+                (b"location", quote(location, safe=":/?#[]@!$&'()*+,;=%~").encode()),
+                (b"cache-control", b"no-store"),
+            ],
+            b"",
+        )
+
+    async def _record(
+        self,
+        scope: dict[str, Any],
+        target: CodeTarget,
+        channel: str | None,
+        live: bool,
+        now: datetime,
+    ) -> str | None:
+        """The click id once its click and event committed; None if they could not be."""
+        state = self.state
+        client = _client_info(scope, state.client_ip_header)
+        info = domain.classify_user_agent(_header(scope, b"user-agent"))
+        reason = domain.inactive_reason(
+            program_live=live, advocate_blocked=target.advocate_blocked, is_bot=info.is_bot
+        )
+        click_id = new_id("clk")
+        click = LinkClicked(
+            click_id=click_id,
+            code=target.code,
+            advocate_id=target.advocate_id,
+            program_id=target.program_id,
+            clicked_at=now,
+            channel=channel,
+            user_agent_family=info.user_agent_family,
+            device_class=info.device_class,
+            referrer_host=domain.referrer_host(_header(scope, b"referer")),
+            ip_hash=domain.ip_hash(state.ip_key, client),
+            is_bot=info.is_bot,
+            counts=reason is None,
+            inactive_reason=reason,
+        )
+        event = new_event(
+            click, source=SOURCE, tenant_id=target.tenant_id, event_id=click_id, subject=target.code
+        )
+        row = (
+            click_id,
+            target.tenant_id,
+            target.code,
+            target.program_id,
+            target.advocate_id,
+            channel,
+            now,
+            click.user_agent_family,
+            click.device_class,
+            click.referrer_host,
+            click.ip_hash,
+            click.is_bot,
+            click.counts,
+            reason,
+        )
+        assert state.writer is not None
+        ok = await state.writer.record(
+            row, (click_id, topics.LINK_CLICKS, target.code, event.to_json())
+        )
+        return click_id if ok else None
+
+
+def _client_info(scope: dict[str, Any], ip_header: bytes | None) -> str | None:
+    if ip_header is not None:
+        forwarded = _header(scope, ip_header)
+        if forwarded:
+            return forwarded.split(",")[0].strip() or None
+    client = scope.get("client")
+    return str(client[0]) if client else None

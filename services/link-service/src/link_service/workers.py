@@ -1,0 +1,215 @@
+"""Background loops of link-service: the group-commit click writer, the cache invalidator that
+tails link.events, and the bulk-enrollment worker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from link_service import handlers, repository
+from link_service.config import Settings
+from link_service.redirect import LinkState
+from referral_events import topics
+from servicekit.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+ClickRow = Sequence[Any]
+EventRow = tuple[str, str, str, bytes]
+
+DB_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+)
+
+
+class ClickWriter:
+    """Group commit: every redirect enqueues its click; a few writer loops each take whatever
+    has queued up (at most `batch_max`) and insert clicks and outbox rows in one statement.
+    While one batch commits the next one fills, so under load a transaction carries many
+    clicks and at low load a click waits only for its own commit. `record` returns once the
+    click's batch committed (True) or failed (False): the redirect sends its 302 after that."""
+
+    def __init__(self, rt: Runtime, settings: Settings) -> None:
+        self._rt = rt
+        self._batch_max = settings.click_batch_max
+        self._writers = settings.click_writers
+        self._timeout = settings.click_commit_timeout_seconds
+        self._queue: deque[tuple[ClickRow, EventRow, asyncio.Future[bool]]] = deque()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self.batches = 0
+        self.written = 0
+
+    async def record(self, click: ClickRow, event: EventRow) -> bool:
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._queue.append((click, event, future))
+        self._wake.set()
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), self._timeout)
+        except TimeoutError:
+            log.error(
+                "click %s not committed in %ss; redirecting without it", click[0], self._timeout
+            )
+            return False
+
+    async def run(self) -> None:
+        await asyncio.gather(*(self._loop() for _ in range(self._writers)))
+
+    async def stop(self) -> None:
+        """Write what is queued, then leave."""
+        self._stopping = True
+        self._wake.set()
+
+    async def _loop(self) -> None:
+        while True:
+            if not self._queue:
+                if self._stopping:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch: list[tuple[ClickRow, EventRow, asyncio.Future[bool]]] = []
+            while self._queue and len(batch) < self._batch_max:
+                batch.append(self._queue.popleft())
+            if self._queue:
+                self._wake.set()  # let another writer start on the rest meanwhile
+            ok = await self._write(batch)
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_result(ok)
+
+    async def _write(self, batch: list[tuple[ClickRow, EventRow, asyncio.Future[bool]]]) -> bool:
+        clicks = [c for c, _, _ in batch]
+        events = [e for _, e, _ in batch]
+        for attempt in range(3):
+            try:
+                async with self._rt.pool.acquire() as conn:
+                    await repository.insert_clicks_with_events(conn, clicks, events)
+                self.batches += 1
+                self.written += len(batch)
+                return True
+            except asyncpg.UniqueViolationError:
+                if attempt > 0:
+                    # The earlier attempt committed after all (its answer got lost); the
+                    # statement is atomic, so the whole batch is in.
+                    return True
+                log.exception("click batch rejected")
+                return False
+            except DB_ERRORS as exc:
+                log.warning("click batch failed (attempt %d): %r", attempt + 1, exc)
+                await asyncio.sleep(0.05 * (attempt + 1))
+        return False
+
+
+class CacheInvalidator:
+    """Tails link.events WITHOUT a consumer group, so every replica sees every event (a shared
+    group would hand each event to one replica only and leave the others' caches stale). It
+    starts at the log end: the cache starts empty, and it is cleared once the reader is in
+    position, so nothing read before can outlive an event it missed. No offsets are committed
+    (nothing to resume: after a restart the cache is empty again). Should this reader stall,
+    entries still expire after CODE_CACHE_TTL_SECONDS."""
+
+    def __init__(self, rt: Runtime, state: LinkState) -> None:
+        self._rt = rt
+        self._state = state
+        self._stopping = asyncio.Event()
+        self.positioned = asyncio.Event()
+        self.applied = 0
+
+    async def run(self) -> None:
+        s = self._rt.settings
+        topic = s.kafka_topic_prefix + topics.LINK_EVENTS
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=s.kafka_bootstrap_servers,
+            group_id=None,
+            enable_auto_commit=False,
+            client_id=f"{self._rt.spec.name}-cache",
+        )
+        await consumer.start()
+        try:
+            partitions = consumer.partitions_for_topic(topic)
+            while not partitions:
+                if self._stopping.is_set():
+                    return
+                await consumer._client.force_metadata_update()
+                partitions = consumer.partitions_for_topic(topic)
+                if not partitions:
+                    await asyncio.sleep(1)
+            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+            consumer.assign(tps)
+            await consumer.seek_to_end(*tps)
+            for tp in tps:
+                await consumer.position(tp)
+            self._state.cache.clear()
+            self.positioned.set()
+            while not self._stopping.is_set():
+                batches = await consumer.getmany(timeout_ms=500, max_records=1000)
+                for records in batches.values():
+                    for record in records:
+                        self.apply(record.value)
+        finally:
+            self.positioned.clear()
+            self._state.cache.clear()
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+
+    def apply(self, raw: bytes | None) -> None:
+        if not raw:
+            return
+        try:
+            event = json.loads(raw)
+            kind, data = str(event["type"]), event["data"]
+        except (ValueError, KeyError, TypeError):
+            return
+        cache = self._state.cache
+        if kind.startswith("program."):
+            cache.invalidate_program(data["program_id"])
+        elif kind.startswith("advocate."):
+            cache.invalidate_advocate(data["advocate_id"])
+        elif kind.startswith("code."):
+            cache.invalidate_codes([c for c in (data.get("code"), data.get("previous_code")) if c])
+        self.applied += 1
+
+    async def stop(self) -> None:
+        self._stopping.set()
+
+
+class EnrollmentWorker:
+    """Works through bulk-enrollment jobs chunk by chunk, one transaction per chunk. All state
+    is in Postgres, so a restarted (or another) replica resumes after the last committed
+    chunk; SKIP LOCKED keeps two replicas off the same job at the same time."""
+
+    def __init__(self, rt: Runtime, settings: Settings) -> None:
+        self._rt = rt
+        self._links = handlers.Links(settings.public_base_url, settings.code_length)
+        self._chunk = settings.enrollment_chunk_rows
+        self._poll = settings.enrollment_poll_interval_seconds
+        self._stopping = False
+        self.wake = asyncio.Event()
+
+    async def run(self) -> None:
+        while not self._stopping:
+            try:
+                async with self._rt.transaction() as conn:
+                    done = await handlers.enroll_chunk(conn, self._links, self._chunk)
+            except DB_ERRORS as exc:
+                log.warning("enrollment chunk failed, retrying: %r", exc)
+                done = None
+            if done is None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), self._poll)
+                self.wake.clear()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self.wake.set()
