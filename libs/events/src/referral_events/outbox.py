@@ -14,6 +14,7 @@ import json
 import logging
 import zlib
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -51,6 +52,35 @@ async def enqueue(conn: asyncpg.Connection, event: CloudEvent, *, topic: str, ke
         json.dumps(carrier),
     )
     # Delivered at commit (and folded with others of the same transaction): wakes the relay.
+    await conn.execute("SELECT pg_notify(current_schema() || '_outbox', '')")
+
+
+async def enqueue_many(
+    conn: asyncpg.Connection, events: Sequence[tuple[CloudEvent, str, str]]
+) -> None:
+    """`enqueue` for a batch of (event, topic, key) in one statement, for set-based work (e.g.
+    releasing thousands of rewards in one transaction). Same rows, same order, one wake-up."""
+    if not events:
+        return
+    with tracer.start_as_current_span("outbox enqueue batch", kind=trace.SpanKind.PRODUCER) as span:
+        span.set_attribute("messaging.system", "kafka")
+        span.set_attribute("messaging.batch.message_count", len(events))
+        carrier = json.dumps(current_context_carrier())
+    await conn.execute(
+        """
+        INSERT INTO outbox (event_id, topic, key, payload, headers)
+        SELECT e, t, k, p, $5::text::jsonb
+        FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[]) WITH ORDINALITY
+             AS u(e, t, k, p, n)
+        ORDER BY n
+        ON CONFLICT (event_id) DO NOTHING
+        """,
+        [e.id for e, _, _ in events],
+        [t for _, t, _ in events],
+        [k for _, _, k in events],
+        [e.to_json() for e, _, _ in events],
+        carrier,
+    )
     await conn.execute("SELECT pg_notify(current_schema() || '_outbox', '')")
 
 

@@ -1,17 +1,42 @@
 """reward-service's routing table: which handler each consumed event type reaches. Types not
-listed here are skipped by the inbox consumer (and not recorded)."""
+listed here are skipped by the inbox consumer (and not recorded).
+
+referral.attributed is not consumed: a signup reaches the rules as conversion.attributed with
+conversion_type "signup", and consuming both would reward the same signup twice. review.decided
+needs nothing either: an approval is also published as conversion.attributed."""
 
 from __future__ import annotations
 
-from referral_events import topics
-from referral_events.contracts.attribution import ConversionAttributed
-from reward_service import handlers
+from typing import Any
+
+import asyncpg
+
+from referral_events import CloudEvent, topics
+from referral_events.contracts.attribution import ConversionAttributed, ConversionRefunded
+from referral_events.inbox import Handler
+from reward_service import domain, handlers
 from servicekit.runtime import ConsumerSpec
 
-CONSUMERS: list[ConsumerSpec] = [
-    ConsumerSpec(
-        group="reward-service",
-        topics=[topics.ATTRIBUTION_EVENTS],
-        handlers={ConversionAttributed.TYPE: handlers.on_conversion_attributed},
-    ),
-]
+
+def consumers(clock: domain.Clock = domain.utc_now) -> list[ConsumerSpec]:
+    """The consumer groups, with the service's clock bound into the handlers (timestamps such as
+    released_at and voided_at follow the injected clock in tests)."""
+
+    async def attributed(conn: asyncpg.Connection, event: CloudEvent, payload: Any) -> None:
+        assert isinstance(payload, ConversionAttributed)
+        await handlers.on_conversion_attributed(conn, event, payload, clock())
+
+    async def refunded(conn: asyncpg.Connection, event: CloudEvent, payload: Any) -> None:
+        assert isinstance(payload, ConversionRefunded)
+        await handlers.on_conversion_refunded(conn, event, payload, clock())
+
+    routes: dict[str, Handler] = {
+        ConversionAttributed.TYPE: attributed,
+        ConversionRefunded.TYPE: refunded,
+    }
+    return [
+        ConsumerSpec(group="reward-service", topics=[topics.ATTRIBUTION_EVENTS], handlers=routes)
+    ]
+
+
+CONSUMERS = consumers()

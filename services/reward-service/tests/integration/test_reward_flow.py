@@ -201,10 +201,13 @@ def usd(available: int, pending: int = 0) -> list[dict[str, Any]]:
     return [
         {
             "unit": "USD",
+            "purse": "credit",
             "available_minor": available,
             "pending_minor": pending,
             "available": f"{available / 100:.2f}",
             "pending": f"{pending / 100:.2f}",
+            "debt_minor": 0,
+            "in_payout_minor": 0,
         }
     ]
 
@@ -256,6 +259,8 @@ async def test_first_purchase_is_rewarded_once_whatever_is_redelivered(env: Env)
             "kind": "credit",
             "amount": 2000,
             "unit": "USD",
+            "rule_version": 1,
+            "trigger": "first_purchase",
         }
 
         # the other workspace sees none of it
@@ -478,7 +483,7 @@ async def test_concurrent_releasers_release_each_reward_once(env: Env) -> None:
 
 def _held_rule() -> domain.RuleDefinition:
     side = domain.SideReward(
-        role="advocate", trigger="every_purchase", amount_minor=250, unit="EUR"
+        role="advocate", trigger="every_purchase", amount=domain.Amount(unit="EUR", fixed=250)
     )
     return domain.RuleDefinition(hold_days=30, rewards=(side,))
 
