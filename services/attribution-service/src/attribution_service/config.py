@@ -8,6 +8,15 @@ from servicekit.settings import ServiceSettings
 class Settings(ServiceSettings):
     http_port: int = 8002
     # How long a conversion naming a click or code not seen yet waits for it (consumer lag)
-    # before it is decided without that evidence.
+    # before it is decided without that evidence. A conversion that occurred longer ago than
+    # this and names an unknown click or code is refused at once: lag cannot explain it.
     evidence_grace_seconds: int = Field(default=600, ge=1)
     pending_sweep_interval_seconds: float = Field(default=15.0, gt=0)
+    # The same secret as link-service's IP_HASH_KEY, so a conversion's IP hash compares with
+    # the hashes on clicks. Also keys the hash of device ids.
+    ip_hash_key: str = Field(default="dev-only-ip-hash-key", min_length=8)
+    # Stripe's own default: a signature older than this is refused (replay window).
+    stripe_webhook_tolerance_seconds: int = Field(default=300, ge=1)
+    # Shopify retries a failed delivery 8 times over 4 hours with the same X-Shopify-Triggered-At;
+    # a delivery older than this is refused as stale.
+    shopify_webhook_tolerance_seconds: int = Field(default=5 * 3600, ge=60)

@@ -14,8 +14,12 @@ CONSUMERS: list[ConsumerSpec] = [
         handlers={
             ev.ProgramCreated.TYPE: handlers.on_program,
             ev.ProgramUpdated.TYPE: handlers.on_program,
-            ev.AdvocateEnrolled.TYPE: handlers.on_advocate_enrolled,
+            ev.AdvocateEnrolled.TYPE: handlers.on_advocate,
+            ev.AdvocateUpdated.TYPE: handlers.on_advocate,
+            ev.AdvocateBlocked.TYPE: handlers.on_advocate_blocked,
+            ev.AdvocateUnblocked.TYPE: handlers.on_advocate_blocked,
             ev.CodeCreated.TYPE: handlers.on_code_created,
+            ev.CodeChanged.TYPE: handlers.on_code_changed,
             ev.LinkClicked.TYPE: handlers.on_link_clicked,
         },
     )

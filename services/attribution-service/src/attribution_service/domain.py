@@ -1,16 +1,65 @@
-"""Attribution rules as pure functions: which evidence wins, and whether a conversion is
-attributed, rejected or organic, with every check it passed or failed. No I/O here, so the rules
-are tested table-driven without infrastructure."""
+"""Attribution rules as pure functions: which evidence wins, whether the conversion falls inside
+the window and the program's attachment policy, and (with fraud.py) whether it is allowed,
+reviewed or denied, with every check it passed or failed. No I/O here, so the rules are tested
+table-driven without infrastructure."""
 
 from __future__ import annotations
 
+import calendar
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from attribution_service import fraud
+from attribution_service.fraud import FraudPolicy
+
 EvidenceKind = Literal["code", "click", "existing_referral"]
-Status = Literal["attributed", "rejected", "organic"]
-Outcome = Literal["pass", "fail", "unknown"]
+Status = Literal["attributed", "review", "rejected", "organic"]
+Outcome = Literal["pass", "fail", "unknown", "off"]
+Model = Literal["last_click", "first_click"]
+
+BUILTIN_TYPES = frozenset({"signup", "purchase", "subscription_payment"})
+# A click may be stamped a little after the conversion that names it (clock skew between
+# link-service and the merchant); beyond this it cannot have caused the conversion.
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+class Attachment(BaseModel):
+    """How long a referred customer stays attached to their advocate: `first_n` conversions of
+    each type (first purchase only is n=1), all `within_months` of the referral, or `always`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mode: Literal["first_n", "within_months", "always"] = "within_months"
+    n: int = Field(default=1, ge=1, le=1000)
+    months: int = Field(default=12, ge=1, le=120)
+
+
+class ProgramSettings(BaseModel):
+    """Attribution settings and fraud policy of one program (PUT through this service's API)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: Model = "last_click"
+    window_days: int = Field(default=30, ge=1, le=365)
+    attachment: Attachment = Attachment()
+    custom_types: list[str] = Field(default_factory=list, max_length=50)
+    fraud: FraudPolicy = FraudPolicy()
+
+    @model_validator(mode="after")
+    def _custom_types(self) -> ProgramSettings:
+        import re
+
+        for t in self.custom_types:
+            if not re.fullmatch(r"[a-z][a-z0-9_]{1,40}", t) or t in BUILTIN_TYPES:
+                raise ValueError(f"custom type '{t}' must be a new lower_snake_case name")
+        return self
+
+
+DEFAULT_SETTINGS = ProgramSettings()
 
 
 @dataclass(frozen=True)
@@ -19,8 +68,11 @@ class Click:
     program_id: str
     advocate_id: str
     clicked_at: datetime
-    is_bot: bool
-    counts: bool
+    is_bot: bool = False
+    counts: bool = True
+    ip_hash: str | None = None
+    device_class: str | None = None
+    inactive_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -35,18 +87,9 @@ class Referral:
     referral_id: str
     program_id: str
     advocate_id: str
-
-
-@dataclass(frozen=True)
-class Program:
-    status: str
-    window_days: int
-
-
-@dataclass(frozen=True)
-class Advocate:
-    customer_id: str
-    blocked: bool
+    created_at: datetime
+    # attributed conversions of the type being decided, before this one
+    prior_same_type: int = 0
 
 
 @dataclass(frozen=True)
@@ -63,6 +106,7 @@ class Check:
     name: str
     outcome: Outcome
     detail: str = ""
+    action: fraud.Action | None = None
 
 
 @dataclass(frozen=True)
@@ -70,10 +114,38 @@ class Decision:
     status: Status
     candidate: Candidate | None
     checks: list[Check] = field(default_factory=list)
+    rule: str = ""
+    window_days: int | None = None
+    model: Model | None = None
 
     @property
     def reasons(self) -> list[str]:
         return [c.name for c in self.checks if c.outcome == "fail"]
+
+    @property
+    def fraud_decision(self) -> fraud.Verdict | None:
+        for verdict, status in _STATUS.items():
+            if status == self.status:
+                return verdict
+        return None
+
+
+def pick_click(
+    clicks: Sequence[Click], occurred_at: datetime, settings: ProgramSettings
+) -> Click | None:
+    """First or last click (per the program's model) among the customer's clicks that fall
+    inside the window; clicks in the future (beyond clock skew) never count."""
+    usable = [c for c in clicks if within_window(c, occurred_at, settings.window_days)]
+    if not usable:
+        return None
+    usable.sort(key=lambda c: c.clicked_at)
+    return usable[0] if settings.model == "first_click" else usable[-1]
+
+
+def within_window(click: Click, occurred_at: datetime, window_days: int) -> bool:
+    return click.clicked_at <= occurred_at + CLOCK_SKEW and (
+        occurred_at - click.clicked_at <= timedelta(days=window_days)
+    )
 
 
 def pick_evidence(
@@ -94,60 +166,136 @@ def pick_evidence(
     return None
 
 
-def within_window(click: Click, occurred_at: datetime, window_days: int) -> bool:
-    return click.clicked_at <= occurred_at + timedelta(minutes=5) and (
-        occurred_at - click.clicked_at <= timedelta(days=window_days)
-    )
+def add_months(moment: datetime, months: int) -> datetime:
+    month = moment.month - 1 + months
+    year = moment.year + month // 12
+    month = month % 12 + 1
+    day = min(moment.day, calendar.monthrange(year, month)[1])
+    return moment.replace(year=year, month=month, day=day)
 
 
-def decide(
+def still_attached(referral: Referral, attachment: Attachment, occurred_at: datetime) -> bool:
+    """Whether the program's policy still attributes this referred customer's conversions."""
+    if attachment.mode == "first_n":
+        return referral.prior_same_type < attachment.n
+    if attachment.mode == "within_months":
+        return occurred_at <= add_months(referral.created_at, attachment.months)
+    return True
+
+
+def attachment_detail(attachment: Attachment) -> str:
+    if attachment.mode == "first_n":
+        return f"first {attachment.n} of each type"
+    if attachment.mode == "within_months":
+        return f"within {attachment.months} months of the referral"
+    return "always"
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The evidence chosen for a conversion (None: organic) and the checks that chose it."""
+
+    candidate: Candidate | None
+    checks: list[Check]
+    settings: ProgramSettings
+    rule: str
+
+
+def choose(
     *,
-    customer_id: str,
+    conversion_type: str,
     occurred_at: datetime,
-    candidate: Candidate | None,
-    program: Program | None,
-    advocate: Advocate | None,
-) -> Decision:
+    code: Code | None,
+    clicks: Sequence[Click],
+    referrals: Sequence[Referral],
+    settings_by_program: dict[str, ProgramSettings],
+) -> Choice:
+    """Which advocate, if any, a conversion belongs to, before fraud screening."""
+    checks: list[Check] = []
+
+    def settings(program_id: str) -> ProgramSettings:
+        return settings_by_program.get(program_id, DEFAULT_SETTINGS)
+
+    # Clicks: the model and window of the program the newest click belongs to.
+    click: Click | None = None
+    if clicks:
+        newest = max(clicks, key=lambda c: c.clicked_at)
+        s = settings(newest.program_id)
+        click = pick_click([c for c in clicks if c.program_id == newest.program_id], occurred_at, s)
+        detail = f"{s.window_days} days, {s.model}"
+        checks.append(Check("attribution_window", "pass" if click else "fail", detail))
+
+    referral: Referral | None = None
+    if code is None and click is None:
+        # The most recent referral whose program's policy still attaches the customer.
+        for ref in sorted(referrals, key=lambda r: r.created_at, reverse=True):
+            att = settings(ref.program_id).attachment
+            ok = still_attached(ref, att, occurred_at)
+            checks.append(Check("attachment", "pass" if ok else "fail", attachment_detail(att)))
+            if ok:
+                referral = ref
+                break
+
+    candidate = pick_evidence(code, click, referral)
     if candidate is None:
-        return Decision("organic", None, [Check("evidence", "fail", "no referral evidence")])
-    checks: list[Check] = [Check("evidence", "pass", candidate.evidence)]
+        if not checks:
+            checks.append(Check("evidence", "fail", "no referral evidence"))
+        return Choice(None, checks, DEFAULT_SETTINGS, "no usable evidence: organic")
 
-    if candidate.click is not None:
-        window = program.window_days if program else 30
-        if not within_window(candidate.click, occurred_at, window):
-            # An expired click is no evidence at all, not a reason to reject the customer.
-            checks.append(Check("attribution_window", "fail", f"{window} days"))
-            return Decision("organic", None, checks)
-        checks.append(Check("attribution_window", "pass", f"{window} days"))
+    s = settings(candidate.program_id)
+    checks.insert(0, Check("evidence", "pass", candidate.evidence))
 
-    if advocate is None:
-        checks.append(Check("self_referral", "unknown", "advocate not seen yet"))
-    elif advocate.customer_id == customer_id:
-        checks.append(Check("self_referral", "fail", "friend is the advocate"))
-    else:
-        checks.append(Check("self_referral", "pass"))
+    # A new code or click of the advocate the friend is already attached to still obeys the
+    # attachment policy, or recurring rewards could be stretched by re-sending an old click.
+    existing = next((r for r in referrals if r.program_id == candidate.program_id), None)
+    if (
+        candidate.evidence != "existing_referral"
+        and existing is not None
+        and existing.advocate_id == candidate.advocate_id
+        and existing.prior_same_type > 0
+    ):
+        ok = still_attached(existing, s.attachment, occurred_at)
+        checks.append(
+            Check("attachment", "pass" if ok else "fail", attachment_detail(s.attachment))
+        )
+        if not ok:
+            return Choice(None, checks, s, "attachment ended: organic")
 
-    if advocate is not None:
-        checks.append(Check("advocate_blocked", "fail" if advocate.blocked else "pass"))
+    if conversion_type not in BUILTIN_TYPES:
+        known = conversion_type in s.custom_types
+        checks.append(Check("conversion_type", "pass" if known else "fail", conversion_type))
+        if not known:
+            return Choice(None, checks, s, "type not named by the program: organic")
 
-    if program is None:
-        checks.append(Check("program_active", "unknown", "program not seen yet"))
-    else:
-        active = program.status == "active"
-        checks.append(Check("program_active", "pass" if active else "fail", program.status))
-
-    if candidate.click is not None:
-        checks.append(Check("bot_click", "fail" if candidate.click.is_bot else "pass"))
-        if not candidate.click.is_bot:
-            checks.append(Check("click_counts", "pass" if candidate.click.counts else "fail"))
-
-    status: Status = "rejected" if any(c.outcome == "fail" for c in checks) else "attributed"
-    return Decision(status, candidate, checks)
+    rule = {
+        "code": "a code typed at checkout beats a click and an existing referral",
+        "click": f"{s.model.replace('_', '-')} within {s.window_days} days",
+        "existing_referral": f"existing referral, attached {attachment_detail(s.attachment)}",
+    }[candidate.evidence]
+    return Choice(candidate, checks, s, rule)
 
 
-def explanation(decision: Decision, window_days: int | None) -> dict[str, object]:
+_STATUS: dict[fraud.Verdict, Status] = {
+    "allow": "attributed",
+    "review": "review",
+    "deny": "rejected",
+}
+
+
+def decide(choice: Choice, facts: fraud.Facts | None) -> Decision:
+    """Screen the chosen candidate (facts gathered for it) and settle the status."""
+    s = choice.settings
+    if choice.candidate is None or facts is None:
+        return Decision("organic", None, choice.checks, choice.rule, s.window_days, s.model)
+    screened = fraud.screen(s.fraud, facts)
+    checks = [*choice.checks, *(Check(c.name, c.outcome, c.detail, c.action) for c in screened)]
+    status = _STATUS[fraud.verdict(screened)]
+    return Decision(status, choice.candidate, checks, choice.rule, s.window_days, s.model)
+
+
+def explanation(decision: Decision, *, note: str | None = None) -> dict[str, object]:
     cand = decision.candidate
-    return {
+    out: dict[str, object] = {
         "evidence": None
         if cand is None
         else {
@@ -155,11 +303,18 @@ def explanation(decision: Decision, window_days: int | None) -> dict[str, object
             "advocate_id": cand.advocate_id,
             "program_id": cand.program_id,
             "click_id": cand.click.click_id if cand.click else None,
+            "clicked_at": cand.click.clicked_at.isoformat() if cand.click else None,
             "referral_id": cand.referral_id,
         },
-        "model": "last_click",
-        "window_days": window_days,
+        "rule": decision.rule,
+        "model": decision.model,
+        "window_days": decision.window_days,
+        "decision": decision.fraud_decision,
         "checks": [
-            {"check": c.name, "outcome": c.outcome, "detail": c.detail} for c in decision.checks
+            {"check": c.name, "outcome": c.outcome, "detail": c.detail, "action": c.action}
+            for c in decision.checks
         ],
     }
+    if note:
+        out["note"] = note
+    return out

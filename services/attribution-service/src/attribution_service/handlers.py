@@ -1,181 +1,360 @@
-"""Use cases of attribution-service: accept a conversion, decide it, and keep local copies of
-link-service's facts. HTTP routes and Kafka consumers both end here; every function takes the
-caller's connection (the edge's transaction) and publishes through the outbox."""
+"""Use cases of attribution-service: accept a conversion, decide it, review it, refund or cancel
+it, and keep local copies of link-service's facts. HTTP routes, webhooks and Kafka consumers all
+end here; every function takes the caller's connection (the edge's transaction) and publishes
+through the outbox."""
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 
-from attribution_service import domain, repository
-from attribution_service.schemas import ConversionIn
-from referral_events import CloudEvent, topics
+from attribution_service import domain, fraud, repository
+from attribution_service.schemas import CancellationIn, ConversionIn, RefundIn
+from referral_events import CloudEvent, EventPayload, topics
 from referral_events.contracts import attribution as out
 from referral_events.contracts import link as ev
 from referral_events.outbox import emit
 from servicekit import money
 from servicekit.ids import new_id
+from servicekit.metrics import FRAUD_DECISIONS
 from servicekit.problems import Conflict, InvalidInput, NotFound
 
 SOURCE = "/services/attribution-service"
 
 
-def request_hash(cmd: ConversionIn) -> str:
+def request_hash(cmd: Any) -> str:
     canonical = json.dumps(cmd.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def keyed_hash(key: str, value: str | None) -> str | None:
+    """The same keyed hash link-service applies to IP addresses, so the two compare."""
+    if not value:
+        return None
+    return hmac.new(key.encode(), value.encode(), hashlib.sha256).hexdigest()
+
+
+async def _publish(
+    conn: asyncpg.Connection, tenant_id: str, payload: EventPayload, *, key: str, event_id: str
+) -> None:
+    await emit(
+        conn,
+        payload,
+        source=SOURCE,
+        tenant_id=tenant_id,
+        topic=topics.ATTRIBUTION_EVENTS,
+        key=key,
+        event_id=event_id,
+    )
+
+
+# --- conversions ---------------------------------------------------------------------------
+
+
 async def submit_conversion(
-    conn: asyncpg.Connection, tenant_id: str, cmd: ConversionIn, idempotency_key: str | None
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    cmd: ConversionIn,
+    idempotency_key: str | None,
+    *,
+    grace: timedelta,
+    hash_key: str,
+    now: datetime,
+    source: str = "api",
 ) -> tuple[asyncpg.Record, bool]:
     """Returns the conversion and whether this call created it. The same key with the same body
     returns the first result; with another body it is a conflict. The same (type, order id) is
     the same conversion."""
     digest = request_hash(cmd)
-    if idempotency_key:
-        existing = await repository.conversion_by_key(conn, tenant_id, idempotency_key)
-        if existing is not None:
-            return _replay(existing, digest), False
-
     currency = money.validate_currency(cmd.currency) if cmd.currency else None
-    amount_minor = (
-        money.to_minor(cmd.amount, currency) if cmd.amount is not None and currency else None
-    )
+    amount_minor = cmd.amount_minor
+    if cmd.amount is not None and currency:
+        amount_minor = money.to_minor(cmd.amount, currency)
+    custom_type = None
+    if cmd.type not in domain.BUILTIN_TYPES:
+        if not await repository.tenant_names_type(conn, tenant_id, cmd.type):
+            raise InvalidInput(
+                f"'{cmd.type}' is not signup, purchase, subscription_payment or a custom type"
+                " one of your programs names",
+                field="type",
+            )
+        custom_type = cmd.type
+    occurred_at = cmd.occurred_at or now
     code_key = cmd.code.strip().upper() if cmd.code else None
-    if code_key:
-        code = await repository.get_code(conn, code_key)
-        if code is not None and code["tenant_id"] != tenant_id:
-            raise InvalidInput(f"unknown referral code '{cmd.code}'", field="code")
-    if cmd.click_id:
-        click = await repository.get_click(conn, cmd.click_id)
-        if click is not None and click["tenant_id"] != tenant_id:
-            raise InvalidInput(f"unknown click id '{cmd.click_id}'", field="click_id")
+    missing = False
+    if code_key or cmd.click_id:
+        missing = await _check_evidence(
+            conn, tenant_id, code_key, cmd.click_id, occurred_at, grace, now
+        )
 
     row = await repository.insert_conversion(
         conn,
         id=new_id("cnv"),
         tenant_id=tenant_id,
         type=cmd.type,
+        custom_type=custom_type,
         customer_id=cmd.customer_id,
         email=cmd.email,
+        email_norm=fraud.normalize_email(cmd.email),
         order_id=cmd.order_id,
         amount_minor=amount_minor,
         currency=currency,
-        occurred_at=cmd.occurred_at or datetime.now(UTC),
+        occurred_at=occurred_at,
         click_id=cmd.click_id,
         code_key=code_key,
         idempotency_key=idempotency_key,
         request_hash=digest,
+        subscription_id=cmd.subscription_id,
+        ip_hash=keyed_hash(hash_key, str(cmd.ip) if cmd.ip else None),
+        device_hash=keyed_hash(hash_key, cmd.device_id),
+        existing_customer=cmd.existing_customer,
+        locale=cmd.locale,
+        source=source,
     )
     if row is None:
-        existing = None
-        if idempotency_key:
-            existing = await repository.conversion_by_key(conn, tenant_id, idempotency_key)
-        if existing is None and cmd.order_id:
-            existing = await repository.conversion_by_order(conn, tenant_id, cmd.type, cmd.order_id)
-        assert existing is not None
-        return (_replay(existing, digest) if idempotency_key else existing), False
-
-    if await _evidence_missing(conn, row):
+        return await _existing(conn, tenant_id, cmd, idempotency_key, digest), False
+    if missing:
         return row, True  # waits for the click/code event; see resolve_pending
     return await decide_conversion(conn, row), True
 
 
-def _replay(existing: asyncpg.Record, digest: str) -> asyncpg.Record:
-    if existing["request_hash"] != digest:
-        raise Conflict(
-            "this Idempotency-Key was used with a different request body", field="Idempotency-Key"
-        )
+async def _existing(
+    conn: asyncpg.Connection, tenant_id: str, cmd: ConversionIn, key: str | None, digest: str
+) -> asyncpg.Record:
+    if key:
+        existing = await repository.conversion_by_key(conn, tenant_id, key)
+        if existing is not None:
+            if existing["request_hash"] != digest:
+                raise Conflict(
+                    "this Idempotency-Key was used with a different request body",
+                    field="Idempotency-Key",
+                )
+            return existing
+    assert cmd.order_id is not None  # only the key or (type, order id) can collide
+    existing = await repository.conversion_by_order(conn, tenant_id, cmd.type, cmd.order_id)
+    assert existing is not None
     return existing
 
 
-async def _evidence_missing(conn: asyncpg.Connection, conversion: asyncpg.Record) -> bool:
-    if conversion["code_key"] and await repository.get_code(conn, conversion["code_key"]) is None:
-        return True
-    return (
-        bool(conversion["click_id"])
-        and await repository.get_click(conn, conversion["click_id"]) is None
+async def _check_evidence(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    code_key: str | None,
+    click_id: str | None,
+    occurred_at: datetime,
+    grace: timedelta,
+    now: datetime,
+) -> bool:
+    """Refuses evidence of another tenant, and unknown evidence that cannot be a late event:
+    awaited before without arriving, or named by a conversion older than the grace period.
+    Returns whether the conversion must wait for it (unknown, but it may still arrive)."""
+    row = await repository.evidence_tenants(conn, code_key, click_id)
+    expired = set(row["expired"] or [])
+    missing = False
+    for kind, value, owner, field in (
+        ("code", code_key, row["code_tenant"], "code"),
+        ("click", click_id, row["click_tenant"], "click_id"),
+    ):
+        if value is None:
+            continue
+        label = "referral code" if kind == "code" else "click id"
+        if owner is not None and owner != tenant_id:
+            raise InvalidInput(f"unknown {label} '{value}'", field=field)
+        if owner is None:
+            if f"{kind}:{tenant_id}" in expired or now - occurred_at > grace:
+                raise InvalidInput(f"unknown {label} '{value}'", field=field)
+            missing = True
+    return missing
+
+
+def _click(k: Mapping[str, Any]) -> domain.Click:
+    return domain.Click(
+        k["id"],
+        k["program_id"],
+        k["advocate_id"],
+        _dt(k["clicked_at"]),
+        is_bot=k["is_bot"],
+        counts=k["counts"],
+        ip_hash=k.get("ip_hash"),
+        device_class=k.get("device_class"),
+        inactive_reason=k.get("inactive_reason"),
     )
+
+
+def _dt(value: Any) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromisoformat(value)
+
+
+def _opt_dt(value: Any) -> datetime | None:
+    return None if value is None else _dt(value)
 
 
 async def decide_conversion(
-    conn: asyncpg.Connection, conv: asyncpg.Record, ignore_missing: bool = False
+    conn: asyncpg.Connection, conv: asyncpg.Record, note: str | None = None
 ) -> asyncpg.Record:
-    """Decide a pending conversion with the evidence known now, record why, and publish."""
-    tenant_id = conv["tenant_id"]
-    code = click = None
-    if conv["code_key"]:
-        c = await repository.get_code(conn, conv["code_key"])
-        if c is not None and c["tenant_id"] == tenant_id:
-            code = domain.Code(c["code"], c["program_id"], c["advocate_id"])
-    if conv["click_id"]:
-        k = await repository.get_click(conn, conv["click_id"])
-        if k is not None and k["tenant_id"] == tenant_id:
-            click = domain.Click(
-                k["id"],
-                k["program_id"],
-                k["advocate_id"],
-                k["clicked_at"],
-                k["is_bot"],
-                k["counts"],
-            )
-    ref = await repository.latest_referral(conn, tenant_id, conv["customer_id"])
-    referral = domain.Referral(ref["id"], ref["program_id"], ref["advocate_id"]) if ref else None
-
-    candidate = domain.pick_evidence(code, click, referral)
-    program = advocate = None
-    if candidate is not None:
-        p = await repository.get_program(conn, candidate.program_id)
-        program = domain.Program(p["status"], p["attribution_window_days"]) if p else None
-        a = await repository.get_advocate(conn, candidate.advocate_id)
-        advocate = domain.Advocate(a["customer_id"], a["blocked"]) if a else None
-    decision = domain.decide(
-        customer_id=conv["customer_id"],
-        occurred_at=conv["occurred_at"],
-        candidate=candidate,
-        program=program,
-        advocate=advocate,
-    )
-    explanation = domain.explanation(decision, program.window_days if program else None)
-    if ignore_missing:
-        explanation["note"] = "evidence named in the request was not seen within the grace period"
-
-    if decision.status != "attributed" or decision.candidate is None:
-        row = await repository.record_decision(
-            conn,
-            conv["id"],
-            status=decision.status,
-            program_id=candidate.program_id if candidate else None,
-            advocate_id=candidate.advocate_id if candidate else None,
-            referral_id=None,
-            evidence=candidate.evidence if candidate else None,
-            is_first_purchase=False,
-            explanation=explanation,
+    """Decide a conversion with the evidence known now, record why, and publish."""
+    ctx = await repository.evidence_context(conn, conv)
+    settings = {pid: domain.ProgramSettings.model_validate(s) for pid, s in ctx["settings"].items()}
+    c = ctx["code"]
+    code = domain.Code(c["code"], c["program_id"], c["advocate_id"]) if c else None
+    clicks = [_click(k) for k in ctx["clicks"]]
+    referrals = [
+        domain.Referral(
+            r["id"], r["program_id"], r["advocate_id"], _dt(r["created_at"]), r["prior"]
         )
-        if decision.status == "rejected":
-            await emit(
-                conn,
-                out.ConversionRejected(
-                    conversion_id=row["id"],
-                    program_id=row["program_id"],
-                    advocate_id=row["advocate_id"],
-                    conversion_type=row["type"],
-                    reasons=decision.reasons,
-                    occurred_at=row["occurred_at"],
-                ),
-                source=SOURCE,
-                tenant_id=tenant_id,
-                topic=topics.ATTRIBUTION_EVENTS,
-                key=row["advocate_id"] or row["id"],
-                event_id=f"{row['id']}:rejected",
-            )
-        return row
-
+        for r in ctx["referrals"]
+    ]
+    if conv["click_id"] and any(k.click_id == conv["click_id"] for k in clicks):
+        await repository.link_customer_click(
+            conn, conv["tenant_id"], conv["customer_id"], conv["click_id"]
+        )
+    choice = domain.choose(
+        conversion_type=conv["type"],
+        occurred_at=conv["occurred_at"],
+        code=code,
+        clicks=clicks,
+        referrals=referrals,
+        settings_by_program=settings,
+    )
+    facts = await _facts(conn, conv, choice) if choice.candidate is not None else None
+    decision = domain.decide(choice, facts)
+    explanation = domain.explanation(decision, note=note)
     cand = decision.candidate
-    referral_row, created = await repository.insert_referral_or_get(
+    if decision.fraud_decision is not None:
+        FRAUD_DECISIONS.labels(decision.fraud_decision).inc()
+
+    if decision.status == "attributed" and cand is not None:
+        return await _attribute(conn, conv, cand, explanation)
+    row = await repository.record_decision(
+        conn,
+        conv["id"],
+        status=decision.status,
+        decision=decision.fraud_decision,
+        program_id=cand.program_id if cand else None,
+        advocate_id=cand.advocate_id if cand else None,
+        referral_id=None,
+        evidence=cand.evidence if cand else None,
+        is_first_purchase=False,
+        sequence=None,
+        explanation=explanation,
+    )
+    if decision.status == "rejected" and cand is not None:
+        await _publish(
+            conn,
+            row["tenant_id"],
+            out.ConversionRejected(
+                conversion_id=row["id"],
+                program_id=cand.program_id,
+                advocate_id=cand.advocate_id,
+                conversion_type=_type(row),
+                custom_type=row["custom_type"],
+                friend_customer_id=row["customer_id"],
+                order_id=row["order_id"],
+                reasons=decision.reasons,
+                occurred_at=row["occurred_at"],
+            ),
+            key=cand.advocate_id,
+            event_id=f"{row['id']}:rejected",
+        )
+    elif decision.status == "review" and cand is not None:
+        review = await repository.insert_review(
+            conn,
+            id=new_id("rev"),
+            tenant_id=row["tenant_id"],
+            conversion_id=row["id"],
+            program_id=cand.program_id,
+            advocate_id=cand.advocate_id,
+            reasons=decision.reasons,
+        )
+        await _publish(
+            conn,
+            row["tenant_id"],
+            out.ConversionFlagged(
+                conversion_id=row["id"],
+                review_id=review["id"],
+                program_id=cand.program_id,
+                advocate_id=cand.advocate_id,
+                friend_customer_id=row["customer_id"],
+                conversion_type=_type(row),
+                custom_type=row["custom_type"],
+                reasons=decision.reasons,
+                occurred_at=row["occurred_at"],
+            ),
+            key=cand.advocate_id,
+            event_id=f"{row['id']}:flagged",
+        )
+    return row
+
+
+def _type(row: Mapping[str, Any]) -> str:
+    return "custom" if row["custom_type"] else str(row["type"])
+
+
+async def _facts(
+    conn: asyncpg.Connection, conv: asyncpg.Record, choice: domain.Choice
+) -> fraud.Facts:
+    cand = choice.candidate
+    assert cand is not None
+    click = cand.click
+    anchor = click.clicked_at if click else conv["occurred_at"]
+    window = timedelta(hours=choice.settings.fraud.self_referral.network_window_hours)
+    ctx = await repository.screening_context(
+        conn,
+        conv,
+        program_id=cand.program_id,
+        advocate_id=cand.advocate_id,
+        anchor=anchor,
+        network_window=window,
+    )
+    p = ctx["program"]
+    a = ctx["advocate"]
+    return fraud.Facts(
+        conversion_type=conv["type"],
+        occurred_at=conv["occurred_at"],
+        customer_id=conv["customer_id"],
+        email=conv["email"],
+        ip_hash=conv["ip_hash"],
+        device_hash=conv["device_hash"],
+        click=fraud.ClickFacts(click.clicked_at, click.is_bot, click.ip_hash, click.inactive_reason)
+        if click
+        else None,
+        advocate_customer_id=a["customer_id"] if a else None,
+        advocate_email=a["email"] if a else None,
+        advocate_blocked=a["blocked"] if a else None,
+        advocate_sightings=tuple(
+            fraud.Sighting(_dt(s["seen_at"]), s["ip_hash"], s["device_hash"])
+            for s in ctx["sightings"]
+        ),
+        marked_existing=conv["existing_customer"],
+        converted_before=ctx["converted_before"],
+        program_status=p["status"] if p else None,
+        program_starts_at=_opt_dt(p["starts_at"]) if p else None,
+        program_ends_at=_opt_dt(p["ends_at"]) if p else None,
+        advocate_conversions_hour=ctx["adv_hour"],
+        advocate_conversions_day=ctx["adv_day"],
+        signups_same_ip_day=ctx["ip_signups"],
+        signups_same_device_day=ctx["device_signups"],
+    )
+
+
+async def _attribute(
+    conn: asyncpg.Connection,
+    conv: asyncpg.Record,
+    cand: domain.Candidate,
+    explanation: dict[str, Any] | None,
+    review_id: str | None = None,
+    review: dict[str, Any] | None = None,
+) -> asyncpg.Record:
+    """Attach the friend to the advocate (creating the referral on first attribution) and
+    publish the attribution. Also the path of an approved review."""
+    tenant_id = conv["tenant_id"]
+    referral, created = await repository.insert_referral_or_get(
         conn,
         referral_id=new_id("ref"),
         tenant_id=tenant_id,
@@ -185,59 +364,76 @@ async def decide_conversion(
         evidence=cand.evidence,
         click_id=cand.click.click_id if cand.click else None,
     )
-    first_purchase = (
-        conv["type"] == "purchase"
-        and await repository.count_attributed_purchases(conn, referral_row["id"], conv["id"]) == 0
+    sequence = await repository.next_sequence(
+        conn, referral["id"], conv["type"], conv["custom_type"], conv["id"]
     )
-    row = await repository.record_decision(
-        conn,
-        conv["id"],
-        status="attributed",
-        program_id=cand.program_id,
-        advocate_id=cand.advocate_id,
-        referral_id=referral_row["id"],
-        evidence=cand.evidence,
-        is_first_purchase=first_purchase,
-        explanation=explanation,
-    )
-    if created:
-        await emit(
+    first_purchase = conv["type"] == "purchase" and sequence == 1
+    if review is None:
+        assert explanation is not None
+        row = await repository.record_decision(
             conn,
+            conv["id"],
+            status="attributed",
+            decision="allow",
+            program_id=cand.program_id,
+            advocate_id=cand.advocate_id,
+            referral_id=referral["id"],
+            evidence=cand.evidence,
+            is_first_purchase=first_purchase,
+            sequence=sequence,
+            explanation=explanation,
+        )
+    else:
+        row = await repository.set_conversion_status(
+            conn,
+            conv["id"],
+            "attributed",
+            "allow",
+            sequence,
+            first_purchase,
+            referral["id"],
+            review,
+        )
+    if created:
+        await _publish(
+            conn,
+            tenant_id,
             out.ReferralAttributed(
-                referral_id=referral_row["id"],
+                referral_id=referral["id"],
                 program_id=cand.program_id,
                 advocate_id=cand.advocate_id,
                 friend_customer_id=conv["customer_id"],
                 conversion_id=row["id"],
                 evidence=cand.evidence,
-                click_id=referral_row["click_id"],
+                click_id=referral["click_id"],
                 attributed_at=datetime.now(UTC),
+                friend_email=row["email"],
+                friend_locale=row["locale"],
             ),
-            source=SOURCE,
-            tenant_id=tenant_id,
-            topic=topics.ATTRIBUTION_EVENTS,
             key=cand.advocate_id,
-            event_id=f"{referral_row['id']}:attributed",
+            event_id=f"{referral['id']}:attributed",
         )
-    await emit(
+    await _publish(
         conn,
+        tenant_id,
         out.ConversionAttributed(
             conversion_id=row["id"],
-            referral_id=referral_row["id"],
+            referral_id=referral["id"],
             program_id=cand.program_id,
             advocate_id=cand.advocate_id,
             friend_customer_id=conv["customer_id"],
-            conversion_type=row["type"],
+            conversion_type=_type(row),
+            custom_type=row["custom_type"],
             order_id=row["order_id"],
+            subscription_id=row["subscription_id"],
             amount_minor=row["amount_minor"],
             currency=row["currency"],
             is_first_purchase=first_purchase,
+            sequence=sequence,
             occurred_at=row["occurred_at"],
             evidence=cand.evidence,
+            review_id=review_id,
         ),
-        source=SOURCE,
-        tenant_id=tenant_id,
-        topic=topics.ATTRIBUTION_EVENTS,
         key=cand.advocate_id,
         event_id=f"{row['id']}:attributed",
     )
@@ -246,11 +442,11 @@ async def decide_conversion(
 
 async def get_conversion(
     conn: asyncpg.Connection, tenant_id: str, conversion_id: str
-) -> asyncpg.Record:
+) -> tuple[asyncpg.Record, list[asyncpg.Record]]:
     row = await repository.get_conversion(conn, tenant_id, conversion_id)
     if row is None:
         raise NotFound(f"no conversion '{conversion_id}'", field="conversion_id")
-    return row
+    return row, await repository.list_refunds(conn, conversion_id)
 
 
 async def resolve_pending(
@@ -260,26 +456,291 @@ async def resolve_pending(
     click_id: str | None = None,
     code_key: str | None = None,
 ) -> int:
-    """Decide conversions that were waiting for this click or code."""
-    waiting = await repository.pending_waiting_for(
-        conn, tenant_id, click_id=click_id, code_key=code_key
-    )
+    """Decide conversions that were waiting for this click or code (the other piece of
+    evidence they name may still be missing)."""
     decided = 0
-    for conv in waiting:
-        if not await _evidence_missing(conn, conv):
-            await decide_conversion(conn, conv)
-            decided += 1
+    for conv in await repository.pending_waiting_for(
+        conn, tenant_id, click_id=click_id, code_key=code_key
+    ):
+        row = await repository.evidence_tenants(conn, conv["code_key"], conv["click_id"])
+        if (conv["code_key"] and row["code_tenant"] is None) or (
+            conv["click_id"] and row["click_tenant"] is None
+        ):
+            continue
+        await decide_conversion(conn, conv)
+        decided += 1
     return decided
 
 
 async def decide_overdue(
     conn: asyncpg.Connection, grace: timedelta, now: datetime, limit: int = 100
 ) -> int:
-    """Conversions whose evidence never arrived are decided without it."""
+    """Conversions whose evidence never arrived within the grace period are decided without
+    it; the evidence is remembered as expired, so later conversions naming it are refused."""
     overdue = await repository.pending_overdue(conn, now - grace, limit)
     for conv in overdue:
-        await decide_conversion(conn, conv, ignore_missing=True)
+        row = await repository.evidence_tenants(conn, conv["code_key"], conv["click_id"])
+        missing = []
+        if conv["code_key"] and row["code_tenant"] is None:
+            await repository.mark_expired_evidence(
+                conn, conv["tenant_id"], "code", conv["code_key"]
+            )
+            missing.append(f"code {conv['code_key']}")
+        if conv["click_id"] and row["click_tenant"] is None:
+            await repository.mark_expired_evidence(
+                conn, conv["tenant_id"], "click", conv["click_id"]
+            )
+            missing.append(f"click {conv['click_id']}")
+        note = f"not seen within the {int(grace.total_seconds())}s grace period: " + ", ".join(
+            missing
+        )
+        await decide_conversion(conn, conv, note=note)
     return len(overdue)
+
+
+# --- reviews -------------------------------------------------------------------------------
+
+
+async def decide_review(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    review_id: str,
+    *,
+    approve: bool,
+    reason: str,
+    decided_by: str | None,
+) -> asyncpg.Record:
+    """Approve (the conversion is attributed and earns) or deny (it never earns). Repeating the
+    same decision returns the review; the opposite decision on a closed review is a conflict."""
+    review = await repository.get_review(conn, tenant_id, review_id, lock=True)
+    if review is None:
+        raise NotFound(f"no review '{review_id}'", field="review_id")
+    wanted = "approved" if approve else "denied"
+    if review["status"] == wanted:
+        return review
+    if review["status"] != "open":
+        raise Conflict(f"review '{review_id}' is already {review['status']}", field="review_id")
+    review = await repository.close_review(conn, review_id, wanted, reason, decided_by)
+    conv = await repository.get_conversion(conn, tenant_id, review["conversion_id"], lock=True)
+    assert conv is not None
+    decided_at = review["decided_at"]
+    note = {
+        "status": wanted,
+        "reason": reason,
+        "decided_by": decided_by,
+        "decided_at": decided_at.isoformat(),
+    }
+    await _publish(
+        conn,
+        tenant_id,
+        out.ReviewDecided(
+            review_id=review_id,
+            conversion_id=conv["id"],
+            program_id=review["program_id"],
+            advocate_id=review["advocate_id"],
+            decision="approve" if approve else "deny",
+            reason=reason,
+            decided_at=decided_at,
+            decided_by=decided_by,
+        ),
+        key=review["advocate_id"],
+        event_id=f"{review_id}:decided",
+    )
+    if approve:
+        click = None
+        if conv["evidence"] == "click" and conv["click_id"]:
+            k = await repository.get_click(conn, conv["click_id"])
+            click = _click(k) if k else None
+        cand = domain.Candidate(
+            conv["evidence"], review["program_id"], review["advocate_id"], click=click
+        )
+        await _attribute(conn, conv, cand, None, review_id=review_id, review=note)
+    else:
+        await repository.set_conversion_status(
+            conn, conv["id"], "rejected", "deny", None, False, None, note
+        )
+        await _publish(
+            conn,
+            tenant_id,
+            out.ConversionRejected(
+                conversion_id=conv["id"],
+                program_id=review["program_id"],
+                advocate_id=review["advocate_id"],
+                conversion_type=_type(conv),
+                custom_type=conv["custom_type"],
+                friend_customer_id=conv["customer_id"],
+                order_id=conv["order_id"],
+                reasons=[*review["reasons"], "review_denied"],
+                occurred_at=conv["occurred_at"],
+                review_id=review_id,
+            ),
+            key=review["advocate_id"],
+            event_id=f"{conv['id']}:rejected",
+        )
+    return review
+
+
+async def list_reviews(
+    conn: asyncpg.Connection, tenant_id: str, status: str, limit: int, after: str | None
+) -> list[asyncpg.Record]:
+    return await repository.list_reviews(conn, tenant_id, status, limit, after)
+
+
+async def get_review(conn: asyncpg.Connection, tenant_id: str, review_id: str) -> asyncpg.Record:
+    review = await repository.get_review(conn, tenant_id, review_id)
+    if review is None:
+        raise NotFound(f"no review '{review_id}'", field="review_id")
+    return review
+
+
+# --- refunds and cancellations ---------------------------------------------------------------
+
+
+async def refund(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    conversion_id: str,
+    cmd: RefundIn,
+    idempotency_key: str | None,
+    *,
+    conv: asyncpg.Record | None = None,
+) -> tuple[asyncpg.Record, bool]:
+    """Record one refund (full when no amount is given: the rest). Idempotent on the merchant's
+    refund id or the Idempotency-Key; published only for attributed conversions, which are the
+    only ones a reward can hang on."""
+    external = cmd.refund_id or (f"key:{idempotency_key}" if idempotency_key else None)
+    if external is None:
+        raise InvalidInput("send refund_id or an Idempotency-Key header", field="refund_id")
+    conv = conv or await repository.get_conversion(conn, tenant_id, conversion_id, lock=True)
+    if conv is None:
+        raise NotFound(f"no conversion '{conversion_id}'", field="conversion_id")
+    digest = request_hash(cmd)
+    existing = await repository.get_refund(conn, tenant_id, conv["id"], external)
+    if existing is not None:
+        if existing["request_hash"] != digest:
+            raise Conflict(
+                "this refund id was used with a different request body", field="refund_id"
+            )
+        return existing, False
+    if conv["amount_minor"] is None or conv["currency"] is None:
+        raise InvalidInput("this conversion has no amount to refund", field="conversion_id")
+    currency = conv["currency"]
+    if cmd.currency and money.validate_currency(cmd.currency) != currency:
+        raise InvalidInput(f"the conversion was paid in {currency}", field="currency")
+    remaining = conv["amount_minor"] - conv["refunded_minor"]
+    if cmd.amount is not None:
+        amount = money.to_minor(cmd.amount, currency)
+    elif cmd.amount_minor is not None:
+        amount = cmd.amount_minor
+    else:
+        amount = remaining
+    if amount <= 0:
+        raise InvalidInput("the conversion is already refunded in full", field="amount")
+    if amount > remaining:
+        raise InvalidInput(
+            f"only {money.format_minor(remaining, currency)} {currency} is left to refund",
+            field="amount",
+        )
+    total = conv["refunded_minor"] + amount
+    row = await repository.insert_refund(
+        conn,
+        id=new_id("rfd"),
+        tenant_id=tenant_id,
+        conversion_id=conv["id"],
+        external_id=external,
+        amount_minor=amount,
+        currency=currency,
+        total_minor=total,
+        full_refund=total == conv["amount_minor"],
+        request_hash=digest,
+        refunded_at=cmd.refunded_at or datetime.now(UTC),
+    )
+    await repository.add_refunded(conn, conv["id"], amount)
+    if conv["status"] == "attributed":
+        await _publish(
+            conn,
+            tenant_id,
+            out.ConversionRefunded(
+                conversion_id=conv["id"],
+                refund_id=row["id"],
+                program_id=conv["program_id"],
+                advocate_id=conv["advocate_id"],
+                friend_customer_id=conv["customer_id"],
+                conversion_type=_type(conv),
+                order_id=conv["order_id"],
+                amount_minor=amount,
+                currency=currency,
+                refunded_total_minor=total,
+                full=row["full_refund"],
+                refunded_at=row["refunded_at"],
+            ),
+            key=conv["advocate_id"],
+            event_id=f"{row['id']}:refunded",
+        )
+    return row, True
+
+
+async def cancel_subscription(
+    conn: asyncpg.Connection, tenant_id: str, subscription_id: str, cmd: CancellationIn
+) -> tuple[asyncpg.Record, asyncpg.Record | None, bool]:
+    """Record the end of a subscription (idempotent); published when a referred friend's
+    subscription it is, so recurring rewards stop."""
+    row = await repository.insert_cancellation(
+        conn, tenant_id, subscription_id, cmd.customer_id, cmd.cancelled_at or datetime.now(UTC)
+    )
+    created = row is not None
+    if row is None:
+        row = await repository.get_cancellation(conn, tenant_id, subscription_id)
+        assert row is not None
+    latest = await repository.latest_subscription_conversion(conn, tenant_id, subscription_id)
+    if created and latest is not None:
+        await _publish(
+            conn,
+            tenant_id,
+            out.SubscriptionCancelled(
+                subscription_id=subscription_id,
+                program_id=latest["program_id"],
+                advocate_id=latest["advocate_id"],
+                friend_customer_id=latest["customer_id"],
+                cancelled_at=row["cancelled_at"],
+                conversion_id=latest["id"],
+            ),
+            key=latest["advocate_id"],
+            event_id=f"{tenant_id}:{subscription_id}:cancelled",
+        )
+    return row, latest, created
+
+
+# --- program settings ----------------------------------------------------------------------
+
+
+async def _own_program(conn: asyncpg.Connection, tenant_id: str, program_id: str) -> None:
+    program = await repository.get_program(conn, program_id)
+    stored = await repository.get_settings(conn, program_id)
+    owner = program["tenant_id"] if program else stored["tenant_id"] if stored else None
+    if owner is not None and owner != tenant_id:
+        raise NotFound(f"no program '{program_id}'", field="program_id")
+
+
+async def get_settings(
+    conn: asyncpg.Connection, tenant_id: str, program_id: str
+) -> tuple[domain.ProgramSettings, datetime | None]:
+    await _own_program(conn, tenant_id, program_id)
+    row = await repository.get_settings(conn, program_id)
+    if row is None:
+        return domain.DEFAULT_SETTINGS, None
+    return domain.ProgramSettings.model_validate(row["settings"]), row["updated_at"]
+
+
+async def put_settings(
+    conn: asyncpg.Connection, tenant_id: str, program_id: str, settings: domain.ProgramSettings
+) -> datetime:
+    await _own_program(conn, tenant_id, program_id)
+    row = await repository.put_settings(
+        conn, program_id, tenant_id, settings.model_dump(mode="json")
+    )
+    updated: datetime = row["updated_at"]
+    return updated
 
 
 # --- event handlers: keep the local copies of link-service's facts -------------------------
@@ -288,25 +749,86 @@ async def decide_overdue(
 async def on_program(
     conn: asyncpg.Connection, event: CloudEvent, payload: ev.ProgramCreated | ev.ProgramUpdated
 ) -> None:
-    await repository.upsert_program(conn, payload.program_id, event.tenantid, payload.status)
+    await repository.upsert_program(
+        conn,
+        program_id=payload.program_id,
+        tenant_id=event.tenantid,
+        status=payload.status,
+        name=payload.name,
+        starts_at=payload.starts_at,
+        ends_at=payload.ends_at,
+        version=payload.version,
+    )
 
 
-async def on_advocate_enrolled(
-    conn: asyncpg.Connection, event: CloudEvent, payload: ev.AdvocateEnrolled
+async def on_advocate(
+    conn: asyncpg.Connection,
+    event: CloudEvent,
+    payload: ev.AdvocateEnrolled | ev.AdvocateUpdated,
 ) -> None:
     await repository.upsert_advocate(
-        conn, payload.advocate_id, event.tenantid, payload.program_id, payload.customer_id
+        conn,
+        advocate_id=payload.advocate_id,
+        tenant_id=event.tenantid,
+        program_id=payload.program_id,
+        customer_id=payload.customer_id,
+        email=payload.email,
+        email_norm=fraud.normalize_email(payload.email),
+        blocked=payload.blocked,
+        version=payload.version,
     )
+    if payload.code:
+        await _code(conn, event.tenantid, payload.code, payload.program_id, payload.advocate_id)
+
+
+async def on_advocate_blocked(
+    conn: asyncpg.Connection, event: CloudEvent, payload: ev.AdvocateBlocked | ev.AdvocateUnblocked
+) -> None:
+    blocked = isinstance(payload, ev.AdvocateBlocked)
+    await repository.set_advocate_blocked(conn, payload.advocate_id, blocked, payload.version)
+
+
+async def _code(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    code: str,
+    program_id: str,
+    advocate_id: str,
+    alias_of: str | None = None,
+) -> None:
+    key = code.upper()
+    await repository.upsert_code(
+        conn,
+        code_key=key,
+        code=code,
+        tenant_id=tenant_id,
+        program_id=program_id,
+        advocate_id=advocate_id,
+        alias_of=alias_of,
+    )
+    await resolve_pending(conn, tenant_id, code_key=key)
 
 
 async def on_code_created(
     conn: asyncpg.Connection, event: CloudEvent, payload: ev.CodeCreated
 ) -> None:
-    key = payload.code.upper()
-    await repository.upsert_code(
-        conn, key, payload.code, event.tenantid, payload.program_id, payload.advocate_id
+    await _code(conn, event.tenantid, payload.code, payload.program_id, payload.advocate_id)
+
+
+async def on_code_changed(
+    conn: asyncpg.Connection, event: CloudEvent, payload: ev.CodeChanged
+) -> None:
+    # The previous code stays an alias of the same advocate (it keeps attributing); recorded
+    # too in case its own code.created was never seen here.
+    await _code(conn, event.tenantid, payload.code, payload.program_id, payload.advocate_id)
+    await _code(
+        conn,
+        event.tenantid,
+        payload.previous_code,
+        payload.program_id,
+        payload.advocate_id,
+        alias_of=payload.code.upper(),
     )
-    await resolve_pending(conn, event.tenantid, code_key=key)
 
 
 async def on_link_clicked(
@@ -323,5 +845,7 @@ async def on_link_clicked(
         ip_hash=payload.ip_hash,
         is_bot=payload.is_bot,
         counts=payload.counts,
+        device_class=payload.device_class,
+        inactive_reason=payload.inactive_reason,
     )
     await resolve_pending(conn, event.tenantid, click_id=payload.click_id)

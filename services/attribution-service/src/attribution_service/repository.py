@@ -2,59 +2,83 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
 
+# --- copies of link-service's facts ----------------------------------------------------------
 
-async def upsert_program(
-    conn: asyncpg.Connection, program_id: str, tenant_id: str, status: str
-) -> None:
+
+async def upsert_program(conn: asyncpg.Connection, **f: Any) -> None:
+    # `version` only grows: an older state arriving late (redelivery) changes nothing.
     await conn.execute(
         """
-        INSERT INTO programs (id, tenant_id, status) VALUES ($1, $2, $3)
-        ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, updated_at = now()
+        INSERT INTO programs (id, tenant_id, status, name, starts_at, ends_at, version)
+        VALUES ($1, $2, $3, $4, $5, $6, $7)
+        ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, name = EXCLUDED.name,
+            starts_at = EXCLUDED.starts_at, ends_at = EXCLUDED.ends_at,
+            version = EXCLUDED.version, updated_at = now()
+        WHERE programs.version <= EXCLUDED.version
         """,
-        program_id,
-        tenant_id,
-        status,
+        f["program_id"],
+        f["tenant_id"],
+        f["status"],
+        f["name"],
+        f["starts_at"],
+        f["ends_at"],
+        f["version"],
     )
 
 
-async def upsert_advocate(
-    conn: asyncpg.Connection, advocate_id: str, tenant_id: str, program_id: str, customer_id: str
-) -> None:
+async def upsert_advocate(conn: asyncpg.Connection, **f: Any) -> None:
     await conn.execute(
         """
-        INSERT INTO advocates (id, tenant_id, program_id, customer_id) VALUES ($1, $2, $3, $4)
-        ON CONFLICT (id) DO NOTHING
+        INSERT INTO advocates (id, tenant_id, program_id, customer_id, email, email_norm,
+                               blocked, version)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+        ON CONFLICT (id) DO UPDATE SET customer_id = EXCLUDED.customer_id,
+            email = EXCLUDED.email, email_norm = EXCLUDED.email_norm,
+            blocked = EXCLUDED.blocked, version = EXCLUDED.version
+        WHERE advocates.version <= EXCLUDED.version
         """,
-        advocate_id,
-        tenant_id,
-        program_id,
-        customer_id,
+        f["advocate_id"],
+        f["tenant_id"],
+        f["program_id"],
+        f["customer_id"],
+        f["email"],
+        f["email_norm"],
+        f["blocked"],
+        f["version"],
     )
 
 
-async def upsert_code(
-    conn: asyncpg.Connection,
-    code_key: str,
-    code: str,
-    tenant_id: str,
-    program_id: str,
-    advocate_id: str,
+async def set_advocate_blocked(
+    conn: asyncpg.Connection, advocate_id: str, blocked: bool, version: int | None
 ) -> None:
     await conn.execute(
         """
-        INSERT INTO codes (code_key, code, tenant_id, program_id, advocate_id)
-        VALUES ($1, $2, $3, $4, $5) ON CONFLICT (code_key) DO NOTHING
+        UPDATE advocates SET blocked = $2, version = coalesce($3, version)
+        WHERE id = $1 AND ($3::bigint IS NULL OR version <= $3)
         """,
-        code_key,
-        code,
-        tenant_id,
-        program_id,
         advocate_id,
+        blocked,
+        version,
+    )
+
+
+async def upsert_code(conn: asyncpg.Connection, **f: Any) -> None:
+    await conn.execute(
+        """
+        INSERT INTO codes (code_key, code, tenant_id, program_id, advocate_id, alias_of)
+        VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (code_key) DO NOTHING
+        """,
+        f["code_key"],
+        f["code"],
+        f["tenant_id"],
+        f["program_id"],
+        f["advocate_id"],
+        f.get("alias_of"),
     )
 
 
@@ -62,8 +86,8 @@ async def insert_click(conn: asyncpg.Connection, **f: Any) -> None:
     await conn.execute(
         """
         INSERT INTO clicks (id, tenant_id, code, program_id, advocate_id, clicked_at, ip_hash,
-                            is_bot, counts)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING
+                            is_bot, counts, device_class, inactive_reason)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (id) DO NOTHING
         """,
         f["click_id"],
         f["tenant_id"],
@@ -74,15 +98,9 @@ async def insert_click(conn: asyncpg.Connection, **f: Any) -> None:
         f["ip_hash"],
         f["is_bot"],
         f["counts"],
+        f["device_class"],
+        f["inactive_reason"],
     )
-
-
-async def get_program(conn: asyncpg.Connection, program_id: str) -> asyncpg.Record | None:
-    return await conn.fetchrow("SELECT * FROM programs WHERE id = $1", program_id)
-
-
-async def get_advocate(conn: asyncpg.Connection, advocate_id: str) -> asyncpg.Record | None:
-    return await conn.fetchrow("SELECT * FROM advocates WHERE id = $1", advocate_id)
 
 
 async def get_code(conn: asyncpg.Connection, code_key: str) -> asyncpg.Record | None:
@@ -93,16 +111,186 @@ async def get_click(conn: asyncpg.Connection, click_id: str) -> asyncpg.Record |
     return await conn.fetchrow("SELECT * FROM clicks WHERE id = $1", click_id)
 
 
-async def latest_referral(
-    conn: asyncpg.Connection, tenant_id: str, customer_id: str
-) -> asyncpg.Record | None:
-    return await conn.fetchrow(
+async def evidence_tenants(
+    conn: asyncpg.Connection, code_key: str | None, click_id: str | None
+) -> asyncpg.Record:
+    """Which tenant owns the named code and click (NULL: not seen), and whether either was
+    awaited before and never arrived, in one round trip."""
+    row = await conn.fetchrow(
         """
-        SELECT * FROM referrals WHERE tenant_id = $1 AND friend_customer_id = $2
-        ORDER BY created_at DESC LIMIT 1
+        SELECT (SELECT tenant_id FROM codes WHERE code_key = $1) AS code_tenant,
+               (SELECT tenant_id FROM clicks WHERE id = $2) AS click_tenant,
+               (SELECT array_agg(kind || ':' || tenant_id) FROM expired_evidence
+                 WHERE (kind = 'code' AND value = $1) OR (kind = 'click' AND value = $2))
+                 AS expired
+        """,
+        code_key,
+        click_id,
+    )
+    assert row is not None
+    return row
+
+
+async def mark_expired_evidence(
+    conn: asyncpg.Connection, tenant_id: str, kind: str, value: str
+) -> None:
+    await conn.execute(
+        "INSERT INTO expired_evidence (tenant_id, kind, value) VALUES ($1, $2, $3)"
+        " ON CONFLICT DO NOTHING",
+        tenant_id,
+        kind,
+        value,
+    )
+
+
+# --- program settings ----------------------------------------------------------------------
+
+
+async def get_program(conn: asyncpg.Connection, program_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT * FROM programs WHERE id = $1", program_id)
+
+
+async def get_settings(conn: asyncpg.Connection, program_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT * FROM program_settings WHERE program_id = $1", program_id)
+
+
+async def put_settings(
+    conn: asyncpg.Connection, program_id: str, tenant_id: str, settings: dict[str, Any]
+) -> asyncpg.Record:
+    row = await conn.fetchrow(
+        """
+        INSERT INTO program_settings (program_id, tenant_id, settings) VALUES ($1, $2, $3)
+        ON CONFLICT (program_id) DO UPDATE SET settings = EXCLUDED.settings, updated_at = now()
+        WHERE program_settings.tenant_id = EXCLUDED.tenant_id
+        RETURNING *
+        """,
+        program_id,
+        tenant_id,
+        settings,
+    )
+    assert row is not None
+    return row
+
+
+async def tenant_names_type(conn: asyncpg.Connection, tenant_id: str, type_: str) -> bool:
+    found: bool = await conn.fetchval(
+        """
+        SELECT EXISTS (SELECT 1 FROM program_settings WHERE tenant_id = $1
+                       AND settings -> 'custom_types' ? $2)
         """,
         tenant_id,
+        type_,
+    )
+    return found
+
+
+# --- deciding a conversion ------------------------------------------------------------------
+
+
+async def evidence_context(conn: asyncpg.Connection, conv: asyncpg.Record) -> asyncpg.Record:
+    """Everything evidence selection reads, in one round trip: the code, the customer's known
+    clicks when this conversion names a click (first/last-click choose among them: the one
+    named now and those named by the customer's earlier conversions), their referrals with the
+    count of earlier attributed conversions of this type, and the tenant's program settings."""
+    row = await conn.fetchrow(
+        """
+        SELECT
+          (SELECT to_jsonb(c) FROM codes c WHERE c.code_key = $4 AND c.tenant_id = $1) AS code,
+          (SELECT coalesce(jsonb_agg(to_jsonb(k)), '[]'::jsonb) FROM clicks k
+            WHERE $5::text IS NOT NULL AND k.tenant_id = $1 AND k.id IN (
+                SELECT click_id FROM customer_clicks WHERE tenant_id = $1 AND customer_id = $2
+                UNION ALL SELECT $5)) AS clicks,
+          (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                'id', r.id, 'program_id', r.program_id, 'advocate_id', r.advocate_id,
+                'created_at', r.created_at,
+                'prior', (SELECT count(*) FROM conversions x WHERE x.referral_id = r.id
+                          AND x.type = $3 AND x.status = 'attributed' AND x.id <> $6))),
+                '[]'::jsonb)
+             FROM referrals r WHERE r.tenant_id = $1 AND r.friend_customer_id = $2) AS referrals,
+          (SELECT coalesce(jsonb_object_agg(program_id, settings), '{}'::jsonb)
+             FROM program_settings WHERE tenant_id = $1) AS settings
+        """,
+        conv["tenant_id"],
+        conv["customer_id"],
+        conv["type"],
+        conv["code_key"],
+        conv["click_id"],
+        conv["id"],
+    )
+    assert row is not None
+    return row
+
+
+async def screening_context(
+    conn: asyncpg.Connection,
+    conv: asyncpg.Record,
+    *,
+    program_id: str,
+    advocate_id: str,
+    anchor: datetime,
+    network_window: timedelta,
+) -> asyncpg.Record:
+    """The facts fraud screening reads about one conversion and its candidate advocate, in one
+    round trip."""
+    row = await conn.fetchrow(
+        """
+        WITH adv AS (SELECT * FROM advocates WHERE id = $2)
+        SELECT
+          (SELECT to_jsonb(p) FROM programs p WHERE p.id = $1) AS program,
+          (SELECT to_jsonb(adv) FROM adv) AS advocate,
+          (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                'seen_at', s.occurred_at, 'ip_hash', s.ip_hash, 'device_hash', s.device_hash)),
+                '[]'::jsonb)
+             FROM conversions s, adv
+            WHERE s.tenant_id = $3 AND s.customer_id = adv.customer_id
+              AND (s.ip_hash IS NOT NULL OR s.device_hash IS NOT NULL)
+              AND s.occurred_at BETWEEN $7::timestamptz - $8::interval
+                                    AND $7::timestamptz + $8::interval) AS sightings,
+          (SELECT min(x.occurred_at) FROM conversions x
+            WHERE x.tenant_id = $3 AND x.customer_id = $4 AND x.id <> $5
+              AND x.status <> 'pending' AND x.advocate_id IS DISTINCT FROM $2) AS converted_before,
+          (SELECT count(*) FILTER (WHERE v.occurred_at > $6::timestamptz - interval '1 hour')
+             FROM conversions v WHERE v.advocate_id = $2 AND v.id <> $5
+              AND v.status IN ('attributed', 'review')
+              AND v.occurred_at > $6::timestamptz - interval '1 day'
+              AND v.occurred_at <= $6) AS adv_hour,
+          (SELECT count(*) FROM conversions v WHERE v.advocate_id = $2 AND v.id <> $5
+              AND v.status IN ('attributed', 'review')
+              AND v.occurred_at > $6::timestamptz - interval '1 day'
+              AND v.occurred_at <= $6) AS adv_day,
+          (SELECT count(*) FROM conversions i WHERE $9::text IS NOT NULL AND i.tenant_id = $3
+              AND i.ip_hash = $9 AND i.type = 'signup' AND i.id <> $5
+              AND i.occurred_at > $6::timestamptz - interval '1 day'
+              AND i.occurred_at <= $6) AS ip_signups,
+          (SELECT count(*) FROM conversions d WHERE $10::text IS NOT NULL AND d.tenant_id = $3
+              AND d.device_hash = $10 AND d.type = 'signup' AND d.id <> $5
+              AND d.occurred_at > $6::timestamptz - interval '1 day'
+              AND d.occurred_at <= $6) AS device_signups
+        """,
+        program_id,
+        advocate_id,
+        conv["tenant_id"],
+        conv["customer_id"],
+        conv["id"],
+        conv["occurred_at"],
+        anchor,
+        network_window,
+        conv["ip_hash"],
+        conv["device_hash"],
+    )
+    assert row is not None
+    return row
+
+
+async def link_customer_click(
+    conn: asyncpg.Connection, tenant_id: str, customer_id: str, click_id: str
+) -> None:
+    await conn.execute(
+        "INSERT INTO customer_clicks (tenant_id, customer_id, click_id) VALUES ($1, $2, $3)"
+        " ON CONFLICT DO NOTHING",
+        tenant_id,
         customer_id,
+        click_id,
     )
 
 
@@ -118,13 +306,16 @@ async def insert_referral_or_get(
     click_id: str | None,
 ) -> tuple[asyncpg.Record, bool]:
     """The friend's referral in this program, created if new, locked either way so concurrent
-    conversions of one friend are decided one after the other."""
+    conversions of one friend are decided one after the other. `created` is true when this call
+    made it (xmax = 0 marks a row this statement inserted)."""
     row = await conn.fetchrow(
         """
         INSERT INTO referrals (id, tenant_id, program_id, advocate_id, friend_customer_id,
                                evidence, click_id)
         VALUES ($1, $2, $3, $4, $5, $6, $7)
-        ON CONFLICT (tenant_id, program_id, friend_customer_id) DO NOTHING RETURNING *
+        ON CONFLICT (tenant_id, program_id, friend_customer_id)
+        DO UPDATE SET id = referrals.id
+        RETURNING *, (xmax = 0) AS created
         """,
         referral_id,
         tenant_id,
@@ -134,49 +325,47 @@ async def insert_referral_or_get(
         evidence,
         click_id,
     )
-    created = row is not None
-    row = await conn.fetchrow(
-        """
-        SELECT * FROM referrals WHERE tenant_id = $1 AND program_id = $2
-        AND friend_customer_id = $3 FOR UPDATE
-        """,
-        tenant_id,
-        program_id,
-        friend_customer_id,
-    )
     assert row is not None
-    return row, created
+    return row, bool(row["created"])
 
 
-async def count_attributed_purchases(
-    conn: asyncpg.Connection, referral_id: str, excluding: str
+async def next_sequence(
+    conn: asyncpg.Connection, referral_id: str, type_: str, custom_type: str | None, conv_id: str
 ) -> int:
-    count: int = await conn.fetchval(
+    n: int = await conn.fetchval(
         """
-        SELECT count(*) FROM conversions
-        WHERE referral_id = $1 AND type = 'purchase' AND status = 'attributed' AND id <> $2
+        SELECT count(*) + 1 FROM conversions
+        WHERE referral_id = $1 AND type = $2 AND custom_type IS NOT DISTINCT FROM $3
+          AND status = 'attributed' AND id <> $4
         """,
         referral_id,
-        excluding,
+        type_,
+        custom_type,
+        conv_id,
     )
-    return count
+    return n
 
 
 async def insert_conversion(conn: asyncpg.Connection, **f: Any) -> asyncpg.Record | None:
     """None when the idempotency key or (type, order id) already names a conversion."""
     return await conn.fetchrow(
         """
-        INSERT INTO conversions (id, tenant_id, type, customer_id, email, order_id, amount_minor,
-                                 currency, occurred_at, click_id, code_key, idempotency_key,
-                                 request_hash, status)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'pending')
+        INSERT INTO conversions (id, tenant_id, type, custom_type, customer_id, email,
+                                 email_norm, order_id, amount_minor, currency, occurred_at,
+                                 click_id, code_key, idempotency_key, request_hash, status,
+                                 subscription_id, ip_hash, device_hash, existing_customer,
+                                 locale, source)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 'pending',
+                $16, $17, $18, $19, $20, $21)
         ON CONFLICT DO NOTHING RETURNING *
         """,
         f["id"],
         f["tenant_id"],
         f["type"],
+        f["custom_type"],
         f["customer_id"],
         f["email"],
+        f["email_norm"],
         f["order_id"],
         f["amount_minor"],
         f["currency"],
@@ -185,6 +374,12 @@ async def insert_conversion(conn: asyncpg.Connection, **f: Any) -> asyncpg.Recor
         f["code_key"],
         f["idempotency_key"],
         f["request_hash"],
+        f["subscription_id"],
+        f["ip_hash"],
+        f["device_hash"],
+        f["existing_customer"],
+        f["locale"],
+        f["source"],
     )
 
 
@@ -209,12 +404,29 @@ async def conversion_by_order(
     )
 
 
-async def get_conversion(
-    conn: asyncpg.Connection, tenant_id: str, conversion_id: str
+async def conversion_by_any_order(
+    conn: asyncpg.Connection, tenant_id: str, order_ids: list[str]
 ) -> asyncpg.Record | None:
+    """The paid conversion (purchase or subscription payment) of one of these order ids."""
     return await conn.fetchrow(
-        "SELECT * FROM conversions WHERE id = $1 AND tenant_id = $2", conversion_id, tenant_id
+        """
+        SELECT * FROM conversions WHERE tenant_id = $1 AND order_id = ANY($2::text[])
+          AND amount_minor IS NOT NULL ORDER BY created_at LIMIT 1 FOR UPDATE
+        """,
+        tenant_id,
+        order_ids,
     )
+
+
+async def get_conversion(
+    conn: asyncpg.Connection, tenant_id: str, conversion_id: str, *, lock: bool = False
+) -> asyncpg.Record | None:
+    sql = (
+        "SELECT * FROM conversions WHERE id = $1 AND tenant_id = $2 FOR UPDATE"
+        if lock
+        else "SELECT * FROM conversions WHERE id = $1 AND tenant_id = $2"
+    )
+    return await conn.fetchrow(sql, conversion_id, tenant_id)
 
 
 async def pending_waiting_for(
@@ -229,7 +441,7 @@ async def pending_waiting_for(
         SELECT * FROM conversions
         WHERE status = 'pending' AND tenant_id = $1
           AND (click_id = $2 OR code_key = $3)
-        ORDER BY created_at FOR UPDATE SKIP LOCKED
+        ORDER BY created_at FOR UPDATE
         """,
         tenant_id,
         click_id,
@@ -257,27 +469,304 @@ async def record_decision(
     conversion_id: str,
     *,
     status: str,
+    decision: str | None,
     program_id: str | None,
     advocate_id: str | None,
     referral_id: str | None,
     evidence: str | None,
     is_first_purchase: bool,
+    sequence: int | None,
     explanation: dict[str, Any],
 ) -> asyncpg.Record:
     row = await conn.fetchrow(
         """
-        UPDATE conversions SET status = $2, program_id = $3, advocate_id = $4, referral_id = $5,
-               evidence = $6, is_first_purchase = $7, explanation = $8, decided_at = now()
+        UPDATE conversions SET status = $2, decision = $3, program_id = $4, advocate_id = $5,
+               referral_id = $6, evidence = $7, is_first_purchase = $8, sequence = $9,
+               explanation = $10, decided_at = now()
         WHERE id = $1 RETURNING *
         """,
         conversion_id,
         status,
+        decision,
         program_id,
         advocate_id,
         referral_id,
         evidence,
         is_first_purchase,
+        sequence,
         explanation,
     )
     assert row is not None
     return row
+
+
+async def get_referral(conn: asyncpg.Connection, referral_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT * FROM referrals WHERE id = $1", referral_id)
+
+
+# --- reviews -------------------------------------------------------------------------------
+
+
+async def insert_review(conn: asyncpg.Connection, **f: Any) -> asyncpg.Record:
+    row = await conn.fetchrow(
+        """
+        INSERT INTO reviews (id, tenant_id, conversion_id, program_id, advocate_id, reasons)
+        VALUES ($1, $2, $3, $4, $5, $6)
+        ON CONFLICT (conversion_id) DO UPDATE SET reasons = EXCLUDED.reasons
+        RETURNING *
+        """,
+        f["id"],
+        f["tenant_id"],
+        f["conversion_id"],
+        f["program_id"],
+        f["advocate_id"],
+        f["reasons"],
+    )
+    assert row is not None
+    return row
+
+
+async def list_reviews(
+    conn: asyncpg.Connection, tenant_id: str, status: str, limit: int, after: str | None
+) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await conn.fetch(
+        """
+        SELECT * FROM reviews WHERE tenant_id = $1 AND status = $2
+          AND ($4::text IS NULL OR id > $4)
+        ORDER BY id LIMIT $3
+        """,
+        tenant_id,
+        status,
+        limit,
+        after,
+    )
+    return rows
+
+
+async def get_review(
+    conn: asyncpg.Connection, tenant_id: str, review_id: str, *, lock: bool = False
+) -> asyncpg.Record | None:
+    sql = (
+        "SELECT * FROM reviews WHERE id = $1 AND tenant_id = $2 FOR UPDATE"
+        if lock
+        else "SELECT * FROM reviews WHERE id = $1 AND tenant_id = $2"
+    )
+    return await conn.fetchrow(sql, review_id, tenant_id)
+
+
+async def close_review(
+    conn: asyncpg.Connection, review_id: str, status: str, reason: str, decided_by: str | None
+) -> asyncpg.Record:
+    row = await conn.fetchrow(
+        """
+        UPDATE reviews SET status = $2, decision_reason = $3, decided_by = $4, decided_at = now()
+        WHERE id = $1 RETURNING *
+        """,
+        review_id,
+        status,
+        reason,
+        decided_by,
+    )
+    assert row is not None
+    return row
+
+
+async def set_conversion_status(
+    conn: asyncpg.Connection,
+    conversion_id: str,
+    status: str,
+    decision: str,
+    sequence: int | None,
+    is_first_purchase: bool,
+    referral_id: str | None,
+    review: dict[str, Any],
+) -> asyncpg.Record:
+    row = await conn.fetchrow(
+        """
+        UPDATE conversions SET status = $2, decision = $3, sequence = $4, is_first_purchase = $5,
+               referral_id = coalesce($6, referral_id),
+               explanation = explanation || jsonb_build_object('review', $7::jsonb)
+        WHERE id = $1 RETURNING *
+        """,
+        conversion_id,
+        status,
+        decision,
+        sequence,
+        is_first_purchase,
+        referral_id,
+        review,
+    )
+    assert row is not None
+    return row
+
+
+# --- refunds and cancellations ---------------------------------------------------------------
+
+
+async def get_refund(
+    conn: asyncpg.Connection, tenant_id: str, conversion_id: str, external_id: str
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT * FROM refunds WHERE tenant_id = $1 AND conversion_id = $2 AND external_id = $3",
+        tenant_id,
+        conversion_id,
+        external_id,
+    )
+
+
+async def insert_refund(conn: asyncpg.Connection, **f: Any) -> asyncpg.Record:
+    row = await conn.fetchrow(
+        """
+        INSERT INTO refunds (id, tenant_id, conversion_id, external_id, amount_minor, currency,
+                             total_minor, full_refund, request_hash, refunded_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *
+        """,
+        f["id"],
+        f["tenant_id"],
+        f["conversion_id"],
+        f["external_id"],
+        f["amount_minor"],
+        f["currency"],
+        f["total_minor"],
+        f["full_refund"],
+        f["request_hash"],
+        f["refunded_at"],
+    )
+    assert row is not None
+    return row
+
+
+async def add_refunded(conn: asyncpg.Connection, conversion_id: str, amount_minor: int) -> None:
+    await conn.execute(
+        "UPDATE conversions SET refunded_minor = refunded_minor + $2 WHERE id = $1",
+        conversion_id,
+        amount_minor,
+    )
+
+
+async def list_refunds(conn: asyncpg.Connection, conversion_id: str) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await conn.fetch(
+        "SELECT * FROM refunds WHERE conversion_id = $1 ORDER BY created_at", conversion_id
+    )
+    return rows
+
+
+async def insert_cancellation(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    subscription_id: str,
+    customer_id: str | None,
+    cancelled_at: datetime,
+) -> asyncpg.Record | None:
+    """None when the subscription was already cancelled."""
+    return await conn.fetchrow(
+        """
+        INSERT INTO subscription_cancellations (tenant_id, subscription_id, customer_id,
+                                                cancelled_at)
+        VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING *
+        """,
+        tenant_id,
+        subscription_id,
+        customer_id,
+        cancelled_at,
+    )
+
+
+async def get_cancellation(
+    conn: asyncpg.Connection, tenant_id: str, subscription_id: str
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT * FROM subscription_cancellations WHERE tenant_id = $1 AND subscription_id = $2",
+        tenant_id,
+        subscription_id,
+    )
+
+
+async def latest_subscription_conversion(
+    conn: asyncpg.Connection, tenant_id: str, subscription_id: str
+) -> asyncpg.Record | None:
+    """The subscription's latest attributed payment: who it belongs to."""
+    return await conn.fetchrow(
+        """
+        SELECT * FROM conversions WHERE tenant_id = $1 AND subscription_id = $2
+          AND status = 'attributed' ORDER BY occurred_at DESC LIMIT 1
+        """,
+        tenant_id,
+        subscription_id,
+    )
+
+
+# --- integrations and webhook receipts --------------------------------------------------------
+
+
+async def upsert_integration(conn: asyncpg.Connection, **f: Any) -> asyncpg.Record:
+    row = await conn.fetchrow(
+        """
+        INSERT INTO integrations (id, tenant_id, provider, account, secret)
+        VALUES ($1, $2, $3, $4, $5)
+        ON CONFLICT (tenant_id, provider, account)
+        DO UPDATE SET secret = EXCLUDED.secret, updated_at = now()
+        RETURNING *
+        """,
+        f["id"],
+        f["tenant_id"],
+        f["provider"],
+        f["account"],
+        f["secret"],
+    )
+    assert row is not None
+    return row
+
+
+async def list_integrations(conn: asyncpg.Connection, tenant_id: str) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await conn.fetch(
+        "SELECT * FROM integrations WHERE tenant_id = $1 ORDER BY created_at", tenant_id
+    )
+    return rows
+
+
+async def get_integration(conn: asyncpg.Connection, integration_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT * FROM integrations WHERE id = $1", integration_id)
+
+
+async def delete_integration(conn: asyncpg.Connection, tenant_id: str, integration_id: str) -> bool:
+    done: str = await conn.execute(
+        "DELETE FROM integrations WHERE id = $1 AND tenant_id = $2", integration_id, tenant_id
+    )
+    return done.endswith(" 1")
+
+
+async def insert_receipt(
+    conn: asyncpg.Connection, integration_id: str, delivery_id: str, topic: str
+) -> bool:
+    """False when this delivery id was already received (a replay)."""
+    row = await conn.fetchrow(
+        """
+        INSERT INTO webhook_receipts (integration_id, delivery_id, topic, outcome)
+        VALUES ($1, $2, $3, '{}'::jsonb) ON CONFLICT DO NOTHING RETURNING 1
+        """,
+        integration_id,
+        delivery_id,
+        topic,
+    )
+    return row is not None
+
+
+async def set_receipt_outcome(
+    conn: asyncpg.Connection, integration_id: str, delivery_id: str, outcome: dict[str, Any]
+) -> None:
+    await conn.execute(
+        "UPDATE webhook_receipts SET outcome = $3 WHERE integration_id = $1 AND delivery_id = $2",
+        integration_id,
+        delivery_id,
+        outcome,
+    )
+
+
+async def known_codes(conn: asyncpg.Connection, tenant_id: str, keys: list[str]) -> list[str]:
+    rows = await conn.fetch(
+        "SELECT code_key FROM codes WHERE tenant_id = $1 AND code_key = ANY($2::text[])",
+        tenant_id,
+        keys,
+    )
+    return [r["code_key"] for r in rows]

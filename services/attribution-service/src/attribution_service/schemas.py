@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from ipaddress import IPv4Address, IPv6Address
+from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+from attribution_service.domain import ProgramSettings
+
+CLICK_ID = r"^clk_[a-z2-7]{24}$"
+CODE = r"^[A-Za-z0-9][A-Za-z0-9_-]{2,31}$"
 
 
 class ConversionIn(BaseModel):
@@ -14,40 +20,155 @@ class ConversionIn(BaseModel):
 
     type: str = Field(
         pattern=r"^[a-z][a-z0-9_]{1,40}$",
-        description="signup, purchase, or a custom type the program names",
+        description="signup, purchase, subscription_payment, or a custom type the program names",
     )
-    customer_id: str = Field(min_length=1, max_length=200)
-    email: str | None = Field(default=None, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
-    click_id: str | None = Field(default=None, pattern=r"^clk_[a-z2-7]{24}$")
-    code: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{2,31}$")
+    customer_id: str = Field(min_length=1, max_length=200, description="the merchant's id")
+    email: str | None = Field(default=None, max_length=320, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    locale: str | None = Field(default=None, pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
+    click_id: str | None = Field(default=None, pattern=CLICK_ID)
+    code: str | None = Field(default=None, pattern=CODE, description="typed at checkout")
     order_id: str | None = Field(default=None, min_length=1, max_length=200)
+    subscription_id: str | None = Field(default=None, min_length=1, max_length=200)
     # Decimal, not float: a JSON number is read from its text, and more decimals than the
-    # currency has are refused (see servicekit.money.to_minor).
-    amount: Decimal | None = Field(default=None, ge=0)
-    currency: str | None = Field(default=None, min_length=3, max_length=3)
+    # currency has are refused (see servicekit.money.to_minor). Or integer minor units.
+    amount: Decimal | None = Field(default=None, ge=0, description='e.g. "59.90"')
+    amount_minor: int | None = Field(default=None, ge=0, le=10**15, description="e.g. 5990")
+    currency: str | None = Field(default=None, min_length=3, max_length=3, description="ISO 4217")
     occurred_at: AwareDatetime | None = None
+    # Screening inputs: the friend's IP address and device id are hashed on arrival (the same
+    # keyed hash link-service applies to clicks) and never stored in clear.
+    ip: IPv4Address | IPv6Address | None = None
+    device_id: str | None = Field(default=None, min_length=1, max_length=200)
+    existing_customer: bool = Field(default=False, description="the merchant knows them already")
 
     @model_validator(mode="after")
-    def _purchase_fields(self) -> ConversionIn:
-        if self.amount is not None and self.currency is None:
-            raise ValueError("currency is required with amount")
-        if self.type == "purchase" and (self.order_id is None or self.amount is None):
-            raise ValueError("a purchase needs order_id, amount and currency")
+    def _amounts(self) -> ConversionIn:
+        if self.amount is not None and self.amount_minor is not None:
+            raise ValueError("send amount or amount_minor, not both")
+        if (self.amount is not None or self.amount_minor is not None) and self.currency is None:
+            raise ValueError("currency is required with an amount")
+        paid = self.amount is not None or self.amount_minor is not None
+        if self.type in ("purchase", "subscription_payment") and (
+            self.order_id is None or not paid
+        ):
+            raise ValueError(f"a {self.type} needs order_id, an amount and currency")
+        if self.type == "subscription_payment" and self.subscription_id is None:
+            raise ValueError("a subscription_payment needs subscription_id")
         return self
+
+
+class RefundOut(BaseModel):
+    id: str
+    refund_id: str
+    amount: str
+    amount_minor: int
+    currency: str
+    refunded_total: str
+    full: bool
+    refunded_at: datetime
 
 
 class ConversionOut(BaseModel):
     id: str
     type: str
     customer_id: str
-    status: str
+    status: Literal["pending", "attributed", "review", "rejected", "organic"]
+    decision: str | None
     program_id: str | None
     advocate_id: str | None
     referral_id: str | None
     evidence: str | None
     is_first_purchase: bool
+    sequence: int | None
     order_id: str | None
+    subscription_id: str | None
     amount: str | None
+    amount_minor: int | None
     currency: str | None
+    refunded: str | None
     occurred_at: datetime
+    decided_at: datetime | None
     explanation: dict[str, Any]
+    refunds: list[RefundOut] = Field(default_factory=list)
+
+
+class RefundIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # The merchant's refund id makes the call idempotent (or send an Idempotency-Key header).
+    refund_id: str | None = Field(default=None, min_length=1, max_length=200)
+    amount: Decimal | None = Field(default=None, gt=0, description="omit for the rest in full")
+    amount_minor: int | None = Field(default=None, gt=0, le=10**15)
+    currency: str | None = Field(default=None, min_length=3, max_length=3)
+    refunded_at: AwareDatetime | None = None
+    reason: str | None = Field(default=None, max_length=500)
+
+    @model_validator(mode="after")
+    def _amounts(self) -> RefundIn:
+        if self.amount is not None and self.amount_minor is not None:
+            raise ValueError("send amount or amount_minor, not both")
+        return self
+
+
+class CancellationIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    customer_id: str | None = Field(default=None, min_length=1, max_length=200)
+    cancelled_at: AwareDatetime | None = None
+
+
+class CancellationOut(BaseModel):
+    subscription_id: str
+    customer_id: str | None
+    cancelled_at: datetime
+    advocate_id: str | None
+    program_id: str | None
+
+
+class SettingsOut(BaseModel):
+    program_id: str
+    settings: ProgramSettings
+    updated_at: datetime | None
+
+
+class ReviewOut(BaseModel):
+    id: str
+    conversion_id: str
+    program_id: str
+    advocate_id: str
+    reasons: list[str]
+    status: Literal["open", "approved", "denied"]
+    decision_reason: str | None
+    decided_by: str | None
+    created_at: datetime
+    decided_at: datetime | None
+
+
+class ReviewPage(BaseModel):
+    items: list[ReviewOut]
+    next_after: str | None
+
+
+class ReviewDecisionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=1000)
+    decided_by: str | None = Field(default=None, max_length=200)
+
+
+class IntegrationIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    provider: Literal["shopify", "stripe"]
+    # Shopify: the shop's myshopify.com domain; Stripe: the account id (acct_...) or "default".
+    account: str = Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9._-]+$")
+    secret: str = Field(min_length=8, max_length=500, repr=False)
+
+
+class IntegrationOut(BaseModel):
+    id: str
+    provider: str
+    account: str
+    webhook_path: str
+    created_at: datetime
+    updated_at: datetime

@@ -3,7 +3,7 @@ the topics as link-service would."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -74,7 +74,7 @@ async def test_conversion_waits_for_its_click_then_attributes(env) -> None:
             code="ANN123",
             advocate_id="adv_1",
             program_id="prg_1",
-            clicked_at=datetime.now(UTC),
+            clicked_at=datetime.now(UTC) - timedelta(minutes=1),
         ),
     )
 

@@ -1,0 +1,166 @@
+"""Use cases of the commerce integrations: per-tenant webhook secrets, and applying a verified
+Shopify or Stripe delivery through the same handlers as our own API, in one transaction with the
+delivery's receipt (so a replay is refused and changes nothing)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+from pydantic import ValidationError
+
+from attribution_service import commerce, handlers, repository
+from attribution_service.schemas import CancellationIn, ConversionIn, RefundIn
+from servicekit.ids import new_id
+from servicekit.problems import InvalidInput, NotFound
+
+
+async def configure(
+    conn: asyncpg.Connection, tenant_id: str, provider: str, account: str, secret: str
+) -> asyncpg.Record:
+    if provider == "shopify":
+        account = account.lower()
+    return await repository.upsert_integration(
+        conn,
+        id=new_id("int"),
+        tenant_id=tenant_id,
+        provider=provider,
+        account=account,
+        secret=secret,
+    )
+
+
+async def listing(conn: asyncpg.Connection, tenant_id: str) -> list[asyncpg.Record]:
+    return await repository.list_integrations(conn, tenant_id)
+
+
+async def remove(conn: asyncpg.Connection, tenant_id: str, integration_id: str) -> None:
+    if not await repository.delete_integration(conn, tenant_id, integration_id):
+        raise NotFound(f"no integration '{integration_id}'", field="integration_id")
+
+
+async def integration(
+    conn: asyncpg.Connection, provider: str, integration_id: str
+) -> asyncpg.Record:
+    """The integration a webhook URL names. Unknown ids answer like a bad signature, so the
+    endpoint tells an outsider nothing."""
+    row = await repository.get_integration(conn, integration_id)
+    if row is None or row["provider"] != provider:
+        raise commerce.Unverified("unknown integration", field="integration_id")
+    return row
+
+
+async def apply(
+    conn: asyncpg.Connection,
+    integ: asyncpg.Record,
+    delivery_id: str,
+    topic: str,
+    action: commerce.Action,
+    *,
+    grace: timedelta,
+    hash_key: str,
+    now: datetime,
+) -> dict[str, Any]:
+    """Apply one verified delivery. Raises Replayed when its id was received before."""
+    if not await repository.insert_receipt(conn, integ["id"], delivery_id, topic):
+        raise commerce.Replayed(
+            f"delivery '{delivery_id}' was already received", field="delivery_id"
+        )
+    tenant_id = integ["tenant_id"]
+    outcome: dict[str, Any]
+    if isinstance(action, commerce.Ignored):
+        outcome = {"result": "ignored", "reason": action.reason}
+    elif isinstance(action, commerce.ConversionAction):
+        outcome = await _conversion(
+            conn, tenant_id, integ["provider"], action, grace, hash_key, now
+        )
+    elif isinstance(action, commerce.RefundAction):
+        outcome = await _refund(conn, tenant_id, action)
+    else:
+        row, _latest, _created = await handlers.cancel_subscription(
+            conn,
+            tenant_id,
+            action.subscription_id,
+            CancellationIn(customer_id=action.customer_id, cancelled_at=action.cancelled_at),
+        )
+        outcome = {"result": "cancelled", "subscription_id": row["subscription_id"]}
+    await repository.set_receipt_outcome(conn, integ["id"], delivery_id, outcome)
+    return outcome
+
+
+async def _conversion(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    provider: str,
+    action: commerce.ConversionAction,
+    grace: timedelta,
+    hash_key: str,
+    now: datetime,
+) -> dict[str, Any]:
+    body = dict(action.body)
+    notes: list[str] = []
+    if action.candidate_codes:
+        keys = [c.upper() for c in action.candidate_codes]
+        known = await repository.known_codes(conn, tenant_id, keys)
+        if known:
+            body["code"] = next(c for c in action.candidate_codes if c.upper() in known)
+    try:
+        cmd = ConversionIn.model_validate(body)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err.get("loc", ())) or "body"
+        raise InvalidInput(f"{provider} payload: {field}: {err['msg']}", field=field) from None
+    try:
+        row, created = await handlers.submit_conversion(
+            conn, tenant_id, cmd, None, grace=grace, hash_key=hash_key, now=now, source=provider
+        )
+    except InvalidInput as exc:
+        # Evidence we cannot use (another tenant's, or long gone) must not make the platform
+        # retry the order forever: record the order without it and say so.
+        if exc.field not in ("code", "click_id"):
+            raise
+        notes.append(exc.detail)
+        cmd = cmd.model_copy(update={exc.field: None})
+        row, created = await handlers.submit_conversion(
+            conn, tenant_id, cmd, None, grace=grace, hash_key=hash_key, now=now, source=provider
+        )
+    return {
+        "result": "conversion",
+        "conversion_id": row["id"],
+        "status": row["status"],
+        "created": created,
+        "notes": notes,
+    }
+
+
+async def _refund(
+    conn: asyncpg.Connection, tenant_id: str, action: commerce.RefundAction
+) -> dict[str, Any]:
+    conv = await repository.conversion_by_any_order(conn, tenant_id, action.order_ids)
+    if conv is None:
+        return {"result": "ignored", "reason": "no conversion for this order"}
+    if action.cumulative_minor is not None:
+        amount_minor = action.cumulative_minor - conv["refunded_minor"]
+        if amount_minor <= 0:
+            return {"result": "ignored", "reason": "already refunded", "conversion_id": conv["id"]}
+        cmd = RefundIn(
+            refund_id=action.refund_id,
+            amount_minor=amount_minor,
+            currency=action.currency,
+            refunded_at=action.refunded_at,
+        )
+    else:
+        cmd = RefundIn(
+            refund_id=action.refund_id,
+            amount=action.amount,
+            currency=action.currency or None,
+            refunded_at=action.refunded_at,
+        )
+    row, created = await handlers.refund(conn, tenant_id, conv["id"], cmd, None, conv=conv)
+    return {
+        "result": "refund",
+        "conversion_id": conv["id"],
+        "refund_id": row["id"],
+        "created": created,
+    }
