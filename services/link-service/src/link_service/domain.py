@@ -32,6 +32,7 @@ SHARE_CHANNELS = ("email", "sms", "whatsapp", "facebook", "x", "linkedin", "copy
 DEFAULT_SHARE_TEMPLATE = "Join me at {program} and we both get a reward: {link}"
 TEMPLATE_PLACEHOLDERS = frozenset({"link", "code", "name", "program"})
 _PLACEHOLDER = re.compile(r"\{([a-z_]*)\}")
+_BRACED = re.compile(r"\{([^{}]*)\}")
 
 
 # ---------------------------------------------------------------------------- code format
@@ -242,7 +243,7 @@ def validate_share_templates(templates: dict[str, str]) -> dict[str, str]:
             raise InvalidInput(
                 "a template is 1-1000 characters", field=f"share_templates.{channel}"
             )
-        unknown = set(_PLACEHOLDER.findall(template)) - TEMPLATE_PLACEHOLDERS
+        unknown = set(_BRACED.findall(template)) - TEMPLATE_PLACEHOLDERS
         if unknown:
             raise InvalidInput(
                 f"unknown placeholder {{{sorted(unknown)[0]}}}; use "

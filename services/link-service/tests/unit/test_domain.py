@@ -1,0 +1,321 @@
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from urllib.parse import parse_qs, parse_qsl, urlsplit
+
+import pytest
+
+from link_service import bulk, domain
+from link_service.redirect import CodeCache, CodeTarget
+from servicekit.problems import InvalidInput
+
+CHROME_DESKTOP = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/120.0 Safari/537.36"
+)
+IPHONE = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1"
+)
+IPAD = (
+    "Mozilla/5.0 (iPad; CPU OS 16_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/16.6 Mobile/15E148 Safari/604.1"
+)
+
+
+# ---------------------------------------------------------------------------- code format
+
+
+def test_random_codes_follow_the_format_and_differ() -> None:
+    fmt = domain.validate_code_format(10, "ABCDEFGHJK23456789", "jane-")
+    assert fmt.prefix == "JANE-"
+    codes = {domain.generate_code(fmt) for _ in range(500)}
+    assert len(codes) == 500
+    for code in codes:
+        assert code.startswith("JANE-") and len(code) == 15
+        assert set(code[5:]) <= set(fmt.alphabet)
+        assert domain.is_well_formed_code(code)
+
+
+@pytest.mark.parametrize(
+    ("length", "alphabet", "prefix", "field"),
+    [
+        (8, "ABCDEFGHJKO23456789", "", "code_format.alphabet"),  # O looks like 0
+        (8, "ABCDEFGHJK1234", "", "code_format.alphabet"),  # 1 looks like I/l
+        (8, "abcdefghjk2345", "", "code_format.alphabet"),  # lower case
+        (8, "ABCDEFGHJKAA", "", "code_format.alphabet"),  # repeated
+        (8, "ABC234", "", "code_format.alphabet"),  # too few
+        (5, "ABCDEFGHJK", "", "code_format.length"),  # 10^5 codes only
+        (8, "ABCDEFGHJK23456789", "A B", "code_format.prefix"),
+        (8, "ABCDEFGHJK23456789", "LOL", "code_format.prefix"),  # look-alikes in prefix
+    ],
+)
+def test_bad_code_formats_name_the_field(length: int, alphabet: str, prefix: str, field: str):
+    with pytest.raises(InvalidInput) as err:
+        domain.validate_code_format(length, alphabet, prefix)
+    assert err.value.field == field
+
+
+def test_code_keys_are_case_insensitive() -> None:
+    assert domain.code_key(" jane20 ") == domain.code_key("JANE20") == "JANE20"
+
+
+# ---------------------------------------------------------------------------- vanity codes
+
+
+@pytest.mark.parametrize("code", ["JANE20", "jane-20", "Bob2024", "CLASSIC", "GRASS20", "TITLE99"])
+def test_acceptable_vanity_codes(code: str) -> None:
+    assert domain.validate_vanity_code(code) == code
+
+
+@pytest.mark.parametrize(
+    "code",
+    ["FUCK20", "fuck", "f4ck-you", "SH1T99", "5HIT", "a55hole", "BITCH1", "phuck", "CUNT"],
+)
+def test_offensive_vanity_codes_are_refused_including_leetspeak(code: str) -> None:
+    with pytest.raises(InvalidInput) as err:
+        domain.validate_vanity_code(code)
+    assert err.value.field == "code" and "offensive" in err.value.detail
+
+
+@pytest.mark.parametrize("code", ["admin", "API-", "help", "Sup-port", "abc", "a" * 21, "no--x"])
+def test_reserved_or_malformed_vanity_codes_are_refused(code: str) -> None:
+    with pytest.raises(InvalidInput) as err:
+        domain.validate_vanity_code(code)
+    assert err.value.field == "code"
+
+
+# ---------------------------------------------------------------------------- programs
+
+
+def test_program_is_live_only_when_active_and_inside_its_window() -> None:
+    now = datetime(2026, 6, 1, tzinfo=UTC)
+    day = timedelta(days=1)
+    assert domain.program_is_live("active", None, None, now)
+    assert domain.program_is_live("active", now - day, now + day, now)
+    assert not domain.program_is_live("active", now + day, None, now)
+    assert not domain.program_is_live("active", None, now, now)  # the end is exclusive
+    for status in ("draft", "paused", "ended"):
+        assert not domain.program_is_live(status, None, None, now)
+
+
+def test_status_changes() -> None:
+    domain.check_status_change("active", "paused")
+    domain.check_status_change("paused", "active")
+    with pytest.raises(InvalidInput) as err:
+        domain.check_status_change("ended", "active")
+    assert err.value.field == "status"
+
+
+def test_domains_and_fallback() -> None:
+    assert domain.normalize_domains("https://Shop.Example.com/x", ["Example.COM."]) == [
+        "example.com",
+        "shop.example.com",
+    ]
+    with pytest.raises(InvalidInput) as err:
+        domain.normalize_domains("https://shop.example.com", [], "https://evil.example.net/")
+    assert err.value.field == "fallback_url"
+    with pytest.raises(InvalidInput) as err:
+        domain.normalize_domains("javascript:alert(1)", [])
+    assert err.value.field == "landing_url"
+    with pytest.raises(InvalidInput) as err:
+        domain.normalize_domains("https://a.example", ["bad domain/x"])
+    assert err.value.field == "allowed_domains"
+
+
+def test_share_templates_are_checked() -> None:
+    domain.validate_share_templates({"x": "Try {program} with my code {code}: {link}"})
+    with pytest.raises(InvalidInput) as err:
+        domain.validate_share_templates({"myspace": "hi"})
+    assert err.value.field == "share_templates.myspace"
+    with pytest.raises(InvalidInput) as err:
+        domain.validate_share_templates({"email": "{link.__class__}"})
+    assert err.value.field == "share_templates.email"
+
+
+# ---------------------------------------------------------------------------- share links
+
+
+def test_share_links_carry_utm_and_intents_carry_the_message() -> None:
+    url = domain.share_link("https://go.example.com/", "JANE20", "whatsapp", "prg_1")
+    parts = urlsplit(url)
+    assert parts.path == "/r/JANE20/whatsapp"
+    assert parse_qs(parts.query) == {
+        "utm_source": ["whatsapp"],
+        "utm_medium": ["referral"],
+        "utm_campaign": ["prg_1"],
+    }
+    message = domain.render_template("Hi from {name}, use {code}", {"name": "Jane", "code": "J"})
+    assert message == "Hi from Jane, use J"  # no {link}: nothing appended without a link value
+    message = domain.render_template("Hi {name}", {"name": "Jane", "link": url})
+    assert message == f"Hi Jane {url}"
+    wa = domain.share_intent("whatsapp", message, url, "Shop")
+    assert wa is not None and wa.startswith("https://wa.me/?text=")
+    assert parse_qs(urlsplit(wa).query)["text"] == [message]
+    fb = domain.share_intent("facebook", message, url, "Shop")
+    assert fb is not None and parse_qs(urlsplit(fb).query)["u"] == [url]
+    mail = domain.share_intent("email", message, url, "Shop")
+    assert mail is not None and mail.startswith("mailto:?subject=Shop&body=")
+    assert domain.share_intent("copy", message, url, "Shop") is None
+
+
+# ---------------------------------------------------------------------------- redirect
+
+
+ALLOWED = ("example.com", "shop.example.com")
+
+
+@pytest.mark.parametrize(
+    ("deep_link", "expected"),
+    [
+        (None, "https://shop.example.com/join?x=1"),
+        ("/products/42?c=red", "https://shop.example.com/products/42?c=red"),
+        ("https://blog.example.com/post", "https://blog.example.com/post"),
+        ("https://evil.com/", "https://shop.example.com/join?x=1"),
+        ("//evil.com/x", "https://shop.example.com/join?x=1"),
+        ("/\\evil.com", "https://shop.example.com/join?x=1"),
+        ("https://example.com.evil.com/", "https://shop.example.com/join?x=1"),
+        ("https://user@evil.com@example.com/", "https://shop.example.com/join?x=1"),
+        ("javascript:alert(1)", "https://shop.example.com/join?x=1"),
+        ("ftp://example.com/", "https://shop.example.com/join?x=1"),
+    ],
+)
+def test_deep_links_never_leave_the_allowed_domains(deep_link: str | None, expected: str) -> None:
+    assert domain.redirect_target("https://shop.example.com/join?x=1", ALLOWED, deep_link) == (
+        expected
+    )
+
+
+def test_landing_url_keeps_its_query_and_gets_ref_and_click_id() -> None:
+    url = domain.landing_url_for_click(
+        "https://shop.example.com/join?src=ref&ref=old&utm_source=site",
+        "JANE20",
+        "clk_1",
+        [("utm_source", "x"), ("utm_medium", "referral")],
+    )
+    assert parse_qsl(urlsplit(url).query) == [
+        ("src", "ref"),
+        ("utm_source", "site"),
+        ("utm_medium", "referral"),
+        ("ref", "JANE20"),
+        ("click_id", "clk_1"),
+    ]
+
+
+def test_user_agents_are_classified() -> None:
+    desktop = domain.classify_user_agent(CHROME_DESKTOP)
+    assert (desktop.user_agent_family, desktop.device_class, desktop.is_bot) == (
+        "Chrome",
+        "desktop",
+        False,
+    )
+    assert domain.classify_user_agent(IPHONE).device_class == "mobile"
+    assert domain.classify_user_agent(IPAD).device_class == "tablet"
+    for bot in (
+        "Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)",
+        "facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)",
+        "Twitterbot/1.0",
+        "WhatsApp/2.23.20.0",
+        "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+    ):
+        info = domain.classify_user_agent(bot)
+        assert info.is_bot and info.device_class == "bot", bot
+    assert domain.classify_user_agent(None).device_class == "unknown"
+
+
+def test_ip_is_only_kept_as_keyed_hash() -> None:
+    h = domain.ip_hash(b"key-one-123", "203.0.113.9")
+    assert h is not None and "203" not in h and len(h) == 64
+    assert h != domain.ip_hash(b"key-two-123", "203.0.113.9")
+    assert domain.referrer_host("https://Mail.Google.com/x?y") == "mail.google.com"
+    assert domain.referrer_host("not a url") is None
+
+
+# ---------------------------------------------------------------------------- cache
+
+
+def _target(code: str, program: str = "prg_1", advocate: str = "adv_1") -> CodeTarget:
+    return CodeTarget(
+        code, "acme", program, advocate, "active", None, None, "https://a.example", None, (), False
+    )
+
+
+def test_cache_is_bounded_and_invalidated_by_owner() -> None:
+    cache = CodeCache(maxsize=2, ttl=60, negative_ttl=60)
+    cache.put("A", _target("A", advocate="adv_a"), cache.generation)
+    cache.put("B", _target("B", advocate="adv_b"), cache.generation)
+    cache.get("A")
+    cache.put("C", _target("C", program="prg_2", advocate="adv_c"), cache.generation)
+    assert cache.get("B") == (False, None)  # least recently used went
+    assert cache.get("A")[0] and cache.get("C")[0]
+    cache.invalidate_advocate("adv_a")
+    assert cache.get("A") == (False, None)
+    cache.invalidate_program("prg_2")
+    assert cache.get("C") == (False, None)
+    cache.put("NOPE", None, cache.generation)
+    assert cache.get("NOPE") == (True, None)  # remembered as unknown
+    cache.invalidate_codes(["nope"])
+    assert cache.get("NOPE") == (False, None)
+
+
+def test_cache_refuses_a_fill_that_raced_an_invalidation() -> None:
+    cache = CodeCache(maxsize=10, ttl=60, negative_ttl=60)
+    seen = cache.generation
+    cache.invalidate_advocate("adv_1")  # an event arrived while the lookup was in flight
+    cache.put("A", _target("A"), seen)
+    assert cache.get("A") == (False, None)
+
+
+def test_cache_entries_expire() -> None:
+    cache = CodeCache(maxsize=10, ttl=0.000001, negative_ttl=0)
+    cache.put("A", _target("A"), cache.generation)
+    assert cache.get("A") == (False, None)
+
+
+# ---------------------------------------------------------------------------- bulk files
+
+
+def test_csv_rows_are_numbered_and_malformed_rows_reported() -> None:
+    raw = (
+        b"customer_id,email,marketing_consent\n"
+        b"cus_1,a@example.com,yes\n"
+        b"\n"
+        b'cus_2,"b@example.com",no,extra\n'
+        b"cus_3,not-an-email,\n"
+        b",c@example.com,true\n"
+        b"cus_5,e@example.com,maybe\n"
+    )
+    parsed = bulk.parse_file(raw, "csv")
+    assert [r[:2] for r in parsed.rows] == [(1, 2), (2, 4), (3, 5), (4, 6), (5, 7)]
+    assert parsed.rows[1][3] is not None and "malformed CSV row" in parsed.rows[1][3]
+    assert parsed.rows[1][4] == "row"
+    outcomes = [bulk.validate_row(json.loads(r[2])) for r in parsed.rows if r[2] is not None]
+    ok = outcomes[0]
+    assert not isinstance(ok, bulk.RowError) and ok.marketing_consent is True
+    assert [o.field for o in outcomes[1:] if isinstance(o, bulk.RowError)] == [
+        "email",
+        "customer_id",
+        "marketing_consent",
+    ]
+
+
+def test_ndjson_rows_and_file_level_errors() -> None:
+    parsed = bulk.parse_file(
+        b'{"customer_id": "c1"}\n[1]\n{nope\n{"customer_id": "c2"}\n', "ndjson"
+    )
+    assert [(r[0], r[3] is None) for r in parsed.rows] == [
+        (1, True),
+        (2, False),
+        (3, False),
+        (4, True),
+    ]
+    with pytest.raises(InvalidInput) as err:
+        bulk.parse_file(b"email\nx@example.com\n", "csv")
+    assert err.value.field == "file"
+    with pytest.raises(InvalidInput) as err:
+        bulk.parse_file(b"", "csv")
+    assert err.value.field == "file"
+    with pytest.raises(InvalidInput) as err:
+        bulk.detect_format("application/json", None)
+    assert err.value.field == "format"
