@@ -1,40 +1,18 @@
 """Conversions over HTTP against real Kafka + Postgres, with link-service's events produced to
-the topics as link-service would."""
+the topics as link-service would (fixtures in conftest.py)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from aiokafka import AIOKafkaProducer
 
-from attribution_service.config import Settings
-from attribution_service.main import create_app
-from devstack.pytest_plugin import Namespace
-from devstack.testing import eventually, migrate, new_api_key, read_topic, serve_in_process
-from referral_events import CloudEvent, EventPayload, new_event
+from devstack.testing import eventually, read_topic
+from referral_events import CloudEvent
 from referral_events.contracts import link as ev
 
 pytestmark = pytest.mark.integration
 CLICK_ID = "clk_" + "a" * 24
-
-
-@pytest.fixture
-async def env(namespace: Namespace):
-    await migrate(namespace.database_url, "attribution", "attribution_service")
-    key, entry = new_api_key("acme")
-    other_key, other_entry = new_api_key("globex")
-    settings = Settings(**namespace.settings_env(), api_keys=[entry, other_entry])
-    producer = AIOKafkaProducer(bootstrap_servers=namespace.kafka_bootstrap_servers)
-    await producer.start()
-    async with serve_in_process(create_app(settings), key) as client:
-
-        async def publish(topic: str, payload: EventPayload, tenant: str = "acme") -> None:
-            event = new_event(payload, source="/test", tenant_id=tenant)
-            await producer.send_and_wait(namespace.topic_prefix + topic, event.to_json(), key=b"k")
-
-        yield client, publish, namespace, other_key
-    await producer.stop()
 
 
 async def _link_facts(publish) -> None:
@@ -58,7 +36,7 @@ async def _link_facts(publish) -> None:
 
 
 async def test_conversion_waits_for_its_click_then_attributes(env) -> None:
-    client, publish, ns, _ = env
+    client, publish, ns = env.client, env.publish, env.ns
     await _link_facts(publish)
     r = await client.post(
         "/v1/conversions",
@@ -153,7 +131,7 @@ async def test_conversion_waits_for_its_click_then_attributes(env) -> None:
 
 
 async def test_self_referral_is_rejected_with_reasons(env) -> None:
-    client, publish, ns, _ = env
+    client, publish, ns = env.client, env.publish, env.ns
     await _link_facts(publish)
 
     async def code_known() -> bool:
@@ -206,13 +184,64 @@ async def test_self_referral_is_rejected_with_reasons(env) -> None:
             },
             "amount",
         ),
+        (
+            {
+                "type": "purchase",
+                "customer_id": "c",
+                "order_id": "o",
+                "amount": "59.999",
+                "currency": "USD",
+            },
+            "amount",
+        ),
+        (
+            {
+                "type": "purchase",
+                "customer_id": "c",
+                "order_id": "o",
+                "amount_minor": -5,
+                "currency": "USD",
+            },
+            "amount_minor",
+        ),
+        (
+            {
+                "type": "purchase",
+                "customer_id": "c",
+                "order_id": "o",
+                "amount": "5",
+                "currency": "US",
+            },
+            "currency",
+        ),
         ({"type": "signup", "customer_id": "c", "click_id": "not-a-click"}, "click_id"),
+        # well-formed but unknown, for a conversion older than the grace period: not lag
+        (
+            {
+                "type": "signup",
+                "customer_id": "c",
+                "click_id": "clk_" + "z" * 24,
+                "occurred_at": "2026-01-01T00:00:00Z",
+            },
+            "click_id",
+        ),
+        (
+            {
+                "type": "signup",
+                "customer_id": "c",
+                "code": "NOSUCHCODE",
+                "occurred_at": "2026-01-01T00:00:00Z",
+            },
+            "code",
+        ),
+        ({"type": "demo_booked", "customer_id": "c"}, "type"),
+        ({"type": "signup", "customer_id": "c", "ip": "999.1.1.1"}, "ip"),
         ({"type": "Sign Up", "customer_id": "c"}, "type"),
         ({"type": "signup", "customer_id": ""}, "customer_id"),
     ],
 )
 async def test_bad_input_answers_problem_json(env, body, field) -> None:
-    client, *_ = env
+    client = env.client
     r = await client.post("/v1/conversions", json=body)
     assert r.status_code == 422, r.text
     assert r.headers["content-type"] == "application/problem+json"
@@ -220,7 +249,7 @@ async def test_bad_input_answers_problem_json(env, body, field) -> None:
 
 
 async def test_foreign_tenants_code_and_conversion_are_invisible(env) -> None:
-    client, publish, _ns, other_key = env
+    client, publish, other_key = env.client, env.publish, env.other_key
     await _link_facts(publish)
     r = await client.post("/v1/conversions", json={"type": "signup", "customer_id": "cus_f"})
     assert r.json()["status"] == "organic"
