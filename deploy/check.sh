@@ -13,7 +13,9 @@
 #   compose      docker-compose.yml loads with the Compose spec's own loader + start-order contract
 #   kustomize    every overlay under deploy/k8s builds
 #   schema       rendered objects validate strictly against Kubernetes schemas (1.30 and 1.37),
-#                plus the platform's own contract, KafkaTopics vs topics.py, settings vs docs
+#                plus the platform's own contract, KafkaTopics vs topics.py, settings vs docs,
+#                ServiceMonitor/PrometheusRule structure and every alert/dashboard PromQL
+#                expression parsed by Prometheus' own parser (tools/promqlcheck)
 #   kube-score   the app overlays pass kube-score with no warning or critical
 set -uo pipefail
 
@@ -129,10 +131,13 @@ check_kustomize() {
 
 check_schema() {
   need_uv || return 1
+  need_go || return 1
   ls "$RENDERED"/*.yaml >/dev/null 2>&1 || { echo "nothing rendered (kustomize failed)" >&2; return 1; }
+  (cd deploy/tools/promqlcheck && go build -o "$BIN/promqlcheck" .) || return 1
   uv run --quiet --no-project --python 3.11 \
     --with "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" --with "pyyaml==$PYYAML_VERSION" \
-    python deploy/tools/k8s_checks.py "$RENDERED" --k8s-versions "$K8S_VERSIONS"
+    python deploy/tools/k8s_checks.py "$RENDERED" --k8s-versions "$K8S_VERSIONS" \
+    --promqlcheck "$BIN/promqlcheck"
 }
 
 check_kube_score() {

@@ -15,6 +15,12 @@ deploy/k8s/overlays/<overlay>, `kafka-topics-<overlay>.yaml` for deploy/k8s/kafk
    NetworkPolicy; ConfigMap keys and secret-fed variables that the services really read.
 3. KafkaTopics match libs/events/src/referral_events/topics.py (names, partitions, retention).
 4. docs/operations.md mentions every setting the services read.
+5. Monitoring (prometheus-operator CRs, no offline schema either): ServiceMonitors select the
+   platform's Services on a port they have; PrometheusRule groups and rules are well formed
+   (alert name, severity, summary, runbook, `for` duration); every alert expression and every
+   Grafana dashboard query parses with Prometheus' own PromQL parser (deploy/tools/promqlcheck,
+   `--promqlcheck`). That those queries use only metrics the services export is checked on live
+   services by tests/e2e/test_observability.py.
 
 Needs PyYAML and kubernetes-validate (deploy/check.sh runs it through `uv run --with`).
 """
@@ -23,8 +29,10 @@ from __future__ import annotations
 
 import argparse
 import ast
+import json
 import re
 import runpy
+import subprocess
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -44,6 +52,19 @@ PRESTOP_SECONDS = 5
 # Stages of a graceful stop, each bounded by SHUTDOWN_GRACE_SECONDS (servicekit.cli/runtime):
 # uvicorn drains requests; consumers and workers stop; the outbox relay publishes and flushes.
 DRAIN_STAGES = 3
+
+# Custom resources kubernetes-validate has no schema for; checked field by field instead.
+CRD_GROUPS = ("kafka.strimzi.io/", "monitoring.coreos.com/")
+SEVERITIES = {"critical", "warning", "info"}
+PROM_DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
+# Grafana template variables, replaced by something PromQL accepts before parsing.
+GRAFANA_VARIABLES = {
+    "$__rate_interval": "5m",
+    "$__interval": "1m",
+    "$__range": "1h",
+    "$job": ".*",
+    "${job}": ".*",
+}
 
 errors: list[str] = []
 
@@ -109,8 +130,8 @@ def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
 def check_schema(name: str, docs: list[dict[str, Any]], versions: list[str]) -> tuple[int, int]:
     checked = skipped = 0
     for doc in docs:
-        if doc.get("apiVersion", "").startswith("kafka.strimzi.io/"):
-            skipped += 1  # CRD: no schema offline; see check_topics
+        if doc.get("apiVersion", "").startswith(CRD_GROUPS):
+            skipped += 1  # CRD: no schema offline; see check_topics and check_monitoring
             continue
         for version in versions:
             try:
@@ -134,7 +155,12 @@ def check_app(
         if doc.get("kind") == "Secret":
             error(name, f"{ident(doc)}: secrets are referenced, never shipped in manifests")
 
-    configmaps = {d["metadata"]["name"]: d.get("data", {}) for d in by_kind(docs, "ConfigMap")}
+    # Dashboards (for Grafana's sidecar) are not settings; check_monitoring reads them.
+    configmaps = {
+        d["metadata"]["name"]: d.get("data", {})
+        for d in by_kind(docs, "ConfigMap")
+        if d["metadata"].get("labels", {}).get("grafana_dashboard") != "1"
+    }
     common_cm = next(
         (data for cm, data in configmaps.items() if cm.startswith("referral-common")), None
     )
@@ -323,6 +349,116 @@ def check_topics(name: str, docs: list[dict[str, Any]]) -> int:
     return len(seen)
 
 
+# ---- 5. monitoring ------------------------------------------------------------------------------
+
+
+def dashboard_queries(dashboard: dict[str, Any]) -> dict[str, str]:
+    """Every PromQL query of a Grafana dashboard (panels, rows' panels, templating)."""
+    queries: dict[str, str] = {}
+
+    def walk(panels: list[dict[str, Any]]) -> None:
+        for panel in panels:
+            for target in panel.get("targets", []):
+                if target.get("expr"):
+                    queries[f"panel {panel.get('title')!r} {target.get('refId')}"] = target["expr"]
+            walk(panel.get("panels", []))
+
+    walk(dashboard.get("panels", []))
+    for var in dashboard.get("templating", {}).get("list", []):
+        query = var.get("query")
+        text = query.get("query") if isinstance(query, dict) else query
+        match = re.fullmatch(r"label_values\((.+),\s*\w+\)", text or "")
+        if var.get("type") == "query" and match:
+            queries[f"variable {var['name']}"] = match.group(1)
+    for where, expr in queries.items():
+        for variable, value in GRAFANA_VARIABLES.items():
+            expr = expr.replace(variable, value)
+        queries[where] = expr
+    return queries
+
+
+def check_monitoring(name: str, docs: list[dict[str, Any]], promqlcheck: Path | None) -> str:
+    services = by_kind(docs, "Service")
+    monitors = by_kind(docs, "ServiceMonitor")
+    rules = by_kind(docs, "PrometheusRule")
+    if not (monitors or rules):
+        return ""
+    for mon in monitors:
+        selector = mon.get("spec", {}).get("selector", {})
+        chosen = [s for s in services if selects(selector, s["metadata"].get("labels", {}))]
+        if not chosen:
+            error(f"{name} {ident(mon)}", "selects no Service")
+        for endpoint in mon.get("spec", {}).get("endpoints", []):
+            for svc in chosen:
+                ports = {p.get("name") for p in svc["spec"].get("ports", [])}
+                if endpoint.get("port") not in ports:
+                    error(
+                        f"{name} {ident(mon)}", f"{ident(svc)} has no port {endpoint.get('port')}"
+                    )
+            if endpoint.get("path", "/metrics") != "/metrics":
+                error(f"{name} {ident(mon)}", "the services serve /metrics")
+    exprs: dict[str, str] = {}
+    alerts = 0
+    for rule_doc in rules:
+        where = f"{name} {ident(rule_doc)}"
+        groups = rule_doc.get("spec", {}).get("groups") or []
+        if not groups:
+            error(where, "no rule groups")
+        group_names = [g.get("name") for g in groups]
+        if len(set(group_names)) != len(group_names) or not all(group_names):
+            error(where, "rule groups need unique, non-empty names")
+        for group in groups:
+            for rule in group.get("rules") or []:
+                label = rule.get("alert") or rule.get("record")
+                if bool(rule.get("alert")) == bool(rule.get("record")):
+                    error(where, f"{group.get('name')}: a rule is an alert or a record: {rule}")
+                    continue
+                if not isinstance(rule.get("expr"), str) or not rule["expr"].strip():
+                    error(where, f"{label}: expr must be a non-empty string")
+                    continue
+                exprs[f"{ident(rule_doc)} {label}"] = rule["expr"]
+                if "for" in rule and not PROM_DURATION.match(str(rule["for"])):
+                    error(where, f"{label}: `for` is not a Prometheus duration: {rule['for']}")
+                if rule.get("alert"):
+                    alerts += 1
+                    if rule.get("labels", {}).get("severity") not in SEVERITIES:
+                        error(
+                            where, f"{label}: labels.severity must be one of {sorted(SEVERITIES)}"
+                        )
+                    notes = rule.get("annotations", {})
+                    for key in ("summary", "description", "runbook_url"):
+                        if not notes.get(key):
+                            error(where, f"{label}: needs annotations.{key}")
+    dashboards = 0
+    for cm in by_kind(docs, "ConfigMap"):
+        if cm["metadata"].get("labels", {}).get("grafana_dashboard") != "1":
+            continue
+        for key, text in cm.get("data", {}).items():
+            try:
+                dashboard = json.loads(text)
+            except ValueError as exc:
+                error(f"{name} {ident(cm)}", f"{key} is not JSON: {exc}")
+                continue
+            dashboards += 1
+            for where, expr in dashboard_queries(dashboard).items():
+                exprs[f"{ident(cm)} {where}"] = expr
+    if promqlcheck is None:
+        error(name, "no --promqlcheck binary: PromQL of alerts and dashboards not parsed")
+        return ""
+    run = subprocess.run(  # noqa: S603 - our own tool, fixed arguments
+        [str(promqlcheck)], input=json.dumps(exprs), capture_output=True, text=True, check=False
+    )
+    if run.returncode != 0:
+        for line in run.stderr.strip().splitlines():
+            error(name, f"PromQL: {line}")
+        return ""
+    metrics = sorted(set().union(*json.loads(run.stdout).values()))
+    return (
+        f"{len(monitors)} ServiceMonitor(s), {alerts} alerts, {dashboards} dashboard(s): "
+        f"{len(exprs)} PromQL expressions parsed, using {len(metrics)} metrics"
+    )
+
+
 # ---- 4. docs ------------------------------------------------------------------------------------
 
 
@@ -342,6 +478,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("rendered", type=Path)
     parser.add_argument("--k8s-versions", default="1.30.0,1.37.0")
+    parser.add_argument("--promqlcheck", type=Path, default=None)
     args = parser.parse_args()
     versions = args.k8s_versions.split(",")
     common, own = service_settings()
@@ -356,11 +493,14 @@ def main() -> int:
         checked, skipped = check_schema(name, docs, versions)
         line = f"{len(docs)} objects, {checked} schema-valid on k8s {'+'.join(versions)}"
         if skipped:
-            line += f", {skipped} Strimzi CRs (no offline schema; checked against topics.py)"
+            line += f", {skipped} custom resources (no offline schema; checked field by field)"
         if name.startswith("kafka-topics-"):
             check_topics(name, docs)
         else:
             line += f", {check_app(name, docs, common, own)} Deployments contract-checked"
+            monitoring = check_monitoring(name, docs, args.promqlcheck)
+            if monitoring:
+                line += f"; {monitoring}"
         summary[name].append(line)
     documented = check_docs(common, own)
 

@@ -217,6 +217,7 @@ class InboxConsumer:
             await handler(conn, event, payload)
         self.processed += 1
         self.outcomes[("handled", event.type)] += 1
+        log.debug("consumer %s handled %s %s", self.name, event.type, event.id)
 
     async def _dead_letter(
         self, record: ConsumerRecord[bytes, bytes], error: BaseException
