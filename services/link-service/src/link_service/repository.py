@@ -379,9 +379,9 @@ async def insert_enrollment_job(
         """
         INSERT INTO enrollment_jobs (id, tenant_id, program_id, format, file_sha256,
                                      total_rows, done_rows, failed, status, finished_at)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $7,
-                CASE WHEN $6 = $7 THEN 'done' ELSE 'queued' END,
-                CASE WHEN $6 = $7 THEN now() END)
+        VALUES ($1, $2, $3, $4, $5, $6::int, $7::int, $7::int,
+                CASE WHEN $6::int = $7::int THEN 'done' ELSE 'queued' END,
+                CASE WHEN $6::int = $7::int THEN now() END)
         RETURNING *
         """,
         job_id,
