@@ -10,6 +10,8 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_fastapi_instrumentator.middleware import PrometheusInstrumentatorMiddleware
+from starlette.types import ASGIApp
 
 from servicekit.auth import ApiKeyAuthenticator
 from servicekit.metrics import ServiceMetrics
@@ -23,6 +25,22 @@ def runtime(request: Request) -> Runtime:
     """FastAPI dependency: the runtime of the app serving the request."""
     rt: Runtime = request.app.state.runtime
     return rt
+
+
+class ServiceApp(FastAPI):
+    """A FastAPI app whose request metrics wrap every other middleware, including ones a service
+    adds after creating the app (link-service answers /r/{code} in its own middleware, before
+    routing): each request is counted and timed, under its route template, however answered."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        metrics = [m for m in self.user_middleware if _is_metrics(m.cls)]
+        others = [m for m in self.user_middleware if not _is_metrics(m.cls)]
+        self.user_middleware = metrics + others
+        return super().build_middleware_stack()
+
+
+def _is_metrics(cls: object) -> bool:
+    return cls is PrometheusInstrumentatorMiddleware
 
 
 def create_service_app(
@@ -39,7 +57,7 @@ def create_service_app(
         finally:
             await rt.stop()
 
-    app = FastAPI(title=spec.name, version=spec.version, lifespan=lifespan)
+    app = ServiceApp(title=spec.name, version=spec.version, lifespan=lifespan)
     app.state.runtime = rt
     app.state.settings = settings
     app.state.authenticator = ApiKeyAuthenticator(settings.api_keys)
