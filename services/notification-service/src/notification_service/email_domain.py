@@ -383,11 +383,12 @@ def build_message(envelope: Envelope) -> EmailMessage:
     msg["Message-ID"] = f"<{envelope.email_id}@{domain}>"
     msg["List-Unsubscribe"] = f"<{envelope.unsubscribe}>"
     msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    msg["Content-Language"] = envelope.rendered.locale
     for name, value in envelope.headers.items():
         msg[name] = value
     msg.set_content(envelope.rendered.text)
     msg.add_alternative(envelope.rendered.html, subtype="html")
+    # After the content: set_content drops every Content-* header set before it.
+    msg["Content-Language"] = envelope.rendered.locale
     return msg
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -53,11 +54,16 @@ class Receiver:
     A request whose signature does not verify is answered 400 and kept apart."""
 
     secrets: dict[str, str] = field(default_factory=dict)
-    scripts: dict[str, list[int]] = field(default_factory=dict)
+    # An entry is a status, or (status, headers) for answers such as 429 with Retry-After.
+    scripts: dict[str, list[int | tuple[int, dict[str, str]]]] = field(default_factory=dict)
     received: list[Delivery] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)
     # A path with a gate holds every answer until the gate opens: a hanging receiver.
     gates: dict[str, asyncio.Event] = field(default_factory=dict)
+    # The time signatures are checked against: the service's injected clock when it moves.
+    clock: Callable[[], datetime] | None = None
+    # path -> each message's first N attempts there are answered 503, later ones 200.
+    fail_first: dict[str, int] = field(default_factory=dict)
 
     def on(self, path: str) -> list[Delivery]:
         return [d for d in self.received if d.path == path]
@@ -66,16 +72,23 @@ class Receiver:
         path = request.url.path
         body = await request.body()
         try:
-            payload = verify(self.secrets[path], body, dict(request.headers))
+            now = self.clock() if self.clock is not None else None
+            payload = verify(self.secrets[path], body, dict(request.headers), now=now)
         except (KeyError, WebhookVerificationError) as exc:
             self.rejected.append(f"{path}: {exc!r}")
             return PlainTextResponse("bad signature", status_code=400)
         self.received.append(Delivery(path, dict(request.headers), body, payload))
         if path in self.gates:
             await self.gates[path].wait()
+        if path in self.fail_first:
+            msg_id = request.headers["webhook-id"]
+            seen = len([d for d in self.on(path) if d.headers["webhook-id"] == msg_id])
+            status = 503 if seen <= self.fail_first[path] else 200
+            return PlainTextResponse(f"answer {status}", status_code=status)
         script = self.scripts.get(path, [200])
-        status = script[min(len(self.on(path)) - 1, len(script) - 1)]
-        return PlainTextResponse(f"answer {status}", status_code=status)
+        entry = script[min(len(self.on(path)) - 1, len(script) - 1)]
+        status, headers = entry if isinstance(entry, tuple) else (entry, {})
+        return PlainTextResponse(f"answer {status}", status_code=status, headers=headers)
 
 
 @asynccontextmanager
@@ -503,3 +516,252 @@ async def test_a_hanging_endpoint_does_not_hold_up_the_others(namespace: Namespa
                 await eventually(all_delivered)
     finally:
         await env.producer.stop()
+
+
+def stamp(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+async def test_signatures_verify_across_a_secret_rotation(env: Env) -> None:
+    receiver = Receiver(clock=env.clock)
+    async with serve_receiver(receiver) as base, env.service() as (client, _app):
+        endpoint = await create_endpoint(client, receiver, base, "/rot")
+        old = endpoint["secret"]
+        await env.publish(reward_available("rwd_a"))
+        await eventually(lambda: len(receiver.on("/rot")) == 1)
+        assert len(receiver.on("/rot")[0].headers["webhook-signature"].split()) == 1
+
+        r = await client.post(f"/v1/webhook-endpoints/{endpoint['id']}/rotate-secret")
+        assert r.status_code == 200, r.text
+        new = r.json()["secret"]
+        assert new.startswith("whsec_") and new != old
+        overlap = stamp(r.json()["previous_expires_at"]) - env.clock()
+        assert timedelta(hours=23, minutes=59) < overlap <= timedelta(hours=24)
+        other = {"Authorization": f"Bearer {env.other_key}"}
+        r = await client.post(
+            f"/v1/webhook-endpoints/{endpoint['id']}/rotate-secret", headers=other
+        )
+        assert r.status_code == 404
+
+        # during the 24 h overlap both secrets sign: a receiver holding either one verifies
+        await env.publish(reward_available("rwd_b"))
+        await eventually(lambda: len(receiver.on("/rot")) == 2)
+        during = receiver.on("/rot")[1]
+        assert len(during.headers["webhook-signature"].split()) == 2
+        for secret in (old, new):
+            assert verify(secret, during.body, during.headers, now=env.clock())["data"][
+                "reward_id"
+            ] == ("rwd_b")
+
+        # after it, only the new secret signs: a receiver still on the old one refuses
+        env.clock.advance(24 * 3600 + 60)
+        receiver.secrets["/rot"] = new
+        await env.publish(reward_available("rwd_c"))
+        await eventually(lambda: len(receiver.on("/rot")) == 3)
+        after = receiver.on("/rot")[2]
+        assert len(after.headers["webhook-signature"].split()) == 1
+        verify(new, after.body, after.headers, now=env.clock())
+        with pytest.raises(WebhookVerificationError):
+            verify(old, after.body, after.headers, now=env.clock())
+        assert receiver.rejected == []
+
+
+async def test_every_event_arrives_on_the_documented_schedule_across_restarts(env: Env) -> None:
+    """Every message fails its first four attempts. Between attempts the service is stopped,
+    the clock moves past the scheduled wait (5 s, 5 min, 30 min, 2 h) and a new process
+    starts: every retry is still there, none goes early, and every event arrives."""
+    schedule = [5.0, 300.0, 1800.0, 7200.0]
+    receiver = Receiver(clock=env.clock, fail_first={"/flaky": len(schedule)})
+    events = [reward_available(f"rwd_{i}") for i in range(3)]
+    async with serve_receiver(receiver) as base:
+        async with env.service() as (client, _app):
+            endpoint = await create_endpoint(client, receiver, base, "/flaky")
+            for event in events:
+                await env.publish(event)
+
+            async def attempted(n: int) -> list[dict[str, Any]]:
+                rows = await deliveries(client, endpoint["id"])
+                done = len(rows) == 3 and all(len(r["attempts"]) >= n for r in rows)
+                return rows if done else []
+
+            await eventually(lambda: attempted(1))
+
+        for step, wait in enumerate(schedule, start=1):
+            async with env.service() as (client, _app):
+                rows = await eventually(lambda n=step: attempted(n))
+                for row in rows:
+                    assert row["status"] == "pending" and len(row["attempts"]) == step
+                    last = stamp(row["attempts"][-1]["attempted_at"])
+                    due = stamp(row["next_attempt_at"]) - last
+                    # the documented wait, within the 10 % jitter
+                    assert timedelta(seconds=wait * 0.9) <= due <= timedelta(seconds=wait * 1.1)
+                await asyncio.sleep(0.5)
+                assert len(receiver.on("/flaky")) == 3 * step  # nothing goes before its time
+            env.clock.advance(wait * 1.1 + 1)
+
+        async with env.service() as (client, _app):
+
+            async def all_delivered() -> list[dict[str, Any]]:
+                rows = await deliveries(client, endpoint["id"])
+                return rows if all(r["status"] == "delivered" for r in rows) else []
+
+            rows = await eventually(all_delivered)
+    for row in rows:
+        assert [a["outcome"] for a in row["attempts"]] == ["retry"] * 4 + ["delivered"]
+        times = [stamp(a["attempted_at"]) for a in row["attempts"]]
+        for wait, (earlier, later) in zip(schedule, itertools.pairwise(times), strict=True):
+            assert later - earlier >= timedelta(seconds=wait * 0.9)
+    arrived = {d.headers["webhook-id"] for d in receiver.on("/flaky") if d.payload}
+    assert arrived == {e.id for e in events}
+    assert len(receiver.on("/flaky")) == 15 and receiver.rejected == []
+
+
+async def test_endpoint_lifecycle_429_disable_enable_replay_resend_test(
+    namespace: Namespace,
+) -> None:
+    # short waits, and a last one long enough for a 429's Retry-After to be honoured in full
+    env = await make_env(webhook_retry_schedule_seconds=[0.2, 0.2, 300], webhook_retry_jitter=0)(
+        namespace
+    )
+    try:
+        await _lifecycle(env)
+    finally:
+        await env.producer.stop()
+
+
+async def _lifecycle(env: Env) -> None:
+    receiver = Receiver(
+        clock=env.clock, scripts={"/busy": [(429, {"Retry-After": "120"}), 200], "/down": [503]}
+    )
+    async with serve_receiver(receiver) as base, env.service() as (client, _app):
+        busy = await create_endpoint(
+            client, receiver, base, "/busy", event_types=["reward.available.v1"]
+        )
+        down = await create_endpoint(client, receiver, base, "/down", description="old")
+
+        # PATCH: description, filter; a filter nothing matches is refused
+        r = await client.patch(
+            f"/v1/webhook-endpoints/{down['id']}",
+            json={"description": "ERP", "event_types": ["reward.*", "conversion.*"]},
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["description"] == "ERP" and r.json()["event_types"] == [
+            "reward.*",
+            "conversion.*",
+        ]
+        r = await client.patch(
+            f"/v1/webhook-endpoints/{down['id']}", json={"event_types": ["nope.*"]}
+        )
+        assert r.status_code == 422 and r.json()["field"] == "event_types"
+        r = await client.patch(f"/v1/webhook-endpoints/{down['id']}", json={"secret": "x"})
+        assert r.status_code == 422
+
+        # 429 with Retry-After: 120 s, although the schedule says 0.2 s
+        first = reward_available("rwd_1")
+        await env.publish(first)
+
+        async def busy_row() -> dict[str, Any] | None:
+            rows = await deliveries(client, busy["id"])
+            return rows[0] if rows and rows[0]["attempts"] else None
+
+        row = await eventually(busy_row)
+        assert row["last_status_code"] == 429 and row["status"] == "pending"
+        wait = stamp(row["next_attempt_at"]) - stamp(row["attempts"][0]["attempted_at"])
+        assert wait >= timedelta(seconds=120)
+        await asyncio.sleep(0.6)
+        assert len(receiver.on("/busy")) == 1
+        env.clock.advance(121)
+
+        async def delivered(endpoint_id: str, n: int) -> list[dict[str, Any]]:
+            rows = await deliveries(client, endpoint_id)
+            ok = len([r for r in rows if r["status"] == "delivered"]) >= n
+            return rows if ok else []
+
+        await eventually(lambda: delivered(busy["id"], 1))
+
+        # /down fails every attempt: the first message gives up after 4 attempts
+        async def settled(endpoint_id: str) -> list[dict[str, Any]]:
+            rows = await deliveries(client, endpoint_id)
+            return rows if rows and all(r["status"] != "pending" for r in rows) else []
+
+        async def attempted(endpoint_id: str, n: int) -> bool:
+            rows = await deliveries(client, endpoint_id)
+            return bool(rows) and len(rows[0]["attempts"]) >= n
+
+        await eventually(lambda: attempted(down["id"], 3))
+        env.clock.advance(301)
+        [failed_row] = await eventually(lambda: settled(down["id"]))
+        assert failed_row["status"] == "failed" and failed_row["attempt_count"] == 4
+
+        # five days on, still failing: the next failure disables it, and tells
+        env.clock.advance(5 * 24 * 3600)
+        # (a pending reward: /busy's filter does not take it)
+        await env.publish(reward_pending("rwd_2"))
+
+        async def disabled() -> dict[str, Any] | None:
+            got = (await client.get(f"/v1/webhook-endpoints/{down['id']}")).json()
+            return got if not got["enabled"] else None
+
+        got = await eventually(disabled)
+        assert got["disabled_reason"] == "failing" and got["disabled_at"] is not None
+        out = await env.events_out(
+            lambda evs: any(e["type"] == "endpoint.disabled.v1" for e in evs)
+        )
+        [told] = [json.loads(r.value) for r in out if b"endpoint.disabled.v1" in r.value]
+        assert told["data"]["endpoint_id"] == down["id"] and told["data"]["reason"] == "failing"
+        assert told["data"]["last_status_code"] == 503
+        assert [r.key for r in out if b"endpoint.disabled.v1" in r.value] == [down["id"].encode()]
+
+        # a disabled endpoint takes no test event and no replay
+        r = await client.post(f"/v1/webhook-endpoints/{down['id']}/test")
+        assert r.status_code == 409 and r.json()["field"] == "endpoint_id"
+        since = (env.clock() - timedelta(days=6)).isoformat()
+        r = await client.post(f"/v1/webhook-endpoints/{down['id']}/replay", json={"since": since})
+        assert r.status_code == 409
+
+        # the receiver is fixed and the endpoint enabled again: the pending retry goes out,
+        # and a replay re-sends what failed
+        receiver.scripts["/down"] = [200]
+        r = await client.patch(f"/v1/webhook-endpoints/{down['id']}", json={"enabled": True})
+        assert r.status_code == 200 and r.json()["enabled"]
+        assert r.json()["disabled_reason"] is None and r.json()["failing_since"] is None
+        r = await client.post(
+            f"/v1/webhook-endpoints/{down['id']}/replay",
+            json={"since": since, "until": since},
+        )
+        assert r.status_code == 422 and r.json()["field"] == "until"
+        r = await client.post(f"/v1/webhook-endpoints/{down['id']}/replay", json={"since": since})
+        assert r.status_code == 202 and r.json() == {"replayed": 1}
+        rows = await eventually(lambda: delivered(down["id"], 2))
+        replayed = next(r for r in rows if r["id"] == failed_row["id"])
+        assert [a["outcome"] for a in replayed["attempts"]] == [
+            "retry",
+            "retry",
+            "retry",
+            "failed",
+            "delivered",
+        ]
+
+        # the test-event button
+        r = await client.post(f"/v1/webhook-endpoints/{down['id']}/test")
+        assert r.status_code == 202, r.text
+        test_row = r.json()
+        assert test_row["event_type"] == "webhook.test.v1" and test_row["status"] == "pending"
+        await eventually(lambda: delivered(down["id"], 3))
+        [ping] = [d for d in receiver.on("/down") if d.payload["type"] == "webhook.test.v1"]
+        assert ping.payload["data"]["endpoint_id"] == down["id"]
+        assert ping.headers["webhook-id"] == test_row["message_id"]
+
+        # resend one delivered message: the same webhook-id again, a new round of attempts
+        [busy_row_now] = await deliveries(client, busy["id"])
+        r = await client.post(
+            f"/v1/webhook-endpoints/{busy['id']}/deliveries/{busy_row_now['id']}/resend"
+        )
+        assert r.status_code == 202 and r.json()["status"] == "pending"
+        await eventually(lambda: len(receiver.on("/busy")) == 3)
+        assert {d.headers["webhook-id"] for d in receiver.on("/busy")} == {first.id}
+        [again] = await eventually(lambda: delivered(busy["id"], 1))
+        assert [a["attempt"] for a in again["attempts"]] == [1, 2, 3]
+        r = await client.post(f"/v1/webhook-endpoints/{busy['id']}/deliveries/dlv_nope/resend")
+        assert r.status_code == 404 and r.json()["field"] == "delivery_id"
+        assert receiver.rejected == []

@@ -1,0 +1,522 @@
+"""Email end to end inside one process, on real Kafka and Postgres, through a real SMTP server
+(aiosmtpd) on loopback whose received messages are parsed: the events link-, attribution- and
+reward-service publish go to their topics, the service copies contacts, queues mail and sends
+it; the test reads what arrived."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+from fastapi import FastAPI
+
+from devstack.paths import free_port
+from devstack.pytest_plugin import Namespace
+from devstack.testing import eventually, migrate, new_api_key, read_topic, serve_in_process
+from notification_service.config import Settings
+from notification_service.main import create_app
+from referral_events import CloudEvent, new_event
+from referral_events.contracts import attribution, link, reward
+from referral_events.envelope import EventPayload
+
+pytestmark = pytest.mark.integration
+
+
+# --- an SMTP server on loopback -----------------------------------------------------------------
+
+
+@dataclass
+class Mailbox:
+    """aiosmtpd handler: keeps every accepted message; refuses `bouncing` recipients with 550
+    (a hard bounce) at RCPT."""
+
+    messages: list[EmailMessage] = field(default_factory=list)
+    bouncing: set[str] = field(default_factory=set)
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if address in self.bouncing:
+            return "550 5.1.1 mailbox unavailable"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        raw = envelope.original_content or b""
+        msg = message_from_bytes(raw, policy=policy.default)
+        assert isinstance(msg, EmailMessage)
+        self.messages.append(msg)
+        return "250 Message accepted"
+
+    def to(self, address: str) -> list[EmailMessage]:
+        return [m for m in self.messages if m["To"] == address]
+
+
+@contextmanager
+def smtp_server(mailbox: Mailbox) -> Iterator[int]:
+    port = free_port()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield port
+    finally:
+        controller.stop()
+
+
+def text_of(msg: EmailMessage) -> str:
+    part = msg.get_body(("plain",))
+    assert part is not None
+    return str(part.get_content())
+
+
+def html_of(msg: EmailMessage) -> str:
+    part = msg.get_body(("html",))
+    assert part is not None
+    return str(part.get_content())
+
+
+# --- the service --------------------------------------------------------------------------------
+
+
+class SteppedClock:
+    def __init__(self) -> None:
+        self.offset = timedelta(0)
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += timedelta(seconds=seconds)
+
+
+@dataclass
+class Env:
+    ns: Namespace
+    key: str
+    settings: Settings
+    clock: SteppedClock
+    producer: AIOKafkaProducer
+
+    @asynccontextmanager
+    async def service(self) -> AsyncIterator[tuple[httpx.AsyncClient, FastAPI]]:
+        app = create_app(self.settings, clock=self.clock)
+        async with serve_in_process(app, self.key) as client:
+            yield client, app
+
+    async def publish(self, topic: str, payload: EventPayload, key: str) -> CloudEvent:
+        event = new_event(
+            payload, source="/services/test", tenant_id="acme", subject=key, time=self.clock()
+        )
+        await self.send(topic, event, key)
+        return event
+
+    async def send(self, topic: str, event: CloudEvent, key: str) -> None:
+        await self.producer.send_and_wait(
+            self.ns.topic_prefix + topic, event.to_json(), key=key.encode()
+        )
+
+    async def emails(self, client: httpx.AsyncClient, **params: str) -> list[dict[str, Any]]:
+        r = await client.get("/v1/emails", params=params)
+        assert r.status_code == 200, r.text
+        rows: list[dict[str, Any]] = r.json()["data"]
+        return rows
+
+
+@pytest.fixture
+async def env(namespace: Namespace) -> AsyncIterator[tuple[Env, Mailbox]]:
+    await migrate(namespace.database_url, "notification", "notification_service")
+    key, entry = new_api_key("acme")
+    mailbox = Mailbox(bouncing={"gone@example.com"})
+    with smtp_server(mailbox) as port:
+        settings = Settings(
+            **namespace.settings_env(),
+            api_keys=[entry],
+            webhook_allow_http=True,
+            webhook_allow_private_networks=True,
+            webhook_poll_interval_seconds=0.1,
+            outbox_poll_interval_seconds=0.2,
+            smtp_host="127.0.0.1",
+            smtp_port=port,
+            email_from="Acme Rewards <rewards@acme.example>",
+            public_base_url="http://testserver",
+            email_unsubscribe_key="test-unsubscribe-key-0123456789",
+            email_poll_interval_seconds=0.1,
+            email_retry_schedule_seconds=[0.5, 0.5, 0.5, 0.5, 0.5, 0.5],
+            invite_limit_per_day=3,
+        )
+        producer = AIOKafkaProducer(bootstrap_servers=namespace.kafka_bootstrap_servers)
+        await producer.start()
+        try:
+            yield Env(namespace, key, settings, SteppedClock(), producer), mailbox
+        finally:
+            await producer.stop()
+
+
+PROGRAM = link.ProgramCreated(
+    program_id="prg_1",
+    name="Acme Rewards",
+    status="active",
+    landing_url="https://acme.example/",
+    allowed_domains=["acme.example"],
+    default_locale="en",
+)
+
+
+def advocate(
+    advocate_id: str, email: str, locale: str | None, link_url: str | None, name: str = "Jane"
+) -> link.AdvocateEnrolled:
+    return link.AdvocateEnrolled(
+        advocate_id=advocate_id,
+        program_id="prg_1",
+        customer_id=f"cus_{advocate_id}",
+        email=email,
+        name=name,
+        locale=locale,
+        marketing_consent=False,
+        code="JANE20" if link_url else None,
+        link_url=link_url,
+    )
+
+
+def reward_event(
+    cls: type[reward.RewardPending] | type[reward.RewardAvailable],
+    reward_id: str,
+    *,
+    role: str = "advocate",
+    holder: str = "adv_1",
+    amount: int = 2000,
+) -> EventPayload:
+    extra = (
+        {"available_at": datetime(2026, 12, 24, tzinfo=UTC)} if cls is reward.RewardPending else {}
+    )
+    return cls(
+        reward_id=reward_id,
+        program_id="prg_1",
+        advocate_id="adv_1",
+        holder_id=holder,
+        role=role,  # type: ignore[arg-type]
+        conversion_id="cnv_1",
+        kind="cash",
+        amount=amount,
+        unit="USD",
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+# --- tests --------------------------------------------------------------------------------------
+
+
+async def test_mails_for_advocates_and_friends(env: tuple[Env, Mailbox]) -> None:
+    e, mailbox = env
+    async with e.service() as (client, app):
+        await e.publish("link.events", PROGRAM, "prg_1")
+        # German advocate: her link is in the enrollment
+        await e.publish(
+            "link.events",
+            advocate("adv_1", "Jane@Example.com", "de-DE", "https://go.acme.example/r/JANE20"),
+            "adv_1",
+        )
+        # French advocate (no French wording: the program default, English); the link comes
+        # with the code event
+        await e.publish(
+            "link.events", advocate("adv_2", "pierre@example.com", "fr", None, "Pierre"), "adv_2"
+        )
+        await e.publish(
+            "link.events",
+            link.CodeCreated(
+                code="PIERRE7",
+                advocate_id="adv_2",
+                program_id="prg_1",
+                link_url="https://go.acme.example/r/PIERRE7",
+            ),
+            "adv_2",
+        )
+        await eventually(lambda: len(mailbox.messages) == 2, timeout=60)
+        [jane] = mailbox.to("jane@example.com")
+        assert jane["Subject"] == "Willkommen bei Acme Rewards: Ihr Empfehlungslink"
+        assert jane["From"] == "Acme Rewards <rewards@acme.example>"
+        assert jane["Content-Language"] == "de"
+        assert "https://go.acme.example/r/JANE20" in text_of(jane)
+        assert 'href="https://go.acme.example/r/JANE20"' in html_of(jane)
+        assert jane["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        [pierre] = mailbox.to("pierre@example.com")
+        assert pierre["Subject"] == "Welcome to Acme Rewards: your referral link"
+        assert "Hi Pierre" in text_of(pierre) and "PIERRE7" in text_of(pierre)
+
+        # the program's own German wording of the reward mail
+        r = await client.put(
+            "/v1/programs/prg_1/email-templates/advocate_reward_available/de",
+            json={
+                "subject": "Prämie da: {{ reward.amount }}",
+                "html": "<p>{{ recipient.name }}: {{ reward.amount }}</p>",
+                "text": "{{ recipient.name }}: {{ reward.amount }}\n{{ unsubscribe_url }}",
+            },
+        )
+        assert r.status_code == 200, r.text
+
+        # the same event delivered twice, and a pending reward: two mails, not three
+        available = await e.publish(
+            "reward.events", reward_event(reward.RewardAvailable, "rwd_1"), "adv_1"
+        )
+        await e.send("reward.events", available, "adv_1")
+        await e.publish("reward.events", reward_event(reward.RewardPending, "rwd_2"), "adv_1")
+        await eventually(lambda: len(mailbox.to("jane@example.com")) == 3, timeout=60)
+        consumer = app.state.runtime.consumers[0]
+        await eventually(lambda: consumer.duplicates >= 1)
+        await asyncio.sleep(1.0)
+        subjects = sorted(m["Subject"] for m in mailbox.to("jane@example.com"))
+        assert subjects == [
+            "Prämie da: 20.00 USD",
+            "Sie haben 20.00 USD bei Acme Rewards verdient",
+            "Willkommen bei Acme Rewards: Ihr Empfehlungslink",
+        ]
+        pending = next(m for m in mailbox.to("jane@example.com") if "verdient" in m["Subject"])
+        assert "2026-12-24" in text_of(pending)
+
+        # a friend: the reward event is handled before the friend's address is known (another
+        # topic); the mail waits for it rather than being lost
+        await e.publish(
+            "reward.events",
+            reward_event(reward.RewardAvailable, "rwd_f", role="friend", holder="cus_sam"),
+            "adv_1",
+        )
+        await asyncio.sleep(1.0)
+        [waiting] = await e.emails(client, recipient_kind="friend")
+        assert waiting["status"] == "queued" and waiting["last_error"] == (
+            "no address known for the recipient"
+        )
+        await e.publish(
+            "attribution.events",
+            attribution.ReferralAttributed(
+                referral_id="ref_1",
+                program_id="prg_1",
+                advocate_id="adv_1",
+                friend_customer_id="cus_sam",
+                conversion_id="cnv_0",
+                evidence="code",
+                attributed_at=e.clock(),
+                friend_email="sam@example.com",
+                friend_locale="de",
+            ),
+            "adv_1",
+        )
+        await e.publish(
+            "reward.events",
+            reward.CouponAllocated(
+                coupon_code="FRIEND-7QX2",
+                pool_id="pool_1",
+                reward_id="rwd_c",
+                program_id="prg_1",
+                advocate_id="adv_1",
+                holder_id="cus_sam",
+                conversion_id="cnv_1",
+            ),
+            "adv_1",
+        )
+        await e.publish(
+            "reward.events",
+            reward.MilestoneReached(
+                program_id="prg_1",
+                advocate_id="adv_1",
+                holder_id="adv_1",
+                referral_count=10,
+                milestone=10,
+                amount=5000,
+                unit="USD",
+            ),
+            "adv_1",
+        )
+        await eventually(lambda: len(mailbox.to("sam@example.com")) == 2, timeout=60)
+        sam = {m["Subject"]: m for m in mailbox.to("sam@example.com")}
+        assert set(sam) == {
+            "Ihre Willkommensprämie von Acme Rewards",
+            "Ihr Gutschein von Acme Rewards",
+        }
+        assert "FRIEND-7QX2" in text_of(sam["Ihr Gutschein von Acme Rewards"])
+        assert "Dank Jane" in text_of(sam["Ihre Willkommensprämie von Acme Rewards"])
+        await eventually(lambda: len(mailbox.to("jane@example.com")) == 4, timeout=60)
+        milestone = mailbox.to("jane@example.com")[-1]
+        assert milestone["Subject"] == "10 Empfehlungen erreicht!"
+        assert "50.00 USD" in text_of(milestone)
+
+        # one-click unsubscribe from the link in the mail (RFC 8058)
+        url = urlsplit(jane["List-Unsubscribe"].strip("<>"))
+        assert url.path in text_of(jane) or url.path in html_of(jane)
+        page = await client.get(url.path)
+        assert page.status_code == 200 and 'method="post"' in page.text
+        assert (await client.get("/v1/email-suppressions")).json()["data"] == []  # GET only asks
+        done = await client.post(
+            url.path,
+            content=b"List-Unsubscribe=One-Click",
+            headers={"content-type": "application/x-www-form-urlencoded", "Authorization": ""},
+        )
+        assert done.status_code == 200 and "Acme Rewards" in done.text
+        forged = await client.post(url.path[:-3] + "AAA")
+        assert forged.status_code == 404
+        [suppressed] = (await client.get("/v1/email-suppressions")).json()["data"]
+        assert suppressed["email"] == "jane@example.com"
+        assert suppressed["reason"] == "unsubscribed"
+
+        # a suppressed address gets nothing more, whatever the template
+        before = len(mailbox.messages)
+        await e.publish("reward.events", reward_event(reward.RewardAvailable, "rwd_3"), "adv_1")
+
+        async def suppressed_row() -> dict[str, Any] | None:
+            rows = await e.emails(client, recipient_kind="advocate", recipient_id="adv_1")
+            return next((r for r in rows if r["status"] == "suppressed"), None)
+
+        row = await eventually(suppressed_row, timeout=60)
+        assert row["suppressed_reason"] == "unsubscribed"
+        await asyncio.sleep(1.0)
+        assert len(mailbox.messages) == before
+
+        records = await read_topic(
+            e.ns.kafka_bootstrap_servers,
+            e.ns.topic_prefix + "notification.events",
+            lambda rs: any(b"email.suppressed.v1" in r.value for r in rs),
+        )
+        types = [json.loads(r.value)["type"] for r in records]
+        assert "email.sent.v1" in types and "email.suppressed.v1" in types
+        for record in records:  # no addresses in events
+            assert b"@example.com" not in record.value
+
+
+async def test_invites_templates_and_bounces(env: tuple[Env, Mailbox]) -> None:
+    e, mailbox = env
+    async with e.service() as (client, _app):
+        await e.publish("link.events", PROGRAM, "prg_1")
+        await e.publish(
+            "link.events",
+            advocate("adv_1", "jane@example.com", "en", "https://go.acme.example/r/JANE20"),
+            "adv_1",
+        )
+        await eventually(lambda: len(mailbox.to("jane@example.com")) == 1, timeout=60)
+
+        body: dict[str, Any] = {
+            "advocate_id": "adv_1",
+            "emails": ["amy@example.com", "AMY@example.com ", "bob@example.com"],
+            "message": "<script>alert(1)</script> try it!",
+            "consent": True,
+        }
+        r = await client.post("/v1/invites", json={**body, "consent": False})
+        assert r.status_code == 422 and r.json()["field"] == "consent"
+        r = await client.post("/v1/invites", json={**body, "emails": ["nope"]})
+        assert r.status_code == 422 and r.json()["field"] == "emails.0"
+        r = await client.post("/v1/invites", json={**body, "advocate_id": "adv_x"})
+        assert r.status_code == 404
+
+        r = await client.post("/v1/invites", json=body)
+        assert r.status_code == 202, r.text
+        assert [(x["email"], x["status"]) for x in r.json()["data"]] == [
+            ("amy@example.com", "queued"),
+            ("bob@example.com", "queued"),
+        ]
+        await eventually(lambda: len(mailbox.to("bob@example.com")) == 1, timeout=60)
+        [amy] = mailbox.to("amy@example.com")
+        assert amy["Subject"] == "Jane invites you to Acme Rewards"
+        assert "&lt;script&gt;alert(1)&lt;/script&gt; try it!" in html_of(amy)
+        assert "<script>" not in html_of(amy)
+        assert "https://go.acme.example/r/JANE20" in text_of(amy)
+
+        # de-duplicated per (advocate, address); the advocate's own address is refused;
+        # a suppressed address is not mailed
+        r = await client.post(
+            "/v1/email-suppressions", json={"email": "Carl@example.com", "reason": "complained"}
+        )
+        assert r.status_code == 201 and r.json()["email"] == "carl@example.com"
+        r = await client.post(
+            "/v1/invites",
+            json={**body, "emails": ["amy@example.com", "jane@example.com", "carl@example.com"]},
+        )
+        assert [x["status"] for x in r.json()["data"]] == ["self", "suppressed", "duplicate"]
+
+        # the daily limit is 3: one left, two new addresses -> 429 and nothing sent
+        r = await client.post(
+            "/v1/invites", json={**body, "emails": ["dan@example.com", "eve@example.com"]}
+        )
+        assert r.status_code == 429 and r.json()["field"] == "emails"
+        # a hard bounce (550 at RCPT) fails the mail and suppresses the address
+        r = await client.post("/v1/invites", json={**body, "emails": ["gone@example.com"]})
+        assert r.status_code == 202 and r.json()["data"][0]["status"] == "queued"
+
+        async def bounced() -> list[dict[str, Any]]:
+            rows = (await client.get("/v1/email-suppressions")).json()["data"]
+            return [s for s in rows if s["reason"] == "bounced"]
+
+        [bounce] = await eventually(bounced, timeout=60)
+        assert bounce["email"] == "gone@example.com" and "550" in bounce["detail"]
+        invites = await e.emails(client, recipient_kind="invitee")
+        assert sorted(i["status"] for i in invites) == ["failed", "sent", "sent"]
+        assert not mailbox.to("dan@example.com") and not mailbox.to("eve@example.com")
+
+        # template management: bad syntax and unknown names are 422s naming the part
+        r = await client.put(
+            "/v1/programs/prg_1/email-templates/invite/de",
+            json={"subject": "{% if %}", "html": "h", "text": "t"},
+        )
+        assert r.status_code == 422 and r.json()["field"] == "subject"
+        r = await client.put(
+            "/v1/programs/prg_1/email-templates/invite/de",
+            json={"subject": "s", "html": "{{ advocate.nmae.x }}", "text": "t"},
+        )
+        assert r.status_code == 422 and r.json()["field"] == "html"
+        r = await client.put(
+            "/v1/programs/prg_1/email-templates/newsletter/de",
+            json={"subject": "s", "html": "h", "text": "t"},
+        )
+        assert r.status_code == 422 and r.json()["field"] == "template"
+        r = await client.put(
+            "/v1/programs/prg_1/email-templates/invite/de_at",
+            json={
+                "subject": "{{ advocate.name }} empfiehlt {{ program.name }}",
+                "html": "<p>{{ invite.message }}</p>",
+                "text": "{{ invite.message }}",
+            },
+        )
+        assert r.status_code == 200 and r.json()["locale"] == "de-AT"
+        listed = (await client.get("/v1/programs/prg_1/email-templates")).json()["data"]
+        assert [(t["template"], t["locale"]) for t in listed] == [("invite", "de-AT")]
+        specs = (await client.get("/v1/email-templates")).json()["data"]
+        assert {s["template"]: s["category"] for s in specs}["invite"] == "marketing"
+
+        # preview: the program's wording with sample data, a built-in, and a draft
+        r = await client.post(
+            "/v1/email-templates/invite/preview", json={"program_id": "prg_1", "locale": "de-AT"}
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["source"] == "program" and r.json()["subject"] == (
+            "Jane empfiehlt Acme Rewards"
+        )
+        r = await client.post("/v1/email-templates/friend_coupon/preview", json={"locale": "de"})
+        assert r.json()["source"] == "builtin" and "FRIEND-7QX2" in r.json()["text"]
+        r = await client.post(
+            "/v1/email-templates/advocate_welcome/preview",
+            json={
+                "subject": "Hi {{ recipient.name }}",
+                "html": "<b>{{ program.name }}</b>",
+                "text": "x",
+            },
+        )
+        assert r.json()["source"] == "draft" and r.json()["subject"] == "Hi Sam"
+        r = await client.delete("/v1/programs/prg_1/email-templates/invite/de-AT")
+        assert r.status_code == 204
+        r = await client.get("/v1/programs/prg_1/email-templates/invite/de-AT")
+        assert r.status_code == 404
+
+        r = await client.delete("/v1/email-suppressions/carl@example.com")
+        assert r.status_code == 204
+        r = await client.delete("/v1/email-suppressions/carl@example.com")
+        assert r.status_code == 404
