@@ -155,26 +155,35 @@ class Runtime:
         grace = self.settings.shutdown_grace_seconds
         # Inbound first (consumers commit what they handled), then workers, then the relay
         # publishes everything already committed, then the producer flushes.
-        await self._stop_all([*self.consumers, *self.workers], grace)
+        cut_short = await self._stop_all([*self.consumers, *self.workers], grace)
         if self.relay is not None:
-            await self._stop_all([self.relay], grace)
+            cut_short += await self._stop_all([self.relay], grace)
         if self._producer is not None:
             await self._producer.stop()
         if self._pool is not None:
             await self._pool.close()
+        if cut_short:
+            log.warning("%s stopped; %d task(s) were cancelled", self.spec.name, cut_short)
+        else:
+            log.info(
+                "%s stopped cleanly: consumers committed, outbox published, producer flushed",
+                self.spec.name,
+            )
 
-    async def _stop_all(self, runnables: list[Worker], grace: float) -> None:
+    async def _stop_all(self, runnables: list[Worker], grace: float) -> int:
+        """Stop `runnables`, waiting up to `grace`; returns how many had to be cancelled."""
         for r in runnables:
             await r.stop()
         tasks = [self._tasks[id(r)] for r in runnables if id(r) in self._tasks]
         if not tasks:
-            return
+            return 0
         _done, pending = await asyncio.wait(tasks, timeout=grace)
         for task in pending:
             log.warning("%s did not stop within %ss; cancelling", task.get_name(), grace)
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        return len(pending)
 
     async def ready(self) -> tuple[bool, dict[str, str]]:
         checks: dict[str, str] = {}
