@@ -120,6 +120,20 @@ class InboxConsumer:
             result[tp] = max(end - position, 0)
         return result
 
+    async def replay(self, record: ConsumerRecord[bytes, bytes]) -> str:
+        """Handle one record outside the consume loop (a dead letter being replayed, see
+        `from_dead_letter`) exactly as the loop would: inbox first, DLQ again if it still fails.
+        Returns "handled", "duplicate", "dead_lettered" or "ignored" (no handler here)."""
+        before = (self.processed, self.duplicates, self.dead_lettered)
+        await self._handle_record(record)
+        after = (self.processed, self.duplicates, self.dead_lettered)
+        for outcome, b, a in zip(
+            ("handled", "duplicate", "dead_lettered"), before, after, strict=True
+        ):
+            if a > b:
+                return outcome
+        return "ignored"
+
     async def _handle_record(self, record: ConsumerRecord[bytes, bytes]) -> None:
         parent = context_from_kafka_headers(record.headers)
         with tracer.start_as_current_span(
@@ -243,4 +257,46 @@ class InboxConsumer:
         )
 
 
-__all__ = ["Handler", "InboxConsumer", "PoisonMessage", "TopicPartition"]
+DLQ_HEADERS = ("dlq.consumer", "dlq.error", "dlq.source")
+
+
+def dead_letter_consumer(record: ConsumerRecord[bytes, bytes]) -> str | None:
+    """The consumer (inbox name) that gave up on a dead-lettered record."""
+    for key, value in record.headers or ():
+        if key == "dlq.consumer" and value is not None:
+            return bytes(value).decode(errors="replace")
+    return None
+
+
+def from_dead_letter(record: ConsumerRecord[bytes, bytes]) -> ConsumerRecord[bytes, bytes]:
+    """The record as it was on its source topic, rebuilt from its DLQ copy: the source
+    topic/partition/offset from `dlq.source`, the original headers (trace context included)
+    without the dlq.* ones."""
+    headers = list(record.headers or ())
+    source = next((bytes(v).decode() for k, v in headers if k == "dlq.source" and v), None)
+    if source is None:
+        raise ValueError(f"{record.topic}/{record.partition}/{record.offset} has no dlq.source")
+    topic, partition, offset = source.rsplit("/", 2)
+    return ConsumerRecord(
+        topic=topic,
+        partition=int(partition),
+        offset=int(offset),
+        timestamp=record.timestamp,
+        timestamp_type=record.timestamp_type,
+        key=record.key,
+        value=record.value,
+        checksum=None,
+        serialized_key_size=record.serialized_key_size,
+        serialized_value_size=record.serialized_value_size,
+        headers=tuple((k, v) for k, v in headers if k not in DLQ_HEADERS),
+    )
+
+
+__all__ = [
+    "Handler",
+    "InboxConsumer",
+    "PoisonMessage",
+    "TopicPartition",
+    "dead_letter_consumer",
+    "from_dead_letter",
+]

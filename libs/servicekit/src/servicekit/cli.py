@@ -1,8 +1,10 @@
-"""The command line every service shares: `<service> serve` and `<service> migrate`."""
+"""The command line every service shares: `<service> serve`, `<service> migrate` and
+`<service> replay-dlq`."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -28,12 +30,31 @@ def run_cli(
     sub.add_parser("serve", help="run the HTTP API, outbox relay and consumers")
     mig = sub.add_parser("migrate", help="apply this service's database migrations")
     mig.add_argument("--revision", default="head")
+    replay = sub.add_parser(
+        "replay-dlq",
+        help="hand this service's dead letters back to its consumers (after fixing the cause)",
+    )
+    replay.add_argument(
+        "--group",
+        action="append",
+        dest="groups",
+        help="only this consumer group (repeatable; default: all of the service's)",
+    )
+    replay.add_argument("--dry-run", action="store_true", help="count, change nothing")
     args = parser.parse_args(argv)
 
     settings = settings_type()
     configure_logging(spec.name, settings.log_level, settings.log_json)
     if args.command == "migrate":
         migrations.upgrade(settings.database_url, spec.schema, spec.package, args.revision)
+        return
+    if args.command == "replay-dlq":
+        from servicekit.replay import replay_dead_letters
+
+        summary = asyncio.run(
+            replay_dead_letters(spec, settings, groups=args.groups, dry_run=args.dry_run)
+        )
+        print(f"{spec.name} replay-dlq: {summary.describe()}")
         return
     uvicorn.run(
         app_factory(settings),
