@@ -16,10 +16,10 @@ import asyncpg
 
 from attribution_service import domain, fraud, repository
 from attribution_service.schemas import CancellationIn, ConversionIn, RefundIn
-from referral_events import CloudEvent, EventPayload, topics
+from referral_events import CloudEvent, EventPayload, new_event, topics
 from referral_events.contracts import attribution as out
 from referral_events.contracts import link as ev
-from referral_events.outbox import emit
+from referral_events.outbox import emit, enqueue_many
 from servicekit import money
 from servicekit.ids import new_id
 from servicekit.metrics import FRAUD_DECISIONS
@@ -87,15 +87,22 @@ async def submit_conversion(
         custom_type = cmd.type
     occurred_at = cmd.occurred_at or now
     code_key = cmd.code.strip().upper() if cmd.code else None
-    missing = False
-    if code_key or cmd.click_id:
-        missing = await _check_evidence(
-            conn, tenant_id, code_key, cmd.click_id, occurred_at, grace, now
-        )
+    conversion_id = new_id("cnv")
+    # Read before the insert (the new row changes none of it): one round trip on the hot path.
+    ctx = await repository.evidence_context(
+        conn,
+        tenant_id=tenant_id,
+        customer_id=cmd.customer_id,
+        type_=cmd.type,
+        code_key=code_key,
+        click_id=cmd.click_id,
+        conversion_id=conversion_id,
+    )
+    missing = _check_evidence(ctx, tenant_id, code_key, cmd.click_id, now - occurred_at > grace)
 
     row = await repository.insert_conversion(
         conn,
-        id=new_id("cnv"),
+        id=conversion_id,
         tenant_id=tenant_id,
         type=cmd.type,
         custom_type=custom_type,
@@ -121,7 +128,7 @@ async def submit_conversion(
         return await _existing(conn, tenant_id, cmd, idempotency_key, digest), False
     if missing:
         return row, True  # waits for the click/code event; see resolve_pending
-    return await decide_conversion(conn, row), True
+    return await decide_conversion(conn, row, ctx=ctx), True
 
 
 async def _existing(
@@ -142,24 +149,21 @@ async def _existing(
     return existing
 
 
-async def _check_evidence(
-    conn: asyncpg.Connection,
+def _check_evidence(
+    ctx: Mapping[str, Any],
     tenant_id: str,
     code_key: str | None,
     click_id: str | None,
-    occurred_at: datetime,
-    grace: timedelta,
-    now: datetime,
+    too_old_for_lag: bool,
 ) -> bool:
     """Refuses evidence of another tenant, and unknown evidence that cannot be a late event:
     awaited before without arriving, or named by a conversion older than the grace period.
     Returns whether the conversion must wait for it (unknown, but it may still arrive)."""
-    row = await repository.evidence_tenants(conn, code_key, click_id)
-    expired = set(row["expired"] or [])
+    expired = set(ctx["expired"] or [])
     missing = False
     for kind, value, owner, field in (
-        ("code", code_key, row["code_tenant"], "code"),
-        ("click", click_id, row["click_tenant"], "click_id"),
+        ("code", code_key, ctx["code_tenant"], "code"),
+        ("click", click_id, ctx["click_tenant"], "click_id"),
     ):
         if value is None:
             continue
@@ -167,7 +171,7 @@ async def _check_evidence(
         if owner is not None and owner != tenant_id:
             raise InvalidInput(f"unknown {label} '{value}'", field=field)
         if owner is None:
-            if f"{kind}:{tenant_id}" in expired or now - occurred_at > grace:
+            if f"{kind}:{tenant_id}" in expired or too_old_for_lag:
                 raise InvalidInput(f"unknown {label} '{value}'", field=field)
             missing = True
     return missing
@@ -195,11 +199,27 @@ def _opt_dt(value: Any) -> datetime | None:
     return None if value is None else _dt(value)
 
 
+async def _context(conn: asyncpg.Connection, conv: asyncpg.Record) -> asyncpg.Record:
+    return await repository.evidence_context(
+        conn,
+        tenant_id=conv["tenant_id"],
+        customer_id=conv["customer_id"],
+        type_=conv["type"],
+        code_key=conv["code_key"],
+        click_id=conv["click_id"],
+        conversion_id=conv["id"],
+    )
+
+
 async def decide_conversion(
-    conn: asyncpg.Connection, conv: asyncpg.Record, note: str | None = None
+    conn: asyncpg.Connection,
+    conv: asyncpg.Record,
+    note: str | None = None,
+    ctx: asyncpg.Record | None = None,
 ) -> asyncpg.Record:
     """Decide a conversion with the evidence known now, record why, and publish."""
-    ctx = await repository.evidence_context(conn, conv)
+    if ctx is None:
+        ctx = await _context(conn, conv)
     settings = {pid: domain.ProgramSettings.model_validate(s) for pid, s in ctx["settings"].items()}
     c = ctx["code"]
     code = domain.Code(c["code"], c["program_id"], c["advocate_id"]) if c else None
@@ -354,88 +374,76 @@ async def _attribute(
     """Attach the friend to the advocate (creating the referral on first attribution) and
     publish the attribution. Also the path of an approved review."""
     tenant_id = conv["tenant_id"]
-    referral, created = await repository.insert_referral_or_get(
+    row = await repository.attribute(
         conn,
+        conv,
         referral_id=new_id("ref"),
-        tenant_id=tenant_id,
         program_id=cand.program_id,
         advocate_id=cand.advocate_id,
-        friend_customer_id=conv["customer_id"],
         evidence=cand.evidence,
         click_id=cand.click.click_id if cand.click else None,
+        explanation=explanation,
+        review=review,
     )
-    sequence = await repository.next_sequence(
-        conn, referral["id"], conv["type"], conv["custom_type"], conv["id"]
-    )
-    first_purchase = conv["type"] == "purchase" and sequence == 1
-    if review is None:
-        assert explanation is not None
-        row = await repository.record_decision(
-            conn,
-            conv["id"],
-            status="attributed",
-            decision="allow",
-            program_id=cand.program_id,
-            advocate_id=cand.advocate_id,
-            referral_id=referral["id"],
-            evidence=cand.evidence,
-            is_first_purchase=first_purchase,
-            sequence=sequence,
-            explanation=explanation,
+    events: list[tuple[EventPayload, str]] = []
+    if row["referral_created"]:
+        events.append(
+            (
+                out.ReferralAttributed(
+                    referral_id=row["referral_id"],
+                    program_id=cand.program_id,
+                    advocate_id=cand.advocate_id,
+                    friend_customer_id=conv["customer_id"],
+                    conversion_id=row["id"],
+                    evidence=cand.evidence,
+                    click_id=row["referral_click_id"],
+                    attributed_at=datetime.now(UTC),
+                    friend_email=row["email"],
+                    friend_locale=row["locale"],
+                ),
+                f"{row['referral_id']}:attributed",
+            )
         )
-    else:
-        row = await repository.set_conversion_status(
-            conn,
-            conv["id"],
-            "attributed",
-            "allow",
-            sequence,
-            first_purchase,
-            referral["id"],
-            review,
-        )
-    if created:
-        await _publish(
-            conn,
-            tenant_id,
-            out.ReferralAttributed(
-                referral_id=referral["id"],
+    events.append(
+        (
+            out.ConversionAttributed(
+                conversion_id=row["id"],
+                referral_id=row["referral_id"],
                 program_id=cand.program_id,
                 advocate_id=cand.advocate_id,
                 friend_customer_id=conv["customer_id"],
-                conversion_id=row["id"],
+                conversion_type=_type(row),
+                custom_type=row["custom_type"],
+                order_id=row["order_id"],
+                subscription_id=row["subscription_id"],
+                amount_minor=row["amount_minor"],
+                currency=row["currency"],
+                is_first_purchase=row["is_first_purchase"],
+                sequence=row["sequence"],
+                occurred_at=row["occurred_at"],
                 evidence=cand.evidence,
-                click_id=referral["click_id"],
-                attributed_at=datetime.now(UTC),
-                friend_email=row["email"],
-                friend_locale=row["locale"],
+                review_id=review_id,
             ),
-            key=cand.advocate_id,
-            event_id=f"{referral['id']}:attributed",
+            f"{row['id']}:attributed",
         )
-    await _publish(
+    )
+    # one statement for both rows (and one wake-up of the relay)
+    await enqueue_many(
         conn,
-        tenant_id,
-        out.ConversionAttributed(
-            conversion_id=row["id"],
-            referral_id=referral["id"],
-            program_id=cand.program_id,
-            advocate_id=cand.advocate_id,
-            friend_customer_id=conv["customer_id"],
-            conversion_type=_type(row),
-            custom_type=row["custom_type"],
-            order_id=row["order_id"],
-            subscription_id=row["subscription_id"],
-            amount_minor=row["amount_minor"],
-            currency=row["currency"],
-            is_first_purchase=first_purchase,
-            sequence=sequence,
-            occurred_at=row["occurred_at"],
-            evidence=cand.evidence,
-            review_id=review_id,
-        ),
-        key=cand.advocate_id,
-        event_id=f"{row['id']}:attributed",
+        [
+            (
+                new_event(
+                    payload,
+                    source=SOURCE,
+                    tenant_id=tenant_id,
+                    subject=cand.advocate_id,
+                    event_id=event_id,
+                ),
+                topics.ATTRIBUTION_EVENTS,
+                cand.advocate_id,
+            )
+            for payload, event_id in events
+        ],
     )
     return row
 
@@ -462,12 +470,12 @@ async def resolve_pending(
     for conv in await repository.pending_waiting_for(
         conn, tenant_id, click_id=click_id, code_key=code_key
     ):
-        row = await repository.evidence_tenants(conn, conv["code_key"], conv["click_id"])
-        if (conv["code_key"] and row["code_tenant"] is None) or (
-            conv["click_id"] and row["click_tenant"] is None
+        ctx = await _context(conn, conv)
+        if (conv["code_key"] and ctx["code_tenant"] is None) or (
+            conv["click_id"] and ctx["click_tenant"] is None
         ):
             continue
-        await decide_conversion(conn, conv)
+        await decide_conversion(conn, conv, ctx=ctx)
         decided += 1
     return decided
 
@@ -479,7 +487,7 @@ async def decide_overdue(
     it; the evidence is remembered as expired, so later conversions naming it are refused."""
     overdue = await repository.pending_overdue(conn, now - grace, limit)
     for conv in overdue:
-        row = await repository.evidence_tenants(conn, conv["code_key"], conv["click_id"])
+        row = await _context(conn, conv)
         missing = []
         if conv["code_key"] and row["code_tenant"] is None:
             await repository.mark_expired_evidence(

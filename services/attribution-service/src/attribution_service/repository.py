@@ -103,32 +103,8 @@ async def insert_click(conn: asyncpg.Connection, **f: Any) -> None:
     )
 
 
-async def get_code(conn: asyncpg.Connection, code_key: str) -> asyncpg.Record | None:
-    return await conn.fetchrow("SELECT * FROM codes WHERE code_key = $1", code_key)
-
-
 async def get_click(conn: asyncpg.Connection, click_id: str) -> asyncpg.Record | None:
     return await conn.fetchrow("SELECT * FROM clicks WHERE id = $1", click_id)
-
-
-async def evidence_tenants(
-    conn: asyncpg.Connection, code_key: str | None, click_id: str | None
-) -> asyncpg.Record:
-    """Which tenant owns the named code and click (NULL: not seen), and whether either was
-    awaited before and never arrived, in one round trip."""
-    row = await conn.fetchrow(
-        """
-        SELECT (SELECT tenant_id FROM codes WHERE code_key = $1) AS code_tenant,
-               (SELECT tenant_id FROM clicks WHERE id = $2) AS click_tenant,
-               (SELECT array_agg(kind || ':' || tenant_id) FROM expired_evidence
-                 WHERE (kind = 'code' AND value = $1) OR (kind = 'click' AND value = $2))
-                 AS expired
-        """,
-        code_key,
-        click_id,
-    )
-    assert row is not None
-    return row
 
 
 async def mark_expired_evidence(
@@ -187,14 +163,29 @@ async def tenant_names_type(conn: asyncpg.Connection, tenant_id: str, type_: str
 # --- deciding a conversion ------------------------------------------------------------------
 
 
-async def evidence_context(conn: asyncpg.Connection, conv: asyncpg.Record) -> asyncpg.Record:
-    """Everything evidence selection reads, in one round trip: the code, the customer's known
-    clicks when this conversion names a click (first/last-click choose among them: the one
-    named now and those named by the customer's earlier conversions), their referrals with the
-    count of earlier attributed conversions of this type, and the tenant's program settings."""
+async def evidence_context(
+    conn: asyncpg.Connection,
+    *,
+    tenant_id: str,
+    customer_id: str,
+    type_: str,
+    code_key: str | None,
+    click_id: str | None,
+    conversion_id: str,
+) -> asyncpg.Record:
+    """Everything accepting and choosing evidence reads, in one round trip: which tenant owns the
+    named code and click (NULL: not seen) and whether either was awaited before and never
+    arrived; the code; the customer's known clicks when this conversion names a click
+    (first/last-click choose among them: the one named now and those named by the customer's
+    earlier conversions); their referrals with the count of earlier attributed conversions of
+    this type; and the tenant's program settings."""
     row = await conn.fetchrow(
         """
         SELECT
+          (SELECT tenant_id FROM codes WHERE code_key = $4) AS code_tenant,
+          (SELECT tenant_id FROM clicks WHERE id = $5) AS click_tenant,
+          (SELECT array_agg(kind || ':' || tenant_id) FROM expired_evidence
+            WHERE (kind = 'code' AND value = $4) OR (kind = 'click' AND value = $5)) AS expired,
           (SELECT to_jsonb(c) FROM codes c WHERE c.code_key = $4 AND c.tenant_id = $1) AS code,
           (SELECT coalesce(jsonb_agg(to_jsonb(k)), '[]'::jsonb) FROM clicks k
             WHERE $5::text IS NOT NULL AND k.tenant_id = $1 AND k.id IN (
@@ -210,12 +201,12 @@ async def evidence_context(conn: asyncpg.Connection, conv: asyncpg.Record) -> as
           (SELECT coalesce(jsonb_object_agg(program_id, settings), '{}'::jsonb)
              FROM program_settings WHERE tenant_id = $1) AS settings
         """,
-        conv["tenant_id"],
-        conv["customer_id"],
-        conv["type"],
-        conv["code_key"],
-        conv["click_id"],
-        conv["id"],
+        tenant_id,
+        customer_id,
+        type_,
+        code_key,
+        click_id,
+        conversion_id,
     )
     assert row is not None
     return row
@@ -294,56 +285,61 @@ async def link_customer_click(
     )
 
 
-async def insert_referral_or_get(
+async def attribute(
     conn: asyncpg.Connection,
+    conv: asyncpg.Record,
     *,
     referral_id: str,
-    tenant_id: str,
     program_id: str,
     advocate_id: str,
-    friend_customer_id: str,
     evidence: str,
     click_id: str | None,
-) -> tuple[asyncpg.Record, bool]:
-    """The friend's referral in this program, created if new, locked either way so concurrent
-    conversions of one friend are decided one after the other. `created` is true when this call
-    made it (xmax = 0 marks a row this statement inserted)."""
+    explanation: dict[str, Any] | None,
+    review: dict[str, Any] | None,
+) -> asyncpg.Record:
+    """In one statement: the friend's referral in this program (created if new; locked either
+    way, so concurrent conversions of one friend are numbered one after the other), this
+    conversion's sequence among the friend's attributed conversions of its type, and the
+    conversion marked attributed. Returns the conversion with `referral_created` and
+    `referral_click_id`. (xmax = 0 marks a row the INSERT created rather than updated.)"""
     row = await conn.fetchrow(
         """
-        INSERT INTO referrals (id, tenant_id, program_id, advocate_id, friend_customer_id,
-                               evidence, click_id)
-        VALUES ($1, $2, $3, $4, $5, $6, $7)
-        ON CONFLICT (tenant_id, program_id, friend_customer_id)
-        DO UPDATE SET id = referrals.id
-        RETURNING *, (xmax = 0) AS created
+        WITH ref AS (
+            INSERT INTO referrals (id, tenant_id, program_id, advocate_id, friend_customer_id,
+                                   evidence, click_id)
+            VALUES ($2, $3, $4, $5, $6, $7, $8)
+            ON CONFLICT (tenant_id, program_id, friend_customer_id)
+            DO UPDATE SET id = referrals.id
+            RETURNING id, click_id, (xmax = 0) AS created
+        ), seq AS (
+            SELECT count(*) + 1 AS n FROM conversions x, ref
+            WHERE x.referral_id = ref.id AND x.type = $9 AND x.custom_type IS NOT DISTINCT FROM $10
+              AND x.status = 'attributed' AND x.id <> $1
+        )
+        UPDATE conversions c SET status = 'attributed', decision = 'allow', program_id = $4,
+               advocate_id = $5, referral_id = ref.id, evidence = $7, sequence = seq.n,
+               is_first_purchase = (c.type = 'purchase' AND seq.n = 1),
+               explanation = CASE WHEN $12::jsonb IS NULL THEN $11::jsonb
+                   ELSE c.explanation || jsonb_build_object('review', $12::jsonb) END,
+               decided_at = coalesce(c.decided_at, now())
+        FROM ref, seq WHERE c.id = $1
+        RETURNING c.*, ref.created AS referral_created, ref.click_id AS referral_click_id
         """,
+        conv["id"],
         referral_id,
-        tenant_id,
+        conv["tenant_id"],
         program_id,
         advocate_id,
-        friend_customer_id,
+        conv["customer_id"],
         evidence,
         click_id,
+        conv["type"],
+        conv["custom_type"],
+        explanation,
+        review,
     )
     assert row is not None
-    return row, bool(row["created"])
-
-
-async def next_sequence(
-    conn: asyncpg.Connection, referral_id: str, type_: str, custom_type: str | None, conv_id: str
-) -> int:
-    n: int = await conn.fetchval(
-        """
-        SELECT count(*) + 1 FROM conversions
-        WHERE referral_id = $1 AND type = $2 AND custom_type IS NOT DISTINCT FROM $3
-          AND status = 'attributed' AND id <> $4
-        """,
-        referral_id,
-        type_,
-        custom_type,
-        conv_id,
-    )
-    return n
+    return row
 
 
 async def insert_conversion(conn: asyncpg.Connection, **f: Any) -> asyncpg.Record | None:
@@ -498,10 +494,6 @@ async def record_decision(
     )
     assert row is not None
     return row
-
-
-async def get_referral(conn: asyncpg.Connection, referral_id: str) -> asyncpg.Record | None:
-    return await conn.fetchrow("SELECT * FROM referrals WHERE id = $1", referral_id)
 
 
 # --- reviews -------------------------------------------------------------------------------

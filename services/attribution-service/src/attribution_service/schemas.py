@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from ipaddress import IPv4Address, IPv6Address
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, IPvAnyAddress, model_validator
 
 from attribution_service.domain import ProgramSettings
 
@@ -37,7 +36,7 @@ class ConversionIn(BaseModel):
     occurred_at: AwareDatetime | None = None
     # Screening inputs: the friend's IP address and device id are hashed on arrival (the same
     # keyed hash link-service applies to clicks) and never stored in clear.
-    ip: IPv4Address | IPv6Address | None = None
+    ip: IPvAnyAddress | None = None
     device_id: str | None = Field(default=None, min_length=1, max_length=200)
     existing_customer: bool = Field(default=False, description="the merchant knows them already")
 

@@ -1,0 +1,347 @@
+"""Conversions/s from HTTP accept to conversion.attributed on Kafka.
+
+Runs attribution-service for real (uvicorn in its own process, the outbox relay publishing to a
+real Kafka broker, a real Postgres) and drives POST /v1/conversions from this process with a
+fixed number of keep-alive connections (closed loop), for a bounded time. Measured in the same
+run:
+
+- reference: the raw aiokafka produce rate with acks=all (idempotent producer, the relay's
+  settings) of messages the size of our events, i.e. what the publishing path alone allows;
+- throughput: conversions whose conversion.attributed arrived on Kafka, per second, from the
+  first request to the last event;
+- HTTP latency p50/p99 of the accepted requests, and end-to-end lag p50/p99 (request sent ->
+  conversion.attributed read back from Kafka).
+
+The load client is a minimal HTTP/1.1 keep-alive writer over asyncio streams rather than httpx:
+on a 2-core machine shared with the service, Postgres and Kafka, a heavier client would measure
+itself. Goal (issue #5): >= 1,000 conversions/s with HTTP p99 <= 50 ms. All load goes to
+127.0.0.1. Usage: uv run --frozen python bench/conversions.py [--quick]
+(KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL reuse a running broker / Postgres.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "24"))
+ADVOCATES = 500
+
+
+class Conn:
+    """One keep-alive HTTP/1.1 connection: POST, read status line, headers and the body."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, port: int) -> Conn:
+        return cls(*await asyncio.open_connection("127.0.0.1", port))
+
+    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n"
+        head += "Content-Type: application/json\r\n"
+        head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+        self.writer.write(head.encode() + body)
+        status_line = await self.reader.readline()
+        status = int(status_line.split()[1])
+        length = 0
+        while True:
+            line = await self.reader.readline()
+            if line in (b"\r\n", b""):
+                break
+            name, _, value = line.decode().partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+        return status, await self.reader.readexactly(length)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def reference_produce_rate(bootstrap: str, topic: str, size: int, total: int) -> float:
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    # the same layout as the service's topics here: 2 partitions, replication 1
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5
+    )
+    await producer.start()
+    try:
+        payload = b"x" * size
+        await producer.send_and_wait(topic, payload, key=b"warm")
+        started = time.perf_counter()
+        futures = [
+            await producer.send(topic, payload, key=f"adv_{i % ADVOCATES}".encode())
+            for i in range(total)
+        ]
+        await asyncio.gather(*futures)
+        return total / (time.perf_counter() - started)
+    finally:
+        await producer.stop()
+
+
+async def seed(dsn: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn, server_settings={"search_path": "attribution"})
+    try:
+        await conn.execute(
+            "INSERT INTO programs (id, tenant_id, status, name)"
+            " VALUES ('prg_b', 'bench', 'active', 'b')"
+        )
+        await conn.executemany(
+            "INSERT INTO advocates (id, tenant_id, program_id, customer_id)"
+            " VALUES ($1, 'bench', 'prg_b', $2)",
+            [(f"adv_{i}", f"cus_adv_{i}") for i in range(ADVOCATES)],
+        )
+        await conn.executemany(
+            "INSERT INTO codes (code_key, code, tenant_id, program_id, advocate_id)"
+            " VALUES ($1, $1, 'bench', 'prg_b', $2)",
+            [(f"BENCH{i:04d}", f"adv_{i}") for i in range(ADVOCATES)],
+        )
+        # a bench drives thousands of conversions per advocate per hour: velocity is not measured
+        settings = {"fraud": {"velocity": {"per_advocate_hour": 10**9, "per_advocate_day": 10**9}}}
+        await conn.execute(
+            "INSERT INTO program_settings (program_id, tenant_id, settings)"
+            " VALUES ('prg_b', 'bench', $1::jsonb)",
+            json.dumps(settings),
+        )
+    finally:
+        await conn.close()
+
+
+def start_service(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("w") as err:
+        return subprocess.Popen(
+            [sys.executable, "-m", "attribution_service.main", "serve"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc): what one conversion costs the
+    service whatever else the machine runs."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * q))]
+
+
+async def run(quick: bool) -> dict[str, Any]:
+    from aiokafka import AIOKafkaConsumer
+
+    from devstack.kafka import KafkaBroker
+    from devstack.paths import free_port
+    from devstack.postgres import create_scratch_database, start_embedded
+    from devstack.testing import migrate
+
+    seconds = 8 if quick else 20
+    root = Path(tempfile.mkdtemp(prefix="bench-conversions-"))
+    broker = pg = None
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if not bootstrap:
+        broker = KafkaBroker(root / "kafka", heap="512m")
+        broker.start()
+        bootstrap = broker.bootstrap_servers
+    admin = os.environ.get("DATABASE_URL")
+    if not admin:
+        pg, admin = start_embedded(root / "pg")
+    prefix = f"bench{secrets.token_hex(3)}."
+    dsn = await create_scratch_database(admin)
+    await migrate(dsn, "attribution", "attribution_service")
+    await seed(dsn)
+
+    key = "rk_bench_" + secrets.token_urlsafe(12)
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": dsn,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "KAFKA_TOPIC_PREFIX": prefix,
+        "KAFKA_TOPIC_PARTITIONS": "2",
+        "API_KEYS": json.dumps(
+            [{"tenant_id": "bench", "key_sha256": hashlib.sha256(key.encode()).hexdigest()}]
+        ),
+        "HTTP_PORT": str(port),
+        "LOG_LEVEL": "WARNING",
+        "OTEL_SDK_DISABLED": "true",
+        "DB_POOL_MAX_SIZE": "20",
+        "OUTBOX_POLL_INTERVAL_SECONDS": "0.2",
+    }
+    service = start_service(env, root / "service.log")
+    figures: dict[str, Any] = {}
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                c = await Conn.open(port)
+                c.writer.write(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
+                line = await c.reader.readline()
+                c.close()
+                if b" 200 " in line:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline or service.poll() is not None:
+                raise RuntimeError(f"service did not start; see {root / 'service.log'}")
+            await asyncio.sleep(0.3)
+
+        topic = prefix + "attribution.events"
+        received: dict[str, float] = {}
+        consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=bootstrap,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
+        await consumer.start()
+        stop_consuming = asyncio.Event()
+
+        async def consume() -> None:
+            while not stop_consuming.is_set():
+                batch = await consumer.getmany(timeout_ms=100)
+                now = time.perf_counter()
+                for records in batch.values():
+                    for r in records:
+                        event = json.loads(r.value)
+                        if event["type"] == "conversion.attributed.v1":
+                            received[event["data"]["order_id"]] = now
+
+        consuming = asyncio.create_task(consume())
+        auth = {"Authorization": f"Bearer {key}"}
+        sent: dict[str, float] = {}
+        latencies: list[float] = []
+        errors: dict[int, int] = {}
+        counter = 0
+
+        async def worker(phase: str, until: float) -> None:
+            nonlocal counter
+            conn = await Conn.open(port)
+            try:
+                while time.perf_counter() < until:
+                    counter += 1
+                    n = counter
+                    order = f"{phase}-{n}"
+                    body = json.dumps(
+                        {
+                            "type": "purchase",
+                            "customer_id": f"cus_{phase}_{n}",
+                            "code": f"BENCH{n % ADVOCATES:04d}",
+                            "order_id": order,
+                            "amount": "59.90",
+                            "currency": "USD",
+                            "email": f"friend{n}@example.com",
+                        }
+                    ).encode()
+                    started = time.perf_counter()
+                    status, _ = await conn.post("/v1/conversions", body, auth)
+                    took = time.perf_counter() - started
+                    if status != 201:
+                        errors[status] = errors.get(status, 0) + 1
+                        continue
+                    if phase == "run":
+                        sent[order] = started
+                        latencies.append(took)
+            finally:
+                conn.close()
+
+        # warm up (connections, prepared statements, JIT of the slow paths), then measure
+        until = time.perf_counter() + 3
+        await asyncio.gather(*(worker("warm", until) for _ in range(CONCURRENCY)))
+        cpu0 = cpu_seconds(service.pid)
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker("run", t0 + seconds) for _ in range(CONCURRENCY)))
+        http_done = time.perf_counter()
+        deadline = time.perf_counter() + 60
+        while time.perf_counter() < deadline:
+            if all(o in received for o in sent):
+                break
+            await asyncio.sleep(0.1)
+        cpu1 = cpu_seconds(service.pid)
+        stop_consuming.set()
+        await consuming
+        await consumer.stop()
+        arrived = [o for o in sent if o in received]
+        last = max(received[o] for o in arrived)
+        lags = [received[o] - sent[o] for o in arrived]
+        figures.update(
+            conversions_per_s=round(len(arrived) / (last - t0), 1),
+            http_accepted_per_s=round(len(sent) / (http_done - t0), 1),
+            conversions=len(sent),
+            arrived=len(arrived),
+            http_p50_ms=round(pct(latencies, 0.5) * 1000, 1),
+            http_p99_ms=round(pct(latencies, 0.99) * 1000, 1),
+            e2e_lag_p50_ms=round(pct(lags, 0.5) * 1000, 1),
+            e2e_lag_p99_ms=round(pct(lags, 0.99) * 1000, 1),
+            concurrency=CONCURRENCY,
+            # service process CPU (HTTP, decision, outbox relay) per conversion
+            service_cpu_ms_per_conversion=round((cpu1 - cpu0) * 1000 / max(len(sent), 1), 2),
+            load_average=round(os.getloadavg()[0], 1),
+            errors=errors,
+        )
+    finally:
+        service.terminate()
+        try:
+            service.wait(30)
+        except subprocess.TimeoutExpired:
+            service.kill()
+
+    print(json.dumps(figures), file=sys.stderr)
+    figures["reference_produce_per_s"] = round(
+        await reference_produce_rate(bootstrap, prefix + "bench.reference", 900, 20000), 1
+    )
+    figures["ratio"] = round(figures["conversions_per_s"] / figures["reference_produce_per_s"], 3)
+    figures["goal_met"] = figures["conversions_per_s"] >= 1000 and figures["http_p99_ms"] <= 50
+    if broker is not None:
+        broker.stop()
+    if pg is not None:
+        pg.cleanup()
+    return figures
+
+
+def main() -> None:
+    quick = "--quick" in sys.argv
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    figures = asyncio.run(run(quick))
+    print(
+        f"reference (raw aiokafka produce, acks=all): {figures['reference_produce_per_s']}/s\n"
+        f"conversions accepted -> conversion.attributed on Kafka: {figures['conversions_per_s']}/s"
+        f" (ratio {figures['ratio']}); HTTP accepted {figures['http_accepted_per_s']}/s\n"
+        f"HTTP latency p50 {figures['http_p50_ms']} ms, p99 {figures['http_p99_ms']} ms; "
+        f"end-to-end lag p50 {figures['e2e_lag_p50_ms']} ms, p99 {figures['e2e_lag_p99_ms']} ms\n"
+        f"goal (>= 1000/s, p99 <= 50 ms) met: {figures['goal_met']}"
+    )
+    print(json.dumps({"bench": "conversions", **figures}))
+
+
+if __name__ == "__main__":
+    main()
