@@ -28,7 +28,8 @@ from devstack.testing import (
     wait_caught_up,
 )
 from referral_events import CloudEvent, new_event
-from referral_events.contracts.attribution import ConversionAttributed
+from referral_events.contracts.attribution import ConversionAttributed, ConversionRefunded
+from referral_events.envelope import EventPayload
 from reward_service import domain, handlers
 from reward_service.config import Settings
 from reward_service.main import create_app
@@ -81,7 +82,7 @@ class Env:
         return rt
 
     async def publish(
-        self, payload: ConversionAttributed, tenant: str = "acme", event_id: str | None = None
+        self, payload: EventPayload, tenant: str = "acme", event_id: str | None = None
     ) -> CloudEvent:
         event = new_event(
             payload, source="/services/attribution-service", tenant_id=tenant, event_id=event_id
@@ -499,3 +500,394 @@ async def test_migrations_downgrade_and_upgrade_cleanly(env: Env) -> None:
     assert tables == 0
     await migrate(env.ns.database_url, "reward", "reward_service")
     assert await env.db.fetchval("SELECT count(*) FROM transfers") == 0
+
+
+# --- issue #6: two-sided rules, caps, holds over a restart, refunds, spending -------------------
+
+DROPBOX_RULE = {
+    "advocate": {"trigger": "signup", "amount": {"quantity": 500, "unit": "MB"}},
+    "friend": {"trigger": "signup", "amount": {"quantity": 500, "unit": "MB"}},
+    "caps": [{"period": "lifetime", "max_amount": 16 * 1024}],
+}
+GIVE_20_GET_20 = {
+    "hold_days": 30,
+    "advocate": {"trigger": "first_purchase", "amount": {"amount_minor": 2000, "currency": "USD"}},
+    "friend": {"trigger": "first_purchase", "amount": {"amount_minor": 2000, "currency": "USD"}},
+}
+
+
+def referral(
+    n: int | str,
+    *,
+    program: str,
+    advocate: str,
+    conversion_type: str = "purchase",
+    occurred_at: datetime,
+    order: int = 5990,
+) -> ConversionAttributed:
+    purchase = conversion_type == "purchase"
+    return ConversionAttributed(
+        conversion_id=f"cnv_{program}_{n}",
+        referral_id=f"ref_{program}_{n}",
+        program_id=program,
+        advocate_id=advocate,
+        friend_customer_id=f"cus_{program}_{n}",
+        conversion_type=conversion_type,
+        order_id=f"ord_{n}" if purchase else None,
+        amount_minor=order if purchase else None,
+        currency="USD" if purchase else None,
+        is_first_purchase=purchase,
+        occurred_at=occurred_at,
+        evidence="code",
+    )
+
+
+def units(body: list[dict[str, Any]]) -> dict[str, tuple[int, int]]:
+    return {b["unit"]: (b["available_minor"], b["pending_minor"]) for b in body}
+
+
+async def test_dropbox_and_give_20_get_20_rules_give_exact_balances_across_a_restart(
+    env: Env,
+) -> None:
+    t0 = env.clock.now
+    async with env.serve() as client:
+        r = await client.put("/v1/programs/prg_drop/reward-rule", json=DROPBOX_RULE)
+        assert r.status_code == 200, r.text
+        r = await client.put("/v1/programs/prg_shop/reward-rule", json=GIVE_20_GET_20)
+        assert r.status_code == 200, r.text
+        assert r.json()["friend"]["amount"]["fixed"] == 2000
+
+        at = t0 + timedelta(seconds=1)
+        for i in range(35):  # 35 * 500 MB asked; the advocate's cap is 16 GB = 16384 MB
+            await env.publish(
+                referral(
+                    i,
+                    program="prg_drop",
+                    advocate="adv_drop",
+                    conversion_type="signup",
+                    occurred_at=at,
+                )
+            )
+        await env.publish(referral("bob", program="prg_shop", advocate="adv_ann", occurred_at=at))
+        await env.caught_up()
+
+        assert units(await balances(client, "adv_drop")) == {"MB": (16_384, 0)}
+        for i in (0, 17, 34):  # every friend gets their 500 MB, cap or no cap
+            assert units(await balances(client, f"cus_prg_drop_{i}")) == {"MB": (500, 0)}
+        assert units(await balances(client, "adv_ann")) == {"USD": (0, 2000)}
+        assert units(await balances(client, "cus_prg_shop_bob")) == {"USD": (0, 2000)}
+
+        events = await env.reward_events()
+        capped = [e["data"] for e in events if e["type"] == "reward.capped.v1"]
+        assert [(c["granted_amount"], c["amount"], c["reason"], c["period"]) for c in capped] == [
+            (384, 116, "advocate_amount_cap", "lifetime"),
+            (0, 500, "advocate_amount_cap", "lifetime"),
+            (0, 500, "advocate_amount_cap", "lifetime"),
+        ]
+        assert {c["role"] for c in capped} == {"advocate"}
+        pending = [e for e in events if e["type"] == "reward.pending.v1"]
+        assert {(e["data"]["role"], e["data"]["holder_id"]) for e in pending} == {
+            ("advocate", "adv_ann"),
+            ("friend", "cus_prg_shop_bob"),
+        }
+        # the capped rewards are on record with their reason, not dropped
+        rows = await env.db.fetch(
+            "SELECT state, amount, requested_amount, capped_reason FROM rewards"
+            " WHERE holder_id = 'adv_drop' AND capped_reason IS NOT NULL ORDER BY amount DESC"
+        )
+        assert [tuple(r) for r in rows] == [
+            ("available", 384, 500, "advocate_amount_cap"),
+            ("capped", 0, 500, "advocate_amount_cap"),
+            ("capped", 0, 500, "advocate_amount_cap"),
+        ]
+
+        # a minute before the hold ends nothing moves
+        env.clock.now = at + timedelta(days=30) - timedelta(minutes=1)
+        [releaser] = env.runtime.workers
+        assert isinstance(releaser, RewardReleaser)
+        assert await releaser.release_once() == 0
+
+    # the service is down when the hold ends, and comes back 20 s later
+    due = at + timedelta(days=30)
+    env.clock.now = due + timedelta(seconds=20)
+    async with env.serve() as client:
+        await until_balance(client, "adv_ann", usd(2000))
+        await until_balance(client, "cus_prg_shop_bob", usd(2000))
+        released = await env.db.fetch(
+            "SELECT released_at FROM rewards WHERE program_id = 'prg_shop'"
+        )
+        assert len(released) == 2
+        assert all(due <= r["released_at"] <= due + timedelta(minutes=1) for r in released)
+        await env.caught_up()
+        r = await client.get("/v1/admin/ledger/verify")
+        assert r.status_code == 200 and r.json()["ok"], r.text
+        await env.assert_ledger_balances()
+
+
+async def test_refunds_redemptions_and_statement_over_kafka_and_http(env: Env) -> None:
+    at = env.clock.now + timedelta(seconds=1)
+    async with env.serve() as client:
+        rule = {
+            "hold_days": 30,
+            "advocate": {
+                "trigger": "every_purchase",
+                "amount": {"percent": "10", "currency": "USD", "rounding": "half_even"},
+            },
+        }
+        assert (await client.put("/v1/programs/prg_p/reward-rule", json=rule)).status_code == 200
+        await env.publish(
+            referral(1, program="prg_p", advocate="adv_p", occurred_at=at, order=10_000)
+        )
+        await env.publish(
+            referral(2, program="prg_p", advocate="adv_p", occurred_at=at, order=4_000)
+        )
+        await env.caught_up()
+        assert units(await balances(client, "adv_p")) == {"USD": (0, 1400)}
+
+        def refund(n: int, rid: str, amount: int, total: int, order: int) -> ConversionRefunded:
+            return ConversionRefunded(
+                conversion_id=f"cnv_prg_p_{n}",
+                refund_id=rid,
+                program_id="prg_p",
+                advocate_id="adv_p",
+                friend_customer_id=f"cus_prg_p_{n}",
+                conversion_type="purchase",
+                amount_minor=amount,
+                currency="USD",
+                refunded_total_minor=total,
+                full=total >= order,
+                refunded_at=at + timedelta(days=1),
+            )
+
+        # inside the hold: a quarter of order 1 refunded (the 10.00 reward scales to 7.50)
+        await env.publish(refund(1, "rf_1", 2500, 2500, 10_000))
+        await env.caught_up()
+        assert units(await balances(client, "adv_p")) == {"USD": (0, 1150)}
+
+        env.clock.now = at + timedelta(days=30, seconds=5)
+        await until_balance(client, "adv_p", usd(1150))
+
+        # after the hold: order 2 fully refunded claws its 4.00 back
+        await env.publish(refund(2, "rf_2", 4000, 4000, 4000))
+        await env.caught_up()
+        assert units(await balances(client, "adv_p")) == {"USD": (750, 0)}
+        types = [e["type"] for e in await env.reward_events()]
+        assert types.count("reward.voided.v1") == 1 and types.count("reward.clawed_back.v1") == 1
+
+        # redemption: idempotent, 409 when short, and nothing posted then
+        headers = {"Idempotency-Key": "order-77"}
+        body = {"amount_minor": 500, "unit": "usd", "reference": "order 77"}
+        r = await client.post("/v1/accounts/adv_p/redemptions", json=body, headers=headers)
+        assert r.status_code == 201, r.text
+        again = await client.post("/v1/accounts/adv_p/redemptions", json=body, headers=headers)
+        assert again.status_code == 200 and again.json()["id"] == r.json()["id"]
+        r = await client.post(
+            "/v1/accounts/adv_p/redemptions",
+            json={**body, "amount_minor": 251},
+            headers={"Idempotency-Key": "order-78"},
+        )
+        assert r.status_code == 409 and r.headers["content-type"] == "application/problem+json"
+        assert r.json()["field"] == "amount_minor"
+        r = await client.post(
+            "/v1/accounts/adv_p/redemptions", json={**body, "amount_minor": 1}, headers=headers
+        )
+        assert r.status_code == 422 and r.json()["field"] == "Idempotency-Key"
+        r = await client.post("/v1/accounts/adv_p/redemptions", json=body)
+        assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
+        assert units(await balances(client, "adv_p")) == {"USD": (250, 0)}
+
+        # the statement: every entry linked to its cause, paged with a cursor
+        r = await client.get("/v1/accounts/adv_p/statement", params={"limit": 3})
+        page1 = r.json()
+        assert r.status_code == 200 and page1["next_cursor"] is not None
+        r = await client.get(
+            "/v1/accounts/adv_p/statement", params={"cursor": page1["next_cursor"]}
+        )
+        page2 = r.json()
+        entries = page1["entries"] + page2["entries"]
+        assert page2["next_cursor"] is None
+        assert sum(e["amount_minor"] for e in entries if e["account"] == "available") == 250
+        assert {e["leg"] for e in entries} == {"earn", "void", "release", "clawback", "redeem"}
+        assert {e["conversion_id"] for e in entries if e["leg"] == "earn"} == {
+            "cnv_prg_p_1",
+            "cnv_prg_p_2",
+        }
+        assert {e["cause"] for e in entries if e["leg"] in ("void", "clawback")} == {
+            "rf_1",
+            "rf_2",
+        }
+        assert len({(e["seq"], e["account"]) for e in entries}) == len(entries)
+
+        r = await client.get("/v1/admin/ledger/verify")
+        assert r.status_code == 200 and r.json()["ok"], r.text
+        await env.caught_up()
+        types = [e["type"] for e in await env.reward_events()]
+        assert types.count("reward.redeemed.v1") == 1
+
+
+async def test_tiers_milestones_budget_coupons_and_payouts(env: Env) -> None:
+    at = env.clock.now + timedelta(seconds=1)
+    async with env.serve() as client:
+        r = await client.post(
+            "/v1/programs/prg_t/coupon-pools",
+            json={"name": "10% off", "low_threshold": 1, "codes": ["AAA", "BBB", "AAA"]},
+        )
+        assert r.status_code == 201 and (r.json()["total"], r.json()["added"]) == (2, 2)
+        pool_id = r.json()["id"]
+        rule = {
+            "advocate": {
+                "trigger": "first_purchase",
+                "kind": "cash",
+                "amount": {"amount_minor": 1000, "currency": "USD"},
+                "tiers": [
+                    {
+                        "min_referrals": 1,
+                        "max_referrals": 2,
+                        "amount": {"amount_minor": 1000, "currency": "USD"},
+                    },
+                    {"min_referrals": 3, "amount": {"amount_minor": 1500, "currency": "USD"}},
+                ],
+            },
+            "friend": {"trigger": "first_purchase", "kind": "coupon", "coupon_pool_id": pool_id},
+            "milestones": [
+                {
+                    "referrals": 3,
+                    "amount": {"amount_minor": 5000, "currency": "USD"},
+                    "kind": "cash",
+                }
+            ],
+            "budget": {"amount": 10_000, "unit": "USD"},
+        }
+        r = await client.put("/v1/programs/prg_t/reward-rule", json=rule)
+        assert r.status_code == 200, r.text
+        for i in range(4):
+            await env.publish(referral(i, program="prg_t", advocate="adv_t", occurred_at=at))
+        await env.caught_up()
+
+        # 10 + 10 + 15 + the 50 bonus at 3 = 85.00; the 4th referral's 15.00 meets the
+        # 100.00 budget with 15.00 left: granted in full. Cash is its own purse.
+        [cash] = await balances(client, "adv_t")
+        assert (cash["purse"], cash["available_minor"]) == ("cash", 10_000)
+        events = await env.reward_events()
+        [milestone] = [e["data"] for e in events if e["type"] == "milestone.reached.v1"]
+        assert (milestone["referral_count"], milestone["amount"]) == (3, 5000)
+        coupons = [e["data"] for e in events if e["type"] == "coupon.allocated.v1"]
+        assert sorted(c["coupon_code"] for c in coupons) == ["AAA", "BBB"]
+        assert {c["holder_id"] for c in coupons} <= {f"cus_prg_t_{i}" for i in range(4)}
+        low = [e["data"]["remaining"] for e in events if e["type"] == "coupon_pool.low.v1"]
+        assert sorted(low) == [0, 0, 0, 1]  # 1 left, none left, then two friends found none
+        capped = [e["data"] for e in events if e["type"] == "reward.capped.v1"]
+        assert sorted(c["reason"] for c in capped) == ["coupon_pool_empty", "coupon_pool_empty"]
+
+        # one more referral: the budget is spent, so it is capped with that reason
+        await env.publish(referral(9, program="prg_t", advocate="adv_t", occurred_at=at))
+        await env.caught_up()
+        capped = [e["data"] for e in await env.reward_events() if e["type"] == "reward.capped.v1"]
+        assert "program_budget" in {c["reason"] for c in capped}
+
+        # payouts: cash above 50.00 is batched, exported, then paid or failed per line
+        r = await client.post("/v1/payouts", json={"currency": "USD", "threshold_minor": 5000})
+        assert r.status_code == 201, r.text
+        batch = r.json()
+        [line] = batch["lines"]
+        assert (line["holder_id"], line["amount_minor"], line["status"]) == (
+            "adv_t",
+            10_000,
+            "pending",
+        )
+        [cash] = await balances(client, "adv_t")
+        assert (cash["available_minor"], cash["in_payout_minor"]) == (0, 10_000)
+        r = await client.get(f"/v1/payouts/{batch['id']}/export.csv")
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+        header, row = r.text.strip().splitlines()
+        assert header.startswith("payout_id,batch_id,holder_type,holder_id,amount,currency")
+        assert f"{line['id']},{batch['id']},advocate,adv_t,100.00,USD,10000,pending" == row
+        r = await client.post(
+            f"/v1/payouts/{batch['id']}/lines/{line['id']}",
+            json={"status": "failed", "reason": "bank account closed"},
+        )
+        assert r.status_code == 200 and r.json()["status"] == "failed"
+        [cash] = await balances(client, "adv_t")
+        assert (cash["available_minor"], cash["in_payout_minor"]) == (10_000, 0)
+        r = await client.post(
+            f"/v1/payouts/{batch['id']}/lines/{line['id']}", json={"status": "paid"}
+        )
+        assert r.status_code == 409
+        # a second batch pays it
+        batch2 = (
+            await client.post("/v1/payouts", json={"currency": "USD", "threshold_minor": 5000})
+        ).json()
+        [line2] = batch2["lines"]
+        r = await client.post(
+            f"/v1/payouts/{batch2['id']}/lines/{line2['id']}",
+            json={"status": "paid", "reference": "wire-1"},
+        )
+        assert r.status_code == 200
+        [cash] = await balances(client, "adv_t")
+        assert (cash["available_minor"], cash["in_payout_minor"]) == (0, 0)
+        r = await client.post("/v1/payouts", json={"currency": "USD", "threshold_minor": 5000})
+        assert r.status_code == 409
+        await env.caught_up()
+        types = [e["type"] for e in await env.reward_events()]
+        assert [
+            types.count(t) for t in ("payout.created.v1", "payout.paid.v1", "payout.failed.v1")
+        ] == [2, 1, 1]
+        r = await client.get("/v1/admin/ledger/verify")
+        assert r.status_code == 200 and r.json()["ok"], r.text
+
+
+async def test_bad_rules_and_requests_answer_problem_json_naming_the_field(env: Env) -> None:
+    usd_amount = {"amount_minor": 1000, "currency": "USD"}
+    bad: list[tuple[dict[str, Any], str]] = [
+        (
+            {"advocate": {"trigger": "signup", "amount": {"amount_minor": -1, "currency": "USD"}}},
+            "advocate.amount.amount_minor",
+        ),
+        (
+            {"advocate": {"trigger": "signup", "amount": {"amount_minor": 1, "currency": "ABC"}}},
+            "advocate.amount.currency",
+        ),
+        (
+            {
+                "advocate": {
+                    "trigger": "every_purchase",
+                    "amount": usd_amount,
+                    "tiers": [
+                        {"min_referrals": 1, "max_referrals": 5, "amount": usd_amount},
+                        {"min_referrals": 4, "amount": usd_amount},
+                    ],
+                }
+            },
+            "advocate.tiers",
+        ),
+        (
+            {"friend": {"trigger": "signup", "kind": "coupon", "coupon_pool_id": "cpl_nope"}},
+            "friend.coupon_pool_id",
+        ),
+        ({**DROPBOX_RULE, "budget": {"amount": 100, "unit": "QQQ"}}, "budget.unit"),
+    ]
+    async with env.serve() as client:
+        for body, field in bad:
+            r = await client.put("/v1/programs/prg_bad/reward-rule", json=body)
+            assert r.status_code == 422, (body, r.text)
+            assert r.headers["content-type"] == "application/problem+json"
+            assert r.json()["field"] == field, (body, r.json())
+        r = await client.post(
+            "/v1/accounts/adv_x/redemptions",
+            json={"amount_minor": -100, "unit": "USD"},
+            headers={"Idempotency-Key": "k"},
+        )
+        assert r.status_code == 422 and r.json()["field"] == "amount_minor"
+        r = await client.post(
+            "/v1/accounts/adv_x/redemptions",
+            json={"amount_minor": 100, "unit": "XQZ"},
+            headers={"Idempotency-Key": "k"},
+        )
+        assert r.status_code == 422 and r.json()["field"] == "unit"
+        r = await client.post("/v1/payouts", json={"currency": "ABC", "threshold_minor": 5})
+        assert r.status_code == 422 and r.json()["field"] == "currency"
+        r = await client.get("/v1/accounts/adv_x/statement", params={"cursor": "-1"})
+        assert r.status_code == 422 and r.json()["field"] == "query.cursor"
+        r = await client.get("/v1/payouts/pob_nope")
+        assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
+        assert await env.db.fetchval("SELECT count(*) FROM rule_versions") == 0
