@@ -10,7 +10,12 @@ Why it is shaped this way:
   dispatcher that dies mid-request leaves a lease that runs out, and the delivery is sent
   again: delivery is at least once, and receivers deduplicate on webhook-id.
 - One slow endpoint never holds up the others: attempts run as concurrent tasks, at most
-  `webhook_per_endpoint_concurrency` per endpoint and `webhook_max_in_flight` in all.
+  `webhook_per_endpoint_concurrency` per endpoint and `webhook_max_in_flight` in all. A hanging
+  endpoint fills only its own slots until the attempt timeout.
+- Results are recorded in batches: finished attempts queue up, and a few recorder tasks each
+  write whatever has queued (up to RECORD_BATCH) in one transaction. Every attempt still gets its
+  own rows and its own outbox event; what is shared is the commit, the expensive part of a
+  small transaction, so throughput is not bounded by one commit per delivery.
 - The body is the Standard Webhooks shape `{"type", "timestamp", "data"}` rather than our
   CloudEvent envelope: integrators get the structure their Standard Webhooks tooling expects,
   and our internal envelope (sources naming internal services, extension attributes) can change
@@ -27,6 +32,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -48,6 +54,17 @@ USER_AGENT = "referral-platform-webhooks/1.0"
 # How long past the request timeout a claim stays ours before another replica may take it.
 LEASE_MARGIN = timedelta(seconds=60)
 ERROR_TEXT_LIMIT = 500
+# Attempts recorded per transaction, and transactions recording at once.
+RECORD_BATCH = 200
+RECORDERS = 4
+
+
+@dataclass
+class _Finished:
+    claim: handlers.Claim
+    result: domain.AttemptResult
+    attempted_at: datetime
+    recorded: asyncio.Future[domain.Decision | None]
 
 
 def utc_now() -> datetime:
@@ -93,21 +110,31 @@ class Dispatcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
+        self._finished: asyncio.Queue[_Finished] = asyncio.Queue()
         self.attempts_sent = 0
 
     async def run(self) -> None:
-        async with self._client() as client:
-            try:
-                while not self._stopping.is_set():
-                    try:
-                        await self._dispatch_once(client)
-                    except (*INFRASTRUCTURE_ERRORS, asyncpg.PostgresError) as exc:
-                        log.warning("dispatcher cannot claim deliveries, retrying: %r", exc)
-                    await self._idle()
-            finally:
-                # Let attempts in flight finish and be recorded before the client closes.
-                if self._tasks:
-                    await asyncio.gather(*self._tasks, return_exceptions=True)
+        recorders = [
+            asyncio.create_task(self._recorder(), name=f"webhook-recorder:{i}")
+            for i in range(RECORDERS)
+        ]
+        try:
+            async with self._client() as client:
+                try:
+                    while not self._stopping.is_set():
+                        try:
+                            await self._dispatch_once(client)
+                        except (*INFRASTRUCTURE_ERRORS, asyncpg.PostgresError) as exc:
+                            log.warning("dispatcher cannot claim deliveries, retrying: %r", exc)
+                        await self._idle()
+                finally:
+                    # Let attempts in flight finish and be recorded before the client closes.
+                    if self._tasks:
+                        await asyncio.gather(*self._tasks, return_exceptions=True)
+        finally:
+            for task in recorders:
+                task.cancel()
+            await asyncio.gather(*recorders, return_exceptions=True)
 
     async def stop(self) -> None:
         """Claim nothing more; `run` returns once the attempts in flight are recorded."""
@@ -195,26 +222,11 @@ class Dispatcher:
     async def _record(
         self, claim: handlers.Claim, result: domain.AttemptResult, attempted_at: datetime
     ) -> None:
-        # The request went out; losing its record to a database blip would send it again.
-        async for retry in AsyncRetrying(
-            retry=retry_if_exception_type(INFRASTRUCTURE_ERRORS),
-            stop=stop_after_attempt(5),
-            wait=wait_exponential(multiplier=0.2, max=5),
-            reraise=True,
-        ):
-            with retry:
-                async with self._rt.transaction() as conn:
-                    decision = await handlers.record_attempt(
-                        conn,
-                        claim,
-                        result,
-                        attempted_at=attempted_at,
-                        now=self._clock(),
-                        policy=self._policy,
-                        rand=self._rand,
-                        response_body_limit=self._body_limit,
-                        disable_after=self._disable_after,
-                    )
+        recorded: asyncio.Future[domain.Decision | None] = (
+            asyncio.get_running_loop().create_future()
+        )
+        await self._finished.put(_Finished(claim, result, attempted_at, recorded))
+        decision = await recorded
         if decision is None:
             log.warning(
                 "attempt %d of delivery %s finished after its lease; a newer attempt decides",
@@ -230,6 +242,55 @@ class Dispatcher:
                 result.describe(),
                 decision.outcome,
             )
+
+    async def _recorder(self) -> None:
+        while True:
+            batch = [await self._finished.get()]
+            while len(batch) < RECORD_BATCH and not self._finished.empty():
+                batch.append(self._finished.get_nowait())
+            # Endpoint rows are locked in one order by every recorder: no deadlocks between
+            # batches that change the same endpoints' health.
+            batch.sort(key=lambda item: (item.claim.endpoint_id, item.claim.delivery_id))
+            try:
+                decisions = await self._record_batch(batch)
+            except Exception:
+                # One attempt that cannot be recorded must not sink the others: alone, each
+                # either records or fails on its own (and is sent again after its lease).
+                for item in batch:
+                    try:
+                        [decision] = await self._record_batch([item])
+                        item.recorded.set_result(decision)
+                    except Exception as exc:
+                        item.recorded.set_exception(exc)
+            else:
+                for item, decision in zip(batch, decisions, strict=True):
+                    item.recorded.set_result(decision)
+
+    async def _record_batch(self, batch: list[_Finished]) -> list[domain.Decision | None]:
+        # The requests went out; losing their record to a database blip would send them again.
+        async for retry in AsyncRetrying(
+            retry=retry_if_exception_type(INFRASTRUCTURE_ERRORS),
+            stop=stop_after_attempt(5),
+            wait=wait_exponential(multiplier=0.2, max=5),
+            reraise=True,
+        ):
+            with retry:
+                async with self._rt.transaction() as conn:
+                    return [
+                        await handlers.record_attempt(
+                            conn,
+                            item.claim,
+                            item.result,
+                            attempted_at=item.attempted_at,
+                            now=self._clock(),
+                            policy=self._policy,
+                            rand=self._rand,
+                            response_body_limit=self._body_limit,
+                            disable_after=self._disable_after,
+                        )
+                        for item in batch
+                    ]
+        raise AssertionError("unreachable: tenacity re-raises the last error")
 
 
 async def post(

@@ -1,0 +1,327 @@
+"""Webhook delivery throughput and the isolation of slow endpoints.
+
+Runs notification-service's real dispatcher (Postgres claims, signed POSTs, attempt records and
+delivery.* events through the outbox to a real Kafka) against a receiver on 127.0.0.1 in a
+separate process, and measures in the same run:
+
+- reference: the raw httpx POST rate to the same receiver (same body, same concurrency as the
+  dispatcher may use), i.e. what the HTTP path alone allows on this machine;
+- throughput: deliveries/s draining a backlog spread over healthy endpoints, and the same with
+  10 % of the endpoints hanging (never answering until the attempt times out);
+- lag: at a steady offered load, the p99 time from a delivery being queued to it being
+  delivered, for healthy endpoints, without and with 10 % of endpoints hanging.
+
+Goals (issue #8): >= 500 deliveries/s, and healthy endpoints' p99 lag within 20 % when 10 % of
+endpoints hang. Loops are bounded in count and time; all load goes to 127.0.0.1.
+Usage: uv run --frozen python bench/webhooks.py [--quick]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing
+import os
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+
+BODY_DATA = {"reward_id": "rwd_bench", "amount": 2000, "unit": "USD", "advocate_id": "adv_1"}
+ENDPOINTS = 20
+HANGING = 2  # 10 % of ENDPOINTS
+TIMEOUT_SECONDS = 2.0  # the attempt timeout in this bench (production: 15 s)
+
+
+# --- the receiver, in its own process ---------------------------------------------------------
+
+
+def _receiver(port: int) -> None:
+    import uvicorn
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        more = True
+        while more:
+            message = await receive()
+            more = message.get("more_body", False)
+        if scope["path"].startswith("/hang/"):
+            await asyncio.sleep(3600)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/plain"), (b"content-length", b"2")],
+            }
+        )
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", access_log=False)
+
+
+async def _wait_listening(port: int) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        except OSError:
+            await asyncio.sleep(0.1)
+    raise RuntimeError("receiver did not start")
+
+
+# --- reference: raw httpx ---------------------------------------------------------------------
+
+
+async def reference_rate(base: str, total: int, concurrency: int) -> float:
+    body = json.dumps({"type": "reward.available.v1", "data": BODY_DATA}).encode()
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=10) as client:
+        left = total
+
+        async def worker(i: int) -> None:
+            nonlocal left
+            while left > 0:
+                left -= 1
+                r = await client.post(f"{base}/ok/{i % ENDPOINTS}", content=body)
+                r.raise_for_status()
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(i) for i in range(concurrency)))
+        return total / (time.perf_counter() - started)
+
+
+# --- the dispatcher under test ----------------------------------------------------------------
+
+
+async def setup_endpoints(conn: asyncpg.Connection, base: str, hanging: int) -> list[str]:
+    from notification_service import domain
+
+    ids: list[str] = []
+    for i in range(ENDPOINTS):
+        path = f"/hang/{i}" if i < hanging else f"/ok/{i}"
+        endpoint_id = f"ep_bench_{hanging}_{i}"
+        await conn.execute(
+            "INSERT INTO webhook_endpoints (id, tenant_id, url) VALUES ($1, 'bench', $2)",
+            endpoint_id,
+            base + path,
+        )
+        await conn.execute(
+            "INSERT INTO webhook_endpoint_secrets (endpoint_id, secret) VALUES ($1, $2)",
+            endpoint_id,
+            domain.new_secret(),
+        )
+        ids.append(endpoint_id)
+    return ids
+
+
+async def enqueue(conn: asyncpg.Connection, endpoints: list[str], count: int, tag: str) -> None:
+    """`count` messages, each to one endpoint, round robin: what the consumer's fan-out
+    writes, written directly so the bench measures delivery alone."""
+    from notification_service import domain
+
+    now = datetime.now(UTC)
+    body = domain.render_body("reward.available.v1", now, BODY_DATA, "bench")
+    messages = [(f"msg_{tag}_{i}", "bench", "reward.available.v1", now, body) for i in range(count)]
+    await conn.executemany(
+        "INSERT INTO webhook_messages (id, tenant_id, event_type, event_time, body) "
+        "VALUES ($1, $2, $3, $4, $5)",
+        messages,
+    )
+    await conn.executemany(
+        "INSERT INTO webhook_deliveries (id, tenant_id, endpoint_id, message_id, next_attempt_at)"
+        " VALUES ($1, 'bench', $2, $3, clock_timestamp())",
+        [(f"dlv_{tag}_{i}", endpoints[i % len(endpoints)], m[0]) for i, m in enumerate(messages)],
+    )
+
+
+async def lags(conn: asyncpg.Connection, tag: str, healthy: list[str]) -> list[float]:
+    rows = await conn.fetch(
+        """
+        SELECT extract(epoch FROM delivered_at - created_at) AS lag FROM webhook_deliveries
+        WHERE id LIKE $1 AND status = 'delivered' AND endpoint_id = ANY($2::text[])
+        """,
+        f"dlv_{tag}_%",
+        healthy,
+    )
+    return sorted(float(r["lag"]) for r in rows)
+
+
+def note(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+def p99(values: list[float]) -> float:
+    if not values:
+        return float("nan")
+    return values[min(len(values) - 1, int(len(values) * 0.99))]
+
+
+async def delivered_count(conn: asyncpg.Connection, tag: str) -> int:
+    return int(
+        await conn.fetchval(
+            "SELECT count(*) FROM webhook_deliveries WHERE id LIKE $1 AND status = 'delivered'",
+            f"dlv_{tag}_%",
+        )
+    )
+
+
+async def drain(conn: asyncpg.Connection, tag: str, target: int, limit_s: float) -> float:
+    started = time.perf_counter()
+    while time.perf_counter() - started < limit_s:
+        if await delivered_count(conn, tag) >= target:
+            break
+        await asyncio.sleep(0.05)
+    return time.perf_counter() - started
+
+
+async def run(quick: bool) -> dict[str, Any]:
+    from devstack.kafka import KafkaBroker
+    from devstack.paths import free_port
+    from devstack.postgres import create_scratch_database, start_embedded
+    from devstack.testing import migrate
+    from notification_service.config import Settings
+    from notification_service.dispatcher import Dispatcher
+    from notification_service.main import SPEC
+    from servicekit.runtime import Runtime
+
+    backlog = 1500 if quick else 4000
+    seconds = 6 if quick else 12
+    rate = 0.0  # offered load of the lag phases: half the throughput measured first
+
+    root = Path(tempfile.mkdtemp(prefix="bench-webhooks-"))
+    broker = KafkaBroker(root / "kafka", heap="512m")
+    note("starting Kafka and Postgres")
+    broker.start()
+    pg, admin = start_embedded(root / "pg")
+    note("started")
+    port = free_port()
+    receiver = multiprocessing.get_context("spawn").Process(target=_receiver, args=(port,))
+    receiver.start()
+    figures: dict[str, Any] = {}
+    try:
+        await _wait_listening(port)
+        base = f"http://127.0.0.1:{port}"
+        settings_base = dict(
+            kafka_bootstrap_servers=broker.bootstrap_servers,
+            kafka_topic_partitions=2,
+            webhook_allow_http=True,
+            webhook_allow_private_networks=True,
+            webhook_timeout_seconds=TIMEOUT_SECONDS,
+            db_pool_max_size=20,
+            run_consumers=False,
+            log_level="WARNING",
+        )
+        concurrency = ENDPOINTS * Settings().webhook_per_endpoint_concurrency
+        figures["reference_rps"] = round(await reference_rate(base, backlog, concurrency), 1)
+        note(f"reference {figures['reference_rps']}/s")
+
+        for hanging in (0, HANGING):
+            dsn = await create_scratch_database(admin)
+            await migrate(dsn, "notification", "notification_service")
+            settings = Settings(
+                database_url=dsn, kafka_topic_prefix=f"b{hanging}.", **settings_base
+            )
+            spec = replace(SPEC, consumers=[], workers=lambda rt: [Dispatcher(rt, rt.settings)])  # type: ignore[arg-type]
+            rt = Runtime(spec, settings)
+            await rt.start()
+            try:
+                async with rt.pool.acquire() as conn:
+                    endpoints = await setup_endpoints(conn, base, hanging)
+                    healthy = endpoints[hanging:]
+                    # throughput: a backlog, healthy endpoints only receive it
+                    if hanging:
+                        # the hanging endpoints hold attempts of their own meanwhile
+                        await enqueue(conn, endpoints[:hanging], backlog // 10, f"tph{hanging}")
+                    started_at = datetime.now(UTC)
+                    await enqueue(conn, healthy, backlog, f"tp{hanging}")
+                    note(f"draining {backlog} ({hanging} hanging)")
+                    took = await drain(conn, f"tp{hanging}", backlog, 120)
+                    done = await delivered_count(conn, f"tp{hanging}")
+                    last = await conn.fetchval(
+                        "SELECT max(delivered_at) FROM webhook_deliveries WHERE id LIKE $1",
+                        f"dlv_tp{hanging}_%",
+                    )
+                    span = max((last - started_at).total_seconds(), 0.001) if last else took
+                    note(f"{done} delivered in {span:.1f}s")
+                    figures[f"deliveries_per_s_{'hang' if hanging else 'healthy'}"] = round(
+                        done / span, 1
+                    )
+                    if not rate:
+                        rate = max(10.0, figures["deliveries_per_s_healthy"] / 2)
+                        figures["offered_rate_lag_phases"] = round(rate, 1)
+                    # lag at a steady offered load, every endpoint (hanging ones too) in turn
+                    tag = f"lag{hanging}"
+                    step = 0.1
+                    per_step = max(1, int(rate * step))
+                    sent = 0
+                    started = time.perf_counter()
+                    while time.perf_counter() - started < seconds:
+                        await enqueue(conn, endpoints, per_step, f"{tag}_{sent}")
+                        sent += per_step
+                        await asyncio.sleep(max(0.0, started + sent / rate - time.perf_counter()))
+                    healthy_sent = sent * len(healthy) // len(endpoints)
+                    note(f"offered {sent} at {rate}/s; waiting for the healthy ones")
+                    await asyncio.sleep(1.0)
+                    deadline = time.perf_counter() + 30
+                    while time.perf_counter() < deadline:
+                        got = await conn.fetchval(
+                            """
+                            SELECT count(*) FROM webhook_deliveries
+                            WHERE id LIKE $1 AND status = 'delivered'
+                              AND endpoint_id = ANY($2::text[])
+                            """,
+                            f"dlv_{tag}_%",
+                            healthy,
+                        )
+                        if int(got) >= healthy_sent:
+                            break
+                        await asyncio.sleep(0.1)
+                    values = await lags(conn, f"{tag}_%", healthy)
+                    name = "hang" if hanging else "healthy"
+                    figures[f"p99_lag_ms_{name}"] = round(p99(values) * 1000, 1)
+                    figures[f"p50_lag_ms_{name}"] = round(values[len(values) // 2] * 1000, 1)
+                    figures[f"lag_samples_{name}"] = len(values)
+            finally:
+                await rt.stop()
+    finally:
+        receiver.terminate()
+        receiver.join(10)
+        broker.stop()
+        pg.cleanup()
+
+    figures["ratio"] = round(figures["deliveries_per_s_healthy"] / figures["reference_rps"], 2)
+    figures["p99_lag_ratio_hang"] = round(
+        figures["p99_lag_ms_hang"] / max(figures["p99_lag_ms_healthy"], 0.001), 2
+    )
+    figures["goal_rps_met"] = figures["deliveries_per_s_healthy"] >= 500
+    figures["goal_isolation_met"] = figures["p99_lag_ratio_hang"] <= 1.2
+    return figures
+
+
+def main() -> None:
+    quick = "--quick" in sys.argv
+    os.environ.setdefault("OTEL_SDK_DISABLED", "true")
+    figures = asyncio.run(run(quick))
+    print(
+        f"reference (raw httpx POST): {figures['reference_rps']}/s\n"
+        f"dispatcher, healthy endpoints: {figures['deliveries_per_s_healthy']} deliveries/s "
+        f"(ratio to reference {figures['ratio']})\n"
+        f"dispatcher, {HANGING} of {ENDPOINTS} endpoints hanging: "
+        f"{figures['deliveries_per_s_hang']} deliveries/s to the healthy ones\n"
+        f"healthy p99 lag: {figures['p99_lag_ms_healthy']} ms without hangs, "
+        f"{figures['p99_lag_ms_hang']} ms with (x{figures['p99_lag_ratio_hang']})"
+    )
+    print(json.dumps({"bench": "webhooks", **figures}))
+
+
+if __name__ == "__main__":
+    main()
