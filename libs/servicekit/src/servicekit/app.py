@@ -5,16 +5,18 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any, cast
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_fastapi_instrumentator.middleware import PrometheusInstrumentatorMiddleware
+from starlette.middleware import Middleware
 from starlette.types import ASGIApp
 
 from servicekit.auth import ApiKeyAuthenticator
-from servicekit.metrics import ServiceMetrics
+from servicekit.metrics import RouteIndexedMetricsMiddleware, ServiceMetrics
 from servicekit.problems import install_problem_handlers
 from servicekit.runtime import Runtime, ServiceSpec
 from servicekit.settings import ServiceSettings
@@ -33,7 +35,11 @@ class ServiceApp(FastAPI):
     routing): each request is counted and timed, under its route template, however answered."""
 
     def build_middleware_stack(self) -> ASGIApp:
-        metrics = [m for m in self.user_middleware if _is_metrics(m.cls)]
+        metrics = [
+            Middleware(cast(Any, RouteIndexedMetricsMiddleware), *m.args, **m.kwargs)
+            for m in self.user_middleware
+            if _is_metrics(m.cls)
+        ]
         others = [m for m in self.user_middleware if not _is_metrics(m.cls)]
         self.user_middleware = metrics + others
         return super().build_middleware_stack()

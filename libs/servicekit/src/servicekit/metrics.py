@@ -23,6 +23,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from prometheus_fastapi_instrumentator import Instrumentator
 from prometheus_fastapi_instrumentator import metrics as http_metrics
+from prometheus_fastapi_instrumentator.middleware import PrometheusInstrumentatorMiddleware
+from prometheus_fastapi_instrumentator.routing import _effective_routes
+from starlette.requests import Request
+from starlette.routing import BaseRoute, Match
 
 from referral_events.outbox import outbox_stats
 
@@ -113,6 +117,57 @@ class ServiceMetrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry) + generate_latest(REGISTRY)
+
+
+class RouteIndexedMetricsMiddleware(PrometheusInstrumentatorMiddleware):
+    """The instrumentator's middleware with a faster route lookup.
+
+    Upstream resolves the route template by trying every route of the app on every request
+    (and re-flattening included routers each time): a tenth of a millisecond and more per
+    request with forty routes, several times what link-service's redirect costs. This indexes
+    the routes once by the first segment of their path, and tries only the routes of the
+    request's first segment (plus routes starting with a parameter), in the app's order. The
+    result is the same template.
+    """
+
+    _index: dict[str, list[tuple[int, str, BaseRoute, str]]] | None = None
+
+    def _build_index(
+        self, routes: list[BaseRoute]
+    ) -> dict[str, list[tuple[int, str, BaseRoute, str]]]:
+        index: dict[str, list[tuple[int, str, BaseRoute, str]]] = {}
+        for order, route in enumerate(_effective_routes(routes)):
+            path = getattr(route, "path", None)
+            if not isinstance(path, str):
+                continue
+            literal = path.split("{", 1)[0]
+            head, slash, _ = literal.lstrip("/").partition("/")
+            # The first segment is known when the literal part covers all of it; "/{x}" or
+            # "/v1{x}" can match any first segment and go under "".
+            first = head if slash or literal == path else ""
+            index.setdefault(first, []).append((order, literal, route, path))
+        return index
+
+    def _get_handler(self, request: Request) -> tuple[str, bool]:
+        if self.should_include_root_path or request.scope.get("root_path"):
+            return super()._get_handler(request)  # the rare mounted case, as upstream does it
+        if self._index is None:
+            self._index = self._build_index(list(request.app.routes))
+        url_path: str = request.scope["path"]
+        segment = url_path.lstrip("/").split("/", 1)[0]
+        candidates = self._index.get(segment, []) + self._index.get("", [])
+        if len(candidates) > 1:
+            candidates.sort(key=lambda c: c[0])
+        partial: str | None = None
+        for _, literal, route, template in candidates:
+            if not url_path.startswith(literal):
+                continue
+            match, _ = route.matches(request.scope)
+            if match == Match.FULL:
+                return template, True
+            if match == Match.PARTIAL and partial is None:
+                partial = template
+        return (partial, True) if partial else (url_path, False)
 
 
 class _RuntimeCollector(Collector):
