@@ -32,8 +32,7 @@ from reward_service.schemas import (
 )
 from servicekit.app import runtime
 from servicekit.auth import Principal, principal
-from servicekit.ids import new_id
-from servicekit.problems import InvalidInput, NotFound
+from servicekit.problems import InvalidInput
 from servicekit.runtime import Runtime
 
 router = APIRouter()
@@ -383,23 +382,20 @@ async def verify_ledger(who: Auth, rt: Rt) -> JSONResponse:
 # --- coupon pools -------------------------------------------------------------------------------
 
 
-async def _pool_out(rt: Runtime, tenant_id: str, pool_id: str, added: int | None) -> CouponPoolOut:
-    from reward_service import repository
-
-    async with rt.transaction() as conn:
-        row = await repository.coupon_pool(conn, tenant_id, pool_id)
-    if row is None:
-        raise NotFound(f"coupon pool '{pool_id}' does not exist", field="pool_id")
+def _pool_out(pool: handlers.CouponPool) -> CouponPoolOut:
     return CouponPoolOut(
-        id=row["id"],
-        program_id=row["program_id"],
-        name=row["name"],
-        low_threshold=row["low_threshold"],
-        total=row["total"],
-        remaining=row["remaining"],
-        added=added,
-        created_at=row["created_at"],
+        id=pool.id,
+        program_id=pool.program_id,
+        name=pool.name,
+        low_threshold=pool.low_threshold,
+        total=pool.total,
+        remaining=pool.remaining,
+        added=pool.added,
+        created_at=pool.created_at,
     )
+
+
+PoolId = Annotated[str, Path(min_length=1, max_length=200)]
 
 
 @router.post(
@@ -411,39 +407,26 @@ async def _pool_out(rt: Runtime, tenant_id: str, pool_id: str, added: int | None
 async def create_coupon_pool(
     program_id: ProgramId, body: CouponPoolIn, who: Auth, rt: Rt
 ) -> CouponPoolOut:
-    from reward_service import repository
-
-    pool_id = new_id("cpl")
     async with rt.transaction() as conn:
-        await repository.insert_coupon_pool(
-            conn, pool_id, who.tenant_id, program_id, body.name, body.low_threshold
+        pool = await handlers.create_coupon_pool(
+            conn, who.tenant_id, program_id, body.name, body.low_threshold, body.codes
         )
-        added = await repository.add_coupon_codes(conn, pool_id, body.codes)
-    return await _pool_out(rt, who.tenant_id, pool_id, added)
+    return _pool_out(pool)
 
 
 @router.post("/v1/coupon-pools/{pool_id}/codes", response_model=CouponPoolOut, tags=["coupons"])
 async def add_coupon_codes(
-    pool_id: Annotated[str, Path(min_length=1, max_length=200)],
-    body: CouponCodesIn,
-    who: Auth,
-    rt: Rt,
+    pool_id: PoolId, body: CouponCodesIn, who: Auth, rt: Rt
 ) -> CouponPoolOut:
     """Adds codes; codes already in the pool are skipped (`added` counts the new ones)."""
-    from reward_service import repository
-
     async with rt.transaction() as conn:
-        if await repository.coupon_pool(conn, who.tenant_id, pool_id) is None:
-            raise NotFound(f"coupon pool '{pool_id}' does not exist", field="pool_id")
-        added = await repository.add_coupon_codes(conn, pool_id, body.codes)
-    return await _pool_out(rt, who.tenant_id, pool_id, added)
+        return _pool_out(await handlers.add_coupon_codes(conn, who.tenant_id, pool_id, body.codes))
 
 
 @router.get("/v1/coupon-pools/{pool_id}", response_model=CouponPoolOut, tags=["coupons"])
-async def get_coupon_pool(
-    pool_id: Annotated[str, Path(min_length=1, max_length=200)], who: Auth, rt: Rt
-) -> CouponPoolOut:
-    return await _pool_out(rt, who.tenant_id, pool_id, None)
+async def get_coupon_pool(pool_id: PoolId, who: Auth, rt: Rt) -> CouponPoolOut:
+    async with rt.transaction() as conn:
+        return _pool_out(await handlers.get_coupon_pool(conn, who.tenant_id, pool_id))
 
 
 # --- payouts ------------------------------------------------------------------------------------

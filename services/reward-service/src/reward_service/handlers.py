@@ -184,7 +184,7 @@ async def reward_conversion(
             )
             if bonus is not None:
                 earned.append(bonus)
-    await _settle_debts(conn, [r for r in earned if r.state == "available"], out)
+    await _settle_debts(conn, [r for r in earned if r.state == "available"])
     await out.flush(conn)
     return earned
 
@@ -235,7 +235,7 @@ async def _earn(
         )
     reward = domain.build_reward(rule, conversion, candidate, grant)
     await repository.insert_reward(conn, reward, source_event_id, now)
-    await _book(conn, reward, grant, keys, now, out)
+    await _book(conn, reward, grant, keys, out)
     if coupon is not None and pool_id is not None:
         remaining, threshold = await repository.assign_coupon(
             conn, pool_id, coupon, reward.id, reward.holder_id, now
@@ -314,7 +314,7 @@ async def _earn_milestone(
         reward.advocate_id,
         domain.reward_event_id(reward.id, ev.MilestoneReached.TYPE),
     )
-    await _book(conn, reward, grant, keys, now, out)
+    await _book(conn, reward, grant, keys, out)
     return reward
 
 
@@ -323,11 +323,9 @@ async def _book(
     reward: domain.Reward,
     grant: domain.Grant,
     keys: dict[domain.Period, str],
-    now: datetime,
     out: _Outbox,
 ) -> None:
     """Posts the earn transfer, counts the grant against caps and spend, emits the events."""
-    del now
     if reward.amount > 0:
         REWARDS_ISSUED.labels(role=reward.role, kind=reward.kind).inc()
         if reward.on_ledger:
@@ -402,11 +400,8 @@ def _available(out: _Outbox, reward: domain.Reward) -> None:
     )
 
 
-async def _settle_debts(
-    conn: asyncpg.Connection, available: list[domain.Reward], out: _Outbox
-) -> None:
+async def _settle_debts(conn: asyncpg.Connection, available: list[domain.Reward]) -> None:
     """Newly available rewards first pay off what the holder owes from earlier claw-backs."""
-    del out
     on_ledger = [r for r in available if r.on_ledger and r.outstanding > 0]
     if not on_ledger:
         return
@@ -441,7 +436,7 @@ async def release_due_rewards(conn: asyncpg.Connection, now: datetime, limit: in
     out = _Outbox()
     for reward in due:
         _available(out, reward)
-    await _settle_debts(conn, due, out)
+    await _settle_debts(conn, due)
     await out.flush(conn)
     return len(due)
 
@@ -548,6 +543,62 @@ async def _take_back(
                 for p in ("month", "year", "lifetime")
             ],
         )
+
+
+# --- coupon pools ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CouponPool:
+    id: str
+    program_id: str
+    name: str
+    low_threshold: int
+    total: int
+    remaining: int
+    created_at: datetime
+    added: int | None = None
+
+
+async def get_coupon_pool(
+    conn: asyncpg.Connection, tenant_id: str, pool_id: str, added: int | None = None
+) -> CouponPool:
+    row = await repository.coupon_pool(conn, tenant_id, pool_id)
+    if row is None:
+        raise NotFound(f"coupon pool '{pool_id}' does not exist", field="pool_id")
+    return CouponPool(
+        id=row["id"],
+        program_id=row["program_id"],
+        name=row["name"],
+        low_threshold=row["low_threshold"],
+        total=row["total"],
+        remaining=row["remaining"],
+        created_at=row["created_at"],
+        added=added,
+    )
+
+
+async def create_coupon_pool(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    program_id: str,
+    name: str,
+    low_threshold: int,
+    codes: list[str],
+) -> CouponPool:
+    pool_id = new_id("cpl")
+    await repository.insert_coupon_pool(conn, pool_id, tenant_id, program_id, name, low_threshold)
+    added = await repository.add_coupon_codes(conn, pool_id, codes)
+    return await get_coupon_pool(conn, tenant_id, pool_id, added)
+
+
+async def add_coupon_codes(
+    conn: asyncpg.Connection, tenant_id: str, pool_id: str, codes: list[str]
+) -> CouponPool:
+    """Adds codes; codes already in the pool are skipped (`added` counts the new ones)."""
+    await get_coupon_pool(conn, tenant_id, pool_id)
+    added = await repository.add_coupon_codes(conn, pool_id, codes)
+    return await get_coupon_pool(conn, tenant_id, pool_id, added)
 
 
 # --- balances, statements, verify ---------------------------------------------------------------

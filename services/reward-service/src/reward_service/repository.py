@@ -460,9 +460,10 @@ async def insert_refund(
 
 
 async def post_transfers(conn: asyncpg.Connection, transfers: Sequence[ledger.Transfer]) -> None:
-    """Posts transfers and moves the balance rows, in three statements whatever the batch size:
-    create missing accounts, lock the touched balance rows in id order (so two batches over
-    the same accounts cannot deadlock), insert the transfers and apply the net deltas.
+    """Posts transfers and moves the balance rows, in two statements whatever the batch size:
+    create missing accounts, then one statement that locks the touched balance rows in id
+    order (an InitPlan, so all locks are taken before any row changes: two batches over the
+    same accounts cannot deadlock), inserts the transfers and applies the net deltas.
 
     A plain INSERT: a second posting of the same cause violates the primary key and rolls the
     whole transaction back rather than being skipped silently."""
@@ -470,17 +471,13 @@ async def post_transfers(conn: asyncpg.Connection, transfers: Sequence[ledger.Tr
         return
     accounts = {a.id: a for t in transfers for a in (t.debit, t.credit)}
     await ensure_accounts(conn, list(accounts.values()))
-    await conn.execute(
-        """
-        SELECT 1 FROM balances WHERE account_id = ANY($1::uuid[])
-        ORDER BY account_id FOR UPDATE
-        """,
-        sorted(accounts),
-    )
     deltas = ledger.net_deltas(transfers)
     await conn.execute(
         """
-        WITH posted AS (
+        WITH locked AS (
+            SELECT account_id FROM balances WHERE account_id = ANY($10::uuid[])
+            ORDER BY account_id FOR UPDATE
+        ), posted AS (
             INSERT INTO transfers (id, tenant_id, debit_account, credit_account, amount, unit,
                                    cause, reward_id, leg)
             SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::bigint[],
@@ -489,7 +486,9 @@ async def post_transfers(conn: asyncpg.Connection, transfers: Sequence[ledger.Tr
         )
         UPDATE balances b SET balance = b.balance + d.delta
         FROM unnest($10::uuid[], $11::bigint[]) AS d(account_id, delta)
-        WHERE b.account_id = d.account_id AND (SELECT count(*) FROM posted) = $12
+        WHERE b.account_id = d.account_id
+          AND (SELECT count(*) FROM locked) = $12
+          AND (SELECT count(*) FROM posted) = $13
         """,
         [t.id for t in transfers],
         [t.tenant_id for t in transfers],
@@ -500,19 +499,23 @@ async def post_transfers(conn: asyncpg.Connection, transfers: Sequence[ledger.Tr
         [t.cause for t in transfers],
         [t.reward_id for t in transfers],
         [t.leg for t in transfers],
-        list(deltas),
-        list(deltas.values()),
+        sorted(deltas),
+        [deltas[a] for a in sorted(deltas)],
+        len(deltas),
         len(transfers),
     )
 
 
 async def ensure_accounts(conn: asyncpg.Connection, refs: list[ledger.AccountRef]) -> None:
+    """Creates the accounts (and their zero balance rows) that don't exist yet. Accounts are
+    never deleted, so the anti-join skips existing ones before any insert is attempted."""
     await conn.execute(
         """
         WITH created AS (
             INSERT INTO accounts (id, tenant_id, holder_type, holder_id, kind, unit, purse)
             SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
-                                 $6::text[], $7::text[])
+                                 $6::text[], $7::text[]) AS u(id)
+            WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.id = u.id)
             ON CONFLICT DO NOTHING
             RETURNING id
         )
