@@ -28,9 +28,13 @@ class Settings(ServiceSettings):
     # Unknown codes are remembered briefly so a flood of bad links does not reach Postgres.
     code_cache_negative_ttl_seconds: float = Field(default=2.0, ge=0)
 
+    # The relay publishes a batch without yielding to the event loop, and redirects share that
+    # loop: smaller batches keep a backlog from stalling them (at a few more UPDATEs).
+    outbox_batch_size: int = Field(default=100, ge=1)
+
     # Group commit of clicks: one statement per batch; a redirect answers after its batch.
     click_batch_max: int = Field(default=500, ge=1)
-    click_writers: int = Field(default=2, ge=1, le=8)
+    click_writers: int = Field(default=3, ge=1, le=8)
     # How long a redirect waits for its click to commit before answering without click id.
     click_commit_timeout_seconds: float = Field(default=5.0, gt=0)
 

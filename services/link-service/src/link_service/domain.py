@@ -340,6 +340,22 @@ def landing_url_for_click(
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
+def click_url_parts(target: str) -> tuple[str, str]:
+    """`target` split so a click's URL is `prefix + "ref=…&click_id=…" + fragment`: the same
+    URL landing_url_for_click builds, with the parsing done once per target, not per click."""
+    parts = urlsplit(target)
+    query = urlencode(
+        [
+            (k, v)
+            for k, v in parse_qsl(parts.query, keep_blank_values=True)
+            if k not in ("ref", "click_id")
+        ]
+    )
+    base = urlunsplit(parts._replace(query="", fragment=""))
+    prefix = f"{base}?{query}&" if query else f"{base}?"
+    return prefix, f"#{parts.fragment}" if parts.fragment else ""
+
+
 def ip_hash(key: bytes, ip: str | None) -> str | None:
     if not ip:
         return None

@@ -4,6 +4,7 @@ import dataclasses
 import sys
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from link_service import api
 from link_service.config import Settings
@@ -30,8 +31,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = create_service_app(dataclasses.replace(SPEC, workers=workers), settings, [api.router])
     app.state.links = state
-    # Outermost: /r/... is answered before routing, tracing and dependency injection.
-    app.add_middleware(RedirectMiddleware, state=state)
+    # Outermost, around the whole built stack (tracing included): /r/... is answered before
+    # any of the API's middleware, routing or dependency injection runs.
+    build_stack = app.build_middleware_stack
+    registry = getattr(getattr(app.state, "metrics", None), "registry", None)
+
+    def build_middleware_stack() -> ASGIApp:
+        return RedirectMiddleware(build_stack(), state, registry)
+
+    app.build_middleware_stack = build_middleware_stack  # type: ignore[method-assign]
     return app
 
 

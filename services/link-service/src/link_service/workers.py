@@ -111,6 +111,12 @@ class ClickWriter:
         return False
 
 
+def _give_up(future: asyncio.Future[bool], click_id: str, timeout: float) -> None:
+    if not future.done():
+        log.error("click %s not committed in %ss; redirecting without it", click_id, timeout)
+        future.set_result(False)
+
+
 class CacheInvalidator:
     """Tails link.events WITHOUT a consumer group, so every replica sees every event (a shared
     group would hand each event to one replica only and leave the others' caches stale). It

@@ -6,7 +6,7 @@ from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 import pytest
 
-from link_service import bulk, domain
+from link_service import bulk, domain, redirect
 from link_service.redirect import CodeCache, CodeTarget
 from servicekit.problems import InvalidInput
 
@@ -319,3 +319,60 @@ def test_ndjson_rows_and_file_level_errors() -> None:
     with pytest.raises(InvalidInput) as err:
         bulk.detect_format("application/json", None)
     assert err.value.field == "format"
+
+
+# ---------------------------------------------------------------------------- hot-path shortcuts
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "https://shop.example.com/join",
+        "https://shop.example.com/join?src=ref&ref=old&x=a+b",
+        "https://shop.example.com/join?src=ref#signup",
+        "https://shop.example.com/?click_id=stale",
+    ],
+)
+def test_precomputed_click_urls_equal_the_general_builder(target: str) -> None:
+    prefix, fragment = domain.click_url_parts(target)
+    fast = f"{prefix}ref=JANE-20&click_id=clk_0123abcd{fragment}"
+    assert fast == domain.landing_url_for_click(target, "JANE-20", "clk_0123abcd")
+
+
+def test_hand_built_click_event_equals_the_contract_model() -> None:
+    from referral_events import CloudEvent
+    from referral_events.contracts.link import LinkClicked
+    from referral_events.envelope import new_event
+
+    now = datetime(2026, 11, 25, 10, 0, 0, 123456, tzinfo=UTC)
+    row = (
+        "clk_1", "acme", "JANE20", "prg_1", "adv_1", "x", now, "Chrome", "desktop",
+        "mail.google.com", "ab" * 32, False, False, "advocate_blocked",
+    )  # fmt: skip
+    raw = redirect.click_event_json(row, "acme")
+    event = CloudEvent.from_json(raw)
+    expected = new_event(
+        LinkClicked(
+            click_id="clk_1",
+            code="JANE20",
+            advocate_id="adv_1",
+            program_id="prg_1",
+            clicked_at=now,
+            channel="x",
+            user_agent_family="Chrome",
+            device_class="desktop",
+            referrer_host="mail.google.com",
+            ip_hash="ab" * 32,
+            is_bot=False,
+            counts=False,
+            inactive_reason="advocate_blocked",
+        ),
+        source="/services/link-service",
+        tenant_id="acme",
+        event_id="clk_1",
+        subject="JANE20",
+        time=now,
+    )
+    assert event == expected
+    assert LinkClicked.model_validate(event.data) == LinkClicked.model_validate(expected.data)
+    assert json.loads(raw) == json.loads(expected.to_json())

@@ -1,0 +1,354 @@
+"""Redirect throughput and latency of link-service's `/r/{code}`, against the Python limit.
+
+Starts, in one run, on this machine:
+- Kafka and Postgres (devstack; KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL reuse running ones),
+- link-service as a real process (`link-service serve`: uvicorn, one worker, outbox relay,
+  click writer, cache invalidator), with a program and 200 advocates,
+- the reference: a bare ASGI app on uvicorn (one worker, same loop and HTTP parser) that only
+  answers 302 (bench/_common/bare302.py),
+and drives both over loopback with wrk (installed from Debian if missing; closed loop, fixed
+connections) for peak requests/s and p50/p99, then link-service alone in open loop at half its
+peak rate (bench/_common/redirect_loadgen.py, latency from each request's scheduled time) for
+p99 at half load. Afterwards it checks that every recorded click has exactly one link.clicked
+event on Kafka and that the clicks recorded match the redirects counted (wrk does not count
+requests still in flight when its time is up, so up to one per connection more may be recorded).
+
+Goals (issue #4): rps >= 50% of the bare app's; p99 <= 10 ms at half of peak load; exactly one
+click event per counted redirect. The machine has 2 cores shared by the service, Postgres,
+Kafka and the load generator, so absolute figures are modest; the ratio is what compares.
+
+Usage: uv run --frozen python bench/redirect.py [--duration 10] [--connections 32]
+Last line: one JSON object {"bench": "redirect", ...}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+
+HERE = Path(__file__).resolve().parent
+BROWSER_UA = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/120.0 Safari/537.36"
+)
+ADVOCATES = 200
+
+
+def ensure_wrk() -> str:
+    path = shutil.which("wrk")
+    if path:
+        return path
+    print("installing wrk (apt-get) ...", flush=True)
+    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    subprocess.run([*sudo, "apt-get", "install", "-y", "-q", "wrk"], check=False)  # noqa: S603
+    path = shutil.which("wrk")
+    if not path:
+        subprocess.run([*sudo, "apt-get", "update", "-q"], check=False)  # noqa: S603
+        subprocess.run([*sudo, "apt-get", "install", "-y", "-q", "wrk"], check=True)  # noqa: S603
+        path = shutil.which("wrk")
+    assert path, "wrk could not be installed"
+    return path
+
+
+def wrk(
+    binary: str, port: int, paths: list[str], duration: float, connections: int
+) -> dict[str, float]:
+    """Closed-loop peak with wrk; rotates through the paths with a Lua script."""
+    script = Path(tempfile.mkstemp(suffix=".lua")[1])
+    lua_paths = ", ".join(json.dumps(p) for p in paths)
+    script.write_text(
+        f"""
+local paths = {{{lua_paths}}}
+local i = 0
+wrk.headers["User-Agent"] = {json.dumps(BROWSER_UA)}
+request = function()
+  i = i % #paths + 1
+  return wrk.format("GET", paths[i])
+end
+done = function(summary, latency, requests)
+  io.write(string.format("JSON {{\\"requests\\": %d, \\"non_3xx\\": %d, \\"errors\\": %d, "
+    .. "\\"p50_us\\": %d, \\"p99_us\\": %d, \\"duration_us\\": %d}}\\n",
+    summary.requests, summary.errors.status, summary.errors.connect + summary.errors.read
+    + summary.errors.write + summary.errors.timeout, latency:percentile(50),
+    latency:percentile(99), summary.duration))
+end
+"""
+    )
+    out = subprocess.run(  # noqa: S603
+        [
+            binary,
+            "-t1",
+            f"-c{connections}",
+            f"-d{int(duration)}s",
+            "--timeout",
+            "5s",
+            "-s",
+            str(script),
+            f"http://127.0.0.1:{port}/",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    script.unlink()
+    match = re.search(r"^JSON (.*)$", out, re.M)
+    assert match, out
+    raw = json.loads(match.group(1))
+    return {
+        "requests": raw["requests"],
+        "non_3xx": raw["non_3xx"],
+        "errors": raw["errors"],
+        "rps": raw["requests"] / (raw["duration_us"] / 1e6),
+        "p50_ms": raw["p50_us"] / 1000,
+        "p99_ms": raw["p99_us"] / 1000,
+    }
+
+
+def open_loop(port: int, paths_file: Path, rate: float, duration: float) -> dict[str, Any]:
+    out = subprocess.run(  # noqa: S603
+        [
+            sys.executable,
+            str(HERE / "_common" / "redirect_loadgen.py"),
+            "--port",
+            str(port),
+            "--paths",
+            str(paths_file),
+            "--rate",
+            str(rate),
+            "--duration",
+            str(duration),
+            "--connections",
+            "64",
+            "--user-agent",
+            BROWSER_UA,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return result
+
+
+def wait_http(url: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise TimeoutError(url)
+
+
+async def count_clicks(database_url: str) -> tuple[int, int]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        clicks = await conn.fetchval("SELECT count(*) FROM link.clicks")
+        events = await conn.fetchval("SELECT count(*) FROM link.outbox WHERE topic='link.clicks'")
+        return int(clicks), int(events)
+    finally:
+        await conn.close()
+
+
+async def wait_published(database_url: str, limit_s: float = 300) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        deadline = time.monotonic() + limit_s
+        while await conn.fetchval("SELECT count(*) FROM link.outbox WHERE published_at IS NULL"):
+            if time.monotonic() > deadline:
+                raise TimeoutError("outbox not drained")
+            await asyncio.sleep(0.5)
+    finally:
+        await conn.close()
+
+
+async def kafka_click_ids(bootstrap: str, topic: str) -> list[str]:
+    from devstack.testing import read_to_end
+
+    records = await read_to_end(bootstrap, topic)
+    return [json.loads(r.value)["id"] for r in records]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
+    parser.add_argument("--connections", type=int, default=32)
+    args = parser.parse_args()
+    duration = min(max(args.duration, 2.0), 60.0)
+    connections = min(max(args.connections, 1), 256)
+
+    from devstack import services
+    from devstack.kafka import KafkaBroker
+    from devstack.paths import free_port
+    from devstack.postgres import create_database, start_embedded
+
+    wrk_bin = ensure_wrk()
+    state = Path(tempfile.mkdtemp(prefix="bench-redirect-"))
+    broker = pg = None
+    procs: list[subprocess.Popen[bytes]] = []
+    running: list[Any] = []
+    try:
+        bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+        if not bootstrap:
+            broker = KafkaBroker(state / "kafka")
+            broker.start()
+            bootstrap = broker.bootstrap_servers
+        admin_dsn = os.environ.get("DATABASE_URL")
+        if not admin_dsn:
+            pg, admin_dsn = start_embedded(state / "pg")
+        database_url = asyncio.run(create_database(admin_dsn, f"bench_{secrets.token_hex(4)}"))
+        key = "rk_bench_" + secrets.token_urlsafe(16)
+        prefix = f"bench{secrets.token_hex(3)}."
+        cfg = services.StackConfig(
+            database_url=database_url,
+            kafka_bootstrap_servers=bootstrap,
+            api_keys=[
+                {"tenant_id": "bench", "key_sha256": hashlib.sha256(key.encode()).hexdigest()}
+            ],
+            topic_prefix=prefix,
+            fixed_ports=False,
+            log_dir=state / "logs",
+            extra_env={"LOG_LEVEL": "WARNING"},
+        )
+        link = (services.SERVICES[0],)
+        services.migrate(cfg, link)
+        running = services.start(cfg, link)
+        services.wait_ready(running, timeout=180)
+        link_port = running[0].port
+
+        bare_port = free_port()
+        procs.append(
+            subprocess.Popen(  # noqa: S603
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "--app-dir",
+                    str(HERE / "_common"),
+                    "bare302:app",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(bare_port),
+                    "--no-access-log",
+                    "--log-level",
+                    "warning",
+                    "--lifespan",
+                    "off",
+                ]
+            )
+        )
+        wait_http(f"http://127.0.0.1:{bare_port}/")
+
+        with httpx.Client(
+            base_url=running[0].url, headers={"Authorization": f"Bearer {key}"}, timeout=30
+        ) as api:
+            program = api.post(
+                "/v1/programs",
+                json={"name": "Bench", "landing_url": "https://shop.example.com/join?src=ref"},
+            ).json()
+            codes = [
+                api.post(
+                    f"/v1/programs/{program['id']}/advocates", json={"customer_id": f"c{i}"}
+                ).json()["code"]
+                for i in range(ADVOCATES)
+            ]
+        paths = [f"/r/{c}" for c in codes]
+        paths_file = state / "paths.txt"
+        paths_file.write_text("\n".join(paths) + "\n")
+
+        # warm-up: caches, prepared statements, the UA parser's regexes, connection pools
+        warm = wrk(wrk_bin, link_port, paths, 3, connections)
+        wrk(wrk_bin, bare_port, paths, 2, connections)
+        bare = wrk(wrk_bin, bare_port, paths, duration, connections)
+        peak = wrk(wrk_bin, link_port, paths, duration, connections)
+        # steady state for the half-load run: the relay has published the peak's backlog
+        asyncio.run(wait_published(database_url))
+        half_rate = max(peak["rps"] / 2, 10.0)
+        half = open_loop(link_port, paths_file, half_rate, duration)
+
+        asyncio.run(wait_published(database_url))
+        clicks, outbox_events = asyncio.run(count_clicks(database_url))
+        ids = asyncio.run(kafka_click_ids(bootstrap, prefix + "link.clicks"))
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(timeout=30)
+        from devstack import services as svc
+
+        svc.stop(running)
+        if broker is not None:
+            broker.stop()
+        if pg is not None:
+            pg.cleanup()
+        shutil.rmtree(state, ignore_errors=True)
+
+    counted = warm["requests"] + peak["requests"] + half["statuses"].get("302", 0)
+    in_flight_slack = 2 * connections
+    exactly_once = (
+        len(ids) == len(set(ids)) == clicks == outbox_events
+        and counted <= clicks <= counted + in_flight_slack
+        and peak["non_3xx"] == 0
+        and half["errors"] == 0
+    )
+    ratio = peak["rps"] / bare["rps"] if bare["rps"] else 0.0
+    print(
+        f"bare ASGI 302 (reference): {bare['rps']:8.0f} rps  p50 {bare['p50_ms']:.2f} ms  "
+        f"p99 {bare['p99_ms']:.2f} ms"
+    )
+    print(
+        f"link-service /r/{{code}}:   {peak['rps']:8.0f} rps  p50 {peak['p50_ms']:.2f} ms  "
+        f"p99 {peak['p99_ms']:.2f} ms   ratio {ratio:.2f} (goal >= 0.5)"
+    )
+    print(
+        f"half of peak ({half_rate:.0f} rps offered, open loop): {half['rps']:.0f} rps  "
+        f"p50 {half['p50_ms']:.2f} ms  p99 {half['p99_ms']:.2f} ms (goal <= 10 ms)"
+    )
+    print(
+        f"redirects counted {counted}, clicks recorded {clicks}, outbox events "
+        f"{outbox_events}, link.clicked on Kafka {len(ids)} ({len(set(ids))} distinct): "
+        f"exactly once {'yes' if exactly_once else 'NO'}"
+    )
+    print(
+        json.dumps(
+            {
+                "bench": "redirect",
+                "rps": round(peak["rps"]),
+                "reference_rps": round(bare["rps"]),
+                "ratio": round(ratio, 2),
+                "p50_ms": round(peak["p50_ms"], 2),
+                "p99_ms": round(peak["p99_ms"], 2),
+                "reference_p50_ms": round(bare["p50_ms"], 2),
+                "reference_p99_ms": round(bare["p99_ms"], 2),
+                "half_load_rps": round(half["rps"]),
+                "half_load_p50_ms": half["p50_ms"],
+                "half_load_p99_ms": half["p99_ms"],
+                "redirects_counted": counted,
+                "clicks_recorded": clicks,
+                "click_events_on_kafka": len(ids),
+                "exactly_once": exactly_once,
+                "connections": connections,
+                "duration_s": duration,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
