@@ -238,10 +238,13 @@ async def add_cap_usage(
 async def program_spent(
     conn: asyncpg.Connection, tenant_id: str, program_id: str, unit: str
 ) -> int:
+    """The program's spend in `unit`, its row created if need be and locked until the
+    transaction ends, so two advocates' rewards cannot both take the budget's last room."""
     spent: int | None = await conn.fetchval(
         """
-        SELECT spent FROM program_spend WHERE tenant_id = $1 AND program_id = $2 AND unit = $3
-        FOR UPDATE
+        INSERT INTO program_spend (tenant_id, program_id, unit) VALUES ($1, $2, $3)
+        ON CONFLICT (tenant_id, program_id, unit) DO UPDATE SET spent = program_spend.spent
+        RETURNING spent
         """,
         tenant_id,
         program_id,

@@ -556,3 +556,63 @@ async def test_refund_after_release_claws_back_per_policy(
     else:
         assert r["after"] == 0 and debt_balance.debt_minor == 500
         assert (later.available_minor, later.debt_minor) == (3000 - 500, 0)
+
+
+async def test_concurrent_conversions_of_one_advocate_respect_the_caps(database_url: str) -> None:
+    """Replicas or replays can hand one advocate's conversions to several transactions at once:
+    the advocate's row lock makes the cap checks take turns, so exactly max_count are granted."""
+    pool = await create_pool(
+        database_url, schema="reward", application_name="caps", min_size=1, max_size=10
+    )
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            await handlers.put_reward_rule(
+                conn,
+                "caps",
+                "prg_c",
+                domain.RuleDefinition(
+                    hold_days=0,
+                    rewards=(
+                        domain.SideReward(
+                            "advocate", "every_purchase", domain.Amount(unit="USD", fixed=700)
+                        ),
+                    ),
+                    caps=(domain.Cap("month", max_count=5),),
+                    budget=domain.Budget(100_000, "USD"),
+                ),
+                T0 - timedelta(days=1),
+            )
+
+        async def convert(i: int) -> list[domain.Reward]:
+            payload = ConversionAttributed(
+                conversion_id=f"cnv_c{i}",
+                referral_id=f"ref_c{i}",
+                program_id="prg_c",
+                advocate_id="adv_c",
+                friend_customer_id=f"cus_c{i}",
+                conversion_type="purchase",
+                amount_minor=5000,
+                currency="USD",
+                occurred_at=T0,
+                evidence="code",
+            )
+            async with pool.acquire() as conn, conn.transaction():
+                return await handlers.on_conversion_attributed(
+                    conn, new_event(payload, source="/t", tenant_id="caps"), payload, T0
+                )
+
+        results = await asyncio.gather(*(convert(i) for i in range(20)))
+        rewards = [r for batch in results for r in batch]
+        assert len(rewards) == 20
+        assert sorted(r.amount for r in rewards) == [0] * 15 + [700] * 5
+        assert {r.capped_reason for r in rewards if r.amount == 0} == {"advocate_count_cap"}
+        async with pool.acquire() as conn:
+            [balance] = await handlers.get_balances(conn, "caps", "adv_c")
+            assert balance.available_minor == 3500
+            assert (
+                await conn.fetchval("SELECT spent FROM program_spend WHERE tenant_id = 'caps'")
+                == 3500
+            )
+            assert (await handlers.verify(conn, "caps")).ok
+    finally:
+        await pool.close()
