@@ -463,23 +463,28 @@ async def insert_refund(
 
 
 async def post_transfers(conn: asyncpg.Connection, transfers: Sequence[ledger.Transfer]) -> None:
-    """Posts transfers and moves the balance rows, in two statements whatever the batch size:
-    create missing accounts, then one statement that locks the touched balance rows in id
-    order (an InitPlan, so all locks are taken before any row changes: two batches over the
-    same accounts cannot deadlock), inserts the transfers and applies the net deltas.
+    """Posts transfers and moves the balance rows in ONE statement, whatever the batch size:
+    missing accounts are created, the transfers inserted, and each touched account's net delta
+    upserted into its balance row. The upsert takes the rows in account id order, so two
+    batches over the same accounts queue instead of deadlocking; ON CONFLICT DO UPDATE adds to
+    the latest committed balance (also one another transaction created a moment ago).
 
-    A plain INSERT: a second posting of the same cause violates the primary key and rolls the
-    whole transaction back rather than being skipped silently."""
+    A plain INSERT of the transfers: a second posting of the same cause violates the primary
+    key and rolls the whole transaction back rather than being skipped silently."""
     if not transfers:
         return
-    accounts = {a.id: a for t in transfers for a in (t.debit, t.credit)}
-    await ensure_accounts(conn, list(accounts.values()))
+    accounts = list({a.id: a for t in transfers for a in (t.debit, t.credit)}.values())
     deltas = ledger.net_deltas(transfers)
+    ordered = sorted(deltas)
     await conn.execute(
         """
-        WITH locked AS (
-            SELECT account_id FROM balances WHERE account_id = ANY($10::uuid[])
-            ORDER BY account_id FOR UPDATE
+        WITH created AS (
+            INSERT INTO accounts (id, tenant_id, holder_type, holder_id, kind, unit, purse)
+            SELECT * FROM unnest($10::uuid[], $11::text[], $12::text[], $13::text[], $14::text[],
+                                 $15::text[], $16::text[]) AS u(id)
+            WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.id = u.id)
+            ON CONFLICT DO NOTHING
+            RETURNING id
         ), posted AS (
             INSERT INTO transfers (id, tenant_id, debit_account, credit_account, amount, unit,
                                    cause, reward_id, leg)
@@ -487,11 +492,11 @@ async def post_transfers(conn: asyncpg.Connection, transfers: Sequence[ledger.Tr
                                  $6::text[], $7::text[], $8::text[], $9::text[])
             RETURNING 1
         )
-        UPDATE balances b SET balance = b.balance + d.delta
-        FROM unnest($10::uuid[], $11::bigint[]) AS d(account_id, delta)
-        WHERE b.account_id = d.account_id
-          AND (SELECT count(*) FROM locked) = $12
-          AND (SELECT count(*) FROM posted) = $13
+        INSERT INTO balances (account_id, balance)
+        SELECT d.account_id, d.delta
+        FROM unnest($17::uuid[], $18::bigint[]) WITH ORDINALITY AS d(account_id, delta, n)
+        ORDER BY d.n
+        ON CONFLICT (account_id) DO UPDATE SET balance = balances.balance + EXCLUDED.balance
         """,
         [t.id for t in transfers],
         [t.tenant_id for t in transfers],
@@ -502,35 +507,15 @@ async def post_transfers(conn: asyncpg.Connection, transfers: Sequence[ledger.Tr
         [t.cause for t in transfers],
         [t.reward_id for t in transfers],
         [t.leg for t in transfers],
-        sorted(deltas),
-        [deltas[a] for a in sorted(deltas)],
-        len(deltas),
-        len(transfers),
-    )
-
-
-async def ensure_accounts(conn: asyncpg.Connection, refs: list[ledger.AccountRef]) -> None:
-    """Creates the accounts (and their zero balance rows) that don't exist yet. Accounts are
-    never deleted, so the anti-join skips existing ones before any insert is attempted."""
-    await conn.execute(
-        """
-        WITH created AS (
-            INSERT INTO accounts (id, tenant_id, holder_type, holder_id, kind, unit, purse)
-            SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
-                                 $6::text[], $7::text[]) AS u(id)
-            WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.id = u.id)
-            ON CONFLICT DO NOTHING
-            RETURNING id
-        )
-        INSERT INTO balances (account_id) SELECT id FROM created
-        """,
-        [r.id for r in refs],
-        [r.tenant_id for r in refs],
-        [r.holder_type for r in refs],
-        [r.holder_id for r in refs],
-        [r.kind for r in refs],
-        [r.unit for r in refs],
-        [r.purse for r in refs],
+        [a.id for a in accounts],
+        [a.tenant_id for a in accounts],
+        [a.holder_type for a in accounts],
+        [a.holder_id for a in accounts],
+        [a.kind for a in accounts],
+        [a.unit for a in accounts],
+        [a.purse for a in accounts],
+        ordered,
+        [deltas[a] for a in ordered],
     )
 
 
