@@ -123,7 +123,9 @@ async def setup_endpoints(conn: asyncpg.Connection, base: str, hanging: int) -> 
     return ids
 
 
-async def enqueue(conn: asyncpg.Connection, endpoints: list[str], count: int, tag: str) -> None:
+async def enqueue(
+    conn: asyncpg.Connection, endpoints: list[str], count: int, tag: str, offset: int = 0
+) -> None:
     """`count` messages, each to one endpoint, round robin: what the consumer's fan-out
     writes, written directly so the bench measures delivery alone."""
     from notification_service import domain
@@ -139,7 +141,10 @@ async def enqueue(conn: asyncpg.Connection, endpoints: list[str], count: int, ta
     await conn.executemany(
         "INSERT INTO webhook_deliveries (id, tenant_id, endpoint_id, message_id, next_attempt_at)"
         " VALUES ($1, 'bench', $2, $3, clock_timestamp())",
-        [(f"dlv_{tag}_{i}", endpoints[i % len(endpoints)], m[0]) for i, m in enumerate(messages)],
+        [
+            (f"dlv_{tag}_{i}", endpoints[(offset + i) % len(endpoints)], m[0])
+            for i, m in enumerate(messages)
+        ],
     )
 
 
@@ -265,7 +270,7 @@ async def run(quick: bool) -> dict[str, Any]:
                     sent = 0
                     started = time.perf_counter()
                     while time.perf_counter() - started < seconds:
-                        await enqueue(conn, endpoints, per_step, f"{tag}_{sent}")
+                        await enqueue(conn, endpoints, per_step, f"{tag}_{sent}", sent)
                         sent += per_step
                         await asyncio.sleep(max(0.0, started + sent / rate - time.perf_counter()))
                     healthy_sent = sent * len(healthy) // len(endpoints)
@@ -288,12 +293,15 @@ async def run(quick: bool) -> dict[str, Any]:
                     values = await lags(conn, f"{tag}_%", healthy)
                     name = "hang" if hanging else "healthy"
                     figures[f"p99_lag_ms_{name}"] = round(p99(values) * 1000, 1)
-                    figures[f"p50_lag_ms_{name}"] = round(values[len(values) // 2] * 1000, 1)
+                    figures[f"p50_lag_ms_{name}"] = (
+                        round(values[len(values) // 2] * 1000, 1) if values else None
+                    )
                     figures[f"lag_samples_{name}"] = len(values)
             finally:
                 await rt.stop()
     finally:
-        receiver.terminate()
+        # SIGKILL: uvicorn would wait for the hanging requests' connections to close first
+        receiver.kill()
         receiver.join(10)
         broker.stop()
         pg.cleanup()

@@ -574,12 +574,19 @@ async def prepare(
             ),
         )
         return None
+    program = await repo.get_program(conn, row["tenant_id"], row["program_id"])
+    if program is None and row["attempts"] <= len(retry_schedule):
+        # Program and advocate events travel on different partitions: the program's copy
+        # (its name, its default locale) may not be here yet. Wait for it like for an
+        # address; after the last retry the mail goes out without it.
+        _, next_at = ed.after_smtp(0, row["attempts"], retry_schedule, now)
+        await _settle(conn, row, "queued", next_at, error="program not known yet", now=now)
+        return None
     advocate = (
         await repo.get_contact(conn, row["tenant_id"], "advocate", row["advocate_id"])
         if row["advocate_id"]
         else None
     )
-    program = await repo.get_program(conn, row["tenant_id"], row["program_id"])
     overrides = await repo.template_overrides(
         conn, row["tenant_id"], row["program_id"], row["template"]
     )

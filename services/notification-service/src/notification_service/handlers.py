@@ -316,7 +316,7 @@ async def record_attempt(
     """Log the attempt and apply what follows from it. None when a newer claim of the same
     delivery superseded this one: the attempt is still logged, but decides nothing."""
     decision = domain.decide(result, claim.attempt_in_round, now, policy, rand)
-    await repository.insert_attempt(
+    settled = await repository.record_attempt(
         conn,
         delivery_id=claim.delivery_id,
         attempt=claim.attempt,
@@ -326,20 +326,17 @@ async def record_attempt(
         response_body=domain.truncate(result.response_body, response_body_limit),
         error=result.error,
         outcome=decision.outcome,
-    )
-    settled = await repository.settle_delivery(
-        conn,
-        delivery_id=claim.delivery_id,
-        attempt=claim.attempt,
         status="pending" if decision.outcome == "retry" else decision.outcome,
         next_attempt_at=decision.next_attempt_at,
-        status_code=result.status_code,
-        error=None if result.ok else result.describe(),
+        last_error=None if result.ok else result.describe(),
         at=now,
     )
     if not settled:
         return None
-    await repository.mark_endpoint_health(conn, claim.endpoint_id, result.ok, now)
+    # The claim carries the endpoint's streak as it was: written only when this attempt
+    # changes it (most attempts do not), and any later claim sees the new value.
+    if result.ok == (claim.failing_since is not None):
+        await repository.mark_endpoint_health(conn, claim.endpoint_id, result.ok, now)
     if decision.disable_endpoint:
         await _disable(conn, claim, "gone", result, now)
     elif not result.ok and domain.failing_too_long(claim.failing_since, now, disable_after):

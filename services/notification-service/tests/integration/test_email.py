@@ -256,6 +256,26 @@ async def test_mails_for_advocates_and_friends(env: tuple[Env, Mailbox]) -> None
         assert pierre["Subject"] == "Welcome to Acme Rewards: your referral link"
         assert "Hi Pierre" in text_of(pierre) and "PIERRE7" in text_of(pierre)
 
+        # the same advocate again (a newer state, a vanity code): the welcome is keyed on the
+        # advocate, so these new events, which the inbox does not dedupe, queue nothing more
+        state = advocate("adv_1", "jane@example.com", "de", "https://go.acme.example/r/JANE")
+        await e.publish(
+            "link.events",
+            link.AdvocateUpdated(**{**state.model_dump(), "version": 2}),
+            "adv_1",
+        )
+        await e.publish(
+            "link.events",
+            link.CodeChanged(
+                code="JANE",
+                previous_code="JANE20",
+                advocate_id="adv_1",
+                program_id="prg_1",
+                link_url="https://go.acme.example/r/JANE",
+            ),
+            "adv_1",
+        )
+
         # the program's own German wording of the reward mail
         r = await client.put(
             "/v1/programs/prg_1/email-templates/advocate_reward_available/de",
@@ -274,6 +294,8 @@ async def test_mails_for_advocates_and_friends(env: tuple[Env, Mailbox]) -> None
         await e.send("reward.events", available, "adv_1")
         await e.publish("reward.events", reward_event(reward.RewardPending, "rwd_2"), "adv_1")
         await eventually(lambda: len(mailbox.to("jane@example.com")) == 3, timeout=60)
+        welcomes = await e.emails(client, recipient_kind="advocate", recipient_id="adv_1")
+        assert [w["template"] for w in welcomes].count("advocate_welcome") == 1
         consumer = app.state.runtime.consumers[0]
         await eventually(lambda: consumer.duplicates >= 1)
         await asyncio.sleep(1.0)

@@ -457,7 +457,11 @@ async def test_endpoint_urls_are_guarded(namespace: Namespace) -> None:
     async def resolve(host: str, port: int) -> list[str]:
         return {"hooks.example.com": ["93.184.215.14"], "intranet.example.com": ["10.0.0.7"]}[host]
 
-    app = create_app(settings, resolver=resolve)
+    def no_network(request: httpx.Request) -> httpx.Response:
+        pytest.fail(f"a webhook to {request.url} was attempted")
+
+    # Nothing is delivered here; should anything be, it fails the test instead of leaving.
+    app = create_app(settings, resolver=resolve, transport=httpx.MockTransport(no_network))
     async with serve_in_process(app, key) as client:
         for url, words in [
             ("http://hooks.example.com/in", "https"),
