@@ -17,7 +17,7 @@ import stripe
 
 from servicekit.problems import DomainError
 
-CLICK_ID = re.compile(r"^clk_[a-z2-7]{24}$")
+CLICK_ID = re.compile(r"^clk_[a-z0-9]{16,64}$")
 CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,31}$")
 # Note/metadata keys a storefront may use to carry our evidence.
 CODE_KEYS = ("referral_code", "ref_code", "ref")

@@ -10,7 +10,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, IPvAnyAddress,
 
 from attribution_service.domain import ProgramSettings
 
-CLICK_ID = r"^clk_[a-z2-7]{24}$"
+# link-service's click ids: "clk_" + 32 hex digits (earlier ones: 24 base32 characters).
+CLICK_ID = r"^clk_[a-z0-9]{16,64}$"
 CODE = r"^[A-Za-z0-9][A-Za-z0-9_-]{2,31}$"
 
 
