@@ -26,6 +26,7 @@ from servicekit.metrics import FRAUD_DECISIONS
 from servicekit.problems import Conflict, InvalidInput, NotFound
 
 SOURCE = "/services/attribution-service"
+RECEIPT_RETENTION = timedelta(days=7)
 
 
 def request_hash(cmd: Any) -> str:
@@ -504,6 +505,12 @@ async def decide_overdue(
         )
         await decide_conversion(conn, conv, note=note)
     return len(overdue)
+
+
+async def prune_receipts(conn: asyncpg.Connection, now: datetime) -> int:
+    """Webhook receipts outlive every replay window (Stripe's timestamp tolerance, Shopify's
+    retry span) by far after a week; older deliveries are refused as stale anyway."""
+    return await repository.prune_receipts(conn, now - RECEIPT_RETENTION)
 
 
 # --- reviews -------------------------------------------------------------------------------

@@ -297,35 +297,21 @@ async def attribute(
     explanation: dict[str, Any] | None,
     review: dict[str, Any] | None,
 ) -> asyncpg.Record:
-    """In one statement: the friend's referral in this program (created if new; locked either
-    way, so concurrent conversions of one friend are numbered one after the other), this
-    conversion's sequence among the friend's attributed conversions of its type, and the
-    conversion marked attributed. Returns the conversion with `referral_created` and
-    `referral_click_id`. (xmax = 0 marks a row the INSERT created rather than updated.)"""
-    row = await conn.fetchrow(
+    """The friend's referral in this program (created if new; locked either way, so concurrent
+    conversions of one friend are numbered one after the other), then this conversion's sequence
+    among the friend's attributed conversions of its type, and the conversion marked attributed.
+    Two statements on purpose: the second takes its snapshot after the lock is held, so it sees
+    a concurrent conversion of the same friend that committed meanwhile. Returns the conversion
+    with `referral_created` and `referral_click_id`. (xmax = 0 marks a row the INSERT created.)"""
+    ref = await conn.fetchrow(
         """
-        WITH ref AS (
-            INSERT INTO referrals (id, tenant_id, program_id, advocate_id, friend_customer_id,
-                                   evidence, click_id)
-            VALUES ($2, $3, $4, $5, $6, $7, $8)
-            ON CONFLICT (tenant_id, program_id, friend_customer_id)
-            DO UPDATE SET id = referrals.id
-            RETURNING id, click_id, (xmax = 0) AS created
-        ), seq AS (
-            SELECT count(*) + 1 AS n FROM conversions x, ref
-            WHERE x.referral_id = ref.id AND x.type = $9 AND x.custom_type IS NOT DISTINCT FROM $10
-              AND x.status = 'attributed' AND x.id <> $1
-        )
-        UPDATE conversions c SET status = 'attributed', decision = 'allow', program_id = $4,
-               advocate_id = $5, referral_id = ref.id, evidence = $7, sequence = seq.n,
-               is_first_purchase = (c.type = 'purchase' AND seq.n = 1),
-               explanation = CASE WHEN $12::jsonb IS NULL THEN $11::jsonb
-                   ELSE c.explanation || jsonb_build_object('review', $12::jsonb) END,
-               decided_at = coalesce(c.decided_at, now())
-        FROM ref, seq WHERE c.id = $1
-        RETURNING c.*, ref.created AS referral_created, ref.click_id AS referral_click_id
+        INSERT INTO referrals (id, tenant_id, program_id, advocate_id, friend_customer_id,
+                               evidence, click_id)
+        VALUES ($1, $2, $3, $4, $5, $6, $7)
+        ON CONFLICT (tenant_id, program_id, friend_customer_id)
+        DO UPDATE SET id = referrals.id
+        RETURNING id, click_id, (xmax = 0) AS created
         """,
-        conv["id"],
         referral_id,
         conv["tenant_id"],
         program_id,
@@ -333,10 +319,35 @@ async def attribute(
         conv["customer_id"],
         evidence,
         click_id,
+    )
+    assert ref is not None
+    row = await conn.fetchrow(
+        """
+        WITH seq AS (
+            SELECT count(*) + 1 AS n FROM conversions x
+            WHERE x.referral_id = $2 AND x.type = $6 AND x.custom_type IS NOT DISTINCT FROM $7
+              AND x.status = 'attributed' AND x.id <> $1
+        )
+        UPDATE conversions c SET status = 'attributed', decision = 'allow', program_id = $3,
+               advocate_id = $4, referral_id = $2, evidence = $5, sequence = seq.n,
+               is_first_purchase = (c.type = 'purchase' AND seq.n = 1),
+               explanation = CASE WHEN $9::jsonb IS NULL THEN $8::jsonb
+                   ELSE c.explanation || jsonb_build_object('review', $9::jsonb) END,
+               decided_at = coalesce(c.decided_at, now())
+        FROM seq WHERE c.id = $1
+        RETURNING c.*, $10::boolean AS referral_created, $11::text AS referral_click_id
+        """,
+        conv["id"],
+        ref["id"],
+        program_id,
+        advocate_id,
+        evidence,
         conv["type"],
         conv["custom_type"],
         explanation,
         review,
+        ref["created"],
+        ref["click_id"],
     )
     assert row is not None
     return row
@@ -753,6 +764,13 @@ async def set_receipt_outcome(
         delivery_id,
         outcome,
     )
+
+
+async def prune_receipts(conn: asyncpg.Connection, older_than: datetime) -> int:
+    done: str = await conn.execute(
+        "DELETE FROM webhook_receipts WHERE received_at < $1", older_than
+    )
+    return int(done.split()[-1])
 
 
 async def known_codes(conn: asyncpg.Connection, tenant_id: str, keys: list[str]) -> list[str]:

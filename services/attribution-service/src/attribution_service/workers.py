@@ -1,5 +1,6 @@
 """Background work owned by attribution-service: deciding conversions whose evidence never
-arrived within the grace period. Driven by Postgres state, so a restart resumes it."""
+arrived within the grace period, and forgetting webhook receipts older than any replay window.
+Driven by Postgres state, so a restart resumes it."""
 
 from __future__ import annotations
 
@@ -34,7 +35,10 @@ class PendingSweeper:
 
     async def sweep_once(self) -> int:
         async with self._rt.transaction() as conn:
-            return await handlers.decide_overdue(conn, self._grace, self._clock())
+            decided = await handlers.decide_overdue(conn, self._grace, self._clock())
+        async with self._rt.transaction() as conn:
+            await handlers.prune_receipts(conn, self._clock())
+        return decided
 
     async def stop(self) -> None:
         self._stop.set()

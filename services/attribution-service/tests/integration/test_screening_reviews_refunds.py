@@ -3,6 +3,7 @@ types over HTTP on real Kafka + Postgres."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -325,3 +326,27 @@ async def test_evidence_that_never_arrives_expires_then_is_refused(env: Env) -> 
         json={"type": "signup", "customer_id": "cus_n", "click_id": "clk_" + "r" * 24},
     )
     assert r.status_code in (201, 202)
+
+
+async def test_concurrent_purchases_of_one_friend_are_numbered_once_each(env: Env) -> None:
+    await link_facts(env.publish)
+    await _decided(env, {"type": "signup", "customer_id": "cus_c", "code": "ANN123"})
+
+    async def purchase(n: int) -> dict[str, Any]:
+        r = await env.client.post(
+            "/v1/conversions",
+            json={
+                "type": "purchase",
+                "customer_id": "cus_c",
+                "order_id": f"oc-{n}",
+                "amount": "10.00",
+                "currency": "USD",
+            },
+        )
+        assert r.status_code == 201, r.text
+        got: dict[str, Any] = r.json()
+        return got
+
+    results = await asyncio.gather(*(purchase(n) for n in range(8)))
+    assert sorted(r["sequence"] for r in results) == list(range(1, 9))
+    assert sum(r["is_first_purchase"] for r in results) == 1
