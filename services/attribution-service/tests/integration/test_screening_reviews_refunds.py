@@ -4,6 +4,7 @@ types over HTTP on real Kafka + Postgres."""
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -350,3 +351,32 @@ async def test_concurrent_purchases_of_one_friend_are_numbered_once_each(env: En
     results = await asyncio.gather(*(purchase(n) for n in range(8)))
     assert sorted(r["sequence"] for r in results) == list(range(1, 9))
     assert sum(r["is_first_purchase"] for r in results) == 1
+
+
+async def test_first_click_chooses_among_the_clicks_the_customer_named(env: Env) -> None:
+    await link_facts(env.publish)
+    await link_facts(env.publish, advocate="adv_2", code="BOB456", customer="cus_adv2", email=None)
+    r = await env.client.put(
+        "/v1/programs/prg_1/attribution-settings", json={"model": "first_click"}
+    )
+    assert r.status_code == 200
+    first, later = "clk_" + "1" * 32, "clk_" + "2" * 32
+    await env.publish("link.clicks", click(first, ago=timedelta(hours=2)))
+    await env.publish("link.clicks", click(later, advocate="adv_2", ago=timedelta(hours=1)))
+    signup = await _decided(env, {"type": "signup", "customer_id": "cus_fc", "click_id": first})
+    assert signup["advocate_id"] == "adv_1"
+    purchase = await _decided(
+        env,
+        {
+            "type": "purchase",
+            "customer_id": "cus_fc",
+            "click_id": later,
+            "order_id": "fc-1",
+            "amount": "5.00",
+            "currency": "USD",
+        },
+    )
+    # the customer's first click (named by their signup) wins over the one named now
+    assert purchase["status"] == "attributed" and purchase["advocate_id"] == "adv_1"
+    assert purchase["explanation"]["model"] == "first_click"
+    assert purchase["explanation"]["evidence"]["click_id"] == first
