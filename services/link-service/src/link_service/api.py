@@ -123,10 +123,8 @@ async def create_program(body: ProgramIn, who: Auth, rt: Rt) -> ProgramOut:
 
 @router.get("/v1/programs", response_model=ProgramList, tags=["programs"])
 async def list_programs(who: Auth, rt: Rt) -> ProgramList:
-    from link_service import repository
-
     async with rt.transaction() as conn:
-        rows = await repository.list_programs(conn, who.tenant_id)
+        rows = await handlers.list_programs(conn, who.tenant_id)
     return ProgramList(items=[_program_out(r) for r in rows])
 
 

@@ -22,7 +22,7 @@ from referral_events.contracts import link as ev
 from referral_events.envelope import EventPayload, new_event
 from referral_events.outbox import emit
 from servicekit.ids import new_id
-from servicekit.problems import Conflict, DomainError, NotFound
+from servicekit.problems import Conflict, DomainError, InvalidInput, NotFound
 
 SOURCE = "/services/link-service"
 CODE_ATTEMPTS = 8
@@ -135,6 +135,10 @@ async def get_program(
     return program
 
 
+async def list_programs(conn: asyncpg.Connection, tenant_id: str) -> list[asyncpg.Record]:
+    return await repository.list_programs(conn, tenant_id)
+
+
 async def update_program(
     conn: asyncpg.Connection,
     tenant_id: str,
@@ -165,8 +169,6 @@ async def update_program(
         sent = change.model_dump(include=change.model_fields_set)
         for name in ("name", "landing_url", "status", "default_locale", "vanity_allowed"):
             if name in sent and sent[name] is None:
-                from servicekit.problems import InvalidInput
-
                 raise InvalidInput(f"{name} cannot be null", field=name)
         cmd = current.model_copy(update=sent)
         cmd = ProgramIn.model_validate(cmd.model_dump())

@@ -528,12 +528,14 @@ async def finish_rows(
     job_id: str,
     results: Sequence[tuple[int, str, str | None, str | None, str | None]],
 ) -> None:
-    """(row_no, status, error, field, advocate_id) per processed row."""
+    """(row_no, status, error, field, advocate_id) per processed row. The uploaded data (emails,
+    names) is dropped once a row is processed: the advocate holds it now."""
     row_nos, statuses, errors, fields, advocates = (list(c) for c in zip(*results, strict=True))
     await conn.execute(
         """
         UPDATE enrollment_job_rows r
-        SET status = t.status, error = t.error, field = t.field, advocate_id = t.advocate_id
+        SET status = t.status, error = t.error, field = t.field, advocate_id = t.advocate_id,
+            data = NULL
         FROM unnest($2::int[], $3::text[], $4::text[], $5::text[], $6::text[])
              AS t(row_no, status, error, field, advocate_id)
         WHERE r.job_id = $1 AND r.row_no = t.row_no

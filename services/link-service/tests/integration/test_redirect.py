@@ -138,3 +138,25 @@ async def test_every_replica_cache_follows_the_owning_events(env) -> None:
     blocked = next(e for e in events if e.id == blocked_click)
     assert blocked.data["counts"] is False
     assert blocked.data["inactive_reason"] == "advocate_blocked"
+
+
+async def test_a_click_that_cannot_commit_still_redirects_without_a_click_id(env) -> None:
+    """The database refuses clicks (here: their table is gone for a moment): the visitor is
+    still sent on, with `ref` but no click id, since no click id may exist without its click."""
+    client = env.client
+    _, advocate = await _setup(client)
+    code = advocate["code"]
+    _location(await client.get(f"/r/{code}"))  # cached now: the lookup needs no database
+    conn = await asyncpg.connect(env.ns.database_url)
+    try:
+        await conn.execute("ALTER TABLE link.clicks RENAME TO clicks_away")
+        where, q = _location(await client.get(f"/r/{code}", headers={"user-agent": CHROME}))
+        assert where == "https://shop.example.com/join"
+        assert q["ref"] == [code] and "click_id" not in q
+        await conn.execute("ALTER TABLE link.clicks_away RENAME TO clicks")
+        _, q = _location(await client.get(f"/r/{code}", headers={"user-agent": CHROME}))
+        click_id = q["click_id"][0]
+        assert await conn.fetchval("SELECT count(*) FROM link.clicks WHERE id = $1", click_id) == 1
+        assert await conn.fetchval("SELECT count(*) FROM link.clicks") == 2
+    finally:
+        await conn.close()

@@ -64,7 +64,7 @@ def upgrade() -> None:
             WHERE status <> 'done';
         CREATE INDEX enrollment_jobs_tenant ON enrollment_jobs (tenant_id, created_at);
 
-        -- data holds the uploaded row as JSON (personal data until the job is pruned: email, name).
+        -- data holds the uploaded row as JSON until it is processed (personal data: email, name).
         CREATE TABLE enrollment_job_rows (
             job_id      text NOT NULL REFERENCES enrollment_jobs (id) ON DELETE CASCADE,
             row_no      integer NOT NULL,
