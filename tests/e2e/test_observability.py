@@ -171,6 +171,18 @@ async def _journey(urls: dict[str, str], auth: str, hook_url: str, receiver: Rec
             },
         )
         assert r.status_code == 200, r.text
+
+        # The friend signs up milliseconds after clicking, which fraud screening's "too fast"
+        # check would hold for review: off for this program.
+        async def too_fast_check_off() -> bool:
+            r = await http.put(
+                f"{attribution}/v1/programs/{program_id}/attribution-settings",
+                json={"fraud": {"too_fast": {"enabled": False}}},
+            )
+            assert r.status_code in (200, 404), r.text  # 404: program not consumed yet
+            return r.status_code == 200
+
+        await eventually(too_fast_check_off, timeout=60)
         r = await http.post(
             f"{notification}/v1/webhook-endpoints",
             json={
@@ -195,6 +207,20 @@ async def _journey(urls: dict[str, str], auth: str, hook_url: str, receiver: Rec
         )
         assert r.status_code == 302, r.text
         click_id = parse_qs(urlsplit(r.headers["location"]).query)["click_id"][0]
+
+        # Sign up once attribution-service has the click (its /metrics says so): a signup racing
+        # the click's consumer can be left pending until EVIDENCE_GRACE_SECONDS.
+        async def click_consumed() -> bool:
+            text = (await http.get(f"{attribution}/metrics")).text
+            return any(
+                s.name == "referral_consumer_events_total"
+                and s.labels.get("type") == "link.clicked.v1"
+                and s.value >= 1
+                for family in text_string_to_metric_families(text)
+                for s in family.samples
+            )
+
+        await eventually(click_consumed, timeout=60)
         r = await http.post(
             f"{attribution}/v1/conversions",
             json={
@@ -206,12 +232,18 @@ async def _journey(urls: dict[str, str], auth: str, hook_url: str, receiver: Rec
         )
         assert r.status_code in (201, 202), r.text
         signup_id = r.json()["id"]
+        last: dict[str, Any] = r.json()
 
         async def attributed() -> bool:
-            got = (await http.get(f"{attribution}/v1/conversions/{signup_id}")).json()
-            return bool(got["status"] == "attributed")
+            nonlocal last
+            last = (await http.get(f"{attribution}/v1/conversions/{signup_id}")).json()
+            assert last["status"] in ("pending", "attributed"), last
+            return bool(last["status"] == "attributed")
 
-        await eventually(attributed, timeout=60)
+        try:
+            await eventually(attributed, timeout=60)
+        except TimeoutError:
+            raise AssertionError(f"signup not attributed: {last}") from None
         r = await http.post(
             f"{attribution}/v1/conversions",
             json={
