@@ -7,11 +7,15 @@ Starts, in one run, on this machine:
 - the reference: a bare ASGI app on uvicorn (one worker, same loop and HTTP parser) that only
   answers 302 (bench/_common/bare302.py),
 and drives both over loopback with wrk (installed from Debian if missing; closed loop, fixed
-connections) for peak requests/s and p50/p99, then link-service alone in open loop at half its
-peak rate (bench/_common/redirect_loadgen.py, latency from each request's scheduled time) for
-p99 at half load. Afterwards it checks that every recorded click has exactly one link.clicked
-event on Kafka and that the clicks recorded match the redirects counted (wrk does not count
-requests still in flight when its time is up, so up to one per connection more may be recorded).
+connections) for peak requests/s and p50/p99. link-service's outbox relay publishes the clicks to
+Kafka in the same process, and at peak it falls behind; the figure compared with the bare app is
+the SUSTAINED rate: the run's redirects over the time until their last event was published
+(`burst_rps` is the rate the clients saw). Then link-service alone in open loop at half the
+sustained rate (bench/_common/redirect_loadgen.py, latency from each request's scheduled time)
+for p99 at half load. Afterwards it checks that every recorded click has exactly one
+link.clicked event on Kafka and that the clicks recorded match the redirects counted (wrk does
+not count requests still in flight when its time is up, so up to one per connection more may be
+recorded).
 
 Goals (issue #4): rps >= 50% of the bare app's; p99 <= 10 ms at half of peak load; exactly one
 click event per counted redirect. The machine has 2 cores shared by the service, Postgres,
@@ -278,9 +282,13 @@ def main() -> None:
         wrk(wrk_bin, bare_port, paths, 2, connections)
         bare = wrk(wrk_bin, bare_port, paths, duration, connections)
         peak = wrk(wrk_bin, link_port, paths, duration, connections)
-        # steady state for the half-load run: the relay has published the peak's backlog
+        # The relay publishes in the same process; what it has not published by the end of the
+        # run is work the peak deferred. Sustained rps counts the time until it is on Kafka.
+        drain_started = time.monotonic()
         asyncio.run(wait_published(database_url))
-        half_rate = max(peak["rps"] / 2, 10.0)
+        drain = time.monotonic() - drain_started
+        sustained = peak["requests"] / (peak["requests"] / peak["rps"] + drain)
+        half_rate = max(sustained / 2, 10.0)
         half = open_loop(link_port, paths_file, half_rate, duration)
 
         asyncio.run(wait_published(database_url))
@@ -307,7 +315,8 @@ def main() -> None:
         and peak["non_3xx"] == 0
         and half["errors"] == 0
     )
-    ratio = peak["rps"] / bare["rps"] if bare["rps"] else 0.0
+    ratio = sustained / bare["rps"] if bare["rps"] else 0.0
+    burst_ratio = peak["rps"] / bare["rps"] if bare["rps"] else 0.0
     print(
         f"bare ASGI 302 (reference): {bare['rps']:8.0f} rps  p50 {bare['p50_ms']:.2f} ms  "
         f"p99 {bare['p99_ms']:.2f} ms"
@@ -329,9 +338,12 @@ def main() -> None:
         json.dumps(
             {
                 "bench": "redirect",
-                "rps": round(peak["rps"]),
+                "rps": round(sustained),
                 "reference_rps": round(bare["rps"]),
                 "ratio": round(ratio, 2),
+                "burst_rps": round(peak["rps"]),
+                "burst_ratio": round(burst_ratio, 2),
+                "publish_drain_s": round(drain, 2),
                 "p50_ms": round(peak["p50_ms"], 2),
                 "p99_ms": round(peak["p99_ms"], 2),
                 "reference_p50_ms": round(bare["p50_ms"], 2),
