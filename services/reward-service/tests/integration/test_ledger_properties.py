@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Coroutine
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -445,6 +449,20 @@ async def test_concurrent_redemptions_never_overdraw(database_url: str) -> None:
         await pool.close()
 
 
+async def _verify_cli(database_url: str) -> subprocess.CompletedProcess[str]:
+    """`reward-service verify` as an operator runs it: its own process, settings from the env."""
+    env = {**os.environ, "DATABASE_URL": database_url}
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "reward_service.main", "verify"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 async def test_verify_finds_a_tampered_balance_and_an_orphan(database_url: str) -> None:
     """verify must be able to fail: a balance row moved behind the ledger's back and a transfer
     with no cause on record are both reported."""
@@ -482,6 +500,9 @@ async def test_verify_finds_a_tampered_balance_and_an_orphan(database_url: str) 
                     conn, new_event(payload, source="/t", tenant_id="tamper"), payload, T0
                 )
             assert (await handlers.verify(conn, "tamper")).ok
+            ok_run = await _verify_cli(database_url)
+            assert ok_run.returncode == 0, ok_run.stderr
+            assert json.loads(ok_run.stdout)["ok"] is True
             await conn.execute(
                 "UPDATE balances SET balance = balance + 1 WHERE account_id IN ("
                 " SELECT id FROM accounts WHERE tenant_id = 'tamper' AND kind = 'available')"
@@ -500,6 +521,10 @@ async def test_verify_finds_a_tampered_balance_and_an_orphan(database_url: str) 
             failed = {c["name"] for c in report.as_dict()["checks"] if not c["ok"]}
             assert not report.ok
             assert {"units_sum_to_zero", "balances_match_entries", "orphan_transfers"} <= failed
+            bad_run = await _verify_cli(database_url)
+            assert bad_run.returncode == 1
+            cli_failed = {c["name"] for c in json.loads(bad_run.stdout)["checks"] if not c["ok"]}
+            assert failed <= cli_failed
     finally:
         await pool.close()
 
