@@ -737,8 +737,13 @@ async def coupon_pool(
 
 
 async def pick_coupon(conn: asyncpg.Connection, pool_id: str) -> str | None:
-    """A free code of the pool, its row locked until the transaction ends. SKIP LOCKED lets
-    concurrent allocations each take a different code instead of queueing on the same one."""
+    """A free code of the pool, its row locked until the transaction ends.
+
+    Allocations from one pool take turns on the pool's row, so the count of codes left (and the
+    low-pool event it drives) is exact; SKIP LOCKED on the code rows keeps a code locked by any
+    other writer from being handed out twice, and the unique reward_id makes a second code for
+    the same reward impossible."""
+    await conn.execute("SELECT 1 FROM coupon_pools WHERE id = $1 FOR UPDATE", pool_id)
     code: str | None = await conn.fetchval(
         """
         SELECT code FROM coupon_codes

@@ -641,3 +641,73 @@ async def test_concurrent_conversions_of_one_advocate_respect_the_caps(database_
             assert (await handlers.verify(conn, "caps")).ok
     finally:
         await pool.close()
+
+
+async def test_each_coupon_code_is_handed_out_once_under_concurrency(database_url: str) -> None:
+    pool = await create_pool(
+        database_url, schema="reward", application_name="coupons", min_size=1, max_size=10
+    )
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            coupons = await handlers.create_coupon_pool(
+                conn, "cpn", "prg_k", "welcome", 3, [f"CODE{i:02d}" for i in range(10)]
+            )
+            await handlers.put_reward_rule(
+                conn,
+                "cpn",
+                "prg_k",
+                domain.RuleDefinition(
+                    hold_days=0,
+                    rewards=(
+                        domain.SideReward(
+                            "friend",
+                            "signup",
+                            domain.Amount(unit=domain.COUPON, fixed=1),
+                            kind="coupon",
+                            coupon_pool_id=coupons.id,
+                        ),
+                    ),
+                ),
+                T0 - timedelta(days=1),
+            )
+
+        async def signup(i: int) -> list[domain.Reward]:
+            payload = ConversionAttributed(
+                conversion_id=f"cnv_k{i}",
+                referral_id=f"ref_k{i}",
+                program_id="prg_k",
+                advocate_id=f"adv_k{i % 4}",
+                friend_customer_id=f"cus_k{i}",
+                conversion_type="signup",
+                occurred_at=T0,
+                evidence="code",
+            )
+            async with pool.acquire() as conn, conn.transaction():
+                return await handlers.on_conversion_attributed(
+                    conn, new_event(payload, source="/t", tenant_id="cpn"), payload, T0
+                )
+
+        rewards = [
+            r for batch in await asyncio.gather(*(signup(i) for i in range(16))) for r in batch
+        ]
+        assert len(rewards) == 16
+        given = [r for r in rewards if r.amount == 1]
+        assert len(given) == 10
+        assert {r.capped_reason for r in rewards if r.amount == 0} == {"coupon_pool_empty"}
+        async with pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT code, reward_id, holder_id FROM coupon_codes WHERE pool_id = $1",
+                coupons.id,
+            )
+            assert {r["reward_id"] for r in rows} == {r.id for r in given}
+            assert {r["holder_id"] for r in rows} == {r.holder_id for r in given}
+            lows = await conn.fetch(
+                "SELECT convert_from(payload, 'UTF8')::jsonb->'data'->>'remaining' AS remaining"
+                " FROM outbox WHERE convert_from(payload, 'UTF8')::jsonb->>'type'"
+                " = 'coupon_pool.low.v1'"
+            )
+            # 3, 2, 1 and 0 left after an allocation, then once per friend who found none
+            assert sorted(int(r["remaining"]) for r in lows) == [0] * 7 + [1, 2, 3]
+            assert (await handlers.get_coupon_pool(conn, "cpn", coupons.id)).remaining == 0
+    finally:
+        await pool.close()
