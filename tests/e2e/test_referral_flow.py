@@ -127,7 +127,12 @@ async def test_one_referral_end_to_end_and_redelivery_changes_nothing(stack: Sta
         )
         assert r.status_code == 201, r.text
         advocate = r.json()
-        r = await http.get(f"{link}/r/{advocate['code']}", follow_redirects=False)
+        # a browser: link-service flags HTTP libraries (python-httpx) as bots; bots never count
+        r = await http.get(
+            f"{link}/r/{advocate['code']}",
+            headers={"User-Agent": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X)"},
+            follow_redirects=False,
+        )
         assert r.status_code == 302
         click_id = parse_qs(urlsplit(r.headers["location"]).query)["click_id"][0]
 

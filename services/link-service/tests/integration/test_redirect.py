@@ -125,7 +125,7 @@ async def test_every_replica_cache_follows_the_owning_events(env) -> None:
         _, q = _location(await other.get(f"/r/{code}", headers={"user-agent": CHROME}))
         blocked_click = q["click_id"][0]
 
-        # paused through the first replica: the second one sends people to the fallback
+        # a new landing URL through the first replica: the second one redirects there
         r = await client.patch(
             f"/v1/programs/{program['id']}", json={"landing_url": "https://example.com/new"}
         )
