@@ -24,7 +24,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     def workers(rt: Runtime) -> list[Worker]:
         state.rt = rt
-        state.writer = ClickWriter(rt, settings)
+        state.writer = ClickWriter(rt, settings, state.registry)
         state.invalidator = CacheInvalidator(rt, state)
         state.enrollment = EnrollmentWorker(rt, settings)
         return [state.writer, state.invalidator, state.enrollment]
@@ -35,6 +35,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # any of the API's middleware, routing or dependency injection runs.
     build_stack = app.build_middleware_stack
     registry = getattr(getattr(app.state, "metrics", None), "registry", None)
+    state.registry = registry
 
     def build_middleware_stack() -> ASGIApp:
         return RedirectMiddleware(build_stack(), state, registry)

@@ -182,6 +182,7 @@ class LinkState:
         self.writer: ClickWriter | None = None
         self.invalidator: CacheInvalidator | None = None
         self.enrollment: EnrollmentWorker | None = None
+        self.registry: Any = None  # the app's Prometheus registry (servicekit.metrics)
 
     async def lookup(self, key: str) -> CodeTarget | None:
         hit, target = self.cache.get(key)
