@@ -31,6 +31,7 @@ import contextlib
 import logging
 import random
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -42,6 +43,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 from notification_service import domain, handlers, signing, urlguard
 from notification_service.config import Settings
 from referral_events.inbox import INFRASTRUCTURE_ERRORS
+from referral_events.outbox import enqueue_many
 from referral_events.tracing import continued_from_event
 from servicekit.metrics import WEBHOOK_ATTEMPTS
 from servicekit.runtime import Runtime
@@ -57,6 +59,8 @@ ERROR_TEXT_LIMIT = 500
 # Attempts recorded per transaction, and transactions recording at once.
 RECORD_BATCH = 200
 RECORDERS = 4
+# Endpoints whose connection pools are kept open (least recently used beyond this close).
+MAX_CLIENTS = 1000
 
 
 @dataclass
@@ -85,17 +89,24 @@ class Dispatcher:
         self._rt = rt
         self._clock = clock
         self._rand = rand
-        limits = httpx.Limits(
-            max_connections=settings.webhook_max_in_flight,
-            max_keepalive_connections=min(settings.webhook_max_in_flight, 100),
+        # One small connection pool per endpoint, as large as the endpoint's concurrency:
+        # httpcore's pool does work proportional to its connections on every request, so one
+        # pool of hundreds of connections costs more CPU than the requests themselves. It also
+        # keeps endpoints' connections apart. A transport passed in (tests) is shared instead.
+        self._limits = httpx.Limits(
+            max_connections=settings.webhook_per_endpoint_concurrency,
+            max_keepalive_connections=settings.webhook_per_endpoint_concurrency,
         )
+        self._transport = transport
+        self._resolver = resolver
+        # Loading the CA bundle takes tens of milliseconds: once, shared by every pool.
+        self._ssl_context = httpx.create_ssl_context()
         # Unless private destinations are allowed (tests, local runs), every connection goes
         # through the SSRF guard again at connect time: DNS may have changed since the URL was
         # vetted.
-        if transport is None and not settings.webhook_allow_private_networks:
-            transport = urlguard.GuardedTransport(resolver, limits=limits)
-        self._transport = transport
-        self._limits = limits
+        self._guarded = not settings.webhook_allow_private_networks
+        self._shared: httpx.AsyncClient | None = None
+        self._clients: OrderedDict[str, httpx.AsyncClient] = OrderedDict()
         self._disable_after = timedelta(days=settings.webhook_disable_after_failing_days)
         self._policy = domain.RetryPolicy.from_seconds(
             settings.webhook_retry_schedule_seconds, settings.webhook_retry_jitter
@@ -118,19 +129,23 @@ class Dispatcher:
             asyncio.create_task(self._recorder(), name=f"webhook-recorder:{i}")
             for i in range(RECORDERS)
         ]
+        if self._transport is not None:
+            self._shared = self._new_client(self._transport)
         try:
-            async with self._client() as client:
-                try:
-                    while not self._stopping.is_set():
-                        try:
-                            await self._dispatch_once(client)
-                        except (*INFRASTRUCTURE_ERRORS, asyncpg.PostgresError) as exc:
-                            log.warning("dispatcher cannot claim deliveries, retrying: %r", exc)
-                        await self._idle()
-                finally:
-                    # Let attempts in flight finish and be recorded before the client closes.
-                    if self._tasks:
-                        await asyncio.gather(*self._tasks, return_exceptions=True)
+            try:
+                while not self._stopping.is_set():
+                    try:
+                        await self._dispatch_once()
+                    except (*INFRASTRUCTURE_ERRORS, asyncpg.PostgresError) as exc:
+                        log.warning("dispatcher cannot claim deliveries, retrying: %r", exc)
+                    await self._idle()
+            finally:
+                # Let attempts in flight finish and be recorded before the clients close.
+                if self._tasks:
+                    await asyncio.gather(*self._tasks, return_exceptions=True)
+                clients = [*self._clients.values(), *([self._shared] if self._shared else [])]
+                self._clients.clear()
+                await asyncio.gather(*(c.aclose() for c in clients), return_exceptions=True)
         finally:
             for task in recorders:
                 task.cancel()
@@ -141,9 +156,42 @@ class Dispatcher:
         self._stopping.set()
         self._wake.set()
 
-    def _client(self) -> httpx.AsyncClient:
+    def _client_for(self, endpoint_id: str) -> httpx.AsyncClient:
+        if self._shared is not None:
+            return self._shared
+        client = self._clients.get(endpoint_id)
+        if client is not None:
+            self._clients.move_to_end(endpoint_id)
+            return client
+        transport: httpx.AsyncBaseTransport = (
+            urlguard.GuardedTransport(
+                self._resolver, limits=self._limits, ssl_context=self._ssl_context
+            )
+            if self._guarded
+            else httpx.AsyncHTTPTransport(limits=self._limits, verify=self._ssl_context)
+        )
+        client = self._new_client(transport)
+        self._clients[endpoint_id] = client
+        self._evict_idle_clients()
+        return client
+
+    def _evict_idle_clients(self) -> None:
+        """Bounded: the least recently used pools of endpoints with nothing in flight close."""
+        excess = len(self._clients) - MAX_CLIENTS
+        for endpoint_id in list(self._clients):
+            if excess <= 0:
+                break
+            if endpoint_id in self._in_flight:
+                continue
+            client = self._clients.pop(endpoint_id)
+            task = asyncio.create_task(client.aclose(), name=f"webhook-client-close:{endpoint_id}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            excess -= 1
+
+    def _new_client(self, transport: httpx.AsyncBaseTransport) -> httpx.AsyncClient:
         return httpx.AsyncClient(
-            transport=self._transport,
+            transport=transport,
             # A redirect could lead anywhere, the private network included: never followed,
             # a 3xx is a failed attempt.
             follow_redirects=False,
@@ -160,7 +208,7 @@ class Dispatcher:
             await asyncio.wait_for(self._wake.wait(), self._poll_interval)
         self._wake.clear()
 
-    async def _dispatch_once(self, client: httpx.AsyncClient) -> int:
+    async def _dispatch_once(self) -> int:
         capacity = self._max_in_flight - len(self._tasks)
         if capacity <= 0:
             return 0
@@ -177,7 +225,8 @@ class Dispatcher:
         for claim in claims:
             self._in_flight[claim.endpoint_id] = self._in_flight.get(claim.endpoint_id, 0) + 1
             task = asyncio.create_task(
-                self._attempt(client, claim), name=f"webhook:{claim.delivery_id}"
+                self._attempt(self._client_for(claim.endpoint_id), claim),
+                name=f"webhook:{claim.delivery_id}",
             )
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -276,7 +325,8 @@ class Dispatcher:
         ):
             with retry:
                 async with self._rt.transaction() as conn:
-                    return [
+                    events: handlers.Pending = []
+                    decisions = [
                         await handlers.record_attempt(
                             conn,
                             item.claim,
@@ -287,9 +337,12 @@ class Dispatcher:
                             rand=self._rand,
                             response_body_limit=self._body_limit,
                             disable_after=self._disable_after,
+                            outbox=events,
                         )
                         for item in batch
                     ]
+                    await enqueue_many(conn, events)
+                    return decisions
         raise AssertionError("unreachable: tenacity re-raises the last error")
 
 

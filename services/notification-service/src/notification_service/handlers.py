@@ -15,9 +15,10 @@ import asyncpg
 
 from notification_service import domain, repository
 from notification_service.schemas import EndpointIn, EndpointPatch
-from referral_events import CloudEvent, topics
+from referral_events import CloudEvent, new_event, topics
 from referral_events.contracts import notification as out
-from referral_events.outbox import emit
+from referral_events.envelope import EventPayload
+from referral_events.outbox import enqueue
 from servicekit.ids import new_id
 from servicekit.problems import Conflict, InvalidInput, NotFound
 
@@ -312,9 +313,11 @@ async def record_attempt(
     rand: Callable[[], float],
     response_body_limit: int,
     disable_after: timedelta = timedelta(days=5),
+    outbox: Pending | None = None,
 ) -> domain.Decision | None:
     """Log the attempt and apply what follows from it. None when a newer claim of the same
-    delivery superseded this one: the attempt is still logged, but decides nothing."""
+    delivery superseded this one: the attempt is still logged, but decides nothing. Events go
+    to the outbox, or into `outbox` when the caller enqueues a batch's events together."""
     decision = domain.decide(result, claim.attempt_in_round, now, policy, rand)
     settled = await repository.record_attempt(
         conn,
@@ -338,9 +341,9 @@ async def record_attempt(
     if result.ok == (claim.failing_since is not None):
         await repository.mark_endpoint_health(conn, claim.endpoint_id, result.ok, now)
     if decision.disable_endpoint:
-        await _disable(conn, claim, "gone", result, now)
+        await _disable(conn, claim, "gone", result, now, outbox)
     elif not result.ok and domain.failing_too_long(claim.failing_since, now, disable_after):
-        await _disable(conn, claim, "failing", result, now)
+        await _disable(conn, claim, "failing", result, now, outbox)
     common = {
         "delivery_id": claim.delivery_id,
         "endpoint_id": claim.endpoint_id,
@@ -361,17 +364,38 @@ async def record_attempt(
         )
     else:
         return decision
-    await emit(
+    await _publish(
         conn,
         payload,
-        source=SOURCE,
-        tenant_id=claim.tenant_id,
-        topic=topics.NOTIFICATION_EVENTS,
-        key=claim.endpoint_id,
+        claim,
         subject=claim.delivery_id,
         event_id=f"{claim.delivery_id}.{claim.attempt}",
+        outbox=outbox,
     )
     return decision
+
+
+Pending = list[tuple[CloudEvent, str, str]]
+
+
+async def _publish(
+    conn: asyncpg.Connection,
+    payload: EventPayload,
+    claim: Claim,
+    *,
+    subject: str,
+    event_id: str,
+    outbox: Pending | None,
+) -> None:
+    """To the outbox now, or into `outbox` for the caller to enqueue with the rest of its
+    batch (one statement for all)."""
+    event = new_event(
+        payload, source=SOURCE, tenant_id=claim.tenant_id, subject=subject, event_id=event_id
+    )
+    if outbox is None:
+        await enqueue(conn, event, topic=topics.NOTIFICATION_EVENTS, key=claim.endpoint_id)
+    else:
+        outbox.append((event, topics.NOTIFICATION_EVENTS, claim.endpoint_id))
 
 
 async def _disable(
@@ -380,11 +404,12 @@ async def _disable(
     reason: str,
     result: domain.AttemptResult,
     now: datetime,
+    outbox: Pending | None,
 ) -> None:
     endpoint = await repository.disable_endpoint(conn, claim.endpoint_id, reason, now)
     if endpoint is None:
         return  # already disabled, and already told
-    await emit(
+    await _publish(
         conn,
         out.EndpointDisabled(
             endpoint_id=claim.endpoint_id,
@@ -394,10 +419,8 @@ async def _disable(
             last_status_code=result.status_code,
             disabled_at=now,
         ),
-        source=SOURCE,
-        tenant_id=claim.tenant_id,
-        topic=topics.NOTIFICATION_EVENTS,
-        key=claim.endpoint_id,
+        claim,
         subject=claim.endpoint_id,
         event_id=f"{claim.endpoint_id}.disabled.{claim.delivery_id}.{claim.attempt}",
+        outbox=outbox,
     )

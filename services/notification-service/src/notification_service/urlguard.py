@@ -157,9 +157,10 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         limits = limits or httpx.Limits()
-        super().__init__(limits=limits)
+        ssl_context = ssl_context or httpx.create_ssl_context()
+        super().__init__(limits=limits, verify=ssl_context)
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=ssl_context or httpx.create_ssl_context(),
+            ssl_context=ssl_context,
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
