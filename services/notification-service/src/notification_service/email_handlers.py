@@ -9,7 +9,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -73,7 +73,7 @@ async def on_advocate(
         version=p.version,
     )
     if row is not None:
-        await _maybe_welcome(conn, event.tenantid, row)
+        await _maybe_welcome(conn, event, row)
 
 
 async def on_advocate_blocked(
@@ -99,18 +99,22 @@ async def on_code(
         code=p.code,
         link_url=p.link_url,
     )
-    await _maybe_welcome(conn, event.tenantid, row)
+    await _maybe_welcome(conn, event, row)
 
 
-async def _maybe_welcome(conn: asyncpg.Connection, tenant_id: str, contact: asyncpg.Record) -> None:
+async def _maybe_welcome(
+    conn: asyncpg.Connection, event: CloudEvent, contact: asyncpg.Record
+) -> None:
     """The welcome needs the address (advocate events) and the link (advocate or code events),
     which may arrive in either order: whichever completes the pair queues it. Keyed on the
     advocate, so it goes out once however many events complete it."""
     if not contact["email"] or not contact["link_url"] or contact["blocked"]:
         return
+    if _stale(event):
+        return
     await enqueue(
         conn,
-        tenant_id=tenant_id,
+        tenant_id=event.tenantid,
         template="advocate_welcome",
         cause_key=f"welcome:{contact['contact_id']}",
         recipient_kind="advocate",
@@ -171,7 +175,7 @@ async def on_reward_available(
 async def on_coupon_allocated(
     conn: asyncpg.Connection, event: CloudEvent, p: reward.CouponAllocated
 ) -> None:
-    if p.role != "friend":
+    if p.role != "friend" or _stale(event):
         return
     await enqueue(
         conn,
@@ -189,7 +193,7 @@ async def on_coupon_allocated(
 async def on_milestone(
     conn: asyncpg.Connection, event: CloudEvent, p: reward.MilestoneReached
 ) -> None:
-    if p.role != "advocate":
+    if p.role != "advocate" or _stale(event):
         return
     await enqueue(
         conn,
@@ -212,6 +216,8 @@ async def _reward_mail(
     recipient_id: str,
     p: reward.RewardPending | reward.RewardAvailable,
 ) -> None:
+    if _stale(event):
+        return
     await enqueue(
         conn,
         tenant_id=event.tenantid,
@@ -223,6 +229,20 @@ async def _reward_mail(
         program_id=p.program_id,
         facts=ed.reward_facts(p.model_dump(mode="json")),
     )
+
+
+# Mail about an event older than this is not sent (its contact facts are still copied). When
+# the service first consumes a topic from its beginning (a new deployment, a new subscription)
+# it must not mail people about enrollments and rewards of weeks ago.
+MAX_EVENT_AGE = timedelta(days=3)
+
+
+def _stale(event: CloudEvent) -> bool:
+    at = event.time if event.time.tzinfo is not None else event.time.replace(tzinfo=UTC)
+    if datetime.now(UTC) - at > MAX_EVENT_AGE:
+        log.info("no mail for %s %s: older than %s", event.type, event.id, MAX_EVENT_AGE)
+        return True
+    return False
 
 
 # Consumed event type -> email handler (the consumer adds webhook fan-out next to these).

@@ -116,9 +116,15 @@ class Env:
         async with serve_in_process(app, self.key) as client:
             yield client, app
 
-    async def publish(self, topic: str, payload: EventPayload, key: str) -> CloudEvent:
+    async def publish(
+        self, topic: str, payload: EventPayload, key: str, age: timedelta = timedelta(0)
+    ) -> CloudEvent:
         event = new_event(
-            payload, source="/services/test", tenant_id="acme", subject=key, time=self.clock()
+            payload,
+            source="/services/test",
+            tenant_id="acme",
+            subject=key,
+            time=self.clock() - age,
         )
         await self.send(topic, event, key)
         return event
@@ -426,6 +432,21 @@ async def test_invites_templates_and_bounces(env: tuple[Env, Mailbox]) -> None:
             "adv_1",
         )
         await eventually(lambda: len(mailbox.to("jane@example.com")) == 1, timeout=60)
+        # an event from weeks ago (a first deployment reading topics from the start) mails
+        # nobody; the reward event after it does
+        await e.publish(
+            "reward.events",
+            reward_event(reward.RewardAvailable, "rwd_old"),
+            "adv_1",
+            age=timedelta(days=20),
+        )
+        await e.publish("reward.events", reward_event(reward.RewardAvailable, "rwd_new"), "adv_1")
+        await eventually(lambda: len(mailbox.to("jane@example.com")) == 2, timeout=60)
+        mails = await e.emails(client, recipient_kind="advocate", recipient_id="adv_1")
+        assert sorted(m["template"] for m in mails) == [
+            "advocate_reward_available",
+            "advocate_welcome",
+        ]
 
         body: dict[str, Any] = {
             "advocate_id": "adv_1",
