@@ -37,6 +37,18 @@ CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "24"))
 ADVOCATES = 500
 
 
+BODY = (
+    b'{"type": "purchase", "customer_id": "cus_%s_%d", "code": "BENCH%04d",'
+    b' "order_id": "%s", "amount": "59.90", "currency": "USD",'
+    b' "email": "friend%d@example.com"}'
+)
+
+
+def request_head(headers: dict[str, str]) -> bytes:
+    lines = {"Host": "127.0.0.1", "Content-Type": "application/json", **headers}
+    return ("".join(f"{k}: {v}\r\n" for k, v in lines.items()) + "\r\n").encode()
+
+
 class Conn:
     """One keep-alive HTTP/1.1 connection: POST, read status line, headers and the body."""
 
@@ -47,11 +59,12 @@ class Conn:
     async def open(cls, port: int) -> Conn:
         return cls(*await asyncio.open_connection("127.0.0.1", port))
 
-    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
-        head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n"
-        head += "Content-Type: application/json\r\n"
-        head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
-        self.writer.write(head.encode() + body)
+    async def post(self, path: str, body: bytes, key: bytes, head: bytes) -> tuple[int, bytes]:
+        """`head`: the header lines after Idempotency-Key (see request_head)."""
+        self.writer.write(
+            b"POST %s HTTP/1.1\r\nContent-Length: %d\r\nIdempotency-Key: %s\r\n%s%s"
+            % (path.encode(), len(body), key, head, body)
+        )
         status_line = await self.reader.readline()
         status = int(status_line.split()[1])
         length = 0
@@ -232,7 +245,7 @@ async def run(quick: bool) -> dict[str, Any]:
                             received[event["data"]["order_id"]] = now
 
         consuming = asyncio.create_task(consume())
-        auth = {"Authorization": f"Bearer {key}"}
+        head = request_head({"Authorization": f"Bearer {key}"})
         sent: dict[str, float] = {}
         latencies: list[float] = []
         errors: dict[int, int] = {}
@@ -246,19 +259,10 @@ async def run(quick: bool) -> dict[str, Any]:
                     counter += 1
                     n = counter
                     order = f"{phase}-{n}"
-                    body = json.dumps(
-                        {
-                            "type": "purchase",
-                            "customer_id": f"cus_{phase}_{n}",
-                            "code": f"BENCH{n % ADVOCATES:04d}",
-                            "order_id": order,
-                            "amount": "59.90",
-                            "currency": "USD",
-                            "email": f"friend{n}@example.com",
-                        }
-                    ).encode()
+                    # the JSON encoder's output, formatted directly (the client stays light)
+                    body = BODY % (phase.encode(), n, n % ADVOCATES, order.encode(), n)
                     started = time.perf_counter()
-                    status, _ = await conn.post("/v1/conversions", body, auth)
+                    status, _ = await conn.post("/v1/conversions", body, order.encode(), head)
                     took = time.perf_counter() - started
                     if status != 201:
                         errors[status] = errors.get(status, 0) + 1
@@ -273,9 +277,12 @@ async def run(quick: bool) -> dict[str, Any]:
         until = time.perf_counter() + 3
         await asyncio.gather(*(worker("warm", until) for _ in range(CONCURRENCY)))
         cpu0 = cpu_seconds(service.pid)
+        client0 = time.process_time()
+        load_before = os.getloadavg()[0]
         t0 = time.perf_counter()
         await asyncio.gather(*(worker("run", t0 + seconds) for _ in range(CONCURRENCY)))
         http_done = time.perf_counter()
+        client_cpu = time.process_time() - client0
         deadline = time.perf_counter() + 60
         while time.perf_counter() < deadline:
             if all(o in received for o in sent):
@@ -300,7 +307,12 @@ async def run(quick: bool) -> dict[str, Any]:
             concurrency=CONCURRENCY,
             # service process CPU (HTTP, decision, outbox relay) per conversion
             service_cpu_ms_per_conversion=round((cpu1 - cpu0) * 1000 / max(len(sent), 1), 2),
+            # this process (load client and Kafka reader) while it sent: is the bench the limit?
+            client_cpu_ms_per_conversion=round(client_cpu * 1000 / max(len(sent), 1), 2),
+            # 1-minute load average of the machine before and after the measured phase
+            load_average_before=round(load_before, 1),
             load_average=round(os.getloadavg()[0], 1),
+            cpus=os.cpu_count(),
             errors=errors,
         )
     finally:

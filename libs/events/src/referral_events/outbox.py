@@ -39,11 +39,16 @@ async def enqueue(conn: asyncpg.Connection, event: CloudEvent, *, topic: str, ke
         span.set_attribute("messaging.message.id", event.id)
         span.set_attribute("cloudevents.event_type", event.type)
         carrier = current_context_carrier()
+    # The notification is delivered at commit (and folded with others of the same
+    # transaction): it wakes the relay. One statement with the insert: one round trip.
     await conn.execute(
         """
-        INSERT INTO outbox (event_id, topic, key, payload, headers)
-        VALUES ($1, $2, $3, $4, $5::text::jsonb)
-        ON CONFLICT (event_id) DO NOTHING
+        WITH ins AS (
+            INSERT INTO outbox (event_id, topic, key, payload, headers)
+            VALUES ($1, $2, $3, $4, $5::text::jsonb)
+            ON CONFLICT (event_id) DO NOTHING
+        )
+        SELECT pg_notify(current_schema() || '_outbox', '')
         """,
         event.id,
         topic,
@@ -51,8 +56,6 @@ async def enqueue(conn: asyncpg.Connection, event: CloudEvent, *, topic: str, ke
         event.to_json(),
         json.dumps(carrier),
     )
-    # Delivered at commit (and folded with others of the same transaction): wakes the relay.
-    await conn.execute("SELECT pg_notify(current_schema() || '_outbox', '')")
 
 
 async def enqueue_many(
@@ -68,12 +71,15 @@ async def enqueue_many(
         carrier = json.dumps(current_context_carrier())
     await conn.execute(
         """
-        INSERT INTO outbox (event_id, topic, key, payload, headers)
-        SELECT e, t, k, p, $5::text::jsonb
-        FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[]) WITH ORDINALITY
-             AS u(e, t, k, p, n)
-        ORDER BY n
-        ON CONFLICT (event_id) DO NOTHING
+        WITH ins AS (
+            INSERT INTO outbox (event_id, topic, key, payload, headers)
+            SELECT e, t, k, p, $5::text::jsonb
+            FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[]) WITH ORDINALITY
+                 AS u(e, t, k, p, n)
+            ORDER BY n
+            ON CONFLICT (event_id) DO NOTHING
+        )
+        SELECT pg_notify(current_schema() || '_outbox', '')
         """,
         [e.id for e, _, _ in events],
         [t for _, t, _ in events],
@@ -81,7 +87,6 @@ async def enqueue_many(
         [e.to_json() for e, _, _ in events],
         carrier,
     )
-    await conn.execute("SELECT pg_notify(current_schema() || '_outbox', '')")
 
 
 async def emit(

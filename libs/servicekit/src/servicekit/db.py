@@ -14,14 +14,28 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
+async def _keep_session(_conn: asyncpg.Connection) -> None:
+    """A release without asyncpg's session reset (advisory unlock, CLOSE ALL, UNLISTEN, RESET ALL
+    in one more round trip). asyncpg still rolls back an open transaction and drops listeners."""
+
+
 async def create_pool(
-    dsn: str, *, schema: str, application_name: str, min_size: int, max_size: int
+    dsn: str,
+    *,
+    schema: str,
+    application_name: str,
+    min_size: int,
+    max_size: int,
+    reset_session: bool = True,
 ) -> asyncpg.Pool:
+    """`reset_session=False` only for a service whose pooled connections never take session
+    advisory locks, open cursors, LISTEN or SET (transactions only)."""
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,
+        reset=None if reset_session else _keep_session,
         server_settings={"search_path": schema, "application_name": application_name},
     )
     assert pool is not None

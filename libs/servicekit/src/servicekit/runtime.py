@@ -49,6 +49,9 @@ class ServiceSpec:
     version: str = "0.1.0"
     consumers: list[ConsumerSpec] = field(default_factory=list)
     workers: Callable[[Runtime], list[Worker]] = field(default=lambda _rt: [])
+    # False: pooled connections are released without asyncpg's session reset query, one round
+    # trip less per transaction (see servicekit.db.create_pool for when that is safe).
+    pool_reset_session: bool = True
 
 
 class Runtime:
@@ -86,6 +89,7 @@ class Runtime:
             application_name=self.spec.name,
             min_size=s.db_pool_min_size,
             max_size=s.db_pool_max_size,
+            reset_session=self.spec.pool_reset_session,
         )
         # Kafka may come up after us (compose, rolling restarts): wait for it rather than crash.
         async for attempt in AsyncRetrying(

@@ -89,19 +89,10 @@ async def submit_conversion(
     occurred_at = cmd.occurred_at or now
     code_key = cmd.code.strip().upper() if cmd.code else None
     conversion_id = new_id("cnv")
-    # Read before the insert (the new row changes none of it): one round trip on the hot path.
-    ctx = await repository.evidence_context(
-        conn,
-        tenant_id=tenant_id,
-        customer_id=cmd.customer_id,
-        type_=cmd.type,
-        code_key=code_key,
-        click_id=cmd.click_id,
-        conversion_id=conversion_id,
-    )
-    missing = _check_evidence(ctx, tenant_id, code_key, cmd.click_id, now - occurred_at > grace)
-
-    row = await repository.insert_conversion(
+    # The insert and the evidence read in one statement (one round trip on the hot path). A
+    # refusal of the evidence takes the new row back out: a webhook catches the refusal and
+    # records the order without that evidence in the same transaction.
+    row, ctx = await repository.insert_conversion(
         conn,
         id=conversion_id,
         tenant_id=tenant_id,
@@ -125,6 +116,12 @@ async def submit_conversion(
         locale=cmd.locale,
         source=source,
     )
+    try:
+        missing = _check_evidence(ctx, tenant_id, code_key, cmd.click_id, now - occurred_at > grace)
+    except InvalidInput:
+        if row is not None:
+            await repository.delete_new_conversion(conn, conversion_id)
+        raise
     if row is None:
         return await _existing(conn, tenant_id, cmd, idempotency_key, digest), False
     if missing:

@@ -23,6 +23,8 @@ SPEC = ServiceSpec(
     package="attribution_service",
     consumers=CONSUMERS,
     workers=_workers,
+    # Pooled connections run transactions only (no session locks, cursors, LISTEN or SET).
+    pool_reset_session=False,
 )
 
 

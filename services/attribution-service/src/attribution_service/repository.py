@@ -163,6 +163,35 @@ async def tenant_names_type(conn: asyncpg.Connection, tenant_id: str, type_: str
 # --- deciding a conversion ------------------------------------------------------------------
 
 
+# The evidence context as select-list columns. Parameters by name (formatted into $n by each
+# statement that reads it): tenant, customer, type, code_key, click_id, conversion_id.
+_EVIDENCE_COLUMNS = """
+  (SELECT tenant_id FROM codes WHERE code_key = {code_key}) AS code_tenant,
+  (SELECT tenant_id FROM clicks WHERE id = {click_id}) AS click_tenant,
+  (SELECT array_agg(kind || ':' || tenant_id) FROM expired_evidence
+    WHERE (kind = 'code' AND value = {code_key}) OR (kind = 'click' AND value = {click_id}))
+    AS expired,
+  (SELECT to_jsonb(c) FROM codes c WHERE c.code_key = {code_key} AND c.tenant_id = {tenant})
+    AS code,
+  (SELECT coalesce(jsonb_agg(to_jsonb(k)), '[]'::jsonb) FROM clicks k
+    WHERE {click_id}::text IS NOT NULL AND k.tenant_id = {tenant} AND k.id IN (
+        SELECT click_id FROM customer_clicks
+        WHERE tenant_id = {tenant} AND customer_id = {customer}
+        UNION ALL SELECT {click_id})) AS clicks,
+  (SELECT coalesce(jsonb_agg(jsonb_build_object(
+        'id', r.id, 'program_id', r.program_id, 'advocate_id', r.advocate_id,
+        'created_at', r.created_at,
+        'prior', (SELECT count(*) FROM conversions x WHERE x.referral_id = r.id
+                  AND x.type = {type} AND x.status = 'attributed'
+                  AND x.id <> {conversion_id}))),
+        '[]'::jsonb)
+     FROM referrals r WHERE r.tenant_id = {tenant} AND r.friend_customer_id = {customer})
+    AS referrals,
+  (SELECT coalesce(jsonb_object_agg(program_id, settings), '{{}}'::jsonb)
+     FROM program_settings WHERE tenant_id = {tenant}) AS settings
+"""
+
+
 async def evidence_context(
     conn: asyncpg.Connection,
     *,
@@ -180,27 +209,10 @@ async def evidence_context(
     earlier conversions); their referrals with the count of earlier attributed conversions of
     this type; and the tenant's program settings."""
     row = await conn.fetchrow(
-        """
-        SELECT
-          (SELECT tenant_id FROM codes WHERE code_key = $4) AS code_tenant,
-          (SELECT tenant_id FROM clicks WHERE id = $5) AS click_tenant,
-          (SELECT array_agg(kind || ':' || tenant_id) FROM expired_evidence
-            WHERE (kind = 'code' AND value = $4) OR (kind = 'click' AND value = $5)) AS expired,
-          (SELECT to_jsonb(c) FROM codes c WHERE c.code_key = $4 AND c.tenant_id = $1) AS code,
-          (SELECT coalesce(jsonb_agg(to_jsonb(k)), '[]'::jsonb) FROM clicks k
-            WHERE $5::text IS NOT NULL AND k.tenant_id = $1 AND k.id IN (
-                SELECT click_id FROM customer_clicks WHERE tenant_id = $1 AND customer_id = $2
-                UNION ALL SELECT $5)) AS clicks,
-          (SELECT coalesce(jsonb_agg(jsonb_build_object(
-                'id', r.id, 'program_id', r.program_id, 'advocate_id', r.advocate_id,
-                'created_at', r.created_at,
-                'prior', (SELECT count(*) FROM conversions x WHERE x.referral_id = r.id
-                          AND x.type = $3 AND x.status = 'attributed' AND x.id <> $6))),
-                '[]'::jsonb)
-             FROM referrals r WHERE r.tenant_id = $1 AND r.friend_customer_id = $2) AS referrals,
-          (SELECT coalesce(jsonb_object_agg(program_id, settings), '{}'::jsonb)
-             FROM program_settings WHERE tenant_id = $1) AS settings
-        """,
+        "SELECT "
+        + _EVIDENCE_COLUMNS.format(
+            tenant="$1", customer="$2", type="$3", code_key="$4", click_id="$5", conversion_id="$6"
+        ),
         tenant_id,
         customer_id,
         type_,
@@ -353,10 +365,9 @@ async def attribute(
     return row
 
 
-async def insert_conversion(conn: asyncpg.Connection, **f: Any) -> asyncpg.Record | None:
-    """None when the idempotency key or (type, order id) already names a conversion."""
-    return await conn.fetchrow(
-        """
+# Formatted once at import from the constants above (placeholders, no input).
+_INSERT_CONVERSION = """
+    WITH ins AS (
         INSERT INTO conversions (id, tenant_id, type, custom_type, customer_id, email,
                                  email_norm, order_id, amount_minor, currency, occurred_at,
                                  click_id, code_key, idempotency_key, request_hash, status,
@@ -365,7 +376,24 @@ async def insert_conversion(conn: asyncpg.Connection, **f: Any) -> asyncpg.Recor
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 'pending',
                 $16, $17, $18, $19, $20, $21)
         ON CONFLICT DO NOTHING RETURNING *
-        """,
+    )
+    SELECT ins.*, ctx.* FROM (SELECT {evidence}) ctx LEFT JOIN ins ON true
+""".format(  # noqa: S608
+    evidence=_EVIDENCE_COLUMNS.format(
+        tenant="$2", customer="$5", type="$3", code_key="$13", click_id="$12", conversion_id="$1"
+    )
+)
+
+
+async def insert_conversion(
+    conn: asyncpg.Connection, **f: Any
+) -> tuple[asyncpg.Record | None, asyncpg.Record]:
+    """The new conversion (None when the idempotency key or (type, order id) already names one)
+    and its evidence context (see evidence_context), in one round trip. The context is read in
+    the statement's snapshot, which the new row is not part of: what evidence_context would have
+    read just before the insert."""
+    rec = await conn.fetchrow(
+        _INSERT_CONVERSION,
         f["id"],
         f["tenant_id"],
         f["type"],
@@ -388,6 +416,14 @@ async def insert_conversion(conn: asyncpg.Connection, **f: Any) -> asyncpg.Recor
         f["locale"],
         f["source"],
     )
+    assert rec is not None
+    # the conversion's columns and the context's in one record (their names do not overlap)
+    return (rec if rec["id"] is not None else None), rec
+
+
+async def delete_new_conversion(conn: asyncpg.Connection, conversion_id: str) -> None:
+    """Undo insert_conversion within its transaction (nothing refers to the row yet)."""
+    await conn.execute("DELETE FROM conversions WHERE id = $1", conversion_id)
 
 
 async def conversion_by_key(
