@@ -24,6 +24,7 @@ import asyncio
 import json
 import multiprocessing
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -324,6 +325,7 @@ async def run(quick: bool) -> dict[str, Any]:
         receiver.join(10)
         broker.stop()
         pg.cleanup()
+        shutil.rmtree(root, ignore_errors=True)
 
     figures["ratio"] = round(figures["deliveries_per_s_healthy"] / figures["reference_rps"], 2)
     figures["p99_lag_ratio_hang"] = round(
