@@ -189,6 +189,34 @@ async def kafka_click_ids(bootstrap: str, topic: str) -> list[str]:
     return [json.loads(r.value)["id"] for r in records]
 
 
+async def postgres_commit_floor(database_url: str, commits: int = 100) -> dict[str, Any]:
+    """What the bench's Postgres promises and what one durable commit costs on this disk: a
+    one-row INSERT per transaction, the median and p90 over `commits`. Group commit cannot
+    answer a redirect faster than this (its settings are the production defaults: fsync and
+    synchronous_commit on)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        settings = {
+            name: await conn.fetchval(f"SHOW {name}")
+            for name in ("fsync", "synchronous_commit", "wal_sync_method")
+        }
+        await conn.execute("CREATE TABLE IF NOT EXISTS bench_commit_floor (n int)")
+        times = []
+        for n in range(commits):
+            started = time.perf_counter()
+            await conn.execute("INSERT INTO bench_commit_floor VALUES ($1)", n)
+            times.append((time.perf_counter() - started) * 1000)
+        await conn.execute("DROP TABLE bench_commit_floor")
+        times.sort()
+        return {
+            **settings,
+            "commit_p50_ms": round(times[len(times) // 2], 2),
+            "commit_p90_ms": round(times[int(len(times) * 0.9)], 2),
+        }
+    finally:
+        await conn.close()
+
+
 def click_commit_figures(base_url: str) -> dict[str, float]:
     """Batches, clicks and seconds spent committing them, from link-service's /metrics."""
     text = httpx.get(f"{base_url}/metrics", timeout=10).text
@@ -208,6 +236,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="also sample link-service with py-spy during the peak run (speedscope JSON here)",
+    )
     args = parser.parse_args()
     duration = min(max(args.duration, 2.0), 60.0)
     connections = min(max(args.connections, 1), 256)
@@ -218,6 +251,7 @@ def main() -> None:
     from devstack.postgres import create_database, start_embedded
 
     wrk_bin = ensure_wrk()
+    load_before = os.getloadavg()
     state = Path(tempfile.mkdtemp(prefix="bench-redirect-"))
     broker = pg = None
     procs: list[subprocess.Popen[bytes]] = []
@@ -232,6 +266,7 @@ def main() -> None:
         if not admin_dsn:
             pg, admin_dsn = start_embedded(state / "pg")
         database_url = asyncio.run(create_database(admin_dsn, f"bench_{secrets.token_hex(4)}"))
+        pg_floor = asyncio.run(postgres_commit_floor(database_url))
         key = "rk_bench_" + secrets.token_urlsafe(16)
         prefix = f"bench{secrets.token_hex(3)}."
         cfg = services.StackConfig(
@@ -296,7 +331,26 @@ def main() -> None:
         warm = wrk(wrk_bin, link_port, paths, 3, connections)
         wrk(wrk_bin, bare_port, paths, 2, connections)
         bare = wrk(wrk_bin, bare_port, paths, duration, connections)
+        profiler = None
+        if args.profile is not None:
+            profiler = subprocess.Popen(  # noqa: S603
+                [
+                    str(Path(sys.executable).parent / "py-spy"),
+                    "record",
+                    "--pid",
+                    str(running[0].process.pid),
+                    "--duration",
+                    str(int(duration)),
+                    "--format",
+                    "speedscope",
+                    "--output",
+                    str(args.profile),
+                    "--nonblocking",
+                ]
+            )
         peak = wrk(wrk_bin, link_port, paths, duration, connections)
+        if profiler is not None:
+            profiler.wait(timeout=60)
         # The relay publishes in the same process; what it has not published by the end of the
         # run is work the peak deferred. Sustained rps counts the time until it is on Kafka.
         drain_started = time.monotonic()
@@ -323,6 +377,7 @@ def main() -> None:
             pg.cleanup()
         shutil.rmtree(state, ignore_errors=True)
 
+    load_after = os.getloadavg()
     counted = warm["requests"] + peak["requests"] + half["statuses"].get("302", 0)
     in_flight_slack = 2 * connections
     exactly_once = (
@@ -361,6 +416,12 @@ def main() -> None:
         f"exactly once {'yes' if exactly_once else 'NO'}"
     )
     print(
+        f"bench Postgres: fsync={pg_floor['fsync']} synchronous_commit="
+        f"{pg_floor['synchronous_commit']} wal_sync_method={pg_floor['wal_sync_method']}; "
+        f"one-row commit p50 {pg_floor['commit_p50_ms']} ms, p90 {pg_floor['commit_p90_ms']} ms"
+    )
+    print(f"machine load average (1 min): {load_before[0]:.1f} before, {load_after[0]:.1f} after")
+    print(
         json.dumps(
             {
                 "bench": "redirect",
@@ -386,6 +447,9 @@ def main() -> None:
                 "exactly_once": exactly_once,
                 "connections": connections,
                 "duration_s": duration,
+                # The machine is shared: the 1-minute load average before and after the run.
+                "pg_commit_p50_ms": pg_floor["commit_p50_ms"],
+                "load_avg_1m": [round(load_before[0], 1), round(load_after[0], 1)],
             }
         )
     )

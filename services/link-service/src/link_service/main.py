@@ -1,21 +1,31 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 
 from fastapi import FastAPI
-from starlette.types import ASGIApp
+from starlette.types import Receive, Scope, Send
 
 from link_service import api
 from link_service.config import Settings
 from link_service.consumers import CONSUMERS
 from link_service.redirect import LinkState, RedirectMiddleware
 from link_service.workers import CacheInvalidator, ClickWriter, EnrollmentWorker
-from servicekit.app import create_service_app
+from servicekit.app import ServiceApp, create_service_app
 from servicekit.cli import run_cli
 from servicekit.runtime import Runtime, ServiceSpec, Worker
 
 SPEC = ServiceSpec(name="link-service", schema="link", package="link_service", consumers=CONSUMERS)
+
+
+class LinkServiceApp(ServiceApp):
+    """The service's FastAPI app, with the redirect as its front door (see create_app)."""
+
+    front: RedirectMiddleware
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.front(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -31,16 +41,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = create_service_app(dataclasses.replace(SPEC, workers=workers), settings, [api.router])
     app.state.links = state
-    # Outermost, around the whole built stack (tracing included): /r/... is answered before
-    # any of the API's middleware, routing or dependency injection runs.
-    build_stack = app.build_middleware_stack
     registry = getattr(getattr(app.state, "metrics", None), "registry", None)
     state.registry = registry
-
-    def build_middleware_stack() -> ASGIApp:
-        return RedirectMiddleware(build_stack(), state, registry)
-
-    app.build_middleware_stack = build_middleware_stack  # type: ignore[method-assign]
+    # In front of FastAPI itself: /r/... is answered before FastAPI's own per-request work
+    # (its native telemetry wraps even the built middleware stack), routing or dependency
+    # injection runs; everything else goes on to FastAPI unchanged. servicekit builds the
+    # FastAPI instance, so its class is narrowed here rather than chosen there.
+    app.__class__ = LinkServiceApp
+    assert isinstance(app, LinkServiceApp)
+    app.front = RedirectMiddleware(functools.partial(ServiceApp.__call__, app), state, registry)
     return app
 
 

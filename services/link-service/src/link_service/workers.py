@@ -63,16 +63,18 @@ class ClickWriter:
         )
 
     async def record(self, click: ClickRow, event: EventRow) -> bool:
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
         self._queue.append((click, event, future))
         self._wake.set()
+        # One timer handle instead of wait_for + shield (a task and two futures per redirect):
+        # on timeout the future answers False; the batch may still commit later, and then
+        # its click is recorded but was answered without click id.
+        timer = loop.call_later(self._timeout, _give_up, future, click[0], self._timeout)
         try:
-            return await asyncio.wait_for(asyncio.shield(future), self._timeout)
-        except TimeoutError:
-            log.error(
-                "click %s not committed in %ss; redirecting without it", click[0], self._timeout
-            )
-            return False
+            return await future
+        finally:
+            timer.cancel()
 
     async def run(self) -> None:
         await asyncio.gather(*(self._loop() for _ in range(self._writers)))
@@ -83,45 +85,66 @@ class ClickWriter:
         self._wake.set()
 
     async def _loop(self) -> None:
-        while True:
-            if not self._queue:
-                if self._stopping:
-                    return
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            batch: list[tuple[ClickRow, EventRow, asyncio.Future[bool]]] = []
-            while self._queue and len(batch) < self._batch_max:
-                batch.append(self._queue.popleft())
-            if self._queue:
-                self._wake.set()  # let another writer start on the rest meanwhile
-            ok = await self._write(batch)
-            for _, _, future in batch:
-                if not future.done():
-                    future.set_result(ok)
+        # Each writer keeps one pooled connection for as long as it works: returning it to
+        # the pool after every batch would cost a session reset (a round trip) per commit.
+        conn: asyncpg.Connection | None = None
+        try:
+            while True:
+                if not self._queue:
+                    if self._stopping:
+                        return
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                batch: list[tuple[ClickRow, EventRow, asyncio.Future[bool]]] = []
+                while self._queue and len(batch) < self._batch_max:
+                    batch.append(self._queue.popleft())
+                if self._queue:
+                    self._wake.set()  # let another writer start on the rest meanwhile
+                ok, conn = await self._write(batch, conn)
+                for _, _, future in batch:
+                    if not future.done():
+                        future.set_result(ok)
+        finally:
+            if conn is not None:
+                await self._release(conn)
 
-    async def _write(self, batch: list[tuple[ClickRow, EventRow, asyncio.Future[bool]]]) -> bool:
+    async def _release(self, conn: asyncpg.Connection) -> None:
+        with contextlib.suppress(*DB_ERRORS):
+            await self._rt.pool.release(conn)
+
+    async def _write(
+        self,
+        batch: list[tuple[ClickRow, EventRow, asyncio.Future[bool]]],
+        conn: asyncpg.Connection | None,
+    ) -> tuple[bool, asyncpg.Connection | None]:
+        """Writes the batch; returns whether it committed and the connection to keep (None
+        after a failure: a connection that failed is handed back, a fresh one taken next)."""
         clicks = [c for c, _, _ in batch]
         events = [e for _, e, _ in batch]
         for attempt in range(3):
             try:
-                async with self._rt.pool.acquire() as conn:
-                    started = time.perf_counter()
-                    await repository.insert_clicks_with_events(conn, clicks, events)
-                    self.commit_seconds.observe(time.perf_counter() - started)
+                if conn is None:
+                    conn = await self._rt.pool.acquire()
+                started = time.perf_counter()
+                await repository.insert_clicks_with_events(conn, clicks, events)
+                self.commit_seconds.observe(time.perf_counter() - started)
                 self.committed.inc(len(batch))
-                return True
+                return True, conn
             except asyncpg.UniqueViolationError:
                 if attempt > 0:
                     # The earlier attempt committed after all (its answer got lost); the
                     # statement is atomic, so the whole batch is in.
-                    return True
+                    return True, conn
                 log.exception("click batch rejected")
-                return False
+                return False, conn
             except DB_ERRORS as exc:
                 log.warning("click batch failed (attempt %d): %r", attempt + 1, exc)
+                if conn is not None:
+                    await self._release(conn)
+                    conn = None
                 await asyncio.sleep(0.05 * (attempt + 1))
-        return False
+        return False, conn
 
 
 def _give_up(future: asyncio.Future[bool], click_id: str, timeout: float) -> None:
