@@ -22,6 +22,7 @@ itself. Goal (issue #5): >= 1,000 conversions/s with HTTP p99 <= 50 ms. All load
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -34,6 +35,10 @@ from pathlib import Path
 from typing import Any
 
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "24"))
+# Service processes (replicas, as a deployment scales it): each its own port, pool, consumers
+# (the group splits the partitions) and relay (an advisory lock elects one publisher). The load
+# connections are spread over them as a load balancer would.
+REPLICAS = int(os.environ.get("BENCH_REPLICAS", "1"))
 ADVOCATES = 500
 
 
@@ -157,6 +162,30 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+async def backend_pids(dsn: str) -> list[int]:
+    """The Postgres server processes serving the bench database (the services' pools, relay)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid()"
+        )
+        return [r["pid"] for r in rows]
+    finally:
+        await conn.close()
+
+
+def backends_cpu(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        # gone, or another machine's (DATABASE_URL): not counted
+        with contextlib.suppress(OSError):
+            total += cpu_seconds(pid)
+    return total
+
+
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -189,7 +218,7 @@ async def run(quick: bool) -> dict[str, Any]:
     await seed(dsn)
 
     key = "rk_bench_" + secrets.token_urlsafe(12)
-    port = free_port()
+    ports = [free_port() for _ in range(REPLICAS)]
     env = {
         **os.environ,
         "DATABASE_URL": dsn,
@@ -199,29 +228,32 @@ async def run(quick: bool) -> dict[str, Any]:
         "API_KEYS": json.dumps(
             [{"tenant_id": "bench", "key_sha256": hashlib.sha256(key.encode()).hexdigest()}]
         ),
-        "HTTP_PORT": str(port),
         "LOG_LEVEL": "WARNING",
         "OTEL_SDK_DISABLED": "true",
         "DB_POOL_MAX_SIZE": "20",
         "OUTBOX_POLL_INTERVAL_SECONDS": "0.2",
     }
-    service = start_service(env, root / "service.log")
+    services = [
+        start_service({**env, "HTTP_PORT": str(port)}, root / f"service-{i}.log")
+        for i, port in enumerate(ports)
+    ]
     figures: dict[str, Any] = {}
     try:
         deadline = time.monotonic() + 90
-        while True:
-            try:
-                c = await Conn.open(port)
-                c.writer.write(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
-                line = await c.reader.readline()
-                c.close()
-                if b" 200 " in line:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline or service.poll() is not None:
-                raise RuntimeError(f"service did not start; see {root / 'service.log'}")
-            await asyncio.sleep(0.3)
+        for port, service in zip(ports, services, strict=True):
+            while True:
+                try:
+                    c = await Conn.open(port)
+                    c.writer.write(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
+                    line = await c.reader.readline()
+                    c.close()
+                    if b" 200 " in line:
+                        break
+                except OSError:
+                    pass
+                if time.monotonic() > deadline or service.poll() is not None:
+                    raise RuntimeError(f"service did not start; see the logs in {root}")
+                await asyncio.sleep(0.3)
 
         topic = prefix + "attribution.events"
         received: dict[str, float] = {}
@@ -251,7 +283,7 @@ async def run(quick: bool) -> dict[str, Any]:
         errors: dict[int, int] = {}
         counter = 0
 
-        async def worker(phase: str, until: float) -> None:
+        async def worker(phase: str, until: float, port: int) -> None:
             nonlocal counter
             conn = await Conn.open(port)
             try:
@@ -275,12 +307,18 @@ async def run(quick: bool) -> dict[str, Any]:
 
         # warm up (connections, prepared statements, JIT of the slow paths), then measure
         until = time.perf_counter() + 3
-        await asyncio.gather(*(worker("warm", until) for _ in range(CONCURRENCY)))
-        cpu0 = cpu_seconds(service.pid)
+        await asyncio.gather(
+            *(worker("warm", until, ports[i % REPLICAS]) for i in range(CONCURRENCY))
+        )
+        cpu0 = sum(cpu_seconds(s.pid) for s in services)
+        pg_pids = await backend_pids(dsn)
+        pg0 = backends_cpu(pg_pids)
         client0 = time.process_time()
         load_before = os.getloadavg()[0]
         t0 = time.perf_counter()
-        await asyncio.gather(*(worker("run", t0 + seconds) for _ in range(CONCURRENCY)))
+        await asyncio.gather(
+            *(worker("run", t0 + seconds, ports[i % REPLICAS]) for i in range(CONCURRENCY))
+        )
         http_done = time.perf_counter()
         client_cpu = time.process_time() - client0
         deadline = time.perf_counter() + 60
@@ -288,7 +326,8 @@ async def run(quick: bool) -> dict[str, Any]:
             if all(o in received for o in sent):
                 break
             await asyncio.sleep(0.1)
-        cpu1 = cpu_seconds(service.pid)
+        cpu1 = sum(cpu_seconds(s.pid) for s in services)
+        pg1 = backends_cpu(pg_pids)
         stop_consuming.set()
         await consuming
         await consumer.stop()
@@ -305,9 +344,12 @@ async def run(quick: bool) -> dict[str, Any]:
             e2e_lag_p50_ms=round(pct(lags, 0.5) * 1000, 1),
             e2e_lag_p99_ms=round(pct(lags, 0.99) * 1000, 1),
             concurrency=CONCURRENCY,
-            # service process CPU (HTTP, decision, outbox relay) per conversion
+            replicas=REPLICAS,
+            # service processes' CPU (HTTP, decision, outbox relay) per conversion
             service_cpu_ms_per_conversion=round((cpu1 - cpu0) * 1000 / max(len(sent), 1), 2),
             # this process (load client and Kafka reader) while it sent: is the bench the limit?
+            # the Postgres backends serving them (same machine, same cores)
+            postgres_cpu_ms_per_conversion=round((pg1 - pg0) * 1000 / max(len(sent), 1), 2),
             client_cpu_ms_per_conversion=round(client_cpu * 1000 / max(len(sent), 1), 2),
             # 1-minute load average of the machine before and after the measured phase
             load_average_before=round(load_before, 1),
@@ -316,11 +358,13 @@ async def run(quick: bool) -> dict[str, Any]:
             errors=errors,
         )
     finally:
-        service.terminate()
-        try:
-            service.wait(30)
-        except subprocess.TimeoutExpired:
-            service.kill()
+        for service in services:
+            service.terminate()
+        for service in services:
+            try:
+                service.wait(30)
+            except subprocess.TimeoutExpired:
+                service.kill()
 
     print(json.dumps(figures), file=sys.stderr)
     figures["reference_produce_per_s"] = round(
