@@ -16,6 +16,10 @@ Verdict = Literal["allow", "review", "deny"]
 Outcome = Literal["pass", "fail", "unknown", "off"]
 
 
+# The longest self-referral network window a policy may set (30 days).
+LONGEST_NETWORK_WINDOW_HOURS = 24 * 30
+
+
 class _CheckPolicy(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -26,7 +30,7 @@ class _CheckPolicy(BaseModel):
 class SelfReferralPolicy(_CheckPolicy):
     # How close to the click (or the conversion, without a click) a sighting of the advocate's
     # IP hash or device must be to count as the same person.
-    network_window_hours: int = Field(default=24, ge=1, le=24 * 30)
+    network_window_hours: int = Field(default=24, ge=1, le=LONGEST_NETWORK_WINDOW_HOURS)
 
 
 class ExistingCustomerPolicy(_CheckPolicy):

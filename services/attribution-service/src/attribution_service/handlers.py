@@ -240,7 +240,7 @@ async def decide_conversion(
         referrals=referrals,
         settings_by_program=settings,
     )
-    facts = await _facts(conn, conv, choice) if choice.candidate is not None else None
+    facts = await _facts(conn, conv, choice, ctx) if choice.candidate is not None else None
     decision = domain.decide(choice, facts)
     explanation = domain.explanation(decision, note=note)
     cand = decision.candidate
@@ -315,21 +315,31 @@ def _type(row: Mapping[str, Any]) -> str:
 
 
 async def _facts(
-    conn: asyncpg.Connection, conv: asyncpg.Record, choice: domain.Choice
+    conn: asyncpg.Connection, conv: asyncpg.Record, choice: domain.Choice, ahead: asyncpg.Record
 ) -> fraud.Facts:
     cand = choice.candidate
     assert cand is not None
     click = cand.click
-    anchor = click.clicked_at if click else conv["occurred_at"]
-    window = timedelta(hours=choice.settings.fraud.self_referral.network_window_hours)
-    ctx = await repository.screening_context(
-        conn,
-        conv,
-        program_id=cand.program_id,
-        advocate_id=cand.advocate_id,
-        anchor=anchor,
-        network_window=window,
+    # insert_conversion read the facts of the code's advocate ahead, anchored at the conversion:
+    # they are this candidate's when the code won and no click anchors the screening.
+    read_ahead = (
+        click is None
+        and ahead.get("code_advocate_id") == cand.advocate_id
+        and ahead.get("code_program_id") == cand.program_id
     )
+    if read_ahead:
+        ctx = ahead
+    else:
+        anchor = click.clicked_at if click else conv["occurred_at"]
+        window = timedelta(hours=choice.settings.fraud.self_referral.network_window_hours)
+        ctx = await repository.screening_context(
+            conn,
+            conv,
+            program_id=cand.program_id,
+            advocate_id=cand.advocate_id,
+            anchor=anchor,
+            network_window=window,
+        )
     p = ctx["program"]
     a = ctx["advocate"]
     return fraud.Facts(

@@ -7,6 +7,8 @@ from typing import Any
 
 import asyncpg
 
+from attribution_service.fraud import LONGEST_NETWORK_WINDOW_HOURS
+
 # --- copies of link-service's facts ----------------------------------------------------------
 
 
@@ -224,6 +226,62 @@ async def evidence_context(
     return row
 
 
+# The screening facts as select-list columns. Parameters by name (formatted into SQL by each
+# statement that reads them): program, advocate (the candidate), tenant, customer, conversion_id,
+# occurred_at, ip_hash, device_hash (the conversion's), and anchor +- window (the advocate's
+# sightings around the click or the conversion).
+_SCREENING_COLUMNS = """
+  (SELECT to_jsonb(p) FROM programs p WHERE p.id = {program}) AS program,
+  (SELECT to_jsonb(a) FROM advocates a WHERE a.id = {advocate}) AS advocate,
+  (SELECT coalesce(jsonb_agg(jsonb_build_object(
+        'seen_at', s.occurred_at, 'ip_hash', s.ip_hash, 'device_hash', s.device_hash)),
+        '[]'::jsonb)
+     FROM conversions s
+    WHERE s.tenant_id = {tenant}
+      AND s.customer_id = (SELECT customer_id FROM advocates WHERE id = {advocate})
+      AND (s.ip_hash IS NOT NULL OR s.device_hash IS NOT NULL)
+      AND s.occurred_at BETWEEN {anchor}::timestamptz - {window}::interval
+                            AND {anchor}::timestamptz + {window}::interval) AS sightings,
+  (SELECT min(x.occurred_at) FROM conversions x
+    WHERE x.tenant_id = {tenant} AND x.customer_id = {customer} AND x.id <> {conversion_id}
+      AND x.status <> 'pending' AND x.advocate_id IS DISTINCT FROM {advocate})
+    AS converted_before,
+  (SELECT count(*) FILTER (WHERE v.occurred_at > {occurred_at}::timestamptz - interval '1 hour')
+     FROM conversions v WHERE v.advocate_id = {advocate} AND v.id <> {conversion_id}
+      AND v.status IN ('attributed', 'review')
+      AND v.occurred_at > {occurred_at}::timestamptz - interval '1 day'
+      AND v.occurred_at <= {occurred_at}) AS adv_hour,
+  (SELECT count(*) FROM conversions v WHERE v.advocate_id = {advocate}
+      AND v.id <> {conversion_id}
+      AND v.status IN ('attributed', 'review')
+      AND v.occurred_at > {occurred_at}::timestamptz - interval '1 day'
+      AND v.occurred_at <= {occurred_at}) AS adv_day,
+  (SELECT count(*) FROM conversions i WHERE {ip_hash}::text IS NOT NULL
+      AND {advocate} IS NOT NULL AND i.tenant_id = {tenant}
+      AND i.ip_hash = {ip_hash} AND i.type = 'signup' AND i.id <> {conversion_id}
+      AND i.occurred_at > {occurred_at}::timestamptz - interval '1 day'
+      AND i.occurred_at <= {occurred_at}) AS ip_signups,
+  (SELECT count(*) FROM conversions d WHERE {device_hash}::text IS NOT NULL
+      AND {advocate} IS NOT NULL AND d.tenant_id = {tenant}
+      AND d.device_hash = {device_hash} AND d.type = 'signup' AND d.id <> {conversion_id}
+      AND d.occurred_at > {occurred_at}::timestamptz - interval '1 day'
+      AND d.occurred_at <= {occurred_at}) AS device_signups
+"""
+
+_SCREENING = "SELECT " + _SCREENING_COLUMNS.format(
+    program="$1",
+    advocate="$2",
+    tenant="$3",
+    customer="$4",
+    conversion_id="$5",
+    occurred_at="$6",
+    anchor="$7",
+    window="$8",
+    ip_hash="$9",
+    device_hash="$10",
+)
+
+
 async def screening_context(
     conn: asyncpg.Connection,
     conv: asyncpg.Record,
@@ -236,40 +294,7 @@ async def screening_context(
     """The facts fraud screening reads about one conversion and its candidate advocate, in one
     round trip."""
     row = await conn.fetchrow(
-        """
-        WITH adv AS (SELECT * FROM advocates WHERE id = $2)
-        SELECT
-          (SELECT to_jsonb(p) FROM programs p WHERE p.id = $1) AS program,
-          (SELECT to_jsonb(adv) FROM adv) AS advocate,
-          (SELECT coalesce(jsonb_agg(jsonb_build_object(
-                'seen_at', s.occurred_at, 'ip_hash', s.ip_hash, 'device_hash', s.device_hash)),
-                '[]'::jsonb)
-             FROM conversions s, adv
-            WHERE s.tenant_id = $3 AND s.customer_id = adv.customer_id
-              AND (s.ip_hash IS NOT NULL OR s.device_hash IS NOT NULL)
-              AND s.occurred_at BETWEEN $7::timestamptz - $8::interval
-                                    AND $7::timestamptz + $8::interval) AS sightings,
-          (SELECT min(x.occurred_at) FROM conversions x
-            WHERE x.tenant_id = $3 AND x.customer_id = $4 AND x.id <> $5
-              AND x.status <> 'pending' AND x.advocate_id IS DISTINCT FROM $2) AS converted_before,
-          (SELECT count(*) FILTER (WHERE v.occurred_at > $6::timestamptz - interval '1 hour')
-             FROM conversions v WHERE v.advocate_id = $2 AND v.id <> $5
-              AND v.status IN ('attributed', 'review')
-              AND v.occurred_at > $6::timestamptz - interval '1 day'
-              AND v.occurred_at <= $6) AS adv_hour,
-          (SELECT count(*) FROM conversions v WHERE v.advocate_id = $2 AND v.id <> $5
-              AND v.status IN ('attributed', 'review')
-              AND v.occurred_at > $6::timestamptz - interval '1 day'
-              AND v.occurred_at <= $6) AS adv_day,
-          (SELECT count(*) FROM conversions i WHERE $9::text IS NOT NULL AND i.tenant_id = $3
-              AND i.ip_hash = $9 AND i.type = 'signup' AND i.id <> $5
-              AND i.occurred_at > $6::timestamptz - interval '1 day'
-              AND i.occurred_at <= $6) AS ip_signups,
-          (SELECT count(*) FROM conversions d WHERE $10::text IS NOT NULL AND d.tenant_id = $3
-              AND d.device_hash = $10 AND d.type = 'signup' AND d.id <> $5
-              AND d.occurred_at > $6::timestamptz - interval '1 day'
-              AND d.occurred_at <= $6) AS device_signups
-        """,
+        _SCREENING,
         program_id,
         advocate_id,
         conv["tenant_id"],
@@ -377,11 +402,31 @@ _INSERT_CONVERSION = """
                 $16, $17, $18, $19, $20, $21)
         ON CONFLICT DO NOTHING RETURNING *
     )
-    SELECT ins.*, ctx.* FROM (SELECT {evidence}) ctx LEFT JOIN ins ON true
+    SELECT ins.*, ctx.*, scr.* FROM (SELECT {evidence}) ctx
+      CROSS JOIN (SELECT {code_program} AS code_program_id,
+                         {code_advocate} AS code_advocate_id, {screening}) scr
+      LEFT JOIN ins ON true
 """.format(  # noqa: S608
     evidence=_EVIDENCE_COLUMNS.format(
         tenant="$2", customer="$5", type="$3", code_key="$13", click_id="$12", conversion_id="$1"
-    )
+    ),
+    code_program="(SELECT program_id FROM codes WHERE code_key = $13 AND tenant_id = $2)",
+    code_advocate="(SELECT advocate_id FROM codes WHERE code_key = $13 AND tenant_id = $2)",
+    # The facts screening reads when the code named is what the conversion is attributed to
+    # (the usual checkout): read ahead, in the same round trip. Sightings over the longest
+    # window a policy allows; fraud screening keeps those within the program's window.
+    screening=_SCREENING_COLUMNS.format(
+        program="(SELECT program_id FROM codes WHERE code_key = $13 AND tenant_id = $2)",
+        advocate="(SELECT advocate_id FROM codes WHERE code_key = $13 AND tenant_id = $2)",
+        tenant="$2",
+        customer="$5",
+        conversion_id="$1",
+        occurred_at="$11",
+        anchor="$11",
+        window=f"'{LONGEST_NETWORK_WINDOW_HOURS} hours'",
+        ip_hash="$17",
+        device_hash="$18",
+    ),
 )
 
 
@@ -389,9 +434,10 @@ async def insert_conversion(
     conn: asyncpg.Connection, **f: Any
 ) -> tuple[asyncpg.Record | None, asyncpg.Record]:
     """The new conversion (None when the idempotency key or (type, order id) already names one)
-    and its evidence context (see evidence_context), in one round trip. The context is read in
-    the statement's snapshot, which the new row is not part of: what evidence_context would have
-    read just before the insert."""
+    and its evidence context (see evidence_context), with the screening facts of the code's
+    advocate (see screening_context; code_advocate_id NULL: no code), in one round trip. Both
+    are read in the statement's snapshot, which the new row is not part of: what
+    evidence_context and screening_context would have read just before the insert."""
     rec = await conn.fetchrow(
         _INSERT_CONVERSION,
         f["id"],
