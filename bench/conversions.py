@@ -16,7 +16,12 @@ The load client is a minimal HTTP/1.1 keep-alive writer over asyncio streams rat
 on a 2-core machine shared with the service, Postgres and Kafka, a heavier client would measure
 itself. Goal (issue #5): >= 1,000 conversions/s with HTTP p99 <= 50 ms. All load goes to
 127.0.0.1. Usage: uv run --frozen python bench/conversions.py [--quick]
-(KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL reuse a running broker / Postgres.)
+(KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL reuse a running broker / Postgres; BENCH_REPLICAS=2 runs
+two service processes; BENCH_CONCURRENCY sets the number of connections.)
+
+Besides the rates it reports the CPU one conversion costs the service processes, the Postgres
+backends serving them and this client, and the machine's load average: on a shared 2-core
+machine the rate is the cores left over divided by that cost.
 """
 
 from __future__ import annotations
