@@ -2,7 +2,7 @@
 
 Starts, in one run, on this machine:
 - Kafka and Postgres (devstack; KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL reuse running ones),
-- link-service as a real process (`link-service serve`: uvicorn, one worker, outbox relay,
+- link-service as a real process (`link-service serve`: uvicorn, one worker unless --workers, relay,
   click writer, cache invalidator), with a program and 200 advocates,
 - the reference: a bare ASGI app on uvicorn (one worker, same loop and HTTP parser) that only
   answers 302 (bench/_common/bare302.py),
