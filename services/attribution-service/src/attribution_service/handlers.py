@@ -125,7 +125,14 @@ async def submit_conversion(
     if row is None:
         return await _existing(conn, tenant_id, cmd, idempotency_key, digest), False
     if missing:
-        return row, True  # waits for the click/code event; see resolve_pending
+        # The consumer recording this click or code may have committed after our statement's
+        # snapshot was taken, and its resolve_pending cannot see our uncommitted row. Both sides
+        # take the evidence lock and read again after it, so whichever commits second sees the
+        # other's row and no conversion waits for evidence that already arrived.
+        await repository.lock_evidence(conn, tenant_id, click_id=cmd.click_id, code_key=code_key)
+        ctx = await _context(conn, row)
+        if _awaits_evidence(row, ctx):
+            return row, True  # waits for the click/code event; see resolve_pending
     return await decide_conversion(conn, row, ctx=ctx), True
 
 
@@ -479,13 +486,19 @@ async def resolve_pending(
         conn, tenant_id, click_id=click_id, code_key=code_key
     ):
         ctx = await _context(conn, conv)
-        if (conv["code_key"] and ctx["code_tenant"] is None) or (
-            conv["click_id"] and ctx["click_tenant"] is None
-        ):
+        if _awaits_evidence(conv, ctx):
             continue
         await decide_conversion(conn, conv, ctx=ctx)
         decided += 1
     return decided
+
+
+def _awaits_evidence(conv: Mapping[str, Any], ctx: Mapping[str, Any]) -> bool:
+    """Whether a piece of evidence the conversion names has still not been seen."""
+    return bool(
+        (conv["code_key"] and ctx["code_tenant"] is None)
+        or (conv["click_id"] and ctx["click_tenant"] is None)
+    )
 
 
 async def decide_overdue(
@@ -819,6 +832,7 @@ async def _code(
     alias_of: str | None = None,
 ) -> None:
     key = code.upper()
+    await repository.lock_evidence(conn, tenant_id, code_key=key)  # see submit_conversion
     await repository.upsert_code(
         conn,
         code_key=key,
@@ -856,6 +870,7 @@ async def on_code_changed(
 async def on_link_clicked(
     conn: asyncpg.Connection, event: CloudEvent, payload: ev.LinkClicked
 ) -> None:
+    await repository.lock_evidence(conn, event.tenantid, click_id=payload.click_id)
     await repository.insert_click(
         conn,
         click_id=payload.click_id,

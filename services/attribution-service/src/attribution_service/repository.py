@@ -84,6 +84,26 @@ async def upsert_code(conn: asyncpg.Connection, **f: Any) -> None:
     )
 
 
+async def lock_evidence(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    *,
+    click_id: str | None = None,
+    code_key: str | None = None,
+) -> None:
+    """Transaction-scoped advisory locks on pieces of evidence (a click id, a code), taken in one
+    fixed order so two transactions locking both cannot deadlock."""
+    keys = sorted(
+        f"{kind}:{tenant_id}:{value}"
+        for kind, value in (("click", click_id), ("code", code_key))
+        if value is not None
+    )
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest($1::text[]) AS k",
+        keys,
+    )
+
+
 async def insert_click(conn: asyncpg.Connection, **f: Any) -> None:
     await conn.execute(
         """

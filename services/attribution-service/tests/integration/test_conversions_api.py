@@ -3,12 +3,15 @@ the topics as link-service would (fixtures in conftest.py)."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import pytest
 
+from attribution_service import handlers
 from devstack.testing import eventually, read_topic
-from referral_events import CloudEvent
+from referral_events import CloudEvent, new_event
 from referral_events.contracts import link as ev
 
 pytestmark = pytest.mark.integration
@@ -128,6 +131,55 @@ async def test_conversion_waits_for_its_click_then_attributes(env) -> None:
         "referral.attributed.v1",
     ]
     assert {r.key for r in records} == {b"adv_1"}
+
+
+async def test_click_committing_while_its_conversion_is_inserted_is_not_missed(env) -> None:
+    """The click consumer's transaction is open (click inserted, nothing pending to resolve yet)
+    when the conversion naming that click arrives. Without the evidence lock the conversion would
+    read no click, commit as pending after the consumer committed, and wait for the sweeper."""
+    client, publish, ns = env.client, env.publish, env.ns
+    await _link_facts(publish)
+    consumer = await asyncpg.connect(
+        ns.database_url, server_settings={"search_path": "attribution"}
+    )
+
+    async def copies_in() -> bool:
+        return bool(
+            await consumer.fetchval(
+                "SELECT (SELECT count(*) FROM programs WHERE id = 'prg_1')"
+                " + (SELECT count(*) FROM advocates WHERE id = 'adv_1')"
+                " + (SELECT count(*) FROM codes WHERE code_key = 'ANN123') = 3"
+            )
+        )
+
+    await eventually(copies_in, timeout=60)
+    payload = ev.LinkClicked(
+        click_id=CLICK_ID,
+        code="ANN123",
+        advocate_id="adv_1",
+        program_id="prg_1",
+        clicked_at=datetime.now(UTC) - timedelta(minutes=1),
+    )
+    try:
+        tx = consumer.transaction()
+        await tx.start()
+        await handlers.on_link_clicked(
+            consumer, new_event(payload, source="/test", tenant_id="acme"), payload
+        )
+        request = asyncio.create_task(
+            client.post(
+                "/v1/conversions",
+                json={"type": "signup", "customer_id": "cus_friend", "click_id": CLICK_ID},
+            )
+        )
+        await asyncio.sleep(1.0)
+        assert not request.done(), "the conversion must wait for the click's transaction"
+        await tx.commit()
+        r = await asyncio.wait_for(request, timeout=30)
+    finally:
+        await consumer.close()
+    assert r.status_code == 201, r.text
+    assert r.json()["status"] == "attributed" and r.json()["evidence"] == "click"
 
 
 async def test_self_referral_is_rejected_with_reasons(env) -> None:
