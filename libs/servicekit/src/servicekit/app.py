@@ -31,8 +31,9 @@ def runtime(request: Request) -> Runtime:
 
 class ServiceApp(FastAPI):
     """A FastAPI app whose request metrics wrap every other middleware, including ones a service
-    adds after creating the app (link-service answers /r/{code} in its own middleware, before
-    routing): each request is counted and timed, under its route template, however answered."""
+    adds after creating the app: each request is counted and timed, under its route template,
+    however answered. A service may subclass it (link-service answers /r/{code} in front of
+    FastAPI, recording the same metrics itself) and pass the subclass to create_service_app."""
 
     def build_middleware_stack(self) -> ASGIApp:
         metrics = [
@@ -50,8 +51,11 @@ def _is_metrics(cls: object) -> bool:
 
 
 def create_service_app(
-    spec: ServiceSpec, settings: ServiceSettings, routers: Sequence[APIRouter]
-) -> FastAPI:
+    spec: ServiceSpec,
+    settings: ServiceSettings,
+    routers: Sequence[APIRouter],
+    app_class: type[ServiceApp] = ServiceApp,
+) -> ServiceApp:
     configure_tracing(spec.name)
     rt = Runtime(spec, settings)
 
@@ -63,7 +67,7 @@ def create_service_app(
         finally:
             await rt.stop()
 
-    app = ServiceApp(title=spec.name, version=spec.version, lifespan=lifespan)
+    app = app_class(title=spec.name, version=spec.version, lifespan=lifespan)
     app.state.runtime = rt
     app.state.settings = settings
     app.state.authenticator = ApiKeyAuthenticator(settings.api_keys)

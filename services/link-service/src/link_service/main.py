@@ -39,16 +39,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state.enrollment = EnrollmentWorker(rt, settings)
         return [state.writer, state.invalidator, state.enrollment]
 
-    app = create_service_app(dataclasses.replace(SPEC, workers=workers), settings, [api.router])
+    app = create_service_app(
+        dataclasses.replace(SPEC, workers=workers), settings, [api.router], LinkServiceApp
+    )
+    assert isinstance(app, LinkServiceApp)
     app.state.links = state
     registry = getattr(getattr(app.state, "metrics", None), "registry", None)
     state.registry = registry
     # In front of FastAPI itself: /r/... is answered before FastAPI's own per-request work
     # (its native telemetry wraps even the built middleware stack), routing or dependency
-    # injection runs; everything else goes on to FastAPI unchanged. servicekit builds the
-    # FastAPI instance, so its class is narrowed here rather than chosen there.
-    app.__class__ = LinkServiceApp
-    assert isinstance(app, LinkServiceApp)
+    # injection runs; everything else goes on to FastAPI unchanged.
     app.front = RedirectMiddleware(functools.partial(ServiceApp.__call__, app), state, registry)
     return app
 
