@@ -27,6 +27,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 import yaml
+from opentelemetry import trace
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
@@ -150,12 +151,29 @@ async def observed(
 
 
 async def _journey(urls: dict[str, str], auth: str, hook_url: str, receiver: Receiver) -> str:
-    link, attribution, reward, notification = (urls[n] for n in SERVICE_NAMES)
     trace_id = secrets.token_hex(16)
-    headers = {
-        "Authorization": auth,
-        "traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01",
-    }
+    parent_id = secrets.token_hex(8)
+    headers = {"Authorization": auth, "traceparent": f"00-{trace_id}-{parent_id}-01"}
+    # The journey's requests carry that trace whether or not httpx is instrumented in this test
+    # process (earlier in-process service tests instrument it globally, and an instrumented
+    # client would replace the header with a new root trace): make it the current context too.
+    caller = trace.NonRecordingSpan(
+        trace.SpanContext(
+            int(trace_id, 16),
+            int(parent_id, 16),
+            is_remote=True,
+            trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED),
+        )
+    )
+    with trace.use_span(caller):
+        await _journey_steps(urls, headers, hook_url, receiver)
+    return trace_id
+
+
+async def _journey_steps(
+    urls: dict[str, str], headers: dict[str, str], hook_url: str, receiver: Receiver
+) -> None:
+    link, attribution, reward, notification = (urls[n] for n in SERVICE_NAMES)
     async with httpx.AsyncClient(headers=headers, timeout=15) as http:
         r = await http.post(
             f"{link}/v1/programs",
@@ -260,7 +278,6 @@ async def _journey(urls: dict[str, str], auth: str, hook_url: str, receiver: Rec
         lambda: {"conversion.attributed.v1", "reward.available.v1"} <= receiver.types(),
         timeout=90,
     )
-    return trace_id
 
 
 def _ancestors(span: SpanRecord, by_id: dict[str, SpanRecord]) -> list[SpanRecord]:
