@@ -19,8 +19,8 @@ from link_service.schemas import (
 )
 from referral_events import topics
 from referral_events.contracts import link as ev
-from referral_events.envelope import EventPayload, new_event
-from referral_events.outbox import emit
+from referral_events.envelope import CloudEvent, EventPayload, new_event
+from referral_events.outbox import emit, enqueue_many
 from servicekit.ids import new_id
 from servicekit.problems import Conflict, DomainError, InvalidInput, NotFound
 
@@ -523,9 +523,9 @@ async def enrollment_errors(
     return await repository.enrollment_errors(conn, job_id, after_row, limit)
 
 
-def _event_row(tenant_id: str, payload: EventPayload, key: str) -> tuple[str, str, str, bytes]:
+def _event_row(tenant_id: str, payload: EventPayload, key: str) -> tuple[CloudEvent, str, str]:
     event = new_event(payload, source=SOURCE, tenant_id=tenant_id, subject=key)
-    return event.id, topics.LINK_EVENTS, key, event.to_json()
+    return event, topics.LINK_EVENTS, key
 
 
 async def enroll_chunk(conn: asyncpg.Connection, links: Links, chunk_rows: int) -> int | None:
@@ -591,7 +591,7 @@ async def enroll_chunk(conn: asyncpg.Connection, links: Links, chunk_rows: int) 
                 advocate["id"],
             )
         )
-    await repository.insert_outbox_rows(conn, events)
+    await enqueue_many(conn, events)
     existing_ids = await repository.advocate_ids_by_customer(
         conn, program_id, [c for c in wanted if c not in new_by_customer]
     )

@@ -335,30 +335,6 @@ async def insert_clicks_with_events(
     await conn.execute(_CLICKS_AND_OUTBOX, *[list(c) for c in columns], *event_columns)
 
 
-# ---------------------------------------------------------------------------- outbox, in bulk
-
-
-async def insert_outbox_rows(
-    conn: asyncpg.Connection, events: Sequence[tuple[str, str, str, bytes]]
-) -> None:
-    """Many events in one statement (same table and meaning as referral_events.outbox)."""
-    if not events:
-        return
-    ids, topics, keys, payloads = (list(c) for c in zip(*events, strict=True))
-    await conn.execute(
-        """
-        INSERT INTO outbox (event_id, topic, key, payload)
-        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[])
-        ON CONFLICT (event_id) DO NOTHING
-        """,
-        ids,
-        topics,
-        keys,
-        payloads,
-    )
-    await conn.execute("SELECT pg_notify(current_schema() || '_outbox', '')")
-
-
 # ---------------------------------------------------------------------------- bulk enrollment
 
 
