@@ -15,7 +15,7 @@ run:
 The load client is a minimal HTTP/1.1 keep-alive writer over asyncio streams rather than httpx:
 on a 2-core machine shared with the service, Postgres and Kafka, a heavier client would measure
 itself. Goal (issue #5): >= 1,000 conversions/s with HTTP p99 <= 50 ms. All load goes to
-127.0.0.1. Usage: uv run --frozen python bench/conversions.py [--quick]
+127.0.0.1. Usage: uv run --frozen python bench/conversions.py [--quick] [--profile PATH]
 (KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL reuse a running broker / Postgres; BENCH_REPLICAS=2 runs
 two service processes; BENCH_CONCURRENCY sets the number of connections.)
 
@@ -198,7 +198,7 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(len(values) * q))]
 
 
-async def run(quick: bool) -> dict[str, Any]:
+async def run(quick: bool, profile: Path | None = None) -> dict[str, Any]:
     from aiokafka import AIOKafkaConsumer
 
     from devstack.kafka import KafkaBroker
@@ -320,11 +320,32 @@ async def run(quick: bool) -> dict[str, Any]:
         pg0 = backends_cpu(pg_pids)
         client0 = time.process_time()
         load_before = os.getloadavg()[0]
+        profiler = None
+        if profile is not None:
+            # py-spy samples the (first) service process while it serves the measured phase
+            profiler = subprocess.Popen(  # noqa: S603
+                [
+                    str(Path(sys.executable).parent / "py-spy"),
+                    "record",
+                    "--pid",
+                    str(services[0].pid),
+                    "--duration",
+                    str(seconds),
+                    "--format",
+                    "raw" if profile.suffix == ".txt" else "speedscope",
+                    "--output",
+                    str(profile),
+                    "--nonblocking",
+                ],
+                stdout=subprocess.DEVNULL,
+            )
         t0 = time.perf_counter()
         await asyncio.gather(
             *(worker("run", t0 + seconds, ports[i % REPLICAS]) for i in range(CONCURRENCY))
         )
         http_done = time.perf_counter()
+        if profiler is not None:
+            profiler.wait(timeout=60)
         client_cpu = time.process_time() - client0
         deadline = time.perf_counter() + 60
         while time.perf_counter() < deadline:
@@ -386,13 +407,18 @@ async def run(quick: bool) -> dict[str, Any]:
 
 def main() -> None:
     quick = "--quick" in sys.argv
+    profile = None
+    if "--profile" in sys.argv:
+        # --profile PATH: py-spy of the service during the measured phase (.txt: collapsed
+        # stacks, anything else: speedscope JSON)
+        profile = Path(sys.argv[sys.argv.index("--profile") + 1]).resolve()
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:
         pass
-    figures = asyncio.run(run(quick))
+    figures = asyncio.run(run(quick, profile))
     print(
         f"reference (raw aiokafka produce, acks=all): {figures['reference_produce_per_s']}/s\n"
         f"conversions accepted -> conversion.attributed on Kafka: {figures['conversions_per_s']}/s"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -11,6 +12,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 
 from attribution_service import commerce, handlers, integrations
 from attribution_service.config import Settings
+from attribution_service.conversion_batch import ConversionWriter
 from attribution_service.domain import ProgramSettings
 from attribution_service.schemas import (
     CancellationIn,
@@ -56,6 +58,10 @@ def _settings(rt: Runtime) -> Settings:
     return s
 
 
+def _writer(rt: Runtime) -> ConversionWriter | None:
+    return next((w for w in rt.workers if isinstance(w, ConversionWriter)), None)
+
+
 def _fmt(minor: int | None, currency: str | None) -> str | None:
     return money.format_minor(minor, currency) if minor is not None and currency else None
 
@@ -73,7 +79,7 @@ def _refund_out(r: asyncpg.Record) -> RefundOut:
     )
 
 
-def _out(row: asyncpg.Record, refunds: list[asyncpg.Record] | None = None) -> ConversionOut:
+def _out(row: Mapping[str, Any], refunds: list[asyncpg.Record] | None = None) -> ConversionOut:
     return ConversionOut(
         id=row["id"],
         type=row["type"],
@@ -120,16 +126,18 @@ async def submit_conversion(
     idempotency_key: IdempotencyKey = None,
 ) -> ConversionOut:
     s = _settings(rt)
-    async with rt.transaction() as conn:
-        row, created = await handlers.submit_conversion(
-            conn,
-            who.tenant_id,
-            body,
-            idempotency_key,
-            grace=timedelta(seconds=s.evidence_grace_seconds),
-            hash_key=s.ip_hash_key,
-            now=datetime.now(UTC),
-        )
+    new = handlers.prepare_conversion(
+        who.tenant_id, body, idempotency_key, hash_key=s.ip_hash_key, now=datetime.now(UTC)
+    )
+    writer = _writer(rt)
+    if writer is not None and writer.accepting:
+        # group commit: decided with the requests queued beside it, in one transaction
+        row, created = await writer.submit(new)
+    else:
+        async with rt.transaction() as conn:
+            row, created = await handlers.submit_prepared(
+                conn, new, grace=timedelta(seconds=s.evidence_grace_seconds)
+            )
     if not created:
         response.status_code = 200
     elif row["status"] == "pending":

@@ -11,6 +11,10 @@ class Settings(ServiceSettings):
     # before it is decided without that evidence. A conversion that occurred longer ago than
     # this and names an unknown click or code is refused at once: lag cannot explain it.
     evidence_grace_seconds: int = Field(default=600, ge=1)
+    # Group commit of POST /v1/conversions: writer loops, each deciding what has queued up (at
+    # most CONVERSION_BATCH_MAX requests) in one transaction. 0: one transaction per request.
+    conversion_writers: int = Field(default=2, ge=0, le=32)
+    conversion_batch_max: int = Field(default=100, ge=1, le=1000)
     pending_sweep_interval_seconds: float = Field(default=15.0, gt=0)
     # The same secret as link-service's IP_HASH_KEY, so a conversion's IP hash compares with
     # the hashes on clicks. Also keys the hash of device ids.

@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -58,6 +59,76 @@ async def _publish(
 # --- conversions ---------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class NewConversion:
+    """A conversion request checked and shaped for the insert (everything that needs no I/O):
+    amounts in minor units, the request hash, keyed hashes of IP and device. `columns` are
+    repository.insert_conversion's keyword arguments."""
+
+    tenant_id: str
+    cmd: ConversionIn
+    idempotency_key: str | None
+    now: datetime
+    columns: dict[str, Any]
+
+    @property
+    def id(self) -> str:
+        return str(self.columns["id"])
+
+
+def prepare_conversion(
+    tenant_id: str,
+    cmd: ConversionIn,
+    idempotency_key: str | None,
+    *,
+    hash_key: str,
+    now: datetime,
+    source: str = "api",
+) -> NewConversion:
+    """Raises InvalidInput for an unknown currency or an amount it cannot hold."""
+    currency = money.validate_currency(cmd.currency) if cmd.currency else None
+    amount_minor = cmd.amount_minor
+    if cmd.amount is not None and currency:
+        amount_minor = money.to_minor(cmd.amount, currency)
+    columns: dict[str, Any] = {
+        "id": new_id("cnv"),
+        "tenant_id": tenant_id,
+        "type": cmd.type,
+        # verified against the tenant's programs before the insert (custom_type_known)
+        "custom_type": None if cmd.type in domain.BUILTIN_TYPES else cmd.type,
+        "customer_id": cmd.customer_id,
+        "email": cmd.email,
+        "email_norm": fraud.normalize_email(cmd.email),
+        "order_id": cmd.order_id,
+        "amount_minor": amount_minor,
+        "currency": currency,
+        "occurred_at": cmd.occurred_at or now,
+        "click_id": cmd.click_id,
+        "code_key": cmd.code.strip().upper() if cmd.code else None,
+        "idempotency_key": idempotency_key,
+        "request_hash": request_hash(cmd),
+        "subscription_id": cmd.subscription_id,
+        "ip_hash": keyed_hash(hash_key, str(cmd.ip) if cmd.ip else None),
+        "device_hash": keyed_hash(hash_key, cmd.device_id),
+        "existing_customer": cmd.existing_customer,
+        "locale": cmd.locale,
+        "source": source,
+    }
+    return NewConversion(tenant_id, cmd, idempotency_key, now, columns)
+
+
+async def check_custom_type(conn: asyncpg.Connection, new: NewConversion) -> None:
+    cmd = new.cmd
+    if cmd.type not in domain.BUILTIN_TYPES and not await repository.tenant_names_type(
+        conn, new.tenant_id, cmd.type
+    ):
+        raise InvalidInput(
+            f"'{cmd.type}' is not signup, purchase, subscription_payment or a custom type"
+            " one of your programs names",
+            field="type",
+        )
+
+
 async def submit_conversion(
     conn: asyncpg.Connection,
     tenant_id: str,
@@ -72,67 +143,83 @@ async def submit_conversion(
     """Returns the conversion and whether this call created it. The same key with the same body
     returns the first result; with another body it is a conflict. The same (type, order id) is
     the same conversion."""
-    digest = request_hash(cmd)
-    currency = money.validate_currency(cmd.currency) if cmd.currency else None
-    amount_minor = cmd.amount_minor
-    if cmd.amount is not None and currency:
-        amount_minor = money.to_minor(cmd.amount, currency)
-    custom_type = None
-    if cmd.type not in domain.BUILTIN_TYPES:
-        if not await repository.tenant_names_type(conn, tenant_id, cmd.type):
-            raise InvalidInput(
-                f"'{cmd.type}' is not signup, purchase, subscription_payment or a custom type"
-                " one of your programs names",
-                field="type",
-            )
-        custom_type = cmd.type
-    occurred_at = cmd.occurred_at or now
-    code_key = cmd.code.strip().upper() if cmd.code else None
-    conversion_id = new_id("cnv")
+    new = prepare_conversion(
+        tenant_id, cmd, idempotency_key, hash_key=hash_key, now=now, source=source
+    )
+    return await submit_prepared(conn, new, grace=grace)
+
+
+async def submit_prepared(
+    conn: asyncpg.Connection, new: NewConversion, *, grace: timedelta
+) -> tuple[asyncpg.Record, bool]:
+    """submit_conversion after prepare_conversion (also the one-by-one path of a group commit,
+    see conversion_batch)."""
+    await check_custom_type(conn, new)
     # The insert and the evidence read in one statement (one round trip on the hot path). A
     # refusal of the evidence takes the new row back out: a webhook catches the refusal and
     # records the order without that evidence in the same transaction.
-    row, ctx = await repository.insert_conversion(
-        conn,
-        id=conversion_id,
-        tenant_id=tenant_id,
-        type=cmd.type,
-        custom_type=custom_type,
-        customer_id=cmd.customer_id,
-        email=cmd.email,
-        email_norm=fraud.normalize_email(cmd.email),
-        order_id=cmd.order_id,
-        amount_minor=amount_minor,
-        currency=currency,
-        occurred_at=occurred_at,
-        click_id=cmd.click_id,
-        code_key=code_key,
-        idempotency_key=idempotency_key,
-        request_hash=digest,
-        subscription_id=cmd.subscription_id,
-        ip_hash=keyed_hash(hash_key, str(cmd.ip) if cmd.ip else None),
-        device_hash=keyed_hash(hash_key, cmd.device_id),
-        existing_customer=cmd.existing_customer,
-        locale=cmd.locale,
-        source=source,
-    )
+    row, ctx = await repository.insert_conversion(conn, **new.columns)
+    outcome = await accept_evidence(conn, new, row, ctx, grace=grace)
+    if outcome is not None:
+        return outcome
+    assert row is not None
+    return await decide_conversion(conn, row, ctx=ctx), True
+
+
+async def accept_evidence(
+    conn: asyncpg.Connection,
+    new: NewConversion,
+    row: asyncpg.Record | None,
+    ctx: asyncpg.Record,
+    *,
+    grace: timedelta,
+) -> tuple[asyncpg.Record, bool] | None:
+    """After the insert: refuse evidence that cannot be used (the new row taken back out), answer
+    a repeat with the first conversion, or see whether the conversion must wait for its
+    evidence. None: decide it now with `ctx`."""
     try:
-        missing = _check_evidence(ctx, tenant_id, code_key, cmd.click_id, now - occurred_at > grace)
+        missing = evidence_missing(new, ctx, grace=grace)
     except InvalidInput:
         if row is not None:
-            await repository.delete_new_conversion(conn, conversion_id)
+            await repository.delete_new_conversion(conn, new.id)
         raise
     if row is None:
-        return await _existing(conn, tenant_id, cmd, idempotency_key, digest), False
+        return await existing_conversion(conn, new), False
     if missing:
-        # The consumer recording this click or code may have committed after our statement's
-        # snapshot was taken, and its resolve_pending cannot see our uncommitted row. Both sides
-        # take the evidence lock and read again after it, so whichever commits second sees the
-        # other's row and no conversion waits for evidence that already arrived.
-        await repository.lock_evidence(conn, tenant_id, click_id=cmd.click_id, code_key=code_key)
-        ctx = await _context(conn, row)
-        if _awaits_evidence(row, ctx):
-            return row, True  # waits for the click/code event; see resolve_pending
+        return await wait_or_decide(conn, row)
+    return None
+
+
+def evidence_missing(new: NewConversion, ctx: Mapping[str, Any], *, grace: timedelta) -> bool:
+    """See _check_evidence."""
+    c = new.columns
+    return _check_evidence(
+        ctx, new.tenant_id, c["code_key"], c["click_id"], new.now - c["occurred_at"] > grace
+    )
+
+
+async def existing_conversion(conn: asyncpg.Connection, new: NewConversion) -> asyncpg.Record:
+    """The conversion a repeated request names (its key or its (type, order id)); Conflict when
+    the key came with another body."""
+    return await _existing(
+        conn, new.tenant_id, new.cmd, new.idempotency_key, new.columns["request_hash"]
+    )
+
+
+async def wait_or_decide(
+    conn: asyncpg.Connection, row: asyncpg.Record
+) -> tuple[asyncpg.Record, bool]:
+    """A new conversion naming evidence not seen yet. The consumer recording this click or code
+    may have committed after our insert's snapshot was taken, and its resolve_pending cannot
+    see our uncommitted row. Both sides take the evidence lock and read again after it, so
+    whichever commits second sees the other's row and no conversion waits for evidence that
+    already arrived."""
+    await repository.lock_evidence(
+        conn, row["tenant_id"], click_id=row["click_id"], code_key=row["code_key"]
+    )
+    ctx = await _context(conn, row)
+    if _awaits_evidence(row, ctx):
+        return row, True  # waits for the click/code event; see resolve_pending
     return await decide_conversion(conn, row, ctx=ctx), True
 
 
@@ -216,16 +303,10 @@ async def _context(conn: asyncpg.Connection, conv: asyncpg.Record) -> asyncpg.Re
     )
 
 
-async def decide_conversion(
-    conn: asyncpg.Connection,
-    conv: asyncpg.Record,
-    note: str | None = None,
-    ctx: asyncpg.Record | None = None,
-) -> asyncpg.Record:
-    """Decide a conversion with the evidence known now, record why, and publish."""
-    if ctx is None:
-        ctx = await _context(conn, conv)
-    settings = {pid: domain.ProgramSettings.model_validate(s) for pid, s in ctx["settings"].items()}
+def choose_evidence(conv: Mapping[str, Any], ctx: Mapping[str, Any]) -> tuple[domain.Choice, bool]:
+    """The evidence chosen for `conv` from its evidence context, and whether the click it names
+    is known (then the customer is linked to it)."""
+    settings = _program_settings(ctx["settings"])
     c = ctx["code"]
     code = domain.Code(c["code"], c["program_id"], c["advocate_id"]) if c else None
     clicks = [_click(k) for k in ctx["clicks"]]
@@ -235,10 +316,7 @@ async def decide_conversion(
         )
         for r in ctx["referrals"]
     ]
-    if conv["click_id"] and any(k.click_id == conv["click_id"] for k in clicks):
-        await repository.link_customer_click(
-            conn, conv["tenant_id"], conv["customer_id"], conv["click_id"]
-        )
+    named = bool(conv["click_id"]) and any(k.click_id == conv["click_id"] for k in clicks)
     choice = domain.choose(
         conversion_type=conv["type"],
         occurred_at=conv["occurred_at"],
@@ -247,106 +325,59 @@ async def decide_conversion(
         referrals=referrals,
         settings_by_program=settings,
     )
-    facts = await _facts(conn, conv, choice, ctx) if choice.candidate is not None else None
-    decision = domain.decide(choice, facts)
-    explanation = domain.explanation(decision, note=note)
-    cand = decision.candidate
-    if decision.fraud_decision is not None:
-        FRAUD_DECISIONS.labels(decision.fraud_decision).inc()
-
-    if decision.status == "attributed" and cand is not None:
-        return await _attribute(conn, conv, cand, explanation)
-    row = await repository.record_decision(
-        conn,
-        conv["id"],
-        status=decision.status,
-        decision=decision.fraud_decision,
-        program_id=cand.program_id if cand else None,
-        advocate_id=cand.advocate_id if cand else None,
-        referral_id=None,
-        evidence=cand.evidence if cand else None,
-        is_first_purchase=False,
-        sequence=None,
-        explanation=explanation,
-    )
-    if decision.status == "rejected" and cand is not None:
-        await _publish(
-            conn,
-            row["tenant_id"],
-            out.ConversionRejected(
-                conversion_id=row["id"],
-                program_id=cand.program_id,
-                advocate_id=cand.advocate_id,
-                conversion_type=_type(row),
-                custom_type=row["custom_type"],
-                friend_customer_id=row["customer_id"],
-                order_id=row["order_id"],
-                reasons=decision.reasons,
-                occurred_at=row["occurred_at"],
-            ),
-            key=cand.advocate_id,
-            event_id=f"{row['id']}:rejected",
-        )
-    elif decision.status == "review" and cand is not None:
-        review = await repository.insert_review(
-            conn,
-            id=new_id("rev"),
-            tenant_id=row["tenant_id"],
-            conversion_id=row["id"],
-            program_id=cand.program_id,
-            advocate_id=cand.advocate_id,
-            reasons=decision.reasons,
-        )
-        await _publish(
-            conn,
-            row["tenant_id"],
-            out.ConversionFlagged(
-                conversion_id=row["id"],
-                review_id=review["id"],
-                program_id=cand.program_id,
-                advocate_id=cand.advocate_id,
-                friend_customer_id=row["customer_id"],
-                conversion_type=_type(row),
-                custom_type=row["custom_type"],
-                reasons=decision.reasons,
-                occurred_at=row["occurred_at"],
-            ),
-            key=cand.advocate_id,
-            event_id=f"{row['id']}:flagged",
-        )
-    return row
+    return choice, named
 
 
-def _type(row: Mapping[str, Any]) -> str:
-    return "custom" if row["custom_type"] else str(row["type"])
+# Parsed program settings by their JSON text: every conversion reads its tenant's settings, and
+# validating the same few documents again for each one costs more than the rest of choosing.
+_SETTINGS_CACHE: dict[str, domain.ProgramSettings] = {}
 
 
-async def _facts(
-    conn: asyncpg.Connection, conv: asyncpg.Record, choice: domain.Choice, ahead: asyncpg.Record
-) -> fraud.Facts:
+def _program_settings(raw: Mapping[str, Any]) -> dict[str, domain.ProgramSettings]:
+    out: dict[str, domain.ProgramSettings] = {}
+    for pid, s in raw.items():
+        text = json.dumps(s, sort_keys=True)
+        parsed = _SETTINGS_CACHE.get(text)
+        if parsed is None:
+            if len(_SETTINGS_CACHE) > 10_000:
+                _SETTINGS_CACHE.clear()
+            parsed = _SETTINGS_CACHE[text] = domain.ProgramSettings.model_validate(s)
+        out[pid] = parsed
+    return out
+
+
+def screening_read_ahead(choice: domain.Choice, ahead: Mapping[str, Any]) -> bool:
+    """Whether the screening facts insert_conversion read ahead (those of the named code's
+    advocate, anchored at the conversion) are this candidate's: the code won and no click
+    anchors the screening."""
     cand = choice.candidate
     assert cand is not None
-    click = cand.click
-    # insert_conversion read the facts of the code's advocate ahead, anchored at the conversion:
-    # they are this candidate's when the code won and no click anchors the screening.
-    read_ahead = (
-        click is None
+    return (
+        cand.click is None
         and ahead.get("code_advocate_id") == cand.advocate_id
         and ahead.get("code_program_id") == cand.program_id
     )
-    if read_ahead:
-        ctx = ahead
-    else:
-        anchor = click.clicked_at if click else conv["occurred_at"]
-        window = timedelta(hours=choice.settings.fraud.self_referral.network_window_hours)
-        ctx = await repository.screening_context(
-            conn,
-            conv,
-            program_id=cand.program_id,
-            advocate_id=cand.advocate_id,
-            anchor=anchor,
-            network_window=window,
-        )
+
+
+def screening_anchor(conv: Mapping[str, Any], choice: domain.Choice) -> datetime:
+    cand = choice.candidate
+    assert cand is not None
+    anchor: datetime = cand.click.clicked_at if cand.click else conv["occurred_at"]
+    return anchor
+
+
+def screening_window(choice: domain.Choice) -> timedelta:
+    return timedelta(hours=choice.settings.fraud.self_referral.network_window_hours)
+
+
+def fraud_facts(
+    conv: Mapping[str, Any], choice: domain.Choice, ctx: Mapping[str, Any]
+) -> fraud.Facts:
+    """The screening facts of the chosen candidate from a screening context (see
+    repository.screening_context)."""
+    cand = choice.candidate
+    assert cand is not None
+    click = cand.click
     p = ctx["program"]
     a = ctx["advocate"]
     return fraud.Facts(
@@ -378,6 +409,122 @@ async def _facts(
     )
 
 
+async def decide_conversion(
+    conn: asyncpg.Connection,
+    conv: asyncpg.Record,
+    note: str | None = None,
+    ctx: asyncpg.Record | None = None,
+) -> asyncpg.Record:
+    """Decide a conversion with the evidence known now, record why, and publish."""
+    if ctx is None:
+        ctx = await _context(conn, conv)
+    choice, named_click = choose_evidence(conv, ctx)
+    if named_click:
+        await repository.link_customer_click(
+            conn, conv["tenant_id"], conv["customer_id"], conv["click_id"]
+        )
+    facts = await _facts(conn, conv, choice, ctx) if choice.candidate is not None else None
+    decision = domain.decide(choice, facts)
+    explanation = domain.explanation(decision, note=note)
+    cand = decision.candidate
+    if decision.fraud_decision is not None:
+        FRAUD_DECISIONS.labels(decision.fraud_decision).inc()
+
+    if decision.status == "attributed" and cand is not None:
+        return await _attribute(conn, conv, cand, explanation)
+    row = await repository.record_decision(
+        conn,
+        conv["id"],
+        status=decision.status,
+        decision=decision.fraud_decision,
+        program_id=cand.program_id if cand else None,
+        advocate_id=cand.advocate_id if cand else None,
+        referral_id=None,
+        evidence=cand.evidence if cand else None,
+        is_first_purchase=False,
+        sequence=None,
+        explanation=explanation,
+    )
+    if decision.status == "rejected" and cand is not None:
+        payload, event_id = rejected_event(row, cand, decision.reasons)
+        await _publish(conn, row["tenant_id"], payload, key=cand.advocate_id, event_id=event_id)
+    elif decision.status == "review" and cand is not None:
+        review = await repository.insert_review(
+            conn,
+            id=new_id("rev"),
+            tenant_id=row["tenant_id"],
+            conversion_id=row["id"],
+            program_id=cand.program_id,
+            advocate_id=cand.advocate_id,
+            reasons=decision.reasons,
+        )
+        payload, event_id = flagged_event(row, cand, review["id"], decision.reasons)
+        await _publish(conn, row["tenant_id"], payload, key=cand.advocate_id, event_id=event_id)
+    return row
+
+
+def rejected_event(
+    row: Mapping[str, Any], cand: domain.Candidate, reasons: list[str]
+) -> tuple[EventPayload, str]:
+    return (
+        out.ConversionRejected(
+            conversion_id=row["id"],
+            program_id=cand.program_id,
+            advocate_id=cand.advocate_id,
+            conversion_type=_type(row),
+            custom_type=row["custom_type"],
+            friend_customer_id=row["customer_id"],
+            order_id=row["order_id"],
+            reasons=reasons,
+            occurred_at=row["occurred_at"],
+        ),
+        f"{row['id']}:rejected",
+    )
+
+
+def flagged_event(
+    row: Mapping[str, Any], cand: domain.Candidate, review_id: str, reasons: list[str]
+) -> tuple[EventPayload, str]:
+    return (
+        out.ConversionFlagged(
+            conversion_id=row["id"],
+            review_id=review_id,
+            program_id=cand.program_id,
+            advocate_id=cand.advocate_id,
+            friend_customer_id=row["customer_id"],
+            conversion_type=_type(row),
+            custom_type=row["custom_type"],
+            reasons=reasons,
+            occurred_at=row["occurred_at"],
+        ),
+        f"{row['id']}:flagged",
+    )
+
+
+def _type(row: Mapping[str, Any]) -> str:
+    return "custom" if row["custom_type"] else str(row["type"])
+
+
+async def _facts(
+    conn: asyncpg.Connection, conv: asyncpg.Record, choice: domain.Choice, ahead: asyncpg.Record
+) -> fraud.Facts:
+    # insert_conversion read the facts of the code's advocate ahead, anchored at the conversion:
+    # they are this candidate's when the code won and no click anchors the screening.
+    if screening_read_ahead(choice, ahead):
+        return fraud_facts(conv, choice, ahead)
+    cand = choice.candidate
+    assert cand is not None
+    ctx = await repository.screening_context(
+        conn,
+        conv,
+        program_id=cand.program_id,
+        advocate_id=cand.advocate_id,
+        anchor=screening_anchor(conv, choice),
+        network_window=screening_window(choice),
+    )
+    return fraud_facts(conv, choice, ctx)
+
+
 async def _attribute(
     conn: asyncpg.Connection,
     conv: asyncpg.Record,
@@ -388,7 +535,6 @@ async def _attribute(
 ) -> asyncpg.Record:
     """Attach the friend to the advocate (creating the referral on first attribution) and
     publish the attribution. Also the path of an approved review."""
-    tenant_id = conv["tenant_id"]
     row = await repository.attribute(
         conn,
         conv,
@@ -400,18 +546,50 @@ async def _attribute(
         explanation=explanation,
         review=review,
     )
+    events = attributed_events(
+        row,
+        cand,
+        referral_created=row["referral_created"],
+        referral_click_id=row["referral_click_id"],
+        review_id=review_id,
+    )
+    # one statement for both rows (and one wake-up of the relay)
+    await enqueue_many(conn, [outbox_entry(row["tenant_id"], cand, p, e) for p, e in events])
+    return row
+
+
+def outbox_entry(
+    tenant_id: str, cand: domain.Candidate, payload: EventPayload, event_id: str
+) -> tuple[CloudEvent, str, str]:
+    """An (event, topic, key) for enqueue_many: keyed by the advocate, as _publish does."""
+    event = new_event(
+        payload, source=SOURCE, tenant_id=tenant_id, subject=cand.advocate_id, event_id=event_id
+    )
+    return event, topics.ATTRIBUTION_EVENTS, cand.advocate_id
+
+
+def attributed_events(
+    row: Mapping[str, Any],
+    cand: domain.Candidate,
+    *,
+    referral_created: bool,
+    referral_click_id: str | None,
+    review_id: str | None = None,
+) -> list[tuple[EventPayload, str]]:
+    """referral.attributed (the friend's first attribution in the program) and
+    conversion.attributed, with their event ids."""
     events: list[tuple[EventPayload, str]] = []
-    if row["referral_created"]:
+    if referral_created:
         events.append(
             (
                 out.ReferralAttributed(
                     referral_id=row["referral_id"],
                     program_id=cand.program_id,
                     advocate_id=cand.advocate_id,
-                    friend_customer_id=conv["customer_id"],
+                    friend_customer_id=row["customer_id"],
                     conversion_id=row["id"],
                     evidence=cand.evidence,
-                    click_id=row["referral_click_id"],
+                    click_id=referral_click_id,
                     attributed_at=datetime.now(UTC),
                     friend_email=row["email"],
                     friend_locale=row["locale"],
@@ -426,7 +604,7 @@ async def _attribute(
                 referral_id=row["referral_id"],
                 program_id=cand.program_id,
                 advocate_id=cand.advocate_id,
-                friend_customer_id=conv["customer_id"],
+                friend_customer_id=row["customer_id"],
                 conversion_type=_type(row),
                 custom_type=row["custom_type"],
                 order_id=row["order_id"],
@@ -442,25 +620,7 @@ async def _attribute(
             f"{row['id']}:attributed",
         )
     )
-    # one statement for both rows (and one wake-up of the relay)
-    await enqueue_many(
-        conn,
-        [
-            (
-                new_event(
-                    payload,
-                    source=SOURCE,
-                    tenant_id=tenant_id,
-                    subject=cand.advocate_id,
-                    event_id=event_id,
-                ),
-                topics.ATTRIBUTION_EVENTS,
-                cand.advocate_id,
-            )
-            for payload, event_id in events
-        ],
-    )
-    return row
+    return events
 
 
 async def get_conversion(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -261,34 +262,45 @@ _SCREENING_COLUMNS = """
       AND s.customer_id = (SELECT customer_id FROM advocates WHERE id = {advocate})
       AND (s.ip_hash IS NOT NULL OR s.device_hash IS NOT NULL)
       AND s.occurred_at BETWEEN {anchor}::timestamptz - {window}::interval
-                            AND {anchor}::timestamptz + {window}::interval) AS sightings,
+                            AND {anchor}::timestamptz + {window}::interval{not_s}) AS sightings,
   (SELECT min(x.occurred_at) FROM conversions x
     WHERE x.tenant_id = {tenant} AND x.customer_id = {customer} AND x.id <> {conversion_id}
-      AND x.status <> 'pending' AND x.advocate_id IS DISTINCT FROM {advocate})
+      AND x.status <> 'pending' AND x.advocate_id IS DISTINCT FROM {advocate}{not_x})
     AS converted_before,
   (SELECT count(*) FILTER (WHERE v.occurred_at > {occurred_at}::timestamptz - interval '1 hour')
      FROM conversions v WHERE v.advocate_id = {advocate} AND v.id <> {conversion_id}
       AND v.status IN ('attributed', 'review')
       AND v.occurred_at > {occurred_at}::timestamptz - interval '1 day'
-      AND v.occurred_at <= {occurred_at}) AS adv_hour,
+      AND v.occurred_at <= {occurred_at}{not_v}) AS adv_hour,
   (SELECT count(*) FROM conversions v WHERE v.advocate_id = {advocate}
       AND v.id <> {conversion_id}
       AND v.status IN ('attributed', 'review')
       AND v.occurred_at > {occurred_at}::timestamptz - interval '1 day'
-      AND v.occurred_at <= {occurred_at}) AS adv_day,
+      AND v.occurred_at <= {occurred_at}{not_v}) AS adv_day,
   (SELECT count(*) FROM conversions i WHERE {ip_hash}::text IS NOT NULL
       AND {advocate} IS NOT NULL AND i.tenant_id = {tenant}
       AND i.ip_hash = {ip_hash} AND i.type = 'signup' AND i.id <> {conversion_id}
       AND i.occurred_at > {occurred_at}::timestamptz - interval '1 day'
-      AND i.occurred_at <= {occurred_at}) AS ip_signups,
+      AND i.occurred_at <= {occurred_at}{not_i}) AS ip_signups,
   (SELECT count(*) FROM conversions d WHERE {device_hash}::text IS NOT NULL
       AND {advocate} IS NOT NULL AND d.tenant_id = {tenant}
       AND d.device_hash = {device_hash} AND d.type = 'signup' AND d.id <> {conversion_id}
       AND d.occurred_at > {occurred_at}::timestamptz - interval '1 day'
-      AND d.occurred_at <= {occurred_at}) AS device_signups
+      AND d.occurred_at <= {occurred_at}{not_d}) AS device_signups
 """
 
-_SCREENING = "SELECT " + _SCREENING_COLUMNS.format(
+
+def _screening_columns(exclude: str | None = None, **names: str) -> str:
+    """_SCREENING_COLUMNS with the names filled in; `exclude` (an SQL text[] expression):
+    conversions left out of every sighting and count (a group commit's own new rows)."""
+    slots = {
+        f"not_{alias}": f" AND NOT ({alias}.id = ANY({exclude}))" if exclude else ""
+        for alias in "sxvid"
+    }
+    return _SCREENING_COLUMNS.format(**slots, **names)
+
+
+_SCREENING = "SELECT " + _screening_columns(
     program="$1",
     advocate="$2",
     tenant="$3",
@@ -435,7 +447,7 @@ _INSERT_CONVERSION = """
     # The facts screening reads when the code named is what the conversion is attributed to
     # (the usual checkout): read ahead, in the same round trip. Sightings over the longest
     # window a policy allows; fraud screening keeps those within the program's window.
-    screening=_SCREENING_COLUMNS.format(
+    screening=_screening_columns(
         program="(SELECT program_id FROM codes WHERE code_key = $13 AND tenant_id = $2)",
         advocate="(SELECT advocate_id FROM codes WHERE code_key = $13 AND tenant_id = $2)",
         tenant="$2",
@@ -490,6 +502,297 @@ async def insert_conversion(
 async def delete_new_conversion(conn: asyncpg.Connection, conversion_id: str) -> None:
     """Undo insert_conversion within its transaction (nothing refers to the row yet)."""
     await conn.execute("DELETE FROM conversions WHERE id = $1", conversion_id)
+
+
+# --- a group commit of conversions (see conversion_batch) -------------------------------------
+
+# insert_conversion's columns and their types, in order: the arrays of insert_conversions.
+CONVERSION_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("id", "text"),
+    ("tenant_id", "text"),
+    ("type", "text"),
+    ("custom_type", "text"),
+    ("customer_id", "text"),
+    ("email", "text"),
+    ("email_norm", "text"),
+    ("order_id", "text"),
+    ("amount_minor", "bigint"),
+    ("currency", "text"),
+    ("occurred_at", "timestamptz"),
+    ("click_id", "text"),
+    ("code_key", "text"),
+    ("idempotency_key", "text"),
+    ("request_hash", "text"),
+    ("subscription_id", "text"),
+    ("ip_hash", "text"),
+    ("device_hash", "text"),
+    ("existing_customer", "boolean"),
+    ("locale", "text"),
+    ("source", "text"),
+)
+_NAMES = ", ".join(n for n, _ in CONVERSION_COLUMNS)
+
+_INSERT_CONVERSIONS = """
+    WITH u AS (
+        SELECT * FROM unnest({arrays}) WITH ORDINALITY AS u({names}, n)
+    ), ins AS (
+        INSERT INTO conversions ({names}, status)
+        SELECT {names}, 'pending' FROM u ORDER BY n
+        ON CONFLICT DO NOTHING RETURNING *
+    )
+    SELECT ins.*, ctx.*, scr.* FROM u
+      CROSS JOIN LATERAL (SELECT {evidence}) ctx
+      CROSS JOIN LATERAL (SELECT {code_program} AS code_program_id,
+                                 {code_advocate} AS code_advocate_id, {screening}) scr
+      LEFT JOIN ins ON ins.id = u.id
+    ORDER BY u.n
+""".format(  # noqa: S608
+    arrays=", ".join(f"${i}::{t}[]" for i, (_, t) in enumerate(CONVERSION_COLUMNS, 1)),
+    names=_NAMES,
+    evidence=_EVIDENCE_COLUMNS.format(
+        tenant="u.tenant_id",
+        customer="u.customer_id",
+        type="u.type",
+        code_key="u.code_key",
+        click_id="u.click_id",
+        conversion_id="u.id",
+    ),
+    code_program="(SELECT program_id FROM codes c WHERE c.code_key = u.code_key"
+    " AND c.tenant_id = u.tenant_id)",
+    code_advocate="(SELECT advocate_id FROM codes c WHERE c.code_key = u.code_key"
+    " AND c.tenant_id = u.tenant_id)",
+    screening=_screening_columns(
+        program="(SELECT program_id FROM codes c WHERE c.code_key = u.code_key"
+        " AND c.tenant_id = u.tenant_id)",
+        advocate="(SELECT advocate_id FROM codes c WHERE c.code_key = u.code_key"
+        " AND c.tenant_id = u.tenant_id)",
+        tenant="u.tenant_id",
+        customer="u.customer_id",
+        conversion_id="u.id",
+        occurred_at="u.occurred_at",
+        anchor="u.occurred_at",
+        window=f"'{LONGEST_NETWORK_WINDOW_HOURS} hours'",
+        ip_hash="u.ip_hash",
+        device_hash="u.device_hash",
+    ),
+)
+
+
+async def insert_conversions(
+    conn: asyncpg.Connection, rows: list[dict[str, Any]]
+) -> list[asyncpg.Record]:
+    """insert_conversion for many conversions in one statement, one record each, in order (the
+    conversion's columns NULL where its key or (type, order id) already names one). Every
+    context is read in the statement's snapshot, which none of the new rows is part of: what
+    each would have read had it been inserted first. The caller keeps keys, orders and
+    customers distinct within one call (see conversion_batch)."""
+    recs: list[asyncpg.Record] = await conn.fetch(
+        _INSERT_CONVERSIONS, *([r[n] for r in rows] for n, _ in CONVERSION_COLUMNS)
+    )
+    return recs
+
+
+_SCREENING_MANY = """
+    SELECT {screening} FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                   $6::timestamptz[], $7::timestamptz[], $8::interval[],
+                                   $9::text[], $10::text[]) WITH ORDINALITY
+        AS u(program_id, advocate_id, tenant_id, customer_id, id, occurred_at, anchor,
+             net_window, ip_hash, device_hash, n)
+    ORDER BY u.n
+""".format(  # noqa: S608
+    screening=_screening_columns(
+        exclude="$11::text[]",
+        program="u.program_id",
+        advocate="u.advocate_id",
+        tenant="u.tenant_id",
+        customer="u.customer_id",
+        conversion_id="u.id",
+        occurred_at="u.occurred_at",
+        anchor="u.anchor",
+        window="u.net_window",
+        ip_hash="u.ip_hash",
+        device_hash="u.device_hash",
+    )
+)
+
+
+async def screening_contexts(
+    conn: asyncpg.Connection, asks: list[dict[str, Any]], exclude: list[str]
+) -> list[asyncpg.Record]:
+    """screening_context for many (conversion, candidate) pairs in one statement, in order;
+    the conversions in `exclude` (a group commit's new rows, not decided yet) are left out of
+    every sighting and count."""
+    keys = (
+        "program_id",
+        "advocate_id",
+        "tenant_id",
+        "customer_id",
+        "id",
+        "occurred_at",
+        "anchor",
+        "window",
+        "ip_hash",
+        "device_hash",
+    )
+    recs: list[asyncpg.Record] = await conn.fetch(
+        _SCREENING_MANY, *([a[k] for a in asks] for k in keys), exclude
+    )
+    return recs
+
+
+async def lock_evidence_many(
+    conn: asyncpg.Connection, pieces: list[tuple[str, str | None, str | None]]
+) -> None:
+    """lock_evidence for many (tenant, click id, code key) at once, all in one fixed order."""
+    keys = sorted(
+        {
+            f"{kind}:{tenant_id}:{value}"
+            for tenant_id, click_id, code_key in pieces
+            for kind, value in (("click", click_id), ("code", code_key))
+            if value is not None
+        }
+    )
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest($1::text[]) AS k",
+        keys,
+    )
+
+
+async def link_customer_clicks(conn: asyncpg.Connection, links: list[tuple[str, str, str]]) -> None:
+    """link_customer_click for many (tenant, customer, click)."""
+    await conn.execute(
+        """
+        INSERT INTO customer_clicks (tenant_id, customer_id, click_id)
+        SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) ON CONFLICT DO NOTHING
+        """,
+        [t for t, _, _ in links],
+        [c for _, c, _ in links],
+        [k for _, _, k in links],
+    )
+
+
+async def attribute_many(
+    conn: asyncpg.Connection, items: list[dict[str, Any]]
+) -> list[asyncpg.Record]:
+    """attribute() for many conversions of distinct friends: their referrals (created if new,
+    locked either way, in one fixed order), then, in a second statement that takes its snapshot
+    after those locks, each conversion's sequence and its attributed state. Returns the
+    conversions in order, with `referral_created` and `referral_click_id`."""
+    refs = await conn.fetch(
+        """
+        INSERT INTO referrals (id, tenant_id, program_id, advocate_id, friend_customer_id,
+                               evidence, click_id)
+        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                             $6::text[], $7::text[]) AS u(id, t, p, a, f, e, k)
+        ORDER BY t, p, f
+        ON CONFLICT (tenant_id, program_id, friend_customer_id)
+        DO UPDATE SET id = referrals.id
+        RETURNING id, tenant_id, program_id, friend_customer_id, click_id, (xmax = 0) AS created
+        """,
+        [i["referral_id"] for i in items],
+        [i["tenant_id"] for i in items],
+        [i["program_id"] for i in items],
+        [i["advocate_id"] for i in items],
+        [i["customer_id"] for i in items],
+        [i["evidence"] for i in items],
+        [i["click_id"] for i in items],
+    )
+    by_friend = {(r["tenant_id"], r["program_id"], r["friend_customer_id"]): r for r in refs}
+    mine = [by_friend[(i["tenant_id"], i["program_id"], i["customer_id"])] for i in items]
+    rows = await conn.fetch(
+        """
+        WITH u AS (
+            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                 $6::text[], $7::text[], $8::text[]) WITH ORDINALITY
+                AS u(id, referral_id, program_id, advocate_id, evidence, type, custom_type,
+                     explanation, n)
+        ), seq AS (
+            SELECT u.*, (SELECT count(*) + 1 FROM conversions x
+                          WHERE x.referral_id = u.referral_id AND x.type = u.type
+                            AND x.custom_type IS NOT DISTINCT FROM u.custom_type
+                            AND x.status = 'attributed' AND x.id <> u.id) AS seq_n
+            FROM u
+        ), upd AS (
+            UPDATE conversions c SET status = 'attributed', decision = 'allow',
+                   program_id = seq.program_id, advocate_id = seq.advocate_id,
+                   referral_id = seq.referral_id, evidence = seq.evidence,
+                   sequence = seq.seq_n,
+                   is_first_purchase = (c.type = 'purchase' AND seq.seq_n = 1),
+                   explanation = seq.explanation::jsonb,
+                   decided_at = coalesce(c.decided_at, now())
+            FROM seq WHERE c.id = seq.id
+            RETURNING c.*
+        )
+        SELECT upd.* FROM upd JOIN u ON u.id = upd.id ORDER BY u.n
+        """,
+        [i["id"] for i in items],
+        [r["id"] for r in mine],
+        [i["program_id"] for i in items],
+        [i["advocate_id"] for i in items],
+        [i["evidence"] for i in items],
+        [i["type"] for i in items],
+        [i["custom_type"] for i in items],
+        [json.dumps(i["explanation"]) for i in items],
+    )
+    return [
+        _with(row, referral_created=ref["created"], referral_click_id=ref["click_id"])
+        for row, ref in zip(rows, mine, strict=True)
+    ]
+
+
+def _with(row: asyncpg.Record, **extra: Any) -> dict[str, Any]:
+    return {**dict(row.items()), **extra}
+
+
+async def record_decisions(
+    conn: asyncpg.Connection, items: list[dict[str, Any]]
+) -> list[asyncpg.Record]:
+    """record_decision for many conversions, in order."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        """
+        WITH u AS (
+            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                 $6::text[], $7::text[]) WITH ORDINALITY
+                AS u(id, status, decision, program_id, advocate_id, evidence, explanation, n)
+        ), upd AS (
+            UPDATE conversions c SET status = u.status, decision = u.decision,
+                   program_id = u.program_id, advocate_id = u.advocate_id, referral_id = NULL,
+                   evidence = u.evidence, is_first_purchase = false, sequence = NULL,
+                   explanation = u.explanation::jsonb, decided_at = now()
+            FROM u WHERE c.id = u.id
+            RETURNING c.*
+        )
+        SELECT upd.* FROM upd JOIN u ON u.id = upd.id ORDER BY u.n
+        """,
+        [i["id"] for i in items],
+        [i["status"] for i in items],
+        [i["decision"] for i in items],
+        [i["program_id"] for i in items],
+        [i["advocate_id"] for i in items],
+        [i["evidence"] for i in items],
+        [json.dumps(i["explanation"]) for i in items],
+    )
+    return rows
+
+
+async def insert_reviews(conn: asyncpg.Connection, items: list[dict[str, Any]]) -> None:
+    """insert_review for many new conversions (ids chosen by the caller)."""
+    await conn.execute(
+        """
+        INSERT INTO reviews (id, tenant_id, conversion_id, program_id, advocate_id, reasons)
+        SELECT u.id, u.t, u.c, u.p, u.a,
+               ARRAY(SELECT jsonb_array_elements_text(u.r::jsonb))
+        FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
+            AS u(id, t, c, p, a, r)
+        ON CONFLICT (conversion_id) DO UPDATE SET reasons = EXCLUDED.reasons
+        """,
+        [i["id"] for i in items],
+        [i["tenant_id"] for i in items],
+        [i["conversion_id"] for i in items],
+        [i["program_id"] for i in items],
+        [i["advocate_id"] for i in items],
+        [json.dumps(i["reasons"]) for i in items],
+    )
 
 
 async def conversion_by_key(

@@ -1,0 +1,505 @@
+"""Group commit of POST /v1/conversions.
+
+A request hands its checked conversion (handlers.prepare_conversion) to a writer queue and
+waits; `CONVERSION_WRITERS` writer loops each take what has queued up (at most
+`CONVERSION_BATCH_MAX`) and decide all of it in ONE transaction with set-based statements: one
+insert that also reads every evidence context and the screening facts read ahead, one read of
+the other screening facts, then the referrals, the decisions, the reviews and the outbox rows,
+each in one statement for the whole batch. Only after the commit does each request get its
+answer, its own result or its own 4xx.
+
+The outcome is that of processing the batch's requests one after another (in queue order):
+
+- Requests that share an idempotency key, a (type, order id) or a customer with an earlier one
+  in the batch, and custom types, go the one-by-one way (handlers.submit_prepared) after the
+  set-based part, in the same transaction, so they see it as committed: a repeat answers with
+  the first result or 409 exactly as it would have.
+- Within the set-based part every read is taken before any of the batch's rows exist (or with
+  them left out), and what an earlier conversion of the batch adds to a later one's screening
+  (an advocate's velocity, signups from one IP hash or device, the advocate's own sightings) is
+  added in Python from the earlier decisions, before the pure rules (domain, fraud) decide.
+  Everything else a decision reads belongs to the conversion's own customer, which no other
+  conversion of the set-based part shares.
+- A conversion naming a click or code not seen yet takes the evidence lock before the batch
+  writes anything else (the lock order of the one-by-one path: see handlers.wait_or_decide)
+  and is decided, or left waiting, one by one after the set-based part.
+
+A bad request fails alone: its refusal is a DomainError for that request only (its new row is
+taken back out; nothing else was written for it). A database error rolls the whole batch back
+(nothing was answered yet) and its requests are then run one by one, each in its own
+transaction, so only the affected ones fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+
+from attribution_service import domain, fraud, handlers, repository
+from attribution_service.fraud import LONGEST_NETWORK_WINDOW_HOURS
+from attribution_service.handlers import NewConversion
+from referral_events.outbox import enqueue_many
+from referral_events.tracing import continued_from, current_context_carrier
+from servicekit.ids import new_id
+from servicekit.metrics import FRAUD_DECISIONS
+from servicekit.problems import DomainError
+from servicekit.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+# (the conversion, created by this request) or the request's own refusal
+Outcome = tuple[Mapping[str, Any], bool] | DomainError
+
+HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class _Earlier:
+    """A conversion decided earlier in the batch, as later ones' screening would have read it."""
+
+    tenant_id: str
+    customer_id: str
+    type: str
+    advocate_id: str | None
+    status: str
+    occurred_at: Any
+    ip_hash: str | None
+    device_hash: str | None
+
+
+def _partition(batch: Sequence[NewConversion]) -> tuple[list[int], list[int]]:
+    """Positions decided set-based, and those that go one by one after them: a request sharing
+    its idempotency key, (type, order id) or customer with an earlier one, or a custom type
+    (checked against the tenant's programs first)."""
+    seen: set[tuple[str, ...]] = set()
+    together: list[int] = []
+    alone: list[int] = []
+    for i, new in enumerate(batch):
+        c = new.columns
+        keys: set[tuple[str, ...]] = {("customer", new.tenant_id, c["customer_id"])}
+        if c["idempotency_key"] is not None:
+            keys.add(("key", new.tenant_id, c["idempotency_key"]))
+        if c["order_id"] is not None:
+            keys.add(("order", new.tenant_id, c["type"], c["order_id"]))
+        if keys & seen or c["custom_type"] is not None:
+            alone.append(i)
+        else:
+            together.append(i)
+        seen |= keys
+    return together, alone
+
+
+def _with_earlier(
+    facts: fraud.Facts,
+    conv: Mapping[str, Any],
+    cand: domain.Candidate,
+    earlier: Sequence[_Earlier],
+    *,
+    anchor: Any,
+    window: timedelta,
+) -> fraud.Facts:
+    """What the screening reads would have counted of the batch's earlier conversions, had they
+    been committed first (the same predicates as repository._SCREENING_COLUMNS)."""
+    occurred = facts.occurred_at
+    hour = day = ip = device = 0
+    sightings: list[fraud.Sighting] = []
+    for e in earlier:
+        in_day = occurred - DAY < e.occurred_at <= occurred
+        if e.advocate_id == cand.advocate_id and e.status in ("attributed", "review") and in_day:
+            day += 1
+            hour += e.occurred_at > occurred - HOUR
+        if e.tenant_id == conv["tenant_id"] and e.type == "signup" and in_day:
+            ip += bool(facts.ip_hash) and e.ip_hash == facts.ip_hash
+            device += bool(facts.device_hash) and e.device_hash == facts.device_hash
+        if (
+            facts.advocate_customer_id is not None
+            and e.tenant_id == conv["tenant_id"]
+            and e.customer_id == facts.advocate_customer_id
+            and (e.ip_hash is not None or e.device_hash is not None)
+            and anchor - window <= e.occurred_at <= anchor + window
+        ):
+            sightings.append(fraud.Sighting(e.occurred_at, e.ip_hash, e.device_hash))
+    if not (hour or day or ip or device or sightings):
+        return facts
+    return replace(
+        facts,
+        advocate_conversions_hour=facts.advocate_conversions_hour + hour,
+        advocate_conversions_day=facts.advocate_conversions_day + day,
+        signups_same_ip_day=facts.signups_same_ip_day + ip,
+        signups_same_device_day=facts.signups_same_device_day + device,
+        advocate_sightings=(*facts.advocate_sightings, *sightings),
+    )
+
+
+@dataclass
+class _Chosen:
+    index: int
+    rec: asyncpg.Record  # the new conversion's columns and its contexts
+    choice: domain.Choice
+    named_click: bool
+    screening: Mapping[str, Any] | None = None
+    decision: domain.Decision | None = None
+    explanation: dict[str, Any] | None = None
+    review_id: str | None = None
+
+
+async def submit_many(
+    conn: asyncpg.Connection,
+    batch: Sequence[NewConversion],
+    *,
+    grace: timedelta,
+    carriers: Sequence[Mapping[str, str]] | None = None,
+) -> list[Outcome]:
+    """Each request's outcome, in order, as if they had been submitted one after another in
+    the caller's transaction (see the module's docstring). `carriers`: each request's trace
+    context, stored with its events."""
+    traces: Sequence[Mapping[str, str]] = carriers or [{} for _ in batch]
+    outcomes: list[Outcome | None] = [None] * len(batch)
+    together, alone = _partition(batch)
+    chosen: list[_Chosen] = []
+    waiting: list[tuple[int, asyncpg.Record]] = []
+    recs = (
+        await repository.insert_conversions(conn, [batch[i].columns for i in together])
+        if together
+        else []
+    )
+    for i, rec in zip(together, recs, strict=True):
+        new = batch[i]
+        row = rec if rec["id"] is not None else None
+        try:
+            missing = handlers.evidence_missing(new, rec, grace=grace)
+        except DomainError as exc:
+            if row is not None:
+                await repository.delete_new_conversion(conn, new.id)
+            outcomes[i] = exc
+            continue
+        if row is None:
+            try:
+                outcomes[i] = (await handlers.existing_conversion(conn, new), False)
+            except DomainError as exc:
+                outcomes[i] = exc
+            continue
+        if missing:
+            waiting.append((i, row))
+            continue
+        choice, named = handlers.choose_evidence(rec, rec)
+        chosen.append(_Chosen(i, rec, choice, named))
+
+    if waiting:
+        # before the batch locks any referral, as the one-by-one path does
+        await repository.lock_evidence_many(
+            conn, [(r["tenant_id"], r["click_id"], r["code_key"]) for _, r in waiting]
+        )
+
+    await _screen(conn, chosen, [batch[i].id for i in together])
+    await _record(conn, chosen, outcomes, traces)
+
+    for i, row in waiting:
+        with continued_from(traces[i]):
+            outcomes[i] = await handlers.wait_or_decide(conn, row)
+    for i in alone:
+        with continued_from(traces[i]):
+            try:
+                outcomes[i] = await handlers.submit_prepared(conn, batch[i], grace=grace)
+            except DomainError as exc:
+                outcomes[i] = exc
+    assert all(o is not None for o in outcomes)
+    return [o for o in outcomes if o is not None]
+
+
+async def _screen(conn: asyncpg.Connection, chosen: list[_Chosen], new_ids: list[str]) -> None:
+    """Screen and decide, in batch order, each chosen candidate."""
+    asks = []
+    for c in chosen:
+        if c.choice.candidate is None or handlers.screening_read_ahead(c.choice, c.rec):
+            continue
+        cand = c.choice.candidate
+        asks.append(
+            {
+                "program_id": cand.program_id,
+                "advocate_id": cand.advocate_id,
+                "tenant_id": c.rec["tenant_id"],
+                "customer_id": c.rec["customer_id"],
+                "id": c.rec["id"],
+                "occurred_at": c.rec["occurred_at"],
+                "anchor": handlers.screening_anchor(c.rec, c.choice),
+                "window": handlers.screening_window(c.choice),
+                "ip_hash": c.rec["ip_hash"],
+                "device_hash": c.rec["device_hash"],
+            }
+        )
+    read = iter(await repository.screening_contexts(conn, asks, new_ids) if asks else [])
+    earlier: list[_Earlier] = []
+    for c in chosen:
+        chosen_cand = c.choice.candidate
+        facts = None
+        if chosen_cand is not None:
+            if handlers.screening_read_ahead(c.choice, c.rec):
+                ctx: Mapping[str, Any] = c.rec
+                anchor = c.rec["occurred_at"]
+                window = timedelta(hours=LONGEST_NETWORK_WINDOW_HOURS)
+            else:
+                ctx = next(read)
+                anchor = handlers.screening_anchor(c.rec, c.choice)
+                window = handlers.screening_window(c.choice)
+            facts = _with_earlier(
+                handlers.fraud_facts(c.rec, c.choice, ctx),
+                c.rec,
+                chosen_cand,
+                earlier,
+                anchor=anchor,
+                window=window,
+            )
+        c.decision = decision = domain.decide(c.choice, facts)
+        c.explanation = domain.explanation(decision)
+        if decision.fraud_decision is not None:
+            FRAUD_DECISIONS.labels(decision.fraud_decision).inc()
+        if decision.status == "review":
+            c.review_id = new_id("rev")
+        r = c.rec
+        earlier.append(
+            _Earlier(
+                r["tenant_id"],
+                r["customer_id"],
+                r["type"],
+                decision.candidate.advocate_id if decision.candidate else None,
+                decision.status,
+                r["occurred_at"],
+                r["ip_hash"],
+                r["device_hash"],
+            )
+        )
+
+
+async def _record(
+    conn: asyncpg.Connection,
+    chosen: list[_Chosen],
+    outcomes: list[Outcome | None],
+    traces: Sequence[Mapping[str, str]],
+) -> None:
+    """Write the decisions set-based and enqueue their events in batch order."""
+    links = [
+        (c.rec["tenant_id"], c.rec["customer_id"], c.rec["click_id"])
+        for c in chosen
+        if c.named_click
+    ]
+    if links:
+        await repository.link_customer_clicks(conn, links)
+    attributed = [c for c in chosen if _status(c) == "attributed"]
+    others = [c for c in chosen if _status(c) != "attributed"]
+    rows: dict[int, Mapping[str, Any]] = {}
+    if attributed:
+        done = await repository.attribute_many(
+            conn,
+            [
+                {
+                    "id": c.rec["id"],
+                    "referral_id": new_id("ref"),
+                    "tenant_id": c.rec["tenant_id"],
+                    "customer_id": c.rec["customer_id"],
+                    "type": c.rec["type"],
+                    "custom_type": c.rec["custom_type"],
+                    "program_id": _cand(c).program_id,
+                    "advocate_id": _cand(c).advocate_id,
+                    "evidence": _cand(c).evidence,
+                    "click_id": _cand(c).click.click_id if _cand(c).click else None,  # type: ignore[union-attr]
+                    "explanation": c.explanation,
+                }
+                for c in attributed
+            ],
+        )
+        rows.update((c.index, row) for c, row in zip(attributed, done, strict=True))
+    if others:
+        done = await repository.record_decisions(
+            conn,
+            [
+                {
+                    "id": c.rec["id"],
+                    "status": _status(c),
+                    "decision": c.decision.fraud_decision if c.decision else None,
+                    "program_id": c.decision.candidate.program_id
+                    if c.decision and c.decision.candidate
+                    else None,
+                    "advocate_id": c.decision.candidate.advocate_id
+                    if c.decision and c.decision.candidate
+                    else None,
+                    "evidence": c.decision.candidate.evidence
+                    if c.decision and c.decision.candidate
+                    else None,
+                    "explanation": c.explanation,
+                }
+                for c in others
+            ],
+        )
+        rows.update((c.index, row) for c, row in zip(others, done, strict=True))
+    reviews = [c for c in others if c.review_id is not None and c.decision is not None]
+    if reviews:
+        await repository.insert_reviews(
+            conn,
+            [
+                {
+                    "id": c.review_id,
+                    "tenant_id": c.rec["tenant_id"],
+                    "conversion_id": c.rec["id"],
+                    "program_id": _cand(c).program_id,
+                    "advocate_id": _cand(c).advocate_id,
+                    "reasons": c.decision.reasons if c.decision else [],
+                }
+                for c in reviews
+            ],
+        )
+    # The events in batch order, one statement per run of requests sharing a trace context
+    # (the outbox stores one context per statement).
+    runs: list[tuple[Mapping[str, str], list[Any]]] = []
+    for c in chosen:
+        row = rows[c.index]
+        outcomes[c.index] = (row, True)
+        entries = _events(c, row)
+        if not entries:
+            continue
+        trace = traces[c.index]
+        if runs and runs[-1][0] == trace:
+            runs[-1][1].extend(entries)
+        else:
+            runs.append((trace, entries))
+    for trace, entries in runs:
+        with continued_from(trace):
+            await enqueue_many(conn, entries)
+
+
+def _status(c: _Chosen) -> str:
+    assert c.decision is not None
+    return c.decision.status
+
+
+def _cand(c: _Chosen) -> domain.Candidate:
+    assert c.decision is not None and c.decision.candidate is not None
+    return c.decision.candidate
+
+
+def _events(c: _Chosen, row: Mapping[str, Any]) -> list[Any]:
+    d = c.decision
+    assert d is not None
+    cand = d.candidate
+    if cand is None:
+        return []
+    if d.status == "attributed":
+        events = handlers.attributed_events(
+            row,
+            cand,
+            referral_created=row["referral_created"],
+            referral_click_id=row["referral_click_id"],
+        )
+    elif d.status == "rejected":
+        events = [handlers.rejected_event(row, cand, d.reasons)]
+    elif d.status == "review":
+        assert c.review_id is not None
+        events = [handlers.flagged_event(row, cand, c.review_id, d.reasons)]
+    else:
+        return []
+    return [handlers.outbox_entry(row["tenant_id"], cand, p, e) for p, e in events]
+
+
+@dataclass
+class _Request:
+    new: NewConversion
+    trace: dict[str, str]
+    answer: asyncio.Future[tuple[Mapping[str, Any], bool]]
+
+
+class ConversionWriter:
+    """The writer loops of the group commit (a runtime worker: started with the service,
+    stopped after the HTTP server has drained, so what is queued is committed)."""
+
+    def __init__(self, rt: Runtime, *, writers: int, batch_max: int, grace: timedelta) -> None:
+        self._rt = rt
+        self._writers = writers
+        self._batch_max = batch_max
+        self._grace = grace
+        self._queue: asyncio.Queue[_Request | None] = asyncio.Queue()
+        self._running = False
+        self._stopping = False
+
+    @property
+    def accepting(self) -> bool:
+        return self._running and not self._stopping
+
+    async def submit(self, new: NewConversion) -> tuple[Mapping[str, Any], bool]:
+        """The request's outcome once its batch committed; raises its DomainError."""
+        answer: asyncio.Future[tuple[Mapping[str, Any], bool]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._queue.put_nowait(_Request(new, current_context_carrier(), answer))
+        return await answer
+
+    async def run(self) -> None:
+        self._running = True
+        try:
+            await asyncio.gather(*(self._loop() for _ in range(self._writers)))
+        finally:
+            self._running = False
+
+    async def stop(self) -> None:
+        """Commit what is queued, then leave (one end mark per loop, behind the queue)."""
+        self._stopping = True
+        for _ in range(self._writers):
+            self._queue.put_nowait(None)
+
+    async def _loop(self) -> None:
+        while True:
+            first = await self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            end = False
+            while len(batch) < self._batch_max and not self._queue.empty():
+                nxt = self._queue.get_nowait()
+                if nxt is None:
+                    end = True
+                    break
+                batch.append(nxt)
+            await self._commit(batch)
+            if end:
+                return
+
+    async def _commit(self, batch: list[_Request]) -> None:
+        try:
+            async with self._rt.transaction() as conn:
+                outcomes = await submit_many(
+                    conn,
+                    [r.new for r in batch],
+                    grace=self._grace,
+                    carriers=[r.trace for r in batch],
+                )
+        except Exception as exc:
+            # Rolled back, nothing answered: each request again in a transaction of its own.
+            log.warning("conversion batch of %d failed, retrying one by one: %r", len(batch), exc)
+            for r in batch:
+                await self._one(r)
+            return
+        for r, outcome in zip(batch, outcomes, strict=True):
+            if r.answer.done():  # the client went away; the conversion is recorded anyway
+                continue
+            if isinstance(outcome, DomainError):
+                r.answer.set_exception(outcome)
+            else:
+                r.answer.set_result(outcome)
+
+    async def _one(self, r: _Request) -> None:
+        try:
+            with continued_from(r.trace):
+                async with self._rt.transaction() as conn:
+                    result = await handlers.submit_prepared(conn, r.new, grace=self._grace)
+        except Exception as exc:
+            if not r.answer.done():
+                r.answer.set_exception(exc)
+        else:
+            if not r.answer.done():
+                r.answer.set_result(result)
