@@ -8,21 +8,23 @@ the other screening facts, then the referrals, the decisions, the reviews and th
 each in one statement for the whole batch. Only after the commit does each request get its
 answer, its own result or its own 4xx.
 
-The outcome is that of processing the batch's requests one after another (in queue order):
+The outcome is that of processing the batch's requests one after another, in queue order (a
+test runs a batch both ways and compares answers, rows and events):
 
-- Requests that share an idempotency key, a (type, order id) or a customer with an earlier one
-  in the batch, and custom types, go the one-by-one way (handlers.submit_prepared) after the
-  set-based part, in the same transaction, so they see it as committed: a repeat answers with
-  the first result or 409 exactly as it would have.
-- Within the set-based part every read is taken before any of the batch's rows exist (or with
-  them left out), and what an earlier conversion of the batch adds to a later one's screening
-  (an advocate's velocity, signups from one IP hash or device, the advocate's own sightings) is
-  added in Python from the earlier decisions, before the pure rules (domain, fraud) decide.
-  Everything else a decision reads belongs to the conversion's own customer, which no other
-  conversion of the set-based part shares.
-- A conversion naming a click or code not seen yet takes the evidence lock before the batch
-  writes anything else (the lock order of the one-by-one path: see handlers.wait_or_decide)
-  and is decided, or left waiting, one by one after the set-based part.
+- The batch is cut into runs of requests with distinct idempotency keys, (type, order id) and
+  customers; a request repeating one of those starts the next run, which sees the earlier run's
+  rows as committed (the same transaction), so a repeat answers with the first result or 409
+  exactly as it would have. A custom type goes the one-by-one way (handlers.submit_prepared)
+  at its place.
+- Within a run every read is taken before any of the run's rows exist (or with them left out),
+  and what an earlier conversion of the run adds to a later one's screening (an advocate's
+  velocity, signups from one IP hash or device, the advocate's own sightings) is added in
+  Python from the earlier decisions, before the pure rules (domain, fraud) decide. Everything
+  else a decision reads belongs to the conversion's own customer, which no other conversion
+  of the run shares.
+- A conversion naming a click or code not seen yet takes the evidence lock and reads its
+  context again (handlers.wait_or_decide's protocol) before the run locks any referral; it is
+  then decided with the others, or left waiting.
 
 A bad request fails alone: its refusal is a DomainError for that request only (its new row is
 taken back out; nothing else was written for it). A database error rolls the whole batch back
@@ -74,13 +76,14 @@ class _Earlier:
     device_hash: str | None
 
 
-def _partition(batch: Sequence[NewConversion]) -> tuple[list[int], list[int]]:
-    """Positions decided set-based, and those that go one by one after them: a request sharing
-    its idempotency key, (type, order id) or customer with an earlier one, or a custom type
-    (checked against the tenant's programs first)."""
+def _segments(batch: Sequence[NewConversion]) -> list[tuple[bool, list[int]]]:
+    """The batch cut, in order, into runs decided set-based (True) and single requests that go
+    the one-by-one way (False: custom types, checked against the tenant's programs first). A
+    run ends before a request sharing its idempotency key, (type, order id) or customer with
+    one in the run: that one then sees the run's rows as committed, as it would have."""
+    out: list[tuple[bool, list[int]]] = []
     seen: set[tuple[str, ...]] = set()
-    together: list[int] = []
-    alone: list[int] = []
+    run: list[int] = []
     for i, new in enumerate(batch):
         c = new.columns
         keys: set[tuple[str, ...]] = {("customer", new.tenant_id, c["customer_id"])}
@@ -88,12 +91,18 @@ def _partition(batch: Sequence[NewConversion]) -> tuple[list[int], list[int]]:
             keys.add(("key", new.tenant_id, c["idempotency_key"]))
         if c["order_id"] is not None:
             keys.add(("order", new.tenant_id, c["type"], c["order_id"]))
-        if keys & seen or c["custom_type"] is not None:
-            alone.append(i)
-        else:
-            together.append(i)
+        alone = c["custom_type"] is not None
+        if run and (alone or keys & seen):
+            out.append((True, run))
+            run, seen = [], set()
+        if alone:
+            out.append((False, [i]))
+            continue
+        run.append(i)
         seen |= keys
-    return together, alone
+    if run:
+        out.append((True, run))
+    return out
 
 
 def _with_earlier(
@@ -141,10 +150,10 @@ def _with_earlier(
 @dataclass
 class _Chosen:
     index: int
-    rec: asyncpg.Record  # the new conversion's columns and its contexts
-    choice: domain.Choice
-    named_click: bool
-    screening: Mapping[str, Any] | None = None
+    conv: Mapping[str, Any]  # the new conversion
+    ctx: Mapping[str, Any]  # its evidence context (and the screening read ahead, if any)
+    choice: domain.Choice | None  # None: it waits for its evidence
+    named_click: bool = False
     decision: domain.Decision | None = None
     explanation: dict[str, Any] | None = None
     review_id: str | None = None
@@ -162,15 +171,32 @@ async def submit_many(
     context, stored with its events."""
     traces: Sequence[Mapping[str, str]] = carriers or [{} for _ in batch]
     outcomes: list[Outcome | None] = [None] * len(batch)
-    together, alone = _partition(batch)
+    for together, positions in _segments(batch):
+        if together:
+            await _together(conn, batch, positions, outcomes, traces, grace)
+            continue
+        (i,) = positions
+        with continued_from(traces[i]):
+            try:
+                outcomes[i] = await handlers.submit_prepared(conn, batch[i], grace=grace)
+            except DomainError as exc:
+                outcomes[i] = exc
+    assert all(o is not None for o in outcomes)
+    return [o for o in outcomes if o is not None]
+
+
+async def _together(
+    conn: asyncpg.Connection,
+    batch: Sequence[NewConversion],
+    positions: list[int],
+    outcomes: list[Outcome | None],
+    traces: Sequence[Mapping[str, str]],
+    grace: timedelta,
+) -> None:
+    """One run of requests with distinct keys, orders and customers, set-based."""
     chosen: list[_Chosen] = []
-    waiting: list[tuple[int, asyncpg.Record]] = []
-    recs = (
-        await repository.insert_conversions(conn, [batch[i].columns for i in together])
-        if together
-        else []
-    )
-    for i, rec in zip(together, recs, strict=True):
+    recs = await repository.insert_conversions(conn, [batch[i].columns for i in positions])
+    for i, rec in zip(positions, recs, strict=True):
         new = batch[i]
         row = rec if rec["id"] is not None else None
         try:
@@ -187,71 +213,85 @@ async def submit_many(
                 outcomes[i] = exc
             continue
         if missing:
-            waiting.append((i, row))
+            chosen.append(_Chosen(i, rec, rec, None))
             continue
         choice, named = handlers.choose_evidence(rec, rec)
-        chosen.append(_Chosen(i, rec, choice, named))
+        chosen.append(_Chosen(i, rec, rec, choice, named))
 
+    waiting = [c for c in chosen if c.choice is None]
     if waiting:
-        # before the batch locks any referral, as the one-by-one path does
+        # The evidence lock, then the context read again (see handlers.wait_or_decide), before
+        # the batch locks any referral.
         await repository.lock_evidence_many(
-            conn, [(r["tenant_id"], r["click_id"], r["code_key"]) for _, r in waiting]
+            conn, [(c.conv["tenant_id"], c.conv["click_id"], c.conv["code_key"]) for c in waiting]
         )
+        for c in waiting:
+            c.ctx = ctx = await handlers.evidence_context(conn, c.conv)
+            if handlers.awaits_evidence(c.conv, ctx):
+                outcomes[c.index] = (c.conv, True)  # waits; see handlers.resolve_pending
+            else:
+                c.choice, c.named_click = handlers.choose_evidence(c.conv, ctx)
 
-    await _screen(conn, chosen, [batch[i].id for i in together])
-    await _record(conn, chosen, outcomes, traces)
-
-    for i, row in waiting:
-        with continued_from(traces[i]):
-            outcomes[i] = await handlers.wait_or_decide(conn, row)
-    for i in alone:
-        with continued_from(traces[i]):
-            try:
-                outcomes[i] = await handlers.submit_prepared(conn, batch[i], grace=grace)
-            except DomainError as exc:
-                outcomes[i] = exc
-    assert all(o is not None for o in outcomes)
-    return [o for o in outcomes if o is not None]
+    await _screen(conn, chosen, [batch[i].id for i in positions])
+    await _record(conn, [c for c in chosen if c.choice is not None], outcomes, traces)
 
 
 async def _screen(conn: asyncpg.Connection, chosen: list[_Chosen], new_ids: list[str]) -> None:
-    """Screen and decide, in batch order, each chosen candidate."""
+    """Screen and decide, in batch order, each chosen candidate; what an earlier conversion of
+    the run adds to a later one's screening is added to what was read (see _with_earlier)."""
     asks = []
     for c in chosen:
-        if c.choice.candidate is None or handlers.screening_read_ahead(c.choice, c.rec):
+        if c.choice is None or c.choice.candidate is None:
+            continue
+        if handlers.screening_read_ahead(c.choice, c.ctx):
             continue
         cand = c.choice.candidate
         asks.append(
             {
                 "program_id": cand.program_id,
                 "advocate_id": cand.advocate_id,
-                "tenant_id": c.rec["tenant_id"],
-                "customer_id": c.rec["customer_id"],
-                "id": c.rec["id"],
-                "occurred_at": c.rec["occurred_at"],
-                "anchor": handlers.screening_anchor(c.rec, c.choice),
+                "tenant_id": c.conv["tenant_id"],
+                "customer_id": c.conv["customer_id"],
+                "id": c.conv["id"],
+                "occurred_at": c.conv["occurred_at"],
+                "anchor": handlers.screening_anchor(c.conv, c.choice),
                 "window": handlers.screening_window(c.choice),
-                "ip_hash": c.rec["ip_hash"],
-                "device_hash": c.rec["device_hash"],
+                "ip_hash": c.conv["ip_hash"],
+                "device_hash": c.conv["device_hash"],
             }
         )
     read = iter(await repository.screening_contexts(conn, asks, new_ids) if asks else [])
     earlier: list[_Earlier] = []
     for c in chosen:
+        r = c.conv
+        if c.choice is None:  # waits for its evidence: a pending row, as later ones see it
+            earlier.append(
+                _Earlier(
+                    r["tenant_id"],
+                    r["customer_id"],
+                    r["type"],
+                    None,
+                    "pending",
+                    r["occurred_at"],
+                    r["ip_hash"],
+                    r["device_hash"],
+                )
+            )
+            continue
         chosen_cand = c.choice.candidate
         facts = None
         if chosen_cand is not None:
-            if handlers.screening_read_ahead(c.choice, c.rec):
-                ctx: Mapping[str, Any] = c.rec
-                anchor = c.rec["occurred_at"]
+            if handlers.screening_read_ahead(c.choice, c.ctx):
+                ctx: Mapping[str, Any] = c.ctx
+                anchor = r["occurred_at"]
                 window = timedelta(hours=LONGEST_NETWORK_WINDOW_HOURS)
             else:
                 ctx = next(read)
-                anchor = handlers.screening_anchor(c.rec, c.choice)
+                anchor = handlers.screening_anchor(r, c.choice)
                 window = handlers.screening_window(c.choice)
             facts = _with_earlier(
-                handlers.fraud_facts(c.rec, c.choice, ctx),
-                c.rec,
+                handlers.fraud_facts(r, c.choice, ctx),
+                r,
                 chosen_cand,
                 earlier,
                 anchor=anchor,
@@ -263,7 +303,6 @@ async def _screen(conn: asyncpg.Connection, chosen: list[_Chosen], new_ids: list
             FRAUD_DECISIONS.labels(decision.fraud_decision).inc()
         if decision.status == "review":
             c.review_id = new_id("rev")
-        r = c.rec
         earlier.append(
             _Earlier(
                 r["tenant_id"],
@@ -286,7 +325,7 @@ async def _record(
 ) -> None:
     """Write the decisions set-based and enqueue their events in batch order."""
     links = [
-        (c.rec["tenant_id"], c.rec["customer_id"], c.rec["click_id"])
+        (c.conv["tenant_id"], c.conv["customer_id"], c.conv["click_id"])
         for c in chosen
         if c.named_click
     ]
@@ -300,12 +339,12 @@ async def _record(
             conn,
             [
                 {
-                    "id": c.rec["id"],
+                    "id": c.conv["id"],
                     "referral_id": new_id("ref"),
-                    "tenant_id": c.rec["tenant_id"],
-                    "customer_id": c.rec["customer_id"],
-                    "type": c.rec["type"],
-                    "custom_type": c.rec["custom_type"],
+                    "tenant_id": c.conv["tenant_id"],
+                    "customer_id": c.conv["customer_id"],
+                    "type": c.conv["type"],
+                    "custom_type": c.conv["custom_type"],
                     "program_id": _cand(c).program_id,
                     "advocate_id": _cand(c).advocate_id,
                     "evidence": _cand(c).evidence,
@@ -321,7 +360,7 @@ async def _record(
             conn,
             [
                 {
-                    "id": c.rec["id"],
+                    "id": c.conv["id"],
                     "status": _status(c),
                     "decision": c.decision.fraud_decision if c.decision else None,
                     "program_id": c.decision.candidate.program_id
@@ -346,8 +385,8 @@ async def _record(
             [
                 {
                     "id": c.review_id,
-                    "tenant_id": c.rec["tenant_id"],
-                    "conversion_id": c.rec["id"],
+                    "tenant_id": c.conv["tenant_id"],
+                    "conversion_id": c.conv["id"],
                     "program_id": _cand(c).program_id,
                     "advocate_id": _cand(c).advocate_id,
                     "reasons": c.decision.reasons if c.decision else [],

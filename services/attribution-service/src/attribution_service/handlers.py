@@ -217,8 +217,8 @@ async def wait_or_decide(
     await repository.lock_evidence(
         conn, row["tenant_id"], click_id=row["click_id"], code_key=row["code_key"]
     )
-    ctx = await _context(conn, row)
-    if _awaits_evidence(row, ctx):
+    ctx = await evidence_context(conn, row)
+    if awaits_evidence(row, ctx):
         return row, True  # waits for the click/code event; see resolve_pending
     return await decide_conversion(conn, row, ctx=ctx), True
 
@@ -291,7 +291,7 @@ def _opt_dt(value: Any) -> datetime | None:
     return None if value is None else _dt(value)
 
 
-async def _context(conn: asyncpg.Connection, conv: asyncpg.Record) -> asyncpg.Record:
+async def evidence_context(conn: asyncpg.Connection, conv: asyncpg.Record) -> asyncpg.Record:
     return await repository.evidence_context(
         conn,
         tenant_id=conv["tenant_id"],
@@ -417,7 +417,7 @@ async def decide_conversion(
 ) -> asyncpg.Record:
     """Decide a conversion with the evidence known now, record why, and publish."""
     if ctx is None:
-        ctx = await _context(conn, conv)
+        ctx = await evidence_context(conn, conv)
     choice, named_click = choose_evidence(conv, ctx)
     if named_click:
         await repository.link_customer_click(
@@ -645,15 +645,15 @@ async def resolve_pending(
     for conv in await repository.pending_waiting_for(
         conn, tenant_id, click_id=click_id, code_key=code_key
     ):
-        ctx = await _context(conn, conv)
-        if _awaits_evidence(conv, ctx):
+        ctx = await evidence_context(conn, conv)
+        if awaits_evidence(conv, ctx):
             continue
         await decide_conversion(conn, conv, ctx=ctx)
         decided += 1
     return decided
 
 
-def _awaits_evidence(conv: Mapping[str, Any], ctx: Mapping[str, Any]) -> bool:
+def awaits_evidence(conv: Mapping[str, Any], ctx: Mapping[str, Any]) -> bool:
     """Whether a piece of evidence the conversion names has still not been seen."""
     return bool(
         (conv["code_key"] and ctx["code_tenant"] is None)
@@ -668,7 +668,7 @@ async def decide_overdue(
     it; the evidence is remembered as expired, so later conversions naming it are refused."""
     overdue = await repository.pending_overdue(conn, now - grace, limit)
     for conv in overdue:
-        row = await _context(conn, conv)
+        row = await evidence_context(conn, conv)
         missing = []
         if conv["code_key"] and row["code_tenant"] is None:
             await repository.mark_expired_evidence(

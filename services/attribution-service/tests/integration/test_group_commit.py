@@ -1,0 +1,237 @@
+"""The group commit of POST /v1/conversions decides a batch exactly as the same requests one
+after another would have been decided: the batch runs in a transaction that is rolled back, the
+same requests run one by one in another that is rolled back too, and the answers, the stored
+decisions and the outbox rows must match. The batch mixes everything that links requests to
+each other: a repeated Idempotency-Key (same and other body), a repeated (type, order id), one
+customer twice, one advocate's velocity, signups from one IP hash, the advocate's own signup as
+a sighting for self-referral, refused evidence, evidence not seen yet, an unknown custom type."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+
+from attribution_service import conversion_batch, handlers
+from attribution_service.conversion_batch import Outcome
+from attribution_service.handlers import NewConversion
+from attribution_service.schemas import ConversionIn
+from devstack.testing import eventually
+from referral_events.contracts import link as ev
+from servicekit.problems import DomainError
+
+from .conftest import Env, click, link_facts
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime.now(UTC)
+GRACE = timedelta(minutes=10)
+KNOWN_CLICK = "clk_" + "k" * 24
+UNSEEN_CLICK = "clk_" + "u" * 24
+
+REQUESTS: list[tuple[dict[str, Any], str | None]] = [
+    ({"type": "signup", "customer_id": "cus_a", "code": "ANN123"}, "key-a"),
+    ({"type": "signup", "customer_id": "cus_a", "code": "ANN123"}, "key-a"),  # same key, body
+    ({"type": "signup", "customer_id": "cus_x", "code": "ANN123"}, "key-a"),  # other body: 409
+    (
+        {
+            "type": "purchase",
+            "customer_id": "cus_b",
+            "code": "ANN123",
+            "order_id": "ord_1",
+            "amount": "10.00",
+            "currency": "USD",
+        },
+        None,
+    ),
+    (
+        {
+            "type": "purchase",
+            "customer_id": "cus_b",
+            "order_id": "ord_1",
+            "amount": "10.00",
+            "currency": "USD",
+        },
+        None,
+    ),  # the same (type, order id)
+    # the same customer again: attributed through the referral the first one created
+    (
+        {
+            "type": "purchase",
+            "customer_id": "cus_a",
+            "order_id": "ord_2",
+            "amount": "5.00",
+            "currency": "USD",
+        },
+        None,
+    ),
+    # signups from one IP address (limit 2 a day)
+    ({"type": "signup", "customer_id": "cus_ip1", "code": "ANN123", "ip": "10.0.0.1"}, None),
+    ({"type": "signup", "customer_id": "cus_ip2", "code": "ANN123", "ip": "10.0.0.1"}, None),
+    ({"type": "signup", "customer_id": "cus_ip3", "code": "ANN123", "ip": "10.0.0.1"}, None),
+    # the advocate signs up on a device; a friend on that device is the same person
+    (
+        {"type": "signup", "customer_id": "cus_adv", "code": "BOB123", "device_id": "dev_1"},
+        None,
+    ),
+    ({"type": "signup", "customer_id": "cus_d", "code": "ANN123", "device_id": "dev_1"}, None),
+    # by click; then the same customer's purchase without evidence
+    ({"type": "signup", "customer_id": "cus_c", "click_id": KNOWN_CLICK}, None),
+    (
+        {
+            "type": "purchase",
+            "customer_id": "cus_c",
+            "order_id": "ord_3",
+            "amount": "7.00",
+            "currency": "USD",
+        },
+        None,
+    ),
+    ({"type": "signup", "customer_id": "cus_f", "code": "GLX123"}, None),  # another tenant's
+    ({"type": "signup", "customer_id": "cus_g", "click_id": UNSEEN_CLICK}, None),  # waits
+    ({"type": "demo_booked", "customer_id": "cus_h", "code": "ANN123"}, None),  # unknown type
+    ({"type": "signup", "customer_id": "cus_i"}, None),  # organic
+    ({"type": "signup", "customer_id": "cus_j", "code": "ANN123"}, None),  # velocity by now
+]
+
+
+def _prepared() -> list[NewConversion]:
+    return [
+        handlers.prepare_conversion(
+            "acme", ConversionIn.model_validate(body), key, hash_key="k" * 16, now=NOW
+        )
+        for body, key in REQUESTS
+    ]
+
+
+async def _sequential(conn: asyncpg.Connection, batch: Sequence[NewConversion]) -> list[Outcome]:
+    outcomes: list[Outcome] = []
+    for new in batch:
+        try:
+            outcomes.append(await handlers.submit_prepared(conn, new, grace=GRACE))
+        except DomainError as exc:
+            outcomes.append(exc)
+    return outcomes
+
+
+async def _batched(conn: asyncpg.Connection, batch: Sequence[NewConversion]) -> list[Outcome]:
+    return await conversion_batch.submit_many(conn, batch, grace=GRACE)
+
+
+Run = Callable[[asyncpg.Connection, Sequence[NewConversion]], Awaitable[list[Outcome]]]
+
+
+async def _observe(dsn: str, run: Run) -> tuple[list[Any], Counter[str]]:
+    """The answers (conversion ids replaced by the request that first answered with them) and
+    the outbox rows written, of one run in a transaction that is rolled back."""
+    conn = await asyncpg.connect(dsn, server_settings={"search_path": "attribution"})
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    try:
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            before = await conn.fetchval("SELECT coalesce(max(seq), 0) FROM outbox")
+            outcomes = await run(conn, _prepared())
+            first: dict[str, int] = {}
+            answers: list[Any] = []
+            for i, o in enumerate(outcomes):
+                if isinstance(o, DomainError):
+                    answers.append((type(o).__name__, o.field))
+                    continue
+                row, created = o
+                stored = await conn.fetchrow("SELECT * FROM conversions WHERE id = $1", row["id"])
+                assert stored is not None
+                answers.append(
+                    (
+                        first.setdefault(row["id"], i),
+                        created,
+                        row["status"],
+                        stored["status"],
+                        stored["decision"],
+                        stored["evidence"],
+                        stored["advocate_id"],
+                        stored["sequence"],
+                        stored["is_first_purchase"],
+                        [(c["check"], c["outcome"]) for c in stored["explanation"]["checks"]]
+                        if stored["explanation"]
+                        else None,
+                    )
+                )
+            events: Counter[str] = Counter()
+            for r in await conn.fetch(
+                "SELECT key, payload FROM outbox WHERE seq > $1 ORDER BY seq", before
+            ):
+                data = json.loads(bytes(r["payload"]))["data"]
+                for volatile in ("referral_id", "review_id", "attributed_at"):
+                    data.pop(volatile, None)
+                data["conversion_id"] = first.get(data.get("conversion_id", ""), -1)
+                events[json.dumps([r["key"], data], sort_keys=True)] += 1
+            return answers, events
+        finally:
+            await tx.rollback()
+    finally:
+        await conn.close()
+
+
+async def test_a_batch_is_decided_as_its_requests_one_after_another(env: Env) -> None:
+    r = await env.client.put(
+        "/v1/programs/prg_1/attribution-settings",
+        json={
+            "fraud": {
+                "velocity": {"per_advocate_hour": 8, "signups_per_ip_day": 2},
+                "too_fast": {"enabled": False},
+            }
+        },
+    )
+    assert r.status_code == 200, r.text
+    await link_facts(env.publish)
+    await link_facts(env.publish, advocate="adv_2", code="BOB123", customer="cus_bob")
+    await env.publish(
+        "link.events",
+        ev.CodeCreated(code="GLX123", advocate_id="adv_g", program_id="prg_g"),
+        tenant="globex",
+    )
+    await env.publish("link.clicks", click(KNOWN_CLICK, ago=timedelta(minutes=30)))
+    dsn = env.ns.database_url
+
+    async def copies_in() -> bool:
+        conn = await asyncpg.connect(dsn, server_settings={"search_path": "attribution"})
+        try:
+            return bool(
+                await conn.fetchval(
+                    "SELECT (SELECT count(*) FROM codes) = 3 AND (SELECT count(*) FROM clicks) = 1"
+                    " AND (SELECT count(*) FROM advocates) = 2"
+                )
+            )
+        finally:
+            await conn.close()
+
+    await eventually(copies_in, timeout=60)
+
+    one_by_one, events_one_by_one = await _observe(dsn, _sequential)
+    together, events_together = await _observe(dsn, _batched)
+
+    # what the scenario is about actually happened
+    statuses = [a if isinstance(a[0], str) else a[3] for a in one_by_one]
+    assert one_by_one[1][0] == 0 and one_by_one[1][1] is False  # the repeat: the first, 200
+    assert one_by_one[2] == ("Conflict", "Idempotency-Key")
+    assert one_by_one[4][0] == 3  # the same order
+    assert one_by_one[5][5] == "existing_referral" and one_by_one[5][2] == "attributed"
+    assert statuses[6:9] == ["attributed", "attributed", "review"]  # the third from the IP
+    # the advocate converts through another advocate's code; a friend on their device is them
+    assert statuses[9] == "attributed" and statuses[10] == "rejected"
+    assert ("self_referral", "fail") in one_by_one[10][9]
+    assert one_by_one[11][5] == "click" and one_by_one[12][5] == "existing_referral"
+    assert one_by_one[13] == ("InvalidInput", "code")
+    assert statuses[14] == "pending"
+    assert one_by_one[15] == ("InvalidInput", "type")
+    assert statuses[16] == "organic"
+    assert statuses[17] == "review"  # the advocate's ninth conversion this hour
+
+    assert together == one_by_one
+    assert events_together == events_one_by_one
