@@ -308,6 +308,15 @@ CLICK_TYPES = (
     "boolean",
     "text",
 )
+_CLICKS_AND_OUTBOX_QUIET = f"""
+WITH clicks_in AS (
+    INSERT INTO clicks ({", ".join(CLICK_COLUMNS)})
+    SELECT * FROM unnest({", ".join(f"${i}::{t}[]" for i, t in enumerate(CLICK_TYPES, 1))})
+)
+INSERT INTO outbox (event_id, topic, key, payload)
+SELECT * FROM unnest(${len(CLICK_TYPES) + 1}::text[], ${len(CLICK_TYPES) + 2}::text[],
+                     ${len(CLICK_TYPES) + 3}::text[], ${len(CLICK_TYPES) + 4}::bytea[])
+"""  # noqa: S608
 _CLICKS_AND_OUTBOX = f"""
 WITH clicks_in AS (
     INSERT INTO clicks ({", ".join(CLICK_COLUMNS)})
@@ -326,13 +335,18 @@ async def insert_clicks_with_events(
     conn: asyncpg.Connection,
     clicks: Sequence[Sequence[Any]],
     events: Sequence[tuple[str, str, str, bytes]],
+    *,
+    notify: bool = True,
 ) -> None:
-    """Clicks and their outbox rows in ONE statement (one round trip, atomic on its own), the
-    relay woken at commit. `clicks` rows follow CLICK_COLUMNS; events are (id, topic, key,
-    payload)."""
+    """Clicks and their outbox rows in ONE statement (one round trip, atomic on its own).
+    `clicks` rows follow CLICK_COLUMNS; events are (id, topic, key, payload). `notify` wakes
+    the relay at commit with NOTIFY; without it the caller wakes the relay itself (NOTIFY
+    makes Postgres serialise the commits of all notifying transactions, WAL flush included,
+    which defeats the group commit of concurrent writers)."""
     columns = list(zip(*clicks, strict=True))
     event_columns = list(zip(*events, strict=True))
-    await conn.execute(_CLICKS_AND_OUTBOX, *[list(c) for c in columns], *event_columns)
+    sql = _CLICKS_AND_OUTBOX if notify else _CLICKS_AND_OUTBOX_QUIET
+    await conn.execute(sql, *[list(c) for c in columns], *event_columns)
 
 
 # ---------------------------------------------------------------------------- bulk enrollment

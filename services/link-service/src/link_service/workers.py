@@ -126,10 +126,16 @@ class ClickWriter:
             try:
                 if conn is None:
                     conn = await self._rt.pool.acquire()
+                # The relay leading in this process is woken directly; only one leading in
+                # another replica needs the NOTIFY (which serialises notifying commits).
+                relay = self._rt.relay
+                local = relay is not None and relay.is_leader
                 started = time.perf_counter()
-                await repository.insert_clicks_with_events(conn, clicks, events)
+                await repository.insert_clicks_with_events(conn, clicks, events, notify=not local)
                 self.commit_seconds.observe(time.perf_counter() - started)
                 self.committed.inc(len(batch))
+                if relay is not None:
+                    relay.wake()
                 return True, conn
             except asyncpg.UniqueViolationError:
                 if attempt > 0:
