@@ -147,8 +147,9 @@ async def enqueue(
     conn: asyncpg.Connection, endpoints: list[str], count: int, tag: str, offset: int = 0
 ) -> None:
     """`count` messages, each to one endpoint, round robin: what the consumer's fan-out
-    writes, written directly so the bench measures delivery alone."""
-    from notification_service import domain
+    writes (rows, then the NOTIFY that wakes the dispatchers), written directly so the bench
+    measures delivery alone."""
+    from notification_service import domain, repository
 
     now = datetime.now(UTC)
     body = domain.render_body("reward.available.v1", now, BODY_DATA, "bench")
@@ -166,6 +167,7 @@ async def enqueue(
             for i, m in enumerate(messages)
         ],
     )
+    await repository.notify_deliveries_due(conn)
 
 
 async def lags(conn: asyncpg.Connection, tag: str, healthy: list[str]) -> list[float]:

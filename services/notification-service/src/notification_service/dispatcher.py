@@ -9,13 +9,22 @@ Why it is shaped this way:
   records the attempt, settles the delivery and writes its delivery.* event to the outbox. A
   dispatcher that dies mid-request leaves a lease that runs out, and the delivery is sent
   again: delivery is at least once, and receivers deduplicate on webhook-id.
-- One slow endpoint never holds up the others: attempts run as concurrent tasks, at most
-  `webhook_per_endpoint_concurrency` per endpoint and `webhook_max_in_flight` in all. A hanging
-  endpoint fills only its own slots until the attempt timeout.
+- Woken, not only polling: writers of due deliveries NOTIFY (delivered at their commit) and
+  the dispatcher LISTENs on a connection of its own, so a new delivery goes out within
+  milliseconds. The poll stays, for retries that fall due and for notifications missed while
+  the listening connection was down. A finished request wakes it too (a slot is free).
+- One slow endpoint never holds up the others: requests run as concurrent tasks, at most
+  `webhook_per_endpoint_concurrency` per endpoint and `webhook_max_in_flight` attempts in all
+  (recording included). A hanging endpoint fills only its own slots until the attempt timeout;
+  an endpoint's slot is free again as soon as its request is over, while the result is still
+  being recorded (the delivery's lease keeps it from being claimed again meanwhile).
 - Results are recorded in batches: finished attempts queue up, and a few recorder tasks each
-  write whatever has queued (up to RECORD_BATCH) in one transaction. Every attempt still gets its
-  own rows and its own outbox event; what is shared is the commit, the expensive part of a
-  small transaction, so throughput is not bounded by one commit per delivery.
+  write whatever has queued (up to RECORD_BATCH) in one transaction and one statement. Every
+  attempt still gets its own rows and its own outbox event; what is shared is the round trip
+  and the commit, so throughput is not bounded by one of each per delivery.
+- The POST goes straight to the endpoint's httpx transport (its own small connection pool, the
+  SSRF guard in its connect): httpx's client layer adds cookies, auth and redirect handling,
+  none of which a webhook wants, and cost as much CPU as the rest of the request.
 - The body is the Standard Webhooks shape `{"type", "timestamp", "data"}` rather than our
   CloudEvent envelope: integrators get the structure their Standard Webhooks tooling expects,
   and our internal envelope (sources naming internal services, extension attributes) can change
@@ -40,7 +49,7 @@ import asyncpg
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from notification_service import domain, handlers, signing, urlguard
+from notification_service import domain, handlers, repository, signing, urlguard
 from notification_service.config import Settings
 from referral_events.inbox import INFRASTRUCTURE_ERRORS
 from referral_events.outbox import enqueue_many
@@ -61,13 +70,13 @@ RECORD_BATCH = 200
 RECORDERS = 4
 # Endpoints whose connection pools are kept open (least recently used beyond this close).
 MAX_CLIENTS = 1000
+# How often the listening connection is checked when no notification arrives.
+LISTEN_CHECK_SECONDS = 30.0
 
 
 @dataclass
 class _Finished:
-    claim: handlers.Claim
-    result: domain.AttemptResult
-    attempted_at: datetime
+    finished: handlers.Finished
     recorded: asyncio.Future[domain.Decision | None]
 
 
@@ -97,7 +106,7 @@ class Dispatcher:
             max_connections=settings.webhook_per_endpoint_concurrency,
             max_keepalive_connections=settings.webhook_per_endpoint_concurrency,
         )
-        self._transport = transport
+        self._shared = transport
         self._resolver = resolver
         # Loading the CA bundle takes tens of milliseconds: once, shared by every pool.
         self._ssl_context = httpx.create_ssl_context()
@@ -105,19 +114,24 @@ class Dispatcher:
         # through the SSRF guard again at connect time: DNS may have changed since the URL was
         # vetted.
         self._guarded = not settings.webhook_allow_private_networks
-        self._shared: httpx.AsyncClient | None = None
-        self._clients: OrderedDict[str, httpx.AsyncClient] = OrderedDict()
+        self._transports: OrderedDict[str, httpx.AsyncBaseTransport] = OrderedDict()
         self._disable_after = timedelta(days=settings.webhook_disable_after_failing_days)
         self._policy = domain.RetryPolicy.from_seconds(
             settings.webhook_retry_schedule_seconds, settings.webhook_retry_jitter
         )
         self._timeout = settings.webhook_timeout_seconds
+        # httpx's per-phase timeouts, as a client would pass them; `post` bounds the whole.
+        self._timeouts = httpx.Timeout(self._timeout).as_dict()
         self._lease = timedelta(seconds=self._timeout) + LEASE_MARGIN
         self._poll_interval = settings.webhook_poll_interval_seconds
         self._per_endpoint = settings.webhook_per_endpoint_concurrency
         self._max_in_flight = settings.webhook_max_in_flight
         self._body_limit = settings.webhook_response_body_limit
+        self._dsn = settings.database_url
+        self._schema = rt.spec.schema
+        # Requests in flight per endpoint (what its slots hold).
         self._in_flight: dict[str, int] = {}
+        # Attempts from claim until recorded: what webhook_max_in_flight bounds.
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
@@ -125,12 +139,11 @@ class Dispatcher:
         self.attempts_sent = 0
 
     async def run(self) -> None:
-        recorders = [
+        helpers = [
             asyncio.create_task(self._recorder(), name=f"webhook-recorder:{i}")
             for i in range(RECORDERS)
         ]
-        if self._transport is not None:
-            self._shared = self._new_client(self._transport)
+        helpers.append(asyncio.create_task(self._listen(), name="webhook-listener"))
         try:
             try:
                 while not self._stopping.is_set():
@@ -140,70 +153,99 @@ class Dispatcher:
                         log.warning("dispatcher cannot claim deliveries, retrying: %r", exc)
                     await self._idle()
             finally:
-                # Let attempts in flight finish and be recorded before the clients close.
+                # Let attempts in flight finish and be recorded before the pools close.
                 if self._tasks:
                     await asyncio.gather(*self._tasks, return_exceptions=True)
-                clients = [*self._clients.values(), *([self._shared] if self._shared else [])]
-                self._clients.clear()
-                await asyncio.gather(*(c.aclose() for c in clients), return_exceptions=True)
+                transports = [*self._transports.values()]
+                self._transports.clear()
+                await asyncio.gather(*(t.aclose() for t in transports), return_exceptions=True)
         finally:
-            for task in recorders:
+            for task in helpers:
                 task.cancel()
-            await asyncio.gather(*recorders, return_exceptions=True)
+            await asyncio.gather(*helpers, return_exceptions=True)
 
     async def stop(self) -> None:
         """Claim nothing more; `run` returns once the attempts in flight are recorded."""
         self._stopping.set()
         self._wake.set()
 
-    def _client_for(self, endpoint_id: str) -> httpx.AsyncClient:
+    async def _listen(self) -> None:
+        """Turn NOTIFYs of due deliveries into wake-ups, on a connection of its own (a pooled
+        one would lose its LISTEN when returned). Reconnects for as long as the dispatcher
+        runs; the poll covers the gaps, and each (re)connect wakes the loop once in case a
+        notification was missed meanwhile."""
+        channel = repository.deliveries_channel(self._schema)
+        while not self._stopping.is_set():
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await asyncpg.connect(
+                    self._dsn,
+                    server_settings={
+                        "search_path": self._schema,
+                        "application_name": f"{self._schema}-webhook-listener",
+                    },
+                )
+                await self._listen_on(conn, channel)
+            except (*INFRASTRUCTURE_ERRORS, asyncpg.PostgresError) as exc:
+                log.warning("webhook listener lost its connection, reconnecting: %r", exc)
+            finally:
+                if conn is not None and not conn.is_closed():
+                    conn.terminate()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._poll_interval)
+
+    async def _listen_on(self, conn: asyncpg.Connection, channel: str) -> None:
+        """Returns when the connection is lost (raises when a check finds it dead)."""
+        lost = asyncio.Event()
+        conn.add_termination_listener(lambda _conn: lost.set())
+        await conn.add_listener(channel, lambda *_: self._wake.set())
+        self._wake.set()
+        while not conn.is_closed():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(lost.wait(), LISTEN_CHECK_SECONDS)
+            if not lost.is_set():
+                # A half-open connection would never report its loss on its own.
+                await conn.fetchval("SELECT 1", timeout=LISTEN_CHECK_SECONDS)
+
+    def _transport_for(self, endpoint_id: str) -> httpx.AsyncBaseTransport:
         if self._shared is not None:
             return self._shared
-        client = self._clients.get(endpoint_id)
-        if client is not None:
-            self._clients.move_to_end(endpoint_id)
-            return client
-        transport: httpx.AsyncBaseTransport = (
+        transport = self._transports.get(endpoint_id)
+        if transport is not None:
+            self._transports.move_to_end(endpoint_id)
+            return transport
+        transport = (
             urlguard.GuardedTransport(
                 self._resolver, limits=self._limits, ssl_context=self._ssl_context
             )
             if self._guarded
-            else httpx.AsyncHTTPTransport(limits=self._limits, verify=self._ssl_context)
+            # Proxies come from explicit configuration, not from the process environment.
+            else httpx.AsyncHTTPTransport(
+                limits=self._limits, verify=self._ssl_context, trust_env=False
+            )
         )
-        client = self._new_client(transport)
-        self._clients[endpoint_id] = client
-        self._evict_idle_clients()
-        return client
+        self._transports[endpoint_id] = transport
+        self._evict_idle_transports()
+        return transport
 
-    def _evict_idle_clients(self) -> None:
+    def _evict_idle_transports(self) -> None:
         """Bounded: the least recently used pools of endpoints with nothing in flight close."""
-        excess = len(self._clients) - MAX_CLIENTS
-        for endpoint_id in list(self._clients):
+        excess = len(self._transports) - MAX_CLIENTS
+        for endpoint_id in list(self._transports):
             if excess <= 0:
                 break
             if endpoint_id in self._in_flight:
                 continue
-            client = self._clients.pop(endpoint_id)
-            task = asyncio.create_task(client.aclose(), name=f"webhook-client-close:{endpoint_id}")
+            transport = self._transports.pop(endpoint_id)
+            task = asyncio.create_task(
+                transport.aclose(), name=f"webhook-transport-close:{endpoint_id}"
+            )
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             excess -= 1
 
-    def _new_client(self, transport: httpx.AsyncBaseTransport) -> httpx.AsyncClient:
-        return httpx.AsyncClient(
-            transport=transport,
-            # A redirect could lead anywhere, the private network included: never followed,
-            # a 3xx is a failed attempt.
-            follow_redirects=False,
-            # Proxies come from explicit configuration, not from the process environment.
-            trust_env=False,
-            timeout=httpx.Timeout(self._timeout),
-            limits=self._limits,
-            headers={"user-agent": USER_AGENT},
-        )
-
     async def _idle(self) -> None:
-        # Woken early when an attempt finishes (a slot is free) or on stop.
+        # Woken early by a notification, when a request finishes (a slot is free) or on stop.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), self._poll_interval)
         self._wake.clear()
@@ -225,34 +267,20 @@ class Dispatcher:
         for claim in claims:
             self._in_flight[claim.endpoint_id] = self._in_flight.get(claim.endpoint_id, 0) + 1
             task = asyncio.create_task(
-                self._attempt(self._client_for(claim.endpoint_id), claim),
+                self._attempt(self._transport_for(claim.endpoint_id), claim),
                 name=f"webhook:{claim.delivery_id}",
             )
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return len(claims)
 
-    async def _attempt(self, client: httpx.AsyncClient, claim: handlers.Claim) -> None:
+    async def _attempt(self, transport: httpx.AsyncBaseTransport, claim: handlers.Claim) -> None:
         try:
             attempted_at = self._clock()
-            if claim.secrets:
-                headers = signing.signature_headers(
-                    claim.message_id, attempted_at, claim.body, claim.secrets
-                )
-                # The POST joins the trace of the event it announces (issue #7).
-                with continued_from_event(claim.message_id):
-                    result = await post(
-                        client,
-                        claim.url,
-                        claim.body.encode(),
-                        {**headers, "content-type": "application/json"},
-                        total_seconds=self._timeout,
-                        body_limit=self._body_limit,
-                    )
-                self.attempts_sent += 1
-                WEBHOOK_ATTEMPTS.labels(outcome="succeeded" if result.ok else "failed").inc()
-            else:
-                result = domain.AttemptResult(None, 0, error="endpoint has no signing secret")
+            try:
+                result = await self._send(transport, claim, attempted_at)
+            finally:
+                self._release(claim.endpoint_id)
             await self._record(claim, result, attempted_at)
         except Exception:
             log.exception(
@@ -260,13 +288,40 @@ class Dispatcher:
                 claim.attempt,
                 claim.delivery_id,
             )
-        finally:
-            left = self._in_flight.get(claim.endpoint_id, 1) - 1
-            if left > 0:
-                self._in_flight[claim.endpoint_id] = left
-            else:
-                self._in_flight.pop(claim.endpoint_id, None)
-            self._wake.set()
+
+    async def _send(
+        self, transport: httpx.AsyncBaseTransport, claim: handlers.Claim, attempted_at: datetime
+    ) -> domain.AttemptResult:
+        if not claim.secrets:
+            return domain.AttemptResult(None, 0, error="endpoint has no signing secret")
+        headers = signing.signature_headers(
+            claim.message_id, attempted_at, claim.body, claim.secrets
+        )
+        headers["content-type"] = "application/json"
+        headers["user-agent"] = USER_AGENT
+        # The POST joins the trace of the event it announces (issue #7).
+        with continued_from_event(claim.message_id):
+            result = await post(
+                transport,
+                claim.url,
+                claim.body.encode(),
+                headers,
+                total_seconds=self._timeout,
+                body_limit=self._body_limit,
+                timeouts=self._timeouts,
+            )
+        self.attempts_sent += 1
+        WEBHOOK_ATTEMPTS.labels(outcome="succeeded" if result.ok else "failed").inc()
+        return result
+
+    def _release(self, endpoint_id: str) -> None:
+        """The endpoint's slot is free once its request is over; the loop may claim again."""
+        left = self._in_flight.get(endpoint_id, 1) - 1
+        if left > 0:
+            self._in_flight[endpoint_id] = left
+        else:
+            self._in_flight.pop(endpoint_id, None)
+        self._wake.set()
 
     async def _record(
         self, claim: handlers.Claim, result: domain.AttemptResult, attempted_at: datetime
@@ -274,7 +329,9 @@ class Dispatcher:
         recorded: asyncio.Future[domain.Decision | None] = (
             asyncio.get_running_loop().create_future()
         )
-        await self._finished.put(_Finished(claim, result, attempted_at, recorded))
+        await self._finished.put(
+            _Finished(handlers.Finished(claim, result, attempted_at), recorded)
+        )
         decision = await recorded
         if decision is None:
             log.warning(
@@ -299,15 +356,17 @@ class Dispatcher:
                 batch.append(self._finished.get_nowait())
             # Endpoint rows are locked in one order by every recorder: no deadlocks between
             # batches that change the same endpoints' health.
-            batch.sort(key=lambda item: (item.claim.endpoint_id, item.claim.delivery_id))
+            batch.sort(
+                key=lambda item: (item.finished.claim.endpoint_id, item.finished.claim.delivery_id)
+            )
             try:
-                decisions = await self._record_batch(batch)
+                decisions = await self._record_batch([item.finished for item in batch])
             except Exception:
                 # One attempt that cannot be recorded must not sink the others: alone, each
                 # either records or fails on its own (and is sent again after its lease).
                 for item in batch:
                     try:
-                        [decision] = await self._record_batch([item])
+                        [decision] = await self._record_batch([item.finished])
                         item.recorded.set_result(decision)
                     except Exception as exc:
                         item.recorded.set_exception(exc)
@@ -315,7 +374,7 @@ class Dispatcher:
                 for item, decision in zip(batch, decisions, strict=True):
                     item.recorded.set_result(decision)
 
-    async def _record_batch(self, batch: list[_Finished]) -> list[domain.Decision | None]:
+    async def _record_batch(self, batch: list[handlers.Finished]) -> list[domain.Decision | None]:
         # The requests went out; losing their record to a database blip would send them again.
         async for retry in AsyncRetrying(
             retry=retry_if_exception_type(INFRASTRUCTURE_ERRORS),
@@ -326,57 +385,69 @@ class Dispatcher:
             with retry:
                 async with self._rt.transaction() as conn:
                     events: handlers.Pending = []
-                    decisions = [
-                        await handlers.record_attempt(
-                            conn,
-                            item.claim,
-                            item.result,
-                            attempted_at=item.attempted_at,
-                            now=self._clock(),
-                            policy=self._policy,
-                            rand=self._rand,
-                            response_body_limit=self._body_limit,
-                            disable_after=self._disable_after,
-                            outbox=events,
-                        )
-                        for item in batch
-                    ]
+                    decisions = await handlers.record_attempts(
+                        conn,
+                        batch,
+                        now=self._clock(),
+                        policy=self._policy,
+                        rand=self._rand,
+                        response_body_limit=self._body_limit,
+                        disable_after=self._disable_after,
+                        outbox=events,
+                    )
                     await enqueue_many(conn, events)
                     return decisions
         raise AssertionError("unreachable: tenacity re-raises the last error")
 
 
 async def post(
-    client: httpx.AsyncClient,
+    transport: httpx.AsyncBaseTransport,
     url: str,
     body: bytes,
     headers: dict[str, str],
     *,
     total_seconds: float,
     body_limit: int,
+    timeouts: dict[str, float | None] | None = None,
 ) -> domain.AttemptResult:
-    """One POST, bounded as a whole by `total_seconds` (httpx's own timeouts are per read, so a
-    receiver dripping bytes would never hit them). Once the status line is in, the status
-    counts: a failure while reading the rest only shortens the logged body."""
+    """One POST through `transport`, bounded as a whole by `total_seconds` (httpx's own
+    timeouts are per phase, so a receiver dripping bytes would never hit them). Redirects are
+    not followed (a transport never does): a 3xx is a failed attempt, since a redirect could
+    lead anywhere, the private network included. No cookies are kept between attempts. Once
+    the status line is in, the status counts: a failure while reading the rest only shortens
+    the logged body."""
     status: int | None = None
     retry_after: str | None = None
     chunks: list[bytes] = []
     error: str | None = None
     started = time.perf_counter()
     try:
-        async with (
-            asyncio.timeout(total_seconds),
-            client.stream("POST", url, content=body, headers=headers) as response,
-        ):
-            status = response.status_code
-            retry_after = response.headers.get("retry-after")
-            size = 0
-            if body_limit > 0:
-                async for chunk in response.aiter_bytes():
-                    chunks.append(chunk[: body_limit - size])
-                    size += len(chunks[-1])
-                    if size >= body_limit:
-                        break
+        async with asyncio.timeout(total_seconds):
+            request = httpx.Request(
+                "POST",
+                url,
+                content=body,
+                headers=headers,
+                extensions={
+                    "timeout": timeouts
+                    if timeouts is not None
+                    else httpx.Timeout(total_seconds).as_dict()
+                },
+            )
+            response = await transport.handle_async_request(request)
+            try:
+                status = response.status_code
+                retry_after = response.headers.get("retry-after")
+                size = 0
+                if body_limit > 0:
+                    response.request = request
+                    async for chunk in response.aiter_bytes():
+                        chunks.append(chunk[: body_limit - size])
+                        size += len(chunks[-1])
+                        if size >= body_limit:
+                            break
+            finally:
+                await response.aclose()
     except TimeoutError:
         if status is None:
             error = f"timed out after {total_seconds:g}s"

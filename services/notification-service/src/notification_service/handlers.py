@@ -6,7 +6,7 @@ delivery.* event commit together or not at all."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -117,6 +117,7 @@ async def resend(
             raise NotFound(f"no delivery '{delivery_id}' on this endpoint", field="delivery_id")
         raise Conflict("the delivery is still pending: it is being sent", field="delivery_id")
     _require_enabled(endpoint)
+    await repository.notify_deliveries_due(conn)
     return await _with_event_type(conn, row)
 
 
@@ -134,9 +135,12 @@ async def replay_failed(
     _require_enabled(endpoint)
     if until is not None and until <= since:
         raise InvalidInput("until must be later than since", field="until")
-    return await repository.replay_failed(
+    replayed = await repository.replay_failed(
         conn, endpoint_id, since=since, until=until, now=now, limit=limit
     )
+    if replayed:
+        await repository.notify_deliveries_due(conn)
+    return replayed
 
 
 async def send_test_event(
@@ -302,40 +306,73 @@ async def claim_due(
     return [Claim.from_row(r) for r in rows]
 
 
-async def record_attempt(
+@dataclass(frozen=True)
+class Finished:
+    """An attempt that has come back, to be recorded."""
+
+    claim: Claim
+    result: domain.AttemptResult
+    attempted_at: datetime
+
+
+async def record_attempts(
     conn: asyncpg.Connection,
-    claim: Claim,
-    result: domain.AttemptResult,
+    attempts: Sequence[Finished],
     *,
-    attempted_at: datetime,
     now: datetime,
     policy: domain.RetryPolicy,
     rand: Callable[[], float],
     response_body_limit: int,
     disable_after: timedelta = timedelta(days=5),
     outbox: Pending | None = None,
-) -> domain.Decision | None:
-    """Log the attempt and apply what follows from it. None when a newer claim of the same
-    delivery superseded this one: the attempt is still logged, but decides nothing. Events go
-    to the outbox, or into `outbox` when the caller enqueues a batch's events together."""
-    decision = domain.decide(result, claim.attempt_in_round, now, policy, rand)
-    settled = await repository.record_attempt(
+) -> list[domain.Decision | None]:
+    """Log the attempts and apply what follows from each, in the caller's transaction: one
+    statement logs them all and settles their deliveries. None for an attempt a newer claim of
+    the same delivery superseded: it is still logged, but decides nothing. Events go to the
+    outbox, or into `outbox` when the caller enqueues a batch's events together."""
+    decisions = [
+        domain.decide(a.result, a.claim.attempt_in_round, now, policy, rand) for a in attempts
+    ]
+    settled = await repository.record_attempts(
         conn,
-        delivery_id=claim.delivery_id,
-        attempt=claim.attempt,
-        attempted_at=attempted_at,
-        status_code=result.status_code,
-        latency_ms=result.latency_ms,
-        response_body=domain.truncate(result.response_body, response_body_limit),
-        error=result.error,
-        outcome=decision.outcome,
-        status="pending" if decision.outcome == "retry" else decision.outcome,
-        next_attempt_at=decision.next_attempt_at,
-        last_error=None if result.ok else result.describe(),
-        at=now,
+        [
+            repository.AttemptRow(
+                delivery_id=a.claim.delivery_id,
+                attempt=a.claim.attempt,
+                attempted_at=a.attempted_at,
+                status_code=a.result.status_code,
+                latency_ms=a.result.latency_ms,
+                response_body=domain.truncate(a.result.response_body, response_body_limit),
+                error=a.result.error,
+                outcome=d.outcome,
+                status="pending" if d.outcome == "retry" else d.outcome,
+                next_attempt_at=d.next_attempt_at,
+                last_error=None if a.result.ok else a.result.describe(),
+            )
+            for a, d in zip(attempts, decisions, strict=True)
+        ],
+        now,
     )
-    if not settled:
-        return None
+    out_decisions: list[domain.Decision | None] = []
+    for a, decision in zip(attempts, decisions, strict=True):
+        if (a.claim.delivery_id, a.claim.attempt) not in settled:
+            out_decisions.append(None)
+            continue
+        await _follow_up(conn, a, decision, now, disable_after, outbox)
+        out_decisions.append(decision)
+    return out_decisions
+
+
+async def _follow_up(
+    conn: asyncpg.Connection,
+    finished: Finished,
+    decision: domain.Decision,
+    now: datetime,
+    disable_after: timedelta,
+    outbox: Pending | None,
+) -> None:
+    """The endpoint's health and the delivery.* event of a settled attempt."""
+    claim, result = finished.claim, finished.result
     # The claim carries the endpoint's streak as it was: written only when this attempt
     # changes it (most attempts do not), and any later claim sees the new value.
     if result.ok == (claim.failing_since is not None):
@@ -363,7 +400,7 @@ async def record_attempt(
             will_retry=False,
         )
     else:
-        return decision
+        return
     await _publish(
         conn,
         payload,
@@ -372,7 +409,6 @@ async def record_attempt(
         event_id=f"{claim.delivery_id}.{claim.attempt}",
         outbox=outbox,
     )
-    return decision
 
 
 Pending = list[tuple[CloudEvent, str, str]]

@@ -4,7 +4,8 @@ dispatcher's injected clock), never from the database's now()."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
@@ -222,12 +223,17 @@ async def insert_delivery(
     due: datetime | None = None,
 ) -> bool:
     """Due at `due`, by default at once (the transaction's time). False when this endpoint
-    already has the message."""
+    already has the message. Wakes the dispatchers when the transaction commits (see
+    `notify_deliveries_due`), in the same round trip."""
     inserted = await conn.fetchval(
         """
-        INSERT INTO webhook_deliveries (id, tenant_id, endpoint_id, message_id, next_attempt_at)
-        VALUES ($1, $2, $3, $4, coalesce($5, now()))
-        ON CONFLICT (endpoint_id, message_id) DO NOTHING RETURNING true
+        WITH ins AS (
+            INSERT INTO webhook_deliveries (id, tenant_id, endpoint_id, message_id,
+                                            next_attempt_at)
+            VALUES ($1, $2, $3, $4, coalesce($5, now()))
+            ON CONFLICT (endpoint_id, message_id) DO NOTHING RETURNING true
+        )
+        SELECT (SELECT * FROM ins), pg_notify(current_schema() || '_webhooks', '')
         """,
         delivery_id,
         tenant_id,
@@ -236,6 +242,17 @@ async def insert_delivery(
         due,
     )
     return bool(inserted)
+
+
+def deliveries_channel(schema: str) -> str:
+    return f"{schema}_webhooks"
+
+
+async def notify_deliveries_due(conn: asyncpg.Connection) -> None:
+    """Wake the dispatchers (they LISTEN on `deliveries_channel`) when the caller's transaction
+    commits: deliveries it made due go out now instead of at the next poll. Notifications of
+    one transaction fold into one."""
+    await conn.execute("SELECT pg_notify(current_schema() || '_webhooks', '')")
 
 
 async def claim_due(
@@ -248,38 +265,64 @@ async def claim_due(
     in_flight: Mapping[str, int],
 ) -> list[asyncpg.Record]:
     """Claim up to `limit` due deliveries of enabled endpoints, at most `per_endpoint` in
-    flight per endpoint counting `in_flight` (what this process already has out). Claiming
-    counts the attempt and moves next_attempt_at to the lease's end, so the rows need no lock
-    while the request runs; SKIP LOCKED lets replicas claim side by side without waiting."""
+    flight per endpoint counting `in_flight` (what this process already has out), oldest due
+    first. Claiming counts the attempt and moves next_attempt_at to the lease's end, so the
+    rows need no lock while the request runs; SKIP LOCKED lets replicas claim side by side
+    without waiting.
+
+    Per-endpoint fairness without ranking the backlog: a loose index scan visits each endpoint
+    with pending deliveries once (`webhook_deliveries_pending`), each gives at most its free
+    slots' worth of its oldest due ones, and only those few candidates are ordered and then
+    locked, each by its key. Every step is an index lookup whatever the statistics say about a
+    table that has just received a backlog (the old whole-backlog ranking became a quadratic
+    nested loop then). A candidate another replica claimed meanwhile fails the recheck of
+    status and due time on its newer row version and is skipped."""
     return list(
         await conn.fetch(
             """
-            WITH busy AS (
+            WITH RECURSIVE pending_endpoints (endpoint_id) AS (
+                (SELECT endpoint_id FROM webhook_deliveries
+                 WHERE status = 'pending' ORDER BY endpoint_id, next_attempt_at LIMIT 1)
+                UNION ALL
+                SELECT (SELECT d.endpoint_id FROM webhook_deliveries d
+                        WHERE d.status = 'pending' AND d.endpoint_id > p.endpoint_id
+                        ORDER BY d.endpoint_id, d.next_attempt_at LIMIT 1)
+                FROM pending_endpoints p
+                WHERE p.endpoint_id IS NOT NULL
+            ),
+            busy AS (
                 SELECT * FROM unnest($4::text[], $5::int[]) AS b (endpoint_id, in_flight)
             ),
-            ranked AS (
-                SELECT d.id, d.endpoint_id,
-                       row_number() OVER (PARTITION BY d.endpoint_id
-                                          ORDER BY d.next_attempt_at, d.id) AS rank
-                FROM webhook_deliveries d
-                JOIN webhook_endpoints e ON e.id = d.endpoint_id
-                WHERE d.status = 'pending' AND d.next_attempt_at <= $1 AND e.enabled
+            candidates AS (
+                SELECT c.id
+                FROM pending_endpoints p
+                JOIN webhook_endpoints e ON e.id = p.endpoint_id AND e.enabled
+                LEFT JOIN busy b ON b.endpoint_id = p.endpoint_id
+                CROSS JOIN LATERAL (
+                    SELECT d.id, d.next_attempt_at
+                    FROM webhook_deliveries d
+                    WHERE d.endpoint_id = p.endpoint_id AND d.status = 'pending'
+                      AND d.next_attempt_at <= $1
+                    ORDER BY d.next_attempt_at, d.id
+                    LIMIT greatest($6 - coalesce(b.in_flight, 0), 0)
+                ) c
+                ORDER BY c.next_attempt_at, c.id
+                LIMIT $3
             ),
             picked AS (
-                SELECT d.id
-                FROM webhook_deliveries d
-                JOIN ranked r ON r.id = d.id
-                LEFT JOIN busy b ON b.endpoint_id = r.endpoint_id
-                WHERE r.rank <= $6 - coalesce(b.in_flight, 0)
-                  AND d.status = 'pending' AND d.next_attempt_at <= $1
-                ORDER BY d.next_attempt_at, d.id
-                LIMIT $3
-                FOR UPDATE OF d SKIP LOCKED
+                SELECT l.id
+                FROM candidates c
+                CROSS JOIN LATERAL (
+                    SELECT d.id FROM webhook_deliveries d
+                    WHERE d.id = c.id AND d.status = 'pending' AND d.next_attempt_at <= $1
+                    FOR UPDATE SKIP LOCKED
+                ) l
             )
             UPDATE webhook_deliveries d
             SET attempts = d.attempts + 1, next_attempt_at = $2, updated_at = $1
-            FROM picked, webhook_endpoints e, webhook_messages m
-            WHERE d.id = picked.id AND e.id = d.endpoint_id AND m.id = d.message_id
+            FROM webhook_endpoints e, webhook_messages m
+            WHERE d.id = ANY (ARRAY(SELECT id FROM picked))
+              AND e.id = d.endpoint_id AND m.id = d.message_id
             RETURNING d.id, d.tenant_id, d.endpoint_id, d.message_id, d.attempts,
                       d.round_start, e.url, e.failing_since, m.event_type, m.body,
                       array(SELECT s.secret FROM webhook_endpoint_secrets s
@@ -297,59 +340,78 @@ async def claim_due(
     )
 
 
-async def record_attempt(
-    conn: asyncpg.Connection,
-    *,
-    delivery_id: str,
-    attempt: int,
-    attempted_at: datetime,
-    status_code: int | None,
-    latency_ms: int,
-    response_body: str | None,
-    error: str | None,
-    outcome: str,
-    status: str,
-    next_attempt_at: datetime | None,
-    last_error: str | None,
-    at: datetime,
-) -> bool:
-    """Log the attempt and apply its result to the delivery, in one statement (one round trip
-    per attempt: the dispatcher's throughput depends on it). The attempt is always logged; the
-    delivery changes only while the claim is still this attempt's (False when its lease ran
-    out and a newer claim took over: the newer attempt decides)."""
-    updated = await conn.fetchval(
+@dataclass(frozen=True)
+class AttemptRow:
+    """One attempt's log row and what it does to its delivery."""
+
+    delivery_id: str
+    attempt: int
+    attempted_at: datetime
+    status_code: int | None
+    latency_ms: int
+    response_body: str | None
+    error: str | None
+    outcome: str
+    # The delivery's new status and next attempt (pending + a time when it is retried).
+    status: str
+    next_attempt_at: datetime | None
+    last_error: str | None
+
+
+async def record_attempts(
+    conn: asyncpg.Connection, rows: Sequence[AttemptRow], at: datetime
+) -> set[tuple[str, int]]:
+    """Log the attempts and apply their results to their deliveries, all in one statement:
+    the dispatcher's throughput depends on it (a round trip per attempt cost more than the
+    rows). Every attempt is logged; a delivery changes only while its claim is still that
+    attempt's. Returns the (delivery, attempt) pairs that did; the others' leases ran out and
+    a newer claim took over, so the newer attempt decides."""
+    if not rows:
+        return set()
+    updated = await conn.fetch(
         """
-        WITH logged AS (
+        WITH input AS (
+            SELECT * FROM unnest($1::text[], $2::int[], $3::timestamptz[], $4::int[],
+                                 $5::int[], $6::text[], $7::text[], $8::text[], $9::text[],
+                                 $10::timestamptz[], $11::text[])
+                AS i (delivery_id, attempt, attempted_at, status_code, latency_ms,
+                      response_body, error, outcome, status, next_attempt_at, last_error)
+        ),
+        logged AS (
             INSERT INTO webhook_attempts (delivery_id, attempt, attempted_at, status_code,
                                           latency_ms, response_body, error, outcome)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+            SELECT delivery_id, attempt, attempted_at, status_code, latency_ms,
+                   response_body, error, outcome
+            FROM input
             ON CONFLICT (delivery_id, attempt) DO NOTHING
         )
-        UPDATE webhook_deliveries
-        SET status = $9,
-            next_attempt_at = $10,
-            last_status_code = $4,
-            last_error = $11,
-            delivered_at = CASE WHEN $9 = 'delivered' THEN $12 ELSE delivered_at END,
-            failed_at = CASE WHEN $9 = 'failed' THEN $12 ELSE failed_at END,
+        UPDATE webhook_deliveries d
+        SET status = i.status,
+            next_attempt_at = i.next_attempt_at,
+            last_status_code = i.status_code,
+            last_error = i.last_error,
+            delivered_at = CASE WHEN i.status = 'delivered' THEN $12 ELSE d.delivered_at END,
+            failed_at = CASE WHEN i.status = 'failed' THEN $12 ELSE d.failed_at END,
             updated_at = $12
-        WHERE id = $1 AND attempts = $2 AND status = 'pending'
-        RETURNING true
+        FROM input i
+        WHERE d.id = ANY ($1::text[]) AND d.id = i.delivery_id
+          AND d.attempts = i.attempt AND d.status = 'pending'
+        RETURNING d.id, d.attempts
         """,
-        delivery_id,
-        attempt,
-        attempted_at,
-        status_code,
-        latency_ms,
-        response_body,
-        error,
-        outcome,
-        status,
-        next_attempt_at,
-        last_error,
+        [r.delivery_id for r in rows],
+        [r.attempt for r in rows],
+        [r.attempted_at for r in rows],
+        [r.status_code for r in rows],
+        [r.latency_ms for r in rows],
+        [r.response_body for r in rows],
+        [r.error for r in rows],
+        [r.outcome for r in rows],
+        [r.status for r in rows],
+        [r.next_attempt_at for r in rows],
+        [r.last_error for r in rows],
         at,
     )
-    return bool(updated)
+    return {(r["id"], r["attempts"]) for r in updated}
 
 
 async def get_delivery(conn: asyncpg.Connection, delivery_id: str) -> asyncpg.Record | None:

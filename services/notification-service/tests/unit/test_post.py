@@ -13,15 +13,14 @@ from notification_service.domain import AttemptResult
 async def send(
     handler: httpx.MockTransport, total_seconds: float = 2.0, limit: int = 16
 ) -> AttemptResult:
-    async with httpx.AsyncClient(transport=handler, follow_redirects=False) as client:
-        return await post(
-            client,
-            "https://hooks.example.com/in",
-            b'{"type":"x"}',
-            {"webhook-id": "evt_1"},
-            total_seconds=total_seconds,
-            body_limit=limit,
-        )
+    return await post(
+        handler,
+        "https://hooks.example.com/in",
+        b'{"type":"x"}',
+        {"webhook-id": "evt_1"},
+        total_seconds=total_seconds,
+        body_limit=limit,
+    )
 
 
 async def test_status_body_and_retry_after_are_captured() -> None:

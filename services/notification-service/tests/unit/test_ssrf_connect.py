@@ -139,9 +139,9 @@ async def test_a_redirect_to_a_private_address_is_refused() -> None:
     # The dispatcher's own POST does not follow at all: the 307 is a failed attempt.
     backend = NoNetwork(redirect)
     transport = GuardedTransport(resolve, backend=backend)
-    async with httpx.AsyncClient(transport=transport, follow_redirects=False) as client:
+    async with transport:
         result = await post(
-            client,
+            transport,
             "https://hooks.example.com/in",
             b"{}",
             {},
@@ -155,9 +155,9 @@ async def test_a_redirect_to_a_private_address_is_refused() -> None:
 async def test_the_dispatcher_reports_a_refusal_as_a_failed_attempt() -> None:
     backend = NoNetwork()
     transport = GuardedTransport(resolve, backend=backend)
-    async with httpx.AsyncClient(transport=transport) as client:
+    async with transport:
         result = await post(
-            client, "https://169.254.169.254/", b"{}", {}, total_seconds=5, body_limit=100
+            transport, "https://169.254.169.254/", b"{}", {}, total_seconds=5, body_limit=100
         )
     assert result.status_code is None and result.error is not None
     assert "metadata" in result.error and backend.connects == []
