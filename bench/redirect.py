@@ -33,6 +33,7 @@ import hashlib
 import json
 import os
 import re
+import resource
 import secrets
 import shutil
 import subprocess
@@ -147,6 +148,75 @@ def open_loop(port: int, paths_file: Path, rate: float, duration: float) -> dict
     ).stdout
     result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     return result
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of one process so far (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _pids(match: Any) -> list[int]:
+    """Pids of the processes `match(pid)` accepts (it reads /proc; errors mean no)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if match(entry):
+                    found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
+class CpuMeter:
+    """CPU seconds used by each part of the run, read from /proc: the service (with its
+    uvicorn workers), the bench's own Postgres and Kafka (when this run started them) and the
+    load generator (wrk or the open-loop client, children of this process). The machine is
+    shared, so rates move with other people's load; CPU per redirect barely does."""
+
+    def __init__(self, service_pid: int, state: Path, own_pg: bool, own_kafka: bool) -> None:
+        self.service_pid = service_pid
+        self.pg_dir = str(state / "pg") if own_pg else None
+        self.kafka_dir = str(state / "kafka") if own_kafka else None
+
+    def _service_pids(self) -> list[int]:
+        def child(pid: str) -> bool:
+            with open(f"/proc/{pid}/stat") as f:
+                return int(f.read().rsplit(")", 1)[1].split()[1]) == self.service_pid
+
+        return [self.service_pid, *_pids(child)]
+
+    def snapshot(self) -> dict[str, float]:
+        out = {"service": sum(_cpu_seconds(p) for p in self._service_pids())}
+        if self.pg_dir is not None:
+            pg_dir = self.pg_dir
+            out["postgres"] = sum(
+                _cpu_seconds(p)
+                for p in _pids(lambda pid: os.readlink(f"/proc/{pid}/cwd").startswith(pg_dir))
+            )
+        if self.kafka_dir is not None:
+            marker = self.kafka_dir.encode()
+            out["kafka"] = sum(
+                _cpu_seconds(p)
+                for p in _pids(lambda pid: marker in Path(f"/proc/{pid}/cmdline").read_bytes())
+            )
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        out["load_generator"] = usage.ru_utime + usage.ru_stime
+        return out
+
+    @staticmethod
+    def per_request(
+        before: dict[str, float], after: dict[str, float], requests: int
+    ) -> dict[str, float]:
+        """Milliseconds of CPU per request by part, and their total."""
+        per = {k: (after[k] - before[k]) * 1000 / max(requests, 1) for k in before}
+        per["total"] = sum(per.values())
+        return {k: round(v, 3) for k, v in per.items()}
 
 
 def wait_http(url: str, timeout: float = 120) -> None:
@@ -374,10 +444,15 @@ def main() -> None:
         paths_file = state / "paths.txt"
         paths_file.write_text("\n".join(paths) + "\n")
 
+        link_cpu = CpuMeter(running[0].process.pid, state, pg is not None, broker is not None)
+        bare_cpu = CpuMeter(procs[0].pid, state, False, False)
         # warm-up: caches, prepared statements, the UA parser's regexes, connection pools
         warm = wrk(wrk_bin, link_port, paths, 3, connections)
         wrk(wrk_bin, bare_port, paths, 2, connections)
+        before = bare_cpu.snapshot()
         bare = wrk(wrk_bin, bare_port, paths, duration, connections)
+        bare_cost = CpuMeter.per_request(before, bare_cpu.snapshot(), int(bare["requests"]))
+        asyncio.run(wait_published(database_url))
         profiler = None
         if args.profile is not None:
             profiler = subprocess.Popen(  # noqa: S603
@@ -396,6 +471,7 @@ def main() -> None:
                     "--subprocesses",
                 ]
             )
+        before = link_cpu.snapshot()
         peak = wrk(wrk_bin, link_port, paths, duration, connections)
         if profiler is not None:
             profiler.wait(timeout=60)
@@ -404,9 +480,14 @@ def main() -> None:
         drain_started = time.monotonic()
         asyncio.run(wait_published(database_url))
         drain = time.monotonic() - drain_started
+        # CPU per redirect until its click is on Kafka (the drain's share included).
+        link_cost = CpuMeter.per_request(before, link_cpu.snapshot(), int(peak["requests"]))
         sustained = peak["requests"] / (peak["requests"] / peak["rps"] + drain)
         half_rate = max(sustained / 2, 10.0)
         half = open_loop(link_port, paths_file, half_rate, duration)
+        # The same open-loop client at the same rate against the bare app: what the client and
+        # the machine add to any latency (the floor under half_load_p99_ms).
+        bare_half = open_loop(bare_port, paths_file, half_rate, duration)
 
         asyncio.run(wait_published(database_url))
         clicks, outbox_events = asyncio.run(count_clicks(database_url))
@@ -459,6 +540,24 @@ def main() -> None:
         f"p50 {half['p50_ms']:.2f} ms  p99 {half['p99_ms']:.2f} ms (goal <= 10 ms)"
     )
     print(
+        f"  the bare app at the same offered rate, same client: p50 {bare_half['p50_ms']:.2f} ms"
+        f"  p99 {bare_half['p99_ms']:.2f} ms (the client's and the machine's share)"
+    )
+    print(
+        "CPU per redirect at peak, ms (until on Kafka): "
+        + ", ".join(f"{k} {v}" for k, v in link_cost.items())
+    )
+    print(
+        "CPU per request of the bare app, ms: "
+        + ", ".join(f"{k} {v}" for k, v in bare_cost.items())
+    )
+    budget = 2 * 1000 / link_cost["total"] if link_cost["total"] else 0.0
+    print(
+        f"  2 cores at 100% for this run's parts alone allow at most {budget:.0f} redirects/s "
+        f"= {budget / bare['rps'] if bare['rps'] else 0:.2f} of the bare app's rate (perfect "
+        "overlap, nobody else on the machine)"
+    )
+    print(
         f"redirects counted {counted}, clicks recorded {clicks}, outbox events "
         f"{outbox_events}, link.clicked on Kafka {len(ids)} ({len(set(ids))} distinct): "
         f"exactly once {'yes' if exactly_once else 'NO'}"
@@ -489,6 +588,9 @@ def main() -> None:
                 "half_load_rps": round(half["rps"]),
                 "half_load_p50_ms": half["p50_ms"],
                 "half_load_p99_ms": half["p99_ms"],
+                "reference_half_load_p99_ms": bare_half["p99_ms"],
+                "cpu_ms_per_redirect": link_cost,
+                "reference_cpu_ms_per_request": bare_cost,
                 "redirects_counted": counted,
                 "clicks_recorded": clicks,
                 "click_events_on_kafka": len(ids),
