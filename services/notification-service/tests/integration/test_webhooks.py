@@ -166,9 +166,11 @@ def make_env(**overrides: Any) -> Callable[[Namespace], Awaitable[Env]]:
             api_keys=[entry, other_entry],
             webhook_allow_http=True,
             webhook_allow_private_networks=True,
-            webhook_poll_interval_seconds=0.1,
-            outbox_poll_interval_seconds=0.2,
-            **overrides,
+            **{
+                "webhook_poll_interval_seconds": 0.1,
+                "outbox_poll_interval_seconds": 0.2,
+                **overrides,
+            },
         )
         producer = AIOKafkaProducer(bootstrap_servers=ns.kafka_bootstrap_servers)
         await producer.start()
@@ -518,6 +520,76 @@ async def test_a_hanging_endpoint_does_not_hold_up_the_others(namespace: Namespa
                     return len(rows) == 3 and all(r["status"] == "delivered" for r in rows)
 
                 await eventually(all_delivered)
+    finally:
+        await env.producer.stop()
+
+
+async def test_new_deliveries_wake_the_dispatcher_without_waiting_for_its_poll(
+    namespace: Namespace,
+) -> None:
+    """With a poll far longer than the test, deliveries still go out at once: the fan-out,
+    the test button and a resend NOTIFY, and the dispatcher LISTENs."""
+    env = await make_env(webhook_poll_interval_seconds=600)(namespace)
+    receiver = Receiver()
+    try:
+        async with serve_receiver(receiver) as base, env.service() as (client, _app):
+            endpoint = await create_endpoint(client, receiver, base, "/hooks")
+            for i in range(3):
+                await env.publish(reward_available(f"rwd_{i}"))
+                await eventually(lambda n=i + 1: len(receiver.on("/hooks")) == n, timeout=60)
+
+            r = await client.post(f"/v1/webhook-endpoints/{endpoint['id']}/test")
+            assert r.status_code == 202, r.text
+            await eventually(lambda: len(receiver.on("/hooks")) == 4, timeout=60)
+            assert receiver.received[-1].payload["type"] == "webhook.test.v1"
+
+            async def settled() -> list[dict[str, Any]]:
+                rows = await deliveries(client, endpoint["id"])
+                done = len(rows) == 4 and all(r["status"] == "delivered" for r in rows)
+                return rows if done else []
+
+            rows = await eventually(settled, timeout=60)
+            r = await client.post(
+                f"/v1/webhook-endpoints/{endpoint['id']}/deliveries/{rows[-1]['id']}/resend"
+            )
+            assert r.status_code == 202, r.text
+            await eventually(lambda: len(receiver.on("/hooks")) == 5, timeout=60)
+            assert receiver.rejected == []
+    finally:
+        await env.producer.stop()
+
+
+async def test_two_replicas_send_each_delivery_once(namespace: Namespace) -> None:
+    """Two services on one database claim side by side: every delivery goes out exactly once
+    (no lease runs out here), whichever replica claims it."""
+    env = await make_env(webhook_per_endpoint_concurrency=2)(namespace)
+    receiver = Receiver()
+    paths = [f"/r{i}" for i in range(3)]
+    try:
+        async with (
+            serve_receiver(receiver) as base,
+            env.service() as (client, app_a),
+            env.service() as (_client_b, app_b),
+        ):
+            for path in paths:
+                await create_endpoint(client, receiver, base, path)
+            events = [reward_available(f"rwd_{i}") for i in range(40)]
+            for event in events:
+                await env.publish(event)
+
+            await eventually(lambda: len(receiver.received) >= len(events) * 3, timeout=90)
+            await asyncio.sleep(1.0)  # time for a wrong second delivery
+            assert receiver.rejected == []
+            for path in paths:
+                ids = sorted(d.headers["webhook-id"] for d in receiver.on(path))
+                assert ids == sorted(e.id for e in events), path
+            sent = [
+                w.attempts_sent
+                for app in (app_a, app_b)
+                for w in app.state.runtime.workers
+                if hasattr(w, "attempts_sent")
+            ]
+            assert sum(sent) == len(events) * 3 and len(sent) == 2
     finally:
         await env.producer.stop()
 
