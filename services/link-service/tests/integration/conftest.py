@@ -45,11 +45,13 @@ class LinkEnv:
 
     def settings(self, **overrides: Any) -> Settings:
         return Settings(
-            **self.ns.settings_env(),
-            api_keys=self.entries,
-            outbox_poll_interval_seconds=0.2,
-            enrollment_poll_interval_seconds=0.2,
-            **overrides,
+            **{
+                **self.ns.settings_env(),
+                "api_keys": self.entries,
+                "outbox_poll_interval_seconds": 0.2,
+                "enrollment_poll_interval_seconds": 0.2,
+                **overrides,
+            }
         )
 
 

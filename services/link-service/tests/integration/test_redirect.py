@@ -160,3 +160,29 @@ async def test_a_click_that_cannot_commit_still_redirects_without_a_click_id(env
         assert await conn.fetchval("SELECT count(*) FROM link.clicks") == 2
     finally:
         await conn.close()
+
+
+async def test_clicks_wake_the_relay_whichever_replica_leads_it(env) -> None:
+    """A click's commit wakes the outbox relay: in-process (no NOTIFY) on the replica whose
+    relay leads, by NOTIFY from any other replica. The relays here poll only every 60 s, so a
+    click published within seconds was woken for, on either path."""
+    _, advocate = await _setup(env.client)
+    code = advocate["code"]
+    # The fixture's own replica polls every 0.2 s: stopped first, so it cannot publish for us.
+    rt = env.app.state.links.rt
+    await rt.relay.stop()
+    await eventually(lambda: not rt.relay.is_leader, timeout=30)
+
+    slow = {"outbox_poll_interval_seconds": 60.0}
+    leader_app, other_app = create_app(env.settings(**slow)), create_app(env.settings(**slow))
+    async with serve_in_process(leader_app, env.key) as leader:
+        leading = leader_app.state.links.rt.relay
+        await eventually(lambda: leading.is_leader, timeout=60)
+        async with serve_in_process(other_app, env.key) as other:
+            assert not other_app.state.links.rt.relay.is_leader
+            for replica in (leader, other):
+                _, q = _location(await replica.get(f"/r/{code}", headers={"user-agent": CHROME}))
+                clicked = q["click_id"][0]
+                await env.events(
+                    "link.clicks", lambda es, c=clicked: any(e.id == c for e in es), 15
+                )
