@@ -115,6 +115,8 @@ class Dispatcher:
         # vetted.
         self._guarded = not settings.webhook_allow_private_networks
         self._transports: OrderedDict[str, httpx.AsyncBaseTransport] = OrderedDict()
+        # Parsed once per URL: parsing costs more than building the rest of the request.
+        self._urls: dict[str, httpx.URL] = {}
         self._disable_after = timedelta(days=settings.webhook_disable_after_failing_days)
         self._policy = domain.RetryPolicy.from_seconds(
             settings.webhook_retry_schedule_seconds, settings.webhook_retry_jitter
@@ -300,10 +302,18 @@ class Dispatcher:
         headers["content-type"] = "application/json"
         headers["user-agent"] = USER_AGENT
         # The POST joins the trace of the event it announces (issue #7).
+        url: httpx.URL | str | None = self._urls.get(claim.url)
+        if url is None:
+            if len(self._urls) >= MAX_CLIENTS:
+                self._urls.clear()
+            try:
+                url = self._urls[claim.url] = httpx.URL(claim.url)
+            except httpx.InvalidURL:
+                url = claim.url  # `post` reports it as the attempt's error
         with continued_from_event(claim.message_id):
             result = await post(
                 transport,
-                claim.url,
+                url,
                 claim.body.encode(),
                 headers,
                 total_seconds=self._timeout,
@@ -402,7 +412,7 @@ class Dispatcher:
 
 async def post(
     transport: httpx.AsyncBaseTransport,
-    url: str,
+    url: httpx.URL | str,
     body: bytes,
     headers: dict[str, str],
     *,
