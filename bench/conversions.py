@@ -167,17 +167,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def backend_pids(dsn: str) -> list[int]:
-    """The Postgres server processes serving the bench database (the services' pools, relay)."""
+async def backend_pids(dsn: str) -> dict[int, str]:
+    """The Postgres server processes serving the bench database (the services' pools, relay),
+    with their application_name."""
     import asyncpg
 
     conn = await asyncpg.connect(dsn)
     try:
         rows = await conn.fetch(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
-            " AND pid <> pg_backend_pid()"
+            "SELECT pid, application_name FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
         )
-        return [r["pid"] for r in rows]
+        return {r["pid"]: r["application_name"] for r in rows}
     finally:
         await conn.close()
 
@@ -189,6 +190,33 @@ def backends_cpu(pids: list[int]) -> float:
         with contextlib.suppress(OSError):
             total += cpu_seconds(pid)
     return total
+
+
+async def scrape(port: int) -> dict[str, float]:
+    """The group commit's figures from the service's /metrics."""
+    c = await Conn.open(port)
+    try:
+        c.writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        await c.reader.readline()
+        length = 0
+        while (line := await c.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode().partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+        text = (await c.reader.readexactly(length)).decode()
+    finally:
+        c.close()
+    wanted = {
+        "attribution_conversion_batch_size_sum": "size_sum",
+        "attribution_conversion_batch_size_count": "size_count",
+        "attribution_conversion_batch_retries_total": "retries",
+    }
+    out = dict.fromkeys(wanted.values(), 0.0)
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in wanted:
+            out[wanted[name]] = float(value)
+    return out
 
 
 def pct(values: list[float], q: float) -> float:
@@ -317,13 +345,15 @@ async def run(quick: bool, profile: Path | None = None) -> dict[str, Any]:
         )
         cpu0 = sum(cpu_seconds(s.pid) for s in services)
         pg_pids = await backend_pids(dsn)
-        pg0 = backends_cpu(pg_pids)
+        pg0 = backends_cpu(list(pg_pids))
+        relay_pids = [p for p, name in pg_pids.items() if name.endswith("outbox-relay")]
+        relay0 = backends_cpu(relay_pids)
         client0 = time.process_time()
         load_before = os.getloadavg()[0]
         profiler = None
         if profile is not None:
             # py-spy samples the (first) service process while it serves the measured phase
-            profiler = subprocess.Popen(  # noqa: S603
+            profiler = subprocess.Popen(  # noqa: S603, ASYNC220
                 [
                     str(Path(sys.executable).parent / "py-spy"),
                     "record",
@@ -353,10 +383,12 @@ async def run(quick: bool, profile: Path | None = None) -> dict[str, Any]:
                 break
             await asyncio.sleep(0.1)
         cpu1 = sum(cpu_seconds(s.pid) for s in services)
-        pg1 = backends_cpu(pg_pids)
+        pg1 = backends_cpu(list(pg_pids))
+        relay1 = backends_cpu(relay_pids)
         stop_consuming.set()
         await consuming
         await consumer.stop()
+        batches = await scrape(ports[0])
         arrived = [o for o in sent if o in received]
         last = max(received[o] for o in arrived)
         lags = [received[o] - sent[o] for o in arrived]
@@ -376,11 +408,18 @@ async def run(quick: bool, profile: Path | None = None) -> dict[str, Any]:
             # this process (load client and Kafka reader) while it sent: is the bench the limit?
             # the Postgres backends serving them (same machine, same cores)
             postgres_cpu_ms_per_conversion=round((pg1 - pg0) * 1000 / max(len(sent), 1), 2),
+            # of which the outbox relay's backend (reading and marking the events)
+            postgres_relay_cpu_ms_per_conversion=round(
+                (relay1 - relay0) * 1000 / max(len(sent), 1), 2
+            ),
             client_cpu_ms_per_conversion=round(client_cpu * 1000 / max(len(sent), 1), 2),
             # 1-minute load average of the machine before and after the measured phase
             load_average_before=round(load_before, 1),
             load_average=round(os.getloadavg()[0], 1),
             cpus=os.cpu_count(),
+            # group commit (first replica, warm-up included): requests per transaction
+            mean_batch=round(batches["size_sum"] / max(batches["size_count"], 1), 1),
+            batch_retries=int(batches["retries"]),
             errors=errors,
         )
     finally:

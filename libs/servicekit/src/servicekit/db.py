@@ -4,7 +4,7 @@ itself (application_name) so pg_stat_activity shows who holds what."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 import asyncpg
@@ -27,16 +27,23 @@ async def create_pool(
     min_size: int,
     max_size: int,
     reset_session: bool = True,
+    server_settings: Mapping[str, str] | None = None,
 ) -> asyncpg.Pool:
     """`reset_session=False` only for a service whose pooled connections never take session
-    advisory locks, open cursors, LISTEN or SET (transactions only)."""
+    advisory locks, open cursors, LISTEN or SET (transactions only). `server_settings`: more
+    session settings for every pooled connection (search_path and application_name are
+    set here)."""
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,
         reset=None if reset_session else _keep_session,
-        server_settings={"search_path": schema, "application_name": application_name},
+        server_settings={
+            **(server_settings or {}),
+            "search_path": schema,
+            "application_name": application_name,
+        },
     )
     assert pool is not None
     return pool

@@ -52,6 +52,8 @@ class ServiceSpec:
     # False: pooled connections are released without asyncpg's session reset query, one round
     # trip less per transaction (see servicekit.db.create_pool for when that is safe).
     pool_reset_session: bool = True
+    # Session settings of the pooled connections (e.g. plan_cache_mode), beside the schema.
+    pool_server_settings: dict[str, str] = field(default_factory=dict)
 
 
 class Runtime:
@@ -90,6 +92,7 @@ class Runtime:
             min_size=s.db_pool_min_size,
             max_size=s.db_pool_max_size,
             reset_session=self.spec.pool_reset_session,
+            server_settings=self.spec.pool_server_settings,
         )
         # Kafka may come up after us (compose, rolling restarts): wait for it rather than crash.
         async for attempt in AsyncRetrying(

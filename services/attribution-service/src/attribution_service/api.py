@@ -125,6 +125,14 @@ async def submit_conversion(
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> ConversionOut:
+    out, response.status_code = await submit(rt, who, body, idempotency_key)
+    return out
+
+
+async def submit(
+    rt: Runtime, who: Principal, body: ConversionIn, idempotency_key: str | None
+) -> tuple[ConversionOut, int]:
+    """The conversion and its status code (also the hot path's, see front.py)."""
     s = _settings(rt)
     new = handlers.prepare_conversion(
         who.tenant_id, body, idempotency_key, hash_key=s.ip_hash_key, now=datetime.now(UTC)
@@ -139,10 +147,8 @@ async def submit_conversion(
                 conn, new, grace=timedelta(seconds=s.evidence_grace_seconds)
             )
     if not created:
-        response.status_code = 200
-    elif row["status"] == "pending":
-        response.status_code = 202
-    return _out(row)
+        return _out(row), 200
+    return _out(row), 202 if row["status"] == "pending" else 201
 
 
 @router.get("/v1/conversions/{conversion_id}", response_model=ConversionOut, tags=["conversions"])

@@ -506,7 +506,7 @@ async def delete_new_conversion(conn: asyncpg.Connection, conversion_id: str) ->
 
 # --- a group commit of conversions (see conversion_batch) -------------------------------------
 
-# insert_conversion's columns and their types, in order: the arrays of insert_conversions.
+# insert_conversion's columns and their types, in order: the arrays of insert_decided.
 CONVERSION_COLUMNS: tuple[tuple[str, str], ...] = (
     ("id", "text"),
     ("tenant_id", "text"),
@@ -531,24 +531,36 @@ CONVERSION_COLUMNS: tuple[tuple[str, str], ...] = (
     ("source", "text"),
 )
 _NAMES = ", ".join(n for n, _ in CONVERSION_COLUMNS)
+_CONTEXT_INPUTS: tuple[tuple[str, str], ...] = (
+    ("id", "text"),
+    ("tenant_id", "text"),
+    ("customer_id", "text"),
+    ("type", "text"),
+    ("code_key", "text"),
+    ("click_id", "text"),
+    ("occurred_at", "timestamptz"),
+    ("ip_hash", "text"),
+    ("device_hash", "text"),
+    ("idempotency_key", "text"),
+    ("order_id", "text"),
+)
 
-_INSERT_CONVERSIONS = """
-    WITH u AS (
-        SELECT * FROM unnest({arrays}) WITH ORDINALITY AS u({names}, n)
-    ), ins AS (
-        INSERT INTO conversions ({names}, status)
-        SELECT {names}, 'pending' FROM u ORDER BY n
-        ON CONFLICT DO NOTHING RETURNING *
-    )
-    SELECT ins.*, ctx.*, scr.* FROM u
-      CROSS JOIN LATERAL (SELECT {evidence}) ctx
-      CROSS JOIN LATERAL (SELECT {code_program} AS code_program_id,
-                                 {code_advocate} AS code_advocate_id, {screening}) scr
-      LEFT JOIN ins ON ins.id = u.id
+_CONTEXTS = """
+    SELECT (SELECT e.id FROM conversions e WHERE e.tenant_id = u.tenant_id
+              AND e.idempotency_key = u.idempotency_key) AS key_conversion_id,
+           (SELECT e.id FROM conversions e WHERE e.tenant_id = u.tenant_id
+              AND e.type = u.type AND e.order_id = u.order_id) AS order_conversion_id,
+           cp.code_program_id, cp.code_advocate_id, ctx.*, scr.*
+    FROM unnest({arrays}) WITH ORDINALITY AS u({names}, n)
+    LEFT JOIN LATERAL (SELECT c.program_id AS code_program_id, c.advocate_id AS code_advocate_id
+                         FROM codes c WHERE c.code_key = u.code_key
+                          AND c.tenant_id = u.tenant_id) cp ON true
+    CROSS JOIN LATERAL (SELECT {evidence}) ctx
+    CROSS JOIN LATERAL (SELECT {screening}) scr
     ORDER BY u.n
 """.format(  # noqa: S608
-    arrays=", ".join(f"${i}::{t}[]" for i, (_, t) in enumerate(CONVERSION_COLUMNS, 1)),
-    names=_NAMES,
+    arrays=", ".join(f"${i}::{t}[]" for i, (_, t) in enumerate(_CONTEXT_INPUTS, 1)),
+    names=", ".join(n for n, _ in _CONTEXT_INPUTS),
     evidence=_EVIDENCE_COLUMNS.format(
         tenant="u.tenant_id",
         customer="u.customer_id",
@@ -557,15 +569,9 @@ _INSERT_CONVERSIONS = """
         click_id="u.click_id",
         conversion_id="u.id",
     ),
-    code_program="(SELECT program_id FROM codes c WHERE c.code_key = u.code_key"
-    " AND c.tenant_id = u.tenant_id)",
-    code_advocate="(SELECT advocate_id FROM codes c WHERE c.code_key = u.code_key"
-    " AND c.tenant_id = u.tenant_id)",
     screening=_screening_columns(
-        program="(SELECT program_id FROM codes c WHERE c.code_key = u.code_key"
-        " AND c.tenant_id = u.tenant_id)",
-        advocate="(SELECT advocate_id FROM codes c WHERE c.code_key = u.code_key"
-        " AND c.tenant_id = u.tenant_id)",
+        program="cp.code_program_id",
+        advocate="cp.code_advocate_id",
         tenant="u.tenant_id",
         customer="u.customer_id",
         conversion_id="u.id",
@@ -578,16 +584,62 @@ _INSERT_CONVERSIONS = """
 )
 
 
-async def insert_conversions(
-    conn: asyncpg.Connection, rows: list[dict[str, Any]]
+async def conversion_contexts(
+    conn: asyncpg.Connection, convs: list[dict[str, Any]]
 ) -> list[asyncpg.Record]:
-    """insert_conversion for many conversions in one statement, one record each, in order (the
-    conversion's columns NULL where its key or (type, order id) already names one). Every
-    context is read in the statement's snapshot, which none of the new rows is part of: what
-    each would have read had it been inserted first. The caller keeps keys, orders and
-    customers distinct within one call (see conversion_batch)."""
+    """For conversions not inserted yet, in one statement, in order: the conversion their
+    idempotency key or (type, order id) already names (key_conversion_id, order_conversion_id),
+    their evidence context (see evidence_context) and the screening facts of the named code's
+    advocate read ahead (see insert_conversion)."""
     recs: list[asyncpg.Record] = await conn.fetch(
-        _INSERT_CONVERSIONS, *([r[n] for r in rows] for n, _ in CONVERSION_COLUMNS)
+        _CONTEXTS, *([c[n] for c in convs] for n, _ in _CONTEXT_INPUTS)
+    )
+    return recs
+
+
+_INSERT_DECIDED = """
+    WITH u AS (
+        SELECT * FROM unnest({arrays}, $22::text[], $23::text[], $24::text[], $25::text[],
+                             $26::text[], $27::text[], $28::text[]) WITH ORDINALITY
+            AS u({names}, status, decision, program_id, advocate_id, referral_id, evidence,
+                 explanation, n)
+    ), s AS (
+        SELECT u.*, CASE WHEN u.status = 'attributed' THEN (
+                   SELECT count(*) + 1 FROM conversions x
+                    WHERE x.referral_id = u.referral_id AND x.type = u.type
+                      AND x.custom_type IS NOT DISTINCT FROM u.custom_type
+                      AND x.status = 'attributed') END AS seq_n
+        FROM u
+    ), ins AS (
+        INSERT INTO conversions ({names}, status, decision, program_id, advocate_id,
+                                 referral_id, evidence, sequence, is_first_purchase,
+                                 explanation, decided_at)
+        SELECT {names}, status, decision, program_id, advocate_id, referral_id, evidence, seq_n,
+               coalesce(type = 'purchase' AND seq_n = 1, false), explanation::jsonb,
+               CASE WHEN status = 'pending' THEN NULL ELSE now() END
+        FROM s ORDER BY n
+        ON CONFLICT DO NOTHING RETURNING *
+    )
+    SELECT ins.* FROM ins JOIN u ON u.id = ins.id ORDER BY u.n
+""".format(  # noqa: S608
+    arrays=", ".join(f"${i}::{t}[]" for i, (_, t) in enumerate(CONVERSION_COLUMNS, 1)),
+    names=_NAMES,
+)
+
+
+async def insert_decided(
+    conn: asyncpg.Connection, convs: list[dict[str, Any]]
+) -> list[asyncpg.Record]:
+    """New conversions inserted already decided (or pending), in order: attributed ones get
+    their sequence among their referral's attributed conversions of the type, counted in this
+    statement's snapshot (taken after upsert_referrals locked the referrals, as in attribute).
+    Fewer rows than given: another transaction took a key or (type, order id) meanwhile."""
+    extra = ("status", "decision", "program_id", "advocate_id", "referral_id", "evidence")
+    recs: list[asyncpg.Record] = await conn.fetch(
+        _INSERT_DECIDED,
+        *([c[n] for c in convs] for n, _ in CONVERSION_COLUMNS),
+        *([c[n] for c in convs] for n in extra),
+        [json.dumps(c["explanation"]) for c in convs],
     )
     return recs
 
@@ -620,8 +672,7 @@ async def screening_contexts(
     conn: asyncpg.Connection, asks: list[dict[str, Any]], exclude: list[str]
 ) -> list[asyncpg.Record]:
     """screening_context for many (conversion, candidate) pairs in one statement, in order;
-    the conversions in `exclude` (a group commit's new rows, not decided yet) are left out of
-    every sighting and count."""
+    the conversions in `exclude` are left out of every sighting and count."""
     keys = (
         "program_id",
         "advocate_id",
@@ -671,13 +722,11 @@ async def link_customer_clicks(conn: asyncpg.Connection, links: list[tuple[str, 
     )
 
 
-async def attribute_many(
+async def upsert_referrals(
     conn: asyncpg.Connection, items: list[dict[str, Any]]
 ) -> list[asyncpg.Record]:
-    """attribute() for many conversions of distinct friends: their referrals (created if new,
-    locked either way, in one fixed order), then, in a second statement that takes its snapshot
-    after those locks, each conversion's sequence and its attributed state. Returns the
-    conversions in order, with `referral_created` and `referral_click_id`."""
+    """The referrals of many distinct friends (created if new, locked either way, in one fixed
+    order), in the order given: id, click_id and whether it was created here."""
     refs = await conn.fetch(
         """
         INSERT INTO referrals (id, tenant_id, program_id, advocate_id, friend_customer_id,
@@ -698,81 +747,7 @@ async def attribute_many(
         [i["click_id"] for i in items],
     )
     by_friend = {(r["tenant_id"], r["program_id"], r["friend_customer_id"]): r for r in refs}
-    mine = [by_friend[(i["tenant_id"], i["program_id"], i["customer_id"])] for i in items]
-    rows = await conn.fetch(
-        """
-        WITH u AS (
-            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                                 $6::text[], $7::text[], $8::text[]) WITH ORDINALITY
-                AS u(id, referral_id, program_id, advocate_id, evidence, type, custom_type,
-                     explanation, n)
-        ), seq AS (
-            SELECT u.*, (SELECT count(*) + 1 FROM conversions x
-                          WHERE x.referral_id = u.referral_id AND x.type = u.type
-                            AND x.custom_type IS NOT DISTINCT FROM u.custom_type
-                            AND x.status = 'attributed' AND x.id <> u.id) AS seq_n
-            FROM u
-        ), upd AS (
-            UPDATE conversions c SET status = 'attributed', decision = 'allow',
-                   program_id = seq.program_id, advocate_id = seq.advocate_id,
-                   referral_id = seq.referral_id, evidence = seq.evidence,
-                   sequence = seq.seq_n,
-                   is_first_purchase = (c.type = 'purchase' AND seq.seq_n = 1),
-                   explanation = seq.explanation::jsonb,
-                   decided_at = coalesce(c.decided_at, now())
-            FROM seq WHERE c.id = seq.id
-            RETURNING c.*
-        )
-        SELECT upd.* FROM upd JOIN u ON u.id = upd.id ORDER BY u.n
-        """,
-        [i["id"] for i in items],
-        [r["id"] for r in mine],
-        [i["program_id"] for i in items],
-        [i["advocate_id"] for i in items],
-        [i["evidence"] for i in items],
-        [i["type"] for i in items],
-        [i["custom_type"] for i in items],
-        [json.dumps(i["explanation"]) for i in items],
-    )
-    return [
-        _with(row, referral_created=ref["created"], referral_click_id=ref["click_id"])
-        for row, ref in zip(rows, mine, strict=True)
-    ]
-
-
-def _with(row: asyncpg.Record, **extra: Any) -> dict[str, Any]:
-    return {**dict(row.items()), **extra}
-
-
-async def record_decisions(
-    conn: asyncpg.Connection, items: list[dict[str, Any]]
-) -> list[asyncpg.Record]:
-    """record_decision for many conversions, in order."""
-    rows: list[asyncpg.Record] = await conn.fetch(
-        """
-        WITH u AS (
-            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                                 $6::text[], $7::text[]) WITH ORDINALITY
-                AS u(id, status, decision, program_id, advocate_id, evidence, explanation, n)
-        ), upd AS (
-            UPDATE conversions c SET status = u.status, decision = u.decision,
-                   program_id = u.program_id, advocate_id = u.advocate_id, referral_id = NULL,
-                   evidence = u.evidence, is_first_purchase = false, sequence = NULL,
-                   explanation = u.explanation::jsonb, decided_at = now()
-            FROM u WHERE c.id = u.id
-            RETURNING c.*
-        )
-        SELECT upd.* FROM upd JOIN u ON u.id = upd.id ORDER BY u.n
-        """,
-        [i["id"] for i in items],
-        [i["status"] for i in items],
-        [i["decision"] for i in items],
-        [i["program_id"] for i in items],
-        [i["advocate_id"] for i in items],
-        [i["evidence"] for i in items],
-        [json.dumps(i["explanation"]) for i in items],
-    )
-    return rows
+    return [by_friend[(i["tenant_id"], i["program_id"], i["customer_id"])] for i in items]
 
 
 async def insert_reviews(conn: asyncpg.Connection, items: list[dict[str, Any]]) -> None:
