@@ -28,8 +28,8 @@ class Settings(ServiceSettings):
     # Unknown codes are remembered briefly so a flood of bad links does not reach Postgres.
     code_cache_negative_ttl_seconds: float = Field(default=2.0, ge=0)
 
-    # The relay publishes a batch without yielding to the event loop, and redirects share that
-    # loop: smaller batches keep a backlog from stalling them (at a few more UPDATEs).
+    # Redirects share the event loop with the relay: smaller batches keep a backlog from
+    # stalling them (at a few more UPDATEs).
     outbox_batch_size: int = Field(default=100, ge=1)
     # After a wake-up the relay waits this long before reading the outbox, so the clicks of
     # many group commits go out in one SELECT, produce request and UPDATE: per click far less
