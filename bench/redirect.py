@@ -302,6 +302,29 @@ def click_commit_figures(base_url: str) -> dict[str, float]:
     return figures if len(figures) == 3 else {}
 
 
+def histogram(base_url: str, metric: str, labels: str = "") -> dict[float, float]:
+    """Cumulative bucket counts {upper bound: count} of one series on link-service's /metrics
+    (`labels`: a substring its label set must contain)."""
+    text = httpx.get(f"{base_url}/metrics", timeout=10).text
+    out: dict[float, float] = {}
+    for match in re.finditer(rf"^{metric}_bucket{{(.*)}} ([0-9.e+-]+)$", text, re.M):
+        if labels in match.group(1):
+            le = re.search(r'le="([^"]+)"', match.group(1))
+            if le:
+                out[float(le.group(1))] = out.get(float(le.group(1)), 0.0) + float(match.group(2))
+    return out
+
+
+def share_over(before: dict[float, float], after: dict[float, float]) -> dict[str, float]:
+    """Of what was observed between two snapshots: the share over each bucket bound, in %."""
+    total = after.get(float("inf"), 0.0) - before.get(float("inf"), 0.0)
+    return {
+        f">{bound * 1000:g}ms": round(100 * (total - (n - before.get(bound, 0.0))) / total, 2)
+        for bound, n in sorted(after.items())
+        if total and bound != float("inf") and bound <= 0.25
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
@@ -484,7 +507,19 @@ def main() -> None:
         link_cost = CpuMeter.per_request(before, link_cpu.snapshot(), int(peak["requests"]))
         sustained = peak["requests"] / (peak["requests"] / peak["rps"] + drain)
         half_rate = max(sustained / 2, 10.0)
+        handled = "/r/{code}"
+        served_before = histogram(running[0].url, "http_request_duration_seconds", handled)
+        commits_before = histogram(running[0].url, "link_click_commit_seconds")
         half = open_loop(link_port, paths_file, half_rate, duration)
+        # Where the half-load tail is spent: in the service's handler (from its first byte to its
+        # 302, the click's commit included) and in the group commits themselves.
+        half_served = share_over(
+            served_before,
+            histogram(running[0].url, "http_request_duration_seconds", handled),
+        )
+        half_commits = share_over(
+            commits_before, histogram(running[0].url, "link_click_commit_seconds")
+        )
         # The same open-loop client at the same rate against the bare app: what the client and
         # the machine add to any latency (the floor under half_load_p99_ms).
         bare_half = open_loop(bare_port, paths_file, half_rate, duration)
@@ -543,6 +578,8 @@ def main() -> None:
         f"  the bare app at the same offered rate, same client: p50 {bare_half['p50_ms']:.2f} ms"
         f"  p99 {bare_half['p99_ms']:.2f} ms (the client's and the machine's share)"
     )
+    print(f"  redirects over a bound in the service's own timing (%): {half_served}")
+    print(f"  group commits over a bound (%): {half_commits}")
     print(
         "CPU per redirect at peak, ms (until on Kafka): "
         + ", ".join(f"{k} {v}" for k, v in link_cost.items())
@@ -589,6 +626,8 @@ def main() -> None:
                 "half_load_p50_ms": half["p50_ms"],
                 "half_load_p99_ms": half["p99_ms"],
                 "reference_half_load_p99_ms": bare_half["p99_ms"],
+                "half_load_handler_over_pct": half_served,
+                "half_load_commits_over_pct": half_commits,
                 "cpu_ms_per_redirect": link_cost,
                 "reference_cpu_ms_per_request": bare_cost,
                 "redirects_counted": counted,
