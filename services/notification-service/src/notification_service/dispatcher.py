@@ -70,8 +70,10 @@ RECORD_BATCH = 200
 RECORDERS = 4
 # Endpoints whose connection pools are kept open (least recently used beyond this close).
 MAX_CLIENTS = 1000
-# How often the listening connection is checked when no notification arrives.
+# How often the listening connection is checked when no notification arrives, and the pause
+# before listening again after it was lost.
 LISTEN_CHECK_SECONDS = 30.0
+LISTEN_RETRY_SECONDS = 1.0
 
 
 @dataclass
@@ -188,13 +190,14 @@ class Dispatcher:
                     },
                 )
                 await self._listen_on(conn, channel)
-            except (*INFRASTRUCTURE_ERRORS, asyncpg.PostgresError) as exc:
+            except Exception as exc:
+                # Whatever it was, the poll still delivers; listening resumes after a pause.
                 log.warning("webhook listener lost its connection, reconnecting: %r", exc)
             finally:
                 if conn is not None and not conn.is_closed():
                     conn.terminate()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self._poll_interval)
+                await asyncio.wait_for(self._stopping.wait(), LISTEN_RETRY_SECONDS)
 
     async def _listen_on(self, conn: asyncpg.Connection, channel: str) -> None:
         """Returns when the connection is lost (raises when a check finds it dead)."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 import uvicorn
@@ -528,7 +529,8 @@ async def test_new_deliveries_wake_the_dispatcher_without_waiting_for_its_poll(
     namespace: Namespace,
 ) -> None:
     """With a poll far longer than the test, deliveries still go out at once: the fan-out,
-    the test button and a resend NOTIFY, and the dispatcher LISTENs."""
+    the test button and a resend NOTIFY, and the dispatcher LISTENs, again after its
+    connection was cut."""
     env = await make_env(webhook_poll_interval_seconds=600)(namespace)
     receiver = Receiver()
     try:
@@ -537,6 +539,32 @@ async def test_new_deliveries_wake_the_dispatcher_without_waiting_for_its_poll(
             for i in range(3):
                 await env.publish(reward_available(f"rwd_{i}"))
                 await eventually(lambda n=i + 1: len(receiver.on("/hooks")) == n, timeout=60)
+
+            # the listening connection is cut: the dispatcher listens again on a new one
+            admin = await asyncpg.connect(env.settings.database_url)
+            try:
+
+                async def listeners() -> list[int]:
+                    # a connection's last statement: LISTEN once it listens (later, its checks)
+                    rows = await admin.fetch(
+                        """
+                        SELECT pid FROM pg_stat_activity
+                        WHERE application_name = 'notification-webhook-listener'
+                          AND (query LIKE 'LISTEN%' OR query = 'SELECT 1')
+                        """
+                    )
+                    return [r["pid"] for r in rows]
+
+                [old_pid] = await eventually(listeners, timeout=60)
+                await admin.execute("SELECT pg_terminate_backend($1)", old_pid)
+
+                async def listening_again() -> bool:
+                    pids = await listeners()
+                    return bool(pids) and old_pid not in pids
+
+                await eventually(listening_again, timeout=60)
+            finally:
+                await admin.close()
 
             r = await client.post(f"/v1/webhook-endpoints/{endpoint['id']}/test")
             assert r.status_code == 202, r.text
