@@ -348,6 +348,9 @@ async def run(quick: bool, profile: Path | None = None) -> dict[str, Any]:
         pg0 = backends_cpu(list(pg_pids))
         relay_pids = [p for p, name in pg_pids.items() if name.endswith("outbox-relay")]
         relay0 = backends_cpu(relay_pids)
+        # the broker this bench started (a JVM on the same cores), if any
+        broker_pid = broker._proc.pid if broker is not None and broker._proc else None
+        broker0 = backends_cpu([broker_pid]) if broker_pid else 0.0
         client0 = time.process_time()
         load_before = os.getloadavg()[0]
         profiler = None
@@ -385,6 +388,7 @@ async def run(quick: bool, profile: Path | None = None) -> dict[str, Any]:
         cpu1 = sum(cpu_seconds(s.pid) for s in services)
         pg1 = backends_cpu(list(pg_pids))
         relay1 = backends_cpu(relay_pids)
+        broker1 = backends_cpu([broker_pid]) if broker_pid else 0.0
         stop_consuming.set()
         await consuming
         await consumer.stop()
@@ -413,6 +417,8 @@ async def run(quick: bool, profile: Path | None = None) -> dict[str, Any]:
                 (relay1 - relay0) * 1000 / max(len(sent), 1), 2
             ),
             client_cpu_ms_per_conversion=round(client_cpu * 1000 / max(len(sent), 1), 2),
+            # the Kafka broker's (0 when KAFKA_BOOTSTRAP_SERVERS names a running one)
+            kafka_cpu_ms_per_conversion=round((broker1 - broker0) * 1000 / max(len(sent), 1), 2),
             # 1-minute load average of the machine before and after the measured phase
             load_average_before=round(load_before, 1),
             load_average=round(os.getloadavg()[0], 1),

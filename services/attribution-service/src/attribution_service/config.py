@@ -15,6 +15,8 @@ class Settings(ServiceSettings):
     # most CONVERSION_BATCH_MAX requests) in one transaction. 0: one transaction per request.
     conversion_writers: int = Field(default=2, ge=0, le=32)
     conversion_batch_max: int = Field(default=100, ge=1, le=1000)
+    # How long a writer lets its batch fill while another writer's batch is committing.
+    conversion_batch_linger_seconds: float = Field(default=0.002, ge=0, le=0.1)
     pending_sweep_interval_seconds: float = Field(default=15.0, gt=0)
     # The same secret as link-service's IP_HASH_KEY, so a conversion's IP hash compares with
     # the hashes on clicks. Also keys the hash of device ids.

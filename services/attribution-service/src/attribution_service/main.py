@@ -30,6 +30,7 @@ def _workers(rt: Runtime) -> list[Worker]:
                 writers=s.conversion_writers,
                 batch_max=s.conversion_batch_max,
                 grace=timedelta(seconds=s.evidence_grace_seconds),
+                linger=s.conversion_batch_linger_seconds,
             )
         )
     return workers

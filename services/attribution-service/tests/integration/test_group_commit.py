@@ -8,6 +8,7 @@ a sighting for self-referral, refused evidence, evidence not seen yet, an unknow
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
@@ -18,10 +19,13 @@ import asyncpg
 import pytest
 
 from attribution_service import conversion_batch, handlers
+from attribution_service.config import Settings
 from attribution_service.conversion_batch import Outcome
 from attribution_service.handlers import NewConversion
+from attribution_service.main import create_app
 from attribution_service.schemas import ConversionIn
-from devstack.testing import eventually
+from devstack.pytest_plugin import Namespace
+from devstack.testing import eventually, migrate, new_api_key, serve_in_process
 from referral_events.contracts import link as ev
 from servicekit.problems import DomainError
 
@@ -235,3 +239,77 @@ async def test_a_batch_is_decided_as_its_requests_one_after_another(env: Env) ->
 
     assert together == one_by_one
     assert events_together == events_one_by_one
+
+
+async def test_a_batch_failing_in_the_database_is_retried_one_request_at_a_time(
+    namespace: Namespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database error inside a batch rolls all of it back; each of its requests is then
+    answered from a transaction of its own: a bad one fails alone, a repeated key still
+    answers with the first conversion, and nothing is recorded twice."""
+    dsn = namespace.database_url
+    await migrate(dsn, "attribution", "attribution_service")
+    conn = await asyncpg.connect(dsn, server_settings={"search_path": "attribution"})
+    try:
+        await conn.execute(
+            "INSERT INTO programs (id, tenant_id, status, name)"
+            " VALUES ('prg_1', 'acme', 'active', 'p');"
+            "INSERT INTO advocates (id, tenant_id, program_id, customer_id)"
+            " VALUES ('adv_1', 'acme', 'prg_1', 'cus_adv');"
+            "INSERT INTO codes (code_key, code, tenant_id, program_id, advocate_id)"
+            " VALUES ('ANN123', 'ANN123', 'acme', 'prg_1', 'adv_1'),"
+            " ('GLX123', 'GLX123', 'globex', 'prg_g', 'adv_g')"
+        )
+    finally:
+        await conn.close()
+    key, entry = new_api_key("acme")
+    settings = Settings(
+        **namespace.settings_env(),
+        api_keys=[entry],
+        conversion_writers=1,
+        outbox_poll_interval_seconds=0.2,
+    )
+    real = conversion_batch.submit_many
+    failed: list[int] = []
+
+    async def fails_twice(conn: asyncpg.Connection, batch: Any, **kw: Any) -> Any:
+        if len(failed) < 2:
+            failed.append(len(batch))
+            await asyncio.sleep(0.5)  # the next requests queue up behind this batch
+            await conn.execute("SELECT 1 / 0")
+        return await real(conn, batch, **kw)
+
+    monkeypatch.setattr(conversion_batch, "submit_many", fails_twice)
+    retries_before = conversion_batch.BATCH_RETRIES._value.get()
+    bodies = [
+        ({"type": "signup", "customer_id": "cus_1", "code": "ANN123"}, "k1"),
+        ({"type": "signup", "customer_id": "cus_2", "code": "ANN123"}, "k2"),
+        ({"type": "signup", "customer_id": "cus_2", "code": "ANN123"}, "k2"),
+        ({"type": "signup", "customer_id": "cus_3", "code": "GLX123"}, "k3"),
+        ({"type": "signup", "customer_id": "cus_4"}, "k4"),
+    ]
+    async with serve_in_process(create_app(settings), key) as client:
+        first = asyncio.create_task(
+            client.post("/v1/conversions", json=bodies[0][0], headers={"Idempotency-Key": "k1"})
+        )
+        await asyncio.sleep(0.1)
+        rest = [
+            client.post("/v1/conversions", json=b, headers={"Idempotency-Key": k})
+            for b, k in bodies[1:]
+        ]
+        answers = [await first, *await asyncio.gather(*rest)]
+    assert [r.status_code for r in answers] in (
+        [201, 201, 200, 422, 201],
+        [201, 200, 201, 422, 201],  # the two k2 requests may arrive in either order
+    ), [r.text for r in answers]
+    assert failed[0] == 1 and failed[1] == 4, failed
+    assert conversion_batch.BATCH_RETRIES._value.get() - retries_before == 2
+    assert answers[1].json()["id"] == answers[2].json()["id"]
+    assert answers[3].json()["field"] == "code"
+    assert answers[0].json()["status"] == "attributed"
+    conn = await asyncpg.connect(dsn, server_settings={"search_path": "attribution"})
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM conversions") == 3
+        assert await conn.fetchval("SELECT count(DISTINCT event_id) FROM outbox") == 4
+    finally:
+        await conn.close()
