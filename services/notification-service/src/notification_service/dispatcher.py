@@ -260,7 +260,8 @@ class Dispatcher:
         if capacity <= 0:
             return 0
         now = self._clock()
-        async with self._rt.transaction() as conn:
+        # The claim is one statement, atomic on its own: no BEGIN and COMMIT round trips.
+        async with self._rt.pool.acquire() as conn:
             claims = await handlers.claim_due(
                 conn,
                 now=now,
