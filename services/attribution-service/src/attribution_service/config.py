@@ -17,6 +17,10 @@ class Settings(ServiceSettings):
     conversion_batch_max: int = Field(default=100, ge=1, le=1000)
     # How long a writer lets its batch fill while another writer's batch is committing.
     conversion_batch_linger_seconds: float = Field(default=0.002, ge=0, le=0.1)
+    # After a wake-up the outbox relay waits this long before reading: the events of several
+    # group commits go out in one SELECT, produce request and UPDATE (less relay, Postgres and
+    # Kafka work per conversion, a few ms more until on Kafka; no request waits for it).
+    outbox_linger_seconds: float = Field(default=0.01, ge=0, le=1)
     pending_sweep_interval_seconds: float = Field(default=15.0, gt=0)
     # The same secret as link-service's IP_HASH_KEY, so a conversion's IP hash compares with
     # the hashes on clicks. Also keys the hash of device ids.

@@ -392,7 +392,7 @@ async def _record(
             }
         )
     rows = await repository.insert_decided(conn, convs) if convs else []
-    if len(rows) != len(convs):
+    if rows is None:
         raise RunRaced
     reviews = [c for c in chosen if c.review_id is not None]
     if reviews:

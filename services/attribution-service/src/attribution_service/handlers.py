@@ -328,22 +328,21 @@ def choose_evidence(conv: Mapping[str, Any], ctx: Mapping[str, Any]) -> tuple[do
     return choice, named
 
 
-# Parsed program settings by their JSON text: every conversion reads its tenant's settings, and
-# validating the same few documents again for each one costs more than the rest of choosing.
-_SETTINGS_CACHE: dict[str, domain.ProgramSettings] = {}
+# A tenant's program settings parsed, by the JSON text Postgres gives (jsonb prints its keys
+# in one order): every conversion reads them, and parsing and validating the same documents
+# again for each one costs more than the rest of choosing.
+_SETTINGS_CACHE: dict[str, dict[str, domain.ProgramSettings]] = {}
 
 
-def _program_settings(raw: Mapping[str, Any]) -> dict[str, domain.ProgramSettings]:
-    out: dict[str, domain.ProgramSettings] = {}
-    for pid, s in raw.items():
-        text = json.dumps(s, sort_keys=True)
-        parsed = _SETTINGS_CACHE.get(text)
-        if parsed is None:
-            if len(_SETTINGS_CACHE) > 10_000:
-                _SETTINGS_CACHE.clear()
-            parsed = _SETTINGS_CACHE[text] = domain.ProgramSettings.model_validate(s)
-        out[pid] = parsed
-    return out
+def _program_settings(text: str) -> dict[str, domain.ProgramSettings]:
+    parsed = _SETTINGS_CACHE.get(text)
+    if parsed is None:
+        if len(_SETTINGS_CACHE) > 1_000:
+            _SETTINGS_CACHE.clear()
+        parsed = _SETTINGS_CACHE[text] = {
+            pid: domain.ProgramSettings.model_validate(s) for pid, s in json.loads(text).items()
+        }
+    return parsed
 
 
 def screening_read_ahead(choice: domain.Choice, ahead: Mapping[str, Any]) -> bool:

@@ -20,6 +20,8 @@ from servicekit.runtime import Runtime, ServiceSpec, Worker
 def _workers(rt: Runtime) -> list[Worker]:
     s = rt.settings
     assert isinstance(s, Settings)
+    if rt.relay is not None:
+        rt.relay.linger = s.outbox_linger_seconds
     workers: list[Worker] = [
         PendingSweeper(rt, s.evidence_grace_seconds, s.pending_sweep_interval_seconds)
     ]

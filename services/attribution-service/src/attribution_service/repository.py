@@ -210,7 +210,7 @@ _EVIDENCE_COLUMNS = """
         '[]'::jsonb)
      FROM referrals r WHERE r.tenant_id = {tenant} AND r.friend_customer_id = {customer})
     AS referrals,
-  (SELECT coalesce(jsonb_object_agg(program_id, settings), '{{}}'::jsonb)
+  (SELECT coalesce(jsonb_object_agg(program_id, settings), '{{}}'::jsonb)::text
      FROM program_settings WHERE tenant_id = {tenant}) AS settings
 """
 
@@ -230,7 +230,8 @@ async def evidence_context(
     arrived; the code; the customer's known clicks when this conversion names a click
     (first/last-click choose among them: the one named now and those named by the customer's
     earlier conversions); their referrals with the count of earlier attributed conversions of
-    this type; and the tenant's program settings."""
+    this type; and the tenant's program settings (JSON text: the same few documents for every
+    conversion, parsed once, see handlers.choose_evidence)."""
     row = await conn.fetchrow(
         "SELECT "
         + _EVIDENCE_COLUMNS.format(
@@ -618,7 +619,8 @@ _INSERT_DECIDED = """
                coalesce(type = 'purchase' AND seq_n = 1, false), explanation::jsonb,
                CASE WHEN status = 'pending' THEN NULL ELSE now() END
         FROM s ORDER BY n
-        ON CONFLICT DO NOTHING RETURNING *
+        ON CONFLICT DO NOTHING
+        RETURNING id, sequence, is_first_purchase, refunded_minor, created_at, decided_at
     )
     SELECT ins.* FROM ins JOIN u ON u.id = ins.id ORDER BY u.n
 """.format(  # noqa: S608
@@ -627,21 +629,34 @@ _INSERT_DECIDED = """
 )
 
 
+_DECIDED = ("status", "decision", "program_id", "advocate_id", "referral_id", "evidence")
+
+
 async def insert_decided(
     conn: asyncpg.Connection, convs: list[dict[str, Any]]
-) -> list[asyncpg.Record]:
+) -> list[dict[str, Any]] | None:
     """New conversions inserted already decided (or pending), in order: attributed ones get
     their sequence among their referral's attributed conversions of the type, counted in this
     statement's snapshot (taken after upsert_referrals locked the referrals, as in attribute).
-    Fewer rows than given: another transaction took a key or (type, order id) meanwhile."""
-    extra = ("status", "decision", "program_id", "advocate_id", "referral_id", "evidence")
-    recs: list[asyncpg.Record] = await conn.fetch(
+    Returns the rows as stored (what the database adds read back, the rest as given), or None
+    when another transaction took a key or (type, order id) meanwhile."""
+    recs = await conn.fetch(
         _INSERT_DECIDED,
         *([c[n] for c in convs] for n, _ in CONVERSION_COLUMNS),
-        *([c[n] for c in convs] for n in extra),
+        *([c[n] for c in convs] for n in _DECIDED),
         [json.dumps(c["explanation"]) for c in convs],
     )
-    return recs
+    if len(recs) != len(convs):
+        return None
+    return [
+        {
+            **{n: c[n] for n, _ in CONVERSION_COLUMNS},
+            **{n: c[n] for n in _DECIDED},
+            "explanation": c["explanation"],
+            **dict(r.items()),
+        }
+        for c, r in zip(convs, recs, strict=True)
+    ]
 
 
 _SCREENING_MANY = """

@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from attribution_service import conversion_batch, handlers
+from attribution_service import api, conversion_batch, handlers
 from attribution_service.config import Settings
 from attribution_service.conversion_batch import Outcome
 from attribution_service.handlers import NewConversion
@@ -150,6 +150,8 @@ async def _observe(dsn: str, run: Run) -> tuple[list[Any], Counter[str]]:
                 row, created = o
                 stored = await conn.fetchrow("SELECT * FROM conversions WHERE id = $1", row["id"])
                 assert stored is not None
+                # the answer is the conversion as stored
+                assert api._out(row) == api._out(stored), (row, stored)
                 answers.append(
                     (
                         first.setdefault(row["id"], i),
