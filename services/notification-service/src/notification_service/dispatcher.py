@@ -24,7 +24,7 @@ Why it is shaped this way:
   and the commit, so throughput is not bounded by one of each per delivery.
 - The POST goes straight to the endpoint's httpx transport (its own small connection pool, the
   SSRF guard in its connect): httpx's client layer adds cookies, auth and redirect handling,
-  none of which a webhook wants, and cost as much CPU as the rest of the request.
+  none of which a webhook wants, for about a fifth of the request's CPU.
 - The body is the Standard Webhooks shape `{"type", "timestamp", "data"}` rather than our
   CloudEvent envelope: integrators get the structure their Standard Webhooks tooling expects,
   and our internal envelope (sources naming internal services, extension attributes) can change
@@ -305,7 +305,6 @@ class Dispatcher:
         )
         headers["content-type"] = "application/json"
         headers["user-agent"] = USER_AGENT
-        # The POST joins the trace of the event it announces (issue #7).
         url: httpx.URL | str | None = self._urls.get(claim.url)
         if url is None:
             if len(self._urls) >= MAX_CLIENTS:
@@ -314,6 +313,7 @@ class Dispatcher:
                 url = self._urls[claim.url] = httpx.URL(claim.url)
             except httpx.InvalidURL:
                 url = claim.url  # `post` reports it as the attempt's error
+        # The POST joins the trace of the event it announces (issue #7).
         with continued_from_event(claim.message_id):
             result = await post(
                 transport,
