@@ -573,6 +573,8 @@ def main() -> None:
     print(
         f"half of peak ({half_rate:.0f} rps offered, open loop): {half['rps']:.0f} rps  "
         f"p50 {half['p50_ms']:.2f} ms  p99 {half['p99_ms']:.2f} ms (goal <= 10 ms)"
+        f"\n  requests over 50 ms were scheduled at these seconds into the run: "
+        f"{half.get('slow_over_50ms_at_s')}"
     )
     print(
         f"  the bare app at the same offered rate, same client: p50 {bare_half['p50_ms']:.2f} ms"
@@ -625,6 +627,7 @@ def main() -> None:
                 "half_load_rps": round(half["rps"]),
                 "half_load_p50_ms": half["p50_ms"],
                 "half_load_p99_ms": half["p99_ms"],
+                "half_load_slow_at_s": half.get("slow_over_50ms_at_s"),
                 "reference_half_load_p99_ms": bare_half["p99_ms"],
                 "half_load_handler_over_pct": half_served,
                 "half_load_commits_over_pct": half_commits,

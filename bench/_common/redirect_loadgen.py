@@ -80,6 +80,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     requests = _requests(paths, args.user_agent)
     statuses: Counter[int] = Counter()
     latencies: list[float] = []
+    slow_at: list[float] = []  # when (seconds into the run) requests over 50 ms were scheduled
     errors = 0
     # Round robin: a connection left idle for long would be closed by the server's keep-alive
     # timeout.
@@ -99,6 +100,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         now = time.perf_counter()
         statuses[status] += 1
         latencies.append(now - scheduled)
+        if now - scheduled > 0.05:
+            slow_at.append(scheduled - start)
         if open_loop:
             if waiting:
                 client.send(next_request(), waiting.popleft())
@@ -158,6 +161,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         "p50_ms": round(_percentile(latencies, 0.50) * 1000, 2),
         "p99_ms": round(_percentile(latencies, 0.99) * 1000, 2),
         "max_ms": round((latencies[-1] if latencies else 0) * 1000, 2),
+        "slow_over_50ms_at_s": [round(t, 2) for t in slow_at[:: max(1, len(slow_at) // 20)]],
     }
 
 

@@ -11,8 +11,10 @@ has its click and event in Postgres.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import random
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -84,7 +86,12 @@ class CodeCache:
 
     A lookup that raced with an invalidation must not store what it read before it: `put`
     takes the generation seen when the lookup started and stores nothing if any invalidation
-    happened since."""
+    happened since.
+
+    Events drop an entry the moment what it holds changes, so the TTL is only a safety net
+    for a missed event. An expired entry is therefore kept for one more TTL and may answer
+    (`stale`) while a single refresh runs; TTLs are jittered so entries loaded together (a
+    warm-up, a popular campaign) do not all expire in the same instant."""
 
     def __init__(self, maxsize: int, ttl: float, negative_ttl: float) -> None:
         self._max = maxsize
@@ -103,7 +110,7 @@ class CodeCache:
     def get(self, key: str) -> tuple[bool, CodeTarget | None]:
         entry = self._entries.get(key)
         if entry is None or entry[0] < time.monotonic():
-            if entry is not None:
+            if entry is not None and (entry[1] is None or entry[0] + self._ttl < time.monotonic()):
                 self._drop(key)
             self.misses += 1
             return False, None
@@ -111,13 +118,20 @@ class CodeCache:
         self.hits += 1
         return True, entry[1]
 
+    def stale(self, key: str) -> CodeTarget | None:
+        """An expired (but not invalidated) target still within its grace TTL, else None."""
+        entry = self._entries.get(key)
+        if entry is None or entry[1] is None or entry[0] + self._ttl < time.monotonic():
+            return None
+        return entry[1]
+
     def put(self, key: str, target: CodeTarget | None, generation: int) -> None:
         if generation != self.generation or self._max == 0:
             return
         if target is None and self._negative_ttl == 0:
             return
         self._drop(key)
-        ttl = self._ttl if target is not None else self._negative_ttl
+        ttl = self._ttl * random.uniform(0.8, 1.0) if target is not None else self._negative_ttl
         self._entries[key] = (time.monotonic() + ttl, target)
         if target is not None:
             self._by_program.setdefault(target.program_id, set()).add(key)
@@ -184,11 +198,39 @@ class LinkState:
         self.invalidator: CacheInvalidator | None = None
         self.enrollment: EnrollmentWorker | None = None
         self.registry: Any = None  # the app's Prometheus registry (servicekit.metrics)
+        # One database lookup per code at a time: concurrent misses for a code share it.
+        self._loading: dict[str, asyncio.Task[CodeTarget | None]] = {}
 
     async def lookup(self, key: str) -> CodeTarget | None:
         hit, target = self.cache.get(key)
         if hit:
             return target
+        stale = self.cache.stale(key)
+        if stale is not None:
+            # Past its TTL but no event changed it: answer now and refresh once behind it, so
+            # an expiry never puts Postgres (and the pool the click writers share) in front of
+            # a redirect.
+            self._load(key)
+            return stale
+        return await asyncio.shield(self._load(key))
+
+    def _load(self, key: str) -> asyncio.Task[CodeTarget | None]:
+        task = self._loading.get(key)
+        if task is None:
+            task = asyncio.create_task(self._fetch(key))
+            self._loading[key] = task
+            task.add_done_callback(lambda done: self._loaded(key, done))
+        return task
+
+    def _loaded(self, key: str, task: asyncio.Task[CodeTarget | None]) -> None:
+        if self._loading.get(key) is task:
+            del self._loading[key]
+        if not task.cancelled() and task.exception() is not None:
+            # Whoever awaited it got the error; a background refresh leaves the stale entry
+            # answering and the next request retries.
+            log.warning("code lookup failed", exc_info=task.exception())
+
+    async def _fetch(self, key: str) -> CodeTarget | None:
         assert self.rt is not None
         generation = self.cache.generation
         async with self.rt.pool.acquire() as conn:

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 import pytest
 
 from link_service import bulk, domain, redirect
+from link_service.config import Settings
 from link_service.redirect import CodeCache, CodeTarget
 from servicekit.problems import InvalidInput
 
@@ -271,6 +274,62 @@ def test_cache_entries_expire() -> None:
     cache = CodeCache(maxsize=10, ttl=0.000001, negative_ttl=0)
     cache.put("A", _target("A"), cache.generation)
     assert cache.get("A") == (False, None)
+
+
+def test_expired_entries_answer_stale_within_grace_and_expiries_are_spread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(redirect.time, "monotonic", lambda: now[0])
+    cache = CodeCache(maxsize=1000, ttl=60, negative_ttl=2)
+    for i in range(200):
+        cache.put(f"C{i}", _target(f"C{i}"), cache.generation)
+    now[0] += 45  # within the shortest jittered TTL (0.8 x 60)
+    assert all(cache.get(f"C{i}")[0] for i in range(200))
+    now[0] += 13  # 58 s: some have expired, not all (loaded together, expiring apart)
+    fresh = sum(cache.get(f"C{i}")[0] for i in range(200))
+    assert 0 < fresh < 200
+    now[0] += 10  # 68 s: all expired, each still answers stale in its grace period
+    assert not any(cache.get(f"C{i}")[0] for i in range(200))
+    assert all(cache.stale(f"C{i}") is not None for i in range(200))
+    cache.invalidate_codes(["C0"])  # an event: never served stale after it
+    assert cache.stale("C0") is None
+    now[0] += 60  # past TTL + grace: gone
+    assert cache.get("C1") == (False, None)
+    assert cache.stale("C1") is None
+
+
+async def test_lookups_share_one_query_per_code_and_expiry_refreshes_behind_the_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    state = redirect.LinkState(Settings(code_cache_ttl_seconds=60))
+    queries: list[str] = []
+    release = asyncio.Event()
+
+    async def fetch(key: str) -> CodeTarget | None:
+        queries.append(key)
+        await release.wait()
+        target = _target(key)
+        state.cache.put(key, target, state.cache.generation)
+        return target
+
+    monkeypatch.setattr(state, "_fetch", fetch)
+    waiting = [asyncio.create_task(state.lookup("ABC")) for _ in range(50)]
+    await asyncio.sleep(0)
+    release.set()
+    results = await asyncio.gather(*waiting)
+    assert queries == ["ABC"]  # fifty concurrent misses, one query
+    assert all(r is not None and r.code == "ABC" for r in results)
+
+    # Expired 1 s ago, within grace (the loop's clock is time.monotonic: not patched here).
+    state.cache._entries["ABC"] = (time.monotonic() - 1, results[0])
+    release.clear()
+    answered = await asyncio.wait_for(state.lookup("ABC"), timeout=1)  # not held by the query
+    assert answered is not None and answered.code == "ABC"
+    assert queries == ["ABC", "ABC"]  # one refresh started behind the answer
+    release.set()
+    await asyncio.sleep(0.01)
+    assert state.cache.get("ABC")[0]  # refreshed
 
 
 # ---------------------------------------------------------------------------- bulk files
