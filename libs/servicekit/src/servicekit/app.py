@@ -3,7 +3,8 @@ problem+json errors, /healthz, /readyz, /metrics (Prometheus), OpenTelemetry ins
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import functools
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
@@ -13,7 +14,7 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_fastapi_instrumentator.middleware import PrometheusInstrumentatorMiddleware
 from starlette.middleware import Middleware
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from servicekit.auth import ApiKeyAuthenticator
 from servicekit.metrics import RouteIndexedMetricsMiddleware, ServiceMetrics
@@ -32,8 +33,25 @@ def runtime(request: Request) -> Runtime:
 class ServiceApp(FastAPI):
     """A FastAPI app whose request metrics wrap every other middleware, including ones a service
     adds after creating the app: each request is counted and timed, under its route template,
-    however answered. A service may subclass it (link-service answers /r/{code} in front of
-    FastAPI, recording the same metrics itself) and pass the subclass to create_service_app."""
+    however answered.
+
+    A service's hot path may have a front door (`set_front`): a plain ASGI app that sees every
+    request before FastAPI does and answers the ones it can (link-service's redirect,
+    attribution-service's conversions), paying for none of FastAPI's per-request work (its
+    native telemetry wraps even the built middleware stack); it records the same request
+    metrics itself (`metrics.FrontDoorMetrics`)."""
+
+    front: ASGIApp | None = None
+
+    def set_front(self, make: Callable[[ASGIApp], ASGIApp]) -> None:
+        """`make` gets FastAPI's own entry point, to pass on what the front door leaves."""
+        self.front = make(functools.partial(FastAPI.__call__, self))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.front is not None:
+            await self.front(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
 
     def build_middleware_stack(self) -> ASGIApp:
         metrics = [
@@ -54,7 +72,6 @@ def create_service_app(
     spec: ServiceSpec,
     settings: ServiceSettings,
     routers: Sequence[APIRouter],
-    app_class: type[ServiceApp] = ServiceApp,
 ) -> ServiceApp:
     configure_tracing(spec.name)
     rt = Runtime(spec, settings)
@@ -67,7 +84,7 @@ def create_service_app(
         finally:
             await rt.stop()
 
-    app = app_class(title=spec.name, version=spec.version, lifespan=lifespan)
+    app = ServiceApp(title=spec.name, version=spec.version, lifespan=lifespan)
     app.state.runtime = rt
     app.state.settings = settings
     app.state.authenticator = ApiKeyAuthenticator(settings.api_keys)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -117,6 +117,36 @@ class ServiceMetrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry) + generate_latest(REGISTRY)
+
+
+class FrontDoorMetrics:
+    """`http_requests_total` and `http_request_duration_seconds` for one handler answered by a
+    front door (`app.ServiceApp.set_front`), labelled as the Prometheus middleware labels the
+    routes it sees, so dashboards and alerts read both alike. Nothing is recorded without the
+    app's registry (metrics not set up)."""
+
+    def __init__(self, registry: CollectorRegistry | None, handler: str) -> None:
+        self._handler = handler
+        names = getattr(registry, "_names_to_collectors", {})
+        self._requests = names.get("http_requests_total")
+        self._latency = names.get("http_request_duration_seconds")
+        # (method, status class) -> the two labelled children: `labels()` per request costs a
+        # lock and a dict lookup with a tuple of strings each time. Bounded: methods come from
+        # the client.
+        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
+
+    def observe(self, method: str, status: int, seconds: float) -> None:
+        if self._requests is None or self._latency is None:
+            return
+        key = (method, status // 100)
+        children = self._children.get(key)
+        if children is None:
+            labels = (self._handler, method, f"{key[1]}xx")
+            children = (self._requests.labels(*labels), self._latency.labels(*labels))
+            if len(self._children) < 32:
+                self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
 
 class RouteIndexedMetricsMiddleware(PrometheusInstrumentatorMiddleware):

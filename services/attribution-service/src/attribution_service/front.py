@@ -1,10 +1,10 @@
 """POST /v1/conversions in front of FastAPI: the hot path.
 
-A plain ASGI middleware (main.AttributionServiceApp) answers a well-formed conversion itself:
-it authenticates, parses the body with the same model, opens the same server span the
-FastAPI instrumentation would (continuing the caller's trace), records the same request
-metrics the Prometheus middleware would, and hands the conversion to the group commit
-(conversion_batch.ConversionWriter) through the same code as the route (api.submit). Per
+A plain ASGI middleware, the app's front door (servicekit's `ServiceApp.set_front`), answers a
+well-formed conversion itself: it authenticates, parses the body with the same model, opens the
+same server span the FastAPI instrumentation would (continuing the caller's trace), records the
+same request metrics the Prometheus middleware would, and hands the conversion to the group
+commit (conversion_batch.ConversionWriter) through the same code as the route (api.submit). Per
 request that skips FastAPI's routing, dependency injection, response re-validation and the
 middleware stack, which together cost more CPU than deciding the conversion.
 
@@ -29,6 +29,7 @@ from starlette.types import Message, Receive, Scope, Send
 from attribution_service import api
 from attribution_service.schemas import ConversionIn
 from servicekit.auth import ApiKeyAuthenticator, Principal
+from servicekit.metrics import FrontDoorMetrics
 from servicekit.problems import DomainError, problem
 from servicekit.runtime import Runtime
 
@@ -72,12 +73,7 @@ class ConversionsFront:
     ) -> None:
         self.app = app
         self.state = state
-        self._requests = self._latency = None
-        names = getattr(registry, "_names_to_collectors", {})
-        if "http_requests_total" in names and "http_request_duration_seconds" in names:
-            self._requests = names["http_requests_total"]
-            self._latency = names["http_request_duration_seconds"]
-        self._children: dict[int, tuple[Any, Any]] = {}
+        self._metrics = FrontDoorMetrics(registry, PATH)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
@@ -120,7 +116,7 @@ class ConversionsFront:
             span.set_attribute("http.status_code", status)
             if status >= 500:
                 span.set_status(trace.StatusCode.ERROR)
-        self._observe(status, time.perf_counter() - started)
+        self._metrics.observe("POST", status, time.perf_counter() - started)
 
     async def _answer(
         self,
@@ -154,20 +150,6 @@ class ConversionsFront:
         )
         await send({"type": "http.response.body", "body": body})
         return status
-
-    def _observe(self, status: int, seconds: float) -> None:
-        if self._requests is None or self._latency is None:
-            return
-        group = status // 100
-        children = self._children.get(group)
-        if children is None:
-            labels = (PATH, "POST", f"{group}xx")
-            children = self._children[group] = (
-                self._requests.labels(*labels),
-                self._latency.labels(*labels),
-            )
-        children[0].inc()
-        children[1].observe(seconds)
 
 
 async def _read(receive: Receive) -> tuple[bytes, bool]:

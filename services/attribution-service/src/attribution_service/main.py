@@ -1,11 +1,9 @@
 from __future__ import annotations
 
-import functools
 import gc
 from datetime import timedelta
 
 from fastapi import FastAPI
-from starlette.types import Receive, Scope, Send
 
 from attribution_service import api
 from attribution_service.config import Settings
@@ -13,7 +11,7 @@ from attribution_service.consumers import CONSUMERS
 from attribution_service.conversion_batch import ConversionWriter
 from attribution_service.front import ConversionsFront
 from attribution_service.workers import PendingSweeper
-from servicekit.app import ServiceApp, create_service_app
+from servicekit.app import create_service_app
 from servicekit.cli import run_cli
 from servicekit.runtime import Runtime, ServiceSpec, Worker
 
@@ -65,20 +63,11 @@ SPEC = ServiceSpec(
 )
 
 
-class AttributionServiceApp(ServiceApp):
-    """The service's FastAPI app, with POST /v1/conversions answered in front of it."""
-
-    front: ConversionsFront
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.front(scope, receive, send)
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
-    app = create_service_app(SPEC, settings or Settings(), [api.router], AttributionServiceApp)
-    assert isinstance(app, AttributionServiceApp)
-    registry = getattr(getattr(app.state, "metrics", None), "registry", None)
-    app.front = ConversionsFront(functools.partial(ServiceApp.__call__, app), app.state, registry)
+    app = create_service_app(SPEC, settings or Settings(), [api.router])
+    # POST /v1/conversions is answered in front of FastAPI; everything else goes on to it.
+    registry = app.state.metrics.registry
+    app.set_front(lambda fastapi: ConversionsFront(fastapi, app.state, registry))
     return app
 
 

@@ -1,19 +1,17 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import gc
 import sys
 
 from fastapi import FastAPI
-from starlette.types import Receive, Scope, Send
 
 from link_service import api, domain
 from link_service.config import Settings
 from link_service.consumers import CONSUMERS
 from link_service.redirect import LinkState, RedirectMiddleware
 from link_service.workers import CacheInvalidator, ClickWriter, EnrollmentWorker
-from servicekit.app import ServiceApp, create_service_app
+from servicekit.app import create_service_app
 from servicekit.cli import run_cli
 from servicekit.runtime import Runtime, ServiceSpec, Worker
 
@@ -25,15 +23,6 @@ _WARM_UP_USER_AGENT = (
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 "
     "(KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1"
 )
-
-
-class LinkServiceApp(ServiceApp):
-    """The service's FastAPI app, with the redirect as its front door (see create_app)."""
-
-    front: RedirectMiddleware
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.front(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -59,17 +48,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             gc.freeze()
         return [state.writer, state.invalidator, state.enrollment]
 
-    app = create_service_app(
-        dataclasses.replace(SPEC, workers=workers), settings, [api.router], LinkServiceApp
-    )
-    assert isinstance(app, LinkServiceApp)
+    app = create_service_app(dataclasses.replace(SPEC, workers=workers), settings, [api.router])
     app.state.links = state
-    registry = getattr(getattr(app.state, "metrics", None), "registry", None)
-    state.registry = registry
-    # In front of FastAPI itself: /r/... is answered before FastAPI's own per-request work
-    # (its native telemetry wraps even the built middleware stack), routing or dependency
+    state.registry = app.state.metrics.registry
+    # /r/... is answered before FastAPI's own per-request work, routing or dependency
     # injection runs; everything else goes on to FastAPI unchanged.
-    app.front = RedirectMiddleware(functools.partial(ServiceApp.__call__, app), state, registry)
+    app.set_front(lambda fastapi: RedirectMiddleware(fastapi, state, state.registry))
     return app
 
 

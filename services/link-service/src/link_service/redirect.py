@@ -29,6 +29,7 @@ from starlette.types import Receive, Scope, Send
 from link_service import domain, repository
 from referral_events import topics
 from referral_events.contracts.link import LinkClicked
+from servicekit.metrics import FrontDoorMetrics
 
 if TYPE_CHECKING:
     from link_service.workers import CacheInvalidator, ClickWriter, EnrollmentWorker
@@ -270,7 +271,7 @@ async def _not_found(send: Any, head: bool) -> None:
 class RedirectMiddleware:
     """Answers GET/HEAD /r/... itself; everything else goes to the wrapped app.
 
-    It sits in front of FastAPI itself (main.LinkServiceApp), so a redirect pays for none of
+    It is the app's front door (servicekit's `ServiceApp.set_front`), so a redirect pays for none of
     FastAPI's per-request work or the API's middleware (tracing, metrics, body limits). It
     records the same request metrics the stack's Prometheus middleware would
     (`http_requests_total` and `http_request_duration_seconds` for handler `/r/{code}`), which
@@ -280,14 +281,7 @@ class RedirectMiddleware:
     def __init__(self, app: Any, state: LinkState, registry: Any = None) -> None:
         self.app = app
         self.state = state
-        self._requests = self._latency = None
-        names = getattr(registry, "_names_to_collectors", {})
-        if "http_requests_total" in names and "http_request_duration_seconds" in names:
-            self._requests = names["http_requests_total"]
-            self._latency = names["http_request_duration_seconds"]
-        # (method, status) -> the two labelled children: `labels()` per request costs a lock
-        # and a dict lookup with a tuple of strings each time.
-        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
+        self._metrics = FrontDoorMetrics(registry, "/r/{code}")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -302,20 +296,7 @@ class RedirectMiddleware:
                 log.exception("redirect failed")
                 status = 500
                 await _respond(send, 500, [(b"content-type", b"text/plain")], b"error")
-            if self._requests is not None and self._latency is not None:
-                key = (scope["method"], status // 100)
-                children = self._children.get(key)
-                if children is None:
-                    labels = ("/r/{code}", key[0], f"{key[1]}xx")
-                    children = (
-                        self._requests.labels(*labels),
-                        self._latency.labels(*labels),
-                    )
-                    if len(self._children) < 32:
-                        self._children[key] = children
-                requests, latency = children
-                requests.inc()
-                latency.observe(time.perf_counter() - started)
+            self._metrics.observe(scope["method"], status, time.perf_counter() - started)
             return
         await self.app(scope, receive, send)
 
