@@ -54,15 +54,7 @@ class Stack:
 @pytest.fixture
 async def stack(namespace: Namespace, tmp_path) -> AsyncIterator[Stack]:
     key, entry = new_api_key("acme")
-    cfg = services.StackConfig(
-        database_url=namespace.database_url,
-        kafka_bootstrap_servers=namespace.kafka_bootstrap_servers,
-        api_keys=[entry],
-        topic_prefix=namespace.topic_prefix,
-        topic_partitions=2,
-        fixed_ports=False,
-        log_dir=tmp_path / "logs",
-    )
+    cfg = namespace.stack_config([entry], tmp_path / "logs")
     await asyncio.to_thread(services.migrate, cfg)
     running = services.start(cfg)
     try:

@@ -15,6 +15,7 @@ import pytest
 
 from devstack.kafka import KafkaBroker
 from devstack.postgres import create_scratch_database, start_embedded
+from devstack.services import StackConfig
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,21 @@ class Namespace:
             "kafka_topic_prefix": self.topic_prefix,
             "kafka_topic_partitions": 2,
         }
+
+    def stack_config(
+        self, api_keys: list[dict[str, object]], log_dir: Path, **extra_env: str
+    ) -> StackConfig:
+        """The services as real processes in this namespace, on free ports."""
+        return StackConfig(
+            database_url=self.database_url,
+            kafka_bootstrap_servers=self.kafka_bootstrap_servers,
+            api_keys=api_keys,
+            topic_prefix=self.topic_prefix,
+            topic_partitions=2,
+            fixed_ports=False,
+            log_dir=log_dir,
+            extra_env=extra_env,
+        )
 
 
 @pytest.fixture(scope="session")

@@ -81,15 +81,8 @@ async def test_ten_thousand_redirects_with_restarts_lose_nothing(
 ) -> None:
     await migrate(namespace.database_url, "link", "link_service")
     key, entry = new_api_key("acme")
-    cfg = services.StackConfig(
-        database_url=namespace.database_url,
-        kafka_bootstrap_servers=namespace.kafka_bootstrap_servers,
-        api_keys=[entry],
-        topic_prefix=namespace.topic_prefix,
-        topic_partitions=2,
-        fixed_ports=False,
-        log_dir=tmp_path / "logs",
-        extra_env={"OUTBOX_POLL_INTERVAL_SECONDS": "0.2", "LOG_LEVEL": "WARNING"},
+    cfg = namespace.stack_config(
+        [entry], tmp_path / "logs", OUTBOX_POLL_INTERVAL_SECONDS="0.2", LOG_LEVEL="WARNING"
     )
     link = (services.SERVICES[0],)
     running = services.start(cfg, link)
