@@ -548,6 +548,7 @@ class ConversionWriter:
         started = time.perf_counter()
         try:
             async with self._rt.transaction() as conn:
+                await repository.batch_plans(conn)
                 outcomes = await submit_many(
                     conn,
                     [r.new for r in batch],
