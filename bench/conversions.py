@@ -302,8 +302,10 @@ async def measure(
     await migrate(dsn, "attribution", "attribution_service")
     await seed(dsn)
 
-    # The reference first: a broker this bench just started is a cold JVM, and its JIT warm-up
-    # should be paid by neither side (a production broker is warm).
+    # A broker this bench just started is a cold JVM: its JIT warm-up is paid by neither side
+    # (a production broker is warm). One unmeasured round of the reference's load first, then
+    # the reference, then the service.
+    await reference_produce_rate(bootstrap, prefix + "bench.warmup", 900, 20000)
     reference = round(
         await reference_produce_rate(bootstrap, prefix + "bench.reference", 900, 20000), 1
     )
