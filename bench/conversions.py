@@ -39,6 +39,8 @@ import time
 from pathlib import Path
 from typing import Any, cast
 
+from _common.http1 import split_response
+
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "24"))
 # Service processes (replicas, as a deployment scales it): each its own port, pool, consumers
 # (the group splits the partitions) and relay (an advisory lock elects one publisher). The load
@@ -88,21 +90,15 @@ class Conn(asyncio.Protocol):
             self._answer.set_exception(exc or ConnectionError("connection closed"))
 
     def _parse(self) -> None:
-        end = self._buf.find(b"\r\n\r\n")
-        if end < 0 or self._answer is None:
+        if self._answer is None:
             return
-        head = bytes(self._buf[:end]).split(b"\r\n")
-        length = 0
-        for line in head[1:]:
-            name, _, value = line.partition(b":")
-            if name.lower() == b"content-length":
-                length = int(value)
-        if len(self._buf) < end + 4 + length:
+        response = split_response(self._buf)
+        if response is None:
             return
-        body = bytes(self._buf[end + 4 : end + 4 + length])
-        del self._buf[: end + 4 + length]
+        status, body, used = response
+        del self._buf[:used]
         answer, self._answer = self._answer, None
-        answer.set_result((int(head[0].split()[1]), body))
+        answer.set_result((status, body))
 
     async def request(self, data: bytes) -> tuple[int, bytes]:
         assert self.transport is not None

@@ -22,6 +22,9 @@ from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
+# run as a script from this directory (bench/redirect.py starts it)
+from http1 import split_response
+
 
 class Client(asyncio.Protocol):
     """One keep-alive connection. `send` writes a request; when its whole response is in,
@@ -43,19 +46,12 @@ class Client(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data
-        end = self._buffer.find(b"\r\n\r\n")
-        if end == -1:
+        response = split_response(self._buffer)
+        if response is None:
             return
-        head = self._buffer[:end]
-        length = 0
-        at = head.lower().find(b"\r\ncontent-length:")
-        if at != -1:
-            stop = head.find(b"\r\n", at + 2)
-            length = int(head[at + 17 : stop if stop != -1 else len(head)])
-        if len(self._buffer) < end + 4 + length:
-            return  # body still coming
-        self._buffer = self._buffer[end + 4 + length :]
-        self._done(self, int(head[9:12]), self._scheduled)
+        status, _, used = response
+        self._buffer = self._buffer[used:]
+        self._done(self, status, self._scheduled)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost()
