@@ -83,17 +83,31 @@ class Runtime:
     def transaction(self) -> AbstractAsyncContextManager[asyncpg.Connection]:
         return transaction(self.pool)
 
+    async def open_pool(
+        self,
+        *,
+        min_size: int,
+        max_size: int,
+        role: str | None = None,
+        server_settings: dict[str, str] | None = None,
+    ) -> asyncpg.Pool:
+        """A pool on the service's database and schema, like the service's own. `role` names its
+        connections (application_name `<service>-<role>`); `server_settings` are laid over the
+        spec's session settings. For a worker that wants connections set apart (the caller
+        closes the pool)."""
+        return await create_pool(
+            self.settings.database_url,
+            schema=self.spec.schema,
+            application_name=f"{self.spec.name}-{role}" if role else self.spec.name,
+            min_size=min_size,
+            max_size=max_size,
+            reset_session=self.spec.pool_reset_session,
+            server_settings={**self.spec.pool_server_settings, **(server_settings or {})},
+        )
+
     async def start(self) -> None:
         s = self.settings
-        self._pool = await create_pool(
-            s.database_url,
-            schema=self.spec.schema,
-            application_name=self.spec.name,
-            min_size=s.db_pool_min_size,
-            max_size=s.db_pool_max_size,
-            reset_session=self.spec.pool_reset_session,
-            server_settings=self.spec.pool_server_settings,
-        )
+        self._pool = await self.open_pool(min_size=s.db_pool_min_size, max_size=s.db_pool_max_size)
         # Kafka may come up after us (compose, rolling restarts): wait for it rather than crash.
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type((KafkaConnectionError, OSError)),

@@ -52,6 +52,7 @@ from attribution_service.fraud import LONGEST_NETWORK_WINDOW_HOURS
 from attribution_service.handlers import NewConversion
 from referral_events.outbox import enqueue_many
 from referral_events.tracing import continued_from, current_context_carrier
+from servicekit.db import transaction
 from servicekit.ids import new_id
 from servicekit.metrics import FRAUD_DECISIONS
 from servicekit.problems import DomainError
@@ -471,7 +472,9 @@ class _Request:
 
 class ConversionWriter:
     """The writer loops of the group commit (a runtime worker: started with the service,
-    stopped after the HTTP server has drained, so what is queued is committed)."""
+    stopped after the HTTP server has drained, so what is queued is committed). Each loop has a
+    connection of its own, with the session settings of repository.BATCH_PLAN_SETTINGS; a batch
+    run again one by one goes through the service's pool like any other request."""
 
     def __init__(
         self,
@@ -489,6 +492,7 @@ class ConversionWriter:
         self._batch_max = batch_max
         self._grace = grace
         self._queue: asyncio.Queue[_Request | None] = asyncio.Queue()
+        self._pool: asyncpg.Pool | None = None
         self._running = False
         self._stopping = False
 
@@ -505,11 +509,18 @@ class ConversionWriter:
         return await answer
 
     async def run(self) -> None:
+        self._pool = await self._rt.open_pool(
+            min_size=self._writers,
+            max_size=self._writers,
+            role="writer",
+            server_settings=repository.BATCH_PLAN_SETTINGS,
+        )
         self._running = True
         try:
-            await asyncio.gather(*(self._loop() for _ in range(self._writers)))
+            await asyncio.gather(*(self._loop(self._pool) for _ in range(self._writers)))
         finally:
             self._running = False
+            await self._pool.close()
 
     async def stop(self) -> None:
         """Commit what is queued, then leave (one end mark per loop, behind the queue)."""
@@ -517,7 +528,7 @@ class ConversionWriter:
         for _ in range(self._writers):
             self._queue.put_nowait(None)
 
-    async def _loop(self) -> None:
+    async def _loop(self, pool: asyncpg.Pool) -> None:
         while True:
             first = await self._queue.get()
             if first is None:
@@ -537,18 +548,17 @@ class ConversionWriter:
                 batch.append(nxt)
             self._in_flight += 1
             try:
-                await self._commit(batch)
+                await self._commit(pool, batch)
             finally:
                 self._in_flight -= 1
             if end:
                 return
 
-    async def _commit(self, batch: list[_Request]) -> None:
+    async def _commit(self, pool: asyncpg.Pool, batch: list[_Request]) -> None:
         BATCH_SIZE.observe(len(batch))
         started = time.perf_counter()
         try:
-            async with self._rt.transaction() as conn:
-                await repository.batch_plans(conn)
+            async with transaction(pool) as conn:
                 outcomes = await submit_many(
                     conn,
                     [r.new for r in batch],

@@ -59,7 +59,7 @@ SPEC = ServiceSpec(
     # sizes of that moment: on a young table, sequential scans that stay cached as the table
     # grows (measured: 4x the Postgres CPU per conversion after a few thousand). Custom plans
     # cost a planning per run, and follow the table's size and statistics. The group commit's
-    # statements are the exception (repository.batch_plans).
+    # statements are the exception (repository.BATCH_PLAN_SETTINGS).
     pool_server_settings={"plan_cache_mode": "force_custom_plan"},
 )
 

@@ -1,8 +1,9 @@
-"""The group commit plans its statements once per connection (repository.batch_plans), maybe
-while the tables are still empty and without statistics. Such a plan must stay an index lookup
-per conversion when the tables fill up: here it is made on empty tables, then the tenant gets
-5,000 conversions and referrals of other customers and advocates, and deciding ten new
-conversions may read only the rows that concern them (none), not the tenant's history."""
+"""The group commit plans its statements once per connection (the session settings of its
+connections, repository.BATCH_PLAN_SETTINGS), maybe while the tables are still empty and without
+statistics. Such a plan must stay an index lookup per conversion when the tables fill up: here
+it is made on empty tables, then the tenant gets 5,000 conversions and referrals of other
+customers and advocates, and deciding ten new conversions may read only the rows that concern
+them (none), not the tenant's history."""
 
 from __future__ import annotations
 
@@ -73,7 +74,6 @@ async def _rows_read(conn: asyncpg.Connection) -> int:
 async def _decide_reads(conn: asyncpg.Connection) -> int:
     convs = _conversions()
     async with conn.transaction():
-        await repository.batch_plans(conn)
         contexts = await repository.conversion_contexts(conn, convs)
         await repository.screening_contexts(conn, _asks(convs), [])
         assert [r["key_conversion_id"] for r in contexts] == [None] * len(convs)
@@ -84,8 +84,10 @@ async def test_plans_made_on_empty_tables_stay_lookups_when_they_fill(
     namespace: Namespace,
 ) -> None:
     await migrate(namespace.database_url, "attribution", "attribution_service")
+    # a connection of the group commit's pool (ConversionWriter), as the writer opens it
     conn = await asyncpg.connect(
-        namespace.database_url, server_settings={"search_path": "attribution"}
+        namespace.database_url,
+        server_settings={"search_path": "attribution", **repository.BATCH_PLAN_SETTINGS},
     )
     try:
         await conn.execute(

@@ -77,14 +77,15 @@ def _swap(columns_at: int) -> str:
 
 
 def upgrade() -> None:
-    # The group commit plans its statements once per connection (repository.batch_plans), and
-    # that may be while the tables are young, when Postgres's estimates tell indexes apart by
-    # little more than chance. Led by tenant_id, any of these indexes could serve any lookup of
-    # a tenant's rows, and a plan made on young tables did read a conversion's idempotency key
-    # through the customer index (and the advocate's sightings through the order index): every
-    # conversion of the tenant, per conversion decided. Led by the column a lookup names (a
-    # key, an order, a customer, a hash), an index is only usable by the lookups it is for,
-    # whatever the statistics say; tenant_id stays in each, so no tenant reads another's rows.
+    # The group commit plans its statements once per connection
+    # (repository.BATCH_PLAN_SETTINGS), and that may be while the tables are young, when
+    # Postgres's estimates tell indexes apart by little more than chance. Led by tenant_id, any
+    # of these indexes could serve any lookup of a tenant's rows, and a plan made on young
+    # tables did read a conversion's idempotency key through the customer index (and the
+    # advocate's sightings through the order index): every conversion of the tenant, per
+    # conversion decided. Led by the column a lookup names (a key, an order, a customer, a
+    # hash), an index is only usable by the lookups it is for, whatever the statistics say;
+    # tenant_id stays in each, so no tenant reads another's rows.
     op.execute(_swap(0))
     # The friend's referrals: looked up by (tenant, friend), unique per (tenant, program,
     # friend). The constraint led by tenant_id becomes a unique index led by the friend.
