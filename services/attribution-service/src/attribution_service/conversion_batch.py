@@ -509,13 +509,23 @@ class ConversionWriter:
         return await answer
 
     async def run(self) -> None:
-        self._pool = await self._rt.open_pool(
-            min_size=self._writers,
-            max_size=self._writers,
-            role="writer",
-            server_settings=repository.BATCH_PLAN_SETTINGS,
-        )
+        # Accepting at once, as the service starts serving: what arrives while the writers'
+        # connections open waits in the queue (or, should they not open, goes one by one).
         self._running = True
+        try:
+            self._pool = await self._rt.open_pool(
+                min_size=self._writers,
+                max_size=self._writers,
+                role="writer",
+                server_settings=repository.BATCH_PLAN_SETTINGS,
+            )
+        except BaseException:
+            self._running = False
+            while not self._queue.empty():
+                queued = self._queue.get_nowait()
+                if queued is not None:
+                    await self._one(queued)
+            raise
         try:
             await asyncio.gather(*(self._loop(self._pool) for _ in range(self._writers)))
         finally:

@@ -28,6 +28,7 @@ from devstack.pytest_plugin import Namespace
 from devstack.testing import eventually, migrate, new_api_key, serve_in_process
 from referral_events.contracts import link as ev
 from servicekit.problems import DomainError
+from servicekit.runtime import Runtime
 
 from .conftest import Env, click, link_facts
 
@@ -313,5 +314,53 @@ async def test_a_batch_failing_in_the_database_is_retried_one_request_at_a_time(
     try:
         assert await conn.fetchval("SELECT count(*) FROM conversions") == 3
         assert await conn.fetchval("SELECT count(DISTINCT event_id) FROM outbox") == 4
+    finally:
+        await conn.close()
+
+
+async def test_requests_queued_while_the_writers_connections_cannot_open_go_one_by_one(
+    namespace: Namespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer accepts as soon as the service serves and opens its own connections after
+    that. Should they not open, what queued meanwhile is answered one request at a time on the
+    service's pool, and so is everything after, until the writer is restarted."""
+    dsn = namespace.database_url
+    await migrate(dsn, "attribution", "attribution_service")
+    key, entry = new_api_key("acme")
+    settings = Settings(**namespace.settings_env(), api_keys=[entry], conversion_writers=1)
+    opened = asyncio.Event()
+    attempts: list[str | None] = []
+
+    async def cannot_open(self: Runtime, **kw: Any) -> asyncpg.Pool:
+        if kw.get("role") is None:  # the service's own pool opens as usual
+            return await real_open(self, **kw)
+        attempts.append(kw["role"])
+        await opened.wait()  # requests queue up behind the opening
+        raise OSError("connection refused")
+
+    real_open = Runtime.open_pool
+    monkeypatch.setattr(Runtime, "open_pool", cannot_open)
+    async with serve_in_process(create_app(settings), key) as client:
+        queued = [
+            asyncio.create_task(
+                client.post("/v1/conversions", json={"type": "signup", "customer_id": f"c{i}"})
+            )
+            for i in range(3)
+        ]
+        await eventually(lambda: attempts)
+        await asyncio.sleep(0.1)
+        assert not any(t.done() for t in queued)  # waiting in the writer's queue
+        opened.set()
+        answers = await asyncio.wait_for(asyncio.gather(*queued), 10)
+        # the writer is not accepting until it is restarted: one by one at once
+        later = await client.post(
+            "/v1/conversions", json={"type": "signup", "customer_id": "c_later"}
+        )
+    assert [r.status_code for r in answers] == [201, 201, 201], [r.text for r in answers]
+    assert later.status_code == 201, later.text
+    assert attempts[0] == "writer"
+    conn = await asyncpg.connect(dsn, server_settings={"search_path": "attribution"})
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM conversions") == 4
     finally:
         await conn.close()
