@@ -492,7 +492,6 @@ class ConversionWriter:
         self._batch_max = batch_max
         self._grace = grace
         self._queue: asyncio.Queue[_Request | None] = asyncio.Queue()
-        self._pool: asyncpg.Pool | None = None
         self._running = False
         self._stopping = False
 
@@ -513,7 +512,7 @@ class ConversionWriter:
         # connections open waits in the queue (or, should they not open, goes one by one).
         self._running = True
         try:
-            self._pool = await self._rt.open_pool(
+            pool = await self._rt.open_pool(
                 min_size=self._writers,
                 max_size=self._writers,
                 role="writer",
@@ -527,10 +526,10 @@ class ConversionWriter:
                     await self._one(queued)
             raise
         try:
-            await asyncio.gather(*(self._loop(self._pool) for _ in range(self._writers)))
+            await asyncio.gather(*(self._loop(pool) for _ in range(self._writers)))
         finally:
             self._running = False
-            await self._pool.close()
+            await pool.close()
 
     async def stop(self) -> None:
         """Commit what is queued, then leave (one end mark per loop, behind the queue)."""
