@@ -111,7 +111,7 @@ class CodeCache:
     def get(self, key: str) -> tuple[bool, CodeTarget | None]:
         entry = self._entries.get(key)
         if entry is None or entry[0] < time.monotonic():
-            if entry is not None and (entry[1] is None or entry[0] + self._ttl < time.monotonic()):
+            if entry is not None and self._past_grace(entry):
                 self._drop(key)
             self.misses += 1
             return False, None
@@ -122,9 +122,13 @@ class CodeCache:
     def stale(self, key: str) -> CodeTarget | None:
         """An expired (but not invalidated) target still within its grace TTL, else None."""
         entry = self._entries.get(key)
-        if entry is None or entry[1] is None or entry[0] + self._ttl < time.monotonic():
+        if entry is None or self._past_grace(entry):
             return None
         return entry[1]
+
+    def _past_grace(self, entry: tuple[float, CodeTarget | None]) -> bool:
+        """Whether `stale` may no longer answer with it (unknown codes have no grace)."""
+        return entry[1] is None or entry[0] + self._ttl < time.monotonic()
 
     def put(self, key: str, target: CodeTarget | None, generation: int) -> None:
         if generation != self.generation or self._max == 0:
