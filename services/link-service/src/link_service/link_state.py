@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from link_service import redirect_repository
 from link_service.code_cache import CodeCache, CodeTarget
 from link_service.config import Settings
-
-if TYPE_CHECKING:
-    from link_service.enrollment.worker import EnrollmentWorker
-    from link_service.workers import CacheInvalidator, ClickWriter
-    from servicekit.runtime import Runtime
+from link_service.enrollment.worker import EnrollmentWorker
+from link_service.workers import CacheInvalidator, ClickWriter
+from servicekit.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
