@@ -14,9 +14,8 @@ from typing import Any
 
 import asyncpg
 
-from notification_service import email_domain as ed
-from notification_service import email_repository as repo
-from notification_service.email_schemas import InviteIn, PreviewIn, TemplateIn
+from notification_service.email import domain, repository
+from notification_service.email.schemas import InviteIn, PreviewIn, TemplateIn
 from notification_service.events import EVENTS
 from referral_events import CloudEvent
 from referral_events.contracts import attribution, link, reward
@@ -40,12 +39,12 @@ async def on_program(
     event: CloudEvent,
     p: link.ProgramCreated | link.ProgramUpdated,
 ) -> None:
-    await repo.upsert_program(
+    await repository.upsert_program(
         conn,
         tenant_id=event.tenantid,
         program_id=p.program_id,
         name=p.name,
-        default_locale=ed.normalize_locale(p.default_locale) or ed.DEFAULT_LOCALE,
+        default_locale=domain.normalize_locale(p.default_locale) or domain.DEFAULT_LOCALE,
         version=p.version,
     )
 
@@ -56,14 +55,14 @@ async def on_advocate(
     p: link.AdvocateEnrolled | link.AdvocateUpdated,
 ) -> None:
     email = _usable_address(p.email)
-    row = await repo.upsert_advocate(
+    row = await repository.upsert_advocate(
         conn,
         tenant_id=event.tenantid,
         advocate_id=p.advocate_id,
         program_id=p.program_id,
         email=email,
         name=p.name,
-        locale=ed.normalize_locale(p.locale),
+        locale=domain.normalize_locale(p.locale),
         marketing_consent=p.marketing_consent,
         blocked=p.blocked,
         code=p.code,
@@ -77,19 +76,19 @@ async def on_advocate(
 async def on_advocate_blocked(
     conn: asyncpg.Connection, event: CloudEvent, p: link.AdvocateBlocked
 ) -> None:
-    await repo.set_advocate_blocked(conn, event.tenantid, p.advocate_id, True)
+    await repository.set_advocate_blocked(conn, event.tenantid, p.advocate_id, True)
 
 
 async def on_advocate_unblocked(
     conn: asyncpg.Connection, event: CloudEvent, p: link.AdvocateUnblocked
 ) -> None:
-    await repo.set_advocate_blocked(conn, event.tenantid, p.advocate_id, False)
+    await repository.set_advocate_blocked(conn, event.tenantid, p.advocate_id, False)
 
 
 async def on_code(
     conn: asyncpg.Connection, event: CloudEvent, p: link.CodeCreated | link.CodeChanged
 ) -> None:
-    row = await repo.set_advocate_link(
+    row = await repository.set_advocate_link(
         conn,
         tenant_id=event.tenantid,
         advocate_id=p.advocate_id,
@@ -129,13 +128,13 @@ async def on_referral(
     email = _usable_address(p.friend_email)
     if email is None:
         return
-    await repo.upsert_friend(
+    await repository.upsert_friend(
         conn,
         tenant_id=event.tenantid,
         friend_id=p.friend_customer_id,
         program_id=p.program_id,
         email=email,
-        locale=ed.normalize_locale(p.friend_locale),
+        locale=domain.normalize_locale(p.friend_locale),
     )
 
 
@@ -143,7 +142,7 @@ def _usable_address(value: str | None) -> str | None:
     if not value:
         return None
     try:
-        return ed.validate_address(value)
+        return domain.validate_address(value)
     except InvalidInput:
         log.warning("ignoring an address that is not one (not logged: personal data)")
         return None
@@ -184,7 +183,7 @@ async def on_coupon_allocated(
         recipient_id=p.holder_id,
         advocate_id=p.advocate_id,
         program_id=p.program_id,
-        facts=ed.coupon_facts(p.model_dump(mode="json")),
+        facts=domain.coupon_facts(p.model_dump(mode="json")),
     )
 
 
@@ -202,7 +201,7 @@ async def on_milestone(
         recipient_id=p.advocate_id,
         advocate_id=p.advocate_id,
         program_id=p.program_id,
-        facts=ed.milestone_facts(p.model_dump(mode="json")),
+        facts=domain.milestone_facts(p.model_dump(mode="json")),
     )
 
 
@@ -225,7 +224,7 @@ async def _reward_mail(
         recipient_id=recipient_id,
         advocate_id=p.advocate_id,
         program_id=p.program_id,
-        facts=ed.reward_facts(p.model_dump(mode="json")),
+        facts=domain.reward_facts(p.model_dump(mode="json")),
     )
 
 
@@ -277,7 +276,7 @@ async def enqueue(
 ) -> str | None:
     """Queue one mail; the email id, or None when this (cause, recipient, template) has one."""
     email_id = new_id("eml")
-    inserted = await repo.insert_email(
+    inserted = await repository.insert_email(
         conn,
         email_id=email_id,
         tenant_id=tenant_id,
@@ -320,17 +319,17 @@ async def invite(
             "the friends agreed to hear from the program",
             field="consent",
         )
-    advocate = await repo.get_contact(conn, tenant_id, "advocate", cmd.advocate_id, lock=True)
+    advocate = await repository.get_contact(conn, tenant_id, "advocate", cmd.advocate_id, lock=True)
     if advocate is None:
         raise NotFound(f"no advocate '{cmd.advocate_id}'", field="advocate_id")
     if advocate["blocked"]:
         raise Conflict("the advocate is blocked", field="advocate_id")
     if not advocate["link_url"]:
         raise Conflict("the advocate has no referral link yet", field="advocate_id")
-    locale = ed.validate_locale(cmd.locale) if cmd.locale else advocate["locale"]
+    locale = domain.validate_locale(cmd.locale) if cmd.locale else advocate["locale"]
     addresses: list[str] = []
     for i, raw in enumerate(cmd.emails):
-        address = ed.validate_address(raw, field=f"emails.{i}")
+        address = domain.validate_address(raw, field=f"emails.{i}")
         if address not in addresses:
             addresses.append(address)
 
@@ -339,12 +338,12 @@ async def invite(
     for address in addresses:
         if address == advocate["email"]:
             results.append(InviteResult(address, "self"))
-        elif await repo.suppressed_as(conn, tenant_id, address) is not None:
+        elif await repository.suppressed_as(conn, tenant_id, address) is not None:
             results.append(InviteResult(address, "suppressed"))
         else:
             fresh.append(address)
-    allowance = ed.invite_allowance(
-        await repo.invites_since(conn, tenant_id, cmd.advocate_id, now - timedelta(days=1)),
+    allowance = domain.invite_allowance(
+        await repository.invites_since(conn, tenant_id, cmd.advocate_id, now - timedelta(days=1)),
         limit_per_day,
     )
     queued: list[InviteResult] = []
@@ -355,7 +354,7 @@ async def invite(
             template="invite",
             cause_key=f"invite:{cmd.advocate_id}",
             recipient_kind="invitee",
-            recipient_id=ed.address_key(address),
+            recipient_id=domain.address_key(address),
             advocate_id=cmd.advocate_id,
             program_id=advocate["program_id"],
             facts={"invite": {"message": cmd.message}, "locale": locale, "consent": True},
@@ -387,10 +386,10 @@ async def put_template(
     locale: str,
     cmd: TemplateIn,
 ) -> asyncpg.Record:
-    ed.template_spec(template)
-    locale = ed.validate_locale(locale)
-    ed.check_template(cmd.subject, cmd.html, cmd.text, template)
-    return await repo.put_template(
+    domain.template_spec(template)
+    locale = domain.validate_locale(locale)
+    domain.check_template(cmd.subject, cmd.html, cmd.text, template)
+    return await repository.put_template(
         conn,
         tenant_id=tenant_id,
         program_id=program_id,
@@ -405,8 +404,10 @@ async def put_template(
 async def get_template(
     conn: asyncpg.Connection, tenant_id: str, program_id: str, template: str, locale: str
 ) -> asyncpg.Record:
-    ed.template_spec(template)
-    row = await repo.get_template(conn, tenant_id, program_id, template, ed.validate_locale(locale))
+    domain.template_spec(template)
+    row = await repository.get_template(
+        conn, tenant_id, program_id, template, domain.validate_locale(locale)
+    )
     if row is None:
         raise NotFound(
             f"program '{program_id}' has no own '{template}' wording in '{locale}' "
@@ -420,25 +421,29 @@ async def delete_template(
     conn: asyncpg.Connection, tenant_id: str, program_id: str, template: str, locale: str
 ) -> None:
     await get_template(conn, tenant_id, program_id, template, locale)
-    await repo.delete_template(conn, tenant_id, program_id, template, ed.validate_locale(locale))
+    await repository.delete_template(
+        conn, tenant_id, program_id, template, domain.validate_locale(locale)
+    )
 
 
 async def list_templates(
     conn: asyncpg.Connection, tenant_id: str, program_id: str
 ) -> list[asyncpg.Record]:
-    return await repo.list_templates(conn, tenant_id, program_id)
+    return await repository.list_templates(conn, tenant_id, program_id)
 
 
 async def preview(
     conn: asyncpg.Connection, tenant_id: str, template: str, cmd: PreviewIn
-) -> tuple[ed.Rendered, str]:
+) -> tuple[domain.Rendered, str]:
     """Renders with sample data: the draft in the request if any, else the wording a real mail
     for this program and locale would get. Returns the rendering and where the wording came
     from ("draft", "program" or "builtin")."""
-    ed.template_spec(template)
-    locale = ed.validate_locale(cmd.locale) if cmd.locale else None
-    context = ed.sample_context(template)
-    program = await repo.get_program(conn, tenant_id, cmd.program_id) if cmd.program_id else None
+    domain.template_spec(template)
+    locale = domain.validate_locale(cmd.locale) if cmd.locale else None
+    context = domain.sample_context(template)
+    program = (
+        await repository.get_program(conn, tenant_id, cmd.program_id) if cmd.program_id else None
+    )
     if program is not None:
         context["program"] = {"name": program["name"]}
     if cmd.subject is not None or cmd.html is not None or cmd.text is not None:
@@ -447,19 +452,19 @@ async def preview(
                 "a draft needs subject, html and text",
                 field="subject" if not cmd.subject else "text",
             )
-        wording = ed.Wording(cmd.subject, cmd.html, cmd.text, locale or "en", "program")
+        wording = domain.Wording(cmd.subject, cmd.html, cmd.text, locale or "en", "program")
         source = "draft"
     else:
         overrides = (
-            await repo.template_overrides(conn, tenant_id, cmd.program_id, template)
+            await repository.template_overrides(conn, tenant_id, cmd.program_id, template)
             if cmd.program_id
             else {}
         )
-        chain = ed.locale_chain(locale, program["default_locale"] if program else None)
-        wording = ed.choose_wording(template, chain, overrides)
+        chain = domain.locale_chain(locale, program["default_locale"] if program else None)
+        wording = domain.choose_wording(template, chain, overrides)
         source = wording.source
-    ed.check_template(wording.subject, wording.html, wording.text, template)
-    return ed.render(wording, context, strict=True), source
+    domain.check_template(wording.subject, wording.html, wording.text, template)
+    return domain.render(wording, context, strict=True), source
 
 
 # --- suppressions and unsubscribe -------------------------------------------------------------
@@ -469,32 +474,34 @@ async def add_suppression(
     conn: asyncpg.Connection, tenant_id: str, address: str, reason: str, detail: str | None
 ) -> asyncpg.Record:
     """Also the bounce and complaint hook: an ESP's webhook or a bounce processor posts here."""
-    return await repo.suppress(conn, tenant_id, ed.validate_address(address), reason, detail)
+    return await repository.suppress(
+        conn, tenant_id, domain.validate_address(address), reason, detail
+    )
 
 
 async def remove_suppression(conn: asyncpg.Connection, tenant_id: str, address: str) -> None:
-    if not await repo.delete_suppression(conn, tenant_id, ed.normalize_address(address)):
+    if not await repository.delete_suppression(conn, tenant_id, domain.normalize_address(address)):
         raise NotFound("that address is not suppressed", field="email")
 
 
 async def list_suppressions(
     conn: asyncpg.Connection, tenant_id: str, *, limit: int, after: str | None
 ) -> list[asyncpg.Record]:
-    return await repo.list_suppressions(
-        conn, tenant_id, limit=limit, after=ed.normalize_address(after) if after else None
+    return await repository.list_suppressions(
+        conn, tenant_id, limit=limit, after=domain.normalize_address(after) if after else None
     )
 
 
 async def unsubscribe(conn: asyncpg.Connection, email_id: str) -> asyncpg.Record | None:
     """Suppresses the address the mail went to, for its tenant. None for an unknown mail (or
     one whose address was already erased): nothing to do, and the page says so."""
-    email = await repo.get_email(conn, email_id)
+    email = await repository.get_email(conn, email_id)
     if email is None or not email["to_address"]:
         return None
-    await repo.suppress(
+    await repository.suppress(
         conn, email["tenant_id"], email["to_address"], "unsubscribed", f"one-click: {email_id}"
     )
-    return await repo.get_program(conn, email["tenant_id"], email["program_id"])
+    return await repository.get_program(conn, email["tenant_id"], email["program_id"])
 
 
 async def list_emails(
@@ -505,7 +512,7 @@ async def list_emails(
     recipient_id: str | None,
     limit: int,
 ) -> list[asyncpg.Record]:
-    return await repo.list_emails(
+    return await repository.list_emails(
         conn,
         tenant_id,
         recipient_kind=recipient_kind,
@@ -522,13 +529,13 @@ class Outgoing:
     """A claimed mail, rendered and addressed: ready for SMTP."""
 
     row: asyncpg.Record
-    envelope: ed.Envelope
+    envelope: domain.Envelope
 
 
 async def claim(
     conn: asyncpg.Connection, *, now: datetime, lease_until: datetime, limit: int
 ) -> list[asyncpg.Record]:
-    return await repo.claim_due_emails(conn, now=now, lease_until=lease_until, limit=limit)
+    return await repository.claim_due_emails(conn, now=now, lease_until=lease_until, limit=limit)
 
 
 async def prepare(
@@ -543,7 +550,7 @@ async def prepare(
 ) -> Outgoing | None:
     """Address and render a claimed mail; None when it was settled instead (suppressed, no
     address after the last retry, a template that cannot render)."""
-    spec = ed.template_spec(row["template"])
+    spec = domain.template_spec(row["template"])
     context_facts: dict[str, Any] = _json(row["context"])
     consent = False
     name: str | None = None
@@ -554,7 +561,7 @@ async def prepare(
         locale = context_facts.get("locale")
         consent = bool(context_facts.get("consent"))
     else:
-        contact = await repo.get_contact(
+        contact = await repository.get_contact(
             conn, row["tenant_id"], row["recipient_kind"], row["recipient_id"]
         )
         if contact is not None:
@@ -563,7 +570,7 @@ async def prepare(
     if not address:
         # The contact copy may still be on its way (another topic): wait for it, on the
         # retry schedule, then give up.
-        outcome, next_at = ed.after_smtp(0, row["attempts"], retry_schedule, now)
+        outcome, next_at = domain.after_smtp(0, row["attempts"], retry_schedule, now)
         await _settle(
             conn,
             row,
@@ -573,8 +580,8 @@ async def prepare(
             now=now,
         )
         return None
-    reason = ed.suppression(
-        spec.category, await repo.suppressed_as(conn, row["tenant_id"], address), consent
+    reason = domain.suppression(
+        spec.category, await repository.suppressed_as(conn, row["tenant_id"], address), consent
     )
     if reason is not None:
         await _settle(conn, row, "suppressed", None, suppressed_reason=reason, now=now)
@@ -592,33 +599,35 @@ async def prepare(
             ),
         )
         return None
-    program = await repo.get_program(conn, row["tenant_id"], row["program_id"])
+    program = await repository.get_program(conn, row["tenant_id"], row["program_id"])
     if program is None and row["attempts"] <= len(retry_schedule):
         # Program and advocate events travel on different partitions: the program's copy
         # (its name, its default locale) may not be here yet. Wait for it like for an
         # address; after the last retry the mail goes out without it.
-        _, next_at = ed.after_smtp(0, row["attempts"], retry_schedule, now)
+        _, next_at = domain.after_smtp(0, row["attempts"], retry_schedule, now)
         await _settle(conn, row, "queued", next_at, error="program not known yet", now=now)
         return None
     advocate = (
-        await repo.get_contact(conn, row["tenant_id"], "advocate", row["advocate_id"])
+        await repository.get_contact(conn, row["tenant_id"], "advocate", row["advocate_id"])
         if row["advocate_id"]
         else None
     )
-    overrides = await repo.template_overrides(
+    overrides = await repository.template_overrides(
         conn, row["tenant_id"], row["program_id"], row["template"]
     )
-    wording = ed.choose_wording(
+    wording = domain.choose_wording(
         row["template"],
-        ed.locale_chain(locale, program["default_locale"] if program else None),
+        domain.locale_chain(locale, program["default_locale"] if program else None),
         overrides,
     )
-    link_url = ed.unsubscribe_url(base_url, ed.unsubscribe_token(row["id"], unsubscribe_key))
-    context = ed.build_context(
+    link_url = domain.unsubscribe_url(
+        base_url, domain.unsubscribe_token(row["id"], unsubscribe_key)
+    )
+    context = domain.build_context(
         row["template"],
         program_name=program["name"] if program else None,
-        recipient=ed.Person(name=name),
-        advocate=ed.Person(
+        recipient=domain.Person(name=name),
+        advocate=domain.Person(
             name=advocate["name"] if advocate else None,
             link_url=advocate["link_url"] if advocate else None,
             code=advocate["code"] if advocate else None,
@@ -627,11 +636,11 @@ async def prepare(
         unsubscribe_url=link_url,
     )
     try:
-        rendered = ed.render(wording, context)
+        rendered = domain.render(wording, context)
     except Exception as exc:  # a merchant's template that fails at send time: say so, once
         await _settle(conn, row, "failed", None, error=f"template: {exc}"[:500], now=now)
         return None
-    envelope = ed.Envelope(
+    envelope = domain.Envelope(
         email_id=row["id"],
         sender=sender,
         to=address,
@@ -653,7 +662,7 @@ async def record_smtp(
 ) -> str:
     """Settle after the SMTP attempt; returns the outcome."""
     row, envelope = outgoing.row, outgoing.envelope
-    outcome, next_at = ed.after_smtp(code, row["attempts"], retry_schedule, now)
+    outcome, next_at = domain.after_smtp(code, row["attempts"], retry_schedule, now)
     if outcome == "sent":
         settled = await _settle(
             conn, row, "sent", None, now=now, locale=envelope.rendered.locale, to=envelope.to
@@ -674,7 +683,7 @@ async def record_smtp(
             )
     elif outcome == "bounced":
         await _settle(conn, row, "failed", None, error=error, now=now, to=envelope.to)
-        await repo.suppress(conn, row["tenant_id"], envelope.to, "bounced", error)
+        await repository.suppress(conn, row["tenant_id"], envelope.to, "bounced", error)
     else:
         await _settle(
             conn, row, "queued" if outcome == "retry" else "failed", next_at, error=error, now=now
@@ -694,7 +703,7 @@ async def _settle(
     locale: str | None = None,
     to: str | None = None,
 ) -> bool:
-    return await repo.settle_email(
+    return await repository.settle_email(
         conn,
         email_id=row["id"],
         attempt=row["attempts"],

@@ -13,9 +13,9 @@ from typing import Any
 
 import asyncpg
 
-from notification_service import domain, repository
 from notification_service.events import EVENTS
-from notification_service.schemas import EndpointIn, EndpointPatch
+from notification_service.webhooks import domain, repository
+from notification_service.webhooks.schemas import EndpointIn, EndpointPatch
 from referral_events import CloudEvent
 from referral_events.contracts import notification as out
 from referral_events.envelope import EventPayload

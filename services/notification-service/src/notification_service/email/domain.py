@@ -31,7 +31,7 @@ from typing import Any, Literal
 from jinja2 import ChainableUndefined, StrictUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
-from notification_service.email_builtins import BUILTIN
+from notification_service.email.wording import BUILTIN
 from servicekit.money import format_minor
 from servicekit.problems import InvalidInput
 

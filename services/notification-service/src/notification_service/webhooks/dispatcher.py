@@ -43,23 +43,22 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import asyncpg
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from notification_service import domain, handlers, repository, signing, urlguard
+from notification_service.clock import Clock, utc_now
 from notification_service.config import Settings
 from notification_service.metrics import WEBHOOK_ATTEMPTS
+from notification_service.webhooks import domain, handlers, repository, signing, urlguard
 from referral_events.inbox import INFRASTRUCTURE_ERRORS
 from referral_events.outbox import enqueue_rows
 from referral_events.tracing import continued_from_event
 from servicekit.runtime import Runtime
 
 log = logging.getLogger(__name__)
-
-Clock = Callable[[], datetime]
 
 USER_AGENT = "referral-platform-webhooks/1.0"
 # How long past the request timeout a claim stays ours before another replica may take it.
@@ -80,10 +79,6 @@ LISTEN_RETRY_SECONDS = 1.0
 class _Finished:
     finished: handlers.Finished
     recorded: asyncio.Future[domain.Decision | None]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class Dispatcher:
