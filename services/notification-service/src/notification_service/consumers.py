@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 
-from notification_service.email.handlers import EMAIL_HANDLERS
+from notification_service.email.consumed import EMAIL_HANDLERS
 from notification_service.webhooks import domain, handlers
 from referral_events import CloudEvent, topics
 from referral_events.inbox import Handler

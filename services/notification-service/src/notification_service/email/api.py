@@ -13,6 +13,7 @@ from fastapi.responses import HTMLResponse, Response
 from notification_service.config import Settings
 from notification_service.deps import AppClock, Auth, Cfg, Rt
 from notification_service.email import domain, handlers
+from notification_service.email.repository import EmailLog
 from notification_service.email.schemas import (
     EmailList,
     EmailOut,
@@ -210,11 +211,7 @@ async def list_emails(
     """Mails newest first, with status and why one was suppressed; no addresses or bodies."""
     async with rt.transaction() as conn:
         rows = await handlers.list_emails(
-            conn,
-            who.tenant_id,
-            recipient_kind=recipient_kind,
-            recipient_id=recipient_id,
-            limit=limit,
+            conn, who.tenant_id, EmailLog(recipient_kind, recipient_id, limit)
         )
     return EmailList(data=[EmailOut.model_validate(dict(r)) for r in rows])
 

@@ -25,7 +25,7 @@ import asyncpg
 
 from notification_service.clock import Clock, utc_now
 from notification_service.config import Settings
-from notification_service.email import domain, handlers
+from notification_service.email import domain, queue
 from referral_events.inbox import INFRASTRUCTURE_ERRORS
 from servicekit.runtime import Runtime
 
@@ -68,9 +68,7 @@ class EmailSender:
             return
         now = self._clock()
         async with self._rt.transaction() as conn:
-            rows = await handlers.claim(
-                conn, now=now, lease_until=now + self._lease, limit=capacity
-            )
+            rows = await queue.claim(conn, now=now, lease_until=now + self._lease, limit=capacity)
         for row in rows:
             task = asyncio.create_task(self._one(row), name=f"email:{row['id']}")
             self._tasks.add(task)
@@ -79,7 +77,7 @@ class EmailSender:
     async def _one(self, row: asyncpg.Record) -> None:
         try:
             async with self._rt.transaction() as conn:
-                outgoing = await handlers.prepare(
+                outgoing = await queue.prepare(
                     conn,
                     row,
                     now=self._clock(),
@@ -92,7 +90,7 @@ class EmailSender:
                 return
             code, error = await self._smtp(outgoing.envelope)
             async with self._rt.transaction() as conn:
-                outcome = await handlers.record_smtp(
+                outcome = await queue.record_smtp(
                     conn,
                     outgoing,
                     code,

@@ -5,6 +5,7 @@ commits. Times that drive sending come in as arguments (the sender's injected cl
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -335,24 +336,28 @@ async def delete_suppression(conn: asyncpg.Connection, tenant_id: str, address: 
 # --- the email queue --------------------------------------------------------------------------
 
 
-async def insert_email(
-    conn: asyncpg.Connection,
-    *,
-    email_id: str,
-    tenant_id: str,
-    template: str,
-    cause_key: str,
-    recipient_kind: str,
-    recipient_id: str,
-    advocate_id: str | None,
-    program_id: str,
-    to_address: str | None,
-    context: dict[str, Any],
-    due: datetime | None = None,
-) -> bool:
-    """Queued and due at `due` (default: the transaction's time). False when this (cause,
-    recipient, template) already has its mail: the one thing that keeps a redelivered event
-    from mailing twice."""
+@dataclass(frozen=True)
+class NewMail:
+    """A mail to queue: which template, why (one mail per cause, recipient and template), to
+    whom, and the facts its template shows."""
+
+    tenant_id: str
+    template: str
+    cause_key: str
+    recipient_kind: str
+    recipient_id: str
+    advocate_id: str | None
+    program_id: str
+    facts: dict[str, Any]
+    # Invitees have no contact copy: their address travels with the mail.
+    to_address: str | None = None
+    # Default: the transaction's time.
+    due: datetime | None = None
+
+
+async def insert_email(conn: asyncpg.Connection, email_id: str, mail: NewMail) -> bool:
+    """False when this (cause, recipient, template) already has its mail: the one thing that
+    keeps a redelivered event from mailing twice."""
     inserted = await conn.fetchval(
         """
         INSERT INTO emails (id, tenant_id, template, cause_key, recipient_kind, recipient_id,
@@ -362,16 +367,16 @@ async def insert_email(
         RETURNING true
         """,
         email_id,
-        tenant_id,
-        template,
-        cause_key,
-        recipient_kind,
-        recipient_id,
-        advocate_id,
-        program_id,
-        to_address,
-        json.dumps(context),
-        due,
+        mail.tenant_id,
+        mail.template,
+        mail.cause_key,
+        mail.recipient_kind,
+        mail.recipient_id,
+        mail.advocate_id,
+        mail.program_id,
+        mail.to_address,
+        json.dumps(mail.facts),
+        mail.due,
     )
     return bool(inserted)
 
@@ -460,13 +465,17 @@ async def get_email(conn: asyncpg.Connection, email_id: str) -> asyncpg.Record |
     return await conn.fetchrow("SELECT * FROM emails WHERE id = $1", email_id)
 
 
+@dataclass(frozen=True)
+class EmailLog:
+    """Which mails the email log shows, newest first: all, or one recipient kind or id."""
+
+    recipient_kind: str | None
+    recipient_id: str | None
+    limit: int
+
+
 async def list_emails(
-    conn: asyncpg.Connection,
-    tenant_id: str,
-    *,
-    recipient_kind: str | None,
-    recipient_id: str | None,
-    limit: int,
+    conn: asyncpg.Connection, tenant_id: str, log: EmailLog
 ) -> list[asyncpg.Record]:
     return list(
         await conn.fetch(
@@ -482,8 +491,8 @@ async def list_emails(
             LIMIT $4
             """,
             tenant_id,
-            recipient_kind,
-            recipient_id,
-            limit,
+            log.recipient_kind,
+            log.recipient_id,
+            log.limit,
         )
     )

@@ -1,0 +1,235 @@
+"""What consumed events do for email: keep copies of the programs and contacts link- and
+attribution-service publish, and queue the mails events cause (the advocate's welcome, rewards,
+a friend's coupon, milestones). Each handler runs in the event's inbox transaction."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from notification_service.email import domain, queue, repository
+from referral_events import CloudEvent
+from referral_events.contracts import attribution, link, reward
+from servicekit.problems import InvalidInput
+
+log = logging.getLogger(__name__)
+
+
+# --- copies of other services' facts ----------------------------------------------------------
+
+
+async def on_program(
+    conn: asyncpg.Connection,
+    event: CloudEvent,
+    p: link.ProgramCreated | link.ProgramUpdated,
+) -> None:
+    await repository.upsert_program(
+        conn,
+        tenant_id=event.tenantid,
+        program_id=p.program_id,
+        name=p.name,
+        default_locale=domain.normalize_locale(p.default_locale) or domain.DEFAULT_LOCALE,
+        version=p.version,
+    )
+
+
+async def on_advocate(
+    conn: asyncpg.Connection,
+    event: CloudEvent,
+    p: link.AdvocateEnrolled | link.AdvocateUpdated,
+) -> None:
+    email = _usable_address(p.email)
+    row = await repository.upsert_advocate(
+        conn,
+        tenant_id=event.tenantid,
+        advocate_id=p.advocate_id,
+        program_id=p.program_id,
+        email=email,
+        name=p.name,
+        locale=domain.normalize_locale(p.locale),
+        marketing_consent=p.marketing_consent,
+        blocked=p.blocked,
+        code=p.code,
+        link_url=p.link_url,
+        version=p.version,
+    )
+    if row is not None:
+        await _maybe_welcome(conn, event, row)
+
+
+async def on_advocate_blocked(
+    conn: asyncpg.Connection, event: CloudEvent, p: link.AdvocateBlocked
+) -> None:
+    await repository.set_advocate_blocked(conn, event.tenantid, p.advocate_id, True)
+
+
+async def on_advocate_unblocked(
+    conn: asyncpg.Connection, event: CloudEvent, p: link.AdvocateUnblocked
+) -> None:
+    await repository.set_advocate_blocked(conn, event.tenantid, p.advocate_id, False)
+
+
+async def on_code(
+    conn: asyncpg.Connection, event: CloudEvent, p: link.CodeCreated | link.CodeChanged
+) -> None:
+    row = await repository.set_advocate_link(
+        conn,
+        tenant_id=event.tenantid,
+        advocate_id=p.advocate_id,
+        program_id=p.program_id,
+        code=p.code,
+        link_url=p.link_url,
+    )
+    await _maybe_welcome(conn, event, row)
+
+
+async def _maybe_welcome(
+    conn: asyncpg.Connection, event: CloudEvent, contact: asyncpg.Record
+) -> None:
+    """The welcome needs the address (advocate events) and the link (advocate or code events),
+    which may arrive in either order: whichever completes the pair queues it. Keyed on the
+    advocate, so it goes out once however many events complete it."""
+    if not contact["email"] or not contact["link_url"] or contact["blocked"]:
+        return
+    if _stale(event):
+        return
+    await queue.enqueue(
+        conn,
+        repository.NewMail(
+            tenant_id=event.tenantid,
+            template="advocate_welcome",
+            cause_key=f"welcome:{contact['contact_id']}",
+            recipient_kind="advocate",
+            recipient_id=contact["contact_id"],
+            advocate_id=contact["contact_id"],
+            program_id=contact["program_id"],
+            facts={},
+        ),
+    )
+
+
+async def on_referral(
+    conn: asyncpg.Connection, event: CloudEvent, p: attribution.ReferralAttributed
+) -> None:
+    email = _usable_address(p.friend_email)
+    if email is None:
+        return
+    await repository.upsert_friend(
+        conn,
+        tenant_id=event.tenantid,
+        friend_id=p.friend_customer_id,
+        program_id=p.program_id,
+        email=email,
+        locale=domain.normalize_locale(p.friend_locale),
+    )
+
+
+def _usable_address(value: str | None) -> str | None:
+    if not value:
+        return None
+    try:
+        return domain.validate_address(value)
+    except InvalidInput:
+        log.warning("ignoring an address that is not one (not logged: personal data)")
+        return None
+
+
+# --- mails caused by reward events ------------------------------------------------------------
+
+
+async def on_reward_pending(
+    conn: asyncpg.Connection, event: CloudEvent, p: reward.RewardPending
+) -> None:
+    # A friend's reward is announced once, when it can be used.
+    if p.role == "advocate":
+        await _mail(conn, event, p, "advocate_reward_pending", p.advocate_id, domain.reward_facts)
+
+
+async def on_reward_available(
+    conn: asyncpg.Connection, event: CloudEvent, p: reward.RewardAvailable
+) -> None:
+    if p.role == "advocate":
+        await _mail(conn, event, p, "advocate_reward_available", p.advocate_id, domain.reward_facts)
+    elif p.kind != "coupon":
+        # A friend's coupon reward is mailed from coupon.allocated, which carries the code.
+        await _mail(conn, event, p, "friend_reward", p.holder_id, domain.reward_facts)
+
+
+async def on_coupon_allocated(
+    conn: asyncpg.Connection, event: CloudEvent, p: reward.CouponAllocated
+) -> None:
+    if p.role == "friend":
+        await _mail(conn, event, p, "friend_coupon", p.holder_id, domain.coupon_facts)
+
+
+async def on_milestone(
+    conn: asyncpg.Connection, event: CloudEvent, p: reward.MilestoneReached
+) -> None:
+    if p.role == "advocate":
+        await _mail(conn, event, p, "milestone_reached", p.advocate_id, domain.milestone_facts)
+
+
+async def _mail(
+    conn: asyncpg.Connection,
+    event: CloudEvent,
+    p: reward.RewardPending
+    | reward.RewardAvailable
+    | reward.CouponAllocated
+    | reward.MilestoneReached,
+    template: str,
+    recipient_id: str,
+    facts: Callable[[Mapping[str, Any]], dict[str, Any]],
+) -> None:
+    """The mail `event` causes to one recipient (of the kind the template is for): queued once
+    per (event, recipient, template), and not at all for an event too old to mail about."""
+    if _stale(event):
+        return
+    await queue.enqueue(
+        conn,
+        repository.NewMail(
+            tenant_id=event.tenantid,
+            template=template,
+            cause_key=event.id,
+            recipient_kind=domain.template_spec(template).recipient,
+            recipient_id=recipient_id,
+            advocate_id=p.advocate_id,
+            program_id=p.program_id,
+            facts=facts(p.model_dump(mode="json")),
+        ),
+    )
+
+
+# Mail about an event older than this is not sent (its contact facts are still copied). When
+# the service first consumes a topic from its beginning (a new deployment, a new subscription)
+# it must not mail people about enrollments and rewards of weeks ago.
+MAX_EVENT_AGE = timedelta(days=3)
+
+
+def _stale(event: CloudEvent) -> bool:
+    at = event.time if event.time.tzinfo is not None else event.time.replace(tzinfo=UTC)
+    if datetime.now(UTC) - at > MAX_EVENT_AGE:
+        log.info("no mail for %s %s: older than %s", event.type, event.id, MAX_EVENT_AGE)
+        return True
+    return False
+
+
+# Consumed event type -> email handler (the consumer adds webhook fan-out next to these).
+EMAIL_HANDLERS: dict[str, Callable[[asyncpg.Connection, CloudEvent, Any], Awaitable[None]]] = {
+    link.ProgramCreated.TYPE: on_program,
+    link.ProgramUpdated.TYPE: on_program,
+    link.AdvocateEnrolled.TYPE: on_advocate,
+    link.AdvocateUpdated.TYPE: on_advocate,
+    link.AdvocateBlocked.TYPE: on_advocate_blocked,
+    link.AdvocateUnblocked.TYPE: on_advocate_unblocked,
+    link.CodeCreated.TYPE: on_code,
+    link.CodeChanged.TYPE: on_code,
+    attribution.ReferralAttributed.TYPE: on_referral,
+    reward.RewardPending.TYPE: on_reward_pending,
+    reward.RewardAvailable.TYPE: on_reward_available,
+    reward.CouponAllocated.TYPE: on_coupon_allocated,
+    reward.MilestoneReached.TYPE: on_milestone,
+}
