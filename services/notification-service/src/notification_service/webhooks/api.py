@@ -163,8 +163,7 @@ async def replay(
             conn,
             who.tenant_id,
             endpoint_id,
-            since=body.since,
-            until=body.until,
+            body,
             now=clock(),
             limit=settings.webhook_replay_limit,
         )

@@ -52,7 +52,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 from notification_service.clock import Clock, utc_now
 from notification_service.config import Settings
 from notification_service.metrics import WEBHOOK_ATTEMPTS
-from notification_service.webhooks import domain, handlers, repository, signing, urlguard
+from notification_service.webhooks import attempts, domain, repository, signing, urlguard
 from referral_events.inbox import INFRASTRUCTURE_ERRORS
 from referral_events.outbox import enqueue_rows
 from referral_events.tracing import continued_from_event
@@ -77,7 +77,7 @@ LISTEN_RETRY_SECONDS = 1.0
 
 @dataclass
 class _Finished:
-    finished: handlers.Finished
+    finished: attempts.Finished
     recorded: asyncio.Future[domain.Decision | None]
 
 
@@ -257,7 +257,7 @@ class Dispatcher:
         now = self._clock()
         # The claim is one statement, atomic on its own: no BEGIN and COMMIT round trips.
         async with self._rt.pool.acquire() as conn:
-            claims = await handlers.claim_due(
+            claims = await attempts.claim_due(
                 conn,
                 now=now,
                 lease_until=now + self._lease,
@@ -275,7 +275,7 @@ class Dispatcher:
             task.add_done_callback(self._tasks.discard)
         return len(claims)
 
-    async def _attempt(self, transport: httpx.AsyncBaseTransport, claim: handlers.Claim) -> None:
+    async def _attempt(self, transport: httpx.AsyncBaseTransport, claim: domain.Claim) -> None:
         try:
             attempted_at = self._clock()
             try:
@@ -291,7 +291,7 @@ class Dispatcher:
             )
 
     async def _send(
-        self, transport: httpx.AsyncBaseTransport, claim: handlers.Claim, attempted_at: datetime
+        self, transport: httpx.AsyncBaseTransport, claim: domain.Claim, attempted_at: datetime
     ) -> domain.AttemptResult:
         if not claim.secrets:
             return domain.AttemptResult(None, 0, error="endpoint has no signing secret")
@@ -333,13 +333,13 @@ class Dispatcher:
         self._wake.set()
 
     async def _record(
-        self, claim: handlers.Claim, result: domain.AttemptResult, attempted_at: datetime
+        self, claim: domain.Claim, result: domain.AttemptResult, attempted_at: datetime
     ) -> None:
         recorded: asyncio.Future[domain.Decision | None] = (
             asyncio.get_running_loop().create_future()
         )
         await self._finished.put(
-            _Finished(handlers.Finished(claim, result, attempted_at), recorded)
+            _Finished(attempts.Finished(claim, result, attempted_at), recorded)
         )
         decision = await recorded
         if decision is None:
@@ -383,7 +383,7 @@ class Dispatcher:
                 for item, decision in zip(batch, decisions, strict=True):
                     item.recorded.set_result(decision)
 
-    async def _record_batch(self, batch: list[handlers.Finished]) -> list[domain.Decision | None]:
+    async def _record_batch(self, batch: list[attempts.Finished]) -> list[domain.Decision | None]:
         # The requests went out; losing their record to a database blip would send them again.
         async for retry in AsyncRetrying(
             retry=retry_if_exception_type(INFRASTRUCTURE_ERRORS),
@@ -393,8 +393,8 @@ class Dispatcher:
         ):
             with retry:
                 async with self._rt.transaction() as conn:
-                    events: handlers.Pending = []
-                    decisions = await handlers.record_attempts(
+                    events: attempts.Pending = []
+                    decisions = await attempts.record_attempts(
                         conn,
                         batch,
                         now=self._clock(),

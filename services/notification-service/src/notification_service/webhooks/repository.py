@@ -10,6 +10,8 @@ from datetime import datetime
 
 import asyncpg
 
+from notification_service.webhooks.domain import ReplayWindow
+
 # --- endpoints --------------------------------------------------------------------------------
 
 
@@ -444,15 +446,9 @@ async def resend_delivery(
 
 
 async def replay_failed(
-    conn: asyncpg.Connection,
-    endpoint_id: str,
-    *,
-    since: datetime,
-    until: datetime | None,
-    now: datetime,
-    limit: int,
+    conn: asyncpg.Connection, endpoint_id: str, window: ReplayWindow, *, now: datetime, limit: int
 ) -> int:
-    """Every delivery of the endpoint that failed in [since, until) goes out again, oldest
+    """Every delivery of the endpoint that failed in the window goes out again, oldest
     message first."""
     count = await conn.fetchval(
         """
@@ -473,8 +469,8 @@ async def replay_failed(
         SELECT count(*) FROM updated
         """,
         endpoint_id,
-        since,
-        until,
+        window.since,
+        window.until,
         now,
         limit,
     )
