@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -140,52 +141,44 @@ def _usable_address(value: str | None) -> str | None:
 
 # --- mails caused by reward events ------------------------------------------------------------
 
-
-async def on_reward_pending(
-    conn: asyncpg.Connection, event: CloudEvent, p: reward.RewardPending
-) -> None:
-    # A friend's reward is announced once, when it can be used.
-    if p.role == "advocate":
-        await _mail(conn, event, p, "advocate_reward_pending", p.advocate_id, domain.reward_facts)
+MailingReward = (
+    reward.RewardPending | reward.RewardAvailable | reward.CouponAllocated | reward.MilestoneReached
+)
 
 
-async def on_reward_available(
-    conn: asyncpg.Connection, event: CloudEvent, p: reward.RewardAvailable
-) -> None:
-    if p.role == "advocate":
-        await _mail(conn, event, p, "advocate_reward_available", p.advocate_id, domain.reward_facts)
-    elif p.kind != "coupon":
-        # A friend's coupon reward is mailed from coupon.allocated, which carries the code.
-        await _mail(conn, event, p, "friend_reward", p.holder_id, domain.reward_facts)
+@dataclass(frozen=True)
+class _HolderMails:
+    """The mail an event type causes its holder: the template for the holder's role (none for
+    a role not named), and the event's facts the template shows."""
+
+    by_role: Mapping[str, str]
+    facts: Callable[[Mapping[str, Any]], dict[str, Any]]
 
 
-async def on_coupon_allocated(
-    conn: asyncpg.Connection, event: CloudEvent, p: reward.CouponAllocated
-) -> None:
-    if p.role == "friend":
-        await _mail(conn, event, p, "friend_coupon", p.holder_id, domain.coupon_facts)
+# A friend's reward is announced once, when it can be used (not while pending).
+_HOLDER_MAILS: dict[str, _HolderMails] = {
+    reward.RewardPending.TYPE: _HolderMails(
+        {"advocate": "advocate_reward_pending"}, domain.reward_facts
+    ),
+    reward.RewardAvailable.TYPE: _HolderMails(
+        {"advocate": "advocate_reward_available", "friend": "friend_reward"}, domain.reward_facts
+    ),
+    reward.CouponAllocated.TYPE: _HolderMails({"friend": "friend_coupon"}, domain.coupon_facts),
+    reward.MilestoneReached.TYPE: _HolderMails(
+        {"advocate": "milestone_reached"}, domain.milestone_facts
+    ),
+}
 
 
-async def on_milestone(
-    conn: asyncpg.Connection, event: CloudEvent, p: reward.MilestoneReached
-) -> None:
-    if p.role == "advocate":
-        await _mail(conn, event, p, "milestone_reached", p.advocate_id, domain.milestone_facts)
-
-
-async def _mail(
-    conn: asyncpg.Connection,
-    event: CloudEvent,
-    p: reward.RewardPending
-    | reward.RewardAvailable
-    | reward.CouponAllocated
-    | reward.MilestoneReached,
-    template: str,
-    recipient_id: str,
-    facts: Callable[[Mapping[str, Any]], dict[str, Any]],
-) -> None:
-    """The mail `event` causes to one recipient (of the kind the template is for): queued once
-    per (event, recipient, template), and not at all for an event too old to mail about."""
+async def on_reward(conn: asyncpg.Connection, event: CloudEvent, p: MailingReward) -> None:
+    """Queues the mail the event causes its holder: once per (event, recipient, template), and
+    not at all for an event too old to mail about."""
+    mails = _HOLDER_MAILS[event.type]
+    template = mails.by_role.get(p.role)
+    if template is None:
+        return
+    if isinstance(p, reward.RewardAvailable) and p.role == "friend" and p.kind == "coupon":
+        return  # a friend's coupon reward is mailed from coupon.allocated, which has the code
     if _stale(event):
         return
     await queue.enqueue(
@@ -194,11 +187,11 @@ async def _mail(
             tenant_id=event.tenantid,
             template=template,
             cause_key=event.id,
-            recipient_kind=domain.template_spec(template).recipient,
-            recipient_id=recipient_id,
+            recipient_kind=p.role,
+            recipient_id=p.advocate_id if p.role == "advocate" else p.holder_id,
             advocate_id=p.advocate_id,
             program_id=p.program_id,
-            facts=facts(p.model_dump(mode="json")),
+            facts=mails.facts(p.model_dump(mode="json")),
         ),
     )
 
@@ -228,8 +221,5 @@ EMAIL_HANDLERS: dict[str, Callable[[asyncpg.Connection, CloudEvent, Any], Awaita
     link.CodeCreated.TYPE: on_code,
     link.CodeChanged.TYPE: on_code,
     attribution.ReferralAttributed.TYPE: on_referral,
-    reward.RewardPending.TYPE: on_reward_pending,
-    reward.RewardAvailable.TYPE: on_reward_available,
-    reward.CouponAllocated.TYPE: on_coupon_allocated,
-    reward.MilestoneReached.TYPE: on_milestone,
+    **{event_type: on_reward for event_type in _HOLDER_MAILS},
 }

@@ -414,6 +414,21 @@ def after_smtp(
     return "retry", now + timedelta(seconds=schedule[attempt - 1])
 
 
+MailStatus = Literal["queued", "sent", "suppressed", "failed"]
+
+_STATUS_AFTER: dict[SendOutcome, MailStatus] = {
+    "sent": "sent",
+    "retry": "queued",
+    "failed": "failed",
+    "bounced": "failed",
+}
+
+
+def status_after(outcome: SendOutcome) -> MailStatus:
+    """A mail's status after an attempt with this outcome: queued again for a retry."""
+    return _STATUS_AFTER[outcome]
+
+
 def invite_allowance(sent_last_day: int, limit: int) -> int:
     return max(limit - sent_last_day, 0)
 

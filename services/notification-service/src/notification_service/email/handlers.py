@@ -117,16 +117,8 @@ async def put_template(
     domain.template_spec(template)
     locale = domain.validate_locale(locale)
     domain.check_template(cmd.subject, cmd.html, cmd.text, template)
-    return await repository.put_template(
-        conn,
-        tenant_id=tenant_id,
-        program_id=program_id,
-        template=template,
-        locale=locale,
-        subject=cmd.subject,
-        html=cmd.html,
-        text=cmd.text,
-    )
+    wording = domain.Wording(cmd.subject, cmd.html, cmd.text, locale, "program")
+    return await repository.put_template(conn, tenant_id, program_id, template, wording)
 
 
 async def get_template(

@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 
 from notification_service.email import domain, repository
+from notification_service.email.repository import Settlement
 from notification_service.events import EVENTS
 from referral_events.contracts import notification as out
 from servicekit.ids import new_id
@@ -72,20 +73,16 @@ async def prepare(
         # The contact copy may still be on its way (another topic): wait for it, on the
         # retry schedule, then give up.
         outcome, next_at = domain.after_smtp(0, row["attempts"], retry_schedule, now)
+        status = domain.status_after(outcome)
         await _settle(
-            conn,
-            row,
-            "queued" if outcome == "retry" else "failed",
-            next_at,
-            error="no address known for the recipient",
-            now=now,
+            conn, row, Settlement(status, next_at, "no address known for the recipient"), now
         )
         return None
     reason = domain.suppression(
         spec.category, await repository.suppressed_as(conn, row["tenant_id"], address), consent
     )
     if reason is not None:
-        await _settle(conn, row, "suppressed", None, suppressed_reason=reason, now=now)
+        await _settle(conn, row, Settlement("suppressed", suppressed_reason=reason), now)
         await _emit(conn, row, domain.suppressed_event(row, reason))
         return None
     program = await repository.get_program(conn, row["tenant_id"], row["program_id"])
@@ -94,7 +91,7 @@ async def prepare(
         # (its name, its default locale) may not be here yet. Wait for it like for an
         # address; after the last retry the mail goes out without it.
         _, next_at = domain.after_smtp(0, row["attempts"], retry_schedule, now)
-        await _settle(conn, row, "queued", next_at, error="program not known yet", now=now)
+        await _settle(conn, row, Settlement("queued", next_at, "program not known yet"), now)
         return None
     advocate = (
         await repository.get_contact(conn, row["tenant_id"], "advocate", row["advocate_id"])
@@ -127,7 +124,7 @@ async def prepare(
     try:
         rendered = domain.render(wording, context)
     except Exception as exc:  # a merchant's template that fails at send time: say so, once
-        await _settle(conn, row, "failed", None, error=f"template: {exc}"[:500], now=now)
+        await _settle(conn, row, Settlement("failed", error=f"template: {exc}"[:500]), now)
         return None
     envelope = domain.Envelope(
         email_id=row["id"],
@@ -152,46 +149,24 @@ async def record_smtp(
     """Settle after the SMTP attempt; returns the outcome."""
     row, envelope = outgoing.row, outgoing.envelope
     outcome, next_at = domain.after_smtp(code, row["attempts"], retry_schedule, now)
+    status = domain.status_after(outcome)
     if outcome == "sent":
-        settled = await _settle(
-            conn, row, "sent", None, now=now, locale=envelope.rendered.locale, to=envelope.to
-        )
-        if settled:
+        sent = Settlement(status, locale=envelope.rendered.locale, to_address=envelope.to)
+        if await _settle(conn, row, sent, now):
             await _emit(conn, row, domain.sent_event(row, envelope.rendered.locale))
     elif outcome == "bounced":
-        await _settle(conn, row, "failed", None, error=error, now=now, to=envelope.to)
+        await _settle(conn, row, Settlement(status, error=error, to_address=envelope.to), now)
         await repository.suppress(conn, row["tenant_id"], envelope.to, "bounced", error)
     else:
-        await _settle(
-            conn, row, "queued" if outcome == "retry" else "failed", next_at, error=error, now=now
-        )
+        await _settle(conn, row, Settlement(status, next_at, error), now)
     return outcome
 
 
 async def _settle(
-    conn: asyncpg.Connection,
-    row: asyncpg.Record,
-    status: str,
-    next_at: datetime | None,
-    *,
-    now: datetime,
-    error: str | None = None,
-    suppressed_reason: str | None = None,
-    locale: str | None = None,
-    to: str | None = None,
+    conn: asyncpg.Connection, row: asyncpg.Record, settlement: Settlement, now: datetime
 ) -> bool:
-    return await repository.settle_email(
-        conn,
-        email_id=row["id"],
-        attempt=row["attempts"],
-        status=status,
-        next_attempt_at=next_at,
-        error=error,
-        suppressed_reason=suppressed_reason,
-        locale=locale,
-        to_address=to,
-        at=now,
-    )
+    """Settles the claim `row` is (its attempt): False when a newer claim took the mail over."""
+    return await repository.settle_email(conn, row["id"], row["attempts"], settlement, now)
 
 
 async def _emit(

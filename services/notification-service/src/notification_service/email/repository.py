@@ -11,6 +11,9 @@ from typing import Any
 
 import asyncpg
 
+from notification_service.db import any_row
+from notification_service.email.domain import MailStatus, Wording
+
 # --- programs and contacts (copies of other services' facts) ----------------------------------
 
 
@@ -196,16 +199,9 @@ async def template_overrides(
 
 
 async def put_template(
-    conn: asyncpg.Connection,
-    *,
-    tenant_id: str,
-    program_id: str,
-    template: str,
-    locale: str,
-    subject: str,
-    html: str,
-    text: str,
+    conn: asyncpg.Connection, tenant_id: str, program_id: str, template: str, wording: Wording
 ) -> asyncpg.Record:
+    """The program's own wording of `template` in `wording.locale`."""
     row = await conn.fetchrow(
         """
         INSERT INTO email_templates (tenant_id, program_id, template, locale, subject, html,
@@ -219,10 +215,10 @@ async def put_template(
         tenant_id,
         program_id,
         template,
-        locale,
-        subject,
-        html,
-        text,
+        wording.locale,
+        wording.subject,
+        wording.html,
+        wording.text,
     )
     assert row is not None
     return row
@@ -246,7 +242,8 @@ async def get_template(
 async def delete_template(
     conn: asyncpg.Connection, tenant_id: str, program_id: str, template: str, locale: str
 ) -> bool:
-    deleted = await conn.fetchval(
+    return await any_row(
+        conn,
         """
         DELETE FROM email_templates
         WHERE tenant_id = $1 AND program_id = $2 AND template = $3 AND locale = $4
@@ -257,7 +254,6 @@ async def delete_template(
         template,
         locale,
     )
-    return bool(deleted)
 
 
 async def list_templates(
@@ -325,12 +321,12 @@ async def list_suppressions(
 
 
 async def delete_suppression(conn: asyncpg.Connection, tenant_id: str, address: str) -> bool:
-    deleted = await conn.fetchval(
+    return await any_row(
+        conn,
         "DELETE FROM email_suppressions WHERE tenant_id = $1 AND address = $2 RETURNING true",
         tenant_id,
         address,
     )
-    return bool(deleted)
 
 
 # --- the email queue --------------------------------------------------------------------------
@@ -358,7 +354,8 @@ class NewMail:
 async def insert_email(conn: asyncpg.Connection, email_id: str, mail: NewMail) -> bool:
     """False when this (cause, recipient, template) already has its mail: the one thing that
     keeps a redelivered event from mailing twice."""
-    inserted = await conn.fetchval(
+    return await any_row(
+        conn,
         """
         INSERT INTO emails (id, tenant_id, template, cause_key, recipient_kind, recipient_id,
                             advocate_id, program_id, to_address, context, next_attempt_at)
@@ -378,7 +375,6 @@ async def insert_email(conn: asyncpg.Connection, email_id: str, mail: NewMail) -
         json.dumps(mail.facts),
         mail.due,
     )
-    return bool(inserted)
 
 
 async def invites_since(
@@ -423,22 +419,25 @@ async def claim_due_emails(
     )
 
 
+@dataclass(frozen=True)
+class Settlement:
+    """What an attempt leaves of a mail: its status, when it is tried again (queued) and why
+    it was not sent; the locale it went out in and where it went (unsubscribe acts on that)."""
+
+    status: MailStatus
+    next_attempt_at: datetime | None = None
+    error: str | None = None
+    suppressed_reason: str | None = None
+    locale: str | None = None
+    to_address: str | None = None
+
+
 async def settle_email(
-    conn: asyncpg.Connection,
-    *,
-    email_id: str,
-    attempt: int,
-    status: str,
-    next_attempt_at: datetime | None,
-    error: str | None,
-    suppressed_reason: str | None,
-    locale: str | None,
-    at: datetime,
-    to_address: str | None = None,
+    conn: asyncpg.Connection, email_id: str, attempt: int, settlement: Settlement, at: datetime
 ) -> bool:
-    """`to_address` records where a mail went (unsubscribe acts on it). False when a newer
-    claim of the mail took over (this one's lease ran out)."""
-    updated = await conn.fetchval(
+    """False when a newer claim of the mail took over (this one's lease ran out)."""
+    return await any_row(
+        conn,
         """
         UPDATE emails
         SET status = $3, next_attempt_at = $4, last_error = $5, suppressed_reason = $6,
@@ -450,15 +449,14 @@ async def settle_email(
         """,
         email_id,
         attempt,
-        status,
-        next_attempt_at,
-        error,
-        suppressed_reason,
-        locale,
+        settlement.status,
+        settlement.next_attempt_at,
+        settlement.error,
+        settlement.suppressed_reason,
+        settlement.locale,
         at,
-        to_address,
+        settlement.to_address,
     )
-    return bool(updated)
 
 
 async def get_email(conn: asyncpg.Connection, email_id: str) -> asyncpg.Record | None:

@@ -18,24 +18,8 @@ from referral_events.envelope import EventPayload
 from referral_events.outbox import OutboxRow, enqueue_rows
 
 
-async def claim_due(
-    conn: asyncpg.Connection,
-    *,
-    now: datetime,
-    lease_until: datetime,
-    limit: int,
-    per_endpoint: int,
-    in_flight: dict[str, int],
-) -> list[Claim]:
-    rows = await repository.claim_due(
-        conn,
-        now=now,
-        lease_until=lease_until,
-        limit=limit,
-        per_endpoint=per_endpoint,
-        in_flight=in_flight,
-    )
-    return [Claim.from_row(r) for r in rows]
+async def claim_due(conn: asyncpg.Connection, req: repository.ClaimRequest) -> list[Claim]:
+    return [Claim.from_row(r) for r in await repository.claim_due(conn, req)]
 
 
 @dataclass(frozen=True)

@@ -259,11 +259,13 @@ class Dispatcher:
         async with self._rt.pool.acquire() as conn:
             claims = await attempts.claim_due(
                 conn,
-                now=now,
-                lease_until=now + self._lease,
-                limit=capacity,
-                per_endpoint=self._per_endpoint,
-                in_flight=dict(self._in_flight),
+                repository.ClaimRequest(
+                    now=now,
+                    lease_until=now + self._lease,
+                    limit=capacity,
+                    per_endpoint=self._per_endpoint,
+                    in_flight=dict(self._in_flight),
+                ),
             )
         for claim in claims:
             self._in_flight[claim.endpoint_id] = self._in_flight.get(claim.endpoint_id, 0) + 1

@@ -10,6 +10,7 @@ from datetime import datetime
 
 import asyncpg
 
+from notification_service.db import any_row
 from notification_service.webhooks.domain import ReplayWindow
 
 # --- endpoints --------------------------------------------------------------------------------
@@ -158,12 +159,12 @@ async def rotate_secret(
 
 async def lock_endpoint(conn: asyncpg.Connection, tenant_id: str, endpoint_id: str) -> bool:
     """Serialises rotations of one endpoint."""
-    found = await conn.fetchval(
+    return await any_row(
+        conn,
         "SELECT true FROM webhook_endpoints WHERE id = $1 AND tenant_id = $2 FOR UPDATE",
         endpoint_id,
         tenant_id,
     )
-    return bool(found)
 
 
 async def mark_endpoint_health(
@@ -227,7 +228,8 @@ async def insert_delivery(
     """Due at `due`, by default at once (the transaction's time). False when this endpoint
     already has the message. Wakes the dispatchers when the transaction commits (see
     `notify_deliveries_due`), in the same round trip."""
-    inserted = await conn.fetchval(
+    return await any_row(
+        conn,
         """
         WITH ins AS (
             INSERT INTO webhook_deliveries (id, tenant_id, endpoint_id, message_id,
@@ -243,7 +245,6 @@ async def insert_delivery(
         message_id,
         due,
     )
-    return bool(inserted)
 
 
 def deliveries_channel(schema: str) -> str:
@@ -257,15 +258,17 @@ async def notify_deliveries_due(conn: asyncpg.Connection) -> None:
     await conn.execute("SELECT pg_notify(current_schema() || '_webhooks', '')")
 
 
-async def claim_due(
-    conn: asyncpg.Connection,
-    *,
-    now: datetime,
-    lease_until: datetime,
-    limit: int,
-    per_endpoint: int,
-    in_flight: Mapping[str, int],
-) -> list[asyncpg.Record]:
+@dataclass(frozen=True)
+class ClaimRequest:
+    now: datetime
+    lease_until: datetime
+    limit: int
+    per_endpoint: int
+    # Requests this process already has out, per endpoint.
+    in_flight: Mapping[str, int]
+
+
+async def claim_due(conn: asyncpg.Connection, req: ClaimRequest) -> list[asyncpg.Record]:
     """Claim up to `limit` due deliveries of enabled endpoints, at most `per_endpoint` in
     flight per endpoint counting `in_flight` (what this process already has out), oldest due
     first. Claiming counts the attempt and moves next_attempt_at to the lease's end, so the
@@ -332,12 +335,12 @@ async def claim_due(
                               AND (s.expires_at IS NULL OR s.expires_at > $1)
                             ORDER BY s.id DESC) AS secrets
             """,
-            now,
-            lease_until,
-            limit,
-            list(in_flight.keys()),
-            list(in_flight.values()),
-            per_endpoint,
+            req.now,
+            req.lease_until,
+            req.limit,
+            list(req.in_flight.keys()),
+            list(req.in_flight.values()),
+            req.per_endpoint,
         )
     )
 
