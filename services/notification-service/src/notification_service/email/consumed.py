@@ -96,20 +96,15 @@ async def _maybe_welcome(
     advocate, so it goes out once however many events complete it."""
     if not contact["email"] or not contact["link_url"] or contact["blocked"]:
         return
-    if _stale(event):
-        return
-    await queue.enqueue(
+    advocate_id = contact["contact_id"]
+    await _mail(
         conn,
-        repository.NewMail(
-            tenant_id=event.tenantid,
-            template="advocate_welcome",
-            cause_key=f"welcome:{contact['contact_id']}",
-            recipient_kind="advocate",
-            recipient_id=contact["contact_id"],
-            advocate_id=contact["contact_id"],
-            program_id=contact["program_id"],
-            facts={},
-        ),
+        event,
+        "advocate_welcome",
+        to=("advocate", advocate_id),
+        about=(advocate_id, contact["program_id"]),
+        facts={},
+        cause_key=f"welcome:{advocate_id}",
     )
 
 
@@ -171,27 +166,44 @@ _HOLDER_MAILS: dict[str, _HolderMails] = {
 
 
 async def on_reward(conn: asyncpg.Connection, event: CloudEvent, p: MailingReward) -> None:
-    """Queues the mail the event causes its holder: once per (event, recipient, template), and
-    not at all for an event too old to mail about."""
+    """The mail the event causes its holder, if any."""
     mails = _HOLDER_MAILS[event.type]
     template = mails.by_role.get(p.role)
     if template is None:
         return
     if isinstance(p, reward.RewardAvailable) and p.role == "friend" and p.kind == "coupon":
         return  # a friend's coupon reward is mailed from coupon.allocated, which has the code
+    holder = p.advocate_id if p.role == "advocate" else p.holder_id
+    facts = mails.facts(p.model_dump(mode="json"))
+    await _mail(conn, event, template, (p.role, holder), (p.advocate_id, p.program_id), facts)
+
+
+async def _mail(
+    conn: asyncpg.Connection,
+    event: CloudEvent,
+    template: str,
+    to: tuple[str, str],
+    about: tuple[str, str],
+    facts: dict[str, Any],
+    cause_key: str | None = None,
+) -> None:
+    """Queues the mail `event` causes: `to` is the recipient (kind, id), `about` the advocate
+    and program it concerns. Once per (cause, recipient, template), the cause being the event
+    unless `cause_key` names another; none for an event too old to mail about."""
     if _stale(event):
         return
+    (recipient_kind, recipient_id), (advocate_id, program_id) = to, about
     await queue.enqueue(
         conn,
         repository.NewMail(
             tenant_id=event.tenantid,
             template=template,
-            cause_key=event.id,
-            recipient_kind=p.role,
-            recipient_id=p.advocate_id if p.role == "advocate" else p.holder_id,
-            advocate_id=p.advocate_id,
-            program_id=p.program_id,
-            facts=mails.facts(p.model_dump(mode="json")),
+            cause_key=cause_key or event.id,
+            recipient_kind=recipient_kind,
+            recipient_id=recipient_id,
+            advocate_id=advocate_id,
+            program_id=program_id,
+            facts=facts,
         ),
     )
 
