@@ -61,7 +61,7 @@ async def record_attempts(
                 response_body=domain.truncate(a.result.response_body, response_body_limit),
                 error=a.result.error,
                 outcome=d.outcome,
-                status="pending" if d.outcome == "retry" else d.outcome,
+                status=domain.delivery_status(d.outcome),
                 next_attempt_at=d.next_attempt_at,
                 last_error=None if a.result.ok else a.result.describe(),
             )

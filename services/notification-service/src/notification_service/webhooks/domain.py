@@ -278,6 +278,12 @@ class AttemptResult:
 
 
 Outcome = Literal["delivered", "retry", "failed"]
+DeliveryStatus = Literal["pending", "delivered", "failed"]
+
+
+def delivery_status(outcome: Outcome) -> DeliveryStatus:
+    """A delivery's status after an attempt: pending again while it is retried."""
+    return "pending" if outcome == "retry" else outcome
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
-"""All of notification-service's SQL. Functions take the caller's connection: the edge owns the
-transaction; nothing here commits. Times that drive delivery come in as arguments (the
-dispatcher's injected clock), never from the database's now()."""
+"""All SQL of webhooks: endpoints and their secrets, messages, deliveries and attempts.
+Functions take the caller's connection: the edge owns the transaction; nothing here commits.
+Times that drive delivery come in as arguments (the dispatcher's injected clock), never from
+the database's now()."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from datetime import datetime
 import asyncpg
 
 from notification_service.db import any_row
-from notification_service.webhooks.domain import ReplayWindow
+from notification_service.webhooks.domain import DeliveryStatus, Outcome, ReplayWindow
 
 # --- endpoints --------------------------------------------------------------------------------
 
@@ -356,9 +357,9 @@ class AttemptRow:
     latency_ms: int
     response_body: str | None
     error: str | None
-    outcome: str
+    outcome: Outcome
     # The delivery's new status and next attempt (pending + a time when it is retried).
-    status: str
+    status: DeliveryStatus
     next_attempt_at: datetime | None
     last_error: str | None
 
