@@ -123,7 +123,7 @@ async def reference_rate(base: str, total: int, per_endpoint: int) -> float:
 
 
 async def setup_endpoints(conn: asyncpg.Connection, base: str, hanging: int) -> list[str]:
-    from notification_service import domain
+    from notification_service.webhooks import domain
 
     ids: list[str] = []
     for i in range(ENDPOINTS):
@@ -149,7 +149,7 @@ async def enqueue(
     """`count` messages, each to one endpoint, round robin: what the consumer's fan-out
     writes (rows, then the NOTIFY that wakes the dispatchers), written directly so the bench
     measures delivery alone."""
-    from notification_service import domain, repository
+    from notification_service.webhooks import domain, repository
 
     now = datetime.now(UTC)
     body = domain.render_body("reward.available.v1", now, BODY_DATA, "bench")
@@ -216,8 +216,8 @@ async def run(quick: bool) -> dict[str, Any]:
     from devstack.postgres import create_scratch_database, start_embedded
     from devstack.testing import migrate
     from notification_service.config import Settings
-    from notification_service.dispatcher import Dispatcher
     from notification_service.main import SPEC
+    from notification_service.webhooks.dispatcher import Dispatcher
     from servicekit.runtime import Runtime
 
     backlog = 1500 if quick else 4000

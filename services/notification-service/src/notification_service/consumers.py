@@ -9,8 +9,8 @@ from typing import Any
 
 import asyncpg
 
-from notification_service import domain, handlers
-from notification_service.email_handlers import EMAIL_HANDLERS
+from notification_service.email.consumed import EMAIL_HANDLERS
+from notification_service.webhooks import domain, handlers
 from referral_events import CloudEvent, topics
 from referral_events.inbox import Handler
 from servicekit.runtime import ConsumerSpec

@@ -5,12 +5,15 @@ from dataclasses import replace
 import httpx
 from fastapi import FastAPI
 
-from notification_service import api, email_api, urlguard
+from notification_service.clock import Clock, utc_now
 from notification_service.config import Settings
 from notification_service.consumers import CONSUMERS
-from notification_service.dispatcher import Clock, Dispatcher, utc_now
+from notification_service.email import api as email_api
+from notification_service.email.mailer import EmailSender
 from notification_service.events import SERVICE
-from notification_service.mailer import EmailSender
+from notification_service.webhooks import api as webhooks_api
+from notification_service.webhooks import urlguard
+from notification_service.webhooks.dispatcher import Dispatcher
 from servicekit.app import create_service_app
 from servicekit.cli import run_cli
 from servicekit.runtime import Runtime, ServiceSpec, Worker
@@ -63,7 +66,7 @@ def create_app(
                 resolver=resolver or urlguard.system_resolver,
             ),
         )
-    app = create_service_app(spec, settings or Settings(), [api.router, email_api.router])
+    app = create_service_app(spec, settings or Settings(), [webhooks_api.router, email_api.router])
     app.state.url_resolver = resolver or urlguard.system_resolver
     app.state.clock = clock or utc_now
     return app

@@ -31,7 +31,7 @@ from devstack.pytest_plugin import Namespace
 from devstack.testing import eventually, migrate, new_api_key, read_topic, serve_in_process
 from notification_service.config import Settings
 from notification_service.main import create_app
-from notification_service.verify import WebhookVerificationError, verify
+from notification_service.webhooks.verify import WebhookVerificationError, verify
 from referral_events import CloudEvent, new_event
 from referral_events.contracts import reward
 

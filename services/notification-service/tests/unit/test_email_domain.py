@@ -8,9 +8,9 @@ from email import message_from_bytes, policy
 
 import pytest
 
-from notification_service import domain
-from notification_service import email_domain as ed
-from notification_service.email_builtins import BUILTIN
+from notification_service.email import domain as ed
+from notification_service.email.wording import BUILTIN
+from notification_service.webhooks import domain
 from servicekit.problems import InvalidInput
 
 

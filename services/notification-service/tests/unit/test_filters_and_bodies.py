@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from notification_service import domain
+from notification_service.webhooks import domain
 from servicekit.problems import InvalidInput
 
 

@@ -6,8 +6,8 @@ import asyncio
 
 import httpx
 
-from notification_service.dispatcher import post
-from notification_service.domain import AttemptResult
+from notification_service.webhooks.dispatcher import post
+from notification_service.webhooks.domain import AttemptResult
 
 
 async def send(

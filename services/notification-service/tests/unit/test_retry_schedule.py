@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from notification_service.domain import (
+from notification_service.webhooks.domain import (
     DEFAULT_POLICY,
     AttemptResult,
     RetryPolicy,

@@ -5,8 +5,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from notification_service.signing import signature_headers
-from notification_service.verify import WebhookVerificationError, verify
+from notification_service.webhooks.signing import signature_headers
+from notification_service.webhooks.verify import WebhookVerificationError, verify
 
 # The Standard Webhooks specification's published test vector.
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

@@ -13,8 +13,8 @@ import httpcore
 import httpx
 import pytest
 
-from notification_service.dispatcher import post
-from notification_service.urlguard import GuardedTransport
+from notification_service.webhooks.dispatcher import post
+from notification_service.webhooks.urlguard import GuardedTransport
 
 PUBLIC = "93.184.215.14"
 

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from notification_service import domain
-from notification_service.urlguard import UrlPolicy, vet_url
+from notification_service.webhooks import domain
+from notification_service.webhooks.urlguard import UrlPolicy, vet_url
 from servicekit.problems import InvalidInput
 
 DNS = {

@@ -43,23 +43,22 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import asyncpg
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from notification_service import domain, handlers, repository, signing, urlguard
+from notification_service.clock import Clock, utc_now
 from notification_service.config import Settings
 from notification_service.metrics import WEBHOOK_ATTEMPTS
+from notification_service.webhooks import attempts, domain, repository, signing, urlguard
 from referral_events.inbox import INFRASTRUCTURE_ERRORS
 from referral_events.outbox import enqueue_rows
 from referral_events.tracing import continued_from_event
 from servicekit.runtime import Runtime
 
 log = logging.getLogger(__name__)
-
-Clock = Callable[[], datetime]
 
 USER_AGENT = "referral-platform-webhooks/1.0"
 # How long past the request timeout a claim stays ours before another replica may take it.
@@ -78,12 +77,8 @@ LISTEN_RETRY_SECONDS = 1.0
 
 @dataclass
 class _Finished:
-    finished: handlers.Finished
+    finished: attempts.Finished
     recorded: asyncio.Future[domain.Decision | None]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class Dispatcher:
@@ -262,13 +257,15 @@ class Dispatcher:
         now = self._clock()
         # The claim is one statement, atomic on its own: no BEGIN and COMMIT round trips.
         async with self._rt.pool.acquire() as conn:
-            claims = await handlers.claim_due(
+            claims = await attempts.claim_due(
                 conn,
-                now=now,
-                lease_until=now + self._lease,
-                limit=capacity,
-                per_endpoint=self._per_endpoint,
-                in_flight=dict(self._in_flight),
+                repository.ClaimRequest(
+                    now=now,
+                    lease_until=now + self._lease,
+                    limit=capacity,
+                    per_endpoint=self._per_endpoint,
+                    in_flight=dict(self._in_flight),
+                ),
             )
         for claim in claims:
             self._in_flight[claim.endpoint_id] = self._in_flight.get(claim.endpoint_id, 0) + 1
@@ -280,7 +277,7 @@ class Dispatcher:
             task.add_done_callback(self._tasks.discard)
         return len(claims)
 
-    async def _attempt(self, transport: httpx.AsyncBaseTransport, claim: handlers.Claim) -> None:
+    async def _attempt(self, transport: httpx.AsyncBaseTransport, claim: domain.Claim) -> None:
         try:
             attempted_at = self._clock()
             try:
@@ -296,7 +293,7 @@ class Dispatcher:
             )
 
     async def _send(
-        self, transport: httpx.AsyncBaseTransport, claim: handlers.Claim, attempted_at: datetime
+        self, transport: httpx.AsyncBaseTransport, claim: domain.Claim, attempted_at: datetime
     ) -> domain.AttemptResult:
         if not claim.secrets:
             return domain.AttemptResult(None, 0, error="endpoint has no signing secret")
@@ -338,13 +335,13 @@ class Dispatcher:
         self._wake.set()
 
     async def _record(
-        self, claim: handlers.Claim, result: domain.AttemptResult, attempted_at: datetime
+        self, claim: domain.Claim, result: domain.AttemptResult, attempted_at: datetime
     ) -> None:
         recorded: asyncio.Future[domain.Decision | None] = (
             asyncio.get_running_loop().create_future()
         )
         await self._finished.put(
-            _Finished(handlers.Finished(claim, result, attempted_at), recorded)
+            _Finished(attempts.Finished(claim, result, attempted_at), recorded)
         )
         decision = await recorded
         if decision is None:
@@ -388,7 +385,7 @@ class Dispatcher:
                 for item, decision in zip(batch, decisions, strict=True):
                     item.recorded.set_result(decision)
 
-    async def _record_batch(self, batch: list[handlers.Finished]) -> list[domain.Decision | None]:
+    async def _record_batch(self, batch: list[attempts.Finished]) -> list[domain.Decision | None]:
         # The requests went out; losing their record to a database blip would send them again.
         async for retry in AsyncRetrying(
             retry=retry_if_exception_type(INFRASTRUCTURE_ERRORS),
@@ -398,8 +395,8 @@ class Dispatcher:
         ):
             with retry:
                 async with self._rt.transaction() as conn:
-                    events: handlers.Pending = []
-                    decisions = await handlers.record_attempts(
+                    events: attempts.Pending = []
+                    decisions = await attempts.record_attempts(
                         conn,
                         batch,
                         now=self._clock(),

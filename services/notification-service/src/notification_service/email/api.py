@@ -4,19 +4,17 @@ hook), the email log, and the public one-click unsubscribe."""
 from __future__ import annotations
 
 import html
-from collections.abc import Callable
-from datetime import datetime
 from typing import Annotated
 
 import asyncpg
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse, Response
 
-from notification_service import email_domain as ed
-from notification_service import email_handlers as eh
 from notification_service.config import Settings
-from notification_service.email_builtins import BUILTIN
-from notification_service.email_schemas import (
+from notification_service.deps import AppClock, Auth, Cfg, Rt
+from notification_service.email import domain, handlers
+from notification_service.email.repository import EmailLog
+from notification_service.email.schemas import (
     EmailList,
     EmailOut,
     InviteIn,
@@ -33,36 +31,17 @@ from notification_service.email_schemas import (
     TemplateSpecList,
     TemplateSpecOut,
 )
-from servicekit.app import runtime
-from servicekit.auth import Principal, principal
+from notification_service.email.wording import BUILTIN
 from servicekit.problems import InvalidInput
-from servicekit.runtime import Runtime
 
-router = APIRouter()
-Auth = Annotated[Principal, Depends(principal)]
-Rt = Annotated[Runtime, Depends(runtime)]
-
-
-def _settings(request: Request) -> Settings:
-    settings = request.app.state.settings
-    assert isinstance(settings, Settings)
-    return settings
-
-
-def _clock(request: Request) -> Callable[[], datetime]:
-    clock: Callable[[], datetime] = request.app.state.clock
-    return clock
-
-
-Cfg = Annotated[Settings, Depends(_settings)]
-Clock = Annotated[Callable[[], datetime], Depends(_clock)]
+router = APIRouter(tags=["email"])
 
 
 # --- invites ----------------------------------------------------------------------------------
 
 
-@router.post("/v1/invites", status_code=202, response_model=InvitesOut, tags=["email"])
-async def invite(body: InviteIn, who: Auth, rt: Rt, settings: Cfg, clock: Clock) -> InvitesOut:
+@router.post("/v1/invites", status_code=202, response_model=InvitesOut)
+async def invite(body: InviteIn, who: Auth, rt: Rt, settings: Cfg, clock: AppClock) -> InvitesOut:
     """Mail an advocate's invite to friends. Each (advocate, address) is invited at most once
     (`duplicate`), suppressed addresses get nothing, and an advocate may invite
     `INVITE_LIMIT_PER_DAY` addresses per 24 hours (429 beyond, and nothing of the request is
@@ -72,7 +51,7 @@ async def invite(body: InviteIn, who: Auth, rt: Rt, settings: Cfg, clock: Clock)
             f"at most {settings.invite_max_recipients} addresses per request", field="emails"
         )
     async with rt.transaction() as conn:
-        results = await eh.invite(
+        results = await handlers.invite(
             conn,
             who.tenant_id,
             body,
@@ -87,7 +66,7 @@ async def invite(body: InviteIn, who: Auth, rt: Rt, settings: Cfg, clock: Clock)
 # --- templates --------------------------------------------------------------------------------
 
 
-@router.get("/v1/email-templates", response_model=TemplateSpecList, tags=["email"])
+@router.get("/v1/email-templates", response_model=TemplateSpecList)
 async def template_specs(who: Auth) -> TemplateSpecList:
     """Every template, whether it is transactional or marketing, and its built-in locales."""
     return TemplateSpecList(
@@ -99,7 +78,7 @@ async def template_specs(who: Auth) -> TemplateSpecList:
                 description=s.description,
                 builtin_locales=sorted(BUILTIN[s.key]),
             )
-            for s in ed.TEMPLATES.values()
+            for s in domain.TEMPLATES.values()
         ]
     )
 
@@ -116,19 +95,16 @@ def _template_out(row: asyncpg.Record) -> TemplateOut:
     )
 
 
-@router.get(
-    "/v1/programs/{program_id}/email-templates", response_model=TemplateList, tags=["email"]
-)
+@router.get("/v1/programs/{program_id}/email-templates", response_model=TemplateList)
 async def list_templates(program_id: str, who: Auth, rt: Rt) -> TemplateList:
     async with rt.transaction() as conn:
-        rows = await eh.list_templates(conn, who.tenant_id, program_id)
+        rows = await handlers.list_templates(conn, who.tenant_id, program_id)
     return TemplateList(data=[_template_out(r) for r in rows])
 
 
 @router.put(
     "/v1/programs/{program_id}/email-templates/{template}/{locale}",
     response_model=TemplateOut,
-    tags=["email"],
 )
 async def put_template(
     program_id: str, template: str, locale: str, body: TemplateIn, who: Auth, rt: Rt
@@ -136,40 +112,38 @@ async def put_template(
     """The program's own wording of a template in one locale. It is rendered with sample data
     before it is saved: a syntax error or an unknown name is a 422 naming the part."""
     async with rt.transaction() as conn:
-        row = await eh.put_template(conn, who.tenant_id, program_id, template, locale, body)
+        row = await handlers.put_template(conn, who.tenant_id, program_id, template, locale, body)
     return _template_out(row)
 
 
 @router.get(
     "/v1/programs/{program_id}/email-templates/{template}/{locale}",
     response_model=TemplateOut,
-    tags=["email"],
 )
 async def get_template(
     program_id: str, template: str, locale: str, who: Auth, rt: Rt
 ) -> TemplateOut:
     async with rt.transaction() as conn:
-        row = await eh.get_template(conn, who.tenant_id, program_id, template, locale)
+        row = await handlers.get_template(conn, who.tenant_id, program_id, template, locale)
     return _template_out(row)
 
 
 @router.delete(
     "/v1/programs/{program_id}/email-templates/{template}/{locale}",
     status_code=204,
-    tags=["email"],
 )
 async def delete_template(
     program_id: str, template: str, locale: str, who: Auth, rt: Rt
 ) -> Response:
     async with rt.transaction() as conn:
-        await eh.delete_template(conn, who.tenant_id, program_id, template, locale)
+        await handlers.delete_template(conn, who.tenant_id, program_id, template, locale)
     return Response(status_code=204)
 
 
-@router.post("/v1/email-templates/{template}/preview", response_model=PreviewOut, tags=["email"])
+@router.post("/v1/email-templates/{template}/preview", response_model=PreviewOut)
 async def preview(template: str, body: PreviewIn, who: Auth, rt: Rt) -> PreviewOut:
     async with rt.transaction() as conn:
-        rendered, source = await eh.preview(conn, who.tenant_id, template, body)
+        rendered, source = await handlers.preview(conn, who.tenant_id, template, body)
     return PreviewOut(
         template=template,
         locale=rendered.locale,
@@ -192,18 +166,18 @@ def _suppression_out(row: asyncpg.Record) -> SuppressionOut:
     )
 
 
-@router.post(
-    "/v1/email-suppressions", status_code=201, response_model=SuppressionOut, tags=["email"]
-)
+@router.post("/v1/email-suppressions", status_code=201, response_model=SuppressionOut)
 async def add_suppression(body: SuppressionIn, who: Auth, rt: Rt) -> SuppressionOut:
     """Record an unsubscribe, a hard bounce or a complaint (e.g. from the mail provider's
     bounce webhook). Idempotent: an address already suppressed keeps its first reason."""
     async with rt.transaction() as conn:
-        row = await eh.add_suppression(conn, who.tenant_id, body.email, body.reason, body.detail)
+        row = await handlers.add_suppression(
+            conn, who.tenant_id, body.email, body.reason, body.detail
+        )
     return _suppression_out(row)
 
 
-@router.get("/v1/email-suppressions", response_model=SuppressionList, tags=["email"])
+@router.get("/v1/email-suppressions", response_model=SuppressionList)
 async def list_suppressions(
     who: Auth,
     rt: Rt,
@@ -211,7 +185,7 @@ async def list_suppressions(
     after: Annotated[str | None, Query(max_length=254)] = None,
 ) -> SuppressionList:
     async with rt.transaction() as conn:
-        rows = await eh.list_suppressions(conn, who.tenant_id, limit=limit + 1, after=after)
+        rows = await handlers.list_suppressions(conn, who.tenant_id, limit=limit + 1, after=after)
     page = rows[:limit]
     return SuppressionList(
         data=[_suppression_out(r) for r in page],
@@ -219,14 +193,14 @@ async def list_suppressions(
     )
 
 
-@router.delete("/v1/email-suppressions/{email}", status_code=204, tags=["email"])
+@router.delete("/v1/email-suppressions/{email}", status_code=204)
 async def remove_suppression(email: str, who: Auth, rt: Rt) -> Response:
     async with rt.transaction() as conn:
-        await eh.remove_suppression(conn, who.tenant_id, email)
+        await handlers.remove_suppression(conn, who.tenant_id, email)
     return Response(status_code=204)
 
 
-@router.get("/v1/emails", response_model=EmailList, tags=["email"])
+@router.get("/v1/emails", response_model=EmailList)
 async def list_emails(
     who: Auth,
     rt: Rt,
@@ -236,12 +210,8 @@ async def list_emails(
 ) -> EmailList:
     """Mails newest first, with status and why one was suppressed; no addresses or bodies."""
     async with rt.transaction() as conn:
-        rows = await eh.list_emails(
-            conn,
-            who.tenant_id,
-            recipient_kind=recipient_kind,
-            recipient_id=recipient_id,
-            limit=limit,
+        rows = await handlers.list_emails(
+            conn, who.tenant_id, EmailLog(recipient_kind, recipient_id, limit)
         )
     return EmailList(data=[EmailOut.model_validate(dict(r)) for r in rows])
 
@@ -258,7 +228,7 @@ def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
 
 
 def _email_id(token: str, settings: Settings) -> str | None:
-    return ed.read_unsubscribe_token(token, [settings.email_unsubscribe_key])
+    return domain.read_unsubscribe_token(token, [settings.email_unsubscribe_key])
 
 
 @router.get("/v1/unsubscribe/{token}", response_class=HTMLResponse, include_in_schema=False)
@@ -285,6 +255,6 @@ async def unsubscribe(token: str, rt: Rt, settings: Cfg) -> HTMLResponse:
     if email_id is None:
         return _page("Link not valid", "<p>This unsubscribe link is not valid.</p>", 404)
     async with rt.transaction() as conn:
-        program = await eh.unsubscribe(conn, email_id)
+        program = await handlers.unsubscribe(conn, email_id)
     name = html.escape(program["name"]) if program is not None else "this program"
     return _page("Unsubscribed", f"<p>You will get no more emails from {name}.</p>")

@@ -1,17 +1,18 @@
-"""HTTP routes: authenticate, vet, open the transaction, call a handler, shape the answer."""
+"""HTTP routes of webhooks: authenticate, vet, open the transaction, call a handler, shape the
+answer."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta
+from collections.abc import Mapping
+from datetime import timedelta
 from typing import Annotated, Any
 
 import asyncpg
 from fastapi import APIRouter, Depends, Query, Request
 
-from notification_service import handlers, urlguard
-from notification_service.config import Settings
-from notification_service.schemas import (
+from notification_service.deps import AppClock, Auth, Cfg, Rt, settings_of
+from notification_service.webhooks import handlers, urlguard
+from notification_service.webhooks.schemas import (
     AttemptOut,
     DeliveryLog,
     DeliveryOut,
@@ -24,19 +25,13 @@ from notification_service.schemas import (
     ReplayOut,
     SecretRotated,
 )
-from servicekit.app import runtime
-from servicekit.auth import Principal, principal
-from servicekit.runtime import Runtime
 
-router = APIRouter()
-Auth = Annotated[Principal, Depends(principal)]
-Rt = Annotated[Runtime, Depends(runtime)]
+router = APIRouter(tags=["webhooks"])
 
 
 def url_policy(request: Request) -> urlguard.UrlPolicy:
     """FastAPI dependency: the SSRF guard as configured, with the app's resolver."""
-    settings = request.app.state.settings
-    assert isinstance(settings, Settings)
+    settings = settings_of(request)
     resolver: urlguard.Resolver = getattr(
         request.app.state, "url_resolver", urlguard.system_resolver
     )
@@ -48,23 +43,6 @@ def url_policy(request: Request) -> urlguard.UrlPolicy:
 
 
 Policy = Annotated[urlguard.UrlPolicy, Depends(url_policy)]
-
-
-def settings_of(request: Request) -> Settings:
-    settings = request.app.state.settings
-    assert isinstance(settings, Settings)
-    return settings
-
-
-def clock_of(request: Request) -> Callable[[], datetime]:
-    """The app's clock (injected by tests): resends and test events are due at its now, the
-    time the dispatcher compares against."""
-    clock: Callable[[], datetime] = request.app.state.clock
-    return clock
-
-
-Cfg = Annotated[Settings, Depends(settings_of)]
-Clock = Annotated[Callable[[], datetime], Depends(clock_of)]
 
 
 def _endpoint_fields(row: asyncpg.Record) -> dict[str, object]:
@@ -85,9 +63,7 @@ def _endpoint_out(row: asyncpg.Record) -> EndpointOut:
     return EndpointOut.model_validate(_endpoint_fields(row))
 
 
-@router.post(
-    "/v1/webhook-endpoints", status_code=201, response_model=EndpointCreated, tags=["webhooks"]
-)
+@router.post("/v1/webhook-endpoints", status_code=201, response_model=EndpointCreated)
 async def create_endpoint(body: EndpointIn, who: Auth, rt: Rt, policy: Policy) -> EndpointCreated:
     # Vetting may wait on DNS: done before the transaction opens, not inside it.
     url = await urlguard.vet_url(body.url, policy)
@@ -96,14 +72,14 @@ async def create_endpoint(body: EndpointIn, who: Auth, rt: Rt, policy: Policy) -
     return EndpointCreated.model_validate({**_endpoint_fields(row), "secret": secret})
 
 
-@router.get("/v1/webhook-endpoints", response_model=EndpointList, tags=["webhooks"])
+@router.get("/v1/webhook-endpoints", response_model=EndpointList)
 async def list_endpoints(who: Auth, rt: Rt) -> EndpointList:
     async with rt.transaction() as conn:
         rows = await handlers.list_endpoints(conn, who.tenant_id)
     return EndpointList(data=[_endpoint_out(r) for r in rows])
 
 
-@router.get("/v1/webhook-endpoints/{endpoint_id}", response_model=EndpointOut, tags=["webhooks"])
+@router.get("/v1/webhook-endpoints/{endpoint_id}", response_model=EndpointOut)
 async def get_endpoint(endpoint_id: str, who: Auth, rt: Rt) -> EndpointOut:
     async with rt.transaction() as conn:
         return _endpoint_out(await handlers.get_endpoint(conn, who.tenant_id, endpoint_id))
@@ -112,7 +88,6 @@ async def get_endpoint(endpoint_id: str, who: Auth, rt: Rt) -> EndpointOut:
 @router.get(
     "/v1/webhook-endpoints/{endpoint_id}/deliveries",
     response_model=DeliveryLog,
-    tags=["webhooks"],
 )
 async def delivery_log(
     endpoint_id: str,
@@ -131,7 +106,7 @@ async def delivery_log(
     )
 
 
-@router.patch("/v1/webhook-endpoints/{endpoint_id}", response_model=EndpointOut, tags=["webhooks"])
+@router.patch("/v1/webhook-endpoints/{endpoint_id}", response_model=EndpointOut)
 async def update_endpoint(
     endpoint_id: str, body: EndpointPatch, who: Auth, rt: Rt, policy: Policy
 ) -> EndpointOut:
@@ -144,10 +119,9 @@ async def update_endpoint(
 @router.post(
     "/v1/webhook-endpoints/{endpoint_id}/rotate-secret",
     response_model=SecretRotated,
-    tags=["webhooks"],
 )
 async def rotate_secret(
-    endpoint_id: str, who: Auth, rt: Rt, settings: Cfg, clock: Clock
+    endpoint_id: str, who: Auth, rt: Rt, settings: Cfg, clock: AppClock
 ) -> SecretRotated:
     async with rt.transaction() as conn:
         secret, expires = await handlers.rotate_secret(
@@ -164,10 +138,9 @@ async def rotate_secret(
     "/v1/webhook-endpoints/{endpoint_id}/deliveries/{delivery_id}/resend",
     status_code=202,
     response_model=DeliveryOut,
-    tags=["webhooks"],
 )
 async def resend(
-    endpoint_id: str, delivery_id: str, who: Auth, rt: Rt, clock: Clock
+    endpoint_id: str, delivery_id: str, who: Auth, rt: Rt, clock: AppClock
 ) -> DeliveryOut:
     """Send one settled (delivered or failed) message again, with a fresh retry schedule."""
     async with rt.transaction() as conn:
@@ -179,10 +152,9 @@ async def resend(
     "/v1/webhook-endpoints/{endpoint_id}/replay",
     status_code=202,
     response_model=ReplayOut,
-    tags=["webhooks"],
 )
 async def replay(
-    endpoint_id: str, body: ReplayIn, who: Auth, rt: Rt, settings: Cfg, clock: Clock
+    endpoint_id: str, body: ReplayIn, who: Auth, rt: Rt, settings: Cfg, clock: AppClock
 ) -> ReplayOut:
     """Send again every delivery of this endpoint that failed since `since` (and before
     `until`), each with a fresh retry schedule."""
@@ -191,8 +163,7 @@ async def replay(
             conn,
             who.tenant_id,
             endpoint_id,
-            since=body.since,
-            until=body.until,
+            body,
             now=clock(),
             limit=settings.webhook_replay_limit,
         )
@@ -203,9 +174,8 @@ async def replay(
     "/v1/webhook-endpoints/{endpoint_id}/test",
     status_code=202,
     response_model=DeliveryOut,
-    tags=["webhooks"],
 )
-async def send_test_event(endpoint_id: str, who: Auth, rt: Rt, clock: Clock) -> DeliveryOut:
+async def send_test_event(endpoint_id: str, who: Auth, rt: Rt, clock: AppClock) -> DeliveryOut:
     """The "send test event" button: a `webhook.test.v1` message to this endpoint, signed,
     retried and logged like any other."""
     async with rt.transaction() as conn:

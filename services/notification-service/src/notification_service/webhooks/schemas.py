@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-DeliveryStatus = Literal["pending", "delivered", "failed"]
+from notification_service.webhooks.domain import DeliveryStatus
 
 
 class EndpointIn(BaseModel):

@@ -1,5 +1,6 @@
 """Pure rules of email: which templates exist and what kind of mail each is, which locale and
-which wording a mail gets, how templates render, the unsubscribe token, and the MIME message.
+which wording a mail gets, how templates render, the unsubscribe token, the MIME message, and
+the events a mail publishes.
 No I/O: the repository supplies contacts, programs and template overrides, the sender does SMTP.
 
 Transactional or marketing, per template (the consent rule):
@@ -31,7 +32,8 @@ from typing import Any, Literal
 from jinja2 import ChainableUndefined, StrictUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
-from notification_service.email_builtins import BUILTIN
+from notification_service.email.wording import BUILTIN
+from referral_events.contracts import notification as out
 from servicekit.money import format_minor
 from servicekit.problems import InvalidInput
 
@@ -412,5 +414,43 @@ def after_smtp(
     return "retry", now + timedelta(seconds=schedule[attempt - 1])
 
 
+MailStatus = Literal["queued", "sent", "suppressed", "failed"]
+
+_STATUS_AFTER: dict[SendOutcome, MailStatus] = {
+    "sent": "sent",
+    "retry": "queued",
+    "failed": "failed",
+    "bounced": "failed",
+}
+
+
+def status_after(outcome: SendOutcome) -> MailStatus:
+    """A mail's status after an attempt with this outcome: queued again for a retry."""
+    return _STATUS_AFTER[outcome]
+
+
 def invite_allowance(sent_last_day: int, limit: int) -> int:
     return max(limit - sent_last_day, 0)
+
+
+# --- the events a mail publishes --------------------------------------------------------------
+
+
+def _about(mail: Mapping[str, Any]) -> dict[str, Any]:
+    """What email.* events say of a mail (a queue row): never its address."""
+    return {
+        "email_id": mail["id"],
+        "template": mail["template"],
+        "recipient_kind": mail["recipient_kind"],
+        "recipient_id": mail["recipient_id"],
+        "program_id": mail["program_id"],
+        "cause_event_id": mail["cause_key"],
+    }
+
+
+def sent_event(mail: Mapping[str, Any], locale: str) -> out.EmailSent:
+    return out.EmailSent(**_about(mail), locale=locale)
+
+
+def suppressed_event(mail: Mapping[str, Any], reason: str) -> out.EmailSuppressed:
+    return out.EmailSuppressed(**_about(mail), reason=reason)

@@ -23,10 +23,9 @@ from datetime import timedelta
 import aiosmtplib
 import asyncpg
 
-from notification_service import email_domain as ed
-from notification_service import email_handlers as eh
+from notification_service.clock import Clock, utc_now
 from notification_service.config import Settings
-from notification_service.dispatcher import Clock, utc_now
+from notification_service.email import domain, queue
 from referral_events.inbox import INFRASTRUCTURE_ERRORS
 from servicekit.runtime import Runtime
 
@@ -69,7 +68,7 @@ class EmailSender:
             return
         now = self._clock()
         async with self._rt.transaction() as conn:
-            rows = await eh.claim(conn, now=now, lease_until=now + self._lease, limit=capacity)
+            rows = await queue.claim(conn, now=now, lease_until=now + self._lease, limit=capacity)
         for row in rows:
             task = asyncio.create_task(self._one(row), name=f"email:{row['id']}")
             self._tasks.add(task)
@@ -78,7 +77,7 @@ class EmailSender:
     async def _one(self, row: asyncpg.Record) -> None:
         try:
             async with self._rt.transaction() as conn:
-                outgoing = await eh.prepare(
+                outgoing = await queue.prepare(
                     conn,
                     row,
                     now=self._clock(),
@@ -91,7 +90,7 @@ class EmailSender:
                 return
             code, error = await self._smtp(outgoing.envelope)
             async with self._rt.transaction() as conn:
-                outcome = await eh.record_smtp(
+                outcome = await queue.record_smtp(
                     conn,
                     outgoing,
                     code,
@@ -106,9 +105,9 @@ class EmailSender:
         except Exception:
             log.exception("email %s not settled; it is tried again when its lease ends", row["id"])
 
-    async def _smtp(self, envelope: ed.Envelope) -> tuple[int | None, str | None]:
+    async def _smtp(self, envelope: domain.Envelope) -> tuple[int | None, str | None]:
         """(None, None) when accepted; else the reply code (0: no reply) and what went wrong."""
-        message = ed.build_message(envelope)
+        message = domain.build_message(envelope)
         try:
             await aiosmtplib.send(
                 message,

@@ -1,7 +1,7 @@
 """Pure rules of webhook delivery: which endpoints want an event, what is sent, which
-destinations are refused, and what happens after each attempt. No I/O and no clock of its own
-(time and randomness come in as arguments), so every rule is unit-tested without infrastructure
-and the retry spacing is checked without sleeping."""
+destinations are refused, what happens after each attempt, and the events attempts publish. No
+I/O and no clock of its own (time and randomness come in as arguments), so every rule is
+unit-tested without infrastructure and the retry spacing is checked without sleeping."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import ipaddress
 import json
 import re
 import secrets
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -18,6 +18,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from referral_events.contracts import attribution, link, reward
+from referral_events.contracts import notification as out
 from referral_events.envelope import EventPayload
 from servicekit.problems import InvalidInput
 
@@ -216,7 +217,44 @@ def refusal_reason(address: str | ipaddress.IPv4Address | ipaddress.IPv6Address)
     return None
 
 
-# --- after an attempt -----------------------------------------------------------------------
+# --- an attempt -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A delivery claimed for one attempt, with everything the request needs."""
+
+    delivery_id: str
+    tenant_id: str
+    endpoint_id: str
+    message_id: str
+    attempt: int
+    url: str
+    event_type: str
+    body: str
+    secrets: tuple[str, ...]
+    round_start: int = 0
+    failing_since: datetime | None = None
+
+    @property
+    def attempt_in_round(self) -> int:
+        return self.attempt - self.round_start
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Claim:
+        return cls(
+            delivery_id=row["id"],
+            tenant_id=row["tenant_id"],
+            endpoint_id=row["endpoint_id"],
+            message_id=row["message_id"],
+            attempt=row["attempts"],
+            url=row["url"],
+            event_type=row["event_type"],
+            body=row["body"],
+            secrets=tuple(row["secrets"]),
+            round_start=row["round_start"],
+            failing_since=row["failing_since"],
+        )
 
 
 @dataclass(frozen=True)
@@ -240,6 +278,12 @@ class AttemptResult:
 
 
 Outcome = Literal["delivered", "retry", "failed"]
+DeliveryStatus = Literal["pending", "delivered", "failed"]
+
+
+def delivery_status(outcome: Outcome) -> DeliveryStatus:
+    """A delivery's status after an attempt: pending again while it is retried."""
+    return "pending" if outcome == "retry" else outcome
 
 
 @dataclass(frozen=True)
@@ -340,3 +384,59 @@ def failing_too_long(
 def rotation_expiry(now: datetime, overlap: timedelta) -> datetime:
     """Until when the secret being replaced keeps signing next to the new one."""
     return now + overlap
+
+
+@dataclass(frozen=True)
+class ReplayWindow:
+    """Deliveries that failed at `since` or later, and before `until` when there is one."""
+
+    since: datetime
+    until: datetime | None
+
+
+def replay_window(since: datetime, until: datetime | None) -> ReplayWindow:
+    if until is not None and until <= since:
+        raise InvalidInput("until must be later than since", field="until")
+    return ReplayWindow(since, until)
+
+
+# --- the events attempts publish ------------------------------------------------------------
+
+
+def delivery_event(
+    claim: Claim, decision: Decision, result: AttemptResult
+) -> out.DeliverySucceeded | out.DeliveryFailed | None:
+    """delivery.succeeded or delivery.failed once an attempt settles its delivery; None while
+    it is retried."""
+    common = {
+        "delivery_id": claim.delivery_id,
+        "endpoint_id": claim.endpoint_id,
+        "message_id": claim.message_id,
+        "event_type": claim.event_type,
+        "attempt": claim.attempt,
+    }
+    if decision.outcome == "delivered":
+        assert result.status_code is not None
+        return out.DeliverySucceeded(**common, status_code=result.status_code)
+    if decision.outcome == "failed":
+        return out.DeliveryFailed(
+            **common,
+            status_code=result.status_code,
+            error=f"{decision.reason}; last attempt: {result.describe()}",
+            will_retry=False,
+        )
+    return None
+
+
+def endpoint_disabled_event(
+    endpoint: Mapping[str, Any], reason: str, result: AttemptResult, at: datetime
+) -> out.EndpointDisabled:
+    """`endpoint` is the row as disabled, `result` the attempt that disabled it."""
+    return out.EndpointDisabled(
+        endpoint_id=endpoint["id"],
+        reason=reason,
+        url=endpoint["url"],
+        failing_since=endpoint["failing_since"],
+        last_status_code=result.status_code,
+        disabled_at=at,
+    )

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import httpcore
 import httpx
 
-from notification_service import domain
+from notification_service.webhooks import domain
 from servicekit.problems import InvalidInput
 
 # (host, port) -> the addresses a connection to it could go to.

@@ -5,10 +5,14 @@ commits. Times that drive sending come in as arguments (the sender's injected cl
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import asyncpg
+
+from notification_service.db import any_row
+from notification_service.email.domain import MailStatus, Wording
 
 # --- programs and contacts (copies of other services' facts) ----------------------------------
 
@@ -195,16 +199,9 @@ async def template_overrides(
 
 
 async def put_template(
-    conn: asyncpg.Connection,
-    *,
-    tenant_id: str,
-    program_id: str,
-    template: str,
-    locale: str,
-    subject: str,
-    html: str,
-    text: str,
+    conn: asyncpg.Connection, tenant_id: str, program_id: str, template: str, wording: Wording
 ) -> asyncpg.Record:
+    """The program's own wording of `template` in `wording.locale`."""
     row = await conn.fetchrow(
         """
         INSERT INTO email_templates (tenant_id, program_id, template, locale, subject, html,
@@ -218,10 +215,10 @@ async def put_template(
         tenant_id,
         program_id,
         template,
-        locale,
-        subject,
-        html,
-        text,
+        wording.locale,
+        wording.subject,
+        wording.html,
+        wording.text,
     )
     assert row is not None
     return row
@@ -245,7 +242,8 @@ async def get_template(
 async def delete_template(
     conn: asyncpg.Connection, tenant_id: str, program_id: str, template: str, locale: str
 ) -> bool:
-    deleted = await conn.fetchval(
+    return await any_row(
+        conn,
         """
         DELETE FROM email_templates
         WHERE tenant_id = $1 AND program_id = $2 AND template = $3 AND locale = $4
@@ -256,7 +254,6 @@ async def delete_template(
         template,
         locale,
     )
-    return bool(deleted)
 
 
 async def list_templates(
@@ -324,36 +321,41 @@ async def list_suppressions(
 
 
 async def delete_suppression(conn: asyncpg.Connection, tenant_id: str, address: str) -> bool:
-    deleted = await conn.fetchval(
+    return await any_row(
+        conn,
         "DELETE FROM email_suppressions WHERE tenant_id = $1 AND address = $2 RETURNING true",
         tenant_id,
         address,
     )
-    return bool(deleted)
 
 
 # --- the email queue --------------------------------------------------------------------------
 
 
-async def insert_email(
-    conn: asyncpg.Connection,
-    *,
-    email_id: str,
-    tenant_id: str,
-    template: str,
-    cause_key: str,
-    recipient_kind: str,
-    recipient_id: str,
-    advocate_id: str | None,
-    program_id: str,
-    to_address: str | None,
-    context: dict[str, Any],
-    due: datetime | None = None,
-) -> bool:
-    """Queued and due at `due` (default: the transaction's time). False when this (cause,
-    recipient, template) already has its mail: the one thing that keeps a redelivered event
-    from mailing twice."""
-    inserted = await conn.fetchval(
+@dataclass(frozen=True)
+class NewMail:
+    """A mail to queue: which template, why (one mail per cause, recipient and template), to
+    whom, and the facts its template shows."""
+
+    tenant_id: str
+    template: str
+    cause_key: str
+    recipient_kind: str
+    recipient_id: str
+    advocate_id: str | None
+    program_id: str
+    facts: dict[str, Any]
+    # Invitees have no contact copy: their address travels with the mail.
+    to_address: str | None = None
+    # Default: the transaction's time.
+    due: datetime | None = None
+
+
+async def insert_email(conn: asyncpg.Connection, email_id: str, mail: NewMail) -> bool:
+    """False when this (cause, recipient, template) already has its mail: the one thing that
+    keeps a redelivered event from mailing twice."""
+    return await any_row(
+        conn,
         """
         INSERT INTO emails (id, tenant_id, template, cause_key, recipient_kind, recipient_id,
                             advocate_id, program_id, to_address, context, next_attempt_at)
@@ -362,18 +364,17 @@ async def insert_email(
         RETURNING true
         """,
         email_id,
-        tenant_id,
-        template,
-        cause_key,
-        recipient_kind,
-        recipient_id,
-        advocate_id,
-        program_id,
-        to_address,
-        json.dumps(context),
-        due,
+        mail.tenant_id,
+        mail.template,
+        mail.cause_key,
+        mail.recipient_kind,
+        mail.recipient_id,
+        mail.advocate_id,
+        mail.program_id,
+        mail.to_address,
+        json.dumps(mail.facts),
+        mail.due,
     )
-    return bool(inserted)
 
 
 async def invites_since(
@@ -418,22 +419,25 @@ async def claim_due_emails(
     )
 
 
+@dataclass(frozen=True)
+class Settlement:
+    """What an attempt leaves of a mail: its status, when it is tried again (queued) and why
+    it was not sent; the locale it went out in and where it went (unsubscribe acts on that)."""
+
+    status: MailStatus
+    next_attempt_at: datetime | None = None
+    error: str | None = None
+    suppressed_reason: str | None = None
+    locale: str | None = None
+    to_address: str | None = None
+
+
 async def settle_email(
-    conn: asyncpg.Connection,
-    *,
-    email_id: str,
-    attempt: int,
-    status: str,
-    next_attempt_at: datetime | None,
-    error: str | None,
-    suppressed_reason: str | None,
-    locale: str | None,
-    at: datetime,
-    to_address: str | None = None,
+    conn: asyncpg.Connection, email_id: str, attempt: int, settlement: Settlement, at: datetime
 ) -> bool:
-    """`to_address` records where a mail went (unsubscribe acts on it). False when a newer
-    claim of the mail took over (this one's lease ran out)."""
-    updated = await conn.fetchval(
+    """False when a newer claim of the mail took over (this one's lease ran out)."""
+    return await any_row(
+        conn,
         """
         UPDATE emails
         SET status = $3, next_attempt_at = $4, last_error = $5, suppressed_reason = $6,
@@ -445,28 +449,31 @@ async def settle_email(
         """,
         email_id,
         attempt,
-        status,
-        next_attempt_at,
-        error,
-        suppressed_reason,
-        locale,
+        settlement.status,
+        settlement.next_attempt_at,
+        settlement.error,
+        settlement.suppressed_reason,
+        settlement.locale,
         at,
-        to_address,
+        settlement.to_address,
     )
-    return bool(updated)
 
 
 async def get_email(conn: asyncpg.Connection, email_id: str) -> asyncpg.Record | None:
     return await conn.fetchrow("SELECT * FROM emails WHERE id = $1", email_id)
 
 
+@dataclass(frozen=True)
+class EmailLog:
+    """Which mails the email log shows, newest first: all, or one recipient kind or id."""
+
+    recipient_kind: str | None
+    recipient_id: str | None
+    limit: int
+
+
 async def list_emails(
-    conn: asyncpg.Connection,
-    tenant_id: str,
-    *,
-    recipient_kind: str | None,
-    recipient_id: str | None,
-    limit: int,
+    conn: asyncpg.Connection, tenant_id: str, log: EmailLog
 ) -> list[asyncpg.Record]:
     return list(
         await conn.fetch(
@@ -482,8 +489,8 @@ async def list_emails(
             LIMIT $4
             """,
             tenant_id,
-            recipient_kind,
-            recipient_id,
-            limit,
+            log.recipient_kind,
+            log.recipient_id,
+            log.limit,
         )
     )

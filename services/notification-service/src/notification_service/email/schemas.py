@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from notification_service.email.domain import Category, MailStatus
+
 
 class InviteIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -57,7 +59,7 @@ class TemplateList(BaseModel):
 
 class TemplateSpecOut(BaseModel):
     template: str
-    category: Literal["transactional", "marketing"]
+    category: Category
     recipient: str
     description: str
     builtin_locales: list[str]
@@ -118,7 +120,7 @@ class EmailOut(BaseModel):
     recipient_id: str
     program_id: str | None
     locale: str | None
-    status: Literal["queued", "sent", "suppressed", "failed"]
+    status: MailStatus
     suppressed_reason: str | None
     attempts: int
     last_error: str | None

@@ -1,5 +1,5 @@
 """Built-in wording of every template, in English and German: what a program gets until the
-merchant saves its own (per program and locale, see email_domain.choose_wording). Jinja2; the
+merchant saves its own (per program and locale, see domain.choose_wording). Jinja2; the
 HTML part is autoescaped."""
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
-"""All of notification-service's SQL. Functions take the caller's connection: the edge owns the
-transaction; nothing here commits. Times that drive delivery come in as arguments (the
-dispatcher's injected clock), never from the database's now()."""
+"""All SQL of webhooks: endpoints and their secrets, messages, deliveries and attempts.
+Functions take the caller's connection: the edge owns the transaction; nothing here commits.
+Times that drive delivery come in as arguments (the dispatcher's injected clock), never from
+the database's now()."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
+
+from notification_service.db import any_row
+from notification_service.webhooks.domain import DeliveryStatus, Outcome, ReplayWindow
 
 # --- endpoints --------------------------------------------------------------------------------
 
@@ -156,12 +160,12 @@ async def rotate_secret(
 
 async def lock_endpoint(conn: asyncpg.Connection, tenant_id: str, endpoint_id: str) -> bool:
     """Serialises rotations of one endpoint."""
-    found = await conn.fetchval(
+    return await any_row(
+        conn,
         "SELECT true FROM webhook_endpoints WHERE id = $1 AND tenant_id = $2 FOR UPDATE",
         endpoint_id,
         tenant_id,
     )
-    return bool(found)
 
 
 async def mark_endpoint_health(
@@ -225,7 +229,8 @@ async def insert_delivery(
     """Due at `due`, by default at once (the transaction's time). False when this endpoint
     already has the message. Wakes the dispatchers when the transaction commits (see
     `notify_deliveries_due`), in the same round trip."""
-    inserted = await conn.fetchval(
+    return await any_row(
+        conn,
         """
         WITH ins AS (
             INSERT INTO webhook_deliveries (id, tenant_id, endpoint_id, message_id,
@@ -241,7 +246,6 @@ async def insert_delivery(
         message_id,
         due,
     )
-    return bool(inserted)
 
 
 def deliveries_channel(schema: str) -> str:
@@ -255,15 +259,17 @@ async def notify_deliveries_due(conn: asyncpg.Connection) -> None:
     await conn.execute("SELECT pg_notify(current_schema() || '_webhooks', '')")
 
 
-async def claim_due(
-    conn: asyncpg.Connection,
-    *,
-    now: datetime,
-    lease_until: datetime,
-    limit: int,
-    per_endpoint: int,
-    in_flight: Mapping[str, int],
-) -> list[asyncpg.Record]:
+@dataclass(frozen=True)
+class ClaimRequest:
+    now: datetime
+    lease_until: datetime
+    limit: int
+    per_endpoint: int
+    # Requests this process already has out, per endpoint.
+    in_flight: Mapping[str, int]
+
+
+async def claim_due(conn: asyncpg.Connection, req: ClaimRequest) -> list[asyncpg.Record]:
     """Claim up to `limit` due deliveries of enabled endpoints, at most `per_endpoint` in
     flight per endpoint counting `in_flight` (what this process already has out), oldest due
     first. Claiming counts the attempt and moves next_attempt_at to the lease's end, so the
@@ -330,12 +336,12 @@ async def claim_due(
                               AND (s.expires_at IS NULL OR s.expires_at > $1)
                             ORDER BY s.id DESC) AS secrets
             """,
-            now,
-            lease_until,
-            limit,
-            list(in_flight.keys()),
-            list(in_flight.values()),
-            per_endpoint,
+            req.now,
+            req.lease_until,
+            req.limit,
+            list(req.in_flight.keys()),
+            list(req.in_flight.values()),
+            req.per_endpoint,
         )
     )
 
@@ -351,9 +357,9 @@ class AttemptRow:
     latency_ms: int
     response_body: str | None
     error: str | None
-    outcome: str
+    outcome: Outcome
     # The delivery's new status and next attempt (pending + a time when it is retried).
-    status: str
+    status: DeliveryStatus
     next_attempt_at: datetime | None
     last_error: str | None
 
@@ -444,15 +450,9 @@ async def resend_delivery(
 
 
 async def replay_failed(
-    conn: asyncpg.Connection,
-    endpoint_id: str,
-    *,
-    since: datetime,
-    until: datetime | None,
-    now: datetime,
-    limit: int,
+    conn: asyncpg.Connection, endpoint_id: str, window: ReplayWindow, *, now: datetime, limit: int
 ) -> int:
-    """Every delivery of the endpoint that failed in [since, until) goes out again, oldest
+    """Every delivery of the endpoint that failed in the window goes out again, oldest
     message first."""
     count = await conn.fetchval(
         """
@@ -473,8 +473,8 @@ async def replay_failed(
         SELECT count(*) FROM updated
         """,
         endpoint_id,
-        since,
-        until,
+        window.since,
+        window.until,
         now,
         limit,
     )
