@@ -16,3 +16,8 @@ def holder_type_of(role: Role) -> HolderType:
 
 def role_of(holder_type: str) -> Role:
     return "advocate" if holder_type == "advocate" else "friend"
+
+
+def advocate_of(holder_type: str, holder_id: str) -> str | None:
+    """The advocate id an event about this holder names (None for a friend)."""
+    return holder_id if holder_type == "advocate" else None

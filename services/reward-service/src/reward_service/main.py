@@ -12,6 +12,7 @@ from reward_service.consumers import consumers
 from reward_service.coupons import api as coupons
 from reward_service.events import SERVICE
 from reward_service.ledger import api as ledger
+from reward_service.ledger import domain as ledger_domain
 from reward_service.ledger import handlers as ledger_handlers
 from reward_service.payouts import api as payouts
 from reward_service.rules import api as rules
@@ -25,7 +26,7 @@ from servicekit.settings import ServiceSettings
 
 async def verify_ledger(
     settings: Settings, tenant_id: str | None = None
-) -> ledger_handlers.VerifyReport:
+) -> ledger_domain.VerifyReport:
     pool = await create_pool(
         settings.database_url,
         schema=SPEC.schema,

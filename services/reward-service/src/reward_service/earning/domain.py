@@ -141,6 +141,12 @@ class Reward:
         """Coupons are codes, not amounts: they are recorded but never posted."""
         return self.kind != "coupon" and self.amount > 0
 
+    @property
+    def holds_value(self) -> bool:
+        """Posted and not wholly voided or clawed back: something is left to release or to
+        settle a debt with."""
+        return self.on_ledger and self.outstanding > 0
+
 
 @dataclass(frozen=True)
 class Candidate:

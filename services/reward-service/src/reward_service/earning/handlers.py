@@ -257,7 +257,7 @@ async def _book(
 
 async def _settle_debts(conn: asyncpg.Connection, available: list[domain.Reward]) -> None:
     """Newly available rewards first pay off what the holder owes from earlier claw-backs."""
-    on_ledger = [r for r in available if r.on_ledger and r.outstanding > 0]
+    on_ledger = [r for r in available if r.holds_value]
     if not on_ledger:
         return
     owed = await ledger.holders_in_debt(
@@ -284,9 +284,7 @@ async def release_due_rewards(conn: asyncpg.Connection, now: datetime, limit: in
     due = await repository.lock_due_rewards(conn, now, limit)
     if not due:
         return 0
-    await ledger.post_transfers(
-        conn, [postings.release_transfer(r) for r in due if r.on_ledger and r.outstanding > 0]
-    )
+    await ledger.post_transfers(conn, [postings.release_transfer(r) for r in due if r.holds_value])
     await repository.mark_available(conn, [r.id for r in due], now)
     out = [events.reward_available(reward) for reward in due]
     await _settle_debts(conn, due)

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from reward_service import ids
 from reward_service.holders import HolderType
@@ -190,3 +190,24 @@ def statement_page(
         return lines, None
     last = lines[limit - 1].seq
     return [line for line in lines if line.seq <= last], last
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """The ledger's checks, each with the rows that break it (none when the ledger is sound)."""
+
+    ok: bool
+    checks: dict[str, list[Any]]
+
+    @classmethod
+    def of(cls, checks: dict[str, list[Any]]) -> VerifyReport:
+        return cls(all(not problems for problems in checks.values()), checks)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "checks": [
+                {"name": name, "ok": not problems, "problems": problems[:50]}
+                for name, problems in self.checks.items()
+            ],
+        }

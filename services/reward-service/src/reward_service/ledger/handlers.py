@@ -3,9 +3,6 @@ commit."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 import asyncpg
 
 from reward_service.ledger import domain, repository
@@ -25,23 +22,7 @@ async def get_statement(
     return domain.statement_page(lines, limit)
 
 
-@dataclass(frozen=True)
-class VerifyReport:
-    ok: bool
-    checks: dict[str, list[Any]]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "checks": [
-                {"name": name, "ok": not problems, "problems": problems[:50]}
-                for name, problems in self.checks.items()
-            ],
-        }
-
-
-async def verify(conn: asyncpg.Connection, tenant_id: str | None) -> VerifyReport:
+async def verify(conn: asyncpg.Connection, tenant_id: str | None) -> domain.VerifyReport:
     """Every unit sums to zero, every balance equals its entries, no orphan or double-posted
     transfer, every reward's and redemption's postings match what they record."""
-    checks = await repository.verify_problems(conn, tenant_id)
-    return VerifyReport(all(not v for v in checks.values()), checks)
+    return domain.VerifyReport.of(await repository.verify_problems(conn, tenant_id))

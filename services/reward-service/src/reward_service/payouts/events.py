@@ -10,7 +10,7 @@ from referral_events.contracts import reward as ev
 from referral_events.envelope import EventPayload
 from referral_events.outbox import OutboxRow
 from reward_service.events import EVENTS, event_id
-from reward_service.holders import HolderType, role_of
+from reward_service.holders import HolderType, advocate_of, role_of
 from reward_service.payouts.domain import PayoutLine, Redemption
 
 
@@ -23,7 +23,7 @@ def reward_redeemed(
         role=role_of(holder_type),
         amount=redemption.amount,
         unit=redemption.unit,
-        advocate_id=redemption.holder_id if holder_type == "advocate" else None,
+        advocate_id=advocate_of(holder_type, redemption.holder_id),
         reference=redemption.reference,
         redeemed_at=at,
     )
@@ -48,7 +48,7 @@ def _line_fields(batch_id: str, line: PayoutLine) -> dict[str, Any]:
     return dict(
         payout_id=line.id,
         batch_id=batch_id,
-        advocate_id=line.holder_id if line.holder_type == "advocate" else "",
+        advocate_id=advocate_of(line.holder_type, line.holder_id) or "",
         holder_id=line.holder_id,
         role=role_of(line.holder_type),
         amount=line.amount,

@@ -41,10 +41,10 @@ async def redeem(
     request = domain.RedemptionRequest(
         tenant_id, holder_id, idempotency_key, amount, unit, reference
     )
-    holder_type = await ledger_repository.holder_type_of(conn, tenant_id, holder_id)
-    redemption = await repository.claim_redemption(
-        conn, new_id("rdm"), request, holder_type or "advocate", now
-    )
+    known = await ledger_repository.holder_type_of(conn, tenant_id, holder_id)
+    # A holder with no account yet is taken for an advocate; it has nothing to spend anyway.
+    holder_type = known or "advocate"
+    redemption = await repository.claim_redemption(conn, new_id("rdm"), request, holder_type, now)
     if not redemption.created:
         if redemption.request_hash != request.request_hash:
             raise InvalidInput(
@@ -52,15 +52,14 @@ async def redeem(
                 field="Idempotency-Key",
             )
         return redemption
-    account = ledger.holder_ref(tenant_id, holder_type or "advocate", holder_id, "available", unit)
-    balance = await ledger_repository.lock_balance(conn, account) if holder_type else 0
+    account = ledger.holder_ref(tenant_id, holder_type, holder_id, "available", unit)
+    balance = await ledger_repository.lock_balance(conn, account) if known else 0
     if balance < amount:
         raise Conflict(
             f"insufficient available balance: {format_minor(max(balance, 0), unit)} {unit}"
             f" available, {format_minor(amount, unit)} requested",
             field="amount_minor",
         )
-    assert holder_type is not None
     redeemed = ledger.holder_ref(tenant_id, holder_type, holder_id, "redeemed", unit)
     await ledger_repository.post_transfers(
         conn,
