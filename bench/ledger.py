@@ -97,7 +97,7 @@ async def raw_inserts(dsn: str, total: int) -> float:
 def _transfers(tenant: str, worker: int, start: int, count: int) -> list[Any]:
     """Earn-shaped transfers (program liability -> an advocate's available), one program per
     worker and a spread of holders, with cause-derived ids like the service's."""
-    from reward_service import ledger
+    from reward_service.ledger import domain as ledger
 
     out = []
     for i in range(start, start + count):
@@ -112,7 +112,7 @@ def _transfers(tenant: str, worker: int, start: int, count: int) -> list[Any]:
 
 
 async def posting(pool: Any, total: int, batch: int, tenant: str) -> float:
-    from reward_service import repository
+    from reward_service.ledger import repository
 
     per = total // CONNECTIONS
     deadline = time.perf_counter() + TIME_LIMIT_S
@@ -136,20 +136,23 @@ async def posting(pool: Any, total: int, batch: int, tenant: str) -> float:
 async def seed_due_rewards(pool: Any, count: int, due: datetime) -> float:
     """`count` pending rewards over 10,000 advocates, earned through the service's own posting
     (batched), their holds over by `due`. Returns the earn postings' rate."""
-    from reward_service import domain, ledger, repository
+    from reward_service.earning import domain, postings
+    from reward_service.ledger import repository
+    from reward_service.rules import domain as rules
+    from reward_service.rules import repository as rules_repository
 
     async with pool.acquire() as conn, conn.transaction():
-        rule = await repository.insert_rule_version(
+        rule = await rules_repository.insert_rule_version(
             conn,
             rule_id="rrv_bench",
             tenant_id="rel",
             program_id="prg_rel",
             version=1,
             valid_from=due - timedelta(days=60),
-            definition=domain.RuleDefinition(
+            definition=rules.RuleDefinition(
                 hold_days=30,
                 rewards=(
-                    domain.SideReward("advocate", "every_purchase", domain.Amount("USD", 2000)),
+                    rules.SideReward("advocate", "every_purchase", rules.Amount("USD", 2000)),
                 ),
             ),
         )
@@ -225,13 +228,13 @@ async def seed_due_rewards(pool: Any, count: int, due: datetime) -> float:
                     "occurred_at",
                 ],
             )
-            await repository.post_transfers(conn, [ledger.earn_transfer(r) for r in rewards])
+            await repository.post_transfers(conn, [postings.earn_transfer(r) for r in rewards])
         posted += len(rewards)
     return posted / (time.perf_counter() - t0)
 
 
 async def release_all(pool: Any, now: datetime) -> tuple[int, float]:
-    from reward_service import handlers
+    from reward_service.earning import handlers
 
     released = 0
     t0 = time.perf_counter()
@@ -248,7 +251,7 @@ async def release_all(pool: Any, now: datetime) -> tuple[int, float]:
 
 async def run(dsn: str) -> dict[str, Any]:
     from devstack.testing import migrate
-    from reward_service import handlers
+    from reward_service.ledger import handlers
     from servicekit.db import create_pool
 
     await migrate(dsn, "reward", "reward_service")

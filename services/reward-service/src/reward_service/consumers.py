@@ -14,11 +14,12 @@ import asyncpg
 from referral_events import CloudEvent, topics
 from referral_events.contracts.attribution import ConversionAttributed, ConversionRefunded
 from referral_events.inbox import Handler
-from reward_service import domain, handlers
+from reward_service.clock import Clock, utc_now
+from reward_service.earning import handlers
 from servicekit.runtime import ConsumerSpec
 
 
-def consumers(clock: domain.Clock = domain.utc_now) -> list[ConsumerSpec]:
+def consumers(clock: Clock = utc_now) -> list[ConsumerSpec]:
     """The consumer groups, with the service's clock bound into the handlers (timestamps such as
     released_at and voided_at follow the injected clock in tests)."""
 

@@ -6,10 +6,16 @@ import json
 
 from fastapi import FastAPI
 
-from reward_service import api, domain, handlers
+from reward_service.clock import Clock, utc_now
 from reward_service.config import Settings
 from reward_service.consumers import consumers
+from reward_service.coupons import api as coupons
 from reward_service.events import SERVICE
+from reward_service.ledger import api as ledger
+from reward_service.ledger import domain as ledger_domain
+from reward_service.ledger import handlers as ledger_handlers
+from reward_service.payouts import api as payouts
+from reward_service.rules import api as rules
 from reward_service.workers import RewardReleaser
 from servicekit.app import create_service_app
 from servicekit.cli import run_cli
@@ -18,7 +24,9 @@ from servicekit.runtime import Command, Runtime, ServiceSpec, Worker
 from servicekit.settings import ServiceSettings
 
 
-async def verify_ledger(settings: Settings, tenant_id: str | None = None) -> handlers.VerifyReport:
+async def verify_ledger(
+    settings: Settings, tenant_id: str | None = None
+) -> ledger_domain.VerifyReport:
     pool = await create_pool(
         settings.database_url,
         schema=SPEC.schema,
@@ -28,7 +36,7 @@ async def verify_ledger(settings: Settings, tenant_id: str | None = None) -> han
     )
     try:
         async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
-            return await handlers.verify(conn, tenant_id)
+            return await ledger_handlers.verify(conn, tenant_id)
     finally:
         await pool.close()
 
@@ -53,7 +61,7 @@ VERIFY = Command(
 )
 
 
-def build_spec(clock: domain.Clock = domain.utc_now) -> ServiceSpec:
+def build_spec(clock: Clock = utc_now) -> ServiceSpec:
     def workers(rt: Runtime) -> list[Worker]:
         s = rt.settings
         assert isinstance(s, Settings)
@@ -79,9 +87,12 @@ def build_spec(clock: domain.Clock = domain.utc_now) -> ServiceSpec:
 SPEC = build_spec()
 
 
-def create_app(settings: Settings | None = None, clock: domain.Clock = domain.utc_now) -> FastAPI:
+ROUTERS = [rules.router, ledger.router, payouts.router, coupons.router]
+
+
+def create_app(settings: Settings | None = None, clock: Clock = utc_now) -> FastAPI:
     """`clock` is the one source of "now" for rule versions, handlers and releases."""
-    app = create_service_app(build_spec(clock), settings or Settings(), [api.router])
+    app = create_service_app(build_spec(clock), settings or Settings(), ROUTERS)
     app.state.clock = clock
     return app
 

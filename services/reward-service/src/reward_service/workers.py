@@ -7,13 +7,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from reward_service import domain, handlers
+from reward_service.clock import Clock, utc_now
+from reward_service.earning import handlers
 from servicekit.runtime import Runtime
 
 
 class RewardReleaser:
     def __init__(
-        self, rt: Runtime, *, interval: float, batch_size: int, clock: domain.Clock = domain.utc_now
+        self, rt: Runtime, *, interval: float, batch_size: int, clock: Clock = utc_now
     ) -> None:
         self._rt = rt
         self._interval = interval

@@ -32,7 +32,14 @@ from devstack.pytest_plugin import Namespace
 from devstack.testing import migrate
 from referral_events import CloudEvent, new_event
 from referral_events.contracts.attribution import ConversionAttributed, ConversionRefunded
-from reward_service import domain, handlers, payouts
+from reward_service.coupons import handlers as coupon_handlers
+from reward_service.earning import handlers as earning
+from reward_service.earning.domain import Reward
+from reward_service.ledger import handlers as ledger
+from reward_service.payouts import handlers as payouts
+from reward_service.rules import domain as rules
+from reward_service.rules import handlers as rule_handlers
+from reward_service.units import COUPON
 from servicekit.db import create_pool
 from servicekit.problems import Conflict
 
@@ -51,29 +58,29 @@ async def database_url(namespace: Namespace) -> AsyncIterator[str]:
     yield namespace.database_url
 
 
-def _rule(clawback: domain.ClawbackPolicy) -> domain.RuleDefinition:
+def _rule(clawback: rules.ClawbackPolicy) -> rules.RuleDefinition:
     """10% of the order for the advocate (tiered up to 15% from the 4th referral, capped), a
     fixed 5.00 for the friend, a 10.00 bonus at 3 referrals, 30 days' hold."""
-    pct = domain.Amount(unit="USD", percent=Decimal("10"))
-    return domain.RuleDefinition(
+    pct = rules.Amount(unit="USD", percent=Decimal("10"))
+    return rules.RuleDefinition(
         hold_days=HOLD_DAYS,
         clawback=clawback,
         rewards=(
-            domain.SideReward(
+            rules.SideReward(
                 role="advocate",
                 trigger="every_purchase",
                 amount=pct,
                 tiers=(
-                    domain.Tier(1, 3, pct),
-                    domain.Tier(4, None, domain.Amount(unit="USD", percent=Decimal("15"))),
+                    rules.Tier(1, 3, pct),
+                    rules.Tier(4, None, rules.Amount(unit="USD", percent=Decimal("15"))),
                 ),
             ),
-            domain.SideReward(
-                role="friend", trigger="first_purchase", amount=domain.Amount("USD", fixed=500)
+            rules.SideReward(
+                role="friend", trigger="first_purchase", amount=rules.Amount("USD", fixed=500)
             ),
         ),
-        milestones=(domain.Milestone(3, 1000, "USD"),),
-        caps=(domain.Cap("lifetime", max_amount=CAP_CENTS),),
+        milestones=(rules.Milestone(3, 1000, "USD"),),
+        caps=(rules.Cap("lifetime", max_amount=CAP_CENTS),),
     )
 
 
@@ -91,7 +98,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.refunded: dict[str, int] = {}
         self.fully_refunded: set[str] = set()
         self.refund_seq = itertools.count(1)
-        self.clawback: domain.ClawbackPolicy = "negative_entry"
+        self.clawback: rules.ClawbackPolicy = "negative_entry"
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(coro)
@@ -101,11 +108,11 @@ class LedgerMachine(RuleBasedStateMachine):
             return await fn(conn, *args, **kw)
 
     @initialize(clawback=st.sampled_from(["negative_entry", "debt"]))
-    def put_rule(self, clawback: domain.ClawbackPolicy) -> None:
+    def put_rule(self, clawback: rules.ClawbackPolicy) -> None:
         self.clawback = clawback
         self.run(
             self._tx(
-                handlers.put_reward_rule,
+                rule_handlers.put_reward_rule,
                 self.tenant,
                 "prg_p",
                 _rule(clawback),
@@ -138,7 +145,7 @@ class LedgerMachine(RuleBasedStateMachine):
         )
         event = new_event(payload, source="/test", tenant_id=self.tenant)
         self.events.append((event, payload))
-        self.run(self._tx(handlers.on_conversion_attributed, event, payload, self.now))
+        self.run(self._tx(earning.on_conversion_attributed, event, payload, self.now))
 
     @precondition(lambda self: bool(self.events))
     @rule(data=st.data(), new_event_id=st.booleans())
@@ -148,7 +155,7 @@ class LedgerMachine(RuleBasedStateMachine):
         if new_event_id:
             event = new_event(payload, source="/test", tenant_id=self.tenant)
         before = self.run(self._snapshot())
-        earned = self.run(self._tx(handlers.on_conversion_attributed, event, payload, self.now))
+        earned = self.run(self._tx(earning.on_conversion_attributed, event, payload, self.now))
         assert earned == []
         assert self.run(self._snapshot()) == before
 
@@ -180,17 +187,17 @@ class LedgerMachine(RuleBasedStateMachine):
             refunded_at=self.now,
         )
         event = new_event(refund, source="/test", tenant_id=self.tenant)
-        self.run(self._tx(handlers.on_conversion_refunded, event, refund, self.now))
+        self.run(self._tx(earning.on_conversion_refunded, event, refund, self.now))
         # the same refund again (a re-emit under a new event id) is not applied twice
         before = self.run(self._snapshot())
         again = new_event(refund, source="/test", tenant_id=self.tenant)
-        self.run(self._tx(handlers.on_conversion_refunded, again, refund, self.now))
+        self.run(self._tx(earning.on_conversion_refunded, again, refund, self.now))
         assert self.run(self._snapshot()) == before
 
     @rule(days=st.sampled_from([0, 10, 29, 31, 31, 45]))
     def advance_and_release(self, days: int) -> None:
         self.now += timedelta(days=days)
-        while self.run(self._tx(handlers.release_due_rewards, self.now, 7)):
+        while self.run(self._tx(earning.release_due_rewards, self.now, 7)):
             pass
         overdue = self.run(
             self._fetchval(
@@ -244,7 +251,7 @@ class LedgerMachine(RuleBasedStateMachine):
             return await conn.fetchval(sql, *args)
 
     async def _available(self, holder: str) -> int:
-        rows = await self._tx(handlers.get_balances, self.tenant, holder)
+        rows = await self._tx(ledger.get_balances, self.tenant, holder)
         return sum(b.available_minor for b in rows if b.unit == "USD" and b.purse == "credit")
 
     async def _snapshot(self) -> tuple[Any, ...]:
@@ -262,7 +269,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @invariant()
     def ledger_is_sound(self) -> None:
-        report = self.run(self._tx(handlers.verify, self.tenant))
+        report = self.run(self._tx(ledger.verify, self.tenant))
         assert report.ok, report.as_dict()
 
     @invariant()
@@ -361,17 +368,17 @@ async def test_concurrent_redemptions_never_overdraw(database_url: str) -> None:
     )
     try:
         async with pool.acquire() as conn, conn.transaction():
-            await handlers.put_reward_rule(
+            await rule_handlers.put_reward_rule(
                 conn,
                 "race",
                 "prg_r",
-                domain.RuleDefinition(
+                rules.RuleDefinition(
                     hold_days=0,
                     rewards=(
-                        domain.SideReward(
+                        rules.SideReward(
                             role="advocate",
                             trigger="signup",
-                            amount=domain.Amount(unit="USD", fixed=1000),
+                            amount=rules.Amount(unit="USD", fixed=1000),
                         ),
                     ),
                 ),
@@ -387,7 +394,7 @@ async def test_concurrent_redemptions_never_overdraw(database_url: str) -> None:
                 occurred_at=T0,
                 evidence="code",
             )
-            await handlers.on_conversion_attributed(
+            await earning.on_conversion_attributed(
                 conn, new_event(payload, source="/t", tenant_id="race"), payload, T0
             )
 
@@ -411,7 +418,7 @@ async def test_concurrent_redemptions_never_overdraw(database_url: str) -> None:
         results = await asyncio.gather(*(attempt(i) for i in range(100)))
         assert results.count(True) == 10
         async with pool.acquire() as conn:
-            [balance] = await handlers.get_balances(conn, "race", "adv_r")
+            [balance] = await ledger.get_balances(conn, "race", "adv_r")
             assert balance.available_minor == 0
             assert (
                 await conn.fetchval("SELECT count(*) FROM redemptions WHERE tenant_id = 'race'")
@@ -423,7 +430,7 @@ async def test_concurrent_redemptions_never_overdraw(database_url: str) -> None:
                 )
                 == 10
             )
-            report = await handlers.verify(conn, "race")
+            report = await ledger.verify(conn, "race")
             assert report.ok, report.as_dict()
 
             # the same key again answers the first redemption and posts nothing new
@@ -472,15 +479,15 @@ async def test_verify_finds_a_tampered_balance_and_an_orphan(database_url: str) 
     try:
         async with pool.acquire() as conn:
             async with conn.transaction():
-                await handlers.put_reward_rule(
+                await rule_handlers.put_reward_rule(
                     conn,
                     "tamper",
                     "prg_t",
-                    domain.RuleDefinition(
+                    rules.RuleDefinition(
                         hold_days=0,
                         rewards=(
-                            domain.SideReward(
-                                "advocate", "signup", domain.Amount(unit="EUR", fixed=300)
+                            rules.SideReward(
+                                "advocate", "signup", rules.Amount(unit="EUR", fixed=300)
                             ),
                         ),
                     ),
@@ -496,10 +503,10 @@ async def test_verify_finds_a_tampered_balance_and_an_orphan(database_url: str) 
                     occurred_at=T0,
                     evidence="code",
                 )
-                await handlers.on_conversion_attributed(
+                await earning.on_conversion_attributed(
                     conn, new_event(payload, source="/t", tenant_id="tamper"), payload, T0
                 )
-            assert (await handlers.verify(conn, "tamper")).ok
+            assert (await ledger.verify(conn, "tamper")).ok
             ok_run = await _verify_cli(database_url)
             assert ok_run.returncode == 0, ok_run.stderr
             assert json.loads(ok_run.stdout)["ok"] is True
@@ -517,7 +524,7 @@ async def test_verify_finds_a_tampered_balance_and_an_orphan(database_url: str) 
                   AND c.tenant_id = 'tamper' AND c.kind = 'available'
                 """
             )
-            report = await handlers.verify(conn, "tamper")
+            report = await ledger.verify(conn, "tamper")
             failed = {c["name"] for c in report.as_dict()["checks"] if not c["ok"]}
             assert not report.ok
             assert {"units_sum_to_zero", "balances_match_entries", "orphan_transfers"} <= failed
@@ -529,7 +536,7 @@ async def test_verify_finds_a_tampered_balance_and_an_orphan(database_url: str) 
         await pool.close()
 
 
-def _scripted(database_url: str, clawback: domain.ClawbackPolicy) -> dict[str, Any]:
+def _scripted(database_url: str, clawback: rules.ClawbackPolicy) -> dict[str, Any]:
     loop = asyncio.new_event_loop()
     try:
         pool = loop.run_until_complete(
@@ -554,11 +561,11 @@ def _scripted(database_url: str, clawback: domain.ClawbackPolicy) -> dict[str, A
             after = m.run(m._available("adv_a"))
             m.ledger_is_sound()
             m.balances_agree_with_rewards()
-            debt = m.run(m._tx(handlers.get_balances, m.tenant, "adv_a"))
+            debt = m.run(m._tx(ledger.get_balances, m.tenant, "adv_a"))
             m.convert("adv_a", 1, 30_000)  # a later reward settles the debt first
             m.advance_and_release(31)
             m.ledger_is_sound()
-            later = m.run(m._tx(handlers.get_balances, m.tenant, "adv_a"))
+            later = m.run(m._tx(ledger.get_balances, m.tenant, "adv_a"))
             return {"before": before, "after": after, "debt": debt, "later": later}
         finally:
             loop.run_until_complete(pool.close())
@@ -568,7 +575,7 @@ def _scripted(database_url: str, clawback: domain.ClawbackPolicy) -> dict[str, A
 
 @pytest.mark.parametrize("clawback", ["negative_entry", "debt"])
 async def test_refund_after_release_claws_back_per_policy(
-    database_url: str, clawback: domain.ClawbackPolicy
+    database_url: str, clawback: rules.ClawbackPolicy
 ) -> None:
     r = await asyncio.to_thread(_scripted, database_url, clawback)
     assert r["before"] == 500
@@ -591,24 +598,24 @@ async def test_concurrent_conversions_of_one_advocate_respect_the_caps(database_
     )
     try:
         async with pool.acquire() as conn, conn.transaction():
-            await handlers.put_reward_rule(
+            await rule_handlers.put_reward_rule(
                 conn,
                 "caps",
                 "prg_c",
-                domain.RuleDefinition(
+                rules.RuleDefinition(
                     hold_days=0,
                     rewards=(
-                        domain.SideReward(
-                            "advocate", "every_purchase", domain.Amount(unit="USD", fixed=700)
+                        rules.SideReward(
+                            "advocate", "every_purchase", rules.Amount(unit="USD", fixed=700)
                         ),
                     ),
-                    caps=(domain.Cap("month", max_count=5),),
-                    budget=domain.Budget(100_000, "USD"),
+                    caps=(rules.Cap("month", max_count=5),),
+                    budget=rules.Budget(100_000, "USD"),
                 ),
                 T0 - timedelta(days=1),
             )
 
-        async def convert(i: int) -> list[domain.Reward]:
+        async def convert(i: int) -> list[Reward]:
             payload = ConversionAttributed(
                 conversion_id=f"cnv_c{i}",
                 referral_id=f"ref_c{i}",
@@ -622,7 +629,7 @@ async def test_concurrent_conversions_of_one_advocate_respect_the_caps(database_
                 evidence="code",
             )
             async with pool.acquire() as conn, conn.transaction():
-                return await handlers.on_conversion_attributed(
+                return await earning.on_conversion_attributed(
                     conn, new_event(payload, source="/t", tenant_id="caps"), payload, T0
                 )
 
@@ -632,13 +639,13 @@ async def test_concurrent_conversions_of_one_advocate_respect_the_caps(database_
         assert sorted(r.amount for r in rewards) == [0] * 15 + [700] * 5
         assert {r.capped_reason for r in rewards if r.amount == 0} == {"advocate_count_cap"}
         async with pool.acquire() as conn:
-            [balance] = await handlers.get_balances(conn, "caps", "adv_c")
+            [balance] = await ledger.get_balances(conn, "caps", "adv_c")
             assert balance.available_minor == 3500
             assert (
                 await conn.fetchval("SELECT spent FROM program_spend WHERE tenant_id = 'caps'")
                 == 3500
             )
-            assert (await handlers.verify(conn, "caps")).ok
+            assert (await ledger.verify(conn, "caps")).ok
     finally:
         await pool.close()
 
@@ -649,20 +656,20 @@ async def test_each_coupon_code_is_handed_out_once_under_concurrency(database_ur
     )
     try:
         async with pool.acquire() as conn, conn.transaction():
-            coupons = await handlers.create_coupon_pool(
+            coupons = await coupon_handlers.create_coupon_pool(
                 conn, "cpn", "prg_k", "welcome", 3, [f"CODE{i:02d}" for i in range(10)]
             )
-            await handlers.put_reward_rule(
+            await rule_handlers.put_reward_rule(
                 conn,
                 "cpn",
                 "prg_k",
-                domain.RuleDefinition(
+                rules.RuleDefinition(
                     hold_days=0,
                     rewards=(
-                        domain.SideReward(
+                        rules.SideReward(
                             "friend",
                             "signup",
-                            domain.Amount(unit=domain.COUPON, fixed=1),
+                            rules.Amount(unit=COUPON, fixed=1),
                             kind="coupon",
                             coupon_pool_id=coupons.id,
                         ),
@@ -671,7 +678,7 @@ async def test_each_coupon_code_is_handed_out_once_under_concurrency(database_ur
                 T0 - timedelta(days=1),
             )
 
-        async def signup(i: int) -> list[domain.Reward]:
+        async def signup(i: int) -> list[Reward]:
             payload = ConversionAttributed(
                 conversion_id=f"cnv_k{i}",
                 referral_id=f"ref_k{i}",
@@ -683,7 +690,7 @@ async def test_each_coupon_code_is_handed_out_once_under_concurrency(database_ur
                 evidence="code",
             )
             async with pool.acquire() as conn, conn.transaction():
-                return await handlers.on_conversion_attributed(
+                return await earning.on_conversion_attributed(
                     conn, new_event(payload, source="/t", tenant_id="cpn"), payload, T0
                 )
 
@@ -708,6 +715,6 @@ async def test_each_coupon_code_is_handed_out_once_under_concurrency(database_ur
             )
             # 3, 2, 1 and 0 left after an allocation, then once per friend who found none
             assert sorted(int(r["remaining"]) for r in lows) == [0] * 7 + [1, 2, 3]
-            assert (await handlers.get_coupon_pool(conn, "cpn", coupons.id)).remaining == 0
+            assert (await coupon_handlers.get_coupon_pool(conn, "cpn", coupons.id)).remaining == 0
     finally:
         await pool.close()

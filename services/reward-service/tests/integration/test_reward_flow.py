@@ -30,9 +30,11 @@ from devstack.testing import (
 from referral_events import CloudEvent, new_event
 from referral_events.contracts.attribution import ConversionAttributed, ConversionRefunded
 from referral_events.envelope import EventPayload
-from reward_service import domain, handlers
 from reward_service.config import Settings
+from reward_service.earning import handlers as earning
 from reward_service.main import create_app
+from reward_service.rules import domain as rules
+from reward_service.rules import handlers as rule_handlers
 from reward_service.workers import RewardReleaser
 from servicekit import migrations
 from servicekit.db import create_pool
@@ -446,7 +448,7 @@ async def test_concurrent_releasers_release_each_reward_once(env: Env) -> None:
     try:
         now = env.clock.now
         async with pool.acquire() as conn, conn.transaction():
-            await handlers.put_reward_rule(
+            await rule_handlers.put_reward_rule(
                 conn, "acme", "prg_1", _held_rule(), now - timedelta(days=60)
             )
         for i in range(40):
@@ -455,13 +457,13 @@ async def test_concurrent_releasers_release_each_reward_once(env: Env) -> None:
             )
             event = new_event(payload, source="/test", tenant_id="acme")
             async with pool.acquire() as conn, conn.transaction():
-                await handlers.on_conversion_attributed(conn, event, payload)
+                await earning.on_conversion_attributed(conn, event, payload)
 
         async def releaser() -> int:
             total = 0
             while True:
                 async with pool.acquire() as conn, conn.transaction():
-                    released = await handlers.release_due_rewards(conn, now, limit=3)
+                    released = await earning.release_due_rewards(conn, now, limit=3)
                 if not released:
                     return total
                 total += released
@@ -482,11 +484,11 @@ async def test_concurrent_releasers_release_each_reward_once(env: Env) -> None:
         await pool.close()
 
 
-def _held_rule() -> domain.RuleDefinition:
-    side = domain.SideReward(
-        role="advocate", trigger="every_purchase", amount=domain.Amount(unit="EUR", fixed=250)
+def _held_rule() -> rules.RuleDefinition:
+    side = rules.SideReward(
+        role="advocate", trigger="every_purchase", amount=rules.Amount(unit="EUR", fixed=250)
     )
-    return domain.RuleDefinition(hold_days=30, rewards=(side,))
+    return rules.RuleDefinition(hold_days=30, rewards=(side,))
 
 
 async def test_migrations_downgrade_and_upgrade_cleanly(env: Env) -> None:

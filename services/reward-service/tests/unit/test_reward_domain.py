@@ -12,32 +12,36 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from reward_service import domain, ledger
-from reward_service.api import _definition
-from reward_service.schemas import RewardRuleIn
+from reward_service import events, units
+from reward_service.earning import domain, postings
+from reward_service.holders import Role
+from reward_service.ledger import domain as ledger
+from reward_service.rules import domain as rules
+from reward_service.rules.api import _definition
+from reward_service.rules.schemas import RewardRuleIn
 from servicekit.problems import InvalidInput
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
-def usd(minor: int) -> domain.Amount:
-    return domain.Amount(unit="USD", fixed=minor)
+def usd(minor: int) -> rules.Amount:
+    return rules.Amount(unit="USD", fixed=minor)
 
 
 def side(
-    role: domain.Role = "advocate",
-    trigger: domain.Trigger = "first_purchase",
-    amount: domain.Amount | None = None,
+    role: Role = "advocate",
+    trigger: rules.Trigger = "first_purchase",
+    amount: rules.Amount | None = None,
     **kw: Any,
-) -> domain.SideReward:
-    return domain.SideReward(role=role, trigger=trigger, amount=amount or usd(2000), **kw)
+) -> rules.SideReward:
+    return rules.SideReward(role=role, trigger=trigger, amount=amount or usd(2000), **kw)
 
 
-def rule(*sides: domain.SideReward, rule_id: str = "rrv_1", **kw: Any) -> domain.RuleVersion:
-    definition = domain.RuleDefinition(
+def rule(*sides: rules.SideReward, rule_id: str = "rrv_1", **kw: Any) -> rules.RuleVersion:
+    definition = rules.RuleDefinition(
         hold_days=kw.pop("hold_days", 0), rewards=sides or (side(),), **kw
     )
-    return domain.RuleVersion(
+    return rules.RuleVersion(
         id=rule_id,
         tenant_id="acme",
         program_id="prg_1",
@@ -69,7 +73,7 @@ def conversion(
     )
 
 
-def earned(r: domain.RuleVersion, c: domain.Conversion, number: int = 1) -> list[domain.Reward]:
+def earned(r: rules.RuleVersion, c: domain.Conversion, number: int = 1) -> list[domain.Reward]:
     """The rewards a conversion earns with no caps in the way."""
     return [
         domain.build_reward(r, c, cand, domain.Grant(cand.requested))
@@ -96,7 +100,7 @@ def earned(r: domain.RuleVersion, c: domain.Conversion, number: int = 1) -> list
     ],
 )
 def test_trigger_matching(
-    trigger: domain.Trigger, conversion_type: str, first: bool, expected: bool
+    trigger: rules.Trigger, conversion_type: str, first: bool, expected: bool
 ) -> None:
     s = side(trigger=trigger)
     assert domain.trigger_matches(s, conversion(conversion_type, first)) is expected
@@ -141,12 +145,12 @@ def test_two_sided_rule_rewards_both_holders() -> None:
     ],
 )
 def test_percent_of_order_is_rounded_as_stated(order: int, rounding: str, expected: int) -> None:
-    amount = domain.Amount(unit="USD", percent=Decimal("10"), rounding=rounding)  # type: ignore[arg-type]
+    amount = rules.Amount(unit="USD", percent=Decimal("10"), rounding=rounding)  # type: ignore[arg-type]
     assert amount.compute(order, "USD") == expected
 
 
 def test_percent_needs_an_order_in_its_currency_and_respects_its_maximum() -> None:
-    amount = domain.Amount(unit="USD", percent=Decimal("10"), max_amount=500)
+    amount = rules.Amount(unit="USD", percent=Decimal("10"), max_amount=500)
     assert amount.compute(None, None) == 0
     assert amount.compute(10_000, "EUR") == 0
     assert amount.compute(100_000, "USD") == 500
@@ -154,8 +158,8 @@ def test_percent_needs_an_order_in_its_currency_and_respects_its_maximum() -> No
 
 def test_tiers_step_up_with_the_advocates_referral_count() -> None:
     tiers = (
-        domain.Tier(1, 5, usd(1000)),
-        domain.Tier(6, None, usd(1500)),
+        rules.Tier(1, 5, usd(1000)),
+        rules.Tier(6, None, usd(1500)),
     )
     r = rule(side(trigger="every_purchase", tiers=tiers))
     amounts = [earned(r, conversion(), n)[0].amount for n in range(1, 9)]
@@ -163,17 +167,17 @@ def test_tiers_step_up_with_the_advocates_referral_count() -> None:
 
 
 def test_overlapping_tiers_are_found() -> None:
-    ok = [domain.Tier(1, 5, usd(1)), domain.Tier(6, None, usd(2))]
-    assert domain.overlapping_tiers(ok) is None
-    assert domain.overlapping_tiers([domain.Tier(1, 5, usd(1)), domain.Tier(5, 9, usd(2))]) == (
+    ok = [rules.Tier(1, 5, usd(1)), rules.Tier(6, None, usd(2))]
+    assert rules.overlapping_tiers(ok) is None
+    assert rules.overlapping_tiers([rules.Tier(1, 5, usd(1)), rules.Tier(5, 9, usd(2))]) == (
         0,
         1,
     )
-    assert domain.overlapping_tiers([domain.Tier(3, None, usd(1)), domain.Tier(10, 12, usd(2))])
+    assert rules.overlapping_tiers([rules.Tier(3, None, usd(1)), rules.Tier(10, 12, usd(2))])
 
 
 def test_milestones_are_reached_once_at_their_count() -> None:
-    r = rule(milestones=(domain.Milestone(3, 5000, "USD"),))
+    r = rule(milestones=(rules.Milestone(3, 5000, "USD"),))
     assert [domain.milestones_reached(r, n) for n in (1, 2, 4)] == [[], [], []]
     [m] = domain.milestones_reached(r, 3)
     bonus = domain.build_milestone_reward(r, conversion(), m, domain.Grant(5000))
@@ -182,14 +186,14 @@ def test_milestones_are_reached_once_at_their_count() -> None:
     )
     assert bonus.id == again.id  # one bonus per advocate and milestone, whoever reached it
     assert (bonus.purpose, bonus.amount) == ("milestone", 5000)
-    assert ledger.earn_transfer(bonus).id != ledger.earn_transfer(earned(r, conversion())[0]).id
+    assert postings.earn_transfer(bonus).id != postings.earn_transfer(earned(r, conversion())[0]).id
 
 
 # --- caps and budget -------------------------------------------------------------------------
 
 
 def test_amount_cap_grants_the_room_left_then_nothing() -> None:
-    caps = (domain.Cap("lifetime", max_amount=16_384),)
+    caps = (rules.Cap("lifetime", max_amount=16_384),)
     full = domain.apply_caps(500, caps, {"lifetime": domain.Usage(32, 16_000)}, None)
     assert (full.granted, full.reason, full.period) == (384, "advocate_amount_cap", "lifetime")
     none = domain.apply_caps(500, caps, {"lifetime": domain.Usage(33, 16_384)}, None)
@@ -200,7 +204,7 @@ def test_amount_cap_grants_the_room_left_then_nothing() -> None:
 
 
 def test_count_cap_and_budget() -> None:
-    caps = (domain.Cap("month", max_count=2),)
+    caps = (rules.Cap("month", max_count=2),)
     assert domain.apply_caps(100, caps, {"month": domain.Usage(2, 0)}, None).reason == (
         "advocate_count_cap"
     )
@@ -222,7 +226,7 @@ def test_period_keys_are_calendar_periods_in_utc() -> None:
     st.integers(0, 50_000),
 )
 def test_caps_never_grant_beyond_the_cap(per_reward: int, requests: list[int], cap: int) -> None:
-    caps = (domain.Cap("lifetime", max_amount=cap),)
+    caps = (rules.Cap("lifetime", max_amount=cap),)
     used = domain.Usage()
     for requested in [per_reward, *requests]:
         grant = domain.apply_caps(requested, caps, {"lifetime": used}, None)
@@ -246,7 +250,7 @@ def test_hold_makes_the_reward_pending_until_occurred_at_plus_hold() -> None:
 
 
 def test_partial_refunds_scale_percent_rewards_and_leave_fixed_ones() -> None:
-    pct = side(amount=domain.Amount(unit="USD", percent=Decimal("10")))
+    pct = side(amount=rules.Amount(unit="USD", percent=Decimal("10")))
     [percent] = earned(rule(pct), conversion(order_amount_minor=10_000, order_currency="USD"))
     assert percent.amount == 1000 and percent.scalable
     assert domain.refund_reduction(percent, 2500, full=False) == 250
@@ -277,11 +281,11 @@ def test_ids_derive_from_the_cause() -> None:
     other_version = earned(rule(rule_id="rrv_2"), conversion())[0]
     assert a.id == again.id
     assert len({a.id, other_conversion.id, other_version.id}) == 3
-    assert ledger.earn_transfer(a).id == ledger.earn_transfer(again).id
-    assert domain.reward_event_id(a.id, "reward.available.v1") == domain.reward_event_id(
+    assert postings.earn_transfer(a).id == postings.earn_transfer(again).id
+    assert events.reward_event_id(a.id, "reward.available.v1") == events.reward_event_id(
         again.id, "reward.available.v1"
     )
-    assert domain.reward_event_id(a.id, "reward.voided.v1", "rf_1") != domain.reward_event_id(
+    assert events.reward_event_id(a.id, "reward.voided.v1", "rf_1") != events.reward_event_id(
         a.id, "reward.voided.v1", "rf_2"
     )
     legs = {
@@ -305,28 +309,28 @@ def _apply(transfers: list[ledger.Transfer]) -> dict[ledger.AccountRef, int]:
 
 def test_earn_release_void_and_clawback_keep_every_unit_at_zero() -> None:
     [reward] = earned(rule(hold_days=30), conversion())
-    earn = ledger.earn_transfer(reward)
+    earn = postings.earn_transfer(reward)
     assert (earn.debit.holder_type, earn.debit.kind) == ("program", "liability")
     assert (earn.credit.holder_id, earn.credit.kind) == ("adv_1", "pending")
-    void = ledger.void_transfer(reward, 500, "rf_1")
+    void = postings.void_transfer(reward, 500, "rf_1")
     partly = domain.Reward(**{**reward.__dict__, "voided_amount": 500})
-    release = ledger.release_transfer(partly)
+    release = postings.release_transfer(partly)
     assert release.amount == 1500 and release.debit == earn.credit
     released = domain.Reward(**{**partly.__dict__, "state": "available"})
-    claw = ledger.clawback_transfers(released, 1000, 500, "rf_2")
+    claw = postings.clawback_transfers(released, 1000, 500, "rf_2")
     assert [t.leg for t in claw] == ["clawback", "debt"]
     balances = _apply([earn, void, release, *claw])
     assert sum(balances.values()) == 0
-    available = ledger.holder_account(reward, "available")
+    available = postings.holder_account(reward, "available")
     assert balances[available] == 500
-    assert balances[ledger.holder_account(reward, "debt")] == -500
+    assert balances[postings.holder_account(reward, "debt")] == -500
     assert len({t.id for t in [earn, void, release, *claw]}) == 5
 
 
 def test_only_a_pending_reward_can_be_released() -> None:
     [reward] = earned(rule(hold_days=0), conversion())
     with pytest.raises(ValueError, match="not pending"):
-        ledger.release_transfer(reward)
+        postings.release_transfer(reward)
 
 
 def test_transfer_refuses_bad_shapes() -> None:
@@ -382,10 +386,10 @@ def test_balances_are_grouped_per_unit_and_purse() -> None:
 
 
 def test_next_version_never_moves_valid_from_backwards() -> None:
-    assert domain.next_version(None, T0) == (1, T0)
+    assert rules.next_version(None, T0) == (1, T0)
     latest = rule()
-    assert domain.next_version(latest, T0 + timedelta(hours=1)) == (2, T0 + timedelta(hours=1))
-    assert domain.next_version(latest, T0 - timedelta(seconds=3)) == (2, T0)
+    assert rules.next_version(latest, T0 + timedelta(hours=1)) == (2, T0 + timedelta(hours=1))
+    assert rules.next_version(latest, T0 - timedelta(seconds=3)) == (2, T0)
 
 
 @pytest.mark.parametrize(
@@ -401,7 +405,7 @@ def test_next_version_never_moves_valid_from_backwards() -> None:
     ],
 )
 def test_format_minor(minor: int, unit: str, text: str) -> None:
-    assert domain.format_minor(minor, unit) == text
+    assert units.format_minor(minor, unit) == text
 
 
 @pytest.mark.parametrize(
@@ -409,7 +413,7 @@ def test_format_minor(minor: int, unit: str, text: str) -> None:
     [("USD", "USD"), ("usd", "USD"), (" eur ", "EUR"), ("XYZ", None), ("XXX", None), ("", None)],
 )
 def test_parse_currency_accepts_only_currencies_in_use(code: str, expected: str | None) -> None:
-    assert domain.parse_currency(code) == expected
+    assert units.parse_currency(code) == expected
 
 
 # --- rule documents and bad input ----------------------------------------------------------------
@@ -446,8 +450,8 @@ def test_rule_definition_round_trips_through_its_json_document() -> None:
     d = _definition(RewardRuleIn.model_validate(body))
     adv = d.side("advocate")
     assert adv is not None and [t.min_referrals for t in adv.tiers] == [1, 6]
-    assert d.budget == domain.Budget(1_000_000, "USD")
-    assert domain.definition_from_json(domain.definition_to_json(d)) == d
+    assert d.budget == rules.Budget(1_000_000, "USD")
+    assert rules.definition_from_json(rules.definition_to_json(d)) == d
     dropbox = _definition(RewardRuleIn.model_validate(DROPBOX))
     assert {s.unit for s in dropbox.rewards} == {"MB"}
 

@@ -1,42 +1,33 @@
-"""HTTP request and response bodies. Single fields are checked here (so a bad one is named in
-the problem+json); rules that span fields (tiers overlapping, units agreeing) in api.py."""
+"""Bodies of the reward-rule routes. Single fields are checked here (so a bad one is named in the
+problem+json); rules that span fields (tiers overlapping, units agreeing) in rules/api.py."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 from pydantic_core import PydanticCustomError
 
-from reward_service import domain
+from reward_service import units
+from reward_service.rules import domain
+from reward_service.units import Minor
 
-Minor = Annotated[StrictInt, Field(gt=0, le=domain.MAX_AMOUNT_MINOR)]
 # A quantity's unit (MB, GB, SEATS): letters first, short, upper-cased; never a currency code.
 UNIT_PATTERN = r"^[A-Za-z][A-Za-z0-9_]{0,15}$"
-
-
-def _currency(value: str) -> str:
-    code = domain.parse_currency(value)
-    if code is None:
-        raise PydanticCustomError(
-            "currency", "'{code}' is not an ISO 4217 currency in use", {"code": value}
-        )
-    return code
 
 
 class MoneyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    # Strict: money is an integer of minor units; 20.5 or "2000" is refused, never coerced.
     amount_minor: Minor = Field(description="amount in the currency's minor units (cents)")
     currency: str = Field(description="ISO 4217 code of a currency in use, e.g. USD")
 
     @field_validator("currency")
     @classmethod
     def _currency_in_use(cls, value: str) -> str:
-        return _currency(value)
+        return units.currency_field(value)
 
 
 class AmountIn(BaseModel):
@@ -61,14 +52,14 @@ class AmountIn(BaseModel):
     @field_validator("currency")
     @classmethod
     def _currency_in_use(cls, value: str | None) -> str | None:
-        return None if value is None else _currency(value)
+        return None if value is None else units.currency_field(value)
 
     @field_validator("unit")
     @classmethod
     def _not_a_currency(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        if domain.is_currency(value.upper()):
+        if units.is_currency(value.upper()):
             raise PydanticCustomError(
                 "unit", "'{unit}' is a currency: use amount_minor + currency", {"unit": value}
             )
@@ -89,7 +80,7 @@ class SideIn(BaseModel):
     trigger: domain.Trigger
     amount: AmountIn | None = None
     kind: domain.RewardKind = "credit"
-    min_order_minor: StrictInt | None = Field(default=None, ge=0, le=domain.MAX_AMOUNT_MINOR)
+    min_order_minor: StrictInt | None = Field(default=None, ge=0, le=units.MAX_AMOUNT_MINOR)
     nth: StrictInt | None = Field(
         default=None, ge=1, description="subscription_payment: reward only the n-th payment"
     )
@@ -112,7 +103,7 @@ class CapIn(BaseModel):
     period: domain.Period
     max_count: StrictInt | None = Field(default=None, ge=0)
     max_amount: StrictInt | None = Field(
-        default=None, ge=0, le=domain.MAX_AMOUNT_MINOR, description="in the advocate side's unit"
+        default=None, ge=0, le=units.MAX_AMOUNT_MINOR, description="in the advocate side's unit"
     )
 
 
@@ -167,127 +158,3 @@ class RewardRuleOut(BaseModel):
     advocate_reward: MoneyOut | None = None
     trigger: domain.Trigger | None = None
     created_at: datetime
-
-
-class BalanceOut(BaseModel):
-    unit: str
-    purse: str
-    available_minor: int
-    pending_minor: int
-    available: str
-    pending: str
-    debt_minor: int = 0
-    in_payout_minor: int = 0
-
-
-class AccountBalanceOut(BaseModel):
-    holder_id: str
-    balances: list[BalanceOut]
-
-
-class StatementLineOut(BaseModel):
-    seq: int
-    transfer_id: str
-    leg: str
-    account: str
-    unit: str
-    purse: str
-    amount_minor: int = Field(description="+ into the holder's account, - out of it")
-    amount: str
-    cause: str = Field(description="conversion, refund, redemption or payout line id")
-    reward_id: str | None
-    conversion_id: str | None
-    created_at: datetime
-
-
-class StatementOut(BaseModel):
-    holder_id: str
-    entries: list[StatementLineOut]
-    next_cursor: str | None
-
-
-class RedemptionIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    amount_minor: Minor
-    unit: str = Field(description="a currency code, POINTS, or a quantity's unit")
-    reference: str | None = Field(default=None, max_length=200)
-
-
-class RedemptionOut(BaseModel):
-    id: str
-    holder_id: str
-    amount_minor: int
-    unit: str
-    amount: str
-    reference: str | None
-    created_at: datetime
-
-
-class CouponPoolIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(min_length=1, max_length=200)
-    low_threshold: StrictInt = Field(default=10, ge=0)
-    codes: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
-        default_factory=list, max_length=100_000
-    )
-
-
-class CouponCodesIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    codes: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
-        min_length=1, max_length=100_000
-    )
-
-
-class CouponPoolOut(BaseModel):
-    id: str
-    program_id: str
-    name: str
-    low_threshold: int
-    total: int
-    remaining: int
-    added: int | None = None
-    created_at: datetime
-
-
-class PayoutBatchIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    currency: str
-    threshold_minor: Minor
-
-    @field_validator("currency")
-    @classmethod
-    def _currency_in_use(cls, value: str) -> str:
-        return _currency(value)
-
-
-class PayoutLineOut(BaseModel):
-    id: str
-    holder_type: str
-    holder_id: str
-    amount_minor: int
-    amount: str
-    currency: str
-    status: str
-    reference: str | None
-    reason: str | None
-
-
-class PayoutBatchOut(BaseModel):
-    id: str
-    currency: str
-    threshold_minor: int
-    created_at: datetime
-    lines: list[PayoutLineOut]
-
-
-class PayoutLineUpdateIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    status: Literal["paid", "failed"]
-    reference: str | None = Field(default=None, max_length=200)
-    reason: str | None = Field(default=None, max_length=500)

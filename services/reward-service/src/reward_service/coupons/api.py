@@ -1,0 +1,43 @@
+"""Coupon-pool routes."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from reward_service.coupons import domain, handlers
+from reward_service.coupons.schemas import CouponCodesIn, CouponPoolIn, CouponPoolOut
+from reward_service.web import Auth, PathId, Rt
+
+router = APIRouter(tags=["coupons"])
+
+
+def _pool_out(pool: domain.CouponPool) -> CouponPoolOut:
+    return CouponPoolOut.model_validate(pool, from_attributes=True)
+
+
+@router.post(
+    "/v1/programs/{program_id}/coupon-pools", response_model=CouponPoolOut, status_code=201
+)
+async def create_coupon_pool(
+    program_id: PathId, body: CouponPoolIn, who: Auth, rt: Rt
+) -> CouponPoolOut:
+    async with rt.transaction() as conn:
+        pool = await handlers.create_coupon_pool(
+            conn, who.tenant_id, program_id, body.name, body.low_threshold, body.codes
+        )
+    return _pool_out(pool)
+
+
+@router.post("/v1/coupon-pools/{pool_id}/codes", response_model=CouponPoolOut)
+async def add_coupon_codes(
+    pool_id: PathId, body: CouponCodesIn, who: Auth, rt: Rt
+) -> CouponPoolOut:
+    """Adds codes; codes already in the pool are skipped (`added` counts the new ones)."""
+    async with rt.transaction() as conn:
+        return _pool_out(await handlers.add_coupon_codes(conn, who.tenant_id, pool_id, body.codes))
+
+
+@router.get("/v1/coupon-pools/{pool_id}", response_model=CouponPoolOut)
+async def get_coupon_pool(pool_id: PathId, who: Auth, rt: Rt) -> CouponPoolOut:
+    async with rt.transaction() as conn:
+        return _pool_out(await handlers.get_coupon_pool(conn, who.tenant_id, pool_id))
