@@ -43,6 +43,8 @@ class ServiceSettings(BaseSettings):
     outbox_poll_interval_seconds: float = Field(default=1.0, gt=0)
     consumer_max_attempts: int = Field(default=5, ge=1)
     run_consumers: bool = True
+    # The hot paths answered before FastAPI (servicekit.front); false: FastAPI serves everything.
+    front_door: bool = True
 
     log_level: str = "INFO"
     log_json: bool = True

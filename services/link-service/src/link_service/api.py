@@ -1,7 +1,7 @@
 """HTTP routes: parse, authenticate, open the transaction, call a handler, shape the answer.
 
 `/r/{code}` is answered by redirect.RedirectMiddleware before routing; the routes declared here
-for it only document it in the OpenAPI schema and are never reached."""
+for it answer only with the front door off, through the same code."""
 
 from __future__ import annotations
 
@@ -12,12 +12,13 @@ from typing import Annotated, Literal
 
 import asyncpg
 import segno
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import HTMLResponse
 
 from link_service import bulk, domain, handlers
 from link_service.config import Settings
-from link_service.redirect import NOT_FOUND_PAGE, LinkState
+from link_service.redirect import LinkState
+from link_service.redirect import answer as redirect_answer
 from link_service.schemas import (
     AdvocateIn,
     AdvocateOut,
@@ -39,6 +40,7 @@ from link_service.schemas import (
 )
 from servicekit.app import runtime
 from servicekit.auth import Principal, principal
+from servicekit.front import RawAnswer
 from servicekit.problems import DomainError
 from servicekit.runtime import Runtime
 
@@ -398,18 +400,41 @@ async def enrollment_job_errors(
     )
 
 
-# ---------------------------------------------------------------------------- redirect (docs)
+# ---------------------------------------------------------------------------- redirect
+# Answered by redirect.RedirectMiddleware in front of FastAPI; here when the front door is off
+# (FRONT_DOOR=false), with the same code (redirect.answer). HEAD is declared apart: FastAPI
+# adds it to no GET route, and one operation per method would repeat the docs.
 
 
 @router.get("/r/{code}", tags=["redirect"], response_class=HTMLResponse, status_code=302)
-async def redirect(code: str) -> HTMLResponse:
+@router.head("/r/{code}", include_in_schema=False)
+async def redirect(code: str, request: Request) -> Response:
     """302 to the program's landing URL with `ref` and a new `click_id`; `?to=` a path or URL
     on an allowed domain deep-links; utm_* parameters are passed on. Unknown code: 404 page.
     HEAD answers the same without recording a click."""
-    return HTMLResponse(NOT_FOUND_PAGE, status_code=404)  # answered by RedirectMiddleware
+    return _redirect(request)
 
 
 @router.get("/r/{code}/{channel}", tags=["redirect"], response_class=HTMLResponse, status_code=302)
-async def redirect_channel(code: str, channel: Channel) -> HTMLResponse:
+@router.head("/r/{code}/{channel}", include_in_schema=False)
+async def redirect_channel(
+    code: str,
+    request: Request,
+    channel: Annotated[
+        str, Path(description=f"{', '.join(domain.SHARE_CHANNELS)}; anything else: none")
+    ],
+) -> Response:
     """As `/r/{code}`, recording the share channel the link was sent through."""
-    return HTMLResponse(NOT_FOUND_PAGE, status_code=404)  # answered by RedirectMiddleware
+    return _redirect(request)
+
+
+@router.get("/r/{path:path}", include_in_schema=False)
+@router.head("/r/{path:path}", include_in_schema=False)
+async def redirect_elsewhere(path: str, request: Request) -> Response:
+    """Any other path under /r/: the not-found page, as the redirect answers it."""
+    return _redirect(request)
+
+
+def _redirect(request: Request) -> Response:
+    state = _state(request)
+    return RawAnswer(lambda scope, send: redirect_answer(state, scope, send))
