@@ -1,9 +1,10 @@
 """Transactional outbox.
 
-`enqueue` writes an event in the caller's transaction, beside the state change that implies it,
-so either both are durable or neither is. `OutboxRelay` publishes rows in order with the
-idempotent producer and marks them published. Publishing is at least once: a crash between the
-broker's ack and the mark republishes, and the consumers' inbox drops the repeat.
+`enqueue_rows` writes events (rows built by `emitter.Emitter`) in the caller's transaction,
+beside the state change that implies it, so either both are durable or neither is. `OutboxRelay`
+publishes rows in order with the idempotent producer and marks them published. Publishing is at
+least once: a crash between the broker's ack and the mark republishes, and the consumers' inbox
+drops the repeat.
 """
 
 from __future__ import annotations
@@ -20,95 +21,79 @@ from dataclasses import dataclass
 import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from opentelemetry import trace
 
-from referral_events.envelope import CloudEvent, EventPayload, new_event
-from referral_events.tracing import current_context_carrier, to_kafka_headers
+from referral_events.tracing import to_kafka_headers
 
 log = logging.getLogger(__name__)
-tracer = trace.get_tracer("referral_events.outbox")
 
 # Sends between two turns of the event loop (a send costs tens of microseconds of CPU).
 _SENDS_PER_SLICE = 32
 
 
-async def enqueue(conn: asyncpg.Connection, event: CloudEvent, *, topic: str, key: str) -> None:
-    """Add `event` to the outbox in the transaction `conn` is in. Idempotent on event id."""
-    # The producer span marks where the event was created; the consumer's span becomes its
-    # child through the headers stored here, however long the row waits for the relay.
-    with tracer.start_as_current_span(f"{topic} publish", kind=trace.SpanKind.PRODUCER) as span:
-        span.set_attribute("messaging.system", "kafka")
-        span.set_attribute("messaging.destination.name", topic)
-        span.set_attribute("messaging.message.id", event.id)
-        span.set_attribute("cloudevents.event_type", event.type)
-        carrier = current_context_carrier()
-    # The notification is delivered at commit (and folded with others of the same
-    # transaction): it wakes the relay. One statement with the insert: one round trip.
-    await conn.execute(
-        """
-        WITH ins AS (
-            INSERT INTO outbox (event_id, topic, key, payload, headers)
-            VALUES ($1, $2, $3, $4, $5::text::jsonb)
-            ON CONFLICT (event_id) DO NOTHING
-        )
-        SELECT pg_notify(current_schema() || '_outbox', '')
-        """,
-        event.id,
-        topic,
-        key,
-        event.to_json(),
-        json.dumps(carrier),
+# The trace context of a row written outside any span (a redirect's click): nothing to carry.
+NO_TRACE = "{}"
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """One outbox row: the serialised envelope, where it goes, and the trace context (JSON) that
+    was current when it was built, which the relay publishes as Kafka headers."""
+
+    event_id: str
+    topic: str
+    key: str
+    payload: bytes
+    headers: str = NO_TRACE
+
+
+def rows_of(
+    rows: Sequence[OutboxRow],
+) -> tuple[list[str], list[str], list[str], list[bytes], list[str]]:
+    """Column arrays of `rows`, in the order of `insert_rows_sql`'s parameters."""
+    return (
+        [r.event_id for r in rows],
+        [r.topic for r in rows],
+        [r.key for r in rows],
+        [r.payload for r in rows],
+        [r.headers for r in rows],
     )
 
 
-async def enqueue_many(
-    conn: asyncpg.Connection, events: Sequence[tuple[CloudEvent, str, str]]
+def insert_rows_sql(first: int) -> str:
+    """The INSERT of outbox rows passed as the five column arrays of `rows_of`, as
+    parameters `$first` .. `$first+4`: for a statement that writes rows of its own beside them
+    (a CTE), so the outbox's columns are spelled here only. Rows keep their order; a repeated
+    event id is dropped (idempotent on event id)."""
+    e, t, k, p, h = (f"${first + i}" for i in range(5))
+    return f"""
+        INSERT INTO outbox (event_id, topic, key, payload, headers)
+        SELECT e, t, k, p, h::jsonb
+        FROM unnest({e}::text[], {t}::text[], {k}::text[], {p}::bytea[], {h}::text[])
+             WITH ORDINALITY AS u(e, t, k, p, h, n)
+        ORDER BY n
+        ON CONFLICT (event_id) DO NOTHING
+    """  # noqa: S608  (only parameter numbers are formatted in)
+
+
+# The notification is delivered at commit (and folded with others of the same transaction): it
+# wakes the relay. One statement with the insert: one round trip.
+_ENQUEUE = f"""
+    WITH ins AS ({insert_rows_sql(1)})
+    SELECT pg_notify(current_schema() || '_outbox', '')
+"""
+_ENQUEUE_QUIET = insert_rows_sql(1)
+
+
+async def enqueue_rows(
+    conn: asyncpg.Connection, rows: Sequence[OutboxRow], *, notify: bool = True
 ) -> None:
-    """`enqueue` for a batch of (event, topic, key) in one statement, for set-based work (e.g.
-    releasing thousands of rewards in one transaction). Same rows, same order, one wake-up."""
-    if not events:
+    """Add `rows` (built by an `emitter.Emitter`) to the outbox in the transaction `conn` is
+    in, in one statement. `notify` wakes the relay at commit with NOTIFY; a writer in the
+    leading relay's process may wake it itself instead (`OutboxRelay.wake`), since NOTIFY makes
+    Postgres serialise the commits of all notifying transactions."""
+    if not rows:
         return
-    with tracer.start_as_current_span("outbox enqueue batch", kind=trace.SpanKind.PRODUCER) as span:
-        span.set_attribute("messaging.system", "kafka")
-        span.set_attribute("messaging.batch.message_count", len(events))
-        carrier = json.dumps(current_context_carrier())
-    await conn.execute(
-        """
-        WITH ins AS (
-            INSERT INTO outbox (event_id, topic, key, payload, headers)
-            SELECT e, t, k, p, $5::text::jsonb
-            FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[]) WITH ORDINALITY
-                 AS u(e, t, k, p, n)
-            ORDER BY n
-            ON CONFLICT (event_id) DO NOTHING
-        )
-        SELECT pg_notify(current_schema() || '_outbox', '')
-        """,
-        [e.id for e, _, _ in events],
-        [t for _, t, _ in events],
-        [k for _, _, k in events],
-        [e.to_json() for e, _, _ in events],
-        carrier,
-    )
-
-
-async def emit(
-    conn: asyncpg.Connection,
-    payload: EventPayload,
-    *,
-    source: str,
-    tenant_id: str,
-    topic: str,
-    key: str,
-    subject: str | None = None,
-    event_id: str | None = None,
-) -> CloudEvent:
-    """Wrap `payload` in an envelope and enqueue it; the usual way a handler publishes."""
-    event = new_event(
-        payload, source=source, tenant_id=tenant_id, subject=subject or key, event_id=event_id
-    )
-    await enqueue(conn, event, topic=topic, key=key)
-    return event
+    await conn.execute(_ENQUEUE if notify else _ENQUEUE_QUIET, *rows_of(rows))
 
 
 @dataclass

@@ -16,9 +16,10 @@ from devstack.pytest_plugin import Namespace
 from devstack.testing import eventually, read_to_end, read_topic, wait_caught_up
 from referral_events import CloudEvent, new_event
 from referral_events.contracts.link import CodeCreated
+from referral_events.emitter import Emitter
 from referral_events.inbox import InboxConsumer
 from referral_events.kafka import ensure_topics, make_producer
-from referral_events.outbox import OutboxRelay, emit, outbox_stats
+from referral_events.outbox import OutboxRelay, outbox_stats
 from referral_events.sql import OUTBOX_INBOX_V1
 from referral_events.topics import LINK_EVENTS, Topic, dlq
 
@@ -60,6 +61,9 @@ async def running(*runnables: object) -> AsyncIterator[None]:
         await asyncio.wait_for(asyncio.gather(*tasks), 30)
 
 
+EMITTER = Emitter("libtest", LINK_EVENTS)
+
+
 def code_event(i: int, advocate: str) -> CodeCreated:
     return CodeCreated(code=f"C{i:04d}", advocate_id=advocate, program_id="prg")
 
@@ -70,24 +74,12 @@ async def test_outbox_publishes_committed_events_once_in_key_order(env, namespac
     async with pool.acquire() as conn:
         with contextlib.suppress(RuntimeError):
             async with conn.transaction():
-                await emit(
-                    conn,
-                    code_event(9999, "adv_x"),
-                    source="/t",
-                    tenant_id="t",
-                    topic=LINK_EVENTS,
-                    key="adv_x",
-                )
+                await EMITTER.emit(conn, code_event(9999, "adv_x"), tenant_id="t", key="adv_x")
                 raise RuntimeError("roll back")
         for i in range(200):
             async with conn.transaction():
-                await emit(
-                    conn,
-                    code_event(i, f"adv_{i % 5}"),
-                    source="/t",
-                    tenant_id="t",
-                    topic=LINK_EVENTS,
-                    key=f"adv_{i % 5}",
+                await EMITTER.emit(
+                    conn, code_event(i, f"adv_{i % 5}"), tenant_id="t", key=f"adv_{i % 5}"
                 )
 
     relay = OutboxRelay(

@@ -1,10 +1,11 @@
-"""The command line every service shares: `<service> serve`, `<service> migrate` and
-`<service> replay-dlq`."""
+"""The command line every service shares: `<service> serve`, `<service> migrate`,
+`<service> replay-dlq`, and the service's own commands (`ServiceSpec.commands`)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -12,7 +13,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from servicekit import migrations
-from servicekit.runtime import ServiceSpec
+from servicekit.runtime import Runtime, ServiceSpec
 from servicekit.settings import ServiceSettings
 from servicekit.telemetry import configure_logging
 
@@ -41,10 +42,15 @@ def run_cli(
         help="only this consumer group (repeatable; default: all of the service's)",
     )
     replay.add_argument("--dry-run", action="store_true", help="count, change nothing")
+    for command in spec.commands:
+        command.arguments(sub.add_parser(command.name, help=command.help))
     args = parser.parse_args(argv)
 
     settings = settings_type()
     configure_logging(spec.name, settings.log_level, settings.log_json)
+    for command in spec.commands:
+        if args.command == command.name:
+            sys.exit(command.run(args, settings))
     if args.command == "migrate":
         migrations.upgrade(settings.database_url, spec.schema, spec.package, args.revision)
         return
@@ -56,8 +62,11 @@ def run_cli(
         )
         print(f"{spec.name} replay-dlq: {summary.describe()}")
         return
+    app = app_factory(settings)
+    runtime: Runtime = app.state.runtime
+    runtime.freeze_after_start = True
     uvicorn.run(
-        app_factory(settings),
+        app,
         host=settings.http_host,
         port=settings.http_port,
         log_config=None,

@@ -1,14 +1,14 @@
 """Prometheus metrics the services export on /metrics.
 
-Domain counters are defined here, once, so their names stay stable for the dashboard and the
-alerts in deploy/ (a test checks that every name those reference is exported). Services only
-increment them; labels are low-cardinality enums, never ids or personal data.
+Domain counters belong to the service that counts (its `metrics.py`); labels are low-cardinality
+enums, never ids or personal data, and a test checks that every name the dashboard and the
+alerts in deploy/ reference is exported.
 
-The rest is per app (`ServiceMetrics`): HTTP request rate and latency by route template, consumer
-lag, outbox backlog and age, published and consumed events. Each app has its own registry, so
-several services can run in one process (tests) without clashing registrations, and each app's
-/metrics shows its own runtime. Domain counters and process metrics live in the default
-registry and appear on every app's /metrics.
+This module holds what is per app (`ServiceMetrics`): HTTP request rate and latency by route
+template, consumer lag, outbox backlog and age, published and consumed events. Each app has its
+own registry, so several services can run in one process (tests) without clashing registrations,
+and each app's /metrics shows its own runtime. Domain counters and process metrics live in the
+default registry and appear on every app's /metrics.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_fastapi_instrumentator import Instrumentator
@@ -36,37 +36,6 @@ if TYPE_CHECKING:
     from servicekit.runtime import Runtime
 
 log = logging.getLogger(__name__)
-
-FRAUD_DECISIONS = Counter(
-    "referral_fraud_decisions_total",
-    "Conversions screened by attribution-service, by decision (allow, review, deny).",
-    ["decision"],
-)
-
-REWARDS_ISSUED = Counter(
-    "referral_rewards_issued_total",
-    "Rewards created by reward-service (pending or available), by role and kind.",
-    ["role", "kind"],
-)
-
-REWARDS_CAPPED = Counter(
-    "referral_rewards_capped_total",
-    "Rewards recorded as capped instead of issued, by role and reason.",
-    ["role", "reason"],
-)
-
-WEBHOOK_ATTEMPTS = Counter(
-    "referral_webhook_attempts_total",
-    "Webhook delivery attempts by notification-service, by outcome (succeeded, failed).",
-    ["outcome"],
-)
-
-# Series of the known label values exist from the start at 0, so rate() and ratios in the
-# alerts are defined before the first event rather than absent.
-for _decision in ("allow", "review", "deny"):
-    FRAUD_DECISIONS.labels(decision=_decision)
-for _outcome in ("succeeded", "failed"):
-    WEBHOOK_ATTEMPTS.labels(outcome=_outcome)
 
 # Request latency buckets: the redirect should answer in milliseconds, API writes in tens.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

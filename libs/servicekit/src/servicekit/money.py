@@ -39,21 +39,44 @@ def exponent(unit: str) -> int:
     return int(get_currency_precision(unit)) if unit in CURRENCIES else 0
 
 
+# The largest amount any input may name, in minor units: far beyond any real order or reward
+# (ten trillion dollars), and well inside Postgres' bigint, so sums of many stay exact there too.
+MAX_MINOR = 10**15
+# Significant digits an amount may carry (integer and fraction together).
+MAX_DIGITS = 24
+
+
+def check_minor(minor: int, field: str = "amount_minor") -> int:
+    """An amount already in minor units (an API's `amount_minor`, Stripe's integer amounts),
+    bounded as `to_minor` bounds decimal ones."""
+    if not -MAX_MINOR <= minor <= MAX_MINOR:
+        raise InvalidInput(f"amount out of range (at most {MAX_MINOR} minor units)", field=field)
+    return minor
+
+
 def to_minor(amount: Decimal | str | int, currency: str, field: str = "amount") -> int:
     """Exact conversion: more decimals than the currency has (float noise such as 19.9900000001)
-    is refused rather than rounded, because rounding money silently is how ledgers drift."""
+    is refused rather than rounded, because rounding money silently is how ledgers drift.
+
+    Bounded before any arithmetic: Decimal holds exponents up to a million, and scaling or
+    converting such a value to int costs seconds of CPU (or overflows) on the event loop."""
     try:
-        value = Decimal(str(amount))
+        value = amount if isinstance(amount, Decimal) else Decimal(str(amount))
     except InvalidOperation:
-        raise InvalidInput(f"'{amount}' is not a number", field=field) from None
+        raise InvalidInput(f"'{str(amount)[:40]}' is not a number", field=field) from None
     if not value.is_finite():
         raise InvalidInput("amount must be a finite number", field=field)
+    # adjusted(): the exponent of the most significant digit, known without expanding the value.
+    if len(value.as_tuple().digits) > MAX_DIGITS or value.adjusted() >= 16:
+        raise InvalidInput(
+            f"amount out of range (at most {MAX_DIGITS} digits, below 10^16)", field=field
+        )
     scaled = value.scaleb(exponent(currency))
     if scaled != scaled.to_integral_value():
         raise InvalidInput(
             f"{currency} has {exponent(currency)} decimal places; '{amount}' has more", field=field
         )
-    return int(scaled)
+    return check_minor(int(scaled), field)
 
 
 def from_minor(minor: int, currency: str) -> Decimal:

@@ -5,8 +5,10 @@ flushes)."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
@@ -42,6 +44,18 @@ class ConsumerSpec:
 
 
 @dataclass(frozen=True)
+class Command:
+    """A `<service> NAME ...` command beside serve, migrate and replay-dlq (servicekit.cli):
+    `arguments` declares its arguments on its sub-parser, `run` does the work with the parsed
+    arguments and the service's settings and returns the process's exit code."""
+
+    name: str
+    help: str
+    run: Callable[[argparse.Namespace, ServiceSettings], int]
+    arguments: Callable[[argparse.ArgumentParser], None] = field(default=lambda _parser: None)
+
+
+@dataclass(frozen=True)
 class ServiceSpec:
     name: str
     schema: str
@@ -54,6 +68,7 @@ class ServiceSpec:
     pool_reset_session: bool = True
     # Session settings of the pooled connections (e.g. plan_cache_mode), beside the schema.
     pool_server_settings: dict[str, str] = field(default_factory=dict)
+    commands: list[Command] = field(default_factory=list)
 
 
 class Runtime:
@@ -67,6 +82,9 @@ class Runtime:
         self.workers: list[Worker] = []
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self.stopping = False
+        # Set for a server process (`<service> serve`), never for apps built in a test process
+        # (they would pin each other's garbage): see `_freeze_start_up_heap`.
+        self.freeze_after_start = False
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -137,6 +155,7 @@ class Runtime:
             topic_prefix=s.kafka_topic_prefix,
             batch_size=s.outbox_batch_size,
             poll_interval=s.outbox_poll_interval_seconds,
+            linger=s.outbox_linger_seconds,
         )
         self._spawn("outbox-relay", self.relay)
         if s.run_consumers:
@@ -156,6 +175,8 @@ class Runtime:
         self.workers = self.spec.workers(self)
         for i, worker in enumerate(self.workers):
             self._spawn(f"worker:{type(worker).__name__}:{i}", worker)
+        if self.freeze_after_start:
+            _freeze_start_up_heap()
 
     def _spawn(self, name: str, runnable: Worker) -> None:
         self._tasks[id(runnable)] = asyncio.create_task(self._supervise(name, runnable), name=name)
@@ -220,3 +241,12 @@ class Runtime:
             checks["lifecycle"] = "shutting down"
         ok = all(v == "ok" for v in checks.values())
         return ok, checks
+
+
+def _freeze_start_up_heap() -> None:
+    """Everything start-up allocated (modules, FastAPI, pydantic's validators, pools, parsers'
+    tables) lives as long as the process: out of the collector's sight, a full collection
+    scans only what came later instead of stalling every request in flight (measured: 30-140 ms
+    pauses of the event loop before, a few ms after; 126 ms for attribution-service's heap)."""
+    gc.collect()
+    gc.freeze()

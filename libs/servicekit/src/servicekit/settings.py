@@ -41,6 +41,9 @@ class ServiceSettings(BaseSettings):
 
     outbox_batch_size: int = Field(default=500, ge=1)
     outbox_poll_interval_seconds: float = Field(default=1.0, gt=0)
+    # After a wake-up the relay waits this long before reading, so rows committed meanwhile go
+    # out in the same SELECT, produce request and UPDATE (0: read at once).
+    outbox_linger_seconds: float = Field(default=0.0, ge=0, le=1)
     consumer_max_attempts: int = Field(default=5, ge=1)
     run_consumers: bool = True
     # The hot paths answered before FastAPI (servicekit.front); false: FastAPI serves everything.

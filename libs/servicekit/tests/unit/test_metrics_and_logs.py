@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_fastapi_instrumentator import routing as upstream
 from starlette.requests import Request
 
+from notification_service import metrics as _notification_metrics  # noqa: F401  (a domain counter in the default registry)
 from servicekit.app import create_service_app
 from servicekit.metrics import RouteIndexedMetricsMiddleware
 from servicekit.runtime import ServiceSpec

@@ -50,11 +50,11 @@ from prometheus_client import Counter, Histogram
 from attribution_service import domain, fraud, handlers, repository
 from attribution_service.fraud import LONGEST_NETWORK_WINDOW_HOURS
 from attribution_service.handlers import NewConversion
-from referral_events.outbox import enqueue_many
+from attribution_service.metrics import FRAUD_DECISIONS
+from referral_events.outbox import OutboxRow, enqueue_rows
 from referral_events.tracing import continued_from, current_context_carrier
 from servicekit.db import transaction
 from servicekit.ids import new_id
-from servicekit.metrics import FRAUD_DECISIONS
 from servicekit.problems import DomainError
 from servicekit.runtime import Runtime
 
@@ -411,23 +411,13 @@ async def _record(
                 for c in reviews
             ],
         )
-    # The events in batch order, one statement per run of requests sharing a trace context
-    # (the outbox stores one context per statement).
-    runs: list[tuple[Mapping[str, str], list[Any]]] = []
+    # The events in batch order, each row traced in its request's context, in one statement.
+    entries: list[OutboxRow] = []
     for c, row in zip(chosen, rows, strict=True):
         outcomes[c.index] = (row, True)
-        ref = refs.get(c.index)
-        entries = _events(c, row, ref)
-        if not entries:
-            continue
-        trace = traces[c.index]
-        if runs and runs[-1][0] == trace:
-            runs[-1][1].extend(entries)
-        else:
-            runs.append((trace, entries))
-    for trace, entries in runs:
-        with continued_from(trace):
-            await enqueue_many(conn, entries)
+        with continued_from(traces[c.index]):
+            entries.extend(_events(c, row, refs.get(c.index)))
+    await enqueue_rows(conn, entries)
 
 
 def _click_id(cand: domain.Candidate) -> str | None:
@@ -443,7 +433,7 @@ def _cand(c: _Chosen) -> domain.Candidate:
     return c.decision.candidate
 
 
-def _events(c: _Chosen, row: Mapping[str, Any], ref: Mapping[str, Any] | None) -> list[Any]:
+def _events(c: _Chosen, row: Mapping[str, Any], ref: Mapping[str, Any] | None) -> list[OutboxRow]:
     d = c.decision
     cand = d.candidate if d is not None else None
     if d is None or cand is None:

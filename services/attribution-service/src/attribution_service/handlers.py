@@ -16,17 +16,17 @@ from typing import Any
 import asyncpg
 
 from attribution_service import domain, fraud, repository
+from attribution_service.events import EVENTS
+from attribution_service.metrics import FRAUD_DECISIONS
 from attribution_service.schemas import CancellationIn, ConversionIn, RefundIn
-from referral_events import CloudEvent, EventPayload, new_event, topics
+from referral_events import CloudEvent, EventPayload
 from referral_events.contracts import attribution as out
 from referral_events.contracts import link as ev
-from referral_events.outbox import emit, enqueue_many
+from referral_events.outbox import OutboxRow, enqueue_rows
 from servicekit import money
 from servicekit.ids import new_id
-from servicekit.metrics import FRAUD_DECISIONS
 from servicekit.problems import Conflict, InvalidInput, NotFound
 
-SOURCE = "/services/attribution-service"
 RECEIPT_RETENTION = timedelta(days=7)
 
 
@@ -40,20 +40,6 @@ def keyed_hash(key: str, value: str | None) -> str | None:
     if not value:
         return None
     return hmac.new(key.encode(), value.encode(), hashlib.sha256).hexdigest()
-
-
-async def _publish(
-    conn: asyncpg.Connection, tenant_id: str, payload: EventPayload, *, key: str, event_id: str
-) -> None:
-    await emit(
-        conn,
-        payload,
-        source=SOURCE,
-        tenant_id=tenant_id,
-        topic=topics.ATTRIBUTION_EVENTS,
-        key=key,
-        event_id=event_id,
-    )
 
 
 # --- conversions ---------------------------------------------------------------------------
@@ -446,7 +432,9 @@ async def decide_conversion(
     )
     if decision.status == "rejected" and cand is not None:
         payload, event_id = rejected_event(row, cand, decision.reasons)
-        await _publish(conn, row["tenant_id"], payload, key=cand.advocate_id, event_id=event_id)
+        await EVENTS.emit(
+            conn, payload, tenant_id=row["tenant_id"], key=cand.advocate_id, event_id=event_id
+        )
     elif decision.status == "review" and cand is not None:
         review = await repository.insert_review(
             conn,
@@ -458,7 +446,9 @@ async def decide_conversion(
             reasons=decision.reasons,
         )
         payload, event_id = flagged_event(row, cand, review["id"], decision.reasons)
-        await _publish(conn, row["tenant_id"], payload, key=cand.advocate_id, event_id=event_id)
+        await EVENTS.emit(
+            conn, payload, tenant_id=row["tenant_id"], key=cand.advocate_id, event_id=event_id
+        )
     return row
 
 
@@ -553,18 +543,16 @@ async def _attribute(
         review_id=review_id,
     )
     # one statement for both rows (and one wake-up of the relay)
-    await enqueue_many(conn, [outbox_entry(row["tenant_id"], cand, p, e) for p, e in events])
+    await enqueue_rows(conn, [outbox_entry(row["tenant_id"], cand, p, e) for p, e in events])
     return row
 
 
 def outbox_entry(
     tenant_id: str, cand: domain.Candidate, payload: EventPayload, event_id: str
-) -> tuple[CloudEvent, str, str]:
-    """An (event, topic, key) for enqueue_many: keyed by the advocate, as _publish does."""
-    event = new_event(
-        payload, source=SOURCE, tenant_id=tenant_id, subject=cand.advocate_id, event_id=event_id
-    )
-    return event, topics.ATTRIBUTION_EVENTS, cand.advocate_id
+) -> OutboxRow:
+    """The outbox row of a conversion's event: keyed by the advocate, as every event of
+    attribution.events."""
+    return EVENTS.row(payload, tenant_id=tenant_id, key=cand.advocate_id, event_id=event_id)
 
 
 def attributed_events(
@@ -724,10 +712,10 @@ async def decide_review(
         "decided_by": decided_by,
         "decided_at": decided_at.isoformat(),
     }
-    await _publish(
+    await EVENTS.emit(
         conn,
-        tenant_id,
-        out.ReviewDecided(
+        tenant_id=tenant_id,
+        payload=out.ReviewDecided(
             review_id=review_id,
             conversion_id=conv["id"],
             program_id=review["program_id"],
@@ -753,10 +741,10 @@ async def decide_review(
         await repository.set_conversion_status(
             conn, conv["id"], "rejected", "deny", None, False, None, note
         )
-        await _publish(
+        await EVENTS.emit(
             conn,
-            tenant_id,
-            out.ConversionRejected(
+            tenant_id=tenant_id,
+            payload=out.ConversionRejected(
                 conversion_id=conv["id"],
                 program_id=review["program_id"],
                 advocate_id=review["advocate_id"],
@@ -851,10 +839,10 @@ async def refund(
     )
     await repository.add_refunded(conn, conv["id"], amount)
     if conv["status"] == "attributed":
-        await _publish(
+        await EVENTS.emit(
             conn,
-            tenant_id,
-            out.ConversionRefunded(
+            tenant_id=tenant_id,
+            payload=out.ConversionRefunded(
                 conversion_id=conv["id"],
                 refund_id=row["id"],
                 program_id=conv["program_id"],
@@ -888,10 +876,10 @@ async def cancel_subscription(
         assert row is not None
     latest = await repository.latest_subscription_conversion(conn, tenant_id, subscription_id)
     if created and latest is not None:
-        await _publish(
+        await EVENTS.emit(
             conn,
-            tenant_id,
-            out.SubscriptionCancelled(
+            tenant_id=tenant_id,
+            payload=out.SubscriptionCancelled(
                 subscription_id=subscription_id,
                 program_id=latest["program_id"],
                 advocate_id=latest["advocate_id"],

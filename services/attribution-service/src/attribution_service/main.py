@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import gc
 from datetime import timedelta
 
 from fastapi import FastAPI
@@ -9,27 +8,17 @@ from attribution_service import api
 from attribution_service.config import Settings
 from attribution_service.consumers import CONSUMERS
 from attribution_service.conversion_batch import ConversionWriter
+from attribution_service.events import SERVICE
 from attribution_service.front import ConversionsFront
 from attribution_service.workers import PendingSweeper
 from servicekit.app import create_service_app
 from servicekit.cli import run_cli
 from servicekit.runtime import Runtime, ServiceSpec, Worker
 
-# Set by `attribution-service serve` (main): freeze what start-up allocated, see _workers.
-_freeze_after_start = False
-
 
 def _workers(rt: Runtime) -> list[Worker]:
     s = rt.settings
     assert isinstance(s, Settings)
-    if rt.relay is not None:
-        rt.relay.linger = s.outbox_linger_seconds
-    if _freeze_after_start:
-        # Everything allocated so far (modules, FastAPI, pydantic's validators, the pool)
-        # lives as long as the process: out of the collector's sight, a full collection scans
-        # only what came later instead of stalling every request in flight (as link-service).
-        gc.collect()
-        gc.freeze()
     workers: list[Worker] = [
         PendingSweeper(rt, s.evidence_grace_seconds, s.pending_sweep_interval_seconds)
     ]
@@ -47,7 +36,7 @@ def _workers(rt: Runtime) -> list[Worker]:
 
 
 SPEC = ServiceSpec(
-    name="attribution-service",
+    name=SERVICE,
     schema="attribution",
     package="attribution_service",
     consumers=CONSUMERS,
@@ -73,8 +62,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def main() -> None:
-    global _freeze_after_start
-    _freeze_after_start = True
     run_cli(SPEC, Settings, create_app)
 
 

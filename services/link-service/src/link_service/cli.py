@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,9 @@ import httpx
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from servicekit.runtime import Command
+from servicekit.settings import ServiceSettings
 
 
 def enroll_bulk(
@@ -99,10 +102,8 @@ def _problem(r: httpx.Response) -> str:
         return f"{r.status_code}: {r.text[:300]}"
 
 
-def enroll_bulk_main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="link-service enroll-bulk", description="bulk-enroll customers from CSV or NDJSON"
-    )
+def _enroll_bulk_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = "bulk-enroll customers from CSV or NDJSON"
     parser.add_argument("file", type=Path, help=".csv (with header) or .ndjson/.jsonl")
     parser.add_argument("--program", required=True, help="program id (prg_…)")
     parser.add_argument(
@@ -113,11 +114,19 @@ def enroll_bulk_main(argv: Sequence[str]) -> int:
         default=os.environ.get("LINK_SERVICE_API_KEY"),
         help="API key (default: $LINK_SERVICE_API_KEY)",
     )
-    args = parser.parse_args(argv)
+
+
+def _enroll_bulk(args: argparse.Namespace, _settings: ServiceSettings) -> int:
+    # Usage errors exit 2, as argparse's own.
     if not args.api_key:
-        parser.error("--api-key or LINK_SERVICE_API_KEY is required")
+        print(
+            "link-service enroll-bulk: --api-key or LINK_SERVICE_API_KEY is required",
+            file=sys.stderr,
+        )
+        return 2
     if not args.file.is_file():
-        parser.error(f"{args.file} is not a file")
+        print(f"link-service enroll-bulk: {args.file} is not a file", file=sys.stderr)
+        return 2
     job = enroll_bulk(
         args.file,
         program_id=args.program,
@@ -126,3 +135,11 @@ def enroll_bulk_main(argv: Sequence[str]) -> int:
         console=Console(),
     )
     return 1 if job["failed"] else 0
+
+
+ENROLL_BULK = Command(
+    name="enroll-bulk",
+    help="upload a CSV or NDJSON file as an enrollment job and follow it to the end",
+    run=_enroll_bulk,
+    arguments=_enroll_bulk_arguments,
+)

@@ -11,20 +11,19 @@ from typing import Any
 import asyncpg
 
 from link_service import bulk, domain, repository
+from link_service.events import EVENTS
 from link_service.schemas import (
     AdvocateIn,
     AdvocatePatch,
     ProgramIn,
     ProgramPatch,
 )
-from referral_events import topics
 from referral_events.contracts import link as ev
-from referral_events.envelope import CloudEvent, EventPayload, new_event
-from referral_events.outbox import emit, enqueue_many
+from referral_events.envelope import EventPayload
+from referral_events.outbox import enqueue_rows
 from servicekit.ids import new_id
 from servicekit.problems import Conflict, DomainError, InvalidInput, NotFound
 
-SOURCE = "/services/link-service"
 CODE_ATTEMPTS = 8
 
 
@@ -105,12 +104,6 @@ def program_state(program: asyncpg.Record) -> dict[str, Any]:
     }
 
 
-async def _emit_link_event(
-    conn: asyncpg.Connection, tenant_id: str, payload: EventPayload, key: str
-) -> None:
-    await emit(conn, payload, source=SOURCE, tenant_id=tenant_id, topic=topics.LINK_EVENTS, key=key)
-
-
 async def create_program(
     conn: asyncpg.Connection, tenant_id: str, cmd: ProgramIn, links: Links
 ) -> asyncpg.Record:
@@ -120,8 +113,11 @@ async def create_program(
         tenant_id=tenant_id,
         values=_program_values(cmd, links.default_code_length),
     )
-    await _emit_link_event(
-        conn, tenant_id, ev.ProgramCreated(**program_state(program)), program["id"]
+    await EVENTS.emit(
+        conn,
+        ev.ProgramCreated(**program_state(program)),
+        tenant_id=tenant_id,
+        key=program["id"],
     )
     return program
 
@@ -181,8 +177,11 @@ async def update_program(
         tenant_id=tenant_id,
         values=_program_values(cmd, links.default_code_length),
     )
-    await _emit_link_event(
-        conn, tenant_id, ev.ProgramUpdated(**program_state(program)), program["id"]
+    await EVENTS.emit(
+        conn,
+        ev.ProgramUpdated(**program_state(program)),
+        tenant_id=tenant_id,
+        key=program["id"],
     )
     return program
 
@@ -243,15 +242,14 @@ async def enroll_advocate(
         raise Conflict("the program has ended; it takes no new advocates", field="program_id")
 
     code = await _issue_random_code(conn, tenant_id, program, advocate["id"])
-    await _emit_link_event(
+    await EVENTS.emit(
         conn,
-        tenant_id,
         ev.AdvocateEnrolled(**_advocate_state(advocate, code, links)),
-        advocate["id"],
+        tenant_id=tenant_id,
+        key=advocate["id"],
     )
-    await _emit_link_event(
+    await EVENTS.emit(
         conn,
-        tenant_id,
         ev.CodeCreated(
             code=code,
             advocate_id=advocate["id"],
@@ -259,7 +257,8 @@ async def enroll_advocate(
             kind="random",
             link_url=links.link(code),
         ),
-        advocate["id"],
+        tenant_id=tenant_id,
+        key=advocate["id"],
     )
     return Enrollment(AdvocateView(advocate, code, []), True)
 
@@ -317,11 +316,11 @@ async def update_advocate(
         return await _view(conn, old)
     advocate = await repository.update_advocate_profile(conn, advocate_id=advocate_id, **merged)
     view = await _view(conn, advocate)
-    await _emit_link_event(
+    await EVENTS.emit(
         conn,
-        tenant_id,
         ev.AdvocateUpdated(**_advocate_state(advocate, view.code, links)),
-        advocate_id,
+        tenant_id=tenant_id,
+        key=advocate_id,
     )
     return view
 
@@ -358,7 +357,12 @@ async def set_blocked(
             version=advocate["version"],
         )
     )
-    await _emit_link_event(conn, tenant_id, payload, advocate_id)
+    await EVENTS.emit(
+        conn,
+        payload,
+        tenant_id=tenant_id,
+        key=advocate_id,
+    )
     return await _view(conn, advocate)
 
 
@@ -410,9 +414,8 @@ async def set_vanity_code(
         kind="vanity",
     ):
         raise Conflict(f"the code '{code}' is taken", field="code")
-    await _emit_link_event(
+    await EVENTS.emit(
         conn,
-        tenant_id,
         ev.CodeChanged(
             code=code,
             previous_code=previous,
@@ -422,7 +425,8 @@ async def set_vanity_code(
             link_url=links.link(code),
             changed_at=datetime.now(UTC),
         ),
-        advocate_id,
+        tenant_id=tenant_id,
+        key=advocate_id,
     )
     return await _view(conn, advocate), previous
 
@@ -523,11 +527,6 @@ async def enrollment_errors(
     return await repository.enrollment_errors(conn, job_id, after_row, limit)
 
 
-def _event_row(tenant_id: str, payload: EventPayload, key: str) -> tuple[CloudEvent, str, str]:
-    event = new_event(payload, source=SOURCE, tenant_id=tenant_id, subject=key)
-    return event, topics.LINK_EVENTS, key
-
-
 async def enroll_chunk(conn: asyncpg.Connection, links: Links, chunk_rows: int) -> int | None:
     """Processes the next chunk of the oldest unfinished job, set-based (a few statements per
     chunk, not per row). Returns the rows processed, or None when no job waits."""
@@ -577,10 +576,15 @@ async def enroll_chunk(conn: asyncpg.Connection, links: Links, chunk_rows: int) 
             "code": code,
             "link_url": links.link(code),
         }
-        events.append(_event_row(tenant_id, ev.AdvocateEnrolled(**state), advocate["id"]))
         events.append(
-            _event_row(
-                tenant_id,
+            EVENTS.row(
+                ev.AdvocateEnrolled(**state),
+                tenant_id=tenant_id,
+                key=advocate["id"],
+            )
+        )
+        events.append(
+            EVENTS.row(
                 ev.CodeCreated(
                     code=code,
                     advocate_id=advocate["id"],
@@ -588,10 +592,11 @@ async def enroll_chunk(conn: asyncpg.Connection, links: Links, chunk_rows: int) 
                     kind="random",
                     link_url=links.link(code),
                 ),
-                advocate["id"],
+                tenant_id=tenant_id,
+                key=advocate["id"],
             )
         )
-    await enqueue_many(conn, events)
+    await enqueue_rows(conn, events)
     existing_ids = await repository.advocate_ids_by_customer(
         conn, program_id, [c for c in wanted if c not in new_by_customer]
     )

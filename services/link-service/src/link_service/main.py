@@ -1,24 +1,27 @@
 from __future__ import annotations
 
 import dataclasses
-import gc
-import sys
 
 from fastapi import FastAPI
 
-from link_service import api, domain
+from link_service import api, cli, domain
 from link_service.config import Settings
 from link_service.consumers import CONSUMERS
+from link_service.events import SERVICE
 from link_service.redirect import LinkState, RedirectMiddleware
 from link_service.workers import CacheInvalidator, ClickWriter, EnrollmentWorker
 from servicekit.app import create_service_app
 from servicekit.cli import run_cli
 from servicekit.runtime import Runtime, ServiceSpec, Worker
 
-SPEC = ServiceSpec(name="link-service", schema="link", package="link_service", consumers=CONSUMERS)
+SPEC = ServiceSpec(
+    name=SERVICE,
+    schema="link",
+    package="link_service",
+    consumers=CONSUMERS,
+    commands=[cli.ENROLL_BULK],
+)
 
-# Set by `link-service serve` (main): freeze what start-up allocated, see create_app.
-_freeze_after_start = False
 _WARM_UP_USER_AGENT = (
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 "
     "(KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1"
@@ -31,21 +34,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     def workers(rt: Runtime) -> list[Worker]:
         state.rt = rt
-        if rt.relay is not None:
-            rt.relay.linger = settings.outbox_linger_seconds
         state.writer = ClickWriter(rt, settings, state.registry)
         state.invalidator = CacheInvalidator(rt, state)
         state.enrollment = EnrollmentWorker(rt, settings)
         # The user-agent parsers load their regex tables on first use: now, not in the
-        # first redirect.
+        # first redirect (and before servicekit freezes the start-up heap).
         domain.classify_user_agent(_WARM_UP_USER_AGENT)
-        if _freeze_after_start:
-            # Everything allocated so far (modules, FastAPI, the parsers' tables, pools) lives
-            # as long as the process: out of the collector's sight, a full collection scans
-            # only what came later (measured: 30-140 ms pauses of the event loop, every
-            # redirect in flight waiting, before; a few ms after).
-            gc.collect()
-            gc.freeze()
         return [state.writer, state.invalidator, state.enrollment]
 
     app = create_service_app(dataclasses.replace(SPEC, workers=workers), settings, [api.router])
@@ -58,13 +52,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def main() -> None:
-    global _freeze_after_start
-    if len(sys.argv) > 1 and sys.argv[1] == "enroll-bulk":
-        from link_service.cli import enroll_bulk_main
-
-        sys.exit(enroll_bulk_main(sys.argv[2:]))
-    # Only the server process: apps built in a test process would pin each other's garbage.
-    _freeze_after_start = True
     run_cli(SPEC, Settings, create_app)
 
 

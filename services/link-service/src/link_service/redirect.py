@@ -27,7 +27,7 @@ import orjson
 from starlette.types import Receive, Scope, Send
 
 from link_service import domain, repository
-from referral_events import topics
+from link_service.events import CLICKS
 from referral_events.contracts.link import LinkClicked
 from servicekit.asgi import Headers, header_map, send_response
 from servicekit.front import FastAPIEntry, FrontRoute
@@ -37,8 +37,6 @@ if TYPE_CHECKING:
     from servicekit.runtime import Runtime
 
 log = logging.getLogger(__name__)
-
-SOURCE = "/services/link-service"
 
 NOT_FOUND_PAGE = b"""<!doctype html><html><head><meta charset="utf-8"><title>Link not found</title>
 </head><body><h1>This referral link does not exist</h1>
@@ -389,7 +387,7 @@ async def _record(
     )
     assert state.writer is not None
     event = click_event_json(row, target.tenant_id)
-    ok = await state.writer.record(row, (click_id, topics.LINK_CLICKS, target.code, event))
+    ok = await state.writer.record(row, CLICKS.serialised_row(click_id, target.code, event))
     return click_id if ok else None
 
 
@@ -415,7 +413,7 @@ def click_event_json(row: tuple[Any, ...], tenant_id: str) -> bytes:
         {
             "specversion": "1.0",
             "id": click_id,
-            "source": SOURCE,
+            "source": CLICKS.source,
             "type": LinkClicked.TYPE,
             "time": clicked_at,
             "subject": code,

@@ -10,6 +10,8 @@ from typing import Any
 
 import asyncpg
 
+from referral_events import outbox
+
 # ---------------------------------------------------------------------------- programs
 
 PROGRAM_COLUMNS = (
@@ -308,25 +310,17 @@ CLICK_TYPES = (
     "boolean",
     "text",
 )
-_CLICKS_AND_OUTBOX_QUIET = f"""
-WITH clicks_in AS (
-    INSERT INTO clicks ({", ".join(CLICK_COLUMNS)})
-    SELECT * FROM unnest({", ".join(f"${i}::{t}[]" for i, t in enumerate(CLICK_TYPES, 1))})
-)
-INSERT INTO outbox (event_id, topic, key, payload)
-SELECT * FROM unnest(${len(CLICK_TYPES) + 1}::text[], ${len(CLICK_TYPES) + 2}::text[],
-                     ${len(CLICK_TYPES) + 3}::text[], ${len(CLICK_TYPES) + 4}::bytea[])
+_INSERT_CLICKS = f"""
+INSERT INTO clicks ({", ".join(CLICK_COLUMNS)})
+SELECT * FROM unnest({", ".join(f"${i}::{t}[]" for i, t in enumerate(CLICK_TYPES, 1))})
 """  # noqa: S608
+_CLICKS_AND_OUTBOX_QUIET = f"""
+WITH clicks_in AS ({_INSERT_CLICKS})
+{outbox.insert_rows_sql(len(CLICK_TYPES) + 1)}
+"""
 _CLICKS_AND_OUTBOX = f"""
-WITH clicks_in AS (
-    INSERT INTO clicks ({", ".join(CLICK_COLUMNS)})
-    SELECT * FROM unnest({", ".join(f"${i}::{t}[]" for i, t in enumerate(CLICK_TYPES, 1))})
-), outbox_in AS (
-    INSERT INTO outbox (event_id, topic, key, payload)
-    SELECT * FROM unnest(${len(CLICK_TYPES) + 1}::text[], ${len(CLICK_TYPES) + 2}::text[],
-                         ${len(CLICK_TYPES) + 3}::text[], ${len(CLICK_TYPES) + 4}::bytea[])
-    RETURNING 1
-)
+WITH clicks_in AS ({_INSERT_CLICKS}),
+outbox_in AS ({outbox.insert_rows_sql(len(CLICK_TYPES) + 1)} RETURNING 1)
 SELECT pg_notify(current_schema() || '_outbox', '') FROM (SELECT 1 FROM outbox_in LIMIT 1) x
 """  # noqa: S608
 
@@ -334,19 +328,18 @@ SELECT pg_notify(current_schema() || '_outbox', '') FROM (SELECT 1 FROM outbox_i
 async def insert_clicks_with_events(
     conn: asyncpg.Connection,
     clicks: Sequence[Sequence[Any]],
-    events: Sequence[tuple[str, str, str, bytes]],
+    events: Sequence[outbox.OutboxRow],
     *,
     notify: bool = True,
 ) -> None:
     """Clicks and their outbox rows in ONE statement (one round trip, atomic on its own).
-    `clicks` rows follow CLICK_COLUMNS; events are (id, topic, key, payload). `notify` wakes
+    `clicks` rows follow CLICK_COLUMNS; events are outbox rows. `notify` wakes
     the relay at commit with NOTIFY; without it the caller wakes the relay itself (NOTIFY
     makes Postgres serialise the commits of all notifying transactions, WAL flush included,
     which defeats the group commit of concurrent writers)."""
     columns = list(zip(*clicks, strict=True))
-    event_columns = list(zip(*events, strict=True))
     sql = _CLICKS_AND_OUTBOX if notify else _CLICKS_AND_OUTBOX_QUIET
-    await conn.execute(sql, *[list(c) for c in columns], *event_columns)
+    await conn.execute(sql, *[list(c) for c in columns], *outbox.rows_of(events))
 
 
 # ---------------------------------------------------------------------------- bulk enrollment

@@ -20,12 +20,12 @@ from link_service import handlers, repository
 from link_service.config import Settings
 from link_service.redirect import LinkState
 from referral_events import topics
+from referral_events.outbox import OutboxRow
 from servicekit.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 ClickRow = Sequence[Any]
-EventRow = tuple[str, str, str, bytes]
 
 DB_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
@@ -46,7 +46,7 @@ class ClickWriter:
         self._batch_max = settings.click_batch_max
         self._writers = settings.click_writers
         self._timeout = settings.click_commit_timeout_seconds
-        self._queue: deque[tuple[ClickRow, EventRow, asyncio.Future[bool]]] = deque()
+        self._queue: deque[tuple[ClickRow, OutboxRow, asyncio.Future[bool]]] = deque()
         self._wake = asyncio.Event()
         self._stopping = False
         # The redirect's own latency is mostly this commit: worth watching in production.
@@ -62,7 +62,7 @@ class ClickWriter:
             registry=registry,
         )
 
-    async def record(self, click: ClickRow, event: EventRow) -> bool:
+    async def record(self, click: ClickRow, event: OutboxRow) -> bool:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bool] = loop.create_future()
         self._queue.append((click, event, future))
@@ -96,7 +96,7 @@ class ClickWriter:
                     self._wake.clear()
                     await self._wake.wait()
                     continue
-                batch: list[tuple[ClickRow, EventRow, asyncio.Future[bool]]] = []
+                batch: list[tuple[ClickRow, OutboxRow, asyncio.Future[bool]]] = []
                 while self._queue and len(batch) < self._batch_max:
                     batch.append(self._queue.popleft())
                 if self._queue:
@@ -115,7 +115,7 @@ class ClickWriter:
 
     async def _write(
         self,
-        batch: list[tuple[ClickRow, EventRow, asyncio.Future[bool]]],
+        batch: list[tuple[ClickRow, OutboxRow, asyncio.Future[bool]]],
         conn: asyncpg.Connection | None,
     ) -> tuple[bool, asyncpg.Connection | None]:
         """Writes the batch; returns whether it committed and the connection to keep (None

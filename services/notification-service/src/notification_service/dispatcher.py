@@ -51,10 +51,10 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 
 from notification_service import domain, handlers, repository, signing, urlguard
 from notification_service.config import Settings
+from notification_service.metrics import WEBHOOK_ATTEMPTS
 from referral_events.inbox import INFRASTRUCTURE_ERRORS
-from referral_events.outbox import enqueue_many
+from referral_events.outbox import enqueue_rows
 from referral_events.tracing import continued_from_event
-from servicekit.metrics import WEBHOOK_ATTEMPTS
 from servicekit.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -409,7 +409,7 @@ class Dispatcher:
                         disable_after=self._disable_after,
                         outbox=events,
                     )
-                    await enqueue_many(conn, events)
+                    await enqueue_rows(conn, events)
                     return decisions
         raise AssertionError("unreachable: tenacity re-raises the last error")
 

@@ -17,16 +17,14 @@ import asyncpg
 from notification_service import email_domain as ed
 from notification_service import email_repository as repo
 from notification_service.email_schemas import InviteIn, PreviewIn, TemplateIn
-from referral_events import CloudEvent, topics
+from notification_service.events import EVENTS
+from referral_events import CloudEvent
 from referral_events.contracts import attribution, link, reward
 from referral_events.contracts import notification as out
-from referral_events.outbox import emit
 from servicekit.ids import new_id
 from servicekit.problems import Conflict, DomainError, InvalidInput, NotFound
 
 log = logging.getLogger(__name__)
-
-SOURCE = "/services/notification-service"
 
 
 class TooManyInvites(DomainError):
@@ -713,12 +711,10 @@ async def _settle(
 async def _emit(
     conn: asyncpg.Connection, row: asyncpg.Record, payload: out.EmailSent | out.EmailSuppressed
 ) -> None:
-    await emit(
+    await EVENTS.emit(
         conn,
         payload,
-        source=SOURCE,
         tenant_id=row["tenant_id"],
-        topic=topics.NOTIFICATION_EVENTS,
         key=row["recipient_id"],
         subject=row["id"],
         event_id=f"{row['id']}.{payload.TYPE}",

@@ -14,15 +14,14 @@ from typing import Any
 import asyncpg
 
 from notification_service import domain, repository
+from notification_service.events import EVENTS
 from notification_service.schemas import EndpointIn, EndpointPatch
-from referral_events import CloudEvent, new_event, topics
+from referral_events import CloudEvent
 from referral_events.contracts import notification as out
 from referral_events.envelope import EventPayload
-from referral_events.outbox import enqueue
+from referral_events.outbox import OutboxRow, enqueue_rows
 from servicekit.ids import new_id
 from servicekit.problems import Conflict, InvalidInput, NotFound
-
-SOURCE = "/services/notification-service"
 
 # --- endpoints (HTTP) -------------------------------------------------------------------------
 
@@ -411,7 +410,7 @@ async def _follow_up(
     )
 
 
-Pending = list[tuple[CloudEvent, str, str]]
+Pending = list[OutboxRow]
 
 
 async def _publish(
@@ -425,13 +424,17 @@ async def _publish(
 ) -> None:
     """To the outbox now, or into `outbox` for the caller to enqueue with the rest of its
     batch (one statement for all)."""
-    event = new_event(
-        payload, source=SOURCE, tenant_id=claim.tenant_id, subject=subject, event_id=event_id
+    row = EVENTS.row(
+        payload,
+        tenant_id=claim.tenant_id,
+        key=claim.endpoint_id,
+        subject=subject,
+        event_id=event_id,
     )
     if outbox is None:
-        await enqueue(conn, event, topic=topics.NOTIFICATION_EVENTS, key=claim.endpoint_id)
+        await enqueue_rows(conn, [row])
     else:
-        outbox.append((event, topics.NOTIFICATION_EVENTS, claim.endpoint_id))
+        outbox.append(row)
 
 
 async def _disable(

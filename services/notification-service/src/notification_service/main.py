@@ -9,6 +9,7 @@ from notification_service import api, email_api, urlguard
 from notification_service.config import Settings
 from notification_service.consumers import CONSUMERS
 from notification_service.dispatcher import Clock, Dispatcher, utc_now
+from notification_service.events import SERVICE
 from notification_service.mailer import EmailSender
 from servicekit.app import create_service_app
 from servicekit.cli import run_cli
@@ -31,7 +32,7 @@ def _workers(
 
 
 SPEC = ServiceSpec(
-    name="notification-service",
+    name=SERVICE,
     schema="notification",
     package="notification_service",
     consumers=CONSUMERS,

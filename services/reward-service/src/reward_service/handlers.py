@@ -14,17 +14,16 @@ from typing import Any
 
 import asyncpg
 
-from referral_events import CloudEvent, new_event, topics
+from referral_events import CloudEvent
 from referral_events.contracts import reward as ev
 from referral_events.contracts.attribution import ConversionAttributed, ConversionRefunded
 from referral_events.envelope import EventPayload
-from referral_events.outbox import emit, enqueue_many
+from referral_events.outbox import OutboxRow, enqueue_rows
 from reward_service import domain, ledger, repository
+from reward_service.events import EVENTS
+from reward_service.metrics import REWARDS_CAPPED, REWARDS_ISSUED
 from servicekit.ids import new_id
-from servicekit.metrics import REWARDS_CAPPED, REWARDS_ISSUED
 from servicekit.problems import InvalidInput, NotFound
-
-SOURCE = "/services/reward-service"
 
 log = logging.getLogger(__name__)
 
@@ -81,16 +80,13 @@ class _Outbox:
     """Events of one transaction, enqueued together at the end (one statement)."""
 
     def __init__(self) -> None:
-        self.events: list[tuple[CloudEvent, str, str]] = []
+        self.events: list[OutboxRow] = []
 
     def add(self, payload: EventPayload, tenant_id: str, key: str, event_id: str) -> None:
-        event = new_event(
-            payload, source=SOURCE, tenant_id=tenant_id, subject=key, event_id=event_id
-        )
-        self.events.append((event, topics.REWARD_EVENTS, key))
+        self.events.append(EVENTS.row(payload, tenant_id=tenant_id, key=key, event_id=event_id))
 
     async def flush(self, conn: asyncpg.Connection) -> None:
-        await enqueue_many(conn, self.events)
+        await enqueue_rows(conn, self.events)
         self.events = []
 
 
@@ -644,17 +640,3 @@ async def verify(conn: asyncpg.Connection, tenant_id: str | None) -> VerifyRepor
     transfer, every reward's and redemption's postings match what they record."""
     checks = await repository.verify_problems(conn, tenant_id)
     return VerifyReport(all(not v for v in checks.values()), checks)
-
-
-async def emit_one(
-    conn: asyncpg.Connection, payload: EventPayload, tenant_id: str, key: str, event_id: str
-) -> None:
-    await emit(
-        conn,
-        payload,
-        source=SOURCE,
-        tenant_id=tenant_id,
-        topic=topics.REWARD_EVENTS,
-        key=key,
-        event_id=event_id,
-    )

@@ -16,7 +16,8 @@ from datetime import datetime
 import asyncpg
 
 from referral_events.contracts import reward as ev
-from reward_service import domain, handlers, ledger, repository
+from reward_service import domain, ledger, repository
+from reward_service.events import EVENTS
 from servicekit.ids import new_id
 from servicekit.problems import Conflict, InvalidInput, NotFound
 
@@ -98,7 +99,7 @@ async def redeem(
         conn,
         [ledger.simple_transfer(tenant_id, redemption.id, "redeem", account, redeemed, amount)],
     )
-    await handlers.emit_one(
+    await EVENTS.emit(
         conn,
         ev.RewardRedeemed(
             redemption_id=redemption.id,
@@ -110,9 +111,9 @@ async def redeem(
             reference=reference,
             redeemed_at=now,
         ),
-        tenant_id,
-        holder_id,
-        domain.event_id("reward.redeemed", tenant_id, redemption.id),
+        tenant_id=tenant_id,
+        key=holder_id,
+        event_id=domain.event_id("reward.redeemed", tenant_id, redemption.id),
     )
     return redemption
 
@@ -220,12 +221,12 @@ async def create_payout_batch(
         )
     await repository.post_transfers(conn, transfers)
     for line in lines:
-        await handlers.emit_one(
+        await EVENTS.emit(
             conn,
             ev.PayoutCreated.model_validate(_payout_fields(batch_id, line)),
-            tenant_id,
-            line.holder_id,
-            domain.event_id(ev.PayoutCreated.TYPE, tenant_id, line.id),
+            tenant_id=tenant_id,
+            key=line.holder_id,
+            event_id=domain.event_id(ev.PayoutCreated.TYPE, tenant_id, line.id),
         )
     return PayoutBatch(batch_id, unit, threshold, now, lines)
 
@@ -319,11 +320,11 @@ async def settle_payout_line(
         payload = ev.PayoutFailed.model_validate(
             {**fields, "reason": reason or "failed", "failed_at": now}
         )
-    await handlers.emit_one(
+    await EVENTS.emit(
         conn,
         payload,
-        tenant_id,
-        line.holder_id,
-        domain.event_id(payload.TYPE, tenant_id, line.id),
+        tenant_id=tenant_id,
+        key=line.holder_id,
+        event_id=domain.event_id(payload.TYPE, tenant_id, line.id),
     )
     return settled

@@ -1,0 +1,10 @@
+"""What notification-service publishes: its emitter, the one way its events are enveloped, keyed,
+traced and written to its outbox (referral_events.emitter)."""
+
+from __future__ import annotations
+
+from referral_events import topics
+from referral_events.emitter import Emitter
+
+SERVICE = "notification-service"
+EVENTS = Emitter(SERVICE, topics.NOTIFICATION_EVENTS)
