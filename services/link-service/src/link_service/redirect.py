@@ -1,7 +1,8 @@
 """The public redirect `/r/{code}[/{channel}]`: the hot path.
 
 It runs as a plain ASGI middleware in front of FastAPI (no routing, dependency injection,
-FastAPI telemetry or per-request tracing spans: those cost more than the redirect itself).
+FastAPI telemetry or per-request tracing spans: those cost more than the redirect itself); with
+the front door off (FRONT_DOOR=false) api.py's /r/ routes answer with the same code (`answer`).
 Code lookups come from a per-replica cache (CodeCache) that link-service's own events
 invalidate (workers.CacheInvalidator) and the API invalidates on its own writes. The click and
 its link.clicked event are handed to the group-commit writer (workers.ClickWriter); the 302 is
@@ -296,12 +297,10 @@ class RedirectMiddleware:
     def _route(self, path: str) -> FrontRoute:
         """The route of ROUTES that FastAPI would match `path` to."""
         rest = path[3:]
-        slashes = rest.count("/")
-        if slashes == 0 and rest:
-            return self._code
-        if slashes == 1 and rest[0] != "/" and rest[-1] != "/":
-            return self._channel
-        return self._other
+        if "/" not in rest:
+            return self._code if rest else self._other
+        code, _, channel = rest.partition("/")
+        return self._channel if code and channel and "/" not in channel else self._other
 
 
 async def answer(state: LinkState, scope: Scope, send: Send) -> int:
