@@ -71,7 +71,7 @@ def is_json(headers: Headers) -> bool:
 
 
 @dataclass(frozen=True)
-class _Rules:
+class RouteRules:
     """What a route applies before its handler, read from its dependency tree."""
 
     authenticator: ApiKeyAuthenticator | None  # None: a public route
@@ -111,10 +111,10 @@ class FrontRoute:
         self.template = template
         self._metrics = FrontDoorMetrics(registry, handler or template)
         self._span_name = f"{method} {template}" if traced else None
-        self._rules: _Rules | None = None
+        self._rules: RouteRules | None = None
 
     @property
-    def rules(self) -> _Rules:
+    def rules(self) -> RouteRules:
         rules = self._rules
         if rules is None:
             rules = self._rules = self._read_route()
@@ -135,7 +135,8 @@ class FrontRoute:
             if raw is None:
                 if field.field_info.is_required():
                     return None
-                values[name] = copy.deepcopy(field.default)
+                default = field.default
+                values[name] = default if default is None else copy.deepcopy(default)
                 continue
             value, errors = field.validate(raw.decode("latin-1"), {}, loc=("header", field.alias))
             if errors:
@@ -210,7 +211,7 @@ class FrontRoute:
                 context.detach(token)
         self._metrics.observe(scope["method"], status, time.perf_counter() - started)
 
-    def _read_route(self) -> _Rules:
+    def _read_route(self) -> RouteRules:
         # Routers included in the app are kept apart and resolved by FastAPI when routing; the
         # flattened table carries each route as the app serves it (prefix, the router's
         # dependencies), as the request metrics read it too.
@@ -238,13 +239,15 @@ class FrontRoute:
                     raise TypeError(f"{self.template}: path parameter {field.name} has rules")
             for field in d.header_params:
                 info = field.field_info
-                if info.validation_alias is not None or not field_annotation_is_scalar(
-                    info.annotation
+                if (
+                    info.validation_alias is not None
+                    or info.validate_default
+                    or not field_annotation_is_scalar(info.annotation)
                 ):
                     raise TypeError(f"{self.template}: header {field.name} is not a plain value")
                 headers.append((field.name, field.alias.lower().encode("latin-1"), field))
         body = route.body_field
-        return _Rules(
+        return RouteRules(
             authenticator=self._app.state.authenticator if authenticated else None,
             scopes=scopes,
             headers=tuple(headers),
