@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -61,6 +62,8 @@ class InboxConsumer:
         dlq_producer: AIOKafkaProducer,
         max_attempts: int = 5,
         retry_base_seconds: float = 0.2,
+        retention_days: float = 35.0,
+        prune_interval_seconds: float = 600.0,
     ) -> None:
         self.name = name
         self._group_id = group_id
@@ -71,6 +74,13 @@ class InboxConsumer:
         self._dlq_producer = dlq_producer
         self._max_attempts = max_attempts
         self._retry_base = retry_base_seconds
+        self._retention_days = retention_days
+        self._prune_interval = prune_interval_seconds
+        # When the loop last got through a poll (records handled and committed, or none there):
+        # a record retried without end (a lock held, Postgres away) leaves it behind, which
+        # `stalled_seconds` shows (alert: ReferralConsumerStalled).
+        self._last_progress = time.monotonic()
+        self.pruned = 0
         self._consumer: AIOKafkaConsumer | None = None
         self._stopping = asyncio.Event()
         self.processed = 0
@@ -84,15 +94,52 @@ class InboxConsumer:
     async def run(self) -> None:
         self._consumer = make_consumer(self._bootstrap, self._group_id, self._topics)
         await self._consumer.start()
+        next_prune = time.monotonic() + self._prune_interval
         try:
             while not self._stopping.is_set():
+                self._last_progress = time.monotonic()
                 batches = await self._consumer.getmany(timeout_ms=500, max_records=500)
                 for tp, records in batches.items():
                     for record in records:
                         await self._handle_record(record)
                     await self._consumer.commit({tp: records[-1].offset + 1})
+                if time.monotonic() >= next_prune:
+                    await self.prune()
+                    next_prune = time.monotonic() + self._prune_interval
         finally:
             await self._consumer.stop()
+
+    def stalled_seconds(self) -> float:
+        """Seconds since the loop last got through a poll; near 0 while it keeps up."""
+        return time.monotonic() - self._last_progress
+
+    async def prune(self, *, batch: int = 10_000, max_batches: int = 20) -> int:
+        """Forget inbox rows older than the retention, a bounded batch at a time. The retention
+        outlasts every topic's (30 days): an event can no longer be redelivered once the log
+        has dropped it. Returns the rows deleted; what is left goes in the next round."""
+        deleted = 0
+        try:
+            for _ in range(max_batches):
+                async with self._pool.acquire() as conn:
+                    status = await conn.execute(
+                        """
+                        DELETE FROM inbox WHERE ctid IN (
+                            SELECT ctid FROM inbox
+                            WHERE processed_at < now() - make_interval(secs => $2) AND consumer = $1
+                            LIMIT $3)
+                        """,
+                        self.name,
+                        self._retention_days * 86400,
+                        batch,
+                    )
+                n = int(status.split()[-1])
+                deleted += n
+                if n < batch:
+                    break
+        except (*INFRASTRUCTURE_ERRORS, asyncpg.PostgresError) as exc:
+            log.warning("consumer %s: inbox pruning failed, next round retries: %r", self.name, exc)
+        self.pruned += deleted
+        return deleted
 
     async def stop(self) -> None:
         """Finish the batch in hand, commit it, and leave the group."""

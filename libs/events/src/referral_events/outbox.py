@@ -20,11 +20,28 @@ from dataclasses import dataclass
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    CorruptRecordException,
+    InvalidTopicError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+)
 
 from referral_events.tracing import to_kafka_headers
 
 log = logging.getLogger(__name__)
+
+# What the broker (or the producer, before sending) answers about one message that it will never
+# take as it is; anything else is about the broker or the network and is retried whole.
+REFUSED_MESSAGE_ERRORS = (
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    RecordListTooLargeError,
+    InvalidTopicError,
+    CorruptRecordException,
+)
 
 # Sends between two turns of the event loop (a send costs tens of microseconds of CPU).
 _SENDS_PER_SLICE = 32
@@ -100,18 +117,34 @@ async def enqueue_rows(
 class OutboxStats:
     backlog: int
     oldest_age_seconds: float
+    parked: int = 0
 
 
 async def outbox_stats(conn: asyncpg.Connection) -> OutboxStats:
+    """Unpublished rows waiting for the relay (parked ones counted apart: they wait for an
+    operator, not for the relay)."""
     row = await conn.fetchrow(
         """
-        SELECT count(*) AS backlog,
-               coalesce(extract(epoch FROM now() - min(created_at)), 0) AS age
+        SELECT count(*) FILTER (WHERE parked_at IS NULL) AS backlog,
+               coalesce(extract(epoch FROM
+                   now() - min(created_at) FILTER (WHERE parked_at IS NULL)), 0) AS age,
+               count(*) FILTER (WHERE parked_at IS NOT NULL) AS parked
         FROM outbox WHERE published_at IS NULL
         """
     )
     assert row is not None
-    return OutboxStats(backlog=int(row["backlog"]), oldest_age_seconds=float(row["age"]))
+    return OutboxStats(
+        backlog=int(row["backlog"]), oldest_age_seconds=float(row["age"]), parked=int(row["parked"])
+    )
+
+
+async def release_parked(conn: asyncpg.Connection) -> int:
+    """Give parked rows back to the relay (after fixing what the broker refused, e.g. its
+    message.max.bytes); returns how many. They go out after the rows published meanwhile."""
+    released: str = await conn.execute(
+        "UPDATE outbox SET parked_at = NULL, attempts = 0 WHERE parked_at IS NOT NULL"
+    )
+    return int(released.split()[-1])
 
 
 class OutboxRelay:
@@ -129,6 +162,8 @@ class OutboxRelay:
         poll_interval: float = 1.0,
         retention_hours: int = 72,
         linger: float = 0.0,
+        max_attempts: int = 5,
+        server_settings: dict[str, str] | None = None,
     ) -> None:
         self._dsn = dsn
         self._schema = schema
@@ -137,6 +172,8 @@ class OutboxRelay:
         self._batch_size = batch_size
         self._poll_interval = poll_interval
         self._retention_hours = retention_hours
+        self._max_attempts = max_attempts
+        self._server_settings = server_settings or {}
         # Seconds to wait after a wake-up before reading: rows committed meanwhile go out in
         # the same SELECT, produce request and UPDATE. A service whose outbox is written many
         # times a second (link-service: a commit per few clicks) sets it; 0 reads at once.
@@ -171,6 +208,7 @@ class OutboxRelay:
         conn: asyncpg.Connection = await asyncpg.connect(
             self._dsn,
             server_settings={
+                **self._server_settings,
                 "search_path": self._schema,
                 "application_name": f"{self._schema}-outbox-relay",
                 # Marking rows published need not wait for the WAL flush: should Postgres
@@ -214,7 +252,7 @@ class OutboxRelay:
         rows = await conn.fetch(
             """
             SELECT seq, topic, key, payload, headers::text AS headers FROM outbox
-            WHERE published_at IS NULL ORDER BY seq LIMIT $1
+            WHERE published_at IS NULL AND parked_at IS NULL ORDER BY seq LIMIT $1
             """,
             self._batch_size,
         )
@@ -223,27 +261,72 @@ class OutboxRelay:
         # send() only enqueues into the producer's batches (it does not yield to the event
         # loop); awaiting the futures waits for acks. Every _SENDS_PER_SLICE sends the loop gets
         # a turn, so a large batch does not hold up the requests of the service it runs in.
-        futures = []
+        sent: list[tuple[asyncpg.Record, asyncio.Future[object]]] = []
+        refused: list[tuple[asyncpg.Record, BaseException]] = []
         for n, row in enumerate(rows, 1):
-            futures.append(
-                await self._producer.send(
+            try:
+                future = await self._producer.send(
                     self._topic_prefix + row["topic"],
                     value=bytes(row["payload"]),
                     key=row["key"].encode(),
                     # Most rows carry no trace context ('{}'): no JSON to parse for those.
                     headers=[] if row["headers"] == "{}" else _headers(row["headers"]),
                 )
-            )
+            except REFUSED_MESSAGE_ERRORS as exc:
+                refused.append((row, exc))
+                continue
+            sent.append((row, future))
             if n % _SENDS_PER_SLICE == 0:
                 await asyncio.sleep(0)
-        await asyncio.gather(*futures)
+        results = await asyncio.gather(*(f for _, f in sent), return_exceptions=True)
+        published: list[asyncpg.Record] = []
+        for (row, _), result in zip(sent, results, strict=True):
+            if isinstance(result, REFUSED_MESSAGE_ERRORS):
+                refused.append((row, result))
+            elif isinstance(result, BaseException):
+                # The broker or the network, not the message: nothing is marked, the same rows
+                # go out again on the next lead (at least once; the inboxes drop repeats).
+                raise result
+            else:
+                published.append(row)
         await conn.execute(
             "UPDATE outbox SET published_at = now() WHERE seq = ANY($1::bigint[])",
-            [row["seq"] for row in rows],
+            [row["seq"] for row in published],
         )
-        for row in rows:
+        for row in published:
             self.published[(row["topic"], _event_type(bytes(row["payload"])))] += 1
+        if refused:
+            await self._refused(conn, refused)
         return len(rows)
+
+    async def _refused(
+        self, conn: asyncpg.Connection, refused: list[tuple[asyncpg.Record, BaseException]]
+    ) -> None:
+        """Count an attempt on each row the broker refused for what it is; park it after
+        `max_attempts`, so the rows behind it keep flowing (alert: ReferralOutboxParked)."""
+        parked = await conn.fetch(
+            """
+            UPDATE outbox o SET attempts = o.attempts + 1, last_error = u.error,
+                                parked_at = CASE WHEN o.attempts + 1 >= $3 THEN now() END
+            FROM unnest($1::bigint[], $2::text[]) AS u(seq, error)
+            WHERE o.seq = u.seq
+            RETURNING o.seq, o.topic, o.parked_at IS NOT NULL AS parked
+            """,
+            [row["seq"] for row, _ in refused],
+            [repr(exc)[:500] for _, exc in refused],
+            self._max_attempts,
+        )
+        for row in parked:
+            if row["parked"]:
+                log.error(
+                    "outbox row %s for %s parked after %d refusals; the rest flows on "
+                    "(release with `<service> outbox-release`)",
+                    row["seq"],
+                    row["topic"],
+                    self._max_attempts,
+                )
+            else:
+                log.warning("outbox row %s for %s refused by the broker", row["seq"], row["topic"])
 
     async def _prune(self, conn: asyncpg.Connection) -> None:
         await conn.execute(

@@ -27,3 +27,21 @@ CREATE TABLE inbox (
 """
 
 DROP_OUTBOX_INBOX_V1 = "DROP TABLE IF EXISTS inbox; DROP TABLE IF EXISTS outbox;"
+
+# Outbox rows the broker keeps refusing (a message too large, a topic it will not take) are
+# parked after bounded attempts instead of blocking every row behind them; the inbox is pruned by
+# age, read through a BRIN index (cheap to keep up on an insert-ordered table, unlike a b-tree).
+OUTBOX_INBOX_V2 = """
+ALTER TABLE outbox
+    ADD COLUMN attempts   integer NOT NULL DEFAULT 0,
+    ADD COLUMN last_error text,
+    ADD COLUMN parked_at  timestamptz;
+CREATE INDEX outbox_parked ON outbox (seq) WHERE parked_at IS NOT NULL;
+CREATE INDEX inbox_processed_at ON inbox USING brin (processed_at);
+"""
+
+DROP_OUTBOX_INBOX_V2 = """
+DROP INDEX IF EXISTS inbox_processed_at;
+DROP INDEX IF EXISTS outbox_parked;
+ALTER TABLE outbox DROP COLUMN parked_at, DROP COLUMN last_error, DROP COLUMN attempts;
+"""

@@ -20,7 +20,7 @@ from referral_events.emitter import Emitter
 from referral_events.inbox import InboxConsumer
 from referral_events.kafka import ensure_topics, make_producer
 from referral_events.outbox import OutboxRelay, outbox_stats
-from referral_events.sql import OUTBOX_INBOX_V1
+from referral_events.sql import OUTBOX_INBOX_V1, OUTBOX_INBOX_V2
 from referral_events.topics import LINK_EVENTS, Topic, dlq
 
 pytestmark = pytest.mark.integration
@@ -32,6 +32,7 @@ async def env(namespace: Namespace) -> AsyncIterator[tuple[asyncpg.Pool, AIOKafk
     conn = await asyncpg.connect(namespace.database_url)
     await conn.execute(f"CREATE SCHEMA {SCHEMA}; SET search_path TO {SCHEMA};")
     await conn.execute(OUTBOX_INBOX_V1)
+    await conn.execute(OUTBOX_INBOX_V2)
     await conn.execute("CREATE TABLE applied (event_id text PRIMARY KEY, code text)")
     await conn.close()
     pfx = namespace.topic_prefix

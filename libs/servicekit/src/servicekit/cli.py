@@ -12,7 +12,9 @@ from typing import TypeVar
 import uvicorn
 from fastapi import FastAPI
 
+from referral_events.outbox import release_parked
 from servicekit import migrations
+from servicekit.db import create_pool
 from servicekit.runtime import Runtime, ServiceSpec
 from servicekit.settings import ServiceSettings
 from servicekit.telemetry import configure_logging
@@ -42,6 +44,10 @@ def run_cli(
         help="only this consumer group (repeatable; default: all of the service's)",
     )
     replay.add_argument("--dry-run", action="store_true", help="count, change nothing")
+    sub.add_parser(
+        "outbox-release",
+        help="give outbox rows the broker kept refusing back to the relay (after fixing the cause)",
+    )
     for command in spec.commands:
         command.arguments(sub.add_parser(command.name, help=command.help))
     args = parser.parse_args(argv)
@@ -65,6 +71,10 @@ def run_cli(
     app = app_factory(settings)
     runtime: Runtime = app.state.runtime
     runtime.freeze_after_start = True
+    if args.command == "outbox-release":
+        released = asyncio.run(_release_parked(spec, settings))
+        print(f"{spec.name} outbox-release: {released} parked row(s) given back to the relay")
+        return
     uvicorn.run(
         app,
         host=settings.http_host,
@@ -73,3 +83,18 @@ def run_cli(
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
         access_log=False,
     )
+
+
+async def _release_parked(spec: ServiceSpec, settings: ServiceSettings) -> int:
+    pool = await create_pool(
+        settings.database_url,
+        schema=spec.schema,
+        application_name=f"{spec.name}-outbox-release",
+        min_size=1,
+        max_size=1,
+    )
+    try:
+        async with pool.acquire() as conn:
+            return await release_parked(conn)
+    finally:
+        await pool.close()

@@ -175,6 +175,7 @@ class _RuntimeCollector(Collector):
         self._lag: dict[tuple[str, str, int], int] = {}
         self._backlog: float | None = None
         self._oldest_age: float | None = None
+        self._parked: float | None = None
         self.refresh_failures = 0
 
     async def sample(self) -> None:
@@ -187,6 +188,7 @@ class _RuntimeCollector(Collector):
             stats = await outbox_stats(conn)
         self._backlog = stats.backlog
         self._oldest_age = stats.oldest_age_seconds
+        self._parked = stats.parked
 
     def collect(self) -> Iterator[Metric]:
         rt = self._rt
@@ -213,11 +215,19 @@ class _RuntimeCollector(Collector):
             "referral_outbox_oldest_age_seconds",
             "Age of the oldest unpublished outbox row (0 when the outbox is drained).",
         )
+        parked = GaugeMetricFamily(
+            "referral_outbox_parked",
+            "Outbox rows parked after the broker kept refusing them (`<service> outbox-release` "
+            "gives them back once the cause is fixed).",
+        )
         if self._backlog is not None and self._oldest_age is not None:
             backlog.add_metric([], self._backlog)
             age.add_metric([], self._oldest_age)
+        if self._parked is not None:
+            parked.add_metric([], self._parked)
         yield backlog
         yield age
+        yield parked
 
         leader = GaugeMetricFamily(
             "referral_outbox_relay_leader",
@@ -248,13 +258,28 @@ class _RuntimeCollector(Collector):
             "Messages moved to the dead-letter topic by consumer group and source topic.",
             labels=["group", "topic"],
         )
+        stalled = GaugeMetricFamily(
+            "referral_consumer_stalled_seconds",
+            "Seconds since the consumer group's loop last got through a poll in this replica: "
+            "near 0 while it keeps up, growing while one event is retried without end.",
+            labels=["group"],
+        )
+        pruned = CounterMetricFamily(
+            "referral_inbox_pruned",
+            "Inbox rows deleted after the retention (INBOX_RETENTION_DAYS), by consumer group.",
+            labels=["group"],
+        )
         for consumer in rt.consumers:
             for (outcome, event_type), n in sorted(consumer.outcomes.items()):
                 consumed.add_metric([consumer.group_id, event_type, outcome], n)
             for topic, n in sorted(consumer.dead_lettered_by_topic.items()):
                 dead.add_metric([consumer.group_id, topic], n)
+            stalled.add_metric([consumer.group_id], round(consumer.stalled_seconds(), 1))
+            pruned.add_metric([consumer.group_id], consumer.pruned)
         yield consumed
         yield dead
+        yield stalled
+        yield pruned
 
         failures = CounterMetricFamily(
             "referral_metrics_sample_failures",

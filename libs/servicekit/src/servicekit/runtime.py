@@ -120,7 +120,11 @@ class Runtime:
             min_size=min_size,
             max_size=max_size,
             reset_session=self.spec.pool_reset_session,
-            server_settings={**self.spec.pool_server_settings, **(server_settings or {})},
+            server_settings={
+                **self.settings.db_session_settings(),
+                **self.spec.pool_server_settings,
+                **(server_settings or {}),
+            },
         )
 
     async def start(self) -> None:
@@ -156,6 +160,8 @@ class Runtime:
             batch_size=s.outbox_batch_size,
             poll_interval=s.outbox_poll_interval_seconds,
             linger=s.outbox_linger_seconds,
+            max_attempts=s.outbox_max_attempts,
+            server_settings=s.db_session_settings(),
         )
         self._spawn("outbox-relay", self.relay)
         if s.run_consumers:
@@ -169,6 +175,7 @@ class Runtime:
                     bootstrap_servers=s.kafka_bootstrap_servers,
                     dlq_producer=self.producer,
                     max_attempts=s.consumer_max_attempts,
+                    retention_days=s.inbox_retention_days,
                 )
                 self.consumers.append(consumer)
                 self._spawn(f"consumer:{c.group}", consumer)

@@ -44,6 +44,15 @@ class ServiceSettings(BaseSettings):
     # After a wake-up the relay waits this long before reading, so rows committed meanwhile go
     # out in the same SELECT, produce request and UPDATE (0: read at once).
     outbox_linger_seconds: float = Field(default=0.0, ge=0, le=1)
+    # Attempts at a row the broker refuses for what it is (too large) before it is parked.
+    outbox_max_attempts: int = Field(default=5, ge=1)
+    # Inbox rows are kept longer than any topic keeps its events (30 days), then pruned.
+    inbox_retention_days: float = Field(default=35.0, ge=31)
+    # Nothing waits without bound: a statement, a lock wait, a transaction left open idle.
+    # 0 turns one off.
+    db_statement_timeout_ms: int = Field(default=30_000, ge=0)
+    db_lock_timeout_ms: int = Field(default=10_000, ge=0)
+    db_idle_in_transaction_timeout_ms: int = Field(default=60_000, ge=0)
     consumer_max_attempts: int = Field(default=5, ge=1)
     run_consumers: bool = True
     # The hot paths answered before FastAPI (servicekit.front); false: FastAPI serves everything.
@@ -51,3 +60,11 @@ class ServiceSettings(BaseSettings):
 
     log_level: str = "INFO"
     log_json: bool = True
+
+    def db_session_settings(self) -> dict[str, str]:
+        """The timeouts above as session settings of every connection the service opens."""
+        return {
+            "statement_timeout": str(self.db_statement_timeout_ms),
+            "lock_timeout": str(self.db_lock_timeout_ms),
+            "idle_in_transaction_session_timeout": str(self.db_idle_in_transaction_timeout_ms),
+        }

@@ -1,5 +1,7 @@
-"""Pure rules of programs, codes, links and clicks: no I/O, so they are unit-tested without
-infrastructure."""
+"""Pure rules that more than one area of link-service applies: what a code is, when a program
+is live, share links, and the redirect's URL and click rules. Rules of one area live in its
+package (programs.domain, advocates.domain, enrollment.domain). No I/O, so they are unit-tested
+without infrastructure."""
 
 from __future__ import annotations
 
@@ -10,13 +12,11 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
-from importlib import resources
+from typing import Literal, get_args
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from crawlerdetect import CrawlerDetect
 from ua_parser import parse as parse_user_agent
-
-from servicekit.problems import InvalidInput
 
 # No look-alikes (0/O, 1/I/L): codes are read aloud and typed at checkouts.
 CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
@@ -24,18 +24,14 @@ LOOK_ALIKES = frozenset("0O1IL")
 DEFAULT_CODE_LENGTH = 8
 # Any code a link may carry (random, vanity, prefixed); anything else is a 404 without a lookup.
 CODE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,39}$")
-PREFIX_PATTERN = re.compile(r"^[A-Z2-9]{1,10}-?$")
-# Random codes must leave enough room that a collision retry is rare even for big programs.
-MIN_CODE_SPACE = 10**9
 
-SHARE_CHANNELS = ("email", "sms", "whatsapp", "facebook", "x", "linkedin", "copy")
-DEFAULT_SHARE_TEMPLATE = "Join me at {program} and we both get a reward: {link}"
+Channel = Literal["email", "sms", "whatsapp", "facebook", "x", "linkedin", "copy"]
+SHARE_CHANNELS: tuple[Channel, ...] = get_args(Channel)
+# What a program's share templates may fill in (programs validate them, advocates render them).
 TEMPLATE_PLACEHOLDERS = frozenset({"link", "code", "name", "program"})
-_PLACEHOLDER = re.compile(r"\{([a-z_]*)\}")
-_BRACED = re.compile(r"\{([^{}]*)\}")
 
 
-# ---------------------------------------------------------------------------- code format
+# ---------------------------------------------------------------------------- codes
 
 
 @dataclass(frozen=True)
@@ -43,43 +39,6 @@ class CodeFormat:
     length: int = DEFAULT_CODE_LENGTH
     alphabet: str = CODE_ALPHABET
     prefix: str = ""
-
-
-def validate_code_format(length: int, alphabet: str, prefix: str) -> CodeFormat:
-    """A program's random-code format, or InvalidInput naming the offending field."""
-    if alphabet != alphabet.upper() or not alphabet.isalnum() or not alphabet.isascii():
-        raise InvalidInput(
-            "alphabet must be upper-case letters and digits (codes compare case-insensitively)",
-            field="code_format.alphabet",
-        )
-    if len(set(alphabet)) != len(alphabet):
-        raise InvalidInput("alphabet repeats a character", field="code_format.alphabet")
-    bad = sorted(set(alphabet) & LOOK_ALIKES)
-    if bad:
-        raise InvalidInput(
-            f"alphabet contains look-alike characters {''.join(bad)} (0/O, 1/I/L)",
-            field="code_format.alphabet",
-        )
-    if len(alphabet) < 10:
-        raise InvalidInput("alphabet needs at least 10 characters", field="code_format.alphabet")
-    if not 4 <= length <= 24:
-        raise InvalidInput("length must be between 4 and 24", field="code_format.length")
-    if len(alphabet) ** length < MIN_CODE_SPACE:
-        raise InvalidInput(
-            f"{len(alphabet)}^{length} codes are too few to draw from; raise the length",
-            field="code_format.length",
-        )
-    prefix = prefix.upper()
-    if prefix and not PREFIX_PATTERN.fullmatch(prefix):
-        raise InvalidInput(
-            "prefix is 1-10 letters/digits without look-alikes, optionally ending in '-'",
-            field="code_format.prefix",
-        )
-    if set(prefix.rstrip("-")) & LOOK_ALIKES:
-        raise InvalidInput("prefix contains look-alike characters", field="code_format.prefix")
-    if len(prefix) + length > 40:
-        raise InvalidInput("prefix and length exceed 40 characters", field="code_format.prefix")
-    return CodeFormat(length=length, alphabet=alphabet, prefix=prefix)
 
 
 def generate_code(fmt: CodeFormat) -> str:
@@ -94,60 +53,6 @@ def code_key(code: str) -> str:
 
 def is_well_formed_code(code: str) -> bool:
     return bool(CODE_PATTERN.fullmatch(code))
-
-
-# ---------------------------------------------------------------------------- vanity codes
-
-VANITY_PATTERN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){3,19}$")
-# Words a code must not be: paths and names that would mislead people or collide with routes.
-_RESERVED = """
-    ADMIN ADMINISTRATOR API APP AUTH BILLING DOCS HELP HEALTHZ INFO LOGIN LOGOUT METRICS
-    MODERATOR NULL OFFICIAL OPENAPI PASSWORD R READYZ REFERRAL ROOT SECURITY SIGNIN SIGNUP
-    STAFF STATIC STATUS SUPPORT SYSTEM TEST UNDEFINED V1 V2 WWW
-"""
-RESERVED_WORDS = frozenset(_RESERVED.split())
-# Leetspeak spellings; "1" may stand for i or l, so both readings are checked.
-_LEET_I = str.maketrans("0134578@$92", "oieastbasgz")
-_LEET_L = str.maketrans("0134578@$92", "oleastbasgz")
-
-
-@functools.cache
-def _offensive_words() -> tuple[frozenset[str], frozenset[str]]:
-    """better-profanity's word list: (all words, words long enough to match inside a code)."""
-    text = (resources.files("better_profanity") / "profanity_wordlist.txt").read_text("utf-8")
-    words = frozenset(w.strip().lower() for w in text.splitlines() if w.strip())
-    # Short words ("ass", "tit") hide inside harmless ones ("class", "title"), so they only
-    # count as a whole word or a whole segment, never as a substring.
-    return words, frozenset(w for w in words if len(w) >= 4 and " " not in w)
-
-
-def is_offensive(code: str) -> bool:
-    whole, embeddable = _offensive_words()
-    lowered = code.lower()
-    readings = {lowered, lowered.translate(_LEET_I), lowered.translate(_LEET_L)}
-    for reading in readings:
-        letters = re.sub(r"[^a-z]", "", reading)
-        segments = [s for s in re.split(r"[^a-z]+", reading) if s]
-        if letters in whole or any(s in whole for s in segments):
-            return True
-        if any(w in letters for w in embeddable):
-            return True
-    return False
-
-
-def validate_vanity_code(code: str) -> str:
-    """The vanity code as the advocate typed it (case kept), or InvalidInput on `code`."""
-    code = code.strip()
-    if not VANITY_PATTERN.fullmatch(code):
-        raise InvalidInput(
-            "a vanity code is 4-20 letters or digits, single dashes between them",
-            field="code",
-        )
-    if code_key(code).replace("-", "") in RESERVED_WORDS:
-        raise InvalidInput(f"'{code}' is a reserved word", field="code")
-    if is_offensive(code):
-        raise InvalidInput(f"'{code}' is not allowed (offensive word list)", field="code")
-    return code
 
 
 # ---------------------------------------------------------------------------- programs
@@ -180,80 +85,23 @@ def inactive_reason(
     return None
 
 
-ALLOWED_STATUS_CHANGES = {
-    "draft": {"draft", "active", "paused", "ended"},
-    "active": {"active", "paused", "ended"},
-    "paused": {"paused", "active", "ended"},
-    "ended": {"ended"},
-}
-
-
-def check_status_change(old: str, new: str) -> None:
-    if new not in ALLOWED_STATUS_CHANGES[old]:
-        raise InvalidInput(f"a program cannot go from {old} to {new}", field="status")
-
-
-def check_window(starts_at: datetime | None, ends_at: datetime | None) -> None:
-    if starts_at is not None and ends_at is not None and ends_at <= starts_at:
-        raise InvalidInput("ends_at must be after starts_at", field="ends_at")
-
-
-def _absolute_http_url(url: str, field: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidInput(f"{field} must be an absolute http(s) URL", field=field)
-    return url
-
-
 def host_allowed(host: str, allowed_domains: list[str] | tuple[str, ...]) -> bool:
     host = host.lower().rstrip(".")
     return any(host == d or host.endswith("." + d) for d in allowed_domains)
 
 
-def normalize_domains(
-    landing_url: str, allowed_domains: list[str] | None, fallback_url: str | None = None
-) -> list[str]:
-    """The landing URL's host is always allowed; every domain is lower-case without a dot.
-    The fallback URL must be on an allowed domain too: a program never sends people elsewhere."""
-    _absolute_http_url(landing_url, "landing_url")
-    host = urlsplit(landing_url).hostname
-    assert host is not None
-    domains = {host.lower()}
-    for d in allowed_domains or []:
-        d = d.strip().lower().rstrip(".")
-        if not d or not re.fullmatch(r"[a-z0-9.-]+", d) or d.startswith("."):
-            raise InvalidInput(f"'{d}' is not a domain name", field="allowed_domains")
-        domains.add(d)
-    if fallback_url is not None:
-        _absolute_http_url(fallback_url, "fallback_url")
-        fb_host = urlsplit(fallback_url).hostname or ""
-        if not host_allowed(fb_host, sorted(domains)):
-            raise InvalidInput("fallback_url must be on an allowed domain", field="fallback_url")
-    return sorted(domains)
-
-
-def validate_share_templates(templates: dict[str, str]) -> dict[str, str]:
-    for channel, template in templates.items():
-        if channel not in SHARE_CHANNELS:
-            raise InvalidInput(
-                f"unknown share channel '{channel}' (one of {', '.join(SHARE_CHANNELS)})",
-                field=f"share_templates.{channel}",
-            )
-        if not template.strip() or len(template) > 1000:
-            raise InvalidInput(
-                "a template is 1-1000 characters", field=f"share_templates.{channel}"
-            )
-        unknown = set(_BRACED.findall(template)) - TEMPLATE_PLACEHOLDERS
-        if unknown:
-            raise InvalidInput(
-                f"unknown placeholder {{{sorted(unknown)[0]}}}; use "
-                + ", ".join("{" + p + "}" for p in sorted(TEMPLATE_PLACEHOLDERS)),
-                field=f"share_templates.{channel}",
-            )
-    return templates
-
-
 # ---------------------------------------------------------------------------- share links
+
+
+@dataclass(frozen=True)
+class Links:
+    """The service's public side, as handlers need it."""
+
+    base_url: str
+
+    def link(self, code: str) -> str:
+        """The advocate's plain link (no channel), as events and API answers carry it."""
+        return share_link(self.base_url, code, None, "")
 
 
 def share_link(base_url: str, code: str, channel: str | None, campaign: str) -> str:
@@ -264,33 +112,6 @@ def share_link(base_url: str, code: str, channel: str | None, campaign: str) -> 
         return path
     utm = {"utm_source": channel, "utm_medium": "referral", "utm_campaign": campaign}
     return f"{path}/{channel}?{urlencode(utm)}"
-
-
-def render_template(template: str, values: dict[str, str]) -> str:
-    """Fills {link}, {code}, {name}, {program}; never str.format (no attribute access)."""
-    text = _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), template)
-    if "{link}" not in template and values.get("link"):
-        text = f"{text} {values['link']}"
-    return text
-
-
-def share_intent(channel: str, message: str, link: str, subject: str) -> str | None:
-    """The URL that opens the channel's composer with the message filled in."""
-    q = quote
-    match channel:
-        case "email":
-            return f"mailto:?subject={q(subject)}&body={q(message)}"
-        case "sms":
-            return f"sms:?&body={q(message)}"
-        case "whatsapp":
-            return f"https://wa.me/?text={q(message)}"
-        case "facebook":
-            return f"https://www.facebook.com/sharer/sharer.php?u={q(link, safe='')}"
-        case "x":
-            return f"https://x.com/intent/post?text={q(message)}"
-        case "linkedin":
-            return f"https://www.linkedin.com/sharing/share-offsite/?url={q(link, safe='')}"
-    return None  # "copy": the message itself is the payload
 
 
 # ---------------------------------------------------------------------------- redirect

@@ -4,12 +4,18 @@ import dataclasses
 
 from fastapi import FastAPI
 
-from link_service import api, cli, domain
+from link_service import api, domain
+from link_service.advocates import api as advocates_api
 from link_service.config import Settings
 from link_service.consumers import CONSUMERS
+from link_service.enrollment import api as enrollment_api
+from link_service.enrollment import cli
+from link_service.enrollment.worker import EnrollmentWorker
 from link_service.events import SERVICE
-from link_service.redirect import LinkState, RedirectMiddleware
-from link_service.workers import CacheInvalidator, ClickWriter, EnrollmentWorker
+from link_service.link_state import LinkState
+from link_service.programs import api as programs_api
+from link_service.redirect import RedirectMiddleware
+from link_service.workers import CacheInvalidator, ClickWriter
 from servicekit.app import create_service_app
 from servicekit.cli import run_cli
 from servicekit.runtime import Runtime, ServiceSpec, Worker
@@ -35,14 +41,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def workers(rt: Runtime) -> list[Worker]:
         state.rt = rt
         state.writer = ClickWriter(rt, settings, state.registry)
-        state.invalidator = CacheInvalidator(rt, state)
+        state.invalidator = CacheInvalidator(rt, state.cache)
         state.enrollment = EnrollmentWorker(rt, settings)
         # The user-agent parsers load their regex tables on first use: now, not in the
         # first redirect (and before servicekit freezes the start-up heap).
         domain.classify_user_agent(_WARM_UP_USER_AGENT)
         return [state.writer, state.invalidator, state.enrollment]
 
-    app = create_service_app(dataclasses.replace(SPEC, workers=workers), settings, [api.router])
+    routers = [programs_api.router, advocates_api.router, enrollment_api.router, api.router]
+    app = create_service_app(dataclasses.replace(SPEC, workers=workers), settings, routers)
     app.state.links = state
     state.registry = app.state.metrics.registry
     # /r/... is answered before FastAPI's own per-request work, routing or dependency

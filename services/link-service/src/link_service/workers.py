@@ -1,5 +1,5 @@
-"""Background loops of link-service: the group-commit click writer, the cache invalidator that
-tails link.events, and the bulk-enrollment worker."""
+"""Background loops of the redirect: the group-commit click writer and the cache invalidator that
+tails link.events. (The bulk-enrollment worker is enrollment.worker.)"""
 
 from __future__ import annotations
 
@@ -9,23 +9,20 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import Counter, Histogram
 
-from link_service import handlers, repository
+from link_service.code_cache import CodeCache
 from link_service.config import Settings
-from link_service.redirect import LinkState
+from link_service.redirect_repository import ClickRow, insert_clicks_with_events
 from referral_events import topics
 from referral_events.outbox import OutboxRow
 from servicekit.runtime import Runtime
 
 log = logging.getLogger(__name__)
-
-ClickRow = Sequence[Any]
 
 DB_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
@@ -131,7 +128,7 @@ class ClickWriter:
                 relay = self._rt.relay
                 local = relay is not None and relay.is_leader
                 started = time.perf_counter()
-                await repository.insert_clicks_with_events(conn, clicks, events, notify=not local)
+                await insert_clicks_with_events(conn, clicks, events, notify=not local)
                 self.commit_seconds.observe(time.perf_counter() - started)
                 self.committed.inc(len(batch))
                 if relay is not None:
@@ -167,9 +164,9 @@ class CacheInvalidator:
     (nothing to resume: after a restart the cache is empty again). Should this reader stall,
     entries still expire after CODE_CACHE_TTL_SECONDS."""
 
-    def __init__(self, rt: Runtime, state: LinkState) -> None:
+    def __init__(self, rt: Runtime, cache: CodeCache) -> None:
         self._rt = rt
-        self._state = state
+        self._cache = cache
         self._stopping = asyncio.Event()
         self.positioned = asyncio.Event()
         self.applied = 0
@@ -198,7 +195,7 @@ class CacheInvalidator:
             await consumer.seek_to_end(*tps)
             for tp in tps:
                 await consumer.position(tp)
-            self._state.cache.clear()
+            self._cache.clear()
             self.positioned.set()
             while not self._stopping.is_set():
                 batches = await consumer.getmany(timeout_ms=500, max_records=1000)
@@ -207,7 +204,7 @@ class CacheInvalidator:
                         self.apply(record.value)
         finally:
             self.positioned.clear()
-            self._state.cache.clear()
+            self._cache.clear()
             with contextlib.suppress(Exception):
                 await consumer.stop()
 
@@ -219,7 +216,7 @@ class CacheInvalidator:
             kind, data = str(event["type"]), event["data"]
         except (ValueError, KeyError, TypeError):
             return
-        cache = self._state.cache
+        cache = self._cache
         if kind.startswith("program."):
             cache.invalidate_program(data["program_id"])
         elif kind.startswith("advocate."):
@@ -230,34 +227,3 @@ class CacheInvalidator:
 
     async def stop(self) -> None:
         self._stopping.set()
-
-
-class EnrollmentWorker:
-    """Works through bulk-enrollment jobs chunk by chunk, one transaction per chunk. All state
-    is in Postgres, so a restarted (or another) replica resumes after the last committed
-    chunk; SKIP LOCKED keeps two replicas off the same job at the same time."""
-
-    def __init__(self, rt: Runtime, settings: Settings) -> None:
-        self._rt = rt
-        self._links = handlers.Links(settings.public_base_url, settings.code_length)
-        self._chunk = settings.enrollment_chunk_rows
-        self._poll = settings.enrollment_poll_interval_seconds
-        self._stopping = False
-        self.wake = asyncio.Event()
-
-    async def run(self) -> None:
-        while not self._stopping:
-            try:
-                async with self._rt.transaction() as conn:
-                    done = await handlers.enroll_chunk(conn, self._links, self._chunk)
-            except DB_ERRORS as exc:
-                log.warning("enrollment chunk failed, retrying: %r", exc)
-                done = None
-            if done is None:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), self._poll)
-                self.wake.clear()
-
-    async def stop(self) -> None:
-        self._stopping = True
-        self.wake.set()

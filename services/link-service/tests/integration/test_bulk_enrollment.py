@@ -13,7 +13,7 @@ from rich.console import Console
 
 from devstack.paths import free_port
 from devstack.testing import eventually
-from link_service.cli import enroll_bulk
+from link_service.enrollment.cli import enroll_bulk
 from link_service.main import create_app
 
 pytestmark = pytest.mark.integration

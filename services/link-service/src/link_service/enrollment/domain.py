@@ -1,6 +1,6 @@
-"""Bulk enrollment files (CSV or NDJSON): parsing and row validation, pure so they are
-unit-tested without infrastructure. Row numbers are 1-based data rows (a CSV header is not a
-row); line numbers are the file's own, for people opening it in an editor."""
+"""Bulk enrollment files (CSV or NDJSON): parsing, row validation and the outcome of each row,
+pure so they are unit-tested without infrastructure. Row numbers are 1-based data rows (a CSV
+header is not a row); line numbers are the file's own, for people opening it in an editor."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ import csv
 import hashlib
 import io
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import ValidationError
 
-from link_service.schemas import AdvocateIn
+from link_service.advocates.schemas import AdvocateIn
 from servicekit.problems import InvalidInput
 
 COLUMNS = ("customer_id", "email", "name", "locale", "marketing_consent")
@@ -21,12 +22,19 @@ TRUE = {"true", "1", "yes", "y", "t"}
 FALSE = {"false", "0", "no", "n", "f", ""}
 
 
+class ParsedRow(NamedTuple):
+    row_no: int
+    line_no: int
+    data: str | None  # the row as a JSON object; None when it could not be read
+    error: str | None
+    field: str | None
+
+
 @dataclass(frozen=True)
 class ParsedFile:
     format: Literal["csv", "ndjson"]
     sha256: str
-    # (row_no, line_no, data as JSON text or None, error, field)
-    rows: list[tuple[int, int, str | None, str | None, str | None]]
+    rows: list[ParsedRow]
 
 
 @dataclass(frozen=True)
@@ -66,7 +74,7 @@ def parse_file(raw: bytes, fmt: Literal["csv", "ndjson"]) -> ParsedFile:
     return ParsedFile(fmt, hashlib.sha256(raw).hexdigest(), rows)
 
 
-def _parse_csv(text: str) -> list[tuple[int, int, str | None, str | None, str | None]]:
+def _parse_csv(text: str) -> list[ParsedRow]:
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader)
@@ -84,7 +92,7 @@ def _parse_csv(text: str) -> list[tuple[int, int, str | None, str | None, str | 
         )
     if len(set(names)) != len(names):
         raise InvalidInput("the header repeats a column", field="file")
-    rows: list[tuple[int, int, str | None, str | None, str | None]] = []
+    rows: list[ParsedRow] = []
     row_no = 0
     line_no = reader.line_num
     while True:
@@ -96,7 +104,7 @@ def _parse_csv(text: str) -> list[tuple[int, int, str | None, str | None, str | 
         except csv.Error as exc:
             # The csv module cannot resynchronise after a broken quote: report it, stop there.
             row_no += 1
-            rows.append((row_no, start_line, None, f"malformed CSV: {exc}", "row"))
+            rows.append(ParsedRow(row_no, start_line, None, f"malformed CSV: {exc}", "row"))
             break
         line_no = reader.line_num
         if not fields or all(not f.strip() for f in fields):
@@ -104,7 +112,7 @@ def _parse_csv(text: str) -> list[tuple[int, int, str | None, str | None, str | 
         row_no += 1
         if len(fields) != len(names):
             rows.append(
-                (
+                ParsedRow(
                     row_no,
                     start_line,
                     None,
@@ -114,12 +122,12 @@ def _parse_csv(text: str) -> list[tuple[int, int, str | None, str | None, str | 
             )
             continue
         data = {n: f for n, f in zip(names, fields, strict=True)}
-        rows.append((row_no, start_line, json.dumps(data), None, None))
+        rows.append(ParsedRow(row_no, start_line, json.dumps(data), None, None))
     return rows
 
 
-def _parse_ndjson(text: str) -> list[tuple[int, int, str | None, str | None, str | None]]:
-    rows: list[tuple[int, int, str | None, str | None, str | None]] = []
+def _parse_ndjson(text: str) -> list[ParsedRow]:
+    rows: list[ParsedRow] = []
     row_no = 0
     for line_no, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -128,12 +136,12 @@ def _parse_ndjson(text: str) -> list[tuple[int, int, str | None, str | None, str
         try:
             data = json.loads(line)
         except json.JSONDecodeError as exc:
-            rows.append((row_no, line_no, None, f"not JSON: {exc.msg}", "row"))
+            rows.append(ParsedRow(row_no, line_no, None, f"not JSON: {exc.msg}", "row"))
             continue
         if not isinstance(data, dict):
-            rows.append((row_no, line_no, None, "a line must be a JSON object", "row"))
+            rows.append(ParsedRow(row_no, line_no, None, "a line must be a JSON object", "row"))
             continue
-        rows.append((row_no, line_no, json.dumps(data), None, None))
+        rows.append(ParsedRow(row_no, line_no, json.dumps(data), None, None))
     return rows
 
 
@@ -158,3 +166,52 @@ def validate_row(data: dict[str, Any]) -> AdvocateIn | RowError:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first.get("loc", ())) or None
         return RowError(field, first.get("msg", "invalid"))
+
+
+# ---------------------------------------------------------------------------- row outcomes
+
+RowStatus = Literal["enrolled", "existing", "error"]
+
+
+class RowOutcome(NamedTuple):
+    row_no: int
+    status: RowStatus
+    error: str | None = None
+    field: str | None = None
+    advocate_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A chunk's rows as read: those settled already (errors, and a customer's repeats within
+    the chunk), and the first row of each customer, to enroll."""
+
+    settled: list[RowOutcome]
+    wanted: dict[str, tuple[int, AdvocateIn]]  # customer_id -> (row_no, enrollment)
+
+
+def read_chunk(rows: Iterable[tuple[int, str]]) -> Chunk:
+    """`rows`: (row_no, data) of pending rows."""
+    settled: list[RowOutcome] = []
+    wanted: dict[str, tuple[int, AdvocateIn]] = {}
+    for row_no, data in rows:
+        outcome = validate_row(json.loads(data))
+        if isinstance(outcome, RowError):
+            settled.append(RowOutcome(row_no, "error", outcome.message, outcome.field))
+        elif outcome.customer_id in wanted:
+            settled.append(RowOutcome(row_no, "existing"))
+        else:
+            wanted[outcome.customer_id] = (row_no, outcome)
+    return Chunk(settled, wanted)
+
+
+def outcomes(chunk: Chunk, enrolled: dict[str, str], existing: dict[str, str]) -> list[RowOutcome]:
+    """Every row of the chunk settled, given the advocate ids by customer of those the chunk
+    enrolled and of those enrolled before."""
+    result = list(chunk.settled)
+    for customer_id, (row_no, _) in chunk.wanted.items():
+        if customer_id in enrolled:
+            result.append(RowOutcome(row_no, "enrolled", advocate_id=enrolled[customer_id]))
+        else:
+            result.append(RowOutcome(row_no, "existing", advocate_id=existing.get(customer_id)))
+    return result

@@ -1,0 +1,203 @@
+"""What a review found (issue #21): one event the broker always refuses blocked a schema's whole
+outbox; the inbox was never pruned; with no lock timeout a consumer waited on a held lock
+forever and nothing showed it. On a real broker and a real database."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from devstack.pytest_plugin import Namespace
+from devstack.testing import eventually, read_to_end
+from referral_events import CloudEvent
+from referral_events.contracts.link import CodeCreated
+from referral_events.emitter import Emitter
+from referral_events.inbox import InboxConsumer
+from referral_events.kafka import ensure_topics, make_producer
+from referral_events.outbox import (
+    OutboxRelay,
+    OutboxRow,
+    enqueue_rows,
+    outbox_stats,
+    release_parked,
+)
+from referral_events.sql import OUTBOX_INBOX_V1, OUTBOX_INBOX_V2
+from referral_events.topics import LINK_EVENTS, Topic, dlq
+from servicekit.settings import ServiceSettings
+
+pytestmark = pytest.mark.integration
+SCHEMA = "libpark"
+EMITTER = Emitter("libtest", LINK_EVENTS)
+
+
+@pytest.fixture
+async def env(namespace: Namespace) -> AsyncIterator[tuple[asyncpg.Pool, AIOKafkaProducer]]:
+    conn = await asyncpg.connect(namespace.database_url)
+    await conn.execute(f"CREATE SCHEMA {SCHEMA}; SET search_path TO {SCHEMA};")
+    await conn.execute(OUTBOX_INBOX_V1)
+    await conn.execute(OUTBOX_INBOX_V2)
+    await conn.execute("CREATE TABLE counters (name text PRIMARY KEY, n integer NOT NULL)")
+    await conn.close()
+    await ensure_topics(
+        namespace.kafka_bootstrap_servers,
+        [Topic(LINK_EVENTS, 2, 3_600_000), Topic(dlq(LINK_EVENTS), 1, 3_600_000)],
+        prefix=namespace.topic_prefix,
+    )
+    # The session settings every service's pool gets (servicekit.runtime), with a short lock
+    # timeout so the test does not wait the production 10 s.
+    settings = ServiceSettings(db_lock_timeout_ms=300).db_session_settings()
+    pool = await asyncpg.create_pool(
+        namespace.database_url, server_settings={**settings, "search_path": SCHEMA}
+    )
+    producer = make_producer(namespace.kafka_bootstrap_servers, "libtest")
+    await producer.start()
+    yield pool, producer
+    await producer.stop()
+    await pool.close()
+
+
+@contextlib.asynccontextmanager
+async def running(*runnables: object) -> AsyncIterator[None]:
+    tasks = [asyncio.create_task(r.run()) for r in runnables]  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        for r in runnables:
+            await r.stop()  # type: ignore[attr-defined]
+        await asyncio.wait_for(asyncio.gather(*tasks), 30)
+
+
+def code_event(i: int) -> CodeCreated:
+    return CodeCreated(code=f"C{i:04d}", advocate_id="adv_1", program_id="prg")
+
+
+async def test_a_row_the_broker_refuses_is_parked_and_the_rest_flows(env, namespace) -> None:
+    pool, producer = env
+    good = [EMITTER.row(code_event(i), tenant_id="t", key="adv_1") for i in range(20)]
+    # Larger than the producer's max_request_size (1 MiB): refused for what it is, every time.
+    huge = OutboxRow("evt_huge", LINK_EVENTS, "adv_1", b"x" * (2 * 1024 * 1024))
+    async with pool.acquire() as conn, conn.transaction():
+        await enqueue_rows(conn, [*good[:10], huge, *good[10:]])
+
+    relay = OutboxRelay(
+        dsn=namespace.database_url,
+        schema=SCHEMA,
+        producer=producer,
+        topic_prefix=namespace.topic_prefix,
+        batch_size=8,
+        poll_interval=0.1,
+        max_attempts=3,
+    )
+    async with running(relay):
+
+        async def drained() -> bool:
+            async with pool.acquire() as conn:
+                stats = await outbox_stats(conn)
+            return stats.backlog == 0 and stats.parked == 1
+
+        await eventually(drained, timeout=30)
+
+    records = await read_to_end(
+        namespace.kafka_bootstrap_servers, namespace.topic_prefix + LINK_EVENTS
+    )
+    published = [CloudEvent.from_json(r.value).data["code"] for r in records]
+    assert published == [f"C{i:04d}" for i in range(20)]  # in order, the huge one left out
+    async with pool.acquire() as conn:
+        parked = await conn.fetchrow(
+            "SELECT attempts, last_error, parked_at FROM outbox WHERE event_id = 'evt_huge'"
+        )
+        assert parked["attempts"] == 3 and parked["parked_at"] is not None
+        assert "MessageSizeTooLarge" in parked["last_error"]
+        assert await release_parked(conn) == 1
+        released = await conn.fetchrow(
+            "SELECT attempts, parked_at FROM outbox WHERE event_id = 'evt_huge'"
+        )
+        assert released["attempts"] == 0 and released["parked_at"] is None
+
+
+async def test_inbox_rows_past_the_retention_are_pruned_in_bounded_batches(env, namespace) -> None:
+    pool, producer = env
+    async with pool.acquire() as conn:
+        await conn.execute(
+            """
+            INSERT INTO inbox (consumer, event_id, event_type, topic, kafka_partition,
+                               kafka_offset, processed_at)
+            SELECT c, 'e' || c || n, 't', 'link.events', 0, n,
+                   now() - make_interval(days => CASE WHEN n % 3 = 0 THEN 1 ELSE 40 END)
+            FROM generate_series(1, 2500) n, unnest(ARRAY['mine', 'other']) c
+            """
+        )
+    consumer = InboxConsumer(
+        name="mine",
+        group_id=namespace.topic_prefix + "mine",
+        topics=[namespace.topic_prefix + LINK_EVENTS],
+        handlers={},
+        pool=pool,
+        bootstrap_servers=namespace.kafka_bootstrap_servers,
+        dlq_producer=producer,
+        retention_days=35,
+    )
+    old_mine = 2500 - 2500 // 3
+    assert await consumer.prune(batch=400, max_batches=2) == 800  # bounded: the rest next round
+    assert await consumer.prune(batch=400, max_batches=100) == old_mine - 800
+    assert consumer.pruned == old_mine
+    async with pool.acquire() as conn:
+        left = dict(await conn.fetch("SELECT consumer, count(*) FROM inbox GROUP BY consumer"))
+    assert left == {"mine": 2500 // 3, "other": 2500}  # recent rows and other groups kept
+
+
+async def test_a_held_lock_fails_the_handler_in_time_and_the_stall_shows(env, namespace) -> None:
+    pool, producer = env
+    topic = namespace.topic_prefix + LINK_EVENTS
+    async with pool.acquire() as conn:
+        await conn.execute("INSERT INTO counters VALUES ('codes', 0)")
+
+    tries = 0
+
+    async def apply(conn: asyncpg.Connection, event: CloudEvent, payload: CodeCreated) -> None:
+        nonlocal tries
+        tries += 1
+        await conn.execute("UPDATE counters SET n = n + 1 WHERE name = 'codes'")
+
+    consumer = InboxConsumer(
+        name="locked",
+        group_id=namespace.topic_prefix + "locked",
+        topics=[topic],
+        handlers={CodeCreated.TYPE: apply},
+        pool=pool,
+        bootstrap_servers=namespace.kafka_bootstrap_servers,
+        dlq_producer=producer,
+        max_attempts=1_000,  # a handler error is retried: only the lock holder ends the stall
+        retry_base_seconds=0.05,
+    )
+    holder = await asyncpg.connect(namespace.database_url, server_settings={"search_path": SCHEMA})
+    try:
+        lock = holder.transaction()
+        await lock.start()
+        await holder.execute("SELECT * FROM counters WHERE name = 'codes' FOR UPDATE")
+        event = EMITTER.event(code_event(1), tenant_id="t", key="adv_1")
+        async with running(consumer):
+            await producer.send_and_wait(topic, event.to_json(), key=b"adv_1")
+            started = time.monotonic()
+            # Each try gives up after the lock timeout (300 ms) instead of waiting forever, and
+            # the loop's stall grows for the metric and the alert to see.
+            await eventually(lambda: consumer.stalled_seconds() > 3, timeout=30)
+            assert time.monotonic() - started < 20
+            assert tries > 3  # without a lock timeout the first try would still be waiting
+            await lock.rollback()
+
+            async def applied() -> bool:
+                async with pool.acquire() as conn:
+                    n: int = await conn.fetchval("SELECT n FROM counters WHERE name = 'codes'")
+                return n == 1
+
+            await eventually(applied, timeout=30)
+            await eventually(lambda: consumer.stalled_seconds() < 2, timeout=10)
+    finally:
+        await holder.close()

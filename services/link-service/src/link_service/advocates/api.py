@@ -1,0 +1,191 @@
+"""HTTP routes of advocates, their codes, share links and QR codes: parse, authenticate, open
+the transaction, call a handler, shape the answer."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from datetime import timedelta
+from typing import Annotated, Literal
+
+import segno
+from fastapi import APIRouter, Query, Request, Response
+
+from link_service.advocates import handlers
+from link_service.advocates.schemas import (
+    AdvocateIn,
+    AdvocateOut,
+    AdvocatePatch,
+    BlockIn,
+    CodeOut,
+    ShareLinkOut,
+    ShareLinksOut,
+    VanityCodeIn,
+)
+from link_service.domain import Channel, Links, share_link
+from link_service.edge import Auth, Rt, link_state, links, settings
+
+router = APIRouter()
+
+
+def _advocate_out(links: Links, view: handlers.AdvocateView) -> AdvocateOut:
+    row = view.advocate
+    return AdvocateOut(
+        id=row["id"],
+        program_id=row["program_id"],
+        customer_id=row["customer_id"],
+        email=row["email"],
+        name=row["name"],
+        locale=row["locale"],
+        marketing_consent=row["marketing_consent"],
+        blocked=row["blocked"],
+        block_reason=row["block_reason"],
+        code=view.code,
+        aliases=view.aliases,
+        link=links.link(view.code),
+        version=row["version"],
+        created_at=row["created_at"],
+    )
+
+
+# ---------------------------------------------------------------------------- advocates
+
+
+@router.post(
+    "/v1/programs/{program_id}/advocates",
+    status_code=201,
+    response_model=AdvocateOut,
+    tags=["advocates"],
+    responses={200: {"model": AdvocateOut, "description": "already enrolled"}},
+)
+async def enroll_advocate(
+    program_id: str, body: AdvocateIn, who: Auth, rt: Rt, response: Response
+) -> AdvocateOut:
+    async with rt.transaction() as conn:
+        result = await handlers.enroll_advocate(conn, who.tenant_id, program_id, body, links(rt))
+    if not result.created:
+        response.status_code = 200
+    return _advocate_out(links(rt), result.view)
+
+
+@router.get("/v1/advocates/{advocate_id}", response_model=AdvocateOut, tags=["advocates"])
+async def get_advocate(advocate_id: str, who: Auth, rt: Rt) -> AdvocateOut:
+    async with rt.transaction() as conn:
+        view = await handlers.get_advocate(conn, who.tenant_id, advocate_id)
+    return _advocate_out(links(rt), view)
+
+
+@router.patch("/v1/advocates/{advocate_id}", response_model=AdvocateOut, tags=["advocates"])
+async def update_advocate(advocate_id: str, body: AdvocatePatch, who: Auth, rt: Rt) -> AdvocateOut:
+    async with rt.transaction() as conn:
+        view = await handlers.update_advocate(conn, who.tenant_id, advocate_id, body, links(rt))
+    return _advocate_out(links(rt), view)
+
+
+@router.post("/v1/advocates/{advocate_id}/block", response_model=AdvocateOut, tags=["advocates"])
+async def block_advocate(
+    advocate_id: str, who: Auth, rt: Rt, request: Request, body: BlockIn | None = None
+) -> AdvocateOut:
+    async with rt.transaction() as conn:
+        view = await handlers.set_blocked(
+            conn, who.tenant_id, advocate_id, blocked=True, reason=body.reason if body else None
+        )
+    link_state(request).cache.invalidate_advocate(advocate_id)
+    return _advocate_out(links(rt), view)
+
+
+@router.post("/v1/advocates/{advocate_id}/unblock", response_model=AdvocateOut, tags=["advocates"])
+async def unblock_advocate(advocate_id: str, who: Auth, rt: Rt, request: Request) -> AdvocateOut:
+    async with rt.transaction() as conn:
+        view = await handlers.set_blocked(conn, who.tenant_id, advocate_id, blocked=False)
+    link_state(request).cache.invalidate_advocate(advocate_id)
+    return _advocate_out(links(rt), view)
+
+
+# ---------------------------------------------------------------------------- codes and links
+
+
+@router.put("/v1/advocates/{advocate_id}/code", response_model=AdvocateOut, tags=["codes"])
+async def set_vanity_code(
+    advocate_id: str, body: VanityCodeIn, who: Auth, rt: Rt, request: Request
+) -> AdvocateOut:
+    """Sets a vanity code (when the program allows them); the previous code keeps redirecting."""
+    s = settings(rt)
+    limits = handlers.CodeLimits(s.vanity_changes_max, timedelta(days=s.vanity_changes_window_days))
+    async with rt.transaction() as conn:
+        view, previous = await handlers.set_vanity_code(
+            conn, who.tenant_id, advocate_id, body.code, links(rt), limits
+        )
+    if previous is not None:
+        link_state(request).cache.invalidate_codes([view.code, previous])
+    return _advocate_out(links(rt), view)
+
+
+@router.get("/v1/advocates/{advocate_id}/share-links", response_model=ShareLinksOut, tags=["codes"])
+async def share_links(advocate_id: str, who: Auth, rt: Rt) -> ShareLinksOut:
+    async with rt.transaction() as conn:
+        view, channels = await handlers.share_links(conn, who.tenant_id, advocate_id, links(rt))
+    return ShareLinksOut(
+        advocate_id=advocate_id,
+        code=view.code,
+        link=links(rt).link(view.code),
+        channels=[
+            ShareLinkOut(
+                channel=c.channel,
+                url=c.url,
+                message=c.message,
+                intent_url=c.intent_url,
+            )
+            for c in channels
+        ],
+    )
+
+
+@router.get(
+    "/v1/advocates/{advocate_id}/qr",
+    tags=["codes"],
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}, "image/svg+xml": {}}}},
+)
+async def qr_code(
+    advocate_id: str,
+    who: Auth,
+    rt: Rt,
+    format: Literal["png", "svg"] = "png",
+    channel: Channel | None = None,
+    scale: Annotated[int, Query(ge=1, le=40)] = 8,
+) -> Response:
+    """A QR code of the advocate's link (or of one channel's link)."""
+    async with rt.transaction() as conn:
+        view = await handlers.get_advocate(conn, who.tenant_id, advocate_id)
+    link = share_link(links(rt).base_url, view.code, channel, view.advocate["program_id"])
+
+    def render() -> bytes:
+        buffer = io.BytesIO()
+        qr = segno.make(link, error="m", micro=False)
+        qr.save(buffer, kind=format, scale=scale, border=4)
+        return buffer.getvalue()
+
+    body = await asyncio.to_thread(render)
+    return Response(
+        body,
+        media_type="image/png" if format == "png" else "image/svg+xml",
+        headers={"Cache-Control": "private, max-age=300", "X-Link": link},
+    )
+
+
+@router.get("/v1/codes/{code}", response_model=CodeOut, tags=["codes"])
+async def get_code(code: str, who: Auth, rt: Rt) -> CodeOut:
+    """For checkouts where a friend types a code: whose it is and whether it can earn."""
+    async with rt.transaction() as conn:
+        found = await handlers.lookup_code(conn, who.tenant_id, code)
+    row = found.row
+    return CodeOut(
+        code=row["current_code"],
+        matched=row["code"],
+        alias=not row["current"],
+        program_id=row["program_id"],
+        advocate_id=row["advocate_id"],
+        can_earn=found.can_earn,
+        reason=found.reason,
+    )

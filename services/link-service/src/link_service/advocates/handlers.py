@@ -1,0 +1,310 @@
+"""Use cases of advocates, their codes and share links. Each takes the caller's connection (the
+edge's transaction), changes state through the repository and emits the implied events through
+the outbox."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from link_service import domain as shared
+from link_service import redirect_repository
+from link_service.advocates import domain, events, repository
+from link_service.advocates.schemas import AdvocateIn, AdvocatePatch
+from link_service.domain import Links
+from link_service.programs.domain import check_takes_new_advocates, stored_code_format
+from link_service.programs.handlers import get_program
+from referral_events.outbox import enqueue_rows
+from servicekit.ids import new_id
+from servicekit.problems import Conflict, DomainError, NotFound
+
+CODE_ATTEMPTS = 8
+
+
+class TooManyChanges(DomainError):
+    status = 429
+    title = "Too many changes"
+
+
+@dataclass(frozen=True)
+class AdvocateView:
+    advocate: asyncpg.Record
+    code: str
+    aliases: list[str]
+
+
+@dataclass(frozen=True)
+class Enrollment:
+    view: AdvocateView
+    created: bool
+
+
+@dataclass(frozen=True)
+class Enrolled:
+    advocate: asyncpg.Record
+    code: str
+
+
+# ---------------------------------------------------------------------------- enrollment
+
+
+def new_advocate(cmd: AdvocateIn) -> domain.NewAdvocate:
+    return domain.NewAdvocate(
+        advocate_id=new_id("adv"),
+        customer_id=cmd.customer_id,
+        profile=domain.Profile(cmd.email, cmd.name, cmd.locale, cmd.marketing_consent),
+    )
+
+
+async def enroll(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    program: asyncpg.Record,
+    candidates: Sequence[domain.NewAdvocate],
+    links: Links,
+) -> list[Enrolled]:
+    """Enrolls the candidates not yet in the program, set-wise (a few statements, however many):
+    each gets a random code, and its advocate.enrolled and code.created events. Returns only
+    the newly enrolled; a customer already enrolled is left as is."""
+    new = await repository.insert_advocates(
+        conn, tenant_id=tenant_id, program_id=program["id"], advocates=candidates
+    )
+    codes = await _issue_random_codes(conn, tenant_id, program, [a["id"] for a in new])
+    enrolled = [Enrolled(a, codes[a["id"]]) for a in new]
+    await enqueue_rows(
+        conn,
+        [
+            events.outbox_row(payload, tenant_id)
+            for e in enrolled
+            for payload in (
+                events.advocate_enrolled(e.advocate, e.code, links),
+                events.code_created(e.advocate, e.code, links),
+            )
+        ],
+    )
+    return enrolled
+
+
+async def enroll_advocate(
+    conn: asyncpg.Connection, tenant_id: str, program_id: str, cmd: AdvocateIn, links: Links
+) -> Enrollment:
+    """Enrolling the same customer again returns the existing advocate and code."""
+    program = await get_program(conn, tenant_id, program_id)
+    enrolled = await enroll(conn, tenant_id, program, [new_advocate(cmd)], links)
+    if not enrolled:
+        existing = await repository.get_advocate_by_customer(conn, program_id, cmd.customer_id)
+        assert existing is not None
+        return Enrollment(await _view(conn, existing), False)
+    # Checked only now, as an ended program still answers for its existing advocates; raising
+    # rolls the edge's transaction back, enrollment and events with it.
+    check_takes_new_advocates(program["status"])
+    return Enrollment(AdvocateView(enrolled[0].advocate, enrolled[0].code, []), True)
+
+
+async def _issue_random_codes(
+    conn: asyncpg.Connection, tenant_id: str, program: asyncpg.Record, advocate_ids: list[str]
+) -> dict[str, str]:
+    """A new random code for each advocate. The primary key decides uniqueness; those whose
+    draw collided draw again."""
+    fmt = stored_code_format(program)
+    issued: dict[str, str] = {}
+    missing = list(advocate_ids)
+    for _ in range(CODE_ATTEMPTS):
+        if not missing:
+            return issued
+        drawn = {a: shared.generate_code(fmt) for a in missing}
+        # Two equal draws in one statement would collide on the key: keep the first only.
+        batch: dict[str, domain.NewCode] = {}
+        for advocate_id, code in drawn.items():
+            batch.setdefault(shared.code_key(code), domain.NewCode(code, advocate_id))
+        won = await repository.insert_codes(
+            conn,
+            tenant_id=tenant_id,
+            program_id=program["id"],
+            kind="random",
+            codes=list(batch.values()),
+        )
+        issued.update({a: drawn[a] for a in won})
+        missing = [a for a in missing if a not in won]
+    if missing:
+        raise Conflict("could not draw a free referral code; the code space is nearly full")
+    return issued
+
+
+# ---------------------------------------------------------------------------- advocates
+
+
+async def _view(conn: asyncpg.Connection, advocate: asyncpg.Record) -> AdvocateView:
+    return AdvocateView(
+        advocate,
+        await repository.current_code(conn, advocate["id"]),
+        await repository.aliases(conn, advocate["id"]),
+    )
+
+
+async def _get_advocate(
+    conn: asyncpg.Connection, tenant_id: str, advocate_id: str, *, for_update: bool = False
+) -> asyncpg.Record:
+    advocate = await repository.get_advocate(conn, tenant_id, advocate_id, for_update=for_update)
+    if advocate is None:
+        raise NotFound(f"no advocate '{advocate_id}'", field="advocate_id")
+    return advocate
+
+
+async def get_advocate(conn: asyncpg.Connection, tenant_id: str, advocate_id: str) -> AdvocateView:
+    return await _view(conn, await _get_advocate(conn, tenant_id, advocate_id))
+
+
+async def update_advocate(
+    conn: asyncpg.Connection, tenant_id: str, advocate_id: str, cmd: AdvocatePatch, links: Links
+) -> AdvocateView:
+    old = await _get_advocate(conn, tenant_id, advocate_id, for_update=True)
+    current = domain.Profile(old["email"], old["name"], old["locale"], old["marketing_consent"])
+    sent = cmd.model_dump(include=cmd.model_fields_set)
+    if "marketing_consent" in sent and sent["marketing_consent"] is None:
+        sent["marketing_consent"] = False  # consent is given or not; null is not
+    profile = dataclasses.replace(current, **sent)
+    if profile == current:
+        return await _view(conn, old)
+    advocate = await repository.update_profile(conn, advocate_id, profile)
+    view = await _view(conn, advocate)
+    await events.publish(conn, events.advocate_updated(advocate, view.code, links), tenant_id)
+    return view
+
+
+async def set_blocked(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    advocate_id: str,
+    *,
+    blocked: bool,
+    reason: str | None = None,
+) -> AdvocateView:
+    """Idempotent: blocking a blocked advocate changes nothing and emits nothing."""
+    old = await _get_advocate(conn, tenant_id, advocate_id, for_update=True)
+    advocate = await repository.set_blocked(
+        conn, advocate_id=advocate_id, blocked=blocked, reason=reason
+    )
+    if advocate is None:
+        return await _view(conn, old)
+    now = datetime.now(UTC)
+    await events.publish(
+        conn,
+        events.advocate_blocked(advocate, reason, now)
+        if blocked
+        else events.advocate_unblocked(advocate, now),
+        tenant_id,
+    )
+    return await _view(conn, advocate)
+
+
+# ---------------------------------------------------------------------------- codes and links
+
+
+@dataclass(frozen=True)
+class CodeLimits:
+    max_changes: int
+    window: timedelta
+
+
+async def set_vanity_code(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    advocate_id: str,
+    requested: str,
+    links: Links,
+    limits: CodeLimits,
+) -> tuple[AdvocateView, str | None]:
+    """Makes `requested` the advocate's current code; the old one stays as an alias. Returns
+    the view and the previous code (None when nothing changed)."""
+    advocate = await _get_advocate(conn, tenant_id, advocate_id, for_update=True)
+    program = await get_program(conn, tenant_id, advocate["program_id"])
+    if not program["vanity_allowed"]:
+        raise Conflict("this program does not allow vanity codes", field="code")
+    code = domain.validate_vanity_code(requested)
+    key = shared.code_key(code)
+    existing = await repository.get_code(conn, key)
+    if existing is not None and existing["advocate_id"] != advocate_id:
+        raise Conflict(f"the code '{code}' is taken", field="code")
+    if existing is not None and existing["current"]:
+        return await _view(conn, advocate), None
+    since = datetime.now(UTC) - limits.window
+    if await repository.code_changes_since(conn, advocate_id, since) >= limits.max_changes:
+        raise TooManyChanges(
+            f"a code may change at most {limits.max_changes} times in {limits.window.days} days",
+            field="code",
+        )
+    previous = await repository.retire_current_code(conn, advocate_id)
+    if existing is not None:
+        # Back to one of the advocate's own earlier codes.
+        await repository.reinstate_code(conn, key)
+        code = existing["code"]
+    elif not await repository.insert_codes(
+        conn,
+        tenant_id=tenant_id,
+        program_id=advocate["program_id"],
+        kind="vanity",
+        codes=[domain.NewCode(code, advocate_id)],
+    ):
+        raise Conflict(f"the code '{code}' is taken", field="code")
+    await events.publish(
+        conn, events.code_changed(advocate, code, previous, links, datetime.now(UTC)), tenant_id
+    )
+    return await _view(conn, advocate), previous
+
+
+@dataclass(frozen=True)
+class CodeLookup:
+    row: asyncpg.Record
+    can_earn: bool
+    reason: str | None
+
+
+async def lookup_code(conn: asyncpg.Connection, tenant_id: str, code: str) -> CodeLookup:
+    if not shared.is_well_formed_code(code):
+        raise NotFound(f"no referral code '{code}'", field="code")
+    resolved = await redirect_repository.resolve_code(conn, shared.code_key(code))
+    if resolved is None or resolved["tenant_id"] != tenant_id:
+        raise NotFound(f"no referral code '{code}'", field="code")
+    live = shared.program_is_live(
+        resolved["program_status"], resolved["starts_at"], resolved["ends_at"], datetime.now(UTC)
+    )
+    reason = shared.inactive_reason(
+        program_live=live, advocate_blocked=resolved["advocate_blocked"]
+    )
+    return CodeLookup(resolved, reason is None, reason)
+
+
+@dataclass(frozen=True)
+class ShareLink:
+    channel: shared.Channel
+    url: str
+    message: str
+    intent_url: str | None
+
+
+async def share_links(
+    conn: asyncpg.Connection, tenant_id: str, advocate_id: str, links: Links
+) -> tuple[AdvocateView, list[ShareLink]]:
+    view = await get_advocate(conn, tenant_id, advocate_id)
+    program = await get_program(conn, tenant_id, view.advocate["program_id"])
+    templates: dict[str, str] = dict(program["share_templates"])
+    result = []
+    for channel in shared.SHARE_CHANNELS:
+        url = shared.share_link(links.base_url, view.code, channel, program["id"])
+        message = domain.render_template(
+            templates.get(channel, domain.DEFAULT_SHARE_TEMPLATE),
+            {
+                "link": url,
+                "code": view.code,
+                "name": view.advocate["name"] or "",
+                "program": program["name"],
+            },
+        )
+        intent = domain.share_intent(channel, message, url, subject=program["name"])
+        result.append(ShareLink(channel, url, message, intent))
+    return view, result

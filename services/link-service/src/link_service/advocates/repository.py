@@ -1,0 +1,195 @@
+"""SQL of advocates and their codes. Functions take the caller's connection: the edge owns the
+transaction; nothing here commits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import asyncpg
+
+from link_service.advocates.domain import NewAdvocate, NewCode, Profile
+from referral_events.contracts.link import CodeKind
+
+# ---------------------------------------------------------------------------- advocates
+
+
+async def insert_advocates(
+    conn: asyncpg.Connection,
+    *,
+    tenant_id: str,
+    program_id: str,
+    advocates: Sequence[NewAdvocate],
+) -> list[asyncpg.Record]:
+    """Returns only those newly enrolled (a customer already in the program is left as is)."""
+    if not advocates:
+        return []
+    return list(
+        await conn.fetch(
+            """
+            INSERT INTO advocates (id, tenant_id, program_id, customer_id, email, name, locale,
+                                   marketing_consent)
+            SELECT id, $1, $2, customer_id, email, name, locale, consent
+            FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                        $8::boolean[]) AS t(id, customer_id, email, name, locale, consent)
+            ON CONFLICT (program_id, customer_id) DO NOTHING
+            RETURNING *
+            """,
+            tenant_id,
+            program_id,
+            [a.advocate_id for a in advocates],
+            [a.customer_id for a in advocates],
+            [a.profile.email for a in advocates],
+            [a.profile.name for a in advocates],
+            [a.profile.locale for a in advocates],
+            [a.profile.marketing_consent for a in advocates],
+        )
+    )
+
+
+async def get_advocate_by_customer(
+    conn: asyncpg.Connection, program_id: str, customer_id: str
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT * FROM advocates WHERE program_id = $1 AND customer_id = $2",
+        program_id,
+        customer_id,
+    )
+
+
+async def advocate_ids_by_customer(
+    conn: asyncpg.Connection, program_id: str, customer_ids: Sequence[str]
+) -> dict[str, str]:
+    rows = await conn.fetch(
+        "SELECT customer_id, id FROM advocates WHERE program_id = $1 AND customer_id = ANY($2)",
+        program_id,
+        list(customer_ids),
+    )
+    return {r["customer_id"]: r["id"] for r in rows}
+
+
+async def get_advocate(
+    conn: asyncpg.Connection, tenant_id: str, advocate_id: str, *, for_update: bool = False
+) -> asyncpg.Record | None:
+    lock = " FOR UPDATE" if for_update else ""
+    return await conn.fetchrow(
+        f"SELECT * FROM advocates WHERE id = $1 AND tenant_id = $2{lock}",  # noqa: S608
+        advocate_id,
+        tenant_id,
+    )
+
+
+async def update_profile(
+    conn: asyncpg.Connection, advocate_id: str, profile: Profile
+) -> asyncpg.Record:
+    row = await conn.fetchrow(
+        """
+        UPDATE advocates SET email = $2, name = $3, locale = $4, marketing_consent = $5,
+                             version = version + 1, updated_at = now()
+        WHERE id = $1 RETURNING *
+        """,
+        advocate_id,
+        profile.email,
+        profile.name,
+        profile.locale,
+        profile.marketing_consent,
+    )
+    assert row is not None
+    return row
+
+
+async def set_blocked(
+    conn: asyncpg.Connection, *, advocate_id: str, blocked: bool, reason: str | None
+) -> asyncpg.Record | None:
+    """The changed advocate, or None when it already was in that state."""
+    return await conn.fetchrow(
+        """
+        UPDATE advocates
+        SET blocked = $2, block_reason = CASE WHEN $2 THEN $3 END,
+            blocked_at = CASE WHEN $2 THEN now() END,
+            version = version + 1, updated_at = now()
+        WHERE id = $1 AND blocked <> $2 RETURNING *
+        """,
+        advocate_id,
+        blocked,
+        reason,
+    )
+
+
+# ---------------------------------------------------------------------------- codes
+
+
+async def insert_codes(
+    conn: asyncpg.Connection,
+    *,
+    tenant_id: str,
+    program_id: str,
+    kind: CodeKind,
+    codes: Sequence[NewCode],
+) -> set[str]:
+    """Returns the advocate ids whose code was free (the others draw again or give up)."""
+    if not codes:
+        return set()
+    rows = await conn.fetch(
+        """
+        INSERT INTO codes (code_key, code, tenant_id, program_id, advocate_id, kind)
+        SELECT code_key, code, $1, $2, advocate_id, $3
+        FROM unnest($4::text[], $5::text[], $6::text[]) AS t(code_key, code, advocate_id)
+        ON CONFLICT (code_key) DO NOTHING RETURNING advocate_id
+        """,
+        tenant_id,
+        program_id,
+        kind,
+        [c.key for c in codes],
+        [c.code for c in codes],
+        [c.advocate_id for c in codes],
+    )
+    return {r["advocate_id"] for r in rows}
+
+
+async def current_code(conn: asyncpg.Connection, advocate_id: str) -> str:
+    code: str | None = await conn.fetchval(
+        "SELECT code FROM codes WHERE advocate_id = $1 AND current", advocate_id
+    )
+    assert code is not None
+    return code
+
+
+async def aliases(conn: asyncpg.Connection, advocate_id: str) -> list[str]:
+    rows = await conn.fetch(
+        "SELECT code FROM codes WHERE advocate_id = $1 AND NOT current ORDER BY created_at",
+        advocate_id,
+    )
+    return [r["code"] for r in rows]
+
+
+async def get_code(conn: asyncpg.Connection, code_key: str) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT * FROM codes WHERE code_key = $1", code_key)
+
+
+async def retire_current_code(conn: asyncpg.Connection, advocate_id: str) -> str:
+    code: str | None = await conn.fetchval(
+        """
+        UPDATE codes SET current = false, replaced_at = now()
+        WHERE advocate_id = $1 AND current RETURNING code
+        """,
+        advocate_id,
+    )
+    assert code is not None
+    return code
+
+
+async def reinstate_code(conn: asyncpg.Connection, code_key: str) -> None:
+    await conn.execute(
+        "UPDATE codes SET current = true, replaced_at = NULL WHERE code_key = $1", code_key
+    )
+
+
+async def code_changes_since(conn: asyncpg.Connection, advocate_id: str, since: datetime) -> int:
+    """Each change retires the code before it, so retirements count changes."""
+    n: int = await conn.fetchval(
+        "SELECT count(*) FROM codes WHERE advocate_id = $1 AND replaced_at >= $2",
+        advocate_id,
+        since,
+    )
+    return n

@@ -1,0 +1,120 @@
+"""HTTP routes of bulk-enrollment jobs: parse, authenticate, open the transaction, call a
+handler, shape the answer."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Literal
+
+import asyncpg
+from fastapi import APIRouter, Query, Request, Response
+
+from link_service.edge import Auth, Rt, link_state, settings
+from link_service.enrollment import domain, handlers
+from link_service.enrollment.schemas import (
+    EnrollmentError,
+    EnrollmentErrorsOut,
+    EnrollmentJobOut,
+)
+from servicekit.problems import DomainError
+
+router = APIRouter()
+
+
+class PayloadTooLarge(DomainError):
+    status = 413
+    title = "Payload too large"
+
+
+def _job_out(job: asyncpg.Record, errors: list[asyncpg.Record]) -> EnrollmentJobOut:
+    return EnrollmentJobOut(
+        id=job["id"],
+        program_id=job["program_id"],
+        format=job["format"],
+        status=job["status"],
+        total_rows=job["total_rows"],
+        done_rows=job["done_rows"],
+        enrolled=job["enrolled"],
+        existing=job["existing"],
+        failed=job["failed"],
+        errors=[_error_out(e) for e in errors],
+        created_at=job["created_at"],
+        started_at=job["started_at"],
+        finished_at=job["finished_at"],
+    )
+
+
+def _error_out(e: asyncpg.Record) -> EnrollmentError:
+    return EnrollmentError(row=e["row_no"], line=e["line_no"], field=e["field"], message=e["error"])
+
+
+@router.post(
+    "/v1/programs/{program_id}/enrollment-jobs",
+    status_code=202,
+    response_model=EnrollmentJobOut,
+    tags=["advocates"],
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "text/csv": {"schema": {"type": "string"}},
+                "application/x-ndjson": {"schema": {"type": "string"}},
+            },
+        }
+    },
+)
+async def create_enrollment_job(
+    program_id: str,
+    request: Request,
+    response: Response,
+    who: Auth,
+    rt: Rt,
+    format: Literal["csv", "ndjson"] | None = None,
+) -> EnrollmentJobOut:
+    """Bulk enrollment from a CSV (header: customer_id[,email,name,locale,marketing_consent])
+    or NDJSON file. Answers 202 with the job; poll it for progress and row errors. Enrolling
+    is idempotent per customer, so uploading the same file again changes nothing."""
+    fmt = domain.detect_format(request.headers.get("content-type"), format)
+    limit = settings(rt).enrollment_max_upload_bytes
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"the file exceeds {limit} bytes", field="file")
+        chunks.append(chunk)
+    # Parsing 100,000 rows takes a moment: off the event loop, so redirects keep flowing.
+    parsed = await asyncio.to_thread(domain.parse_file, b"".join(chunks), fmt)
+    async with rt.transaction() as conn:
+        job = await handlers.create_enrollment_job(conn, who.tenant_id, program_id, parsed)
+        errors = await handlers.enrollment_errors(conn, who.tenant_id, job["id"], 0, 100)
+    worker = link_state(request).enrollment
+    if worker is not None:
+        worker.wake.set()
+    response.headers["Location"] = f"/v1/enrollment-jobs/{job['id']}"
+    return _job_out(job, errors)
+
+
+@router.get("/v1/enrollment-jobs/{job_id}", response_model=EnrollmentJobOut, tags=["advocates"])
+async def get_enrollment_job(job_id: str, who: Auth, rt: Rt) -> EnrollmentJobOut:
+    async with rt.transaction() as conn:
+        job, errors = await handlers.get_enrollment_job(conn, who.tenant_id, job_id)
+    return _job_out(job, errors)
+
+
+@router.get(
+    "/v1/enrollment-jobs/{job_id}/errors", response_model=EnrollmentErrorsOut, tags=["advocates"]
+)
+async def enrollment_job_errors(
+    job_id: str,
+    who: Auth,
+    rt: Rt,
+    after_row: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> EnrollmentErrorsOut:
+    async with rt.transaction() as conn:
+        rows = await handlers.enrollment_errors(conn, who.tenant_id, job_id, after_row, limit)
+    return EnrollmentErrorsOut(
+        items=[_error_out(e) for e in rows],
+        next_after_row=rows[-1]["row_no"] if len(rows) == limit else None,
+    )

@@ -1,0 +1,82 @@
+"""Use cases of bulk enrollment. Each takes the caller's connection (the edge's transaction:
+the HTTP route's, or the worker's one per chunk)."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from link_service.advocates.handlers import enroll, new_advocate
+from link_service.advocates.repository import advocate_ids_by_customer
+from link_service.domain import Links
+from link_service.enrollment import domain, repository
+from link_service.programs.domain import check_takes_new_advocates
+from link_service.programs.handlers import get_program
+from servicekit.ids import new_id
+from servicekit.problems import NotFound
+
+
+async def create_enrollment_job(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    program_id: str,
+    parsed: domain.ParsedFile,
+) -> asyncpg.Record:
+    program = await get_program(conn, tenant_id, program_id)
+    check_takes_new_advocates(program["status"])
+    return await repository.insert_enrollment_job(
+        conn, job_id=new_id("enj"), tenant_id=tenant_id, program_id=program_id, parsed=parsed
+    )
+
+
+async def get_enrollment_job(
+    conn: asyncpg.Connection, tenant_id: str, job_id: str
+) -> tuple[asyncpg.Record, list[asyncpg.Record]]:
+    job = await repository.get_enrollment_job(conn, tenant_id, job_id)
+    if job is None:
+        raise NotFound(f"no enrollment job '{job_id}'", field="job_id")
+    return job, await repository.enrollment_errors(conn, job_id, 0, 100)
+
+
+async def enrollment_errors(
+    conn: asyncpg.Connection, tenant_id: str, job_id: str, after_row: int, limit: int
+) -> list[asyncpg.Record]:
+    if await repository.get_enrollment_job(conn, tenant_id, job_id) is None:
+        raise NotFound(f"no enrollment job '{job_id}'", field="job_id")
+    return await repository.enrollment_errors(conn, job_id, after_row, limit)
+
+
+async def enroll_chunk(conn: asyncpg.Connection, links: Links, chunk_rows: int) -> int | None:
+    """Processes the next chunk of the oldest unfinished job, set-based (a few statements per
+    chunk, not per row), through the same enrollment as a single advocate's. Returns the rows
+    processed, or None when no job waits."""
+    job = await repository.claim_enrollment_job(conn)
+    if job is None:
+        return None
+    tenant_id, program_id = job["tenant_id"], job["program_id"]
+    rows = await repository.pending_rows(conn, job["id"], chunk_rows)
+    if not rows:
+        await repository.advance_enrollment_job(
+            conn, job["id"], done=0, enrolled=0, existing=0, failed=0
+        )
+        return 0
+    program = await get_program(conn, tenant_id, program_id)
+    chunk = domain.read_chunk((r["row_no"], r["data"]) for r in rows)
+    enrolled = await enroll(
+        conn, tenant_id, program, [new_advocate(a) for _, a in chunk.wanted.values()], links
+    )
+    new = {e.advocate["customer_id"]: e.advocate["id"] for e in enrolled}
+    existing = await advocate_ids_by_customer(
+        conn, program_id, [c for c in chunk.wanted if c not in new]
+    )
+    outcomes = domain.outcomes(chunk, new, existing)
+    await repository.finish_rows(conn, job["id"], outcomes)
+    statuses = [o.status for o in outcomes]
+    await repository.advance_enrollment_job(
+        conn,
+        job["id"],
+        done=len(outcomes),
+        enrolled=statuses.count("enrolled"),
+        existing=statuses.count("existing"),
+        failed=statuses.count("error"),
+    )
+    return len(outcomes)

@@ -1,0 +1,20 @@
+"""outbox: attempts, last error and parking of rows the broker keeps refusing; inbox: a BRIN
+index on processed_at for pruning by age (referral_events.sql.OUTBOX_INBOX_V2)
+
+Revision ID: 0003
+"""
+
+from alembic import op
+
+from referral_events.sql import DROP_OUTBOX_INBOX_V2, OUTBOX_INBOX_V2
+
+revision = "0003"
+down_revision = "0002"
+
+
+def upgrade() -> None:
+    op.execute(OUTBOX_INBOX_V2)
+
+
+def downgrade() -> None:
+    op.execute(DROP_OUTBOX_INBOX_V2)
