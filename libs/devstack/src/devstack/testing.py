@@ -6,11 +6,12 @@ import asyncio
 import hashlib
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import httpx
+import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from asgi_lifespan import LifespanManager
@@ -21,6 +22,42 @@ def new_api_key(tenant_id: str) -> tuple[str, dict[str, Any]]:
     """A fresh key and the settings entry (hash only) that accepts it."""
     key = "rk_test_" + secrets.token_urlsafe(16)
     return key, {"tenant_id": tenant_id, "key_sha256": hashlib.sha256(key.encode()).hexdigest()}
+
+
+# A test module's tests run twice, with the apps' front doors on and off, when its conftest's
+# `front_door` fixture is autouse and reads `request.param` (see `front_door`).
+FRONT_AND_FASTAPI = pytest.mark.parametrize(
+    "front_door", [True, False], ids=["front", "fastapi"], indirect=True
+)
+
+
+@contextmanager
+def front_door(monkeypatch: pytest.MonkeyPatch, on: bool) -> Iterator[list[str]]:
+    """Apps built inside have their front door (servicekit.front) on or off: the FRONT_DOOR
+    setting. Gives the route templates front doors answered, one per request; on leaving,
+    checks that the apps followed the setting: off, none got a front door and none answered,
+    so FastAPI served every request."""
+    from servicekit.app import ServiceApp
+    from servicekit.front import FrontRoute
+
+    monkeypatch.setenv("FRONT_DOOR", "true" if on else "false")
+    fronts: list[object] = []
+    answered: list[str] = []
+    set_front, respond = ServiceApp.set_front, FrontRoute.respond
+
+    def recorded_set_front(app: ServiceApp, make: Any) -> None:
+        set_front(app, make)
+        fronts.append(app.front)
+
+    async def recorded_respond(route: FrontRoute, *args: Any, **kwargs: Any) -> None:
+        answered.append(route.template)
+        await respond(route, *args, **kwargs)
+
+    monkeypatch.setattr(ServiceApp, "set_front", recorded_set_front)
+    monkeypatch.setattr(FrontRoute, "respond", recorded_respond)
+    yield answered
+    assert all((front is not None) == on for front in fronts), fronts
+    assert on or not answered, answered
 
 
 async def migrate(database_url: str, schema: str, package: str) -> None:

@@ -3,7 +3,6 @@ problem+json errors, /healthz, /readyz, /metrics (Prometheus), OpenTelemetry ins
 
 from __future__ import annotations
 
-import functools
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, cast
@@ -17,6 +16,7 @@ from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from servicekit.auth import ApiKeyAuthenticator
+from servicekit.front import FastAPIEntry
 from servicekit.metrics import RouteIndexedMetricsMiddleware, ServiceMetrics
 from servicekit.problems import install_problem_handlers
 from servicekit.runtime import Runtime, ServiceSpec
@@ -38,14 +38,19 @@ class ServiceApp(FastAPI):
     A service's hot path may have a front door (`set_front`): a plain ASGI app that sees every
     request before FastAPI does and answers the ones it can (link-service's redirect,
     attribution-service's conversions), paying for none of FastAPI's per-request work (its
-    native telemetry wraps even the built middleware stack); it records the same request
-    metrics itself (`metrics.FrontDoorMetrics`)."""
+    native telemetry wraps even the built middleware stack); it applies what the route it
+    stands in for declares and records the same request metrics and span (servicekit.front).
+    The `front_door` setting off, FastAPI serves everything."""
 
     front: ASGIApp | None = None
 
-    def set_front(self, make: Callable[[ASGIApp], ASGIApp]) -> None:
-        """`make` gets FastAPI's own entry point, to pass on what the front door leaves."""
-        self.front = make(functools.partial(FastAPI.__call__, self))
+    def set_front(self, make: Callable[[FastAPIEntry], ASGIApp]) -> None:
+        """`make` gets FastAPI's own entry point, to pass on what the front door leaves, and
+        the app whose routes the front door stands in for."""
+        settings = getattr(self.state, "settings", None)
+        if isinstance(settings, ServiceSettings) and not settings.front_door:
+            return
+        self.front = make(FastAPIEntry(self))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.front is not None:

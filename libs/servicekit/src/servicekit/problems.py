@@ -66,6 +66,16 @@ def problem(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
+def domain_problem(exc: DomainError, instance: str) -> JSONResponse:
+    """The answer to a refusal raised by a handler or a dependency."""
+    return problem(exc.status, exc.title, exc.detail, instance=instance, field=exc.field)
+
+
+def internal_error(instance: str) -> JSONResponse:
+    """The answer to an unexpected error (logged by whoever caught it)."""
+    return problem(500, "Internal error", "An unexpected error occurred.", instance=instance)
+
+
 def _field_name(loc: tuple[Any, ...]) -> str:
     # ("body", "amount") -> "amount"; ("query", "limit") -> "limit"; keep nested paths dotted.
     parts = [str(p) for p in loc if p not in ("body",)]
@@ -75,9 +85,7 @@ def _field_name(loc: tuple[Any, ...]) -> str:
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def _domain(request: Request, exc: DomainError) -> JSONResponse:
-        return problem(
-            exc.status, exc.title, exc.detail, instance=request.url.path, field=exc.field
-        )
+        return domain_problem(exc, request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -103,6 +111,4 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem(
-            500, "Internal error", "An unexpected error occurred.", instance=request.url.path
-        )
+        return internal_error(request.url.path)

@@ -55,6 +55,8 @@ class ServiceSettings(BaseSettings):
     db_idle_in_transaction_timeout_ms: int = Field(default=60_000, ge=0)
     consumer_max_attempts: int = Field(default=5, ge=1)
     run_consumers: bool = True
+    # The hot paths answered before FastAPI (servicekit.front); false: FastAPI serves everything.
+    front_door: bool = True
 
     log_level: str = "INFO"
     log_json: bool = True

@@ -3,7 +3,7 @@ the topics as link-service would."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaProducer
 
 from attribution_service.config import Settings
 from attribution_service.main import create_app
+from devstack import testing
 from devstack.pytest_plugin import Namespace
 from devstack.testing import migrate, new_api_key, read_topic, serve_in_process
 from referral_events import CloudEvent, EventPayload, new_event
@@ -42,6 +43,16 @@ class Env:
             timeout=60,
         )
         return [CloudEvent.from_json(r.value) for r in records]
+
+
+@pytest.fixture(autouse=True)
+def front_door(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[list[str]]:
+    """The apps' front door on, or off where a module runs its tests both ways
+    (`pytestmark = devstack.testing.FRONT_AND_FASTAPI`); gives the routes it answered."""
+    with testing.front_door(monkeypatch, getattr(request, "param", True)) as answered:
+        yield answered
 
 
 @pytest.fixture

@@ -10,11 +10,12 @@ import asyncpg
 import pytest
 
 from attribution_service import handlers
-from devstack.testing import eventually, read_topic
+from devstack.testing import FRONT_AND_FASTAPI, eventually, read_topic
 from referral_events import CloudEvent, new_event
 from referral_events.contracts import link as ev
 
-pytestmark = pytest.mark.integration
+# Every test twice: the hot path answered by the front door, and by FastAPI alone.
+pytestmark = [pytest.mark.integration, FRONT_AND_FASTAPI]
 CLICK_ID = "clk_" + "a" * 24
 
 

@@ -12,13 +12,14 @@ from typing import Any
 import asyncpg
 import pytest
 
-from devstack.testing import eventually, read_topic, wait_caught_up
+from devstack.testing import FRONT_AND_FASTAPI, eventually, read_topic, wait_caught_up
 from referral_events import CloudEvent
 from referral_events.contracts import link as ev
 
 from .conftest import Env, click
 
-pytestmark = pytest.mark.integration
+# Every test twice: the hot path answered by the front door, and by FastAPI alone.
+pytestmark = [pytest.mark.integration, FRONT_AND_FASTAPI]
 
 N = 1000
 ADVOCATES = 100

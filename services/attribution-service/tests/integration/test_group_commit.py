@@ -25,14 +25,15 @@ from attribution_service.handlers import NewConversion
 from attribution_service.main import create_app
 from attribution_service.schemas import ConversionIn
 from devstack.pytest_plugin import Namespace
-from devstack.testing import eventually, migrate, new_api_key, serve_in_process
+from devstack.testing import FRONT_AND_FASTAPI, eventually, migrate, new_api_key, serve_in_process
 from referral_events.contracts import link as ev
 from servicekit.problems import DomainError
 from servicekit.runtime import Runtime
 
 from .conftest import Env, click, link_facts
 
-pytestmark = pytest.mark.integration
+# Every test twice: the hot path answered by the front door, and by FastAPI alone.
+pytestmark = [pytest.mark.integration, FRONT_AND_FASTAPI]
 
 NOW = datetime.now(UTC)
 GRACE = timedelta(minutes=10)

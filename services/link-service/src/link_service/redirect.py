@@ -1,7 +1,8 @@
 """The public redirect `/r/{code}[/{channel}]`: the hot path.
 
 It runs as a plain ASGI middleware in front of FastAPI (no routing, dependency injection,
-FastAPI telemetry or per-request tracing spans: those cost more than the redirect itself).
+FastAPI telemetry or per-request tracing spans: those cost more than the redirect itself); with
+the front door off (FRONT_DOOR=false) api.py's /r/ routes answer with the same code (`answer`).
 Code lookups come from a per-replica cache (CodeCache) that link-service's own events
 invalidate (workers.CacheInvalidator) and the API invalidates on its own writes. The click and
 its link.clicked event are handed to the group-commit writer (workers.ClickWriter); the 302 is
@@ -26,7 +27,8 @@ from link_service.code_cache import CodeTarget
 from link_service.events import CLICKS
 from link_service.link_state import LinkState
 from referral_events.contracts.link import LinkClicked
-from servicekit.metrics import FrontDoorMetrics
+from servicekit.asgi import Headers, header_map, send_response
+from servicekit.front import FastAPIEntry, FrontRoute
 
 log = logging.getLogger(__name__)
 
@@ -35,26 +37,8 @@ NOT_FOUND_PAGE = b"""<!doctype html><html><head><meta charset="utf-8"><title>Lin
 <p>Check the link you were sent, or ask your friend for a new one.</p></body></html>"""
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
-    for k, v in scope["headers"]:
-        if k == name:
-            return str(v.decode("latin-1"))
-    return None
-
-
-async def _respond(send: Any, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [*headers, (b"content-length", str(len(body)).encode())],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _not_found(send: Any, head: bool) -> None:
-    await _respond(
+async def _not_found(send: Send, head: bool) -> None:
+    await send_response(
         send,
         404,
         [(b"content-type", b"text/html; charset=utf-8"), (b"cache-control", b"no-store")],
@@ -62,20 +46,31 @@ async def _not_found(send: Any, head: bool) -> None:
     )
 
 
+# Every answer under /r/ is counted as this one route, which the redirect dashboard and alerts
+# read.
+HANDLER = "/r/{code}"
+# The routes (api.py) the redirect answers for: a code, a code and its share channel, and any
+# other path under /r/ (the not-found page).
+ROUTES = ("/r/{code}", "/r/{code}/{channel}", "/r/{path:path}")
+
+
 class RedirectMiddleware:
     """Answers GET/HEAD /r/... itself; everything else goes to the wrapped app.
 
-    It is the app's front door (servicekit's `ServiceApp.set_front`), so a redirect pays for none of
-    FastAPI's per-request work or the API's middleware (tracing, metrics, body limits). It
-    records the same request metrics the stack's Prometheus middleware would
-    (`http_requests_total` and `http_request_duration_seconds` for handler `/r/{code}`), which
-    the redirect dashboard and alerts read. Redirects get no tracing span: a click starts no
-    trace worth following."""
+    It is the app's front door (servicekit.front), so a redirect pays for none of FastAPI's
+    per-request work or the API's middleware (tracing, metrics, body limits). It stands in for
+    the /r/ routes of api.py, which answer with the same code (`answer`) when the front door is
+    off, and applies what they declare (nothing today: the redirect is public). It records the
+    request metrics the stack's Prometheus middleware would (`http_requests_total` and
+    `http_request_duration_seconds`, all under handler `/r/{code}`). Redirects get no tracing
+    span: a click starts no trace worth following."""
 
-    def __init__(self, app: Any, state: LinkState, registry: Any = None) -> None:
+    def __init__(self, app: FastAPIEntry, state: LinkState, registry: Any = None) -> None:
         self.app = app
         self.state = state
-        self._metrics = FrontDoorMetrics(registry, "/r/{code}")
+        self._code, self._channel, self._other = (
+            FrontRoute(app, "GET", path, registry, handler=HANDLER, traced=False) for path in ROUTES
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -84,100 +79,111 @@ class RedirectMiddleware:
             and scope["method"] in ("GET", "HEAD")
         ):
             started = time.perf_counter()
-            try:
-                status = await self.redirect(scope, send)
-            except Exception:
-                log.exception("redirect failed")
-                status = 500
-                await _respond(send, 500, [(b"content-type", b"text/plain")], b"error")
-            self._metrics.observe(scope["method"], status, time.perf_counter() - started)
+            state = self.state
+            await self._route(scope["path"]).respond(
+                scope, send, lambda: answer(state, scope, send), started
+            )
             return
         await self.app(scope, receive, send)
 
-    async def redirect(self, scope: Scope, send: Any) -> int:
-        head = scope["method"] == "HEAD"
-        parts = scope["path"][3:].split("/")
-        if len(parts) > 2:
-            await _not_found(send, head)
-            return 404
-        code = unquote(parts[0])
-        channel = parts[1] if len(parts) == 2 and parts[1] in domain.SHARE_CHANNELS else None
-        if not domain.is_well_formed_code(code):
-            await _not_found(send, head)
-            return 404
-        state = self.state
-        target = await state.lookup(domain.code_key(code))
-        if target is None:
-            await _not_found(send, head)
-            return 404
+    def _route(self, path: str) -> FrontRoute:
+        """The route of ROUTES that FastAPI would match `path` to."""
+        rest = path[3:]
+        if "/" not in rest:
+            return self._code if rest else self._other
+        code, _, channel = rest.partition("/")
+        return self._channel if code and channel and "/" not in channel else self._other
 
-        raw_query = scope["query_string"]
-        query = parse_qsl(raw_query.decode("latin-1")) if raw_query else []
-        utm = [(k, v) for k, v in query if k.startswith("utm_")]
-        if channel is not None and not utm:
-            utm = [("utm_source", channel), ("utm_medium", "referral")]
-        now = datetime.now(UTC)
-        live = domain.program_is_live(target.program_status, target.starts_at, target.ends_at, now)
-        deep_link = next((v for k, v in query if k == "to"), None) if live else None
 
-        click_id: str | None = None
-        if not head:
-            click_id = await self._record(scope, target, channel, live, now)
-        if deep_link or utm or click_id is None:
-            if live:
-                dest = domain.redirect_target(target.landing_url, target.allowed_domains, deep_link)
-            else:
-                # A paused or ended program still sends people somewhere sensible.
-                dest = target.fallback_url or target.landing_url
-            location = domain.landing_url_for_click(dest, target.code, click_id, utm)
+async def answer(state: LinkState, scope: Scope, send: Send) -> int:
+    """Answer a GET or HEAD under /r/: the redirect, or the not-found page. Returns the status."""
+    head = scope["method"] == "HEAD"
+    parts = scope["path"][3:].split("/")
+    if len(parts) > 2:
+        await _not_found(send, head)
+        return 404
+    code = unquote(parts[0])
+    channel = parts[1] if len(parts) == 2 and parts[1] in domain.SHARE_CHANNELS else None
+    if not domain.is_well_formed_code(code):
+        await _not_found(send, head)
+        return 404
+    target = await state.lookup(domain.code_key(code))
+    if target is None:
+        await _not_found(send, head)
+        return 404
+
+    raw_query = scope["query_string"]
+    query = parse_qsl(raw_query.decode("latin-1")) if raw_query else []
+    utm = [(k, v) for k, v in query if k.startswith("utm_")]
+    if channel is not None and not utm:
+        utm = [("utm_source", channel), ("utm_medium", "referral")]
+    now = datetime.now(UTC)
+    live = domain.program_is_live(target.program_status, target.starts_at, target.ends_at, now)
+    deep_link = next((v for k, v in query if k == "to"), None) if live else None
+
+    click_id: str | None = None
+    if not head:
+        click_id = await _record(state, scope, target, channel, live, now)
+    if deep_link or utm or click_id is None:
+        if live:
+            dest = domain.redirect_target(target.landing_url, target.allowed_domains, deep_link)
         else:
-            prefix, fragment = target.landing_parts if live else target.fallback_parts
-            location = f"{prefix}ref={target.code}&click_id={click_id}{fragment}"
-        if not location.isascii() or " " in location:
-            location = quote(location, safe=":/?#[]@!$&'()*+,;=%~")
-        await _respond(
-            send, 302, [(b"location", location.encode()), (b"cache-control", b"no-store")], b""
-        )
-        return 302
+            # A paused or ended program still sends people somewhere sensible.
+            dest = target.fallback_url or target.landing_url
+        location = domain.landing_url_for_click(dest, target.code, click_id, utm)
+    else:
+        prefix, fragment = target.landing_parts if live else target.fallback_parts
+        location = f"{prefix}ref={target.code}&click_id={click_id}{fragment}"
+    if not location.isascii() or " " in location:
+        location = quote(location, safe=":/?#[]@!$&'()*+,;=%~")
+    await send_response(
+        send, 302, [(b"location", location.encode()), (b"cache-control", b"no-store")], b""
+    )
+    return 302
 
-    async def _record(
-        self,
-        scope: Scope,
-        target: CodeTarget,
-        channel: str | None,
-        live: bool,
-        now: datetime,
-    ) -> str | None:
-        """The click id once its click and event committed; None if they could not be."""
-        state = self.state
-        client = _client_info(scope, state.client_ip_header)
-        info = domain.classify_user_agent(_header(scope, b"user-agent"))
-        reason = domain.inactive_reason(
-            program_live=live, advocate_blocked=target.advocate_blocked, is_bot=info.is_bot
-        )
-        click_id = new_click_id()
-        referrer = domain.referrer_host(_header(scope, b"referer"))
-        ip = domain.ip_hash(state.ip_key, client)
-        row = (
-            click_id,
-            target.tenant_id,
-            target.code,
-            target.program_id,
-            target.advocate_id,
-            channel,
-            now,
-            info.user_agent_family,
-            info.device_class,
-            referrer,
-            ip,
-            info.is_bot,
-            reason is None,
-            reason,
-        )
-        assert state.writer is not None
-        event = click_event_json(row, target.tenant_id)
-        ok = await state.writer.record(row, CLICKS.serialised_row(click_id, target.code, event))
-        return click_id if ok else None
+
+async def _record(
+    state: LinkState,
+    scope: Scope,
+    target: CodeTarget,
+    channel: str | None,
+    live: bool,
+    now: datetime,
+) -> str | None:
+    """The click id once its click and event committed; None if they could not be."""
+    headers = header_map(scope)
+    client = _client_info(scope, headers, state.client_ip_header)
+    info = domain.classify_user_agent(_text(headers.get(b"user-agent")))
+    reason = domain.inactive_reason(
+        program_live=live, advocate_blocked=target.advocate_blocked, is_bot=info.is_bot
+    )
+    click_id = new_click_id()
+    referrer = domain.referrer_host(_text(headers.get(b"referer")))
+    ip = domain.ip_hash(state.ip_key, client)
+    row = (
+        click_id,
+        target.tenant_id,
+        target.code,
+        target.program_id,
+        target.advocate_id,
+        channel,
+        now,
+        info.user_agent_family,
+        info.device_class,
+        referrer,
+        ip,
+        info.is_bot,
+        reason is None,
+        reason,
+    )
+    assert state.writer is not None
+    event = click_event_json(row, target.tenant_id)
+    ok = await state.writer.record(row, CLICKS.serialised_row(click_id, target.code, event))
+    return click_id if ok else None
+
+
+def _text(value: bytes | None) -> str | None:
+    return value.decode("latin-1") if value is not None else None
 
 
 def new_click_id() -> str:
@@ -223,10 +229,10 @@ def click_event_json(row: tuple[Any, ...], tenant_id: str) -> bytes:
     )
 
 
-def _client_info(scope: Scope, ip_header: bytes | None) -> str | None:
+def _client_info(scope: Scope, headers: Headers, ip_header: bytes | None) -> str | None:
     if ip_header is not None:
-        forwarded = _header(scope, ip_header)
+        forwarded = headers.get(ip_header)
         if forwarded:
-            return forwarded.split(",")[0].strip() or None
+            return forwarded.decode("latin-1").split(",")[0].strip() or None
     client = scope.get("client")
     return str(client[0]) if client else None

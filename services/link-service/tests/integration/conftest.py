@@ -1,12 +1,13 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
 
+from devstack import testing
 from devstack.pytest_plugin import Namespace
 from devstack.testing import migrate, new_api_key, read_to_end, read_topic, serve_in_process
 from link_service.config import Settings
@@ -53,6 +54,16 @@ class LinkEnv:
                 **overrides,
             }
         )
+
+
+@pytest.fixture(autouse=True)
+def front_door(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[list[str]]:
+    """The apps' front door on, or off where a module runs its tests both ways
+    (`pytestmark = devstack.testing.FRONT_AND_FASTAPI`); gives the routes it answered."""
+    with testing.front_door(monkeypatch, getattr(request, "param", True)) as answered:
+        yield answered
 
 
 @pytest.fixture

@@ -6,10 +6,11 @@ from urllib.parse import parse_qs, urlsplit
 import asyncpg
 import pytest
 
-from devstack.testing import eventually, serve_in_process
+from devstack.testing import FRONT_AND_FASTAPI, eventually, serve_in_process
 from link_service.main import create_app
 
-pytestmark = pytest.mark.integration
+# Every test twice: the hot path answered by the front door, and by FastAPI alone.
+pytestmark = [pytest.mark.integration, FRONT_AND_FASTAPI]
 
 CHROME = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
