@@ -26,8 +26,8 @@ from opentelemetry import propagate, trace
 from pydantic import ValidationError
 from starlette.types import Message, Receive, Scope, Send
 
-from attribution_service import api
-from attribution_service.schemas import ConversionIn
+from attribution_service.conversions import api
+from attribution_service.conversions.schemas import ConversionIn
 from servicekit.auth import ApiKeyAuthenticator, Principal
 from servicekit.metrics import FrontDoorMetrics
 from servicekit.problems import DomainError, problem

@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from attribution_service import repository
+from attribution_service.conversions import repository
 from devstack.pytest_plugin import Namespace
 from devstack.testing import migrate
 from servicekit import migrations

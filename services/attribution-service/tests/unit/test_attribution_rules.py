@@ -6,8 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from attribution_service import domain, fraud
-from attribution_service.domain import Attachment, Click, Code, ProgramSettings, Referral
+from attribution_service.conversions import domain, fraud
+from attribution_service.conversions.domain import Click, Code, Referral
+from attribution_service.programs.domain import Attachment, ProgramSettings
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 CLICK = Click("clk_1", "prg_1", "adv_click", NOW - timedelta(days=2))

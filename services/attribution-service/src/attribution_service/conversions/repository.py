@@ -1,4 +1,5 @@
-"""All of attribution-service's SQL. Functions take the caller's connection; nothing commits."""
+"""Conversions' SQL: accepting, deciding and recording them, one by one and set-wise for a
+group commit. Functions take the caller's connection; nothing commits."""
 
 from __future__ import annotations
 
@@ -8,81 +9,9 @@ from typing import Any
 
 import asyncpg
 
-from attribution_service.fraud import LONGEST_NETWORK_WINDOW_HOURS
+from attribution_service.programs.domain import LONGEST_NETWORK_WINDOW_HOURS
 
-# --- copies of link-service's facts ----------------------------------------------------------
-
-
-async def upsert_program(conn: asyncpg.Connection, **f: Any) -> None:
-    # `version` only grows: an older state arriving late (redelivery) changes nothing.
-    await conn.execute(
-        """
-        INSERT INTO programs (id, tenant_id, status, name, starts_at, ends_at, version)
-        VALUES ($1, $2, $3, $4, $5, $6, $7)
-        ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, name = EXCLUDED.name,
-            starts_at = EXCLUDED.starts_at, ends_at = EXCLUDED.ends_at,
-            version = EXCLUDED.version, updated_at = now()
-        WHERE programs.version <= EXCLUDED.version
-        """,
-        f["program_id"],
-        f["tenant_id"],
-        f["status"],
-        f["name"],
-        f["starts_at"],
-        f["ends_at"],
-        f["version"],
-    )
-
-
-async def upsert_advocate(conn: asyncpg.Connection, **f: Any) -> None:
-    await conn.execute(
-        """
-        INSERT INTO advocates (id, tenant_id, program_id, customer_id, email, email_norm,
-                               blocked, version)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-        ON CONFLICT (id) DO UPDATE SET customer_id = EXCLUDED.customer_id,
-            email = EXCLUDED.email, email_norm = EXCLUDED.email_norm,
-            blocked = EXCLUDED.blocked, version = EXCLUDED.version
-        WHERE advocates.version <= EXCLUDED.version
-        """,
-        f["advocate_id"],
-        f["tenant_id"],
-        f["program_id"],
-        f["customer_id"],
-        f["email"],
-        f["email_norm"],
-        f["blocked"],
-        f["version"],
-    )
-
-
-async def set_advocate_blocked(
-    conn: asyncpg.Connection, advocate_id: str, blocked: bool, version: int | None
-) -> None:
-    await conn.execute(
-        """
-        UPDATE advocates SET blocked = $2, version = coalesce($3, version)
-        WHERE id = $1 AND ($3::bigint IS NULL OR version <= $3)
-        """,
-        advocate_id,
-        blocked,
-        version,
-    )
-
-
-async def upsert_code(conn: asyncpg.Connection, **f: Any) -> None:
-    await conn.execute(
-        """
-        INSERT INTO codes (code_key, code, tenant_id, program_id, advocate_id, alias_of)
-        VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (code_key) DO NOTHING
-        """,
-        f["code_key"],
-        f["code"],
-        f["tenant_id"],
-        f["program_id"],
-        f["advocate_id"],
-        f.get("alias_of"),
-    )
+# --- the evidence lock -------------------------------------------------------------------
 
 
 async def lock_evidence(
@@ -105,31 +34,6 @@ async def lock_evidence(
     )
 
 
-async def insert_click(conn: asyncpg.Connection, **f: Any) -> None:
-    await conn.execute(
-        """
-        INSERT INTO clicks (id, tenant_id, code, program_id, advocate_id, clicked_at, ip_hash,
-                            is_bot, counts, device_class, inactive_reason)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (id) DO NOTHING
-        """,
-        f["click_id"],
-        f["tenant_id"],
-        f["code"],
-        f["program_id"],
-        f["advocate_id"],
-        f["clicked_at"],
-        f["ip_hash"],
-        f["is_bot"],
-        f["counts"],
-        f["device_class"],
-        f["inactive_reason"],
-    )
-
-
-async def get_click(conn: asyncpg.Connection, click_id: str) -> asyncpg.Record | None:
-    return await conn.fetchrow("SELECT * FROM clicks WHERE id = $1", click_id)
-
-
 async def mark_expired_evidence(
     conn: asyncpg.Connection, tenant_id: str, kind: str, value: str
 ) -> None:
@@ -140,47 +44,6 @@ async def mark_expired_evidence(
         kind,
         value,
     )
-
-
-# --- program settings ----------------------------------------------------------------------
-
-
-async def get_program(conn: asyncpg.Connection, program_id: str) -> asyncpg.Record | None:
-    return await conn.fetchrow("SELECT * FROM programs WHERE id = $1", program_id)
-
-
-async def get_settings(conn: asyncpg.Connection, program_id: str) -> asyncpg.Record | None:
-    return await conn.fetchrow("SELECT * FROM program_settings WHERE program_id = $1", program_id)
-
-
-async def put_settings(
-    conn: asyncpg.Connection, program_id: str, tenant_id: str, settings: dict[str, Any]
-) -> asyncpg.Record:
-    row = await conn.fetchrow(
-        """
-        INSERT INTO program_settings (program_id, tenant_id, settings) VALUES ($1, $2, $3)
-        ON CONFLICT (program_id) DO UPDATE SET settings = EXCLUDED.settings, updated_at = now()
-        WHERE program_settings.tenant_id = EXCLUDED.tenant_id
-        RETURNING *
-        """,
-        program_id,
-        tenant_id,
-        settings,
-    )
-    assert row is not None
-    return row
-
-
-async def tenant_names_type(conn: asyncpg.Connection, tenant_id: str, type_: str) -> bool:
-    found: bool = await conn.fetchval(
-        """
-        SELECT EXISTS (SELECT 1 FROM program_settings WHERE tenant_id = $1
-                       AND settings -> 'custom_types' ? $2)
-        """,
-        tenant_id,
-        type_,
-    )
-    return found
 
 
 # --- deciding a conversion ------------------------------------------------------------------
@@ -505,7 +368,7 @@ async def delete_new_conversion(conn: asyncpg.Connection, conversion_id: str) ->
     await conn.execute("DELETE FROM conversions WHERE id = $1", conversion_id)
 
 
-# --- a group commit of conversions (see conversion_batch) -------------------------------------
+# --- a group commit of conversions (see conversions.batch) -------------------------------------
 
 # insert_conversion's columns and their types, in order: the arrays of insert_decided.
 CONVERSION_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -585,7 +448,7 @@ _CONTEXTS = """
 )
 
 
-# Session settings of the group commit's own connections (conversion_batch.ConversionWriter).
+# Session settings of the group commit's own connections (conversions.batch.ConversionWriter).
 # Its statements only ever look rows up by key, one outer row at a time (each table read a
 # subquery on the row), so a plan made once per connection serves every batch: planning them
 # afresh cost about a third of Postgres's CPU per conversion. With no sequential scan to
@@ -776,26 +639,6 @@ async def upsert_referrals(
     return [by_friend[(i["tenant_id"], i["program_id"], i["customer_id"])] for i in items]
 
 
-async def insert_reviews(conn: asyncpg.Connection, items: list[dict[str, Any]]) -> None:
-    """insert_review for many new conversions (ids chosen by the caller)."""
-    await conn.execute(
-        """
-        INSERT INTO reviews (id, tenant_id, conversion_id, program_id, advocate_id, reasons)
-        SELECT u.id, u.t, u.c, u.p, u.a,
-               ARRAY(SELECT jsonb_array_elements_text(u.r::jsonb))
-        FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
-            AS u(id, t, c, p, a, r)
-        ON CONFLICT (conversion_id) DO UPDATE SET reasons = EXCLUDED.reasons
-        """,
-        [i["id"] for i in items],
-        [i["tenant_id"] for i in items],
-        [i["conversion_id"] for i in items],
-        [i["program_id"] for i in items],
-        [i["advocate_id"] for i in items],
-        [json.dumps(i["reasons"]) for i in items],
-    )
-
-
 async def conversion_by_key(
     conn: asyncpg.Connection, tenant_id: str, key: str
 ) -> asyncpg.Record | None:
@@ -814,20 +657,6 @@ async def conversion_by_order(
         tenant_id,
         type_,
         order_id,
-    )
-
-
-async def conversion_by_any_order(
-    conn: asyncpg.Connection, tenant_id: str, order_ids: list[str]
-) -> asyncpg.Record | None:
-    """The paid conversion (purchase or subscription payment) of one of these order ids."""
-    return await conn.fetchrow(
-        """
-        SELECT * FROM conversions WHERE tenant_id = $1 AND order_id = ANY($2::text[])
-          AND amount_minor IS NOT NULL ORDER BY created_at LIMIT 1 FOR UPDATE
-        """,
-        tenant_id,
-        order_ids,
     )
 
 
@@ -913,73 +742,6 @@ async def record_decision(
     return row
 
 
-# --- reviews -------------------------------------------------------------------------------
-
-
-async def insert_review(conn: asyncpg.Connection, **f: Any) -> asyncpg.Record:
-    row = await conn.fetchrow(
-        """
-        INSERT INTO reviews (id, tenant_id, conversion_id, program_id, advocate_id, reasons)
-        VALUES ($1, $2, $3, $4, $5, $6)
-        ON CONFLICT (conversion_id) DO UPDATE SET reasons = EXCLUDED.reasons
-        RETURNING *
-        """,
-        f["id"],
-        f["tenant_id"],
-        f["conversion_id"],
-        f["program_id"],
-        f["advocate_id"],
-        f["reasons"],
-    )
-    assert row is not None
-    return row
-
-
-async def list_reviews(
-    conn: asyncpg.Connection, tenant_id: str, status: str, limit: int, after: str | None
-) -> list[asyncpg.Record]:
-    rows: list[asyncpg.Record] = await conn.fetch(
-        """
-        SELECT * FROM reviews WHERE tenant_id = $1 AND status = $2
-          AND ($4::text IS NULL OR id > $4)
-        ORDER BY id LIMIT $3
-        """,
-        tenant_id,
-        status,
-        limit,
-        after,
-    )
-    return rows
-
-
-async def get_review(
-    conn: asyncpg.Connection, tenant_id: str, review_id: str, *, lock: bool = False
-) -> asyncpg.Record | None:
-    sql = (
-        "SELECT * FROM reviews WHERE id = $1 AND tenant_id = $2 FOR UPDATE"
-        if lock
-        else "SELECT * FROM reviews WHERE id = $1 AND tenant_id = $2"
-    )
-    return await conn.fetchrow(sql, review_id, tenant_id)
-
-
-async def close_review(
-    conn: asyncpg.Connection, review_id: str, status: str, reason: str, decided_by: str | None
-) -> asyncpg.Record:
-    row = await conn.fetchrow(
-        """
-        UPDATE reviews SET status = $2, decision_reason = $3, decided_by = $4, decided_at = now()
-        WHERE id = $1 RETURNING *
-        """,
-        review_id,
-        status,
-        reason,
-        decided_by,
-    )
-    assert row is not None
-    return row
-
-
 async def set_conversion_status(
     conn: asyncpg.Connection,
     conversion_id: str,
@@ -1007,182 +769,3 @@ async def set_conversion_status(
     )
     assert row is not None
     return row
-
-
-# --- refunds and cancellations ---------------------------------------------------------------
-
-
-async def get_refund(
-    conn: asyncpg.Connection, tenant_id: str, conversion_id: str, external_id: str
-) -> asyncpg.Record | None:
-    return await conn.fetchrow(
-        "SELECT * FROM refunds WHERE tenant_id = $1 AND conversion_id = $2 AND external_id = $3",
-        tenant_id,
-        conversion_id,
-        external_id,
-    )
-
-
-async def insert_refund(conn: asyncpg.Connection, **f: Any) -> asyncpg.Record:
-    row = await conn.fetchrow(
-        """
-        INSERT INTO refunds (id, tenant_id, conversion_id, external_id, amount_minor, currency,
-                             total_minor, full_refund, request_hash, refunded_at)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *
-        """,
-        f["id"],
-        f["tenant_id"],
-        f["conversion_id"],
-        f["external_id"],
-        f["amount_minor"],
-        f["currency"],
-        f["total_minor"],
-        f["full_refund"],
-        f["request_hash"],
-        f["refunded_at"],
-    )
-    assert row is not None
-    return row
-
-
-async def add_refunded(conn: asyncpg.Connection, conversion_id: str, amount_minor: int) -> None:
-    await conn.execute(
-        "UPDATE conversions SET refunded_minor = refunded_minor + $2 WHERE id = $1",
-        conversion_id,
-        amount_minor,
-    )
-
-
-async def list_refunds(conn: asyncpg.Connection, conversion_id: str) -> list[asyncpg.Record]:
-    rows: list[asyncpg.Record] = await conn.fetch(
-        "SELECT * FROM refunds WHERE conversion_id = $1 ORDER BY created_at", conversion_id
-    )
-    return rows
-
-
-async def insert_cancellation(
-    conn: asyncpg.Connection,
-    tenant_id: str,
-    subscription_id: str,
-    customer_id: str | None,
-    cancelled_at: datetime,
-) -> asyncpg.Record | None:
-    """None when the subscription was already cancelled."""
-    return await conn.fetchrow(
-        """
-        INSERT INTO subscription_cancellations (tenant_id, subscription_id, customer_id,
-                                                cancelled_at)
-        VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING *
-        """,
-        tenant_id,
-        subscription_id,
-        customer_id,
-        cancelled_at,
-    )
-
-
-async def get_cancellation(
-    conn: asyncpg.Connection, tenant_id: str, subscription_id: str
-) -> asyncpg.Record | None:
-    return await conn.fetchrow(
-        "SELECT * FROM subscription_cancellations WHERE tenant_id = $1 AND subscription_id = $2",
-        tenant_id,
-        subscription_id,
-    )
-
-
-async def latest_subscription_conversion(
-    conn: asyncpg.Connection, tenant_id: str, subscription_id: str
-) -> asyncpg.Record | None:
-    """The subscription's latest attributed payment: who it belongs to."""
-    return await conn.fetchrow(
-        """
-        SELECT * FROM conversions WHERE tenant_id = $1 AND subscription_id = $2
-          AND status = 'attributed' ORDER BY occurred_at DESC LIMIT 1
-        """,
-        tenant_id,
-        subscription_id,
-    )
-
-
-# --- integrations and webhook receipts --------------------------------------------------------
-
-
-async def upsert_integration(conn: asyncpg.Connection, **f: Any) -> asyncpg.Record:
-    row = await conn.fetchrow(
-        """
-        INSERT INTO integrations (id, tenant_id, provider, account, secret)
-        VALUES ($1, $2, $3, $4, $5)
-        ON CONFLICT (tenant_id, provider, account)
-        DO UPDATE SET secret = EXCLUDED.secret, updated_at = now()
-        RETURNING *
-        """,
-        f["id"],
-        f["tenant_id"],
-        f["provider"],
-        f["account"],
-        f["secret"],
-    )
-    assert row is not None
-    return row
-
-
-async def list_integrations(conn: asyncpg.Connection, tenant_id: str) -> list[asyncpg.Record]:
-    rows: list[asyncpg.Record] = await conn.fetch(
-        "SELECT * FROM integrations WHERE tenant_id = $1 ORDER BY created_at", tenant_id
-    )
-    return rows
-
-
-async def get_integration(conn: asyncpg.Connection, integration_id: str) -> asyncpg.Record | None:
-    return await conn.fetchrow("SELECT * FROM integrations WHERE id = $1", integration_id)
-
-
-async def delete_integration(conn: asyncpg.Connection, tenant_id: str, integration_id: str) -> bool:
-    done: str = await conn.execute(
-        "DELETE FROM integrations WHERE id = $1 AND tenant_id = $2", integration_id, tenant_id
-    )
-    return done.endswith(" 1")
-
-
-async def insert_receipt(
-    conn: asyncpg.Connection, integration_id: str, delivery_id: str, topic: str
-) -> bool:
-    """False when this delivery id was already received (a replay)."""
-    row = await conn.fetchrow(
-        """
-        INSERT INTO webhook_receipts (integration_id, delivery_id, topic, outcome)
-        VALUES ($1, $2, $3, '{}'::jsonb) ON CONFLICT DO NOTHING RETURNING 1
-        """,
-        integration_id,
-        delivery_id,
-        topic,
-    )
-    return row is not None
-
-
-async def set_receipt_outcome(
-    conn: asyncpg.Connection, integration_id: str, delivery_id: str, outcome: dict[str, Any]
-) -> None:
-    await conn.execute(
-        "UPDATE webhook_receipts SET outcome = $3 WHERE integration_id = $1 AND delivery_id = $2",
-        integration_id,
-        delivery_id,
-        outcome,
-    )
-
-
-async def prune_receipts(conn: asyncpg.Connection, older_than: datetime) -> int:
-    done: str = await conn.execute(
-        "DELETE FROM webhook_receipts WHERE received_at < $1", older_than
-    )
-    return int(done.split()[-1])
-
-
-async def known_codes(conn: asyncpg.Connection, tenant_id: str, keys: list[str]) -> list[str]:
-    rows = await conn.fetch(
-        "SELECT code_key FROM codes WHERE tenant_id = $1 AND code_key = ANY($2::text[])",
-        tenant_id,
-        keys,
-    )
-    return [r["code_key"] for r in rows]

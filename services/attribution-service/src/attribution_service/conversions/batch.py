@@ -47,10 +47,17 @@ from typing import Any
 import asyncpg
 from prometheus_client import Counter, Histogram
 
-from attribution_service import domain, fraud, handlers, repository
-from attribution_service.fraud import LONGEST_NETWORK_WINDOW_HOURS
-from attribution_service.handlers import NewConversion
+from attribution_service.conversions import domain, fraud, handlers, repository
+from attribution_service.conversions.events import (
+    attributed_events,
+    flagged_event,
+    outbox_entry,
+    rejected_event,
+)
+from attribution_service.conversions.handlers import NewConversion
 from attribution_service.metrics import FRAUD_DECISIONS
+from attribution_service.programs.domain import LONGEST_NETWORK_WINDOW_HOURS
+from attribution_service.reviews import repository as review_repository
 from referral_events.outbox import OutboxRow, enqueue_rows
 from referral_events.tracing import continued_from, current_context_carrier
 from servicekit.db import transaction
@@ -397,7 +404,7 @@ async def _record(
         raise RunRaced
     reviews = [c for c in chosen if c.review_id is not None]
     if reviews:
-        await repository.insert_reviews(
+        await review_repository.insert_reviews(
             conn,
             [
                 {
@@ -440,17 +447,17 @@ def _events(c: _Chosen, row: Mapping[str, Any], ref: Mapping[str, Any] | None) -
         return []
     if d.status == "attributed":
         assert ref is not None
-        events = handlers.attributed_events(
+        events = attributed_events(
             row, cand, referral_created=ref["created"], referral_click_id=ref["click_id"]
         )
     elif d.status == "rejected":
-        events = [handlers.rejected_event(row, cand, d.reasons)]
+        events = [rejected_event(row, cand, d.reasons)]
     elif d.status == "review":
         assert c.review_id is not None
-        events = [handlers.flagged_event(row, cand, c.review_id, d.reasons)]
+        events = [flagged_event(row, cand, c.review_id, d.reasons)]
     else:
         return []
-    return [handlers.outbox_entry(row["tenant_id"], cand, p, e) for p, e in events]
+    return [outbox_entry(row["tenant_id"], cand, p, e) for p, e in events]
 
 
 @dataclass
