@@ -160,7 +160,7 @@ def _facts(**kw: object) -> fraud.Facts:
     ],
 )
 def test_decide_maps_verdict_to_status(facts, status) -> None:
-    decision = domain.decide(_choose(code=CODE), facts)
+    decision = domain.settle(_choose(code=CODE), facts)
     assert decision.status == status
     assert decision.fraud_decision == {"attributed": "allow", "review": "review"}.get(
         status, "deny"
@@ -168,7 +168,7 @@ def test_decide_maps_verdict_to_status(facts, status) -> None:
 
 
 def test_explanation_names_evidence_rule_window_and_every_check() -> None:
-    decision = domain.decide(_choose(clicks=[CLICK]), _facts())
+    decision = domain.settle(_choose(clicks=[CLICK]), _facts())
     exp = domain.explanation(decision)
     assert exp["evidence"]["click_id"] == "clk_1"  # type: ignore[index]
     assert exp["rule"] == "last-click within 30 days"
@@ -188,7 +188,7 @@ def test_explanation_names_evidence_rule_window_and_every_check() -> None:
 
 
 def test_organic_has_no_candidate_and_no_verdict() -> None:
-    decision = domain.decide(_choose(), None)
+    decision = domain.settle(_choose(), None)
     assert decision.status == "organic" and decision.fraud_decision is None
 
 

@@ -2,12 +2,15 @@
 
 A request hands its checked conversion (handlers.prepare_conversion) to a writer queue and
 waits; `CONVERSION_WRITERS` writer loops each take what has queued up (at most
-`CONVERSION_BATCH_MAX`) and decide all of it in ONE transaction with set-based statements: one
-read of every conversion's evidence context (with the screening facts of the named code's
-advocate read ahead, and whether its key or order is taken), one read of the other screening
-facts, then the click links, the referrals, the conversions (inserted already decided: no
-insert-then-update), the reviews and the outbox rows, each one statement for the whole batch.
-Only after the commit does each request get its answer, its own result or its own 4xx.
+`CONVERSION_BATCH_MAX`) and decide all of it in ONE transaction, the way a state machine applies
+a batch: every fact the batch's decisions need is read first, set-wise (one read of every
+conversion's evidence context, with the screening facts of the named code's advocate read ahead
+and whether its key or order is taken; one read of the other screening facts), then the one
+decision (decision.decide, the single path's too) is applied to each conversion in order, and
+what was decided is written set-wise (handlers.record: the click links, the referrals, the
+conversions inserted already decided, the reviews and the outbox rows, each one statement for
+the whole batch). Only after the commit does each request get its answer, its own result or its
+own 4xx.
 
 The outcome is that of processing the batch's requests one after another, in queue order (a
 test runs a batch both ways and compares answers, rows and events):
@@ -17,16 +20,16 @@ test runs a batch both ways and compares answers, rows and events):
   rows as committed (the same transaction), so a repeat answers with the first result or 409
   exactly as it would have. A custom type goes the one-by-one way (handlers.submit_prepared)
   at its place.
-- Within a run every read is taken before any of the run's rows exist, and what an earlier
+- Within a run every read is taken before any of the run's rows exist; what an earlier
   conversion of the run adds to a later one's screening (an advocate's velocity, signups from
-  one IP hash or device, the advocate's own sightings) is added in Python from the earlier
-  decisions, before the pure rules (domain, fraud) decide. Everything else a decision reads
-  belongs to the conversion's own customer, which no other conversion of the run shares.
+  one IP hash or device, the advocate's own sightings) is folded forward (decision.Earlier).
+  Everything else a decision reads belongs to the conversion's own customer, which no other
+  conversion of the run shares.
 - A conversion naming a click or code not seen yet takes the evidence lock and reads its
   context again (handlers.wait_or_decide's protocol) before the run locks any referral; it is
   then decided with the others, or inserted waiting (and committed under the lock).
 - Should another transaction take a key or (type, order id) between the read and the insert,
-  the insert says so (RunRaced) and the batch goes the one-by-one way below.
+  the insert says so (handlers.Raced) and the batch goes the one-by-one way below.
 
 A bad request fails alone: its refusal is a DomainError for that request only (nothing was
 written for it). A database error rolls the whole batch back (nothing was answered yet) and
@@ -40,28 +43,19 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import asyncpg
 from prometheus_client import Counter, Histogram
 
-from attribution_service.conversions import domain, fraud, handlers, repository
-from attribution_service.conversions.events import (
-    attributed_events,
-    flagged_event,
-    outbox_entry,
-    rejected_event,
-)
+from attribution_service.conversions import decision, handlers, repository
+from attribution_service.conversions.decision import Chosen, Decided
+from attribution_service.conversions.facts import Conversion, Screening, ScreeningAsk
 from attribution_service.conversions.handlers import NewConversion
-from attribution_service.metrics import FRAUD_DECISIONS
-from attribution_service.programs.domain import LONGEST_NETWORK_WINDOW_HOURS
-from attribution_service.reviews import repository as review_repository
-from referral_events.outbox import OutboxRow, enqueue_rows
 from referral_events.tracing import continued_from, current_context_carrier
 from servicekit.db import transaction
-from servicekit.ids import new_id
 from servicekit.problems import DomainError
 from servicekit.runtime import Runtime
 
@@ -87,23 +81,6 @@ BATCH_RETRIES = Counter(
 # (the conversion, created by this request) or the request's own refusal
 Outcome = tuple[Mapping[str, Any], bool] | DomainError
 
-HOUR = timedelta(hours=1)
-DAY = timedelta(days=1)
-
-
-@dataclass(frozen=True)
-class _Earlier:
-    """A conversion decided earlier in the batch, as later ones' screening would have read it."""
-
-    tenant_id: str
-    customer_id: str
-    type: str
-    advocate_id: str | None
-    status: str
-    occurred_at: Any
-    ip_hash: str | None
-    device_hash: str | None
-
 
 def _segments(batch: Sequence[NewConversion]) -> list[tuple[bool, list[int]]]:
     """The batch cut, in order, into runs decided set-based (True) and single requests that go
@@ -114,13 +91,13 @@ def _segments(batch: Sequence[NewConversion]) -> list[tuple[bool, list[int]]]:
     seen: set[tuple[str, ...]] = set()
     run: list[int] = []
     for i, new in enumerate(batch):
-        c = new.columns
-        keys: set[tuple[str, ...]] = {("customer", new.tenant_id, c["customer_id"])}
-        if c["idempotency_key"] is not None:
-            keys.add(("key", new.tenant_id, c["idempotency_key"]))
-        if c["order_id"] is not None:
-            keys.add(("order", new.tenant_id, c["type"], c["order_id"]))
-        alone = c["custom_type"] is not None
+        c = new.conversion
+        keys: set[tuple[str, ...]] = {("customer", c.tenant_id, c.customer_id)}
+        if c.idempotency_key is not None:
+            keys.add(("key", c.tenant_id, c.idempotency_key))
+        if c.order_id is not None:
+            keys.add(("order", c.tenant_id, c.type, c.order_id))
+        alone = c.custom_type is not None
         if run and (alone or keys & seen):
             out.append((True, run))
             run, seen = [], set()
@@ -132,60 +109,6 @@ def _segments(batch: Sequence[NewConversion]) -> list[tuple[bool, list[int]]]:
     if run:
         out.append((True, run))
     return out
-
-
-def _with_earlier(
-    facts: fraud.Facts,
-    conv: Mapping[str, Any],
-    cand: domain.Candidate,
-    earlier: Sequence[_Earlier],
-    *,
-    anchor: Any,
-    window: timedelta,
-) -> fraud.Facts:
-    """What the screening reads would have counted of the batch's earlier conversions, had they
-    been committed first (the same predicates as repository._SCREENING_COLUMNS)."""
-    occurred = facts.occurred_at
-    hour = day = ip = device = 0
-    sightings: list[fraud.Sighting] = []
-    for e in earlier:
-        in_day = occurred - DAY < e.occurred_at <= occurred
-        if e.advocate_id == cand.advocate_id and e.status in ("attributed", "review") and in_day:
-            day += 1
-            hour += e.occurred_at > occurred - HOUR
-        if e.tenant_id == conv["tenant_id"] and e.type == "signup" and in_day:
-            ip += bool(facts.ip_hash) and e.ip_hash == facts.ip_hash
-            device += bool(facts.device_hash) and e.device_hash == facts.device_hash
-        if (
-            facts.advocate_customer_id is not None
-            and e.tenant_id == conv["tenant_id"]
-            and e.customer_id == facts.advocate_customer_id
-            and (e.ip_hash is not None or e.device_hash is not None)
-            and anchor - window <= e.occurred_at <= anchor + window
-        ):
-            sightings.append(fraud.Sighting(e.occurred_at, e.ip_hash, e.device_hash))
-    if not (hour or day or ip or device or sightings):
-        return facts
-    return replace(
-        facts,
-        advocate_conversions_hour=facts.advocate_conversions_hour + hour,
-        advocate_conversions_day=facts.advocate_conversions_day + day,
-        signups_same_ip_day=facts.signups_same_ip_day + ip,
-        signups_same_device_day=facts.signups_same_device_day + device,
-        advocate_sightings=(*facts.advocate_sightings, *sightings),
-    )
-
-
-@dataclass
-class _Chosen:
-    index: int
-    conv: Mapping[str, Any]  # the new conversion
-    ctx: Mapping[str, Any]  # its evidence context (and the screening read ahead, if any)
-    choice: domain.Choice | None  # None: it waits for its evidence
-    named_click: bool = False
-    decision: domain.Decision | None = None
-    explanation: dict[str, Any] | None = None
-    review_id: str | None = None
 
 
 async def submit_many(
@@ -214,9 +137,15 @@ async def submit_many(
     return [o for o in outcomes if o is not None]
 
 
-class RunRaced(Exception):
-    """Another transaction took an idempotency key or (type, order id) of the run after the run
-    read that none was taken: the batch is rolled back and run one by one."""
+@dataclass
+class _Item:
+    """A new conversion of the run to decide: the evidence chosen (None: it waits for its
+    evidence) and the screening facts read ahead with its evidence context."""
+
+    index: int
+    conversion: Conversion
+    chosen: Chosen | None
+    ahead: Screening | None
 
 
 async def _together(
@@ -227,237 +156,81 @@ async def _together(
     traces: Sequence[Mapping[str, str]],
     grace: timedelta,
 ) -> None:
-    """One run of requests with distinct keys, orders and customers, set-based: everything is
-    read first, decided in Python, and each new conversion inserted already decided."""
-    chosen: list[_Chosen] = []
+    """One run of requests with distinct keys, orders and customers: its facts read set-wise,
+    each decided in order, and everything written set-wise."""
+    items: list[_Item] = []
     news = [batch[i] for i in positions]
-    ctxs = await repository.conversion_contexts(conn, [n.columns for n in news])
-    for i, new, ctx in zip(positions, news, ctxs, strict=True):
+    recs = await repository.conversion_contexts(conn, [n.conversion for n in news])
+    for i, new, rec in zip(positions, news, recs, strict=True):
+        conv = new.conversion
+        evidence = repository.evidence_of(rec)
         try:
-            missing = handlers.evidence_missing(new, ctx, grace=grace)
+            waits = decision.admit(conv, evidence, too_old_for_lag=new.too_old_for_lag(grace))
+            if rec["key_conversion_id"] is not None or rec["order_conversion_id"] is not None:
+                outcomes[i] = (await handlers.existing_conversion(conn, conv), False)
+                continue
         except DomainError as exc:
             outcomes[i] = exc
             continue
-        if ctx["key_conversion_id"] is not None or ctx["order_conversion_id"] is not None:
-            try:
-                outcomes[i] = (await handlers.existing_conversion(conn, new), False)
-            except DomainError as exc:
-                outcomes[i] = exc
-            continue
-        if missing:
-            chosen.append(_Chosen(i, new.columns, ctx, None))
-            continue
-        choice, named = handlers.choose_evidence(new.columns, ctx)
-        chosen.append(_Chosen(i, new.columns, ctx, choice, named))
+        chosen = None if waits else decision.choose(conv, evidence)
+        items.append(_Item(i, conv, chosen, repository.read_ahead(rec, conv)))
 
-    waiting = [c for c in chosen if c.choice is None]
+    waiting = [it for it in items if it.chosen is None]
     if waiting:
         # The evidence lock, then the context read again (handlers.wait_or_decide's protocol),
         # before the run locks any referral.
-        await repository.lock_evidence_many(
-            conn, [(c.conv["tenant_id"], c.conv["click_id"], c.conv["code_key"]) for c in waiting]
-        )
-        for c in waiting:
-            c.ctx = ctx = await handlers.evidence_context(conn, c.conv)
-            if not handlers.awaits_evidence(c.conv, ctx):
-                c.choice, c.named_click = handlers.choose_evidence(c.conv, ctx)
-
-    await _screen(conn, chosen)
-    await _record(conn, chosen, outcomes, traces)
-
-
-async def _screen(conn: asyncpg.Connection, chosen: list[_Chosen]) -> None:
-    """Screen and decide, in batch order, each chosen candidate; what an earlier conversion of
-    the run adds to a later one's screening is added to what was read (see _with_earlier)."""
-    asks = []
-    for c in chosen:
-        if c.choice is None or c.choice.candidate is None:
-            continue
-        if handlers.screening_read_ahead(c.choice, c.ctx):
-            continue
-        cand = c.choice.candidate
-        asks.append(
-            {
-                "program_id": cand.program_id,
-                "advocate_id": cand.advocate_id,
-                "tenant_id": c.conv["tenant_id"],
-                "customer_id": c.conv["customer_id"],
-                "id": c.conv["id"],
-                "occurred_at": c.conv["occurred_at"],
-                "anchor": handlers.screening_anchor(c.conv, c.choice),
-                "window": handlers.screening_window(c.choice),
-                "ip_hash": c.conv["ip_hash"],
-                "device_hash": c.conv["device_hash"],
-            }
-        )
-    # none of the run's conversions is inserted yet: nothing to leave out
-    read = iter(await repository.screening_contexts(conn, asks, []) if asks else [])
-    earlier: list[_Earlier] = []
-    for c in chosen:
-        r = c.conv
-        if c.choice is None:  # waits for its evidence: a pending row, as later ones see it
-            earlier.append(
-                _Earlier(
-                    r["tenant_id"],
-                    r["customer_id"],
-                    r["type"],
-                    None,
-                    "pending",
-                    r["occurred_at"],
-                    r["ip_hash"],
-                    r["device_hash"],
-                )
-            )
-            continue
-        chosen_cand = c.choice.candidate
-        facts = None
-        if chosen_cand is not None:
-            if handlers.screening_read_ahead(c.choice, c.ctx):
-                ctx: Mapping[str, Any] = c.ctx
-                anchor = r["occurred_at"]
-                window = timedelta(hours=LONGEST_NETWORK_WINDOW_HOURS)
-            else:
-                ctx = next(read)
-                anchor = handlers.screening_anchor(r, c.choice)
-                window = handlers.screening_window(c.choice)
-            facts = _with_earlier(
-                handlers.fraud_facts(r, c.choice, ctx),
-                r,
-                chosen_cand,
-                earlier,
-                anchor=anchor,
-                window=window,
-            )
-        c.decision = decision = domain.decide(c.choice, facts)
-        c.explanation = domain.explanation(decision)
-        if decision.fraud_decision is not None:
-            FRAUD_DECISIONS.labels(decision.fraud_decision).inc()
-        if decision.status == "review":
-            c.review_id = new_id("rev")
-        earlier.append(
-            _Earlier(
-                r["tenant_id"],
-                r["customer_id"],
-                r["type"],
-                decision.candidate.advocate_id if decision.candidate else None,
-                decision.status,
-                r["occurred_at"],
-                r["ip_hash"],
-                r["device_hash"],
-            )
-        )
-
-
-async def _record(
-    conn: asyncpg.Connection,
-    chosen: list[_Chosen],
-    outcomes: list[Outcome | None],
-    traces: Sequence[Mapping[str, str]],
-) -> None:
-    """Write the run set-based (click links, referrals, the conversions as decided, reviews)
-    and enqueue their events in batch order."""
-    links = [
-        (c.conv["tenant_id"], c.conv["customer_id"], c.conv["click_id"])
-        for c in chosen
-        if c.named_click
-    ]
-    if links:
-        await repository.link_customer_clicks(conn, links)
-    attributed = [c for c in chosen if _status(c) == "attributed"]
-    refs: dict[int, Mapping[str, Any]] = {}
-    if attributed:
-        got = await repository.upsert_referrals(
+        await repository.lock_evidence(
             conn,
             [
-                {
-                    "referral_id": new_id("ref"),
-                    "tenant_id": c.conv["tenant_id"],
-                    "customer_id": c.conv["customer_id"],
-                    "program_id": _cand(c).program_id,
-                    "advocate_id": _cand(c).advocate_id,
-                    "evidence": _cand(c).evidence,
-                    "click_id": _click_id(_cand(c)),
-                }
-                for c in attributed
+                (it.conversion.tenant_id, it.conversion.click_id, it.conversion.code_key)
+                for it in waiting
             ],
         )
-        refs.update((c.index, r) for c, r in zip(attributed, got, strict=True))
-    convs = []
-    for c in chosen:
-        d = c.decision
-        cand = d.candidate if d else None
-        ref = refs.get(c.index)
-        convs.append(
-            {
-                **c.conv,
-                "status": _status(c),
-                "decision": d.fraud_decision if d else None,
-                "program_id": cand.program_id if cand else None,
-                "advocate_id": cand.advocate_id if cand else None,
-                "referral_id": ref["id"] if ref else None,
-                "evidence": cand.evidence if cand else None,
-                "explanation": c.explanation or {},
-            }
-        )
-    rows = await repository.insert_decided(conn, convs) if convs else []
-    if rows is None:
-        raise RunRaced
-    reviews = [c for c in chosen if c.review_id is not None]
-    if reviews:
-        await review_repository.insert_reviews(
-            conn,
-            [
-                {
-                    "id": c.review_id,
-                    "tenant_id": c.conv["tenant_id"],
-                    "conversion_id": c.conv["id"],
-                    "program_id": _cand(c).program_id,
-                    "advocate_id": _cand(c).advocate_id,
-                    "reasons": c.decision.reasons if c.decision else [],
-                }
-                for c in reviews
-            ],
-        )
-    # The events in batch order, each row traced in its request's context, in one statement.
-    entries: list[OutboxRow] = []
-    for c, row in zip(chosen, rows, strict=True):
-        outcomes[c.index] = (row, True)
-        with continued_from(traces[c.index]):
-            entries.extend(_events(c, row, refs.get(c.index)))
-    await enqueue_rows(conn, entries)
+        for it in waiting:
+            evidence = await repository.evidence_context(conn, it.conversion)
+            it.ahead = None
+            if not evidence.unseen(it.conversion):
+                it.chosen = decision.choose(it.conversion, evidence)
+
+    decided = _decide(items, await _screenings(conn, items))
+    rows = await handlers.record(
+        conn, decided, stored=False, traces=[traces[it.index] for it in items]
+    )
+    for it, row in zip(items, rows, strict=True):
+        outcomes[it.index] = (row, True)
 
 
-def _click_id(cand: domain.Candidate) -> str | None:
-    return cand.click.click_id if cand.click else None
+async def _screenings(conn: asyncpg.Connection, items: list[_Item]) -> list[Screening | None]:
+    """Each item's screening facts (None: it waits, or has no candidate): those read ahead
+    where they are its candidate's, the others read in one statement. None of the run's
+    conversions is written yet: these are the facts before all of them."""
+    got: list[Screening | None] = []
+    missing: list[tuple[int, ScreeningAsk]] = []
+    for n, it in enumerate(items):
+        ask = it.chosen.ask() if it.chosen else None
+        if ask is not None and (it.ahead is None or not it.ahead.answers(ask)):
+            missing.append((n, ask))
+        got.append(it.ahead if ask is not None else None)
+    if missing:
+        read = await repository.screening_contexts(conn, [ask for _, ask in missing])
+        for (n, ask), rec in zip(missing, read, strict=True):
+            got[n] = repository.screening_of(rec, ask)
+    return got
 
 
-def _status(c: _Chosen) -> str:
-    return c.decision.status if c.decision is not None else "pending"
-
-
-def _cand(c: _Chosen) -> domain.Candidate:
-    assert c.decision is not None and c.decision.candidate is not None
-    return c.decision.candidate
-
-
-def _events(c: _Chosen, row: Mapping[str, Any], ref: Mapping[str, Any] | None) -> list[OutboxRow]:
-    d = c.decision
-    cand = d.candidate if d is not None else None
-    if d is None or cand is None:
-        return []
-    if d.status == "attributed":
-        assert ref is not None
-        events = attributed_events(
-            row, cand, referral_created=ref["created"], referral_click_id=ref["click_id"]
-        )
-    elif d.status == "rejected":
-        events = [rejected_event(row, cand, d.reasons)]
-    elif d.status == "review":
-        assert c.review_id is not None
-        events = [flagged_event(row, cand, c.review_id, d.reasons)]
-    else:
-        return []
-    return [outbox_entry(row["tenant_id"], cand, p, e) for p, e in events]
+def _decide(items: list[_Item], screenings: list[Screening | None]) -> list[Decided]:
+    """The one decision applied to each item in order, against its facts and what the items
+    before it add to them."""
+    earlier = decision.NOTHING_EARLIER
+    decided: list[Decided] = []
+    for it, screening in zip(items, screenings, strict=True):
+        if it.chosen is None:
+            d = decision.waiting(it.conversion)
+        else:
+            d = decision.decide(it.chosen, screening, earlier)
+        earlier = earlier.then(d)
+        decided.append(d)
+    return decided
 
 
 @dataclass

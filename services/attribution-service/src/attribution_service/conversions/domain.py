@@ -6,7 +6,7 @@ table-driven without infrastructure."""
 from __future__ import annotations
 
 import calendar
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
@@ -175,7 +175,7 @@ def choose(
     code: Code | None,
     clicks: Sequence[Click],
     referrals: Sequence[Referral],
-    settings_by_program: dict[str, ProgramSettings],
+    settings_by_program: Mapping[str, ProgramSettings],
 ) -> Choice:
     """Which advocate, if any, a conversion belongs to, before fraud screening."""
     checks: list[Check] = []
@@ -249,7 +249,7 @@ _STATUS: dict[fraud.Verdict, Status] = {
 }
 
 
-def decide(choice: Choice, facts: fraud.Facts | None) -> Decision:
+def settle(choice: Choice, facts: fraud.Facts | None) -> Decision:
     """Screen the chosen candidate (facts gathered for it) and settle the status."""
     s = choice.settings
     if choice.candidate is None or facts is None:

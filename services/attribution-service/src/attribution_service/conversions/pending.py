@@ -11,11 +11,8 @@ from datetime import datetime, timedelta
 import asyncpg
 
 from attribution_service.conversions import repository
-from attribution_service.conversions.handlers import (
-    awaits_evidence,
-    decide_conversion,
-    evidence_context,
-)
+from attribution_service.conversions.facts import Conversion
+from attribution_service.conversions.handlers import decide_conversion
 
 
 @asynccontextmanager
@@ -28,7 +25,7 @@ async def evidence_arriving(
 ) -> AsyncIterator[None]:
     """Around recording a copy of a click or code: the evidence lock before (see
     handlers.wait_or_decide), then the conversions that waited for it decided."""
-    await repository.lock_evidence(conn, tenant_id, click_id=click_id, code_key=code_key)
+    await repository.lock_evidence(conn, [(tenant_id, click_id, code_key)])
     yield
     await resolve_pending(conn, tenant_id, click_id=click_id, code_key=code_key)
 
@@ -43,13 +40,14 @@ async def resolve_pending(
     """Decide conversions that were waiting for this click or code (the other piece of
     evidence they name may still be missing)."""
     decided = 0
-    for conv in await repository.pending_waiting_for(
+    for row in await repository.pending_waiting_for(
         conn, tenant_id, click_id=click_id, code_key=code_key
     ):
-        ctx = await evidence_context(conn, conv)
-        if awaits_evidence(conv, ctx):
+        conv = Conversion.of(row)
+        evidence = await repository.evidence_context(conn, conv)
+        if evidence.unseen(conv):
             continue
-        await decide_conversion(conn, conv, ctx=ctx)
+        await decide_conversion(conn, conv, evidence)
         decided += 1
     return decided
 
@@ -60,21 +58,18 @@ async def decide_overdue(
     """Conversions whose evidence never arrived within the grace period are decided without
     it; the evidence is remembered as expired, so later conversions naming it are refused."""
     overdue = await repository.pending_overdue(conn, now - grace, limit)
-    for conv in overdue:
-        row = await evidence_context(conn, conv)
+    for row in overdue:
+        conv = Conversion.of(row)
+        evidence = await repository.evidence_context(conn, conv)
         missing = []
-        if conv["code_key"] and row["code_tenant"] is None:
-            await repository.mark_expired_evidence(
-                conn, conv["tenant_id"], "code", conv["code_key"]
-            )
-            missing.append(f"code {conv['code_key']}")
-        if conv["click_id"] and row["click_tenant"] is None:
-            await repository.mark_expired_evidence(
-                conn, conv["tenant_id"], "click", conv["click_id"]
-            )
-            missing.append(f"click {conv['click_id']}")
+        if conv.code_key and evidence.code_tenant is None:
+            await repository.mark_expired_evidence(conn, conv.tenant_id, "code", conv.code_key)
+            missing.append(f"code {conv.code_key}")
+        if conv.click_id and evidence.click_tenant is None:
+            await repository.mark_expired_evidence(conn, conv.tenant_id, "click", conv.click_id)
+            missing.append(f"click {conv.click_id}")
         note = f"not seen within the {int(grace.total_seconds())}s grace period: " + ", ".join(
             missing
         )
-        await decide_conversion(conn, conv, note=note)
+        await decide_conversion(conn, conv, evidence, note=note)
     return len(overdue)

@@ -120,10 +120,6 @@ async def insert_click(conn: asyncpg.Connection, tenant_id: str, c: ev.LinkClick
     )
 
 
-async def get_click(conn: asyncpg.Connection, click_id: str) -> asyncpg.Record | None:
-    return await conn.fetchrow("SELECT * FROM clicks WHERE id = $1", click_id)
-
-
 async def known_codes(conn: asyncpg.Connection, tenant_id: str, keys: list[str]) -> list[str]:
     rows = await conn.fetch(
         "SELECT code_key FROM codes WHERE tenant_id = $1 AND code_key = ANY($2::text[])",

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncpg
 
-from attribution_service.conversions import domain
+from attribution_service.conversions import decision
 from attribution_service.conversions import handlers as conversions
 from attribution_service.conversions import repository as conversion_repository
-from attribution_service.conversions.events import conversion_type
+from attribution_service.conversions.domain import Candidate
+from attribution_service.conversions.facts import Conversion
 from attribution_service.events import EVENTS
-from attribution_service.programs import repository as programs
 from attribution_service.reviews import repository
 from referral_events.contracts import attribution as out
 from servicekit.problems import Conflict, NotFound
@@ -41,7 +41,7 @@ async def decide_review(
     )
     assert conv is not None
     decided_at = review["decided_at"]
-    note = {
+    note: dict[str, object] = {
         "status": wanted,
         "reason": reason,
         "decided_by": decided_by,
@@ -63,37 +63,20 @@ async def decide_review(
         key=review["advocate_id"],
         event_id=f"{review_id}:decided",
     )
-    if approve:
-        click = None
-        if conv["evidence"] == "click" and conv["click_id"]:
-            k = await programs.get_click(conn, conv["click_id"])
-            click = conversions.click_of(k) if k else None
-        cand = domain.Candidate(
-            conv["evidence"], review["program_id"], review["advocate_id"], click=click
-        )
-        await conversions.attribute(conn, conv, cand, None, review_id=review_id, review=note)
-    else:
-        await conversion_repository.set_conversion_status(
-            conn, conv["id"], "rejected", "deny", None, False, None, note
-        )
-        await EVENTS.emit(
-            conn,
-            tenant_id=tenant_id,
-            payload=out.ConversionRejected(
-                conversion_id=conv["id"],
-                program_id=review["program_id"],
-                advocate_id=review["advocate_id"],
-                conversion_type=conversion_type(conv["type"], conv["custom_type"]),
-                custom_type=conv["custom_type"],
-                friend_customer_id=conv["customer_id"],
-                order_id=conv["order_id"],
-                reasons=[*review["reasons"], "review_denied"],
-                occurred_at=conv["occurred_at"],
-                review_id=review_id,
-            ),
-            key=review["advocate_id"],
-            event_id=f"{conv['id']}:rejected",
-        )
+    conversion = Conversion.of(conv)
+    click = None
+    if approve and conv["evidence"] == "click" and conv["click_id"]:
+        click = await conversion_repository.get_click(conn, conv["click_id"])
+    cand = Candidate(conv["evidence"], review["program_id"], review["advocate_id"], click=click)
+    decided = decision.reviewed(
+        conversion,
+        cand,
+        approve=approve,
+        review_id=review_id,
+        reasons=review["reasons"],
+        note=note,
+    )
+    await conversions.record(conn, [decided], stored=True)
     return review
 
 

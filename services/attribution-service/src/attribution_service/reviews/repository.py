@@ -3,56 +3,28 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Sequence
 
 import asyncpg
 
+from attribution_service.conversions.decision import NewReview
+from attribution_service.sql import Params
 
-async def insert_review(
-    conn: asyncpg.Connection,
-    *,
-    id: str,
-    tenant_id: str,
-    conversion_id: str,
-    program_id: str,
-    advocate_id: str,
-    reasons: list[str],
-) -> asyncpg.Record:
-    row = await conn.fetchrow(
-        """
-        INSERT INTO reviews (id, tenant_id, conversion_id, program_id, advocate_id, reasons)
-        VALUES ($1, $2, $3, $4, $5, $6)
-        ON CONFLICT (conversion_id) DO UPDATE SET reasons = EXCLUDED.reasons
-        RETURNING *
-        """,
-        id,
-        tenant_id,
-        conversion_id,
-        program_id,
-        advocate_id,
-        reasons,
-    )
-    assert row is not None
-    return row
+_REVIEW = Params(("id", "tenant_id", "conversion_id", "program_id", "advocate_id"))
+_INSERT_REVIEWS = """
+    INSERT INTO reviews ({names}, reasons)
+    SELECT {names}, ARRAY(SELECT jsonb_array_elements_text(u.reasons::jsonb))
+    FROM unnest({arrays}, ${reasons}::text[]) AS u({names}, reasons)
+    ON CONFLICT (conversion_id) DO UPDATE SET reasons = EXCLUDED.reasons
+""".format(  # noqa: S608
+    names=", ".join(_REVIEW.names), arrays=_REVIEW.arrays(), reasons=_REVIEW.next
+)
 
 
-async def insert_reviews(conn: asyncpg.Connection, items: list[dict[str, Any]]) -> None:
-    """insert_review for many new conversions (ids chosen by the caller)."""
+async def insert_reviews(conn: asyncpg.Connection, items: Sequence[NewReview]) -> None:
+    """Open reviews of conversions screening flagged (ids chosen by the caller)."""
     await conn.execute(
-        """
-        INSERT INTO reviews (id, tenant_id, conversion_id, program_id, advocate_id, reasons)
-        SELECT u.id, u.t, u.c, u.p, u.a,
-               ARRAY(SELECT jsonb_array_elements_text(u.r::jsonb))
-        FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
-            AS u(id, t, c, p, a, r)
-        ON CONFLICT (conversion_id) DO UPDATE SET reasons = EXCLUDED.reasons
-        """,
-        [i["id"] for i in items],
-        [i["tenant_id"] for i in items],
-        [i["conversion_id"] for i in items],
-        [i["program_id"] for i in items],
-        [i["advocate_id"] for i in items],
-        [json.dumps(i["reasons"]) for i in items],
+        _INSERT_REVIEWS, *_REVIEW.columns(items), [json.dumps(i.reasons) for i in items]
     )
 
 
