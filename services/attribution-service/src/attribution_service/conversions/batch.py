@@ -52,7 +52,7 @@ from prometheus_client import Counter, Histogram
 
 from attribution_service.conversions import decision, handlers, repository
 from attribution_service.conversions.decision import Chosen, Decided
-from attribution_service.conversions.facts import Conversion, Screening, ScreeningAsk
+from attribution_service.conversions.facts import Conversion, Evidence, Screening, ScreeningAsk
 from attribution_service.conversions.handlers import NewConversion
 from referral_events.tracing import continued_from, current_context_carrier
 from servicekit.db import transaction
@@ -163,7 +163,7 @@ async def _together(
     recs = await repository.conversion_contexts(conn, [n.conversion for n in news])
     for i, new, rec in zip(positions, news, recs, strict=True):
         conv = new.conversion
-        evidence = repository.evidence_of(rec)
+        evidence = Evidence.of(rec)
         try:
             waits = decision.admit(conv, evidence, too_old_for_lag=new.too_old_for_lag(grace))
             if rec["key_conversion_id"] is not None or rec["order_conversion_id"] is not None:
@@ -214,7 +214,7 @@ async def _screenings(conn: asyncpg.Connection, items: list[_Item]) -> list[Scre
     if missing:
         read = await repository.screening_contexts(conn, [ask for _, ask in missing])
         for (n, ask), rec in zip(missing, read, strict=True):
-            got[n] = repository.screening_of(rec, ask)
+            got[n] = Screening.of(rec, ask)
     return got
 
 

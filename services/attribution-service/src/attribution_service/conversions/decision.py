@@ -114,8 +114,8 @@ class Earlier:
         occurred = facts.occurred_at
         hour = day = ip = device = 0
         sightings: list[fraud.Sighting] = []
-        low = screening.anchor - screening.network_window
-        high = screening.anchor + screening.network_window
+        low = screening.asked.anchor - screening.asked.network_window
+        high = screening.asked.anchor + screening.asked.network_window
         for d in self.decided:
             e = d.conversion
             in_day = occurred - DAY < e.occurred_at <= occurred

@@ -1,7 +1,8 @@
 """The facts a conversion is decided on, as typed values: the conversion itself, its evidence
 context (what accepting and choosing its evidence read) and its screening facts (what the
-database held about its candidate advocate). The repository reads them, one conversion at a time
-or set-wise for a group commit; conversions.decision decides on them. No I/O here."""
+database held about its candidate advocate), each made from the record the repository read (one
+conversion at a time, or set-wise for a group commit). conversions.decision decides on them. No
+I/O here."""
 
 from __future__ import annotations
 
@@ -12,7 +13,31 @@ from typing import Any
 
 from attribution_service.conversions import fraud
 from attribution_service.conversions.domain import Candidate, Click, Code, Referral
-from attribution_service.programs.domain import ProgramSettings
+from attribution_service.programs.domain import ProgramSettings, settings_by_program
+
+
+def _dt(value: Any) -> datetime:
+    # timestamps inside jsonb documents are ISO strings
+    return value if isinstance(value, datetime) else datetime.fromisoformat(value)
+
+
+def _opt_dt(value: Any) -> datetime | None:
+    return None if value is None else _dt(value)
+
+
+def click_of(k: Mapping[str, Any]) -> Click:
+    """The click of a row of the clicks copy (or its jsonb document)."""
+    return Click(
+        k["id"],
+        k["program_id"],
+        k["advocate_id"],
+        _dt(k["clicked_at"]),
+        is_bot=k["is_bot"],
+        counts=k["counts"],
+        ip_hash=k.get("ip_hash"),
+        device_class=k.get("device_class"),
+        inactive_reason=k.get("inactive_reason"),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +92,26 @@ class Evidence:
     referrals: tuple[Referral, ...]
     settings: Mapping[str, ProgramSettings]
 
+    @classmethod
+    def of(cls, rec: Mapping[str, Any]) -> Evidence:
+        """The evidence context of a record of the repository's evidence columns."""
+        c = rec["code"]
+        return cls(
+            code_tenant=rec["code_tenant"],
+            click_tenant=rec["click_tenant"],
+            expired=frozenset(rec["expired"] or ()),
+            code=Code(c["code"], c["program_id"], c["advocate_id"]) if c else None,
+            clicks=tuple(click_of(k) for k in rec["clicks"]),
+            referrals=tuple(
+                Referral(
+                    r["id"], r["program_id"], r["advocate_id"], _dt(r["created_at"]), r["prior"]
+                )
+                for r in rec["referrals"]
+            ),
+            # JSON text: the same few documents for every conversion, parsed once
+            settings=settings_by_program(rec["settings"]),
+        )
+
     def unseen(self, conv: Conversion) -> bool:
         """Whether a piece of evidence the conversion names has not been seen yet."""
         return bool(
@@ -95,14 +140,11 @@ class ScreeningAsk:
 
 @dataclass(frozen=True, slots=True)
 class Screening:
-    """What the database held for screening a conversion against the candidate (program_id,
-    advocate_id) it was read for, its sightings read within `network_window` of `anchor`. None
-    where the program's or advocate's copy has not arrived yet."""
+    """What the database held for screening a conversion against the candidate it was `asked`
+    for (sightings within its network window of its anchor). None where the program's or
+    advocate's copy has not arrived yet."""
 
-    program_id: str
-    advocate_id: str
-    anchor: datetime
-    network_window: timedelta
+    asked: ScreeningAsk
     program_status: str | None
     program_starts_at: datetime | None
     program_ends_at: datetime | None
@@ -118,14 +160,40 @@ class Screening:
     ip_signups: int
     device_signups: int
 
+    @classmethod
+    def of(cls, rec: Mapping[str, Any], asked: ScreeningAsk) -> Screening:
+        """The screening facts of a record of the repository's screening columns."""
+        p, a = rec["program"], rec["advocate"]
+        return cls(
+            asked=asked,
+            program_status=p["status"] if p else None,
+            program_starts_at=_opt_dt(p["starts_at"]) if p else None,
+            program_ends_at=_opt_dt(p["ends_at"]) if p else None,
+            advocate_customer_id=a["customer_id"] if a else None,
+            advocate_email=a["email"] if a else None,
+            advocate_blocked=a["blocked"] if a else None,
+            sightings=tuple(
+                fraud.Sighting(_dt(s["seen_at"]), s["ip_hash"], s["device_hash"])
+                for s in rec["sightings"]
+            ),
+            converted_before=rec["converted_before"],
+            advocate_hour=rec["adv_hour"],
+            advocate_day=rec["adv_day"],
+            ip_signups=rec["ip_signups"],
+            device_signups=rec["device_signups"],
+        )
+
     def answers(self, ask: ScreeningAsk) -> bool:
-        """Whether these are the facts `ask` reads (read ahead for the named code's advocate,
-        anchored at the conversion; sightings over a window at least as long)."""
+        """Whether these are the facts `ask` reads: read for the same candidate and anchor
+        (those read ahead for the named code's advocate are anchored at the conversion), the
+        sightings over a window at least as long."""
+        a = self.asked
         return (
-            self.advocate_id == ask.advocate_id
-            and self.program_id == ask.program_id
-            and self.anchor == ask.anchor
-            and self.network_window >= ask.network_window
+            a.advocate_id == ask.advocate_id
+            and a.program_id == ask.program_id
+            and a.id == ask.id
+            and a.anchor == ask.anchor
+            and a.network_window >= ask.network_window
         )
 
     def facts(self, conv: Conversion, cand: Candidate) -> fraud.Facts:

@@ -146,7 +146,7 @@ async def submit_prepared(
     # refusal of the evidence takes the new row back out: a webhook catches the refusal and
     # records the order without that evidence in the same transaction.
     row, rec = await repository.insert_conversion(conn, conv)
-    evidence = repository.evidence_of(rec)
+    evidence = Evidence.of(rec)
     try:
         waits = decision.admit(conv, evidence, too_old_for_lag=new.too_old_for_lag(grace))
     except InvalidInput:

@@ -11,25 +11,22 @@ from typing import Any
 
 import asyncpg
 
-from attribution_service.conversions import fraud
 from attribution_service.conversions.decision import (
     CustomerClick,
     DecisionRow,
     NewReferral,
     Referred,
 )
-from attribution_service.conversions.domain import Click, Code, Referral
+from attribution_service.conversions.domain import Click
 from attribution_service.conversions.facts import (
     CONVERSION_COLUMNS,
     Conversion,
     Evidence,
     Screening,
     ScreeningAsk,
+    click_of,
 )
-from attribution_service.programs.domain import (
-    LONGEST_NETWORK_WINDOW_HOURS,
-    settings_by_program,
-)
+from attribution_service.programs.domain import LONGEST_NETWORK_WINDOW_HOURS
 from attribution_service.sql import Params
 
 _TYPES = {
@@ -148,95 +145,25 @@ _SCREENING_COLUMNS = """
 _ASK = Params.of(ScreeningAsk, _TYPES)
 
 
-def _dt(value: Any) -> datetime:
-    return value if isinstance(value, datetime) else datetime.fromisoformat(value)
-
-
-def _opt_dt(value: Any) -> datetime | None:
-    return None if value is None else _dt(value)
-
-
-def _click(k: Mapping[str, Any]) -> Click:
-    return Click(
-        k["id"],
-        k["program_id"],
-        k["advocate_id"],
-        _dt(k["clicked_at"]),
-        is_bot=k["is_bot"],
-        counts=k["counts"],
-        ip_hash=k.get("ip_hash"),
-        device_class=k.get("device_class"),
-        inactive_reason=k.get("inactive_reason"),
-    )
-
-
-def evidence_of(rec: Mapping[str, Any]) -> Evidence:
-    """The evidence context of a record with _EVIDENCE_COLUMNS."""
-    c = rec["code"]
-    return Evidence(
-        code_tenant=rec["code_tenant"],
-        click_tenant=rec["click_tenant"],
-        expired=frozenset(rec["expired"] or ()),
-        code=Code(c["code"], c["program_id"], c["advocate_id"]) if c else None,
-        clicks=tuple(_click(k) for k in rec["clicks"]),
-        referrals=tuple(
-            Referral(r["id"], r["program_id"], r["advocate_id"], _dt(r["created_at"]), r["prior"])
-            for r in rec["referrals"]
-        ),
-        settings=settings_by_program(rec["settings"]),
-    )
-
-
-def _screening_of(
-    rec: Mapping[str, Any],
-    program_id: str,
-    advocate_id: str,
-    anchor: datetime,
-    network_window: timedelta,
-) -> Screening:
-    """The screening facts of a record with _SCREENING_COLUMNS, read for that candidate."""
-    p, a = rec["program"], rec["advocate"]
-    return Screening(
-        program_id=program_id,
-        advocate_id=advocate_id,
-        anchor=anchor,
-        network_window=network_window,
-        program_status=p["status"] if p else None,
-        program_starts_at=_opt_dt(p["starts_at"]) if p else None,
-        program_ends_at=_opt_dt(p["ends_at"]) if p else None,
-        advocate_customer_id=a["customer_id"] if a else None,
-        advocate_email=a["email"] if a else None,
-        advocate_blocked=a["blocked"] if a else None,
-        sightings=tuple(
-            fraud.Sighting(_dt(s["seen_at"]), s["ip_hash"], s["device_hash"])
-            for s in rec["sightings"]
-        ),
-        converted_before=rec["converted_before"],
-        advocate_hour=rec["adv_hour"],
-        advocate_day=rec["adv_day"],
-        ip_signups=rec["ip_signups"],
-        device_signups=rec["device_signups"],
-    )
-
-
-def screening_of(rec: Mapping[str, Any], ask: ScreeningAsk) -> Screening:
-    """The screening facts `ask` read (screening_context, screening_contexts)."""
-    return _screening_of(rec, ask.program_id, ask.advocate_id, ask.anchor, ask.network_window)
-
-
 def read_ahead(rec: Mapping[str, Any], conv: Conversion) -> Screening | None:
     """The screening facts read ahead with a conversion's evidence context (insert_conversion,
     conversion_contexts): the named code's advocate's, anchored at the conversion, sightings over
     the longest window a policy allows. None: no code of the tenant named."""
     if rec["code_advocate_id"] is None:
         return None
-    return _screening_of(
-        rec,
-        rec["code_program_id"],
-        rec["code_advocate_id"],
-        conv.occurred_at,
-        LONGEST_NETWORK_WINDOW,
+    asked = ScreeningAsk(
+        program_id=rec["code_program_id"],
+        advocate_id=rec["code_advocate_id"],
+        tenant_id=conv.tenant_id,
+        customer_id=conv.customer_id,
+        id=conv.id,
+        occurred_at=conv.occurred_at,
+        anchor=conv.occurred_at,
+        network_window=LONGEST_NETWORK_WINDOW,
+        ip_hash=conv.ip_hash,
+        device_hash=conv.device_hash,
     )
+    return Screening.of(rec, asked)
 
 
 _EVIDENCE_INPUTS = Params(("tenant_id", "customer_id", "type", "code_key", "click_id", "id"))
@@ -253,7 +180,7 @@ async def evidence_context(conn: asyncpg.Connection, conv: Conversion) -> Eviden
     conversion, parsed once, see programs.domain.settings_by_program)."""
     rec = await conn.fetchrow(_EVIDENCE, *_EVIDENCE_INPUTS.values(conv))
     assert rec is not None
-    return evidence_of(rec)
+    return Evidence.of(rec)
 
 
 _SCREENING = "SELECT " + _SCREENING_COLUMNS.format(**_ASK.refs)
@@ -264,7 +191,7 @@ async def screening_context(conn: asyncpg.Connection, ask: ScreeningAsk) -> Scre
     round trip."""
     rec = await conn.fetchrow(_SCREENING, *_ASK.values(ask))
     assert rec is not None
-    return screening_of(rec, ask)
+    return Screening.of(rec, ask)
 
 
 _CONVERSION = Params(CONVERSION_COLUMNS, types=_TYPES)
@@ -307,7 +234,7 @@ async def insert_conversion(
 ) -> tuple[asyncpg.Record | None, asyncpg.Record]:
     """The new conversion, pending (None when its idempotency key or (type, order id) already
     names one), and a record of its evidence context and the screening facts of the code's
-    advocate (see evidence_of and read_ahead), in one round trip. Both are read in the
+    advocate (see Evidence.of and read_ahead), in one round trip. Both are read in the
     statement's snapshot, which the new row is not part of: what evidence_context and
     screening_context would have read just before the insert."""
     rec = await conn.fetchrow(_INSERT_CONVERSION, *_CONVERSION.values(conv))
@@ -384,7 +311,7 @@ async def conversion_contexts(
     """For conversions not inserted yet, in one statement, in order: the conversion their
     idempotency key or (type, order id) already names (key_conversion_id, order_conversion_id),
     their evidence context and the screening facts of the named code's advocate read ahead (see
-    evidence_of and read_ahead)."""
+    Evidence.of and read_ahead)."""
     recs: list[asyncpg.Record] = await conn.fetch(_CONTEXTS, *_CONTEXT_INPUTS.columns(convs))
     return recs
 
@@ -402,7 +329,7 @@ async def screening_contexts(
     conn: asyncpg.Connection, asks: Sequence[ScreeningAsk]
 ) -> list[asyncpg.Record]:
     """screening_context for many (conversion, candidate) pairs in one statement, in order
-    (each record's facts: screening_of)."""
+    (each record's facts: Screening.of)."""
     recs: list[asyncpg.Record] = await conn.fetch(_SCREENING_MANY, *_ASK.columns(asks))
     return recs
 
@@ -554,7 +481,7 @@ async def update_decided(
 
 async def get_click(conn: asyncpg.Connection, click_id: str) -> Click | None:
     k = await conn.fetchrow("SELECT * FROM clicks WHERE id = $1", click_id)
-    return _click(k) if k else None
+    return click_of(k) if k else None
 
 
 async def conversion_by_key(

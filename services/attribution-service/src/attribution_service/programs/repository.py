@@ -7,6 +7,7 @@ from typing import Any
 
 import asyncpg
 
+from attribution_service.sql import Params
 from referral_events.contracts import link as ev
 
 
@@ -99,25 +100,29 @@ async def upsert_code(
     )
 
 
+# A click's columns as link.clicked names them, after its id and tenant.
+_CLICK = Params(
+    (
+        "code",
+        "program_id",
+        "advocate_id",
+        "clicked_at",
+        "ip_hash",
+        "is_bot",
+        "counts",
+        "device_class",
+        "inactive_reason",
+    ),
+    first=3,
+)
+_INSERT_CLICK = """
+    INSERT INTO clicks (id, tenant_id, {names}) VALUES ($1, $2, {values})
+    ON CONFLICT (id) DO NOTHING
+""".format(names=", ".join(_CLICK.names), values=_CLICK.placeholders())  # noqa: S608
+
+
 async def insert_click(conn: asyncpg.Connection, tenant_id: str, c: ev.LinkClicked) -> None:
-    await conn.execute(
-        """
-        INSERT INTO clicks (id, tenant_id, code, program_id, advocate_id, clicked_at, ip_hash,
-                            is_bot, counts, device_class, inactive_reason)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (id) DO NOTHING
-        """,
-        c.click_id,
-        tenant_id,
-        c.code,
-        c.program_id,
-        c.advocate_id,
-        c.clicked_at,
-        c.ip_hash,
-        c.is_bot,
-        c.counts,
-        c.device_class,
-        c.inactive_reason,
-    )
+    await conn.execute(_INSERT_CLICK, c.click_id, tenant_id, *_CLICK.values(c))
 
 
 async def known_codes(conn: asyncpg.Connection, tenant_id: str, keys: list[str]) -> list[str]:

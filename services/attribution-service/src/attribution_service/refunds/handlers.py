@@ -12,10 +12,9 @@ from attribution_service.conversions.events import conversion_type
 from attribution_service.conversions.handlers import request_hash
 from attribution_service.events import EVENTS
 from attribution_service.refunds import repository
+from attribution_service.refunds.domain import new_refund
 from attribution_service.refunds.schemas import CancellationIn, RefundIn
 from referral_events.contracts import attribution as out
-from servicekit import money
-from servicekit.ids import new_id
 from servicekit.problems import Conflict, InvalidInput, NotFound
 
 
@@ -45,39 +44,8 @@ async def refund(
                 "this refund id was used with a different request body", field="refund_id"
             )
         return existing, False
-    if conv["amount_minor"] is None or conv["currency"] is None:
-        raise InvalidInput("this conversion has no amount to refund", field="conversion_id")
-    currency = conv["currency"]
-    if cmd.currency and money.validate_currency(cmd.currency) != currency:
-        raise InvalidInput(f"the conversion was paid in {currency}", field="currency")
-    remaining = conv["amount_minor"] - conv["refunded_minor"]
-    if cmd.amount is not None:
-        amount = money.to_minor(cmd.amount, currency)
-    elif cmd.amount_minor is not None:
-        amount = cmd.amount_minor
-    else:
-        amount = remaining
-    if amount <= 0:
-        raise InvalidInput("the conversion is already refunded in full", field="amount")
-    if amount > remaining:
-        raise InvalidInput(
-            f"only {money.format_minor(remaining, currency)} {currency} is left to refund",
-            field="amount",
-        )
-    total = conv["refunded_minor"] + amount
-    row = await repository.insert_refund(
-        conn,
-        id=new_id("rfd"),
-        tenant_id=tenant_id,
-        conversion_id=conv["id"],
-        external_id=external,
-        amount_minor=amount,
-        currency=currency,
-        total_minor=total,
-        full_refund=total == conv["amount_minor"],
-        request_hash=digest,
-        refunded_at=cmd.refunded_at or datetime.now(UTC),
-    )
+    new = new_refund(conv, cmd, external_id=external, request_hash=digest, now=datetime.now(UTC))
+    row = await repository.insert_refund(conn, new)
     if conv["status"] == "attributed":
         await EVENTS.emit(
             conn,
@@ -90,9 +58,9 @@ async def refund(
                 friend_customer_id=conv["customer_id"],
                 conversion_type=conversion_type(conv["type"], conv["custom_type"]),
                 order_id=conv["order_id"],
-                amount_minor=amount,
-                currency=currency,
-                refunded_total_minor=total,
+                amount_minor=new.amount_minor,
+                currency=new.currency,
+                refunded_total_minor=new.total_minor,
                 full=row["full_refund"],
                 refunded_at=row["refunded_at"],
             ),

@@ -7,6 +7,9 @@ from datetime import datetime
 
 import asyncpg
 
+from attribution_service.refunds.domain import NewRefund
+from attribution_service.sql import Params
+
 
 async def get_refund(
     conn: asyncpg.Connection, tenant_id: str, conversion_id: str, external_id: str
@@ -19,43 +22,20 @@ async def get_refund(
     )
 
 
-async def insert_refund(
-    conn: asyncpg.Connection,
-    *,
-    id: str,
-    tenant_id: str,
-    conversion_id: str,
-    external_id: str,
-    amount_minor: int,
-    currency: str,
-    total_minor: int,
-    full_refund: bool,
-    request_hash: str,
-    refunded_at: datetime,
-) -> asyncpg.Record:
+_REFUND = Params.of(NewRefund)
+_INSERT_REFUND = """
+    INSERT INTO refunds ({names}) VALUES ({values}) RETURNING *
+""".format(names=", ".join(_REFUND.names), values=_REFUND.placeholders())  # noqa: S608
+
+
+async def insert_refund(conn: asyncpg.Connection, refund: NewRefund) -> asyncpg.Record:
     """The refund, and the conversion's refunded total raised by it."""
-    row = await conn.fetchrow(
-        """
-        INSERT INTO refunds (id, tenant_id, conversion_id, external_id, amount_minor, currency,
-                             total_minor, full_refund, request_hash, refunded_at)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *
-        """,
-        id,
-        tenant_id,
-        conversion_id,
-        external_id,
-        amount_minor,
-        currency,
-        total_minor,
-        full_refund,
-        request_hash,
-        refunded_at,
-    )
+    row = await conn.fetchrow(_INSERT_REFUND, *_REFUND.values(refund))
     assert row is not None
     await conn.execute(
         "UPDATE conversions SET refunded_minor = refunded_minor + $2 WHERE id = $1",
-        conversion_id,
-        amount_minor,
+        refund.conversion_id,
+        refund.amount_minor,
     )
     return row
 
