@@ -66,19 +66,14 @@ class Chosen:
         if cand is None:
             return None
         conv = self.conversion
-        return ScreeningAsk(
-            program_id=cand.program_id,
-            advocate_id=cand.advocate_id,
-            tenant_id=conv.tenant_id,
-            customer_id=conv.customer_id,
-            id=conv.id,
-            occurred_at=conv.occurred_at,
+        return ScreeningAsk.of(
+            conv,
+            cand.program_id,
+            cand.advocate_id,
             anchor=cand.click.clicked_at if cand.click else conv.occurred_at,
             network_window=timedelta(
                 hours=self.choice.settings.fraud.self_referral.network_window_hours
             ),
-            ip_hash=conv.ip_hash,
-            device_hash=conv.device_hash,
         )
 
 

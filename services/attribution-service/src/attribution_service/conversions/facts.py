@@ -137,6 +137,29 @@ class ScreeningAsk:
     ip_hash: str | None
     device_hash: str | None
 
+    @classmethod
+    def of(
+        cls,
+        conv: Conversion,
+        program_id: str,
+        advocate_id: str,
+        *,
+        anchor: datetime,
+        network_window: timedelta,
+    ) -> ScreeningAsk:
+        return cls(
+            program_id=program_id,
+            advocate_id=advocate_id,
+            tenant_id=conv.tenant_id,
+            customer_id=conv.customer_id,
+            id=conv.id,
+            occurred_at=conv.occurred_at,
+            anchor=anchor,
+            network_window=network_window,
+            ip_hash=conv.ip_hash,
+            device_hash=conv.device_hash,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Screening:

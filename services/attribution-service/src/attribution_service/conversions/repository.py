@@ -151,17 +151,12 @@ def read_ahead(rec: Mapping[str, Any], conv: Conversion) -> Screening | None:
     the longest window a policy allows. None: no code of the tenant named."""
     if rec["code_advocate_id"] is None:
         return None
-    asked = ScreeningAsk(
-        program_id=rec["code_program_id"],
-        advocate_id=rec["code_advocate_id"],
-        tenant_id=conv.tenant_id,
-        customer_id=conv.customer_id,
-        id=conv.id,
-        occurred_at=conv.occurred_at,
+    asked = ScreeningAsk.of(
+        conv,
+        rec["code_program_id"],
+        rec["code_advocate_id"],
         anchor=conv.occurred_at,
         network_window=LONGEST_NETWORK_WINDOW,
-        ip_hash=conv.ip_hash,
-        device_hash=conv.device_hash,
     )
     return Screening.of(rec, asked)
 
