@@ -1,13 +1,15 @@
 """The one decision on a conversion, pure: whether its evidence is accepted (`admit`), which
 candidate it chooses (`choose`), and, with the candidate's screening facts and what conversions
 decided earlier in the same batch add to them (`Earlier`, folded forward by the caller),
-`decide` settles it. A `Decided` is the decision with the rows it writes and the events it
+`decide` settles it under the program's settings and fraud policy (those of the chosen
+candidate's program). A `Decided` is the decision with the rows it writes and the events it
 publishes, one builder whichever path decided the conversion: the single path (handlers), the
 group commit (batch), a conversion that waits (`waiting`) or a reviewer (`reviewed`).
 
 The group commit works as a state machine: the facts of its whole batch are read set-wise first,
-this decides each conversion in order against them and the folded-forward `Earlier`, and the
-rows are written set-wise after. The single path is the same with a batch of one."""
+each conversion is decided here in order against them and the folded-forward `Earlier`, and the
+rows are written set-wise after. The single path reads the same facts for one conversion (with
+nothing earlier) and writes the same rows."""
 
 from __future__ import annotations
 
