@@ -85,7 +85,7 @@ async def test_what_the_route_refuses_before_its_handler_goes_on_to_fastapi(
     namespace: Namespace, front_door: list[str]
 ) -> None:
     settings, keys = await _keys(namespace, admin=["*"])
-    async with serve_in_process(create_app(settings), keys["admin"]) as client:
+    async with serve_in_process(main.create_app(settings), keys["admin"]) as client:
         unknown_key = await client.post(
             "/v1/conversions", json=SIGNUP, headers=_bearer("rk_test_nosuchkey")
         )
