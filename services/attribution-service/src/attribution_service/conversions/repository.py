@@ -27,7 +27,7 @@ from attribution_service.conversions.facts import (
     click_of,
 )
 from attribution_service.programs.domain import LONGEST_NETWORK_WINDOW_HOURS
-from attribution_service.sql import Params
+from servicekit.sql import Params
 
 _TYPES = {
     "amount_minor": "bigint",

@@ -7,8 +7,8 @@ from typing import Any
 
 import asyncpg
 
-from attribution_service.sql import Params
 from referral_events.contracts import link as ev
+from servicekit.sql import Params
 
 
 async def upsert_program(

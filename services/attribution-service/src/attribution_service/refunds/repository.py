@@ -8,7 +8,7 @@ from datetime import datetime
 import asyncpg
 
 from attribution_service.refunds.domain import NewRefund
-from attribution_service.sql import Params
+from servicekit.sql import Params
 
 
 async def get_refund(

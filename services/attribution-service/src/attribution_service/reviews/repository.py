@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import asyncpg
 
 from attribution_service.conversions.decision import NewReview
-from attribution_service.sql import Params
+from servicekit.sql import Params
 
 _REVIEW = Params(("id", "tenant_id", "conversion_id", "program_id", "advocate_id"))
 _INSERT_REVIEWS = """
