@@ -16,7 +16,8 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -35,6 +36,25 @@ log = logging.getLogger(__name__)
 tracer = trace.get_tracer("referral_events.inbox")
 
 Handler = Callable[[asyncpg.Connection, CloudEvent, Any], Awaitable[None]]
+BatchHandler = Callable[[asyncpg.Connection, Sequence[tuple[CloudEvent, Any]]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Batched:
+    """A handler for events that arrive by the thousand (clicks): the consumer hands it every
+    event of an unbroken run of its type from one fetch, in order, in ONE transaction with the
+    run's inbox rows written by one statement (repeats dropped). Called as a plain `Handler` it
+    takes a run of one, so one-by-one work (a failed run retried, a DLQ replay) goes through
+    the same code."""
+
+    handle: BatchHandler
+
+    async def __call__(self, conn: asyncpg.Connection, event: CloudEvent, payload: Any) -> None:
+        await self.handle(conn, [(event, payload)])
+
+
+# (record, event, payload) of one decoded message
+_Decoded = tuple[ConsumerRecord[bytes, bytes], CloudEvent, Any]
 
 INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
@@ -100,8 +120,7 @@ class InboxConsumer:
                 self._last_progress = time.monotonic()
                 batches = await self._consumer.getmany(timeout_ms=500, max_records=500)
                 for tp, records in batches.items():
-                    for record in records:
-                        await self._handle_record(record)
+                    await self._handle_records(records)
                     await self._consumer.commit({tp: records[-1].offset + 1})
                 if time.monotonic() >= next_prune:
                     await self.prune()
@@ -181,7 +200,48 @@ class InboxConsumer:
                 return outcome
         return "ignored"
 
+    async def _handle_records(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        """A fetched partition's records in order; unbroken runs for one `Batched` handler go
+        through it together."""
+        run: list[_Decoded] = []
+        run_handler: Batched | None = None
+        for record in records:
+            try:
+                event, payload, handler = self._decode(record)
+            except PoisonMessage as exc:
+                await self._flush(run, run_handler)
+                run = []
+                await self._dead_letter(record, exc)
+                continue
+            if handler is None:
+                continue  # not an event this consumer cares about
+            if isinstance(handler, Batched):
+                if handler is not run_handler:
+                    await self._flush(run, run_handler)
+                    run, run_handler = [], handler
+                run.append((record, event, payload))
+                continue
+            await self._flush(run, run_handler)
+            run = []
+            await self._handle_decoded(record, event, payload, handler)
+        await self._flush(run, run_handler)
+
     async def _handle_record(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        try:
+            event, payload, handler = self._decode(record)
+        except PoisonMessage as exc:
+            await self._dead_letter(record, exc)
+            return
+        if handler is not None:
+            await self._handle_decoded(record, event, payload, handler)
+
+    async def _handle_decoded(
+        self,
+        record: ConsumerRecord[bytes, bytes],
+        event: CloudEvent,
+        payload: EventPayload | None,
+        handler: Handler,
+    ) -> None:
         parent = context_from_kafka_headers(record.headers)
         with tracer.start_as_current_span(
             f"consume {record.topic}", context=parent, kind=trace.SpanKind.CONSUMER
@@ -189,17 +249,72 @@ class InboxConsumer:
             span.set_attribute("messaging.system", "kafka")
             span.set_attribute("messaging.destination.name", record.topic)
             span.set_attribute("messaging.consumer.group.name", self.name)
-            try:
-                event, payload, handler = self._decode(record)
-            except PoisonMessage as exc:
-                await self._dead_letter(record, exc)
-                return
-            if handler is None:
-                return  # not an event this consumer cares about
             span.set_attribute("cloudevents.event_id", event.id)
             span.set_attribute("cloudevents.event_type", event.type)
             recent_events.remember(event.id)
             await self._apply_with_retries(record, event, payload, handler)
+
+    async def _flush(self, run: list[_Decoded], handler: Batched | None) -> None:
+        """A run for a `Batched` handler: together in one transaction, or, should that fail,
+        one by one with the usual retries and dead-lettering (a poison event in a run must not
+        hold back the others)."""
+        if not run or handler is None:
+            return
+        if len(run) > 1:
+            try:
+                await self._apply_run(run, handler)
+                return
+            except Exception as exc:
+                log.warning(
+                    "consumer %s: a run of %d failed together, one by one now: %r",
+                    self.name,
+                    len(run),
+                    exc,
+                )
+        for record, event, payload in run:
+            await self._handle_decoded(record, event, payload, handler)
+
+    async def _apply_run(self, run: list[_Decoded], handler: Batched) -> None:
+        with tracer.start_as_current_span(
+            f"consume {run[0][0].topic} batch", kind=trace.SpanKind.CONSUMER
+        ) as span:
+            span.set_attribute("messaging.system", "kafka")
+            span.set_attribute("messaging.batch.message_count", len(run))
+            span.set_attribute("messaging.consumer.group.name", self.name)
+            async with self._pool.acquire() as conn, conn.transaction():
+                fresh_ids = {
+                    r["event_id"]
+                    for r in await conn.fetch(
+                        """
+                        INSERT INTO inbox (consumer, event_id, event_type, topic,
+                                           kafka_partition, kafka_offset)
+                        SELECT $1, e, t, $2, p, o
+                        FROM unnest($3::text[], $4::text[], $5::int[], $6::bigint[])
+                             AS u(e, t, p, o)
+                        ON CONFLICT DO NOTHING RETURNING event_id
+                        """,
+                        self.name,
+                        run[0][0].topic,
+                        [e.id for _, e, _ in run],
+                        [e.type for _, e, _ in run],
+                        [r.partition for r, _, _ in run],
+                        [r.offset for r, _, _ in run],
+                    )
+                }
+                fresh: list[tuple[CloudEvent, Any]] = []
+                for _, event, payload in run:
+                    if event.id in fresh_ids:
+                        fresh_ids.discard(event.id)  # a repeat within the run counts once
+                        fresh.append((event, payload))
+                if fresh:
+                    await handler.handle(conn, fresh)
+        duplicates = len(run) - len(fresh)
+        self.processed += len(fresh)
+        self.duplicates += duplicates
+        for event, _ in fresh:
+            self.outcomes[("handled", event.type)] += 1
+        if duplicates:
+            self.outcomes[("duplicate", run[0][1].type)] += duplicates
 
     def _decode(
         self, record: ConsumerRecord[bytes, bytes]

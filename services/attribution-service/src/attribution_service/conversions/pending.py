@@ -4,7 +4,7 @@ after the grace period are decided without it."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 
@@ -14,35 +14,27 @@ from attribution_service.conversions import repository
 from attribution_service.conversions.facts import Conversion
 from attribution_service.conversions.handlers import decide_conversion
 
+# A piece of evidence: (tenant id, click id, code key), one of the two set.
+Piece = tuple[str, str | None, str | None]
+
 
 @asynccontextmanager
 async def evidence_arriving(
-    conn: asyncpg.Connection,
-    tenant_id: str,
-    *,
-    click_id: str | None = None,
-    code_key: str | None = None,
+    conn: asyncpg.Connection, pieces: Sequence[Piece]
 ) -> AsyncIterator[None]:
-    """Around recording a copy of a click or code: the evidence lock before (see
-    handlers.wait_or_decide), then the conversions that waited for it decided."""
-    await repository.lock_evidence(conn, [(tenant_id, click_id, code_key)])
+    """Around recording copies of clicks or codes (one, or a consumed run of them): the
+    evidence locks before (see handlers.wait_or_decide), then the conversions that waited for
+    any of them decided."""
+    await repository.lock_evidence(conn, pieces)
     yield
-    await resolve_pending(conn, tenant_id, click_id=click_id, code_key=code_key)
+    await resolve_pending(conn, pieces)
 
 
-async def resolve_pending(
-    conn: asyncpg.Connection,
-    tenant_id: str,
-    *,
-    click_id: str | None = None,
-    code_key: str | None = None,
-) -> int:
-    """Decide conversions that were waiting for this click or code (the other piece of
+async def resolve_pending(conn: asyncpg.Connection, pieces: Sequence[Piece]) -> int:
+    """Decide conversions that were waiting for these clicks or codes (the other piece of
     evidence they name may still be missing)."""
     decided = 0
-    for row in await repository.pending_waiting_for(
-        conn, tenant_id, click_id=click_id, code_key=code_key
-    ):
+    for row in await repository.pending_waiting_for(conn, pieces):
         conv = Conversion.of(row)
         evidence = await repository.evidence_context(conn, conv)
         if evidence.unseen(conv):

@@ -512,22 +512,23 @@ async def get_conversion(
 
 
 async def pending_waiting_for(
-    conn: asyncpg.Connection,
-    tenant_id: str,
-    *,
-    click_id: str | None = None,
-    code_key: str | None = None,
+    conn: asyncpg.Connection, pieces: Sequence[tuple[str, str | None, str | None]]
 ) -> list[asyncpg.Record]:
+    """Pending conversions naming any of these (tenant, click id, code key) pieces, oldest
+    first, locked."""
     rows: list[asyncpg.Record] = await conn.fetch(
         """
-        SELECT * FROM conversions
-        WHERE status = 'pending' AND tenant_id = $1
-          AND (click_id = $2 OR code_key = $3)
-        ORDER BY created_at FOR UPDATE
+        SELECT c.* FROM conversions c
+        WHERE c.status = 'pending'
+          AND (c.click_id = ANY($2::text[]) OR c.code_key = ANY($3::text[]))
+          AND EXISTS (
+              SELECT 1 FROM unnest($1::text[], $2::text[], $3::text[]) AS p(t, k, c)
+              WHERE p.t = c.tenant_id AND (p.k = c.click_id OR p.c = c.code_key))
+        ORDER BY c.created_at FOR UPDATE
         """,
-        tenant_id,
-        click_id,
-        code_key,
+        [t for t, _, _ in pieces],
+        [k for _, k, _ in pieces],
+        [c for _, _, c in pieces],
     )
     return rows
 

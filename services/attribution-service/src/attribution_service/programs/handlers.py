@@ -5,6 +5,7 @@ it. Every function takes the caller's connection (the edge's transaction)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 import asyncpg
@@ -15,6 +16,7 @@ from attribution_service.programs import repository
 from attribution_service.programs.domain import DEFAULT_SETTINGS, ProgramSettings
 from referral_events import CloudEvent
 from referral_events.contracts import link as ev
+from referral_events.inbox import Batched
 from servicekit.problems import NotFound
 
 # --- event handlers: keep the local copies of link-service's facts -------------------------
@@ -54,7 +56,7 @@ async def _code(
     alias_of: str | None = None,
 ) -> None:
     key = code.upper()
-    async with conversions.evidence_arriving(conn, tenant_id, code_key=key):
+    async with conversions.evidence_arriving(conn, [(tenant_id, None, key)]):
         await repository.upsert_code(
             conn,
             tenant_id=tenant_id,
@@ -87,11 +89,17 @@ async def on_code_changed(
     )
 
 
-async def on_link_clicked(
-    conn: asyncpg.Connection, event: CloudEvent, payload: ev.LinkClicked
+async def _clicks_arrived(
+    conn: asyncpg.Connection, clicks: Sequence[tuple[CloudEvent, ev.LinkClicked]]
 ) -> None:
-    async with conversions.evidence_arriving(conn, event.tenantid, click_id=payload.click_id):
-        await repository.insert_click(conn, event.tenantid, payload)
+    pieces = [(event.tenantid, p.click_id, None) for event, p in clicks]
+    async with conversions.evidence_arriving(conn, pieces):
+        await repository.insert_clicks(conn, [(event.tenantid, p) for event, p in clicks])
+
+
+# Clicks arrive by the thousand: a consumed run of them is recorded set-wise, in one transaction
+# (one statement each for the inbox, the locks, the copies and the pending conversions' lookup).
+on_link_clicked = Batched(_clicks_arrived)
 
 
 # --- attribution settings ------------------------------------------------------------------

@@ -3,6 +3,7 @@ attribution settings. Functions take the caller's connection; nothing commits.""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
@@ -114,15 +115,25 @@ _CLICK = Params(
         "inactive_reason",
     ),
     first=3,
+    types={"clicked_at": "timestamptz", "is_bot": "boolean", "counts": "boolean"},
 )
-_INSERT_CLICK = """
-    INSERT INTO clicks (id, tenant_id, {names}) VALUES ($1, $2, {values})
+_INSERT_CLICKS = f"""
+    INSERT INTO clicks (id, tenant_id, {_CLICK.listed()})
+    SELECT * FROM unnest($1::text[], $2::text[], {_CLICK.arrays()})
     ON CONFLICT (id) DO NOTHING
-""".format(names=", ".join(_CLICK.names), values=_CLICK.placeholders())  # noqa: S608
+"""  # noqa: S608
 
 
-async def insert_click(conn: asyncpg.Connection, tenant_id: str, c: ev.LinkClicked) -> None:
-    await conn.execute(_INSERT_CLICK, c.click_id, tenant_id, *_CLICK.values(c))
+async def insert_clicks(
+    conn: asyncpg.Connection, clicks: Sequence[tuple[str, ev.LinkClicked]]
+) -> None:
+    """Copies of clicks, (tenant id, click) each, in one statement; a repeat is dropped."""
+    await conn.execute(
+        _INSERT_CLICKS,
+        [c.click_id for _, c in clicks],
+        [tenant_id for tenant_id, _ in clicks],
+        *_CLICK.columns([c for _, c in clicks]),
+    )
 
 
 async def known_codes(conn: asyncpg.Connection, tenant_id: str, keys: list[str]) -> list[str]:

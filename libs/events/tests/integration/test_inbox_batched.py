@@ -1,0 +1,140 @@
+"""Batched handlers (issue #24: clicks taken in set-wise): an unbroken run of a batched type
+from one fetch is handled in one transaction; repeats inside the run and across runs are
+dropped by the inbox; a run that fails together is retried one by one, so a poison event is
+dead-lettered alone and the rest applied once; other types keep their place in the order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from devstack.pytest_plugin import Namespace
+from devstack.testing import read_topic, wait_caught_up
+from referral_events import CloudEvent, new_event
+from referral_events.contracts.link import CodeCreated, LinkClicked
+from referral_events.inbox import Batched, InboxConsumer
+from referral_events.kafka import ensure_topics, make_producer
+from referral_events.sql import OUTBOX_INBOX_V1, OUTBOX_INBOX_V2
+from referral_events.topics import LINK_CLICKS, Topic, dlq
+
+pytestmark = pytest.mark.integration
+SCHEMA = "libbatch"
+
+
+@pytest.fixture
+async def env(namespace: Namespace) -> AsyncIterator[tuple[asyncpg.Pool, AIOKafkaProducer]]:
+    conn = await asyncpg.connect(namespace.database_url)
+    await conn.execute(f"CREATE SCHEMA {SCHEMA}; SET search_path TO {SCHEMA};")
+    await conn.execute(OUTBOX_INBOX_V1)
+    await conn.execute(OUTBOX_INBOX_V2)
+    await conn.execute(
+        "CREATE TABLE applied (seq bigserial, event_id text UNIQUE, what text, run integer)"
+    )
+    await conn.close()
+    await ensure_topics(
+        namespace.kafka_bootstrap_servers,
+        [Topic(LINK_CLICKS, 1, 3_600_000), Topic(dlq(LINK_CLICKS), 1, 3_600_000)],
+        prefix=namespace.topic_prefix,
+    )
+    pool = await asyncpg.create_pool(
+        namespace.database_url, server_settings={"search_path": SCHEMA}
+    )
+    producer = make_producer(namespace.kafka_bootstrap_servers, "libtest")
+    await producer.start()
+    yield pool, producer
+    await producer.stop()
+    await pool.close()
+
+
+@contextlib.asynccontextmanager
+async def running(consumer: InboxConsumer) -> AsyncIterator[None]:
+    task = asyncio.create_task(consumer.run())
+    try:
+        yield
+    finally:
+        await consumer.stop()
+        await asyncio.wait_for(task, 30)
+
+
+def clicked(i: int) -> LinkClicked:
+    return LinkClicked(
+        click_id=f"clk_{i:04d}",
+        code="ANN123",
+        advocate_id="adv_1",
+        program_id="prg_1",
+        clicked_at="2026-12-01T00:00:00Z",  # type: ignore[arg-type]
+    )
+
+
+async def test_runs_are_applied_together_once_in_order(env, namespace) -> None:
+    pool, producer = env
+    topic = namespace.topic_prefix + LINK_CLICKS
+    runs = 0
+
+    async def clicks(conn: asyncpg.Connection, items: Sequence[tuple[CloudEvent, Any]]) -> None:
+        nonlocal runs
+        runs += 1
+        if any(p.click_id == "clk_0003" for _, p in items):
+            raise ValueError("this one always fails")
+        await conn.executemany(
+            "INSERT INTO applied (event_id, what, run) VALUES ($1, $2, $3)",
+            [(e.id, p.click_id, runs) for e, p in items],
+        )
+
+    async def code(conn: asyncpg.Connection, event: CloudEvent, payload: CodeCreated) -> None:
+        await conn.execute("INSERT INTO applied (event_id, what) VALUES ($1, $2)", event.id, "code")
+
+    events = [new_event(clicked(i), source="/t", tenant_id="t") for i in range(60)]
+    sent = events[:40] + events[5:15] + events[40:]  # ten repeats inside the first burst
+    tail = events[50:]
+    random.Random(7).shuffle(tail)  # and the last ten reordered
+    sent = sent[:-10] + tail
+    marker = new_event(
+        CodeCreated(code="C1", advocate_id="adv_1", program_id="prg_1"), source="/t", tenant_id="t"
+    )
+    for e in sent[:30]:
+        await producer.send(topic, e.to_json(), key=b"k")
+    await producer.send(topic, marker.to_json(), key=b"k")  # a plain handler between runs
+    for e in sent[30:]:
+        await producer.send(topic, e.to_json(), key=b"k")
+    await producer.flush()
+
+    consumer = InboxConsumer(
+        name="batched",
+        group_id=namespace.topic_prefix + "batched",
+        topics=[topic],
+        handlers={LinkClicked.TYPE: Batched(clicks), CodeCreated.TYPE: code},
+        pool=pool,
+        bootstrap_servers=namespace.kafka_bootstrap_servers,
+        dlq_producer=producer,
+        max_attempts=2,
+        retry_base_seconds=0.01,
+    )
+    async with running(consumer):
+        await wait_caught_up(
+            namespace.kafka_bootstrap_servers, [namespace.topic_prefix + "batched"]
+        )
+    # every click once but the poison one; the code event between the two runs in its place
+    async with pool.acquire() as conn:
+        rows = await conn.fetch("SELECT what, run FROM applied ORDER BY seq")
+        inbox = await conn.fetchval("SELECT count(*) FROM inbox")
+    what = [r["what"] for r in rows]
+    assert sorted(w for w in what if w != "code") == sorted(
+        f"clk_{i:04d}" for i in range(60) if i != 3
+    )
+    assert what.count("code") == 1
+    assert what.index("code") == 29  # 30 clicks before it, clk_0003 among them (dead-lettered)
+    assert inbox == 60  # 59 clicks and the code event: the failed one left no row
+    assert consumer.duplicates == 10 and consumer.dead_lettered == 1
+    # the run after the marker went through together (one transaction, one run number)
+    after = [r["run"] for r in rows[what.index("code") + 1 :]]
+    assert len(set(after)) == 1
+    dead = await read_topic(namespace.kafka_bootstrap_servers, dlq(topic), lambda rs: len(rs) >= 1)
+    assert CloudEvent.from_json(dead[0].value).data["click_id"] == "clk_0003"
