@@ -76,17 +76,23 @@ def rows_of(
     )
 
 
-def insert_rows_sql(first: int) -> str:
-    """The INSERT of outbox rows passed as the five column arrays of `rows_of`, as
-    parameters `$first` .. `$first+4`: for a statement that writes rows of its own beside them
-    (a CTE), so the outbox's columns are spelled here only. Rows keep their order; a repeated
-    event id is dropped (idempotent on event id)."""
+def insert_rows_sql(first: int, *, idempotent: bool = True) -> str:
+    """The INSERT of outbox rows passed as the five column arrays of `rows_of`, as parameters
+    `$first` .. `$first+4`: for a statement that writes rows of its own beside them (a CTE), so
+    the outbox's columns are spelled here only. Rows keep their order. `idempotent` drops a
+    repeated event id (ids derived from a cause); rows with fresh random ids (a redirect's
+    clicks) skip it, which spares Postgres a speculative insertion and a sort per row."""
     e, t, k, p, h = (f"${first + i}" for i in range(5))
+    arrays = f"{e}::text[], {t}::text[], {k}::text[], {p}::bytea[], {h}::text[]"
+    if not idempotent:
+        return f"""
+        INSERT INTO outbox (event_id, topic, key, payload, headers)
+        SELECT e, t, k, p, h::jsonb FROM unnest({arrays}) AS u(e, t, k, p, h)
+    """  # noqa: S608  (only parameter numbers are formatted in)
     return f"""
         INSERT INTO outbox (event_id, topic, key, payload, headers)
         SELECT e, t, k, p, h::jsonb
-        FROM unnest({e}::text[], {t}::text[], {k}::text[], {p}::bytea[], {h}::text[])
-             WITH ORDINALITY AS u(e, t, k, p, h, n)
+        FROM unnest({arrays}) WITH ORDINALITY AS u(e, t, k, p, h, n)
         ORDER BY n
         ON CONFLICT (event_id) DO NOTHING
     """  # noqa: S608  (only parameter numbers are formatted in)

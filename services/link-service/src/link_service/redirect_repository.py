@@ -87,11 +87,11 @@ SELECT * FROM unnest({", ".join(f"${i}::{t}[]" for i, t in enumerate(CLICK_TYPES
 """  # noqa: S608
 _CLICKS_AND_OUTBOX_QUIET = f"""
 WITH clicks_in AS ({_INSERT_CLICKS})
-{outbox.insert_rows_sql(len(CLICK_TYPES) + 1)}
+{outbox.insert_rows_sql(len(CLICK_TYPES) + 1, idempotent=False)}
 """
 _CLICKS_AND_OUTBOX = f"""
 WITH clicks_in AS ({_INSERT_CLICKS}),
-outbox_in AS ({outbox.insert_rows_sql(len(CLICK_TYPES) + 1)} RETURNING 1)
+outbox_in AS ({outbox.insert_rows_sql(len(CLICK_TYPES) + 1, idempotent=False)} RETURNING 1)
 SELECT pg_notify(current_schema() || '_outbox', '') FROM (SELECT 1 FROM outbox_in LIMIT 1) x
 """  # noqa: S608
 
