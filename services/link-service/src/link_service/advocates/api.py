@@ -23,7 +23,7 @@ from link_service.advocates.schemas import (
     VanityCodeIn,
 )
 from link_service.domain import Channel, Links, share_link
-from link_service.edge import Auth, Rt, link_state, links, settings
+from link_service.web import Auth, Rt, link_state, links, settings
 
 router = APIRouter()
 

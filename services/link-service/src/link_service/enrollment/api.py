@@ -9,13 +9,13 @@ from typing import Annotated, Literal
 import asyncpg
 from fastapi import APIRouter, Query, Request, Response
 
-from link_service.edge import Auth, Rt, link_state, settings
 from link_service.enrollment import domain, handlers
 from link_service.enrollment.schemas import (
     EnrollmentError,
     EnrollmentErrorsOut,
     EnrollmentJobOut,
 )
+from link_service.web import Auth, Rt, link_state, settings
 from servicekit.problems import DomainError
 
 router = APIRouter()

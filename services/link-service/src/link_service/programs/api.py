@@ -10,7 +10,6 @@ import asyncpg
 from fastapi import APIRouter, Request
 
 from link_service.domain import program_is_live
-from link_service.edge import Auth, Rt, link_state, settings
 from link_service.programs import handlers
 from link_service.programs.domain import stored_code_format
 from link_service.programs.schemas import (
@@ -20,6 +19,7 @@ from link_service.programs.schemas import (
     ProgramOut,
     ProgramPatch,
 )
+from link_service.web import Auth, Rt, link_state, settings
 from servicekit.auth import Principal
 from servicekit.runtime import Runtime
 

@@ -11,7 +11,6 @@ from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse, Response
 
 from notification_service.config import Settings
-from notification_service.deps import AppClock, Auth, Cfg, Rt
 from notification_service.email import domain, handlers
 from notification_service.email.repository import EmailLog
 from notification_service.email.schemas import (
@@ -32,6 +31,7 @@ from notification_service.email.schemas import (
     TemplateSpecOut,
 )
 from notification_service.email.wording import BUILTIN
+from notification_service.web import AppClock, Auth, Cfg, Rt
 from servicekit.problems import InvalidInput
 
 router = APIRouter(tags=["email"])

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import asyncpg
 from fastapi import APIRouter, Depends, Query, Request
 
-from notification_service.deps import AppClock, Auth, Cfg, Rt, settings_of
+from notification_service.web import AppClock, Auth, Cfg, Rt, settings_of
 from notification_service.webhooks import handlers, urlguard
 from notification_service.webhooks.schemas import (
     AttemptOut,
