@@ -9,6 +9,14 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 
+# What the database (or the network to it) may raise: a background loop that meets one logs it and
+# tries again later instead of dying (an inbox consumer tells them apart: referral_events.inbox).
+DB_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+)
+
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")

@@ -4,7 +4,7 @@ import dataclasses
 
 from fastapi import FastAPI
 
-from link_service import api, domain
+from link_service import domain
 from link_service.advocates import api as advocates_api
 from link_service.config import Settings
 from link_service.consumers import CONSUMERS
@@ -12,10 +12,11 @@ from link_service.enrollment import api as enrollment_api
 from link_service.enrollment import cli
 from link_service.enrollment.worker import EnrollmentWorker
 from link_service.events import SERVICE
-from link_service.link_state import LinkState
 from link_service.programs import api as programs_api
-from link_service.redirect import RedirectMiddleware
-from link_service.workers import CacheInvalidator, ClickWriter
+from link_service.redirect import api
+from link_service.redirect.front import RedirectMiddleware
+from link_service.redirect.state import LinkState
+from link_service.redirect.workers import CacheInvalidator, ClickWriter
 from servicekit.app import create_service_app
 from servicekit.cli import run_cli
 from servicekit.runtime import Runtime, ServiceSpec, Worker

@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 
 from link_service.config import Settings
 from link_service.domain import Links
-from link_service.link_state import LinkState
+from link_service.redirect.state import LinkState
 from servicekit.app import runtime
 from servicekit.auth import Principal, principal
 from servicekit.runtime import Runtime

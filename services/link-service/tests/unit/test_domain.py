@@ -8,9 +8,12 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from link_service import code_cache, domain, link_state, redirect
-from link_service.code_cache import CodeCache, CodeTarget
+from link_service import domain
 from link_service.config import Settings
+from link_service.redirect import cache as code_cache
+from link_service.redirect import front as redirect
+from link_service.redirect import state as link_state
+from link_service.redirect.cache import CodeCache, CodeTarget
 
 CHROME_DESKTOP = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "

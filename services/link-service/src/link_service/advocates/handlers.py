@@ -12,12 +12,12 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from link_service import domain as shared
-from link_service import redirect_repository
 from link_service.advocates import domain, events, repository
 from link_service.advocates.schemas import AdvocateIn, AdvocatePatch
 from link_service.domain import Links
 from link_service.programs.domain import check_takes_new_advocates, stored_code_format
 from link_service.programs.handlers import get_program
+from link_service.redirect import repository as redirect_repository
 from referral_events.outbox import enqueue_rows
 from servicekit.ids import new_id
 from servicekit.problems import Conflict, DomainError, NotFound

@@ -9,7 +9,7 @@ import logging
 from link_service.config import Settings
 from link_service.domain import Links
 from link_service.enrollment import handlers
-from link_service.workers import DB_ERRORS
+from servicekit.db import DB_ERRORS
 from servicekit.runtime import Runtime
 
 log = logging.getLogger(__name__)

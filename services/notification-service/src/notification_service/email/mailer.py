@@ -26,7 +26,7 @@ import asyncpg
 from notification_service.clock import Clock, utc_now
 from notification_service.config import Settings
 from notification_service.email import domain, queue
-from referral_events.inbox import INFRASTRUCTURE_ERRORS
+from servicekit.db import DB_ERRORS
 from servicekit.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ class EmailSender:
             while not self._stopping.is_set():
                 try:
                     await self._send_due()
-                except (*INFRASTRUCTURE_ERRORS, asyncpg.PostgresError) as exc:
+                except DB_ERRORS as exc:
                     log.warning("email sender cannot claim mails, retrying: %r", exc)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(

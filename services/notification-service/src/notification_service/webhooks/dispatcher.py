@@ -56,6 +56,7 @@ from notification_service.webhooks import attempts, domain, repository, signing,
 from referral_events.inbox import INFRASTRUCTURE_ERRORS
 from referral_events.outbox import enqueue_rows
 from referral_events.tracing import continued_from_event
+from servicekit.db import DB_ERRORS
 from servicekit.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -148,7 +149,7 @@ class Dispatcher:
                 while not self._stopping.is_set():
                     try:
                         await self._dispatch_once()
-                    except (*INFRASTRUCTURE_ERRORS, asyncpg.PostgresError) as exc:
+                    except DB_ERRORS as exc:
                         log.warning("dispatcher cannot claim deliveries, retrying: %r", exc)
                     await self._idle()
             finally:

@@ -6,11 +6,11 @@ import asyncio
 import logging
 from typing import Any
 
-from link_service import redirect_repository
-from link_service.code_cache import CodeCache, CodeTarget
 from link_service.config import Settings
 from link_service.enrollment.worker import EnrollmentWorker
-from link_service.workers import CacheInvalidator, ClickWriter
+from link_service.redirect import repository as redirect_repository
+from link_service.redirect.cache import CodeCache, CodeTarget
+from link_service.redirect.workers import CacheInvalidator, ClickWriter
 from servicekit.runtime import Runtime
 
 log = logging.getLogger(__name__)

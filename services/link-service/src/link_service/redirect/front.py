@@ -23,9 +23,9 @@ import orjson
 from starlette.types import Receive, Scope, Send
 
 from link_service import domain
-from link_service.code_cache import CodeTarget
 from link_service.events import CLICKS
-from link_service.link_state import LinkState
+from link_service.redirect.cache import CodeTarget
+from link_service.redirect.state import LinkState
 from referral_events.contracts.link import LinkClicked
 from servicekit.asgi import Headers, header_map, send_response
 from servicekit.front import FastAPIEntry, FrontRoute

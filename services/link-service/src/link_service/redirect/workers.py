@@ -15,20 +15,15 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import Counter, Histogram
 
-from link_service.code_cache import CodeCache
 from link_service.config import Settings
-from link_service.redirect_repository import ClickRow, insert_clicks_with_events
+from link_service.redirect.cache import CodeCache
+from link_service.redirect.repository import ClickRow, insert_clicks_with_events
 from referral_events import topics
 from referral_events.outbox import OutboxRow
+from servicekit.db import DB_ERRORS
 from servicekit.runtime import Runtime
 
 log = logging.getLogger(__name__)
-
-DB_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-)
 
 
 class ClickWriter:

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import HTMLResponse, Response
 
 from link_service import domain
-from link_service.redirect import answer
+from link_service.redirect.front import answer
 from link_service.web import link_state
 from servicekit.front import RawAnswer
 
