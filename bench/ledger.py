@@ -30,6 +30,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from _common import cpu
+
 QUICK = "--quick" in sys.argv
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "4"))
 BATCH = 100
@@ -56,6 +58,16 @@ CREATE TABLE raw_transfers (
 CREATE INDEX raw_transfers_debit ON raw_transfers (debit_account) INCLUDE (amount);
 CREATE INDEX raw_transfers_credit ON raw_transfers (credit_account) INCLUDE (amount);
 """
+
+
+async def _count(dsn: str, table: str) -> int:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn, server_settings={"search_path": "reward"})
+    try:
+        return int(await conn.fetchval(f"SELECT count(*) FROM {table}"))  # noqa: S608
+    finally:
+        await conn.close()
 
 
 async def raw_inserts(dsn: str, total: int) -> float:
@@ -256,13 +268,23 @@ async def run(dsn: str) -> dict[str, Any]:
 
     await migrate(dsn, "reward", "reward_service")
     print(f"connections: {CONNECTIONS}, batch: {BATCH}")
+    # issue #24: CPU per row / per transfer of Postgres and this process (the client: asyncpg,
+    # and for posting the service's own code) together; the load average is quoted beside it
+    # (the one-row reference suffers more from load than the batched posting)
+    meter = cpu.Meter.stack(await cpu.postgres_dir(dsn), None)
+    load_before = os.getloadavg()[0]
+    before = meter.snapshot()
     raw = await raw_inserts(dsn, RAW_ROWS)
+    raw_cost = cpu.per_op(before, meter.snapshot(), await _count(dsn, "raw_transfers"))
     print(f"reference: raw single-row inserts      {raw:>9,.0f} rows/s")
     pool = await create_pool(
         dsn, schema="reward", application_name="bench", min_size=1, max_size=CONNECTIONS + 1
     )
     try:
+        before = meter.snapshot()
         batched = await posting(pool, POSTED, BATCH, "bench")
+        posted = await pool.fetchval("SELECT count(*) FROM transfers WHERE tenant_id = 'bench'")
+        posting_cost = cpu.per_op(before, meter.snapshot(), int(posted))
         print(f"post_transfers, {BATCH}/transaction       {batched:>9,.0f} transfers/s")
         single = await posting(pool, SINGLE, 1, "single")
         print(f"post_transfers, 1/transaction          {single:>9,.0f} transfers/s")
@@ -298,6 +320,9 @@ async def run(dsn: str) -> dict[str, Any]:
         "connections": CONNECTIONS,
         "batch": BATCH,
         "quick": QUICK,
+        **cpu.cost_fields(posting_cost, raw_cost),
+        "load_avg_1m": [round(load_before, 1), round(os.getloadavg()[0], 1)],
+        "machine": cpu.machine(),
     }
 
 

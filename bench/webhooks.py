@@ -35,6 +35,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+from _common import cpu
 
 BODY_DATA = {"reward_id": "rwd_bench", "amount": 2000, "unit": "USD", "advocate_id": "adv_1"}
 ENDPOINTS = 20
@@ -248,7 +249,12 @@ async def run(quick: bool) -> dict[str, Any]:
             log_level="WARNING",
         )
         per_endpoint = Settings().webhook_per_endpoint_concurrency
+        # issue #24: the CPU per POST of the receiver and this process (httpx) together
+        reference_meter = cpu.Meter.of(receiver=receiver.pid)
+        before = reference_meter.snapshot()
         figures["reference_rps"] = round(await reference_rate(base, backlog, per_endpoint), 1)
+        reference_cost = cpu.per_op(before, reference_meter.snapshot(), backlog)
+        pg_dir = await cpu.postgres_dir(admin)
         note(f"reference {figures['reference_rps']}/s")
 
         for hanging in (0, HANGING):
@@ -269,10 +275,25 @@ async def run(quick: bool) -> dict[str, Any]:
                         # the hanging endpoints hold attempts of their own meanwhile
                         await enqueue(conn, endpoints[:hanging], backlog // 10, f"tph{hanging}")
                     started_at = datetime.now(UTC)
+                    # every process while the backlog drains: the dispatcher (in this
+                    # process: claims, signing, records, events), the receiver, Postgres, Kafka
+                    meter = cpu.Meter.stack(
+                        pg_dir,
+                        broker.bootstrap_servers,
+                        client_name="dispatcher",
+                        receiver=receiver.pid,
+                    )
+                    before = meter.snapshot()
                     await enqueue(conn, healthy, backlog, f"tp{hanging}")
                     note(f"draining {backlog} ({hanging} hanging)")
                     took = await drain(conn, f"tp{hanging}", backlog, 120)
                     done = await delivered_count(conn, f"tp{hanging}")
+                    if not hanging:
+                        figures.update(
+                            cpu.cost_fields(
+                                cpu.per_op(before, meter.snapshot(), done), reference_cost
+                            )
+                        )
                     last = await conn.fetchval(
                         "SELECT max(delivered_at) FROM webhook_deliveries WHERE id LIKE $1",
                         f"dlv_tp{hanging}_%",
@@ -335,6 +356,8 @@ async def run(quick: bool) -> dict[str, Any]:
     )
     figures["goal_rps_met"] = figures["deliveries_per_s_healthy"] >= 500
     figures["goal_isolation_met"] = figures["p99_lag_ratio_hang"] <= 1.2
+    figures["quick"] = quick
+    figures["machine"] = cpu.machine()
     return figures
 
 
