@@ -374,7 +374,8 @@ async def measure(
     from devstack.postgres import create_scratch_database
     from devstack.testing import migrate
 
-    seconds = 8 if quick else 20
+    seconds = 5 if quick else 20
+    produced = 5000 if quick else 20000
     prefix = f"bench{secrets.token_hex(3)}."
     dsn = await create_scratch_database(admin)
     await migrate(dsn, "attribution", "attribution_service")
@@ -383,12 +384,12 @@ async def measure(
     # A broker this bench just started is a cold JVM: its JIT warm-up is paid by neither side
     # (a production broker is warm). One unmeasured round of the reference's load first, then
     # the reference, then the service.
-    await reference_produce_rate(bootstrap, prefix + "bench.warmup", 900, 20000)
+    await reference_produce_rate(bootstrap, prefix + "bench.warmup", 900, produced)
     reference = round(
-        await reference_produce_rate(bootstrap, prefix + "bench.reference", 900, 20000), 1
+        await reference_produce_rate(bootstrap, prefix + "bench.reference", 900, produced), 1
     )
     key = "rk_bench_" + secrets.token_urlsafe(12)
-    bare = await bare_reference(3 if quick else 8, request_head({"Authorization": f"Bearer {key}"}))
+    bare = await bare_reference(2 if quick else 8, request_head({"Authorization": f"Bearer {key}"}))
     ports = [free_port() for _ in range(REPLICAS)]
     env = {
         **os.environ,
@@ -586,7 +587,7 @@ async def measure(
     # issue #24: a conversion's CPU in all processes (service, Postgres, Kafka, this client)
     # beside a bare ASGI app's per POST, same client, same run
     op = {
-        "service": figures["service_cpu_ms_per_conversion"],
+        "attribution_service": figures["service_cpu_ms_per_conversion"],
         "postgres": figures["postgres_cpu_ms_per_conversion"],
         "kafka": figures["kafka_cpu_ms_per_conversion"],
         "load_client": figures["client_cpu_ms_per_conversion"],

@@ -309,11 +309,11 @@ def main() -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="a short sanity run (3 s phases, shorter warm-up): CI smoke, not a measurement",
+        help="a short sanity run (2 s phases, 50 advocates): CI smoke, not a measurement",
     )
     args = parser.parse_args()
     if args.quick:
-        args.duration = 3.0
+        args.duration = 2.0
     duration = min(max(args.duration, 2.0), 60.0)
     warm_s = 1 if args.quick else 3
     connections = min(max(args.connections, 1), 256)
@@ -435,7 +435,7 @@ def main() -> None:
                 api.post(
                     f"/v1/programs/{program['id']}/advocates", json={"customer_id": f"c{i}"}
                 ).json()["code"]
-                for i in range(ADVOCATES)
+                for i in range(ADVOCATES // 4 if args.quick else ADVOCATES)
             ]
         paths = [f"/r/{c}" for c in codes]
         paths_file = state / "paths.txt"
