@@ -161,6 +161,15 @@ def link_meter(service_pid: int, pg_dir: str | None, bootstrap: str | None) -> c
     )
 
 
+STARTED = time.monotonic()
+
+
+def phase(name: str) -> None:
+    """Where a run spends its time, on stderr (the quick profile's budget is two minutes for
+    every bench together)."""
+    print(f"[{time.monotonic() - STARTED:6.1f} s] {name}", file=sys.stderr, flush=True)
+
+
 def wait_http(url: str, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -340,6 +349,7 @@ def main() -> None:
         if not admin_dsn:
             pg, admin_dsn = start_embedded(state / "pg")
         database_url = asyncio.run(create_database(admin_dsn, f"bench_{secrets.token_hex(4)}"))
+        phase("commit floor")
         pg_floor = asyncio.run(postgres_commit_floor(database_url))
         key = "rk_bench_" + secrets.token_urlsafe(16)
         prefix = f"bench{secrets.token_hex(3)}."
@@ -355,6 +365,7 @@ def main() -> None:
             extra_env={"LOG_LEVEL": "WARNING"},
         )
         link = (services.SERVICES[0],)
+        phase("migrate link-service")
         services.migrate(cfg, link)
         if workers == 1:
             running = services.start(cfg, link)
@@ -395,6 +406,7 @@ def main() -> None:
                     ),
                 )
             ]
+        phase("waiting for link-service")
         services.wait_ready(running, timeout=180)
         link_port = running[0].port
 
@@ -431,6 +443,7 @@ def main() -> None:
                 "/v1/programs",
                 json={"name": "Bench", "landing_url": "https://shop.example.com/join?src=ref"},
             ).json()
+            phase("advocates")
             codes = [
                 api.post(
                     f"/v1/programs/{program['id']}/advocates", json={"customer_id": f"c{i}"}
@@ -447,6 +460,7 @@ def main() -> None:
             client_name="load_generator", children_only=True, service=procs[0].pid
         )
         # warm-up: caches, prepared statements, the UA parser's regexes, connection pools
+        phase("warm-up")
         warm = wrk(wrk_bin, link_port, paths, warm_s, connections)
         wrk(wrk_bin, bare_port, paths, max(warm_s - 1, 1), connections)
         before = bare_cpu.snapshot()
@@ -472,6 +486,7 @@ def main() -> None:
                 ]
             )
         before = link_cpu.snapshot()
+        phase("peak")
         peak = wrk(wrk_bin, link_port, paths, duration, connections)
         if profiler is not None:
             profiler.wait(timeout=60)
@@ -487,6 +502,7 @@ def main() -> None:
         handled = "/r/{code}"
         served_before = histogram(running[0].url, "http_request_duration_seconds", handled)
         commits_before = histogram(running[0].url, "link_click_commit_seconds")
+        phase("half load")
         half = open_loop(link_port, paths_file, half_rate, duration)
         # Where the half-load tail is spent: in the service's handler (from its first byte to its
         # 302, the click's commit included) and in the group commits themselves.
@@ -499,6 +515,7 @@ def main() -> None:
         )
         # The same open-loop client at the same rate against the bare app: what the client and
         # the machine add to any latency (the floor under half_load_p99_ms).
+        phase("bare half load")
         bare_half = open_loop(bare_port, paths_file, half_rate, duration)
 
         # Clicks all the way through (issue #24): attribution-service takes link.clicks in, a
@@ -507,9 +524,11 @@ def main() -> None:
         # the clicks so far (its warm-up), then the redirect runs at saturation again while it
         # consumes, and the CPU of every process counts until it has taken in the last click.
         attribution_def = services.SERVICES[1]
+        phase("migrate attribution-service")
         services.migrate(cfg, (attribution_def,))
         attribution = services.start(cfg, (attribution_def,))
         running += attribution
+        phase("attribution-service starting, then catching up")
         services.wait_ready(attribution, timeout=180)
         catch_up_limit = 90.0 if args.quick else 600.0
         asyncio.run(wait_taken_in(database_url, catch_up_limit))
@@ -523,11 +542,13 @@ def main() -> None:
         )
         served0, taken0 = asyncio.run(click_counts(database_url))
         before = e2e_cpu.snapshot()
+        phase("clicks all the way through")
         through = wrk(wrk_bin, link_port, paths, duration, connections)
         served1, taken1 = asyncio.run(click_counts(database_url))
         through_s = through["requests"] / through["rps"] if through["rps"] else duration
         attribution_rate = (taken1 - taken0) / through_s
         attribution_lag_at_end = served1 - taken1
+        phase("attribution catching up")
         catch_up_s, caught_up = asyncio.run(wait_taken_in(database_url, catch_up_limit))
         after = e2e_cpu.snapshot()
         served2, _ = asyncio.run(click_counts(database_url))
@@ -537,6 +558,7 @@ def main() -> None:
         asyncio.run(wait_published(database_url))
         clicks, outbox_events = asyncio.run(count_clicks(database_url))
         commits = click_commit_figures(running[0].url)
+        phase("reading link.clicks back")
         ids = asyncio.run(kafka_click_ids(bootstrap, prefix + "link.clicks"))
     finally:
         for p in procs:
@@ -544,6 +566,7 @@ def main() -> None:
             p.wait(timeout=30)
         from devstack import services as svc
 
+        phase("stopping")
         svc.stop(running)
         if broker is not None:
             broker.stop()
@@ -551,6 +574,7 @@ def main() -> None:
             pg.cleanup()
         shutil.rmtree(state, ignore_errors=True)
 
+    phase("stopped")
     load_after = os.getloadavg()
     counted = (
         warm["requests"] + peak["requests"] + half["statuses"].get("302", 0) + through["requests"]

@@ -64,6 +64,19 @@ FIGURES: dict[str, list[tuple[str, str, str | None, str]]] = {
         ("CPU per transfer (raw one-row insert)", "cpu_ms_per_op", "reference_cpu_ms_per_op", "ms"),
         ("transfers/s (raw inserts/s)", "transfers_per_s", "reference_rows_per_s", "/s"),
     ],
+    "time_to_reward": [
+        (
+            "CPU per purchase to reward (bare ASGI POST)",
+            "cpu_ms_per_op",
+            "reference_cpu_ms_per_op",
+            "ms",
+        ),
+        ("purchase answered -> balance, p50", "balance_p50_ms", None, "ms"),
+        ("purchase answered -> balance, p99 (goal < 250)", "balance_p99_ms", None, "ms"),
+        ("purchase answered -> signed webhook, p50", "webhook_p50_ms", None, "ms"),
+        ("purchase answered -> signed webhook, p99 (goal < 500)", "webhook_p99_ms", None, "ms"),
+        ("purchases/s offered", "rate", None, "/s"),
+    ],
 }
 # Sizing: which per-process breakdown of CPU per operation each operation is sized from.
 SIZING_FROM = {
