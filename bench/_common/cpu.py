@@ -101,13 +101,16 @@ def cwd_pids(directory: str) -> list[int]:
     return found
 
 
-async def postgres_dir(dsn: str) -> str:
-    """The data directory of the Postgres serving `dsn` (for `cwd_pids`)."""
+async def postgres_dir(dsn: str) -> str | None:
+    """The data directory of the Postgres serving `dsn` (for `cwd_pids`); None when this role
+    may not read it (then Postgres is left out of the figures, not the run)."""
     import asyncpg
 
     conn = await asyncpg.connect(dsn)
     try:
         directory = str(await conn.fetchval("SHOW data_directory"))
+    except asyncpg.PostgresError:
+        return None
     finally:
         await conn.close()
     return os.path.realpath(directory)  # noqa: ASYNC240 (no I/O worth a thread)
