@@ -17,11 +17,18 @@ link.clicked event on Kafka and that the clicks recorded match the redirects cou
 not count requests still in flight when its time is up, so up to one per connection more may be
 recorded).
 
+Then clicks all the way through (issue #24): attribution-service as a process of its own takes
+link.clicks in (its schema, same database) while the redirect runs at saturation again; it reports
+the clicks taken in per second beside the redirect's rate, the clicks not yet taken in when the
+load stops, and the CPU of every process (link-service, attribution-service, Postgres, Kafka,
+wrk; each apart too) from the load's start until attribution has them all, per click. Every
+figure's CPU beside the bare app's is `cpu_ms_per_op` / `reference_cpu_ms_per_op` / `cpu_ratio`.
+
 Goals (issue #4): rps >= 50% of the bare app's; p99 <= 10 ms at half of peak load; exactly one
 click event per counted redirect. The machine has 2 cores shared by the service, Postgres,
 Kafka and the load generator, so absolute figures are modest; the ratio is what compares.
 
-Usage: uv run --frozen python bench/redirect.py [--duration 10] [--connections 32]
+Usage: uv run --frozen python bench/redirect.py [--quick] [--duration 10] [--connections 32]
 Last line: one JSON object {"bench": "redirect", ...}.
 """
 
