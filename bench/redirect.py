@@ -46,6 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -381,8 +382,12 @@ def main() -> None:
             extra_env={"LOG_LEVEL": "WARNING"},
         )
         link = (services.SERVICES[0],)
-        phase("migrate link-service")
-        services.migrate(cfg, link)
+        phase("migrate link-service and attribution-service")
+        # both services' migrations at once (attribution-service's schema is only a schema
+        # until its process starts, after the link-service-only phases)
+        attribution_def = services.SERVICES[1]
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(lambda d: services.migrate(cfg, (d,)), (link[0], attribution_def)))
         if workers == 1:
             running = services.start(cfg, link)
         else:
@@ -539,12 +544,10 @@ def main() -> None:
         # the figures above keep their meaning (link-service alone); it first catches up on
         # the clicks so far (its warm-up), then the redirect runs at saturation again while it
         # consumes, and the CPU of every process counts until it has taken in the last click.
-        attribution_def = services.SERVICES[1]
-        phase("migrate attribution-service")
-        services.migrate(cfg, (attribution_def,))
+        phase("attribution-service starting")
         attribution = services.start(cfg, (attribution_def,))
         running += attribution
-        phase("attribution-service starting, then catching up")
+        phase("waiting for attribution-service, then its catch-up")
         services.wait_ready(attribution, timeout=180)
         catch_up_limit = 90.0 if args.quick else 600.0
         asyncio.run(wait_taken_in(database_url, catch_up_limit))

@@ -221,7 +221,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             log_dir=state / "logs",
             extra_env={"LOG_LEVEL": "WARNING", "OUTBOX_POLL_INTERVAL_SECONDS": "0.2"},
         )
-        await asyncio.to_thread(services.migrate, cfg)
+        await asyncio.gather(
+            *(asyncio.to_thread(services.migrate, cfg, (d,)) for d in services.SERVICES)
+        )
         running = services.start(cfg)
         await asyncio.to_thread(services.wait_ready, running, 180)
         url = {s.definition.name: s.url for s in running}
