@@ -1,6 +1,7 @@
 # The two commands a newcomer needs: `make up` and `make test`. Everything else is for work on
 # the code. Every target installs what it needs first (scripts/bootstrap.sh).
-.PHONY: up test test-unit test-integration lint format typecheck check deploy-check bench bootstrap
+.PHONY: up test test-unit test-integration lint format typecheck check deploy-check bench bench-quick \
+	bench-table bootstrap
 
 UV ?= uv
 PYTEST ?= $(UV) run --frozen pytest
@@ -37,5 +38,11 @@ check: lint typecheck
 deploy-check: ## validate compose, kustomize overlays and Dockerfiles offline
 	deploy/check.sh
 
-bench: bootstrap ## benchmarks; each prints one JSON line of figures
-	@for b in bench/*.py; do [ -e "$$b" ] && $(UV) run --frozen python "$$b"; done; true
+bench: bootstrap ## every benchmark, figures to bench/results.json (ARGS=--quick: the short profile)
+	$(UV) run --frozen python bench/run_all.py $(ARGS)
+
+bench-quick: bootstrap ## the short profile of every benchmark (CI smoke: fails on errors, not figures)
+	$(UV) run --frozen python bench/run_all.py --quick $(ARGS)
+
+bench-table: ## docs/performance.md's generated table from bench/results.json
+	$(UV) run --frozen python bench/render_table.py

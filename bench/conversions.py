@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 from typing import Any, cast
 
+from _common import cpu
 from _common.http1 import split_response
 
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "24"))
@@ -47,6 +48,7 @@ CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "24"))
 # connections are spread over them as a load balancer would.
 REPLICAS = int(os.environ.get("BENCH_REPLICAS", "1"))
 ADVOCATES = 500
+HERE = Path(__file__).resolve().parent
 
 
 BODY = (
@@ -119,6 +121,83 @@ class Conn(asyncio.Protocol):
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
+
+
+async def bare_reference(seconds: float, head: bytes) -> dict[str, Any]:
+    """Issue #24's reference: a bare ASGI app on uvicorn (bench/_common/bare201.py) answering
+    the same POSTs from the same client over the same connections: its rate, latency and the
+    CPU per request of the app and this client together."""
+    from devstack.paths import free_port
+
+    port = free_port()
+    proc = subprocess.Popen(  # noqa: S603, ASYNC220
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--app-dir",
+            str(HERE / "_common"),
+            "bare201:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+            "--lifespan",
+            "off",
+        ]
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                (await Conn.open(port)).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+        counter = 0
+        latencies: list[float] = []
+
+        async def worker(until: float, measured: bool) -> None:
+            nonlocal counter
+            conn = await Conn.open(port)
+            try:
+                while time.perf_counter() < until:
+                    counter += 1
+                    n = counter
+                    order = f"ref-{n}"
+                    body = BODY % (b"ref", n, n % ADVOCATES, order.encode(), n)
+                    started = time.perf_counter()
+                    await conn.post("/v1/conversions", body, order.encode(), head)
+                    if measured:
+                        latencies.append(time.perf_counter() - started)
+            finally:
+                conn.close()
+
+        warm_until = time.perf_counter() + 1
+        await asyncio.gather(*(worker(warm_until, False) for _ in range(CONCURRENCY)))
+        meter = cpu.Meter.of(bare_app=proc.pid)
+        before = meter.snapshot()
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(t0 + seconds, True) for _ in range(CONCURRENCY)))
+        took = time.perf_counter() - t0
+        cost = cpu.per_op(before, meter.snapshot(), len(latencies))
+        return {
+            "rps": round(len(latencies) / took, 1),
+            "p50_ms": round(pct(latencies, 0.5) * 1000, 2),
+            "p99_ms": round(pct(latencies, 0.99) * 1000, 2),
+            "cpu": cost,
+        }
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 async def reference_produce_rate(bootstrap: str, topic: str, size: int, total: int) -> float:
@@ -267,7 +346,10 @@ async def run(quick: bool, profile: Path | None = None) -> dict[str, Any]:
         admin = os.environ.get("DATABASE_URL")
         if not admin:
             pg, admin = start_embedded(root / "pg")
-        broker_pid = broker._proc.pid if broker is not None and broker._proc else None
+        # the broker's JVM: the one this bench started, or a running one on this machine
+        broker_pid = (
+            broker._proc.pid if broker is not None and broker._proc else cpu.kafka_pid(bootstrap)
+        )
         return await measure(quick, profile, root, bootstrap, admin, broker_pid)
     finally:
         # also when the run fails: a broker left behind would take CPU from the next run
@@ -292,7 +374,8 @@ async def measure(
     from devstack.postgres import create_scratch_database
     from devstack.testing import migrate
 
-    seconds = 8 if quick else 20
+    seconds = 5 if quick else 20
+    produced = 5000 if quick else 20000
     prefix = f"bench{secrets.token_hex(3)}."
     dsn = await create_scratch_database(admin)
     await migrate(dsn, "attribution", "attribution_service")
@@ -301,11 +384,12 @@ async def measure(
     # A broker this bench just started is a cold JVM: its JIT warm-up is paid by neither side
     # (a production broker is warm). One unmeasured round of the reference's load first, then
     # the reference, then the service.
-    await reference_produce_rate(bootstrap, prefix + "bench.warmup", 900, 20000)
+    await reference_produce_rate(bootstrap, prefix + "bench.warmup", 900, produced)
     reference = round(
-        await reference_produce_rate(bootstrap, prefix + "bench.reference", 900, 20000), 1
+        await reference_produce_rate(bootstrap, prefix + "bench.reference", 900, produced), 1
     )
     key = "rk_bench_" + secrets.token_urlsafe(12)
+    bare = await bare_reference(2 if quick else 8, request_head({"Authorization": f"Bearer {key}"}))
     ports = [free_port() for _ in range(REPLICAS)]
     env = {
         **os.environ,
@@ -400,6 +484,10 @@ async def measure(
         await asyncio.gather(
             *(worker("warm", until, ports[i % REPLICAS]) for i in range(CONCURRENCY))
         )
+        # all of Postgres (postmaster, WAL writer, checkpointer and every backend) for
+        # cpu_ms_per_op; postgres_cpu_ms_per_conversion stays the serving backends'
+        pg_all = cpu.Meter.stack(await cpu.postgres_dir(dsn), None, client=False)
+        pg_all0 = pg_all.snapshot()
         cpu0 = sum(cpu_seconds(s.pid) for s in services)
         pg_pids = await backend_pids(dsn)
         pg0 = backends_cpu(list(pg_pids))
@@ -441,6 +529,7 @@ async def measure(
                 break
             await asyncio.sleep(0.1)
         cpu1 = sum(cpu_seconds(s.pid) for s in services)
+        pg_all_ms = cpu.per_op(pg_all0, pg_all.snapshot(), len(sent))["total"]
         pg1 = backends_cpu(list(pg_pids))
         relay1 = backends_cpu(relay_pids)
         broker1 = backends_cpu([broker_pid]) if broker_pid else 0.0
@@ -486,6 +575,7 @@ async def measure(
             ),
             batch_retries=int(batches["retries"]),
             errors=errors,
+            postgres_all_cpu_ms_per_conversion=round(pg_all_ms, 2),
         )
     finally:
         for service in services:
@@ -500,6 +590,21 @@ async def measure(
     figures["reference_produce_per_s"] = reference
     figures["ratio"] = round(figures["conversions_per_s"] / figures["reference_produce_per_s"], 3)
     figures["goal_met"] = figures["conversions_per_s"] >= 1000 and figures["http_p99_ms"] <= 50
+    # issue #24: a conversion's CPU in all processes (service, Postgres, Kafka, this client)
+    # beside a bare ASGI app's per POST, same client, same run
+    op = {
+        "attribution_service": figures["service_cpu_ms_per_conversion"],
+        "postgres": figures["postgres_all_cpu_ms_per_conversion"],
+        "kafka": figures["kafka_cpu_ms_per_conversion"],
+        "load_client": figures["client_cpu_ms_per_conversion"],
+    }
+    op["total"] = round(sum(op.values()), 3)
+    figures.update(cpu.cost_fields(op, bare["cpu"]))
+    figures["reference_http_per_s"] = bare["rps"]
+    figures["reference_http_p50_ms"] = bare["p50_ms"]
+    figures["reference_http_p99_ms"] = bare["p99_ms"]
+    figures["quick"] = quick
+    figures["machine"] = cpu.machine()
     return figures
 
 

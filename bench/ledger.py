@@ -30,13 +30,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from _common import cpu
+
 QUICK = "--quick" in sys.argv
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "4"))
 BATCH = 100
-RAW_ROWS = 8_000 if QUICK else 30_000
-POSTED = 10_000 if QUICK else 60_000
-SINGLE = 2_000 if QUICK else 6_000
-RELEASE = 10_000 if QUICK else 100_000
+RAW_ROWS = 3_000 if QUICK else 30_000
+POSTED = 5_000 if QUICK else 60_000
+SINGLE = 500 if QUICK else 6_000
+RELEASE = 5_000 if QUICK else 100_000
 RELEASE_BATCH = 1_000
 TIME_LIMIT_S = 60.0
 
@@ -58,7 +60,9 @@ CREATE INDEX raw_transfers_credit ON raw_transfers (credit_account) INCLUDE (amo
 """
 
 
-async def raw_inserts(dsn: str, total: int) -> float:
+async def raw_inserts(dsn: str, total: int, meter: cpu.Meter) -> tuple[float, dict[str, float]]:
+    """The raw rows/s, and the CPU per row (taken before the connections close: a backend's
+    CPU is gone from /proc when it exits)."""
     import asyncpg
 
     conns = [
@@ -87,11 +91,13 @@ async def raw_inserts(dsn: str, total: int) -> float:
                 return
 
     start = time.perf_counter()
+    before = meter.snapshot()
     await asyncio.gather(*(worker(c) for c in conns))
+    cost = cpu.per_op(before, meter.snapshot(), done)
     elapsed = time.perf_counter() - start
     for c in conns:
         await c.close()
-    return done / elapsed
+    return done / elapsed, cost
 
 
 def _transfers(tenant: str, worker: int, start: int, count: int) -> list[Any]:
@@ -256,13 +262,23 @@ async def run(dsn: str) -> dict[str, Any]:
 
     await migrate(dsn, "reward", "reward_service")
     print(f"connections: {CONNECTIONS}, batch: {BATCH}")
-    raw = await raw_inserts(dsn, RAW_ROWS)
+    # issue #24: CPU per row / per transfer of Postgres and this process (the client: asyncpg,
+    # and for posting the service's own code) together; the load average is quoted beside it
+    # (the one-row reference suffers more from load than the batched posting)
+    pg_dir = await cpu.postgres_dir(dsn)
+    load_before = os.getloadavg()[0]
+    raw, raw_cost = await raw_inserts(dsn, RAW_ROWS, cpu.Meter.stack(pg_dir, None))
+    # posting runs the service's own code in this process: its CPU is reward-service's
+    meter = cpu.Meter.stack(pg_dir, None, client_name="reward_service")
     print(f"reference: raw single-row inserts      {raw:>9,.0f} rows/s")
     pool = await create_pool(
         dsn, schema="reward", application_name="bench", min_size=1, max_size=CONNECTIONS + 1
     )
     try:
+        before = meter.snapshot()
         batched = await posting(pool, POSTED, BATCH, "bench")
+        posted = await pool.fetchval("SELECT count(*) FROM transfers WHERE tenant_id = 'bench'")
+        posting_cost = cpu.per_op(before, meter.snapshot(), int(posted))
         print(f"post_transfers, {BATCH}/transaction       {batched:>9,.0f} transfers/s")
         single = await posting(pool, SINGLE, 1, "single")
         print(f"post_transfers, 1/transaction          {single:>9,.0f} transfers/s")
@@ -298,6 +314,9 @@ async def run(dsn: str) -> dict[str, Any]:
         "connections": CONNECTIONS,
         "batch": BATCH,
         "quick": QUICK,
+        **cpu.cost_fields(posting_cost, raw_cost),
+        "load_avg_1m": [round(load_before, 1), round(os.getloadavg()[0], 1)],
+        "machine": cpu.machine(),
     }
 
 

@@ -17,11 +17,18 @@ link.clicked event on Kafka and that the clicks recorded match the redirects cou
 not count requests still in flight when its time is up, so up to one per connection more may be
 recorded).
 
+Then clicks all the way through (issue #24): attribution-service as a process of its own takes
+link.clicks in (its schema, same database) while the redirect runs at saturation again; it reports
+the clicks taken in per second beside the redirect's rate, the clicks not yet taken in when the
+load stops, and the CPU of every process (link-service, attribution-service, Postgres, Kafka,
+wrk; each apart too) from the load's start until attribution has them all, per click. Every
+figure's CPU beside the bare app's is `cpu_ms_per_op` / `reference_cpu_ms_per_op` / `cpu_ratio`.
+
 Goals (issue #4): rps >= 50% of the bare app's; p99 <= 10 ms at half of peak load; exactly one
 click event per counted redirect. The machine has 2 cores shared by the service, Postgres,
 Kafka and the load generator, so absolute figures are modest; the ratio is what compares.
 
-Usage: uv run --frozen python bench/redirect.py [--duration 10] [--connections 32]
+Usage: uv run --frozen python bench/redirect.py [--quick] [--duration 10] [--connections 32]
 Last line: one JSON object {"bench": "redirect", ...}.
 """
 
@@ -33,18 +40,19 @@ import hashlib
 import json
 import os
 import re
-import resource
 import secrets
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
+from _common import cpu
 
 HERE = Path(__file__).resolve().parent
 BROWSER_UA = (
@@ -150,73 +158,24 @@ def open_loop(port: int, paths_file: Path, rate: float, duration: float) -> dict
     return result
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU of one process so far (0 if it is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def link_meter(service_pid: int, pg_dir: str | None, bootstrap: str | None) -> cpu.Meter:
+    """CPU seconds used by each part of the redirect: the service (with its uvicorn workers),
+    the Postgres and the Kafka broker of the run (started by it or handed to it, found on this
+    machine by data directory and port) and the load generator (wrk or the open-loop client,
+    children of this process). The machine is shared, so rates move with other people's load;
+    CPU per redirect barely does."""
+    return cpu.Meter.stack(
+        pg_dir, bootstrap, client_name="load_generator", children_only=True, service=service_pid
+    )
 
 
-def _pids(match: Any) -> list[int]:
-    """Pids of the processes `match(pid)` accepts (it reads /proc; errors mean no)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if match(entry):
-                    found.append(int(entry))
-            except OSError:
-                pass
-    return found
+STARTED = time.monotonic()
 
 
-class CpuMeter:
-    """CPU seconds used by each part of the run, read from /proc: the service (with its
-    uvicorn workers), the bench's own Postgres and Kafka (when this run started them) and the
-    load generator (wrk or the open-loop client, children of this process). The machine is
-    shared, so rates move with other people's load; CPU per redirect barely does."""
-
-    def __init__(self, service_pid: int, state: Path, own_pg: bool, own_kafka: bool) -> None:
-        self.service_pid = service_pid
-        self.pg_dir = str(state / "pg") if own_pg else None
-        self.kafka_dir = str(state / "kafka") if own_kafka else None
-
-    def _service_pids(self) -> list[int]:
-        def child(pid: str) -> bool:
-            with open(f"/proc/{pid}/stat") as f:
-                return int(f.read().rsplit(")", 1)[1].split()[1]) == self.service_pid
-
-        return [self.service_pid, *_pids(child)]
-
-    def snapshot(self) -> dict[str, float]:
-        out = {"service": sum(_cpu_seconds(p) for p in self._service_pids())}
-        if self.pg_dir is not None:
-            pg_dir = self.pg_dir
-            out["postgres"] = sum(
-                _cpu_seconds(p)
-                for p in _pids(lambda pid: os.readlink(f"/proc/{pid}/cwd").startswith(pg_dir))
-            )
-        if self.kafka_dir is not None:
-            marker = self.kafka_dir.encode()
-            out["kafka"] = sum(
-                _cpu_seconds(p)
-                for p in _pids(lambda pid: marker in Path(f"/proc/{pid}/cmdline").read_bytes())
-            )
-        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-        out["load_generator"] = usage.ru_utime + usage.ru_stime
-        return out
-
-    @staticmethod
-    def per_request(
-        before: dict[str, float], after: dict[str, float], requests: int
-    ) -> dict[str, float]:
-        """Milliseconds of CPU per request by part, and their total."""
-        per = {k: (after[k] - before[k]) * 1000 / max(requests, 1) for k in before}
-        per["total"] = sum(per.values())
-        return {k: round(v, 3) for k, v in per.items()}
+def phase(name: str) -> None:
+    """Where a run spends its time, on stderr (the quick profile's budget is two minutes for
+    every bench together)."""
+    print(f"[{time.monotonic() - STARTED:6.1f} s] {name}", file=sys.stderr, flush=True)
 
 
 def wait_http(url: str, timeout: float = 120) -> None:
@@ -236,6 +195,39 @@ async def count_clicks(database_url: str) -> tuple[int, int]:
         clicks = await conn.fetchval("SELECT count(*) FROM link.clicks")
         events = await conn.fetchval("SELECT count(*) FROM link.outbox WHERE topic='link.clicks'")
         return int(clicks), int(events)
+    finally:
+        await conn.close()
+
+
+async def click_counts(database_url: str) -> tuple[int, int]:
+    """Clicks link-service has recorded, and copies attribution-service has taken in."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        served = await conn.fetchval("SELECT count(*) FROM link.clicks")
+        taken = await conn.fetchval("SELECT count(*) FROM attribution.clicks")
+        return int(served), int(taken)
+    finally:
+        await conn.close()
+
+
+async def wait_taken_in(database_url: str, limit_s: float) -> tuple[float, bool]:
+    """Until attribution-service has a copy of every click link-service recorded: the seconds
+    it took and whether it got there within `limit_s`. One connection, and link's count read
+    again only when attribution's reaches it (the polls' own Postgres CPU stays small; this
+    runs inside the end-to-end CPU window)."""
+    started = time.monotonic()
+    conn = await asyncpg.connect(database_url)
+    try:
+        served = int(await conn.fetchval("SELECT count(*) FROM link.clicks"))
+        while True:
+            taken = int(await conn.fetchval("SELECT count(*) FROM attribution.clicks"))
+            if taken >= served:
+                served = int(await conn.fetchval("SELECT count(*) FROM link.clicks"))
+                if taken >= served:
+                    return time.monotonic() - started, True
+            if time.monotonic() - started > limit_s:
+                return time.monotonic() - started, False
+            await asyncio.sleep(0.1)
     finally:
         await conn.close()
 
@@ -340,8 +332,16 @@ def main() -> None:
         type=Path,
         help="also sample link-service with py-spy during the peak run (speedscope JSON here)",
     )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a short sanity run (2 s phases, 50 advocates): CI smoke, not a measurement",
+    )
     args = parser.parse_args()
+    if args.quick:
+        args.duration = 2.0
     duration = min(max(args.duration, 2.0), 60.0)
+    warm_s = 1 if args.quick else 3
     connections = min(max(args.connections, 1), 256)
     workers = min(max(args.workers, 1), 8)
 
@@ -366,6 +366,7 @@ def main() -> None:
         if not admin_dsn:
             pg, admin_dsn = start_embedded(state / "pg")
         database_url = asyncio.run(create_database(admin_dsn, f"bench_{secrets.token_hex(4)}"))
+        phase("commit floor")
         pg_floor = asyncio.run(postgres_commit_floor(database_url))
         key = "rk_bench_" + secrets.token_urlsafe(16)
         prefix = f"bench{secrets.token_hex(3)}."
@@ -381,7 +382,12 @@ def main() -> None:
             extra_env={"LOG_LEVEL": "WARNING"},
         )
         link = (services.SERVICES[0],)
-        services.migrate(cfg, link)
+        phase("migrate link-service and attribution-service")
+        # both services' migrations at once (attribution-service's schema is only a schema
+        # until its process starts, after the link-service-only phases)
+        attribution_def = services.SERVICES[1]
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(lambda d: services.migrate(cfg, (d,)), (link[0], attribution_def)))
         if workers == 1:
             running = services.start(cfg, link)
         else:
@@ -421,6 +427,7 @@ def main() -> None:
                     ),
                 )
             ]
+        phase("waiting for link-service")
         services.wait_ready(running, timeout=180)
         link_port = running[0].port
 
@@ -457,24 +464,29 @@ def main() -> None:
                 "/v1/programs",
                 json={"name": "Bench", "landing_url": "https://shop.example.com/join?src=ref"},
             ).json()
+            phase("advocates")
             codes = [
                 api.post(
                     f"/v1/programs/{program['id']}/advocates", json={"customer_id": f"c{i}"}
                 ).json()["code"]
-                for i in range(ADVOCATES)
+                for i in range(ADVOCATES // 4 if args.quick else ADVOCATES)
             ]
         paths = [f"/r/{c}" for c in codes]
         paths_file = state / "paths.txt"
         paths_file.write_text("\n".join(paths) + "\n")
 
-        link_cpu = CpuMeter(running[0].process.pid, state, pg is not None, broker is not None)
-        bare_cpu = CpuMeter(procs[0].pid, state, False, False)
+        pg_dir = asyncio.run(cpu.postgres_dir(database_url))
+        link_cpu = link_meter(running[0].process.pid, pg_dir, bootstrap)
+        bare_cpu = cpu.Meter.of(
+            client_name="load_generator", children_only=True, service=procs[0].pid
+        )
         # warm-up: caches, prepared statements, the UA parser's regexes, connection pools
-        warm = wrk(wrk_bin, link_port, paths, 3, connections)
-        wrk(wrk_bin, bare_port, paths, 2, connections)
+        phase("warm-up")
+        warm = wrk(wrk_bin, link_port, paths, warm_s, connections)
+        wrk(wrk_bin, bare_port, paths, max(warm_s - 1, 1), connections)
         before = bare_cpu.snapshot()
         bare = wrk(wrk_bin, bare_port, paths, duration, connections)
-        bare_cost = CpuMeter.per_request(before, bare_cpu.snapshot(), int(bare["requests"]))
+        bare_cost = cpu.per_op(before, bare_cpu.snapshot(), int(bare["requests"]))
         asyncio.run(wait_published(database_url))
         profiler = None
         if args.profile is not None:
@@ -495,6 +507,7 @@ def main() -> None:
                 ]
             )
         before = link_cpu.snapshot()
+        phase("peak")
         peak = wrk(wrk_bin, link_port, paths, duration, connections)
         if profiler is not None:
             profiler.wait(timeout=60)
@@ -504,12 +517,13 @@ def main() -> None:
         asyncio.run(wait_published(database_url))
         drain = time.monotonic() - drain_started
         # CPU per redirect until its click is on Kafka (the drain's share included).
-        link_cost = CpuMeter.per_request(before, link_cpu.snapshot(), int(peak["requests"]))
+        link_cost = cpu.per_op(before, link_cpu.snapshot(), int(peak["requests"]))
         sustained = peak["requests"] / (peak["requests"] / peak["rps"] + drain)
         half_rate = max(sustained / 2, 10.0)
         handled = "/r/{code}"
         served_before = histogram(running[0].url, "http_request_duration_seconds", handled)
         commits_before = histogram(running[0].url, "link_click_commit_seconds")
+        phase("half load")
         half = open_loop(link_port, paths_file, half_rate, duration)
         # Where the half-load tail is spent: in the service's handler (from its first byte to its
         # 302, the click's commit included) and in the group commits themselves.
@@ -522,11 +536,48 @@ def main() -> None:
         )
         # The same open-loop client at the same rate against the bare app: what the client and
         # the machine add to any latency (the floor under half_load_p99_ms).
+        phase("bare half load")
         bare_half = open_loop(bare_port, paths_file, half_rate, duration)
+
+        # Clicks all the way through (issue #24): attribution-service takes link.clicks in, a
+        # process of its own with its own schema in the same database. Started only now, so
+        # the figures above keep their meaning (link-service alone); it first catches up on
+        # the clicks so far (its warm-up), then the redirect runs at saturation again while it
+        # consumes, and the CPU of every process counts until it has taken in the last click.
+        phase("attribution-service starting")
+        attribution = services.start(cfg, (attribution_def,))
+        running += attribution
+        phase("waiting for attribution-service, then its catch-up")
+        services.wait_ready(attribution, timeout=180)
+        catch_up_limit = 90.0 if args.quick else 600.0
+        asyncio.run(wait_taken_in(database_url, catch_up_limit))
+        e2e_cpu = cpu.Meter.stack(
+            pg_dir,
+            bootstrap,
+            client_name="load_generator",
+            children_only=True,
+            link_service=running[0].process.pid,
+            attribution_service=attribution[0].process.pid,
+        )
+        served0, taken0 = asyncio.run(click_counts(database_url))
+        before = e2e_cpu.snapshot()
+        phase("clicks all the way through")
+        through = wrk(wrk_bin, link_port, paths, duration, connections)
+        served1, taken1 = asyncio.run(click_counts(database_url))
+        through_s = through["requests"] / through["rps"] if through["rps"] else duration
+        attribution_rate = (taken1 - taken0) / through_s
+        attribution_lag_at_end = served1 - taken1
+        phase("attribution catching up")
+        catch_up_s, caught_up = asyncio.run(wait_taken_in(database_url, catch_up_limit))
+        after = e2e_cpu.snapshot()
+        served2, _ = asyncio.run(click_counts(database_url))
+        e2e_clicks = served2 - served0
+        e2e_cost = cpu.per_op(before, after, e2e_clicks)
 
         asyncio.run(wait_published(database_url))
         clicks, outbox_events = asyncio.run(count_clicks(database_url))
         commits = click_commit_figures(running[0].url)
+        phase("reading link.clicks back")
         ids = asyncio.run(kafka_click_ids(bootstrap, prefix + "link.clicks"))
     finally:
         for p in procs:
@@ -534,6 +585,7 @@ def main() -> None:
             p.wait(timeout=30)
         from devstack import services as svc
 
+        phase("stopping")
         svc.stop(running)
         if broker is not None:
             broker.stop()
@@ -541,13 +593,17 @@ def main() -> None:
             pg.cleanup()
         shutil.rmtree(state, ignore_errors=True)
 
+    phase("stopped")
     load_after = os.getloadavg()
-    counted = warm["requests"] + peak["requests"] + half["statuses"].get("302", 0)
-    in_flight_slack = 2 * connections
+    counted = (
+        warm["requests"] + peak["requests"] + half["statuses"].get("302", 0) + through["requests"]
+    )
+    in_flight_slack = 3 * connections
     exactly_once = (
         len(ids) == len(set(ids)) == clicks == outbox_events
         and counted <= clicks <= counted + in_flight_slack
         and peak["non_3xx"] == 0
+        and through["non_3xx"] == 0
         and half["errors"] == 0
     )
     ratio = sustained / bare["rps"] if bare["rps"] else 0.0
@@ -606,11 +662,41 @@ def main() -> None:
         f"{pg_floor['synchronous_commit']} wal_sync_method={pg_floor['wal_sync_method']}; "
         f"one-row commit p50 {pg_floor['commit_p50_ms']} ms, p90 {pg_floor['commit_p90_ms']} ms"
     )
+    print(
+        f"clicks all the way through: redirect {through['rps']:.0f}/s at saturation, "
+        f"attribution took in {attribution_rate:.0f} clicks/s meanwhile "
+        f"({'keeps up' if attribution_rate >= through['rps'] * 0.98 else 'falls behind'}); "
+        f"{attribution_lag_at_end} not yet taken in when the load stopped, caught up "
+        f"{catch_up_s:.1f} s later{'' if caught_up else ' (NOT within the limit)'}"
+    )
+    e2e_ratio = e2e_cost["total"] / bare_cost["total"] if bare_cost["total"] else 0.0
+    print(
+        f"  CPU per click until attribution has it, ms ({e2e_clicks} clicks): "
+        + ", ".join(f"{k} {v}" for k, v in e2e_cost.items())
+        + f"  = {e2e_ratio:.1f}x a bare request (goals: <= 0.6 ms, <= 15x)"
+    )
     print(f"machine load average (1 min): {load_before[0]:.1f} before, {load_after[0]:.1f} after")
+    ratio_cpu = link_cost["total"] / bare_cost["total"] if bare_cost["total"] else None
     print(
         json.dumps(
             {
                 "bench": "redirect",
+                # issue #24: a redirect's CPU in all processes until its click is on Kafka
+                # (cpu_ms_per_redirect's total) over a bare ASGI request's in the same run
+                "cpu_ms_per_op": round(link_cost["total"], 3),
+                "reference_cpu_ms_per_op": round(bare_cost["total"], 3),
+                "cpu_ratio": round(ratio_cpu, 2) if ratio_cpu is not None else None,
+                # clicks all the way through: attribution-service consuming while the
+                # redirect runs at saturation, CPU of every process until it has them all
+                "through_rps": round(through["rps"]),
+                "attribution_clicks_per_s": round(attribution_rate),
+                "attribution_lag_at_end": attribution_lag_at_end,
+                "attribution_catch_up_s": round(catch_up_s, 2),
+                "attribution_caught_up": caught_up,
+                "end_to_end_cpu_ms_per_click": round(e2e_cost["total"], 3),
+                "end_to_end_cpu_ms_per_click_by_process": e2e_cost,
+                "end_to_end_cpu_ratio": round(e2e_ratio, 2),
+                "end_to_end_clicks": e2e_clicks,
                 "rps": round(sustained),
                 "reference_rps": round(bare["rps"]),
                 "ratio": round(ratio, 2),
@@ -643,6 +729,8 @@ def main() -> None:
                 # The machine is shared: the 1-minute load average before and after the run.
                 "pg_commit_p50_ms": pg_floor["commit_p50_ms"],
                 "load_avg_1m": [round(load_before[0], 1), round(load_after[0], 1)],
+                "quick": args.quick,
+                "machine": cpu.machine(),
             }
         )
     )

@@ -15,7 +15,8 @@ separate process, and measures in the same run:
 
 Goals (issue #8): >= 500 deliveries/s, and healthy endpoints' p99 lag within 20 % when 10 % of
 endpoints hang. Loops are bounded in count and time; all load goes to 127.0.0.1.
-Usage: uv run --frozen python bench/webhooks.py [--quick]
+Usage: uv run --frozen python bench/webhooks.py [--quick]   (KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL
+reuse a running broker / Postgres)
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+from _common import cpu
 
 BODY_DATA = {"reward_id": "rwd_bench", "amount": 2000, "unit": "USD", "advocate_id": "adv_1"}
 ENDPOINTS = 20
@@ -220,15 +222,23 @@ async def run(quick: bool) -> dict[str, Any]:
     from notification_service.webhooks.dispatcher import Dispatcher
     from servicekit.runtime import Runtime
 
-    backlog = 1500 if quick else 4000
-    seconds = 6 if quick else 12
+    backlog = 800 if quick else 4000
+    seconds = 3 if quick else 12
     rate = 0.0  # offered load of the lag phases: half the throughput measured first
 
     root = Path(tempfile.mkdtemp(prefix="bench-webhooks-"))
-    broker = KafkaBroker(root / "kafka", heap="512m")
-    note("starting Kafka and Postgres")
-    broker.start()
-    pg, admin = start_embedded(root / "pg")
+    # a running broker / Postgres when handed one (bench/run_all.py does), else our own
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    broker = pg = None
+    if not bootstrap:
+        note("starting Kafka")
+        broker = KafkaBroker(root / "kafka", heap="512m")
+        broker.start()
+        bootstrap = broker.bootstrap_servers
+    admin = os.environ.get("DATABASE_URL")
+    if not admin:
+        note("starting Postgres")
+        pg, admin = start_embedded(root / "pg")
     note("started")
     port = free_port()
     receiver = multiprocessing.get_context("spawn").Process(target=_receiver, args=(port,))
@@ -238,7 +248,7 @@ async def run(quick: bool) -> dict[str, Any]:
         await _wait_listening(port)
         base = f"http://127.0.0.1:{port}"
         settings_base = dict(
-            kafka_bootstrap_servers=broker.bootstrap_servers,
+            kafka_bootstrap_servers=bootstrap,
             kafka_topic_partitions=2,
             webhook_allow_http=True,
             webhook_allow_private_networks=True,
@@ -248,14 +258,21 @@ async def run(quick: bool) -> dict[str, Any]:
             log_level="WARNING",
         )
         per_endpoint = Settings().webhook_per_endpoint_concurrency
+        # issue #24: the CPU per POST of the receiver and this process (httpx) together
+        reference_meter = cpu.Meter.of(receiver=receiver.pid)
+        before = reference_meter.snapshot()
         figures["reference_rps"] = round(await reference_rate(base, backlog, per_endpoint), 1)
+        reference_cost = cpu.per_op(before, reference_meter.snapshot(), backlog)
+        pg_dir = await cpu.postgres_dir(admin)
         note(f"reference {figures['reference_rps']}/s")
 
         for hanging in (0, HANGING):
             dsn = await create_scratch_database(admin)
             await migrate(dsn, "notification", "notification_service")
             settings = Settings(
-                database_url=dsn, kafka_topic_prefix=f"b{hanging}.", **settings_base
+                database_url=dsn,
+                kafka_topic_prefix=f"b{hanging}{os.getpid()}.",
+                **settings_base,
             )
             spec = replace(SPEC, consumers=[], workers=lambda rt: [Dispatcher(rt, rt.settings)])  # type: ignore[arg-type]
             rt = Runtime(spec, settings)
@@ -269,10 +286,26 @@ async def run(quick: bool) -> dict[str, Any]:
                         # the hanging endpoints hold attempts of their own meanwhile
                         await enqueue(conn, endpoints[:hanging], backlog // 10, f"tph{hanging}")
                     started_at = datetime.now(UTC)
+                    # every process while the backlog drains: notification-service's
+                    # dispatcher (run in this process: claims, signing, records, events), the
+                    # receiver, Postgres, Kafka
+                    meter = cpu.Meter.stack(
+                        pg_dir,
+                        bootstrap,
+                        client_name="notification_service",
+                        receiver=receiver.pid,
+                    )
+                    before = meter.snapshot()
                     await enqueue(conn, healthy, backlog, f"tp{hanging}")
                     note(f"draining {backlog} ({hanging} hanging)")
                     took = await drain(conn, f"tp{hanging}", backlog, 120)
                     done = await delivered_count(conn, f"tp{hanging}")
+                    if not hanging:
+                        figures.update(
+                            cpu.cost_fields(
+                                cpu.per_op(before, meter.snapshot(), done), reference_cost
+                            )
+                        )
                     last = await conn.fetchval(
                         "SELECT max(delivered_at) FROM webhook_deliveries WHERE id LIKE $1",
                         f"dlv_tp{hanging}_%",
@@ -325,8 +358,10 @@ async def run(quick: bool) -> dict[str, Any]:
         # SIGKILL: uvicorn would wait for the hanging requests' connections to close first
         receiver.kill()
         receiver.join(10)
-        broker.stop()
-        pg.cleanup()
+        if broker is not None:
+            broker.stop()
+        if pg is not None:
+            pg.cleanup()
         shutil.rmtree(root, ignore_errors=True)
 
     figures["ratio"] = round(figures["deliveries_per_s_healthy"] / figures["reference_rps"], 2)
@@ -335,6 +370,8 @@ async def run(quick: bool) -> dict[str, Any]:
     )
     figures["goal_rps_met"] = figures["deliveries_per_s_healthy"] >= 500
     figures["goal_isolation_met"] = figures["p99_lag_ratio_hang"] <= 1.2
+    figures["quick"] = quick
+    figures["machine"] = cpu.machine()
     return figures
 
 
