@@ -1,0 +1,268 @@
+"""SQL of the advocate's side: portal settings and the /v1/me read model (referrals, rewards,
+redemptions, milestones) that attribution and reward events feed. Functions take the caller's
+connection: the edge owns the transaction; nothing here commits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import asyncpg
+
+# ---------------------------------------------------------------------------- settings
+
+
+async def get_settings(conn: asyncpg.Connection, program_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT * FROM portal_settings WHERE program_id = $1", program_id)
+
+
+async def put_settings(
+    conn: asyncpg.Connection,
+    *,
+    tenant_id: str,
+    program_id: str,
+    allowed_origins: Sequence[str],
+    auto_enroll: str,
+    cookie_days: int,
+) -> asyncpg.Record:
+    row = await conn.fetchrow(
+        """
+        INSERT INTO portal_settings (program_id, tenant_id, allowed_origins, auto_enroll,
+                                     cookie_days)
+        VALUES ($1, $2, $3, $4, $5)
+        ON CONFLICT (program_id) DO UPDATE
+        SET allowed_origins = EXCLUDED.allowed_origins, auto_enroll = EXCLUDED.auto_enroll,
+            cookie_days = EXCLUDED.cookie_days, updated_at = now()
+        RETURNING *
+        """,
+        program_id,
+        tenant_id,
+        list(allowed_origins),
+        auto_enroll,
+        cookie_days,
+    )
+    assert row is not None
+    return row
+
+
+async def origin_known(conn: asyncpg.Connection, origin: str) -> bool:
+    known: bool = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM portal_settings WHERE allowed_origins @> ARRAY[$1])", origin
+    )
+    return known
+
+
+# ---------------------------------------------------------------------------- read model: writes
+
+
+async def upsert_referral(
+    conn: asyncpg.Connection,
+    *,
+    referral_id: str,
+    tenant_id: str,
+    advocate_id: str,
+    friend_label: str,
+    at: datetime,
+    relabel: bool,
+) -> None:
+    """`relabel`: an existing referral takes this label (the referral event knows the email,
+    a conversion alone does not)."""
+    await conn.execute(
+        """
+        INSERT INTO portal_referrals (referral_id, tenant_id, advocate_id, friend_label,
+                                      created_at)
+        VALUES ($1, $2, $3, $4, $5)
+        ON CONFLICT (referral_id) DO UPDATE
+        SET friend_label = CASE WHEN $6 THEN EXCLUDED.friend_label
+                                ELSE portal_referrals.friend_label END
+        """,
+        referral_id,
+        tenant_id,
+        advocate_id,
+        friend_label,
+        at,
+        relabel,
+    )
+
+
+async def link_conversion(conn: asyncpg.Connection, conversion_id: str, referral_id: str) -> None:
+    await conn.execute(
+        "INSERT INTO portal_conversions VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        conversion_id,
+        referral_id,
+    )
+
+
+_FLAGS = frozenset({"signed_up", "purchased", "rewarded", "refunded"})
+
+
+async def mark_referral(conn: asyncpg.Connection, referral_id: str, flag: str) -> None:
+    """Sets one of signed_up / purchased / rewarded / refunded on the referral."""
+    assert flag in _FLAGS
+    await conn.execute(
+        f"UPDATE portal_referrals SET {flag} = true, updated_at = now() WHERE referral_id = $1",  # noqa: S608
+        referral_id,
+    )
+
+
+async def mark_referral_of(conn: asyncpg.Connection, conversion_id: str, flag: str) -> None:
+    """As mark_referral, for the referral a conversion belongs to (if known yet)."""
+    assert flag in _FLAGS
+    await conn.execute(
+        f"""
+        UPDATE portal_referrals SET {flag} = true, updated_at = now()
+        WHERE referral_id = (SELECT referral_id FROM portal_conversions WHERE conversion_id = $1)
+        """,  # noqa: S608
+        conversion_id,
+    )
+
+
+async def settle_rewarded(conn: asyncpg.Connection, referral_id: str, conversion_id: str) -> None:
+    """Reward and attribution events come on two topics: a reward that arrived before its
+    conversion marks the referral once the conversion is known."""
+    await conn.execute(
+        """
+        UPDATE portal_referrals SET rewarded = true, updated_at = now()
+        WHERE referral_id = $1 AND NOT rewarded AND EXISTS (
+            SELECT 1 FROM portal_rewards WHERE conversion_id = $2 AND state <> 'voided')
+        """,
+        referral_id,
+        conversion_id,
+    )
+
+
+async def upsert_reward(
+    conn: asyncpg.Connection,
+    *,
+    reward_id: str,
+    advocate_id: str,
+    conversion_id: str | None,
+    unit: str,
+    amount: int,
+    state: str,
+) -> None:
+    await conn.execute(
+        """
+        INSERT INTO portal_rewards (reward_id, advocate_id, conversion_id, unit, amount, state)
+        VALUES ($1, $2, $3, $4, $5, $6)
+        ON CONFLICT (reward_id) DO UPDATE SET amount = EXCLUDED.amount, state = EXCLUDED.state
+        """,
+        reward_id,
+        advocate_id,
+        conversion_id,
+        unit,
+        amount,
+        state,
+    )
+
+
+async def reduce_reward(conn: asyncpg.Connection, reward_id: str, by: int) -> None:
+    await conn.execute(
+        "UPDATE portal_rewards SET amount = amount - $2 WHERE reward_id = $1", reward_id, by
+    )
+
+
+async def insert_redemption(
+    conn: asyncpg.Connection, *, redemption_id: str, advocate_id: str, unit: str, amount: int
+) -> None:
+    await conn.execute(
+        "INSERT INTO portal_redemptions VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        redemption_id,
+        advocate_id,
+        unit,
+        amount,
+    )
+
+
+async def set_milestone(
+    conn: asyncpg.Connection, advocate_id: str, referral_count: int, milestone: int
+) -> None:
+    await conn.execute(
+        """
+        INSERT INTO portal_milestones VALUES ($1, $2, $3)
+        ON CONFLICT (advocate_id) DO UPDATE
+        SET referral_count = GREATEST(portal_milestones.referral_count, EXCLUDED.referral_count),
+            milestone = GREATEST(portal_milestones.milestone, EXCLUDED.milestone)
+        """,
+        advocate_id,
+        referral_count,
+        milestone,
+    )
+
+
+async def set_referred_by(conn: asyncpg.Connection, advocate_id: str, referred_by: str) -> None:
+    await conn.execute(
+        "UPDATE advocates SET referred_by = $2 WHERE id = $1 AND referred_by IS NULL",
+        advocate_id,
+        referred_by,
+    )
+
+
+# ---------------------------------------------------------------------------- read model: reads
+
+
+async def counted_clicks(conn: asyncpg.Connection, advocate_id: str) -> int:
+    n: int = await conn.fetchval(
+        "SELECT count(*) FROM clicks WHERE advocate_id = $1 AND counts AND NOT is_bot",
+        advocate_id,
+    )
+    return n
+
+
+async def referrals(conn: asyncpg.Connection, advocate_id: str, limit: int) -> list[asyncpg.Record]:
+    return list(
+        await conn.fetch(
+            """
+            SELECT * FROM portal_referrals WHERE advocate_id = $1
+            ORDER BY created_at DESC, referral_id LIMIT $2
+            """,
+            advocate_id,
+            limit,
+        )
+    )
+
+
+async def referral_counts(conn: asyncpg.Connection, advocate_id: str) -> asyncpg.Record:
+    row = await conn.fetchrow(
+        """
+        SELECT count(*) AS joined,
+               count(*) FILTER (WHERE purchased) AS purchased,
+               count(*) FILTER (WHERE rewarded AND NOT refunded) AS successful
+        FROM portal_referrals WHERE advocate_id = $1
+        """,
+        advocate_id,
+    )
+    assert row is not None
+    return row
+
+
+async def reward_totals(conn: asyncpg.Connection, advocate_id: str) -> list[asyncpg.Record]:
+    """Per unit: pending, available (earned minus redeemed) and redeemed amounts."""
+    return list(
+        await conn.fetch(
+            """
+            WITH r AS (
+                SELECT unit,
+                       sum(amount) FILTER (WHERE state = 'pending') AS pending,
+                       sum(amount) FILTER (WHERE state = 'available') AS earned
+                FROM portal_rewards WHERE advocate_id = $1 GROUP BY unit
+            ), d AS (
+                SELECT unit, sum(amount) AS redeemed
+                FROM portal_redemptions WHERE advocate_id = $1 GROUP BY unit
+            )
+            SELECT coalesce(r.unit, d.unit) AS unit,
+                   coalesce(r.pending, 0)::bigint AS pending,
+                   (coalesce(r.earned, 0) - coalesce(d.redeemed, 0))::bigint AS available,
+                   coalesce(d.redeemed, 0)::bigint AS redeemed
+            FROM r FULL JOIN d ON r.unit = d.unit
+            ORDER BY 1
+            """,
+            advocate_id,
+        )
+    )
+
+
+async def milestone(conn: asyncpg.Connection, advocate_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT * FROM portal_milestones WHERE advocate_id = $1", advocate_id
+    )
