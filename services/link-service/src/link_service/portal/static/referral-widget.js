@@ -210,10 +210,12 @@
         if (!s.intent_url) return;
         var name = t[s.channel] || s.channel;
         var a = el("a", {
-          class: "share", href: s.intent_url, target: "_blank", rel: "noopener noreferrer",
+          class: "share", href: s.intent_url, rel: "noopener noreferrer",
           "data-channel": s.channel, "aria-label": t.shareOn.replace("{channel}", name),
           text: name,
         });
+        // Web composers open beside the page; mailto: and sms: go to the device's app.
+        if (/^https:/.test(s.intent_url)) a.setAttribute("target", "_blank");
         a.addEventListener("click", function () {
           self.dispatchEvent(new CustomEvent("referral-widget:share", { detail: s }));
         });
