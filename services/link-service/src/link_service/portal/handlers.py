@@ -120,32 +120,30 @@ async def preflight_allowed(conn: asyncpg.Connection, origin: str | None) -> boo
 
 @dataclass(frozen=True)
 class Me:
-    view: advocates.AdvocateView
-    program: asyncpg.Record
+    page: asyncpg.Record  # repository.advocate_page
     share: list[advocates.ShareLink]
-    allowed_origins: list[str]
-    clicks: int
-    counts: asyncpg.Record
-    rewards: list[asyncpg.Record]
-    referrals: list[asyncpg.Record]
-    milestone: asyncpg.Record | None
+
+    @property
+    def allowed_origins(self) -> list[str]:
+        return list(self.page["allowed_origins"] or [])
 
 
 async def me(conn: asyncpg.Connection, claims: domain.AdvocateClaims, links: Links) -> Me:
-    view = await token_holder(conn, claims)
-    program = await get_program(conn, claims.tenant_id, claims.program_id)
-    _, share = await advocates.share_links(conn, claims.tenant_id, claims.advocate_id, links)
-    return Me(
-        view=view,
-        program=program,
-        share=share,
-        allowed_origins=await allowed_origins(conn, claims.program_id),
-        clicks=await repository.counted_clicks(conn, claims.advocate_id),
-        counts=await repository.referral_counts(conn, claims.advocate_id),
-        rewards=await repository.reward_totals(conn, claims.advocate_id),
-        referrals=await repository.referrals(conn, claims.advocate_id, REFERRALS_SHOWN),
-        milestone=await repository.milestone(conn, claims.advocate_id),
+    """One statement: the hot path of the refer-a-friend page. The holder is checked as
+    token_holder checks it (of the token's tenant, and of its program)."""
+    page = await repository.advocate_page(
+        conn, claims.tenant_id, claims.advocate_id, REFERRALS_SHOWN
     )
+    if page is None:
+        raise Forbidden("this token names no advocate of its tenant")
+    if page["program_id"] != claims.program_id:
+        raise Forbidden("this token names an advocate of another program")
+    program = {
+        "id": page["program_id"],
+        "name": page["program_name"],
+        "share_templates": page["program_share_templates"],
+    }
+    return Me(page, advocates.channel_links(page["code"], page["name"], program, links))
 
 
 # ---------------------------------------------------------------------------- consumers

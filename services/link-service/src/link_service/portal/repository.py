@@ -201,68 +201,62 @@ async def set_referred_by(conn: asyncpg.Connection, advocate_id: str, referred_b
 # ---------------------------------------------------------------------------- read model: reads
 
 
-async def counted_clicks(conn: asyncpg.Connection, advocate_id: str) -> int:
-    n: int = await conn.fetchval(
-        "SELECT count(*) FROM clicks WHERE advocate_id = $1 AND counts AND NOT is_bot",
-        advocate_id,
-    )
-    return n
-
-
-async def referrals(conn: asyncpg.Connection, advocate_id: str, limit: int) -> list[asyncpg.Record]:
-    return list(
-        await conn.fetch(
-            """
-            SELECT * FROM portal_referrals WHERE advocate_id = $1
-            ORDER BY created_at DESC, referral_id LIMIT $2
-            """,
-            advocate_id,
-            limit,
-        )
-    )
-
-
-async def referral_counts(conn: asyncpg.Connection, advocate_id: str) -> asyncpg.Record:
-    row = await conn.fetchrow(
+async def advocate_page(
+    conn: asyncpg.Connection, tenant_id: str, advocate_id: str, referrals_shown: int
+) -> asyncpg.Record | None:
+    """Everything GET /v1/me shows, in one statement (the hot path's one round trip): the
+    advocate of this tenant (None if there is none), their current code, their program (as
+    `program_*`), and the read model: counted clicks, referral counts, rewards per unit, the
+    latest referrals, the last milestone and the program's allowed origins. `rewards` and
+    `referrals` come as JSON arrays."""
+    return await conn.fetchrow(
         """
-        SELECT count(*) AS joined,
-               count(*) FILTER (WHERE purchased) AS purchased,
-               count(*) FILTER (WHERE rewarded AND NOT refunded) AS successful
-        FROM portal_referrals WHERE advocate_id = $1
+        WITH h AS (
+            SELECT a.id, a.program_id, a.name, a.locale, c.code, p.name AS program_name,
+                   p.default_locale AS program_default_locale,
+                   p.share_templates AS program_share_templates
+            FROM advocates a
+            JOIN codes c ON c.advocate_id = a.id AND c.current
+            JOIN programs p ON p.id = a.program_id
+            WHERE a.id = $1 AND a.tenant_id = $2
+        ), refs AS (
+            SELECT * FROM portal_referrals WHERE advocate_id = $1
+        ), r AS (
+            SELECT unit,
+                   sum(amount) FILTER (WHERE state = 'pending') AS pending,
+                   sum(amount) FILTER (WHERE state = 'available') AS earned
+            FROM portal_rewards WHERE advocate_id = $1 GROUP BY unit
+        ), d AS (
+            SELECT unit, sum(amount) AS redeemed
+            FROM portal_redemptions WHERE advocate_id = $1 GROUP BY unit
+        )
+        SELECT h.*,
+            (SELECT count(*) FROM clicks
+             WHERE advocate_id = $1 AND counts AND NOT is_bot) AS clicks,
+            (SELECT count(*) FROM refs) AS joined,
+            (SELECT count(*) FROM refs WHERE purchased) AS purchased,
+            (SELECT count(*) FROM refs WHERE rewarded AND NOT refunded) AS successful,
+            (SELECT coalesce(json_agg(json_build_object(
+                        'unit', u.unit, 'pending', u.pending, 'available', u.available,
+                        'redeemed', u.redeemed) ORDER BY u.unit), '[]')::jsonb
+             FROM (SELECT coalesce(r.unit, d.unit) AS unit,
+                          coalesce(r.pending, 0) AS pending,
+                          coalesce(r.earned, 0) - coalesce(d.redeemed, 0) AS available,
+                          coalesce(d.redeemed, 0) AS redeemed
+                   FROM r FULL JOIN d ON r.unit = d.unit) u) AS rewards,
+            (SELECT coalesce(json_agg(json_build_object(
+                        'friend', x.friend_label, 'signed_up', x.signed_up,
+                        'purchased', x.purchased, 'rewarded', x.rewarded,
+                        'refunded', x.refunded, 'since', x.created_at)
+                        ORDER BY x.created_at DESC, x.referral_id), '[]')::jsonb
+             FROM (SELECT * FROM refs ORDER BY created_at DESC, referral_id LIMIT $3) x)
+                AS referrals,
+            (SELECT milestone FROM portal_milestones WHERE advocate_id = $1) AS milestone,
+            (SELECT allowed_origins FROM portal_settings s WHERE s.program_id = h.program_id)
+                AS allowed_origins
+        FROM h
         """,
         advocate_id,
-    )
-    assert row is not None
-    return row
-
-
-async def reward_totals(conn: asyncpg.Connection, advocate_id: str) -> list[asyncpg.Record]:
-    """Per unit: pending, available (earned minus redeemed) and redeemed amounts."""
-    return list(
-        await conn.fetch(
-            """
-            WITH r AS (
-                SELECT unit,
-                       sum(amount) FILTER (WHERE state = 'pending') AS pending,
-                       sum(amount) FILTER (WHERE state = 'available') AS earned
-                FROM portal_rewards WHERE advocate_id = $1 GROUP BY unit
-            ), d AS (
-                SELECT unit, sum(amount) AS redeemed
-                FROM portal_redemptions WHERE advocate_id = $1 GROUP BY unit
-            )
-            SELECT coalesce(r.unit, d.unit) AS unit,
-                   coalesce(r.pending, 0)::bigint AS pending,
-                   (coalesce(r.earned, 0) - coalesce(d.redeemed, 0))::bigint AS available,
-                   coalesce(d.redeemed, 0)::bigint AS redeemed
-            FROM r FULL JOIN d ON r.unit = d.unit
-            ORDER BY 1
-            """,
-            advocate_id,
-        )
-    )
-
-
-async def milestone(conn: asyncpg.Connection, advocate_id: str) -> asyncpg.Record | None:
-    return await conn.fetchrow(
-        "SELECT * FROM portal_milestones WHERE advocate_id = $1", advocate_id
+        tenant_id,
+        referrals_shown,
     )
