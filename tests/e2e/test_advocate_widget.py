@@ -11,6 +11,7 @@ purchase, with the numbers GET /v1/me gives."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -94,6 +95,11 @@ class Shop:
     token: str = ""
     program_id: str = ""
     purchases: list[dict[str, Any]] = field(default_factory=list)
+    hooks: list[dict[str, Any]] = field(default_factory=list)
+
+    async def hook(self, request: Request) -> JSONResponse:
+        self.hooks.append(json.loads(await request.body()))
+        return JSONResponse({})
 
     async def widget(self, request: Request) -> HTMLResponse:
         return HTMLResponse(
@@ -153,7 +159,7 @@ class Shop:
                 Path_("/landing", self.landing),
                 Path_("/checkout", self.checkout),
                 Path_("/orders", self.orders, methods=["POST"]),
-                Path_("/healthz", lambda r: JSONResponse({})),
+                Path_("/hooks", self.hook, methods=["POST"]),
             ]
         )
 
@@ -164,8 +170,9 @@ async def _stub_external(route: Route) -> None:
 
 
 async def test_widget_snippet_and_viral_loop_in_chromium(stack: Stack, browser: Browser) -> None:
-    link, attribution, reward = (
-        stack.urls[n] for n in ("link-service", "attribution-service", "reward-service")
+    link, attribution, reward, notification = (
+        stack.urls[n]
+        for n in ("link-service", "attribution-service", "reward-service", "notification-service")
     )
     shop = Shop(link, attribution, stack.headers)
     async with (
@@ -202,6 +209,11 @@ async def test_widget_snippet_and_viral_loop_in_chromium(stack: Stack, browser: 
         )
         assert r.status_code == 200, r.text
         r = await http.post(
+            f"{notification}/v1/webhook-endpoints",
+            json={"url": f"{shop_url}/hooks", "event_types": ["referral.friend_converted.v1"]},
+        )
+        assert r.status_code == 201, r.text
+        r = await http.post(
             f"{link}/v1/programs/{program_id}/advocates",
             json={"customer_id": "cus_ann", "name": "Ann", "locale": "en-US"},
         )
@@ -212,6 +224,14 @@ async def test_widget_snippet_and_viral_loop_in_chromium(stack: Stack, browser: 
         r = await http.post(f"{link}/v1/advocates/{ann['id']}/tokens", json={"ttl_seconds": 900})
         assert r.status_code == 201, r.text
         shop.token = r.json()["token"]
+        # The token is no key on any other service's /v1 either.
+        for url in (
+            f"{attribution}/v1/reviews",
+            f"{reward}/v1/accounts/{ann['id']}/balance",
+            f"{notification}/v1/webhook-endpoints",
+        ):
+            r = await http.get(url, headers={"Authorization": f"Bearer {shop.token}"})
+            assert r.status_code == 401, (url, r.text)
 
         context = await browser.new_context(viewport={"width": 600, "height": 900})
         await context.grant_permissions(["clipboard-read", "clipboard-write"], origin=shop_url)
@@ -306,6 +326,11 @@ async def test_widget_snippet_and_viral_loop_in_chromium(stack: Stack, browser: 
         assert converted["advocate_id"] == ann["id"]
         r = await http.get(f"{link}/v1/advocates/{converted['friend_advocate_id']}")
         assert r.status_code == 200 and r.json()["customer_id"] == "cus_bob"
+        # ... and the merchant hears of it by webhook, with the friend's own link to share.
+        await eventually(lambda: len(shop.hooks) >= 1)
+        hook = shop.hooks[0]
+        assert hook["type"] == "referral.friend_converted.v1"
+        assert hook["data"]["friend_link_url"] == converted["friend_link_url"]
 
         shot = await widget.screenshot()
         if os.environ.get("UPDATE_WIDGET_SCREENSHOT"):
@@ -315,6 +340,4 @@ async def test_widget_snippet_and_viral_loop_in_chromium(stack: Stack, browser: 
 
 
 def _event(record: Any) -> dict[str, Any]:
-    import json
-
     return dict(json.loads(record.value))
