@@ -56,3 +56,6 @@ class Settings(ServiceSettings):
     )
     # Lifetime of a token when the merchant asks for none (the most it may ask is 24 h).
     advocate_token_ttl_seconds: int = Field(default=3600, ge=60, le=86_400)
+    # How often the share-reminder schedule is looked at, and how many rows one pass takes.
+    reminder_poll_interval_seconds: float = Field(default=60.0, gt=0)
+    reminder_batch_size: int = Field(default=500, ge=1, le=10_000)

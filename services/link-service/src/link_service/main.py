@@ -15,6 +15,7 @@ from link_service.enrollment.worker import EnrollmentWorker
 from link_service.events import SERVICE
 from link_service.link_state import LinkState
 from link_service.portal import api as portal_api
+from link_service.portal.reminders import ReminderWorker
 from link_service.programs import api as programs_api
 from link_service.redirect import RedirectMiddleware
 from link_service.workers import CacheInvalidator, ClickWriter
@@ -45,10 +46,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state.writer = ClickWriter(rt, settings, state.registry)
         state.invalidator = CacheInvalidator(rt, state.cache)
         state.enrollment = EnrollmentWorker(rt, settings)
+        reminders = ReminderWorker(rt, settings)
         # The user-agent parsers load their regex tables on first use: now, not in the
         # first redirect (and before servicekit freezes the start-up heap).
         domain.classify_user_agent(_WARM_UP_USER_AGENT)
-        return [state.writer, state.invalidator, state.enrollment]
+        return [state.writer, state.invalidator, state.enrollment, reminders]
 
     routers = [
         programs_api.router,

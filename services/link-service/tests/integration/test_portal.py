@@ -440,3 +440,50 @@ async def test_converted_friends_are_enrolled_once_naming_who_referred_them(env,
     assert friend["friend_link_url"] == enrolled[0].data["link_url"]
     r = await client.get(f"/v1/advocates/{friend['friend_advocate_id']}")
     assert r.status_code == 200 and r.json()["code"] == friend["friend_code"]
+
+
+async def test_share_reminders_follow_the_program_s_schedule_until_shared(env) -> None:
+    from link_service.domain import Links
+    from link_service.portal import handlers
+
+    client = env.client
+    ann = await _advocate(client, "cus_ann")
+    pid = ann["program_id"]
+    r = await client.put(
+        f"/v1/programs/{pid}/portal", json={"reminder_max": 2, "reminder_interval_days": 3}
+    )
+    assert r.status_code == 200 and r.json()["reminder_max"] == 2
+    r = await client.post(f"/v1/programs/{pid}/advocates", json={"customer_id": "cus_no_consent"})
+    silent = r.json()
+    enrolled = []
+    for customer in ("cus_consent", "cus_sharer"):
+        r = await client.post(
+            f"/v1/programs/{pid}/advocates",
+            json={"customer_id": customer, "marketing_consent": True},
+        )
+        enrolled.append(r.json())
+    keen, sharer = enrolled
+    r = await client.get(f"/r/{sharer['code']}", headers={"user-agent": "Mozilla/5.0 Firefox/120"})
+    assert r.status_code == 302
+    rt = env.app.state.runtime
+    links = Links(env.settings().public_base_url)
+    now = datetime.now(UTC)
+
+    async def run_at(days: float) -> None:
+        async with rt.transaction() as conn:
+            await handlers.send_due_reminders(conn, now + timedelta(days=days), links, 100)
+
+    for days in (1, 3.01, 4, 6.02, 9.03, 12.04):  # due at +3 d and +6 d, then no more
+        await run_at(days)
+
+    def reminders(events: list[CloudEvent]) -> list[CloudEvent]:
+        return [e for e in events if e.type == "advocate.share_reminder_due.v1"]
+
+    await env.events("link.events", lambda es: len(reminders(es)) >= 2)
+    sent = reminders(await env.all_events("link.events"))
+    assert [(e.data["advocate_id"], e.data["reminder"]) for e in sent] == [
+        (keen["id"], 1),
+        (keen["id"], 2),
+    ], [e.data for e in sent]
+    assert sent[0].data["link_url"] == keen["link"] and sent[0].data["max_reminders"] == 2
+    assert silent["id"] not in {e.data["advocate_id"] for e in sent}

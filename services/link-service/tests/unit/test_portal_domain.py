@@ -76,3 +76,16 @@ def test_status_and_enrollment_rules() -> None:
     assert not domain.enrolls_friend("purchase", "signup")
     assert domain.enrolls_friend("signup", "signup")
     assert not domain.enrolls_friend("off", "purchase")
+
+
+def test_reminders_stop_at_the_maximum_or_once_shared() -> None:
+    step = domain.reminder_step
+    kw = {"shared": False, "consent": True, "blocked": False}
+    assert step(sent=0, max_reminders=2, **kw) == domain.ReminderStep(send=True, done=False)
+    assert step(sent=1, max_reminders=2, **kw) == domain.ReminderStep(send=True, done=True)
+    assert step(sent=2, max_reminders=2, **kw) == domain.ReminderStep(send=False, done=True)
+    assert step(sent=3, max_reminders=2, **kw).send is False  # the maximum was lowered
+    for stop in ({"shared": True}, {"consent": False}, {"blocked": True}):
+        assert step(sent=0, max_reminders=3, **{**kw, **stop}) == domain.ReminderStep(
+            send=False, done=True
+        )

@@ -154,6 +154,23 @@ class FriendConverted(EventPayload):
     converted_at: datetime | None = None
 
 
+class ShareReminderDue(EventPayload):
+    """An advocate who enrolled with marketing consent has not shared their link yet (no click
+    on it): the program's n-th share reminder is due (`reminder` of `max_reminders`). Emitted
+    by link-service's durable schedule; the email itself is the notifier's (suppressions
+    respected there), or the merchant's through a webhook."""
+
+    TYPE: ClassVar[str] = "advocate.share_reminder_due.v1"
+
+    advocate_id: str
+    program_id: str
+    reminder: int
+    max_reminders: int
+    code: str
+    link_url: str
+    due_at: datetime
+
+
 class LinkClicked(EventPayload):
     """One per redirect (GET; HEAD requests record nothing). `counts` is false for bots and for
     clicks on programs or advocates that cannot earn (paused/ended/outside the active window,

@@ -108,6 +108,8 @@ def _settings_out(row: asyncpg.Record) -> PortalSettingsOut:
         allowed_origins=list(row["allowed_origins"]),
         auto_enroll=row["auto_enroll"],
         cookie_days=row["cookie_days"],
+        reminder_max=row["reminder_max"],
+        reminder_interval_days=row["reminder_interval_days"],
         updated_at=row["updated_at"],
     )
 

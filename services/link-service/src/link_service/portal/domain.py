@@ -150,3 +150,20 @@ def enrolls_friend(setting: AutoEnroll, conversion_type: str) -> bool:
     if setting == "purchase":
         return conversion_type == "purchase"
     return False
+
+
+@dataclass(frozen=True)
+class ReminderStep:
+    send: bool
+    done: bool
+
+
+def reminder_step(
+    *, sent: int, max_reminders: int, shared: bool, consent: bool, blocked: bool
+) -> ReminderStep:
+    """What a due reminder does: nothing more once the advocate has shared (a click on their
+    link), withdrew consent, was blocked, or had them all (the program may have lowered its
+    maximum since); otherwise one more, the last when it reaches the maximum."""
+    if shared or not consent or blocked or sent >= max_reminders:
+        return ReminderStep(send=False, done=True)
+    return ReminderStep(send=True, done=sent + 1 >= max_reminders)

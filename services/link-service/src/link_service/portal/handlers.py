@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import asyncpg
 
@@ -78,6 +78,8 @@ async def get_settings(conn: asyncpg.Connection, tenant_id: str, program_id: str
             allowed_origins=defaults.allowed_origins,
             auto_enroll=defaults.auto_enroll,
             cookie_days=defaults.cookie_days,
+            reminder_max=defaults.reminder_max,
+            reminder_interval_days=defaults.reminder_interval_days,
         )
     return row
 
@@ -99,6 +101,8 @@ async def put_settings(
         allowed_origins=origins,
         auto_enroll=cmd.auto_enroll,
         cookie_days=cmd.cookie_days,
+        reminder_max=cmd.reminder_max,
+        reminder_interval_days=cmd.reminder_interval_days,
     )
 
 
@@ -291,3 +295,48 @@ async def on_milestone_reached(
 async def allowed_origins(conn: asyncpg.Connection, program_id: str) -> list[str]:
     settings = await repository.get_settings(conn, program_id)
     return list(settings["allowed_origins"]) if settings else []
+
+
+# ---------------------------------------------------------------------------- reminders
+
+
+async def send_due_reminders(
+    conn: asyncpg.Connection, now: datetime, links: Links, limit: int
+) -> int:
+    """One batch of the reminder schedule: new advocates put on it, due reminders decided
+    (domain.reminder_step) and each sent one emitted as advocate.share_reminder_due, which
+    notification-service and webhooks act on. Returns how many rows it handled."""
+    scheduled = await repository.schedule_reminders(conn, limit)
+    due = await repository.claim_due_reminders(conn, now, limit)
+    for r in due:
+        step = domain.reminder_step(
+            sent=r["sent"],
+            max_reminders=r["reminder_max"],
+            shared=r["shared"],
+            consent=r["marketing_consent"],
+            blocked=r["blocked"],
+        )
+        sent = r["sent"] + (1 if step.send else 0)
+        await repository.advance_reminder(
+            conn,
+            r["advocate_id"],
+            sent=sent,
+            due_at=r["due_at"] + timedelta(days=r["reminder_interval_days"]),
+            done=step.done,
+        )
+        if step.send:
+            await EVENTS.emit(
+                conn,
+                ev.ShareReminderDue(
+                    advocate_id=r["advocate_id"],
+                    program_id=r["program_id"],
+                    reminder=sent,
+                    max_reminders=r["reminder_max"],
+                    code=r["code"],
+                    link_url=links.link(r["code"]),
+                    due_at=r["due_at"],
+                ),
+                tenant_id=r["tenant_id"],
+                key=r["advocate_id"],
+            )
+    return scheduled + len(due)

@@ -24,15 +24,18 @@ async def put_settings(
     allowed_origins: Sequence[str],
     auto_enroll: str,
     cookie_days: int,
+    reminder_max: int,
+    reminder_interval_days: int,
 ) -> asyncpg.Record:
     row = await conn.fetchrow(
         """
         INSERT INTO portal_settings (program_id, tenant_id, allowed_origins, auto_enroll,
-                                     cookie_days)
-        VALUES ($1, $2, $3, $4, $5)
+                                     cookie_days, reminder_max, reminder_interval_days)
+        VALUES ($1, $2, $3, $4, $5, $6, $7)
         ON CONFLICT (program_id) DO UPDATE
         SET allowed_origins = EXCLUDED.allowed_origins, auto_enroll = EXCLUDED.auto_enroll,
-            cookie_days = EXCLUDED.cookie_days, updated_at = now()
+            cookie_days = EXCLUDED.cookie_days, reminder_max = EXCLUDED.reminder_max,
+            reminder_interval_days = EXCLUDED.reminder_interval_days, updated_at = now()
         RETURNING *
         """,
         program_id,
@@ -40,6 +43,8 @@ async def put_settings(
         list(allowed_origins),
         auto_enroll,
         cookie_days,
+        reminder_max,
+        reminder_interval_days,
     )
     assert row is not None
     return row
@@ -259,4 +264,70 @@ async def advocate_page(
         advocate_id,
         tenant_id,
         referrals_shown,
+    )
+
+
+# ---------------------------------------------------------------------------- reminders
+
+
+async def schedule_reminders(conn: asyncpg.Connection, limit: int) -> int:
+    """Puts advocates of programs that send reminders on the schedule (set-wise, at most
+    `limit`): those with marketing consent, not blocked, enrolled recently enough that a
+    reminder is still ahead of them. The first is due one interval after enrolling."""
+    status: str = await conn.execute(
+        """
+        INSERT INTO portal_reminders (advocate_id, tenant_id, program_id, due_at)
+        SELECT a.id, a.tenant_id, a.program_id,
+               a.created_at + make_interval(days => s.reminder_interval_days)
+        FROM portal_settings s
+        JOIN advocates a ON a.program_id = s.program_id
+        WHERE s.reminder_max > 0 AND a.marketing_consent AND NOT a.blocked
+          AND a.created_at > now() - make_interval(
+                  days => s.reminder_interval_days * s.reminder_max)
+          AND NOT EXISTS (SELECT 1 FROM portal_reminders r WHERE r.advocate_id = a.id)
+        LIMIT $1
+        ON CONFLICT (advocate_id) DO NOTHING
+        """,
+        limit,
+    )
+    return int(status.rsplit(" ", 1)[1])
+
+
+async def claim_due_reminders(
+    conn: asyncpg.Connection, now: datetime, limit: int
+) -> list[asyncpg.Record]:
+    """Due reminders with what decides them, locked for this transaction (SKIP LOCKED: another
+    replica takes others)."""
+    return list(
+        await conn.fetch(
+            """
+            SELECT r.advocate_id, r.tenant_id, r.program_id, r.sent, r.due_at,
+                   a.marketing_consent, a.blocked, s.reminder_max, s.reminder_interval_days,
+                   c.code,
+                   EXISTS (SELECT 1 FROM clicks k
+                           WHERE k.advocate_id = r.advocate_id AND NOT k.is_bot) AS shared
+            FROM portal_reminders r
+            JOIN advocates a ON a.id = r.advocate_id
+            JOIN portal_settings s ON s.program_id = r.program_id
+            JOIN codes c ON c.advocate_id = r.advocate_id AND c.current
+            WHERE NOT r.done AND r.due_at <= $1
+            ORDER BY r.due_at
+            LIMIT $2
+            FOR UPDATE OF r SKIP LOCKED
+            """,
+            now,
+            limit,
+        )
+    )
+
+
+async def advance_reminder(
+    conn: asyncpg.Connection, advocate_id: str, *, sent: int, due_at: datetime, done: bool
+) -> None:
+    await conn.execute(
+        "UPDATE portal_reminders SET sent = $2, due_at = $3, done = $4 WHERE advocate_id = $1",
+        advocate_id,
+        sent,
+        due_at,
+        done,
     )

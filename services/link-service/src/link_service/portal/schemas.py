@@ -33,6 +33,11 @@ class PortalSettingsIn(BaseModel):
     auto_enroll: AutoEnroll = "off"
     # How long the storefront snippet keeps a visit's ref and click id (the attribution window).
     cookie_days: int = Field(default=30, ge=1, le=365)
+    # Share reminders (as advocate.share_reminder_due events) to advocates with marketing
+    # consent who have not shared yet: at most this many (0: none) ...
+    reminder_max: int = Field(default=0, ge=0, le=10)
+    # ... one every this many days after enrolling.
+    reminder_interval_days: int = Field(default=7, ge=1, le=90)
 
 
 class PortalSettingsOut(PortalSettingsIn):

@@ -24,6 +24,11 @@ def upgrade() -> None:
             auto_enroll       text NOT NULL DEFAULT 'off'
                               CHECK (auto_enroll IN ('off', 'signup', 'purchase')),
             cookie_days       integer NOT NULL DEFAULT 30 CHECK (cookie_days BETWEEN 1 AND 365),
+            -- Share reminders to advocates who never shared: at most reminder_max (0: none),
+            -- every reminder_interval_days after enrolling.
+            reminder_max      integer NOT NULL DEFAULT 0 CHECK (reminder_max BETWEEN 0 AND 10),
+            reminder_interval_days integer NOT NULL DEFAULT 7
+                              CHECK (reminder_interval_days BETWEEN 1 AND 90),
             updated_at        timestamptz NOT NULL DEFAULT now()
         );
         -- A preflight carries no token: it is answered for origins some program allows.
@@ -73,6 +78,18 @@ def upgrade() -> None:
         );
         CREATE INDEX portal_redemptions_advocate ON portal_redemptions (advocate_id);
 
+        -- The reminder schedule: durable, so a restart or another replica resumes it; a row
+        -- is claimed FOR UPDATE SKIP LOCKED when due.
+        CREATE TABLE portal_reminders (
+            advocate_id   text PRIMARY KEY REFERENCES advocates (id),
+            tenant_id     text NOT NULL,
+            program_id    text NOT NULL,
+            sent          integer NOT NULL DEFAULT 0,
+            due_at        timestamptz NOT NULL,
+            done          boolean NOT NULL DEFAULT false
+        );
+        CREATE INDEX portal_reminders_due ON portal_reminders (due_at) WHERE NOT done;
+
         CREATE TABLE portal_milestones (
             advocate_id    text PRIMARY KEY,
             referral_count integer NOT NULL,
@@ -85,8 +102,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.execute(
         """
-        DROP TABLE portal_milestones, portal_redemptions, portal_rewards, portal_conversions,
-            portal_referrals, portal_settings;
+        DROP TABLE portal_reminders, portal_milestones, portal_redemptions, portal_rewards,
+            portal_conversions, portal_referrals, portal_settings;
         ALTER TABLE advocates DROP COLUMN referred_by;
         """
     )
