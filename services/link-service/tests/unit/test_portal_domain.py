@@ -37,6 +37,21 @@ def test_expired_tampered_and_unsigned_tokens_are_refused() -> None:
     with pytest.raises(Unauthorized, match="expired"):
         domain.verify(token, KEYS, NOW + timedelta(seconds=61))
     unsigned = jwt.encode({"sub": "adv_1"}, None, algorithm="none")
+    # Signed with a real key but malformed: refused, never an error.
+    for exp in ("soon", 10**20, None):
+        body = {
+            "iss": "link-service",
+            "aud": "advocate",
+            "sub": "adv_1",
+            "tid": "acme",
+            "pid": "prg_1",
+            "scope": "me:read",
+            "iat": 0,
+            "exp": exp,
+        }
+        odd = jwt.encode(body, KEYS[0], algorithm="HS256", headers={"kid": domain.key_id(KEYS[0])})
+        with pytest.raises(Unauthorized):
+            domain.verify(odd, KEYS, NOW)
     for bad in (None, "", unsigned, token[:-2] + "xx", "a.b.c"):
         with pytest.raises(Unauthorized):
             domain.verify(bad, KEYS, NOW)

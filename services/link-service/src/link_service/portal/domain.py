@@ -92,7 +92,10 @@ def verify(token: str | None, keys: Sequence[str], now: datetime) -> AdvocateCla
         )
     except jwt.InvalidTokenError as exc:
         raise Unauthorized("invalid advocate token") from exc
-    exp = datetime.fromtimestamp(body["exp"], tz=now.tzinfo)
+    try:
+        exp = datetime.fromtimestamp(body["exp"], tz=now.tzinfo)
+    except (TypeError, ValueError, OverflowError, OSError) as exc:
+        raise Unauthorized("invalid advocate token") from exc
     if exp <= now:
         raise Unauthorized("the advocate token has expired")
     if body.get("scope") != SCOPE or not all(
