@@ -148,7 +148,7 @@ async def put_portal_settings(
 @router.options("/v1/me/qr", include_in_schema=False)
 async def me_preflight(request: Request, rt: Rt) -> Response:
     origin = request.headers.get("origin")
-    async with rt.transaction() as conn:
+    async with rt.pool.acquire() as conn:  # one read: no transaction around it
         allowed = await handlers.preflight_allowed(conn, origin)
     if not allowed or origin is None:
         raise Forbidden(f"origin '{origin}' may not call this API", field="/headers/origin")
