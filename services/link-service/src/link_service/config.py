@@ -47,3 +47,15 @@ class Settings(ServiceSettings):
     enrollment_chunk_rows: int = Field(default=1000, ge=1, le=10_000)
     enrollment_max_upload_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     enrollment_poll_interval_seconds: float = Field(default=1.0, gt=0)
+
+    # Advocate tokens (GET /v1/me, the widget): HS256 keys; the first signs, every one listed
+    # verifies. Rotating (prepend a new key, drop the old one after the longest token lifetime)
+    # revokes every token signed with a dropped key. At least 32 characters each.
+    advocate_token_keys: list[str] = Field(
+        default=["dev-only-advocate-token-key-change-me!"], min_length=1
+    )
+    # Lifetime of a token when the merchant asks for none (the most it may ask is 24 h).
+    advocate_token_ttl_seconds: int = Field(default=3600, ge=60, le=86_400)
+    # How often the share-reminder schedule is looked at, and how many rows one pass takes.
+    reminder_poll_interval_seconds: float = Field(default=60.0, gt=0)
+    reminder_batch_size: int = Field(default=500, ge=1, le=10_000)

@@ -7,11 +7,14 @@ from fastapi import FastAPI
 from link_service import domain
 from link_service.advocates import api as advocates_api
 from link_service.config import Settings
-from link_service.consumers import CONSUMERS
+from link_service.consumers import CONSUMERS, consumers
+from link_service.domain import Links
 from link_service.enrollment import api as enrollment_api
 from link_service.enrollment import cli
 from link_service.enrollment.worker import EnrollmentWorker
 from link_service.events import SERVICE
+from link_service.portal import api as portal_api
+from link_service.portal.reminders import ReminderWorker
 from link_service.programs import api as programs_api
 from link_service.redirect import api
 from link_service.redirect.front import RedirectMiddleware
@@ -44,13 +47,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state.writer = ClickWriter(rt, settings, state.registry)
         state.invalidator = CacheInvalidator(rt, state.cache)
         state.enrollment = EnrollmentWorker(rt, settings)
+        reminders = ReminderWorker(rt, settings)
         # The user-agent parsers load their regex tables on first use: now, not in the
         # first redirect (and before servicekit freezes the start-up heap).
         domain.classify_user_agent(_WARM_UP_USER_AGENT)
-        return [state.writer, state.invalidator, state.enrollment]
+        return [state.writer, state.invalidator, state.enrollment, reminders]
 
-    routers = [programs_api.router, advocates_api.router, enrollment_api.router, api.router]
-    app = create_service_app(dataclasses.replace(SPEC, workers=workers), settings, routers)
+    routers = [
+        programs_api.router,
+        advocates_api.router,
+        enrollment_api.router,
+        portal_api.router,
+        api.router,
+    ]
+    spec = dataclasses.replace(
+        SPEC, workers=workers, consumers=consumers(Links(settings.public_base_url))
+    )
+    app = create_service_app(spec, settings, routers)
     app.state.links = state
     state.registry = app.state.metrics.registry
     # /r/... is answered before FastAPI's own per-request work, routing or dependency

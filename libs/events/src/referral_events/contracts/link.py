@@ -73,6 +73,9 @@ class _AdvocateState(EventPayload):
     code: str | None = None
     link_url: str | None = None
     version: int = 1
+    # The advocate whose referral enrolled this one (auto-enrollment of converted friends), so
+    # analytics can count referral generations; None for advocates the merchant enrolled.
+    referred_by: str | None = None
 
 
 class AdvocateEnrolled(_AdvocateState):
@@ -130,6 +133,42 @@ class CodeChanged(EventPayload):
     kind: CodeKind = "vanity"
     link_url: str | None = None
     changed_at: datetime | None = None
+
+
+class FriendConverted(EventPayload):
+    """A referred friend converted and was enrolled as an advocate (the program's auto-enroll
+    setting): they have a code and link of their own at once, for a post-purchase share
+    prompt. `advocate_id` is the one who referred them (the key); the friend's own advocate is
+    `friend_advocate_id`, whose advocate.enrolled carries `referred_by`."""
+
+    TYPE: ClassVar[str] = "referral.friend_converted.v1"
+
+    advocate_id: str
+    program_id: str
+    friend_advocate_id: str
+    friend_customer_id: str
+    friend_code: str
+    friend_link_url: str
+    conversion_id: str
+    conversion_type: str
+    converted_at: datetime | None = None
+
+
+class ShareReminderDue(EventPayload):
+    """An advocate who enrolled with marketing consent has not shared their link yet (no click
+    on it): the program's n-th share reminder is due (`reminder` of `max_reminders`). Emitted
+    by link-service's durable schedule; the email itself is the notifier's (suppressions
+    respected there), or the merchant's through a webhook."""
+
+    TYPE: ClassVar[str] = "advocate.share_reminder_due.v1"
+
+    advocate_id: str
+    program_id: str
+    reminder: int
+    max_reminders: int
+    code: str
+    link_url: str
+    due_at: datetime
 
 
 class LinkClicked(EventPayload):

@@ -3,14 +3,12 @@ the transaction, call a handler, shape the answer."""
 
 from __future__ import annotations
 
-import asyncio
-import io
 from datetime import timedelta
 from typing import Annotated, Literal
 
-import segno
 from fastapi import APIRouter, Query, Request, Response
 
+from link_service import qr
 from link_service.advocates import handlers
 from link_service.advocates.schemas import (
     AdvocateIn,
@@ -160,16 +158,10 @@ async def qr_code(
         view = await handlers.get_advocate(conn, who.tenant_id, advocate_id)
     link = share_link(links(rt).base_url, view.code, channel, view.advocate["program_id"])
 
-    def render() -> bytes:
-        buffer = io.BytesIO()
-        qr = segno.make(link, error="m", micro=False)
-        qr.save(buffer, kind=format, scale=scale, border=4)
-        return buffer.getvalue()
-
-    body = await asyncio.to_thread(render)
+    body = await qr.render(link, format, scale)
     return Response(
         body,
-        media_type="image/png" if format == "png" else "image/svg+xml",
+        media_type=qr.MEDIA_TYPES[format],
         headers={"Cache-Control": "private, max-age=300", "X-Link": link},
     )
 

@@ -30,6 +30,8 @@ class NewAdvocate:
     advocate_id: str
     customer_id: str
     profile: Profile
+    # The advocate who referred them, when a conversion enrolled them (the viral loop).
+    referred_by: str | None = None
 
 
 @dataclass(frozen=True)

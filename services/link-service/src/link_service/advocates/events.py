@@ -40,6 +40,7 @@ def _advocate_state(
         code=code,
         link_url=links.link(code),
         version=advocate["version"],
+        referred_by=advocate["referred_by"],
     )
 
 

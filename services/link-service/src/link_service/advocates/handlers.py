@@ -5,9 +5,10 @@ the outbox."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 
@@ -292,19 +293,27 @@ async def share_links(
 ) -> tuple[AdvocateView, list[ShareLink]]:
     view = await get_advocate(conn, tenant_id, advocate_id)
     program = await get_program(conn, tenant_id, view.advocate["program_id"])
+    return view, channel_links(view.code, view.advocate["name"], program, links)
+
+
+def channel_links(
+    code: str, advocate_name: str | None, program: Mapping[str, Any], links: Links
+) -> list[ShareLink]:
+    """Per channel the UTM-tagged link, the program's message and the share intent (for a
+    caller that already holds the code and the program: `id`, `name`, `share_templates`)."""
     templates: dict[str, str] = dict(program["share_templates"])
     result = []
     for channel in shared.SHARE_CHANNELS:
-        url = shared.share_link(links.base_url, view.code, channel, program["id"])
+        url = shared.share_link(links.base_url, code, channel, program["id"])
         message = domain.render_template(
             templates.get(channel, domain.DEFAULT_SHARE_TEMPLATE),
             {
                 "link": url,
-                "code": view.code,
-                "name": view.advocate["name"] or "",
+                "code": code,
+                "name": advocate_name or "",
                 "program": program["name"],
             },
         )
         intent = domain.share_intent(channel, message, url, subject=program["name"])
         result.append(ShareLink(channel, url, message, intent))
-    return view, result
+    return result

@@ -28,10 +28,11 @@ async def insert_advocates(
         await conn.fetch(
             """
             INSERT INTO advocates (id, tenant_id, program_id, customer_id, email, name, locale,
-                                   marketing_consent)
-            SELECT id, $1, $2, customer_id, email, name, locale, consent
+                                   marketing_consent, referred_by)
+            SELECT id, $1, $2, customer_id, email, name, locale, consent, referred_by
             FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                        $8::boolean[]) AS t(id, customer_id, email, name, locale, consent)
+                        $8::boolean[], $9::text[])
+                 AS t(id, customer_id, email, name, locale, consent, referred_by)
             ON CONFLICT (program_id, customer_id) DO NOTHING
             RETURNING *
             """,
@@ -43,6 +44,7 @@ async def insert_advocates(
             [a.profile.name for a in advocates],
             [a.profile.locale for a in advocates],
             [a.profile.marketing_consent for a in advocates],
+            [a.referred_by for a in advocates],
         )
     )
 

@@ -1,0 +1,319 @@
+"""GET /v1/me latency under load (the refer-a-friend page's one call), beside a bare-ASGI
+reference in the same run.
+
+Starts, in one run, on this machine: Kafka and Postgres (devstack; KAFKA_BOOTSTRAP_SERVERS /
+DATABASE_URL reuse running ones), link-service as a real process (`link-service serve`), a
+program with ADVOCATES advocates, each with a read model as a busy advocate's (clicks, referrals
+in every status, rewards in two units, redemptions), and one advocate token per advocate; and
+the reference: a bare ASGI app on uvicorn answering a fixed JSON body of the same size
+(bench/_common/bare_json.py). Both are driven over loopback by wrk (closed loop, fixed
+connections, rotating the tokens); link-service then again in open loop at half its peak rate
+for the p99 the goal names (latency from each request's scheduled time).
+
+Goal (issue #18): GET /v1/me p99 < 20 ms. The machine has 2 cores shared by the service,
+Postgres, Kafka and the load generator, so absolute figures are modest; the ratio to the bare
+app is what compares.
+
+Usage: uv run --frozen python bench/advocate.py [--quick] [--connections 16]
+Last line: one JSON object {"bench": "advocate", ...}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from redirect import ensure_wrk, wait_http  # noqa: E402
+
+ADVOCATES = 100
+REFERRALS = 30
+CLICKS = 200
+
+
+def wrk(
+    binary: str, port: int, tokens: list[str], duration: float, connections: int
+) -> dict[str, Any]:
+    """Closed-loop peak with wrk, each request with the next advocate's token."""
+    script = Path(tempfile.mkstemp(suffix=".lua")[1])
+    lua_tokens = ", ".join(json.dumps(t) for t in tokens)
+    script.write_text(
+        f"""
+local tokens = {{{lua_tokens}}}
+local i = 0
+request = function()
+  i = i % #tokens + 1
+  return wrk.format("GET", "/v1/me", {{["Authorization"] = "Bearer " .. tokens[i]}})
+end
+done = function(summary, latency, requests)
+  io.write(string.format("JSON {{\\"requests\\": %d, \\"non_2xx\\": %d, \\"errors\\": %d, "
+    .. "\\"p50_us\\": %d, \\"p99_us\\": %d, \\"duration_us\\": %d}}\\n",
+    summary.requests, summary.errors.status, summary.errors.connect + summary.errors.read
+    + summary.errors.write + summary.errors.timeout, latency:percentile(50),
+    latency:percentile(99), summary.duration))
+end
+"""
+    )
+    out = subprocess.run(  # noqa: S603
+        [
+            binary,
+            "-t1",
+            f"-c{connections}",
+            f"-d{int(duration)}s",
+            "--timeout",
+            "5s",
+            "-s",
+            str(script),
+            f"http://127.0.0.1:{port}/",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    script.unlink()
+    match = re.search(r"^JSON (.*)$", out, re.M)
+    assert match, out
+    raw = json.loads(match.group(1))
+    return {
+        "requests": raw["requests"],
+        "non_2xx": raw["non_2xx"],
+        "errors": raw["errors"],
+        "rps": round(raw["requests"] / (raw["duration_us"] / 1e6), 1),
+        "p50_ms": raw["p50_us"] / 1000,
+        "p99_ms": raw["p99_us"] / 1000,
+    }
+
+
+async def open_loop(url: str, tokens: list[str], rate: float, duration: float) -> dict[str, Any]:
+    """Requests at a fixed rate whatever the answers' pace; latency from the scheduled time
+    (no coordinated omission)."""
+    latencies: list[float] = []
+    failures = 0
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    # No pool timeout: a request waiting for a connection is late, and its lateness counts.
+    timeout = httpx.Timeout(10, pool=None)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=timeout) as client:
+        start = time.perf_counter()
+        n = int(rate * duration)
+
+        async def one(i: int) -> None:
+            nonlocal failures
+            scheduled = start + i / rate
+            await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
+            try:
+                r = await client.get(
+                    "/v1/me", headers={"Authorization": f"Bearer {tokens[i % len(tokens)]}"}
+                )
+                failures += r.status_code != 200
+            except httpx.HTTPError:
+                failures += 1
+            latencies.append(time.perf_counter() - scheduled)
+
+        await asyncio.gather(*(one(i) for i in range(n)))
+    latencies.sort()
+    return {
+        "rate": round(rate, 1),
+        "requests": len(latencies),
+        "failures": failures,
+        "p50_ms": round(latencies[len(latencies) // 2] * 1000, 2),
+        "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 2),
+    }
+
+
+async def fill_read_model(database_url: str, advocates: list[dict[str, Any]]) -> None:
+    """Each advocate as a busy one: clicks, referrals in every status, rewards, redemptions."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("SET search_path TO link")
+        for a in advocates:
+            adv, pid = a["id"], a["program_id"]
+            await conn.execute(
+                """
+                INSERT INTO clicks (id, tenant_id, code, program_id, advocate_id, clicked_at,
+                                    counts)
+                SELECT 'clk_' || $1 || g, 'bench', $2, $3, $1, now(), g % 5 <> 0
+                FROM generate_series(1, $4) g
+                """,
+                adv,
+                a["code"],
+                pid,
+                CLICKS,
+            )
+            await conn.execute(
+                """
+                INSERT INTO portal_referrals (referral_id, tenant_id, advocate_id, friend_label,
+                    signed_up, purchased, rewarded, refunded, created_at)
+                SELECT 'ref_' || $1 || g, 'bench', $1, 'f•••@e•••.com', true, g % 2 = 0,
+                       g % 3 = 0, g % 7 = 0, now() - g * interval '1 hour'
+                FROM generate_series(1, $2) g
+                """,
+                adv,
+                REFERRALS,
+            )
+            await conn.execute(
+                """
+                INSERT INTO portal_rewards (reward_id, advocate_id, conversion_id, unit, amount,
+                                            state)
+                SELECT 'rwd_' || $1 || g, $1, 'cnv_' || $1 || g,
+                       CASE WHEN g % 2 = 0 THEN 'USD' ELSE 'POINTS' END, 1000,
+                       CASE WHEN g % 3 = 0 THEN 'pending' ELSE 'available' END
+                FROM generate_series(1, $2 / 3) g
+                """,
+                adv,
+                REFERRALS,
+            )
+            await conn.execute(
+                "INSERT INTO portal_redemptions VALUES ('rdm_' || $1, $1, 'USD', 500)", adv
+            )
+        await conn.execute("ANALYZE")
+    finally:
+        await conn.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="short runs (a sanity check)")
+    parser.add_argument("--connections", type=int, default=16)
+    args = parser.parse_args()
+    duration = 3.0 if args.quick else 15.0
+    connections = min(max(args.connections, 1), 256)
+
+    from devstack import services
+    from devstack.kafka import KafkaBroker
+    from devstack.paths import free_port
+    from devstack.postgres import create_database, start_embedded
+
+    wrk_bin = ensure_wrk()
+    state = Path(tempfile.mkdtemp(prefix="bench-advocate-"))
+    broker = pg = None
+    procs: list[subprocess.Popen[bytes]] = []
+    running: list[Any] = []
+    try:
+        bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+        if not bootstrap:
+            broker = KafkaBroker(state / "kafka")
+            broker.start()
+            bootstrap = broker.bootstrap_servers
+        admin_dsn = os.environ.get("DATABASE_URL")
+        if not admin_dsn:
+            pg, admin_dsn = start_embedded(state / "pg")
+        database_url = asyncio.run(create_database(admin_dsn, f"bench_{secrets.token_hex(4)}"))
+        key = "rk_bench_" + secrets.token_urlsafe(16)
+        cfg = services.StackConfig(
+            database_url=database_url,
+            kafka_bootstrap_servers=bootstrap,
+            api_keys=[
+                {"tenant_id": "bench", "key_sha256": hashlib.sha256(key.encode()).hexdigest()}
+            ],
+            topic_prefix=f"bench{secrets.token_hex(3)}.",
+            fixed_ports=False,
+            log_dir=state / "logs",
+            extra_env={"LOG_LEVEL": "WARNING"},
+        )
+        link = (services.SERVICES[0],)
+        services.migrate(cfg, link)
+        running = services.start(cfg, link)
+        services.wait_ready(running, timeout=180)
+        link_port = running[0].port
+
+        bare_port = free_port()
+        procs.append(
+            subprocess.Popen(  # noqa: S603
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "--app-dir",
+                    str(HERE / "_common"),
+                    "bare_json:app",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(bare_port),
+                    "--no-access-log",
+                    "--log-level",
+                    "warning",
+                    "--lifespan",
+                    "off",
+                ]
+            )
+        )
+        wait_http(f"http://127.0.0.1:{bare_port}/")
+
+        with httpx.Client(
+            base_url=running[0].url, headers={"Authorization": f"Bearer {key}"}, timeout=30
+        ) as api:
+            program = api.post(
+                "/v1/programs", json={"name": "Bench", "landing_url": "https://shop.example.com"}
+            ).json()
+            advocates = [
+                api.post(
+                    f"/v1/programs/{program['id']}/advocates", json={"customer_id": f"c{i}"}
+                ).json()
+                for i in range(ADVOCATES)
+            ]
+            tokens = [
+                api.post(f"/v1/advocates/{a['id']}/tokens", json={"ttl_seconds": 86_400}).json()[
+                    "token"
+                ]
+                for a in advocates
+            ]
+        asyncio.run(fill_read_model(database_url, advocates))
+        check = httpx.get(
+            f"{running[0].url}/v1/me", headers={"Authorization": f"Bearer {tokens[0]}"}
+        )
+        assert check.status_code == 200, check.text
+        me = check.json()
+        assert len(me["referrals"]) == REFERRALS and me["stats"]["clicks"] > 0, me
+
+        wrk(wrk_bin, link_port, tokens, 2, connections)  # warm-up: pools, prepared statements
+        wrk(wrk_bin, bare_port, tokens, 2, connections)
+        bare = wrk(wrk_bin, bare_port, tokens, duration, connections)
+        peak = wrk(wrk_bin, link_port, tokens, duration, connections)
+        half = asyncio.run(open_loop(running[0].url, tokens, max(peak["rps"] / 2, 20.0), duration))
+        result = {
+            "bench": "advocate",
+            "quick": args.quick,
+            "connections": connections,
+            "duration_s": duration,
+            "body_bytes": len(check.content),
+            "bare_asgi": bare,
+            "me_peak": peak,
+            "me_half_load": half,
+            "rps_vs_bare": round(peak["rps"] / bare["rps"], 3) if bare["rps"] else None,
+            "p99_goal_ms": 20,
+            "p99_ok": half["p99_ms"] < 20,
+            "load_avg": os.getloadavg(),
+        }
+        print(json.dumps(result), flush=True)
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(timeout=10)
+        if running:
+            services.stop(running)
+        if broker is not None:
+            broker.stop()
+        if pg is not None:
+            pg.cleanup()
+        shutil.rmtree(state, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
