@@ -320,3 +320,23 @@ async def test_foreign_tenants_code_and_conversion_are_invisible(env) -> None:
         return resp.status_code == 422 and resp.json()["field"] == "code"
 
     await eventually(code_refused)
+
+
+@pytest.mark.parametrize(
+    "amount", ["1e999990", "1e999998", "1e-999999999", "1" + "0" * 5000, 1e300]
+)
+async def test_a_huge_amount_is_refused_in_milliseconds(env, amount) -> None:
+    # The review: "1e999990" cost ~24 s of CPU on the event loop, "1e999998" a 500.
+    body = {
+        "type": "purchase",
+        "customer_id": "cus_big",
+        "order_id": "ord_big",
+        "amount": amount,
+        "currency": "USD",
+    }
+    started = asyncio.get_running_loop().time()
+    r = await env.client.post("/v1/conversions", json=body)
+    assert asyncio.get_running_loop().time() - started < 0.5
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["field"].lstrip("/") == "amount"

@@ -10,12 +10,13 @@ import hmac
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from typing import Any, Literal
 
 import stripe
 
-from servicekit.problems import DomainError
+from servicekit import money
+from servicekit.problems import DomainError, InvalidInput
 
 CLICK_ID = re.compile(r"^clk_[a-z0-9]{16,64}$")
 CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,31}$")
@@ -176,7 +177,9 @@ def _shopify_refund(refund: dict[str, Any]) -> Action:
     ]
     if not txs:
         return Ignored("the refund moved no money")
-    amount = sum((Decimal(str(t["amount"])) for t in txs), Decimal(0))
+    # Each amount bounded as our API bounds one (servicekit.money.parse); the sum is then exact.
+    with localcontext(prec=80):
+        amount = sum((money.parse(t.get("amount"), "amount") for t in txs), Decimal(0))
     return RefundAction(
         order_ids=[str(refund["order_id"])],
         refund_id=f"shopify:{refund['id']}",
@@ -248,6 +251,13 @@ def _customer(obj: dict[str, Any], email: str | None) -> str | None:
     return f"email:{email.lower()}" if email else None
 
 
+def _minor(value: Any, field: str) -> int:
+    """Stripe's integer amounts, bounded as our API bounds `amount_minor` (money.check_minor)."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidInput(f"{field} is not an integer amount", field=field)
+    return money.check_minor(value, field)
+
+
 def _stripe_session(s: dict[str, Any]) -> Action:
     email = (s.get("customer_details") or {}).get("email") or s.get("customer_email")
     customer_id = _customer(s, email)
@@ -268,7 +278,7 @@ def _stripe_session(s: dict[str, Any]) -> Action:
         body.update(
             type="purchase",
             order_id=str(s.get("payment_intent") or s["id"]),
-            amount_minor=int(s["amount_total"]),
+            amount_minor=_minor(s.get("amount_total"), "amount_total"),
             currency=str(s["currency"]).upper(),
         )
     else:
@@ -300,7 +310,7 @@ def _stripe_invoice(inv: dict[str, Any]) -> Action:
         "customer_id": customer_id,
         "order_id": str(inv["id"]),
         "subscription_id": str(sub) if sub else None,
-        "amount_minor": int(inv["amount_paid"]),
+        "amount_minor": _minor(inv.get("amount_paid"), "amount_paid"),
         "currency": str(inv["currency"]).upper(),
         "occurred_at": _ts(paid_at),
         "email": email,
@@ -322,7 +332,7 @@ def _stripe_refund(ch: dict[str, Any]) -> Action:
         else f"stripe:{ch['id']}@{ch['amount_refunded']}",
         refunded_at=_ts(latest.get("created") if latest else None) or datetime.now(UTC),
         currency=str(ch["currency"]).upper(),
-        cumulative_minor=int(ch["amount_refunded"]),
+        cumulative_minor=_minor(ch.get("amount_refunded"), "amount_refunded"),
     )
 
 
