@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from attribution_service.conversions import decision, fraud, repository
 from attribution_service.conversions.decision import Chosen, Decided, Referred
+from attribution_service.conversions.events import conversion_refunded
 from attribution_service.conversions.facts import Conversion, Evidence, Screening
 from attribution_service.conversions.schemas import ConversionIn
 from attribution_service.metrics import FRAUD_DECISIONS
@@ -273,6 +274,12 @@ async def record(
                     is_first_purchase=row["is_first_purchase"],
                 )
             )
+            if stored and row["status"] == "attributed" and row["refunded_minor"]:
+                # Refunded while it waited: those refunds were not published (no reward hung
+                # on it yet); published now, after the attribution, so rewards follow the net.
+                entries.extend(
+                    conversion_refunded(row, r) for r in await refunds.list_refunds(conn, row["id"])
+                )
     await enqueue_rows(conn, entries)
     return list(rows)
 
