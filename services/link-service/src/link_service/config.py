@@ -45,5 +45,12 @@ class Settings(ServiceSettings):
 
     # Bulk enrollment: rows per transaction, and the largest accepted upload.
     enrollment_chunk_rows: int = Field(default=1000, ge=1, le=10_000)
-    enrollment_max_upload_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    # 16 MiB holds 100,000 rows of ~160 bytes; the ingress' proxy-body-size for the upload
+    # route (deploy/k8s/base/ingress.yaml) is the same, so neither refuses what the other takes.
+    enrollment_max_upload_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    # Rows one upload may hold: past it the upload is refused (413) while it streams in.
+    enrollment_max_rows: int = Field(default=100_000, ge=1)
+    # Tries of a job whose chunks keep failing (backing off, other jobs moving meanwhile) before
+    # its remaining rows are marked failed and the job finishes.
+    enrollment_max_attempts: int = Field(default=5, ge=1, le=100)
     enrollment_poll_interval_seconds: float = Field(default=1.0, gt=0)
