@@ -4,13 +4,16 @@ from pydantic import Field
 
 from servicekit.settings import ServiceSettings
 
+# Public (it is in this repository): accepted only with ENVIRONMENT=dev (servicekit.settings).
+DEV_IP_HASH_KEY = "dev-only-ip-hash-key"
+
 
 class Settings(ServiceSettings):
     http_port: int = 8001
     # Base of the share links handed to advocates: the public host of /r/{code}.
     public_base_url: str = "http://127.0.0.1:8001"
     # Key of the HMAC that replaces client IPs in click records (rotate like any secret).
-    ip_hash_key: str = Field(default="dev-only-ip-hash-key", min_length=8)
+    ip_hash_key: str = Field(default=DEV_IP_HASH_KEY, min_length=8)
     # Behind a load balancer: the header holding the client address (e.g. x-forwarded-for;
     # its first entry is used). Unset: the TCP peer address.
     client_ip_header: str | None = None

@@ -6,7 +6,7 @@ from fastapi import FastAPI
 
 from link_service import api, domain
 from link_service.advocates import api as advocates_api
-from link_service.config import Settings
+from link_service.config import DEV_IP_HASH_KEY, Settings
 from link_service.consumers import CONSUMERS
 from link_service.enrollment import api as enrollment_api
 from link_service.enrollment import cli
@@ -19,6 +19,7 @@ from link_service.workers import CacheInvalidator, ClickWriter
 from servicekit.app import create_service_app
 from servicekit.cli import run_cli
 from servicekit.runtime import Runtime, ServiceSpec, Worker
+from servicekit.settings import refuse_dev_defaults
 
 SPEC = ServiceSpec(
     name=SERVICE,
@@ -36,6 +37,7 @@ _WARM_UP_USER_AGENT = (
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    refuse_dev_defaults(settings, {"IP_HASH_KEY": (settings.ip_hash_key, DEV_IP_HASH_KEY)})
     state = LinkState(settings)
 
     def workers(rt: Runtime) -> list[Worker]:
