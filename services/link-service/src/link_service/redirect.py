@@ -121,15 +121,17 @@ async def answer(state: LinkState, scope: Scope, send: Send) -> int:
     live = domain.program_is_live(target.program_status, target.starts_at, target.ends_at, now)
     deep_link = next((v for k, v in query if k == "to"), None) if live else None
 
+    # Where it goes is settled before the click is recorded: nothing recorded for an answer
+    # that was never given.
+    if live:
+        dest = domain.redirect_target(target.landing_url, target.allowed_domains, deep_link)
+    else:
+        # A paused or ended program still sends people somewhere sensible.
+        dest = target.fallback_url or target.landing_url
     click_id: str | None = None
     if not head:
         click_id = await _record(state, scope, target, channel, live, now)
     if deep_link or utm or click_id is None:
-        if live:
-            dest = domain.redirect_target(target.landing_url, target.allowed_domains, deep_link)
-        else:
-            # A paused or ended program still sends people somewhere sensible.
-            dest = target.fallback_url or target.landing_url
         location = domain.landing_url_for_click(dest, target.code, click_id, utm)
     else:
         prefix, fragment = target.landing_parts if live else target.fallback_parts

@@ -65,6 +65,10 @@ ALLOWED = ("example.com", "shop.example.com")
         ("https://user@evil.com@example.com/", "https://shop.example.com/join?x=1"),
         ("javascript:alert(1)", "https://shop.example.com/join?x=1"),
         ("ftp://example.com/", "https://shop.example.com/join?x=1"),
+        # not URLs at all (urlsplit raises): the landing URL, never a 500 (issue #21)
+        ("http://[", "https://shop.example.com/join?x=1"),
+        ("https://[::1/x", "https://shop.example.com/join?x=1"),
+        ("http://[zz]/", "https://shop.example.com/join?x=1"),
     ],
 )
 def test_deep_links_never_leave_the_allowed_domains(deep_link: str | None, expected: str) -> None:
