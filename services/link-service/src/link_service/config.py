@@ -14,9 +14,13 @@ class Settings(ServiceSettings):
     public_base_url: str = "http://127.0.0.1:8001"
     # Key of the HMAC that replaces client IPs in click records (rotate like any secret).
     ip_hash_key: str = Field(default=DEV_IP_HASH_KEY, min_length=8)
-    # Behind a load balancer: the header holding the client address (e.g. x-forwarded-for;
-    # its first entry is used). Unset: the TCP peer address.
+    # Behind a load balancer: the header holding the client address (e.g. x-forwarded-for).
+    # Unset: the TCP peer address.
     client_ip_header: str | None = None
+    # How many trusted proxies append to that header (the ingress controller: 1; a cloud load
+    # balancer in front of it: 2). The client is the entry the outermost trusted proxy added,
+    # counted from the right: the entries left of it are whatever the client sent (spoofable).
+    trusted_proxy_hops: int = Field(default=1, ge=1, le=10)
     # Length of random codes for programs that do not set their own code format.
     code_length: int = Field(default=8, ge=6, le=16)
 

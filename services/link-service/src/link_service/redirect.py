@@ -154,7 +154,7 @@ async def _record(
 ) -> str | None:
     """The click id once its click and event committed; None if they could not be."""
     headers = header_map(scope)
-    client = _client_info(scope, headers, state.client_ip_header)
+    client = client_ip(scope, headers, state.client_ip_header, state.trusted_proxy_hops)
     info = domain.classify_user_agent(_text(headers.get(b"user-agent")))
     reason = domain.inactive_reason(
         program_live=live, advocate_blocked=target.advocate_blocked, is_bot=info.is_bot
@@ -231,10 +231,14 @@ def click_event_json(row: tuple[Any, ...], tenant_id: str) -> bytes:
     )
 
 
-def _client_info(scope: Scope, headers: Headers, ip_header: bytes | None) -> str | None:
+def client_ip(scope: Scope, headers: Headers, ip_header: bytes | None, hops: int) -> str | None:
+    """The visitor's address: the entry of `ip_header` the outermost of `hops` trusted proxies
+    appended (counted from the right; entries further left are the client's own claims), or
+    the TCP peer when no header is configured or it holds fewer entries than trusted hops."""
     if ip_header is not None:
         forwarded = headers.get(ip_header)
-        if forwarded:
-            return forwarded.decode("latin-1").split(",")[0].strip() or None
+        entries = [e.strip() for e in forwarded.decode("latin-1").split(",")] if forwarded else []
+        if len(entries) >= hops and entries[-hops]:
+            return entries[-hops]
     client = scope.get("client")
     return str(client[0]) if client else None
