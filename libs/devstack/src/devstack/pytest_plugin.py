@@ -38,6 +38,8 @@ class Namespace:
             "kafka_bootstrap_servers": self.kafka_bootstrap_servers,
             "kafka_topic_prefix": self.topic_prefix,
             "kafka_topic_partitions": 2,
+            # Tests run with the dev defaults of secret keys (servicekit.settings).
+            "environment": "dev",
         }
 
     def stack_config(

@@ -60,6 +60,8 @@ class StackConfig:
             "HTTP_HOST": "127.0.0.1",
             "HTTP_PORT": str(port),
             "OUTBOX_POLL_INTERVAL_SECONDS": "0.5",
+            # Local runs and tests keep the dev defaults of secret keys (servicekit.settings).
+            "ENVIRONMENT": "dev",
             # Local runs deliver webhooks to loopback receivers over http.
             "WEBHOOK_ALLOW_HTTP": "true",
             "WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",

@@ -44,6 +44,9 @@ def exponent(unit: str) -> int:
 MAX_MINOR = 10**15
 # Significant digits an amount may carry (integer and fraction together).
 MAX_DIGITS = 24
+_OUT_OF_RANGE = f"amount out of range (at most {MAX_DIGITS} digits, below 10^16)"
+# Longer text is no amount either (and Decimal() of a megabyte of digits is not free).
+_MAX_TEXT = 200
 
 
 def check_minor(minor: int, field: str = "amount_minor") -> int:
@@ -54,27 +57,48 @@ def check_minor(minor: int, field: str = "amount_minor") -> int:
     return minor
 
 
-def to_minor(amount: Decimal | str | int, currency: str, field: str = "amount") -> int:
-    """Exact conversion: more decimals than the currency has (float noise such as 19.9900000001)
-    is refused rather than rounded, because rounding money silently is how ledgers drift.
-
-    Bounded before any arithmetic: Decimal holds exponents up to a million, and scaling or
-    converting such a value to int costs seconds of CPU (or overflows) on the event loop."""
+def parse(amount: Decimal | str | int, field: str = "amount") -> Decimal:
+    """A decimal amount, bounded before any arithmetic: Decimal holds exponents up to a million,
+    and scaling or converting such a value to int costs seconds of CPU (or overflows) on the
+    event loop; `str()` of a huge int raises. At most MAX_DIGITS significant digits, below
+    10^16, and no finer than 10^-MAX_DIGITS (so sums of bounded amounts are exact)."""
+    if isinstance(amount, int) and not isinstance(amount, bool):
+        if not -(10**16) < amount < 10**16:
+            raise InvalidInput(_OUT_OF_RANGE, field=field)
+        return Decimal(amount)
     try:
-        value = amount if isinstance(amount, Decimal) else Decimal(str(amount))
-    except InvalidOperation:
+        text = "" if isinstance(amount, Decimal) else str(amount)
+        if len(text) > _MAX_TEXT:
+            raise InvalidInput(_OUT_OF_RANGE, field=field)
+        value = amount if isinstance(amount, Decimal) else Decimal(text)
+    except (InvalidOperation, ValueError):
         raise InvalidInput(f"'{str(amount)[:40]}' is not a number", field=field) from None
     if not value.is_finite():
         raise InvalidInput("amount must be a finite number", field=field)
     # adjusted(): the exponent of the most significant digit, known without expanding the value.
-    if len(value.as_tuple().digits) > MAX_DIGITS or value.adjusted() >= 16:
+    adjusted = value.adjusted()
+    if len(value.as_tuple().digits) > MAX_DIGITS or adjusted >= 16:
+        raise InvalidInput(_OUT_OF_RANGE, field=field)
+    if value.is_zero():
+        return Decimal(0)  # 0E-999999999 is zero, however many places it names
+    if adjusted < -MAX_DIGITS:
+        # Refused, not rounded to zero as scaling it would (1e-999999999 underflows to 0).
         raise InvalidInput(
-            f"amount out of range (at most {MAX_DIGITS} digits, below 10^16)", field=field
+            f"'{str(amount)[:40]}' has more decimal places than any currency", field=field
         )
+    return value
+
+
+def to_minor(amount: Decimal | str | int, currency: str, field: str = "amount") -> int:
+    """Exact conversion: more decimals than the currency has (float noise such as 19.9900000001)
+    is refused rather than rounded, because rounding money silently is how ledgers drift.
+    Bounded first (`parse`)."""
+    value = parse(amount, field)
     scaled = value.scaleb(exponent(currency))
     if scaled != scaled.to_integral_value():
         raise InvalidInput(
-            f"{currency} has {exponent(currency)} decimal places; '{amount}' has more", field=field
+            f"{currency} has {exponent(currency)} decimal places; '{str(amount)[:40]}' has more",
+            field=field,
         )
     return check_minor(int(scaled), field)
 

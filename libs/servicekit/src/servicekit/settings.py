@@ -15,6 +15,25 @@ class ApiKeyEntry(BaseModel):
     name: str = ""
 
 
+class InsecureSettings(RuntimeError):
+    """A secret still holds its public dev default outside dev: the service refuses to start."""
+
+
+def refuse_dev_defaults(settings: ServiceSettings, secrets: dict[str, tuple[str, str]]) -> None:
+    """`secrets`: environment variable -> (its value, its dev default). Outside ENVIRONMENT=dev
+    a secret left at its dev default stops the service at start, naming the variable."""
+    if settings.environment == "dev":
+        return
+    left = [name for name, (value, default) in secrets.items() if value == default]
+    if left:
+        raise InsecureSettings(
+            f"{', '.join(left)} still {'holds' if len(left) == 1 else 'hold'} the public dev "
+            f"default while ENVIRONMENT={settings.environment!r}: set "
+            f"{'it' if len(left) == 1 else 'them'} from a Secret (or ENVIRONMENT=dev for a "
+            "local run)"
+        )
+
+
 class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", env_nested_delimiter="__")
 
@@ -60,6 +79,12 @@ class ServiceSettings(BaseSettings):
 
     log_level: str = "INFO"
     log_json: bool = True
+
+    # Where the service runs. "dev" (devstack, the test plugin and docker compose set it)
+    # accepts the public dev defaults of secret keys; anything else refuses to start with one
+    # (refuse_dev_defaults). The default is "production" so that a deployment that forgets
+    # to say fails closed instead of running with keys published in this repository.
+    environment: str = Field(default="production", min_length=1)
 
     def db_session_settings(self) -> dict[str, str]:
         """The timeouts above as session settings of every connection the service opens."""

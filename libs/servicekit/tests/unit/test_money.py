@@ -62,3 +62,29 @@ def test_minor_units_are_bounded_too() -> None:
     with pytest.raises(InvalidInput) as refused:
         money.check_minor(money.MAX_MINOR + 1, field="amount_minor")
     assert refused.value.field == "amount_minor"
+
+
+@pytest.mark.parametrize("amount", ["1e-999999999", "-1e-30", Decimal("1E-999999999")])
+def test_fractions_too_small_to_scale_are_refused_not_zero(amount: str | Decimal) -> None:
+    # Scaling 1e-999999999 underflows to 0, which passed as a zero amount before.
+    with pytest.raises(InvalidInput, match="decimal places") as refused:
+        money.to_minor(amount, "USD")
+    assert refused.value.field == "amount"
+
+
+@pytest.mark.parametrize(
+    "amount",
+    [10**5000, -(10**16), "0." + "0" * 300 + "1e999999", "x1"],
+    ids=["int-5000-digits", "int-minus-1e16", "long-text", "not-a-number"],
+)
+def test_huge_ints_and_long_text_are_refused_at_once(amount: int | str) -> None:
+    # str() of an int past 4300 digits raised ValueError (a 500), not a refusal.
+    started = time.process_time()
+    with pytest.raises(InvalidInput):
+        money.to_minor(amount, "USD")
+    assert time.process_time() - started < 0.05
+
+
+def test_zero_with_any_exponent_is_zero() -> None:
+    assert money.to_minor("0E-999999999", "USD") == 0
+    assert money.parse(Decimal("-0.00")) == 0

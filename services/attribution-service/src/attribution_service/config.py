@@ -4,6 +4,9 @@ from pydantic import Field
 
 from servicekit.settings import ServiceSettings
 
+# Public (it is in this repository): accepted only with ENVIRONMENT=dev (servicekit.settings).
+DEV_IP_HASH_KEY = "dev-only-ip-hash-key"
+
 
 class Settings(ServiceSettings):
     http_port: int = 8002
@@ -24,7 +27,7 @@ class Settings(ServiceSettings):
     pending_sweep_interval_seconds: float = Field(default=15.0, gt=0)
     # The same secret as link-service's IP_HASH_KEY, so a conversion's IP hash compares with
     # the hashes on clicks. Also keys the hash of device ids.
-    ip_hash_key: str = Field(default="dev-only-ip-hash-key", min_length=8)
+    ip_hash_key: str = Field(default=DEV_IP_HASH_KEY, min_length=8)
     # Stripe's own default: a signature older than this is refused (replay window).
     stripe_webhook_tolerance_seconds: int = Field(default=300, ge=1)
     # Shopify retries a failed delivery 8 times over 4 hours with the same X-Shopify-Triggered-At;

@@ -5,7 +5,7 @@ from datetime import timedelta
 from fastapi import FastAPI
 
 from attribution_service.commerce import api as commerce
-from attribution_service.config import Settings
+from attribution_service.config import DEV_IP_HASH_KEY, Settings
 from attribution_service.consumers import CONSUMERS
 from attribution_service.conversions import api as conversions
 from attribution_service.conversions.batch import ConversionWriter
@@ -18,6 +18,7 @@ from attribution_service.workers import PendingSweeper
 from servicekit.app import create_service_app
 from servicekit.cli import run_cli
 from servicekit.runtime import Runtime, ServiceSpec, Worker
+from servicekit.settings import refuse_dev_defaults
 
 
 def _workers(rt: Runtime) -> list[Worker]:
@@ -62,7 +63,9 @@ ROUTERS = [m.router for m in (conversions, refunds, programs, reviews, commerce)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    app = create_service_app(SPEC, settings or Settings(), ROUTERS)
+    settings = settings or Settings()
+    refuse_dev_defaults(settings, {"IP_HASH_KEY": (settings.ip_hash_key, DEV_IP_HASH_KEY)})
+    app = create_service_app(SPEC, settings, ROUTERS)
     # POST /v1/conversions is answered in front of FastAPI; everything else goes on to it.
     registry = app.state.metrics.registry
     app.set_front(lambda fastapi: ConversionsFront(fastapi, app.state, registry))

@@ -320,3 +320,51 @@ async def test_foreign_tenants_code_and_conversion_are_invisible(env) -> None:
         return resp.status_code == 422 and resp.json()["field"] == "code"
 
     await eventually(code_refused)
+
+
+@pytest.mark.parametrize(
+    "amount", ["1e999990", "1e999998", "1e-999999999", "1" + "0" * 5000, 1e300]
+)
+async def test_a_huge_amount_is_refused_in_milliseconds(env, amount) -> None:
+    # The review: "1e999990" cost ~24 s of CPU on the event loop, "1e999998" a 500.
+    body = {
+        "type": "purchase",
+        "customer_id": "cus_big",
+        "order_id": "ord_big",
+        "amount": amount,
+        "currency": "USD",
+    }
+    started = asyncio.get_running_loop().time()
+    r = await env.client.post("/v1/conversions", json=body)
+    assert asyncio.get_running_loop().time() - started < 0.5
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["field"].lstrip("/") == "amount"
+
+
+async def test_a_retried_signup_without_order_id_or_key_is_one_conversion(env) -> None:
+    # The review: NULL order ids escaped the unique index, so a retried signup was rewarded twice.
+    await _link_facts(env.publish)
+    signup = {"type": "signup", "customer_id": "cus_retry", "code": "ANN123"}
+    first = await env.client.post("/v1/conversions", json=signup)
+    assert first.status_code in (201, 202), first.text
+    again = await env.client.post("/v1/conversions", json=signup)
+    # a later one with another body is still the customer's signup (no 409: there is no key)
+    other = await env.client.post("/v1/conversions", json={**signup, "email": "r@example.com"})
+    assert (again.status_code, other.status_code) == (200, 200), (again.text, other.text)
+    assert again.json()["id"] == other.json()["id"] == first.json()["id"]
+    # a signup of another customer is a conversion apart
+    apart = await env.client.post("/v1/conversions", json={**signup, "customer_id": "cus_b"})
+    assert apart.status_code in (201, 202) and apart.json()["id"] != first.json()["id"]
+    records = await read_topic(
+        env.ns.kafka_bootstrap_servers,
+        env.ns.topic_prefix + "attribution.events",
+        lambda rs: sum(b"cus_b" in r.value for r in rs) >= 1,
+        timeout=60,
+    )
+    attributed = [
+        e
+        for e in (CloudEvent.from_json(r.value) for r in records)
+        if e.type == "conversion.attributed.v1" and e.data["friend_customer_id"] == "cus_retry"
+    ]
+    assert len(attributed) == 1

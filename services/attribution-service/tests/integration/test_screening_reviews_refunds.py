@@ -380,3 +380,76 @@ async def test_first_click_chooses_among_the_clicks_the_customer_named(env: Env)
     assert purchase["status"] == "attributed" and purchase["advocate_id"] == "adv_1"
     assert purchase["explanation"]["model"] == "first_click"
     assert purchase["explanation"]["evidence"]["click_id"] == first
+
+
+def _of(events: list[Any], conv_id: str) -> list[tuple[str, Any]]:
+    return [
+        (e.type, e.data.get("refunded_total_minor"))
+        for e in events
+        if e.data.get("conversion_id") == conv_id
+        and e.type in ("conversion.attributed.v1", "conversion.refunded.v1")
+    ]
+
+
+async def test_a_refund_while_the_conversion_waits_for_review_follows_its_approval(
+    env: Env,
+) -> None:
+    # The review: the refund was recorded unpublished and the approval attributed the full
+    # amount; the reward never learnt of the refund.
+    await link_facts(env.publish)
+    conv = await _decided(
+        env,
+        {
+            "type": "purchase",
+            "customer_id": "cus_w",
+            "code": "ANN123",
+            "email": "w@mailinator.com",
+            "order_id": "o-w",
+            "amount_minor": 10000,
+            "currency": "USD",
+        },
+    )
+    assert conv["status"] == "review"
+    url = f"/v1/conversions/{conv['id']}/refunds"
+    r = await env.client.post(url, json={"refund_id": "rw", "amount": "40.00"})
+    assert r.status_code == 201, r.text
+    review = (await env.client.get("/v1/reviews")).json()["items"][0]["id"]
+    ok = await env.client.post(f"/v1/reviews/{review}/approve", json={"reason": "known"})
+    assert ok.status_code == 200, ok.text
+    # a refund after the approval is published as before
+    r = await env.client.post(url, json={"refund_id": "rw2", "amount": "10.00"})
+    assert r.status_code == 201, r.text
+    events = await env.events(lambda es: len(_of(es, conv["id"])) >= 3)
+    assert _of(events, conv["id"]) == [
+        ("conversion.attributed.v1", None),
+        ("conversion.refunded.v1", 4000),
+        ("conversion.refunded.v1", 5000),
+    ]
+
+
+async def test_a_refund_while_the_conversion_waits_for_its_click_follows_the_click(
+    env: Env,
+) -> None:
+    await link_facts(env.publish)
+    click_id = "clk_" + "w" * 24
+    r = await env.client.post(
+        "/v1/conversions",
+        json={
+            "type": "purchase",
+            "customer_id": "cus_p2",
+            "click_id": click_id,
+            "order_id": "o-p2",
+            "amount_minor": 10000,
+            "currency": "USD",
+        },
+    )
+    assert r.status_code == 202 and r.json()["status"] == "pending", r.text
+    conv_id = r.json()["id"]
+    full = await env.client.post(f"/v1/conversions/{conv_id}/refunds", json={"refund_id": "rp"})
+    assert full.status_code == 201 and full.json()["full"], full.text
+    await env.publish("link.clicks", click(click_id))
+    events = await env.events(lambda es: len(_of(es, conv_id)) >= 2)
+    assert _of(events, conv_id) == [
+        ("conversion.attributed.v1", None),
+        ("conversion.refunded.v1", 10000),
+    ]

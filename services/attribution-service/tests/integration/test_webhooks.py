@@ -116,7 +116,9 @@ async def test_shopify_orders_and_refunds(env: Env) -> None:
     # wait until the code is known, so the discount code is recognised as a referral code
     async def code_known() -> bool:
         r = await env.client.post(
-            "/v1/conversions", json={"type": "signup", "customer_id": "probe", "code": "ANN123"}
+            "/v1/conversions",
+            # a new customer each time: a customer's signup is one conversion (issue #21)
+            json={"type": "signup", "customer_id": f"probe-{uuid.uuid4()}", "code": "ANN123"},
         )
         return r.status_code == 201
 
@@ -136,10 +138,10 @@ async def test_shopify_orders_and_refunds(env: Env) -> None:
         "code",
     )
 
-    # replayed: the same delivery id again answers 409 and changes nothing
+    # replayed: the same delivery id again answers its stored outcome (2xx: the platform stops
+    # retrying) and changes nothing (issue #21 changed this from 409)
     replay = await env.client.post(url, content=body, headers=headers)
-    assert replay.status_code == 409
-    assert replay.headers["content-type"] == "application/problem+json"
+    assert replay.status_code == 200 and replay.json() == r.json()
     # tampered body, wrong secret, stale
     tampered = body.replace(b"120.00", b"999.00")
     r = await env.client.post(url, content=tampered, headers=headers)
@@ -213,7 +215,9 @@ async def test_stripe_checkout_invoices_refunds(env: Env) -> None:
 
     async def code_known() -> bool:
         r = await env.client.post(
-            "/v1/conversions", json={"type": "signup", "customer_id": "probe", "code": "ANN123"}
+            "/v1/conversions",
+            # a new customer each time: a customer's signup is one conversion (issue #21)
+            json={"type": "signup", "customer_id": f"probe-{uuid.uuid4()}", "code": "ANN123"},
         )
         return r.status_code == 201
 
@@ -243,7 +247,8 @@ async def test_stripe_checkout_invoices_refunds(env: Env) -> None:
     conv_id = r.json()["conversion_id"]
     assert r.json()["status"] == "attributed"
 
-    assert (await env.client.post(url, content=body, headers=headers)).status_code == 409
+    replay = await env.client.post(url, content=body, headers=headers)  # was 409 (issue #21)
+    assert replay.status_code == 200 and replay.json() == r.json()
     tampered = body.replace(b"4999", b"9999")
     assert (await env.client.post(url, content=tampered, headers=headers)).status_code == 401
     stale = stripe_headers(body, at=int(time.time()) - 3600)
@@ -326,3 +331,71 @@ async def test_stripe_checkout_invoices_refunds(env: Env) -> None:
     r = await env.client.post(url, content=b, headers=stripe_headers(b))
     assert r.status_code == 200 and r.json()["result"] == "cancelled"
     await env.events(lambda es: any(e.type == "subscription.cancelled.v1" for e in es))
+
+
+async def test_unprocessable_replayed_and_future_deliveries(env: Env) -> None:
+    """The review: a payload we cannot process answered 4xx/500 and a duplicate 409, so the
+    platform retried and eventually disabled the subscription. Both answer 2xx now (the
+    unprocessable one stored as ignored with its reason); a future-dated delivery is refused."""
+    shop = (
+        await env.client.post(
+            "/v1/integrations",
+            json={"provider": "shopify", "account": SHOP, "secret": SHOP_SECRET},
+        )
+    ).json()["webhook_path"]
+    stripe_url = (
+        await env.client.post(
+            "/v1/integrations",
+            json={"provider": "stripe", "account": "default", "secret": STRIPE_SECRET},
+        )
+    ).json()["webhook_path"]
+
+    huge = {**shopify_order(7001), "current_total_price": "1e999990", "total_price": "1e999990"}
+    no_id = {k: v for k, v in shopify_order(7002).items() if k != "id"}
+    refund = {
+        "id": 99,
+        "order_id": 7001,
+        "transactions": [{"kind": "refund", "status": "success", "amount": "1e999998"}],
+    }
+    for topic, payload, reason in [
+        ("orders/create", huge, "amount"),
+        ("orders/create", no_id, "KeyError"),
+        ("refunds/create", refund, "amount"),
+        ("orders/create", [1, 2], "not a JSON object"),
+    ]:
+        body = json.dumps(payload).encode()
+        headers = shopify_headers(body, topic)
+        r = await env.client.post(shop, content=body, headers=headers)
+        assert r.status_code == 200, r.text
+        assert r.json()["result"] == "ignored" and reason in r.json()["reason"], r.json()
+        again = await env.client.post(shop, content=body, headers=headers)
+        assert again.status_code == 200 and again.json() == r.json()
+
+    session = stripe_event(
+        "checkout.session.completed",
+        {
+            "id": "cs_huge",
+            "object": "checkout.session",
+            "mode": "payment",
+            "payment_status": "paid",
+            "amount_total": 10**30,
+            "currency": "usd",
+            "customer": "cus_Huge",
+        },
+    )
+    body = json.dumps(session).encode()
+    r = await env.client.post(stripe_url, content=body, headers=stripe_headers(body))
+    assert r.status_code == 200 and r.json()["result"] == "ignored", r.text
+    assert "amount_total" in r.json()["reason"]
+
+    # dated an hour ahead: refused, and nothing stored (a later honest delivery still counts)
+    ahead = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    body = json.dumps(shopify_order(7003)).encode()
+    future = shopify_headers(body, "orders/create", **{"X-Shopify-Triggered-At": ahead})
+    r = await env.client.post(shop, content=body, headers=future)
+    assert r.status_code == 401 and r.json()["field"] == "X-Shopify-Triggered-At", r.text
+    body = json.dumps({**session, "id": "evt_future"}).encode()
+    r = await env.client.post(
+        stripe_url, content=body, headers=stripe_headers(body, at=int(time.time()) + 3600)
+    )
+    assert r.status_code == 401 and r.json()["field"] == "Stripe-Signature", r.text

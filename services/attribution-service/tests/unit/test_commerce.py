@@ -15,6 +15,7 @@ from decimal import Decimal
 import pytest
 
 from attribution_service.commerce import domain as commerce
+from servicekit.problems import InvalidInput
 
 SECRET = "shpss_0123456789abcdef"
 SHOP = "acme-store.myshopify.com"
@@ -246,3 +247,26 @@ def test_stripe_events_map_to_conversions_refunds_and_cancellations() -> None:
         }
     )
     assert isinstance(deleted, commerce.CancelAction) and deleted.subscription_id == "sub_1MowQV"
+
+
+@pytest.mark.parametrize("amount", ["1e999990", "1e999998", "1e-999999999", "12x", None])
+def test_shopify_refund_amounts_are_bounded_as_our_api_bounds_them(amount: object) -> None:
+    # Decimal(str(...)) summed them unbounded: seconds of CPU, decimal.Overflow or a 500.
+    refund = {**REFUND, "transactions": [{**REFUND["transactions"][0], "amount": amount}]}  # type: ignore[dict-item]
+    started = time.process_time()
+    with pytest.raises(InvalidInput) as refused:
+        commerce.shopify_action("refunds/create", refund)
+    assert time.process_time() - started < 0.05
+    assert refused.value.field == "amount"
+
+
+@pytest.mark.parametrize("value", [10**30, -1 - 10**15, "2000", 1e3, True, None])
+def test_stripe_integer_amounts_are_bounded_as_amount_minor(value: object) -> None:
+    session = {**SESSION_EVENT["data"]["object"], "amount_total": value}  # type: ignore[dict-item]
+    with pytest.raises(InvalidInput) as refused:
+        commerce.stripe_action({"type": "checkout.session.completed", "data": {"object": session}})
+    assert refused.value.field == "amount_total"
+    charge = {"id": "ch_1", "amount_refunded": value, "currency": "usd", "payment_intent": "pi_1"}
+    with pytest.raises(InvalidInput) as refused:
+        commerce.stripe_action({"type": "charge.refunded", "data": {"object": charge}})
+    assert refused.value.field == "amount_refunded"

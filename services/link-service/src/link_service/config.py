@@ -4,16 +4,23 @@ from pydantic import Field
 
 from servicekit.settings import ServiceSettings
 
+# Public (it is in this repository): accepted only with ENVIRONMENT=dev (servicekit.settings).
+DEV_IP_HASH_KEY = "dev-only-ip-hash-key"
+
 
 class Settings(ServiceSettings):
     http_port: int = 8001
     # Base of the share links handed to advocates: the public host of /r/{code}.
     public_base_url: str = "http://127.0.0.1:8001"
     # Key of the HMAC that replaces client IPs in click records (rotate like any secret).
-    ip_hash_key: str = Field(default="dev-only-ip-hash-key", min_length=8)
-    # Behind a load balancer: the header holding the client address (e.g. x-forwarded-for;
-    # its first entry is used). Unset: the TCP peer address.
+    ip_hash_key: str = Field(default=DEV_IP_HASH_KEY, min_length=8)
+    # Behind a load balancer: the header holding the client address (e.g. x-forwarded-for).
+    # Unset: the TCP peer address.
     client_ip_header: str | None = None
+    # How many trusted proxies append to that header (the ingress controller: 1; a cloud load
+    # balancer in front of it: 2). The client is the entry the outermost trusted proxy added,
+    # counted from the right: the entries left of it are whatever the client sent (spoofable).
+    trusted_proxy_hops: int = Field(default=1, ge=1, le=10)
     # Length of random codes for programs that do not set their own code format.
     code_length: int = Field(default=8, ge=6, le=16)
 
@@ -45,7 +52,14 @@ class Settings(ServiceSettings):
 
     # Bulk enrollment: rows per transaction, and the largest accepted upload.
     enrollment_chunk_rows: int = Field(default=1000, ge=1, le=10_000)
-    enrollment_max_upload_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    # 16 MiB holds 100,000 rows of ~160 bytes; the ingress' proxy-body-size for the upload
+    # route (deploy/k8s/base/ingress.yaml) is the same, so neither refuses what the other takes.
+    enrollment_max_upload_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    # Rows one upload may hold: past it the upload is refused (413) while it streams in.
+    enrollment_max_rows: int = Field(default=100_000, ge=1)
+    # Tries of a job whose chunks keep failing (backing off, other jobs moving meanwhile) before
+    # its remaining rows are marked failed and the job finishes.
+    enrollment_max_attempts: int = Field(default=5, ge=1, le=100)
     enrollment_poll_interval_seconds: float = Field(default=1.0, gt=0)
 
     # Advocate tokens (GET /v1/me, the widget): HS256 keys; the first signs, every one listed

@@ -134,10 +134,14 @@ def redirect_target(
         candidate = urlunsplit((base.scheme, base.netloc, "", "", "")) + deep_link
     else:
         candidate = deep_link
-    parts = urlsplit(candidate)
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.username:
+    try:
+        parts = urlsplit(candidate)
+        hostname, username = parts.hostname, parts.username
+    except ValueError:  # "http://[" and the like: not a URL at all
         return landing_url
-    if not host_allowed(parts.hostname, allowed_domains):
+    if parts.scheme not in ("http", "https") or not hostname or username:
+        return landing_url
+    if not host_allowed(hostname, allowed_domains):
         return landing_url
     return candidate
 

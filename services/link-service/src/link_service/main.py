@@ -6,7 +6,7 @@ from fastapi import FastAPI
 
 from link_service import domain
 from link_service.advocates import api as advocates_api
-from link_service.config import Settings
+from link_service.config import DEV_IP_HASH_KEY, Settings
 from link_service.consumers import CONSUMERS, consumers
 from link_service.domain import Links
 from link_service.enrollment import api as enrollment_api
@@ -23,6 +23,7 @@ from link_service.redirect.workers import CacheInvalidator, ClickWriter
 from servicekit.app import create_service_app
 from servicekit.cli import run_cli
 from servicekit.runtime import Runtime, ServiceSpec, Worker
+from servicekit.settings import refuse_dev_defaults
 
 SPEC = ServiceSpec(
     name=SERVICE,
@@ -40,6 +41,7 @@ _WARM_UP_USER_AGENT = (
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    refuse_dev_defaults(settings, {"IP_HASH_KEY": (settings.ip_hash_key, DEV_IP_HASH_KEY)})
     state = LinkState(settings)
 
     def workers(rt: Runtime) -> list[Worker]:

@@ -221,3 +221,78 @@ def _upload(port: int, program_id: str, key: str, path: Path) -> str:
     assert r.status_code == 202, r.text
     job_id: str = r.json()["id"]
     return job_id
+
+
+@pytest.mark.parametrize(
+    "link_settings",
+    [{"enrollment_chunk_rows": 2, "enrollment_max_attempts": 2, "enrollment_max_rows": 50}],
+    indirect=True,
+)
+async def test_a_bad_job_fails_alone_and_other_workspaces_keep_enrolling(env) -> None:
+    """The review: a NUL byte passed validation, Postgres refused the row, the worker retried
+    that chunk forever and always claimed the oldest job, stopping every workspace."""
+    client = env.client
+    ours = (
+        await client.post("/v1/programs", json={"name": "A", "landing_url": "https://a.example"})
+    ).json()["id"]
+    theirs = (
+        await client.post(
+            "/v1/programs",
+            json={"name": "G", "landing_url": "https://g.example"},
+            headers=env.foreign,
+        )
+    ).json()["id"]
+    # A NUL in a value is that row's error, naming the field; the rest enrolls.
+    r = await client.post(
+        f"/v1/programs/{ours}/enrollment-jobs",
+        content=b"customer_id,name\ncus_1,Ann\ncus_2,B\x00b\ncus_3,Cy\n",
+        headers={"content-type": "text/csv"},
+    )
+    assert r.status_code == 202, r.text
+    job = await _finished(client, r.json()["id"])
+    assert (job["enrolled"], job["failed"]) == (2, 1)
+    assert [(e["row"], e["field"]) for e in job["errors"]] == [(2, "name")]
+
+    # A job whose chunks keep failing (its stored rows unreadable), queued first: advocates
+    # are locked meanwhile so the worker cannot finish it before its rows are broken.
+    conn = await asyncpg.connect(env.ns.database_url)
+    try:
+        async with conn.transaction():
+            await conn.execute("LOCK TABLE link.advocates IN EXCLUSIVE MODE")
+            r = await client.post(
+                f"/v1/programs/{ours}/enrollment-jobs",
+                content=_csv(6, {}),
+                headers={"content-type": "text/csv"},
+            )
+            stuck = r.json()["id"]
+            await conn.execute(
+                "UPDATE link.enrollment_job_rows SET data = '{broken' WHERE job_id = $1", stuck
+            )
+    finally:
+        await conn.close()
+    # ... does not stop another workspace's job behind it.
+    r = await client.post(
+        f"/v1/programs/{theirs}/enrollment-jobs",
+        content=_csv(7, {}),
+        headers={"content-type": "text/csv", **env.foreign},
+    )
+    other = r.json()["id"]
+
+    async def finished_other() -> dict[str, Any] | None:
+        got = (await client.get(f"/v1/enrollment-jobs/{other}", headers=env.foreign)).json()
+        return got if got["status"] == "done" else None
+
+    assert (await eventually(finished_other, timeout=60))["enrolled"] == 7
+    # ... and is given up after its bounded attempts: the rows say why, the job finishes.
+    failed = await _finished(client, stuck)
+    # (the worker may have read the first chunk before the rows were broken)
+    assert failed["done_rows"] == 6 and failed["failed"] in (4, 6), failed
+    assert "failed after 2 attempts" in failed["errors"][0]["message"]
+
+    # Past the row cap the upload is refused as it streams in.
+    r = await client.post(
+        f"/v1/programs/{ours}/enrollment-jobs",
+        content=_csv(51, {}),
+        headers={"content-type": "text/csv"},
+    )
+    assert r.status_code == 413 and r.json()["field"] == "file", r.text

@@ -187,3 +187,16 @@ async def test_clicks_wake_the_relay_whichever_replica_leads_it(env) -> None:
                 await env.events(
                     "link.clicks", lambda es, c=clicked: any(e.id == c for e in es), 15
                 )
+
+
+async def test_a_malformed_deep_link_goes_to_the_landing_page_not_a_500(env) -> None:
+    # The review: /r/{code}?to=http://[ answered 500 after recording the click.
+    _, advocate = await _setup(env.client)
+    code = advocate["code"]
+    malformed = ["http://[", "https://[::1", "http://[zz]/x", "https://exa mple.com:99999999/"]
+    for to in malformed:
+        where, q = _location(await env.client.get(f"/r/{code}", params={"to": to}))
+        assert where == "https://shop.example.com/join" and q["ref"] == [code], to
+    # one click per redirect answered, none for an answer not given
+    events = await env.events("link.clicks", lambda es: len(es) >= len(malformed))
+    assert len(events) == len(malformed)

@@ -68,6 +68,10 @@ ALLOWED = ("example.com", "shop.example.com")
         ("https://user@evil.com@example.com/", "https://shop.example.com/join?x=1"),
         ("javascript:alert(1)", "https://shop.example.com/join?x=1"),
         ("ftp://example.com/", "https://shop.example.com/join?x=1"),
+        # not URLs at all (urlsplit raises): the landing URL, never a 500 (issue #21)
+        ("http://[", "https://shop.example.com/join?x=1"),
+        ("https://[::1/x", "https://shop.example.com/join?x=1"),
+        ("http://[zz]/", "https://shop.example.com/join?x=1"),
     ],
 )
 def test_deep_links_never_leave_the_allowed_domains(deep_link: str | None, expected: str) -> None:
@@ -273,3 +277,27 @@ def test_hand_built_click_event_equals_the_contract_model() -> None:
     assert event == expected
     assert LinkClicked.model_validate(event.data) == LinkClicked.model_validate(expected.data)
     assert json.loads(raw) == json.loads(expected.to_json())
+
+
+@pytest.mark.parametrize(
+    ("forwarded", "hops", "expected"),
+    [
+        # the ingress appended the visitor's address; the client wrote what is left of it
+        (b"6.6.6.6, 203.0.113.9", 1, "203.0.113.9"),
+        (b"203.0.113.9", 1, "203.0.113.9"),
+        # a cloud load balancer in front of the ingress: two trusted hops
+        (b"6.6.6.6, 203.0.113.9, 10.0.0.2", 2, "203.0.113.9"),
+        # fewer entries than trusted hops, or none: the TCP peer
+        (b"203.0.113.9", 2, "10.1.1.1"),
+        (None, 1, "10.1.1.1"),
+    ],
+)
+def test_the_client_ip_is_the_hop_the_trusted_proxy_added(
+    forwarded: bytes | None, hops: int, expected: str
+) -> None:
+    # The review: the leftmost X-Forwarded-For entry was used, which the client controls.
+    from link_service.redirect import client_ip
+
+    headers = {b"x-forwarded-for": forwarded} if forwarded else {}
+    scope = {"client": ("10.1.1.1", 5000)}
+    assert client_ip(scope, headers, b"x-forwarded-for", hops) == expected  # type: ignore[arg-type]

@@ -4,6 +4,9 @@ from pydantic import Field
 
 from servicekit.settings import ServiceSettings
 
+# Public (it is in this repository): accepted only with ENVIRONMENT=dev (servicekit.settings).
+DEV_UNSUBSCRIBE_KEY = "dev-only-unsubscribe-key"
+
 
 class Settings(ServiceSettings):
     http_port: int = 8004
@@ -50,7 +53,7 @@ class Settings(ServiceSettings):
     public_base_url: str = "http://127.0.0.1:8004"
     # Key of the HMAC in unsubscribe tokens (rotate like any secret; old links then stop working
     # and show the page that explains it).
-    email_unsubscribe_key: str = Field(default="dev-only-unsubscribe-key", min_length=16)
+    email_unsubscribe_key: str = Field(default=DEV_UNSUBSCRIBE_KEY, min_length=16)
     email_poll_interval_seconds: float = Field(default=1.0, gt=0)
     email_max_in_flight: int = Field(default=20, ge=1, le=500)
     # Wait before each retry of a mail the SMTP server refused for now (4xx, connection).

@@ -6,7 +6,7 @@ import httpx
 from fastapi import FastAPI
 
 from notification_service.clock import Clock, utc_now
-from notification_service.config import Settings
+from notification_service.config import DEV_UNSUBSCRIBE_KEY, Settings
 from notification_service.consumers import CONSUMERS
 from notification_service.email import api as email_api
 from notification_service.email.mailer import EmailSender
@@ -17,6 +17,7 @@ from notification_service.webhooks.dispatcher import Dispatcher
 from servicekit.app import create_service_app
 from servicekit.cli import run_cli
 from servicekit.runtime import Runtime, ServiceSpec, Worker
+from servicekit.settings import refuse_dev_defaults
 
 
 def _workers(
@@ -66,7 +67,10 @@ def create_app(
                 resolver=resolver or urlguard.system_resolver,
             ),
         )
-    app = create_service_app(spec, settings or Settings(), [webhooks_api.router, email_api.router])
+    settings = settings or Settings()
+    key = settings.email_unsubscribe_key
+    refuse_dev_defaults(settings, {"EMAIL_UNSUBSCRIBE_KEY": (key, DEV_UNSUBSCRIBE_KEY)})
+    app = create_service_app(spec, settings, [webhooks_api.router, email_api.router])
     app.state.url_resolver = resolver or urlguard.system_resolver
     app.state.clock = clock or utc_now
     return app

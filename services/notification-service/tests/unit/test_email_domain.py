@@ -3,6 +3,8 @@ checks, unsubscribe tokens, the MIME message, SMTP outcomes and the consent rule
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 
@@ -135,3 +137,65 @@ def test_delivered_types_cover_every_producer_but_clicks() -> None:
     assert "referral.attributed.v1" in domain.DELIVERED_EVENT_TYPES
     assert "link.clicked.v1" not in domain.DELIVERED_EVENT_TYPES
     assert not any(t.startswith(("delivery.", "email.")) for t in domain.DELIVERED_EVENT_TYPES)
+
+
+BOMBS = [
+    '{{ "x"*10**10 }}',
+    "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+    '{% set s = "x"*200000 %}{% for a in s %}{% for b in s %}{% endfor %}{% endfor %}',
+    '{% for i in range(100000) %}{{ "x"*1000 }}{% endfor %}',
+    '{{ "a"|center(1000000000) }}',
+    '{{ "{:>999999999}".format(1) }}',
+    '{{ "%999999999s"|format(1) }}',
+    "{{ 2**100000000 }}",
+    "{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}",
+]
+
+
+@pytest.mark.parametrize("html", BOMBS)
+def test_templates_are_bounded_in_output_and_time(html: str) -> None:
+    # The review: templates had no resource limits ("x"*10**10, nested ranges).
+    started = time.monotonic()
+    with pytest.raises(InvalidInput) as err:
+        ed.check_template("s", html, "t", "invite")
+    assert err.value.field == "html"
+    with pytest.raises(ed.TemplateLimit):
+        ed.render(ed.Wording("s", html, "t", "en", "program"), {})
+    assert time.monotonic() - started < 2 * ed.RENDER_SECONDS + 1
+
+
+def test_ordinary_templates_still_render_numbers_and_loops() -> None:
+    rendered = ed.render(
+        ed.Wording(
+            "Hi {{ name }}",
+            '{% for i in range(3) %}{{ i }}{% endfor %} {{ "%d"|format(123456789) }}'
+            " {{ amount|int }} {{ 'x'|center(9) }}",
+            "{{ name|upper }}",
+            "en",
+            "program",
+        ),
+        {"name": "Ann", "amount": 10**12},
+    )
+    assert rendered.html == "012 123456789 1000000000000     x    "
+    assert (rendered.subject, rendered.text) == ("Hi Ann", "ANN")
+
+
+async def test_rendering_runs_off_the_event_loop() -> None:
+    # A slow but legal template (a 1 s wordwrap) renders in a thread: the loop keeps ticking.
+    from notification_service.email import queue
+
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    task = asyncio.create_task(ticker())
+    slow = ed.Wording("s", '{{ ("x"*50000)|wordwrap(1) }}', "t", "en", "program")
+    started = time.monotonic()
+    await queue.off_loop(ed.render, slow, {})
+    elapsed = time.monotonic() - started
+    task.cancel()
+    assert elapsed > 0.05 and ticks >= elapsed / 0.01 / 4

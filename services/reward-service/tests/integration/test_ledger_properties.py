@@ -718,3 +718,71 @@ async def test_each_coupon_code_is_handed_out_once_under_concurrency(database_ur
             assert (await coupon_handlers.get_coupon_pool(conn, "cpn", coupons.id)).remaining == 0
     finally:
         await pool.close()
+
+
+@pytest.mark.parametrize("full", [False, True], ids=["partial", "full"])
+@pytest.mark.parametrize("refund_first", [False, True], ids=["attributed-first", "refund-first"])
+async def test_a_refund_reaches_the_reward_whatever_the_order(
+    database_url: str, refund_first: bool, full: bool
+) -> None:
+    """A refund delivered before the attribution (reordered, or refunded while the conversion
+    waited for review) was recorded with no reward to take from, and the reward was later
+    earned in full: both orders must leave the same net reward."""
+    pool = await create_pool(
+        database_url, schema="reward", application_name="t", min_size=1, max_size=2
+    )
+    tenant = f"order{next(_tenants)}"
+
+    async def tx(fn: Any, *args: Any) -> Any:
+        async with pool.acquire() as conn, conn.transaction():
+            return await fn(conn, *args)
+
+    try:
+        await tx(
+            rule_handlers.put_reward_rule,
+            tenant,
+            "prg_p",
+            _rule("negative_entry"),
+            T0 - timedelta(days=1),
+        )
+        attributed = ConversionAttributed(
+            conversion_id="cnv_w",
+            referral_id="ref_w",
+            program_id="prg_p",
+            advocate_id="adv_a",
+            friend_customer_id="cus_w",
+            conversion_type="purchase",
+            order_id="ord_w",
+            amount_minor=10_000,
+            currency="USD",
+            is_first_purchase=True,
+            occurred_at=T0,
+            evidence="code",
+        )
+        refunded = ConversionRefunded(
+            conversion_id="cnv_w",
+            refund_id="rf_w",
+            program_id="prg_p",
+            advocate_id="adv_a",
+            friend_customer_id="cus_w",
+            conversion_type="purchase",
+            amount_minor=10_000 if full else 4_000,
+            currency="USD",
+            refunded_total_minor=10_000 if full else 4_000,
+            full=full,
+            refunded_at=T0,
+        )
+        steps = [
+            (earning.on_conversion_attributed, attributed),
+            (earning.on_conversion_refunded, refunded),
+        ]
+        for fn, payload in reversed(steps) if refund_first else steps:
+            await tx(fn, new_event(payload, source="/test", tenant_id=tenant), payload, T0)
+        pending = {
+            holder: sum(b.pending_minor for b in await tx(ledger.get_balances, tenant, holder))
+            for holder in ("adv_a", "cus_w")
+        }
+        # 10% of 100.00 kept on 60.00: 6.00; the friend's fixed 5.00 goes on a full refund only
+        assert pending == ({"adv_a": 0, "cus_w": 0} if full else {"adv_a": 600, "cus_w": 500})
+    finally:
+        await pool.close()

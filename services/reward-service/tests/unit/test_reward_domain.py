@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -18,7 +19,7 @@ from reward_service.holders import Role
 from reward_service.ledger import domain as ledger
 from reward_service.rules import domain as rules
 from reward_service.rules.api import _definition
-from reward_service.rules.schemas import RewardRuleIn
+from reward_service.rules.schemas import AmountIn, RewardRuleIn
 from servicekit.problems import InvalidInput
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -538,3 +539,22 @@ def test_cross_field_mistakes_are_named(body: dict[str, Any], field: str) -> Non
     with pytest.raises(InvalidInput) as info:
         _definition(RewardRuleIn.model_validate(body))
     assert info.value.field == field
+
+
+@pytest.mark.parametrize(
+    "amount",
+    [
+        {"percent": "1e999990", "currency": "USD"},
+        {"percent": "1e-999999999", "currency": "USD"},
+        {"amount_minor": 10**30, "currency": "USD"},
+        {"amount_minor": "1e999990", "currency": "USD"},
+        {"points": 10**5000},
+        {"percent": "5", "currency": "USD", "max_amount_minor": 10**13},
+    ],
+)
+def test_rule_amounts_are_bounded_and_refused_at_once(amount: dict[str, object]) -> None:
+    # The review's "1e999990": a rule amount is refused in microseconds, never computed with.
+    started = time.process_time()
+    with pytest.raises(ValidationError):
+        AmountIn.model_validate(amount)
+    assert time.process_time() - started < 0.05

@@ -7,15 +7,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from typing import Any, Literal
 
 import stripe
 
-from servicekit.problems import DomainError
+from servicekit import money
+from servicekit.problems import DomainError, InvalidInput
 
 CLICK_ID = re.compile(r"^clk_[a-z0-9]{16,64}$")
 CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,31}$")
@@ -29,9 +31,9 @@ class Unverified(DomainError):
     title = "Webhook not verified"
 
 
-class Replayed(DomainError):
-    status = 409
-    title = "Webhook already received"
+# How far ahead of our clock a delivery's signed timestamp may be (clock skew): beyond it the
+# delivery is refused, since a future-dated one would outlive every replay window.
+FUTURE_SKEW = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,8 @@ def verify_shopify(
         at = at.replace(tzinfo=UTC)
     if now - at > tolerance:
         raise Unverified("the delivery is older than the tolerance", field="X-Shopify-Triggered-At")
+    if at - now > FUTURE_SKEW:
+        raise Unverified("the delivery is dated in the future", field="X-Shopify-Triggered-At")
     return webhook_id
 
 
@@ -126,6 +130,31 @@ def _ts(value: Any) -> datetime | None:
     if isinstance(value, int | float):
         return datetime.fromtimestamp(value, UTC)
     return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+def unprocessable(exc: Exception) -> Ignored:
+    """A verified delivery we cannot use: stored as ignored with the reason and answered 2xx,
+    so the platform neither retries it forever nor disables the subscription."""
+    if isinstance(exc, DomainError):
+        where = f"{exc.field}: " if exc.field else ""
+        return Ignored(f"unprocessable payload: {where}{exc.detail}"[:500])
+    return Ignored(f"unprocessable payload: {type(exc).__name__}: {str(exc)[:200]}")
+
+
+# What mapping a payload of an unexpected shape raises (a missing key, a list for an object, a
+# bad number or timestamp, an amount out of bounds).
+PAYLOAD_ERRORS = (KeyError, TypeError, ValueError, AttributeError, DomainError)
+
+
+def shopify_delivery(topic: str, body: bytes) -> Action:
+    """A verified Shopify body as the action it asks for, or Ignored saying why not."""
+    try:
+        payload = json.loads(body)
+        if not isinstance(payload, dict):
+            return Ignored("unprocessable payload: the body is not a JSON object")
+        return shopify_action(topic, payload)
+    except PAYLOAD_ERRORS as exc:
+        return unprocessable(exc)
 
 
 def shopify_action(topic: str, payload: dict[str, Any]) -> Action:
@@ -176,7 +205,9 @@ def _shopify_refund(refund: dict[str, Any]) -> Action:
     ]
     if not txs:
         return Ignored("the refund moved no money")
-    amount = sum((Decimal(str(t["amount"])) for t in txs), Decimal(0))
+    # Each amount bounded as our API bounds one (servicekit.money.parse); the sum is then exact.
+    with localcontext(prec=80):
+        amount = sum((money.parse(t.get("amount"), "amount") for t in txs), Decimal(0))
     return RefundAction(
         order_ids=[str(refund["order_id"])],
         refund_id=f"shopify:{refund['id']}",
@@ -191,10 +222,16 @@ def _shopify_refund(refund: dict[str, Any]) -> Action:
 
 
 def verify_stripe(
-    body: bytes, signature: str | None, *, secret: str, tolerance: int
+    body: bytes,
+    signature: str | None,
+    *,
+    secret: str,
+    tolerance: int,
+    now: datetime | None = None,
 ) -> dict[str, Any]:
     """Stripe's own verification (HMAC-SHA256 of "<t>.<body>", any v1 signature, timestamp
-    within `tolerance` seconds); returns the parsed event."""
+    within `tolerance` seconds, and not dated in the future); returns the parsed event."""
+    now = now or datetime.now(UTC)
     try:
         event = stripe.Webhook.construct_event(body, signature, secret, tolerance=tolerance)
     except stripe.SignatureVerificationError as exc:
@@ -203,8 +240,20 @@ def verify_stripe(
         ) from None
     except ValueError:
         raise Unverified("the body is not a Stripe event", field="body") from None
+    signed_at = _stripe_timestamp(signature)
+    if signed_at is not None and signed_at - now > FUTURE_SKEW:
+        raise Unverified("the delivery is dated in the future", field="Stripe-Signature")
     data: dict[str, Any] = event.to_dict()
     return data
+
+
+def _stripe_timestamp(signature: str | None) -> datetime | None:
+    # "t=<unix seconds>,v1=<hex>,...": Stripe's own check bounds only its age.
+    for part in (signature or "").split(","):
+        key, _, value = part.partition("=")
+        if key.strip() == "t" and value.strip().isdigit():
+            return datetime.fromtimestamp(int(value.strip()), UTC)
+    return None
 
 
 def _meta(*objs: Any) -> dict[str, str]:
@@ -219,6 +268,14 @@ def _evidence(meta: dict[str, str]) -> tuple[list[str], str | None]:
     codes = [meta[k] for k in CODE_KEYS if k in meta and CODE.match(meta[k])]
     click = next((meta[k] for k in CLICK_KEYS if k in meta and CLICK_ID.match(meta[k])), None)
     return codes, click
+
+
+def stripe_delivery(event: dict[str, Any]) -> Action:
+    """A verified Stripe event as the action it asks for, or Ignored saying why not."""
+    try:
+        return stripe_action(event)
+    except PAYLOAD_ERRORS as exc:
+        return unprocessable(exc)
 
 
 def stripe_action(event: dict[str, Any]) -> Action:
@@ -248,6 +305,13 @@ def _customer(obj: dict[str, Any], email: str | None) -> str | None:
     return f"email:{email.lower()}" if email else None
 
 
+def _minor(value: Any, field: str) -> int:
+    """Stripe's integer amounts, bounded as our API bounds `amount_minor` (money.check_minor)."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidInput(f"{field} is not an integer amount", field=field)
+    return money.check_minor(value, field)
+
+
 def _stripe_session(s: dict[str, Any]) -> Action:
     email = (s.get("customer_details") or {}).get("email") or s.get("customer_email")
     customer_id = _customer(s, email)
@@ -268,7 +332,7 @@ def _stripe_session(s: dict[str, Any]) -> Action:
         body.update(
             type="purchase",
             order_id=str(s.get("payment_intent") or s["id"]),
-            amount_minor=int(s["amount_total"]),
+            amount_minor=_minor(s.get("amount_total"), "amount_total"),
             currency=str(s["currency"]).upper(),
         )
     else:
@@ -300,7 +364,7 @@ def _stripe_invoice(inv: dict[str, Any]) -> Action:
         "customer_id": customer_id,
         "order_id": str(inv["id"]),
         "subscription_id": str(sub) if sub else None,
-        "amount_minor": int(inv["amount_paid"]),
+        "amount_minor": _minor(inv.get("amount_paid"), "amount_paid"),
         "currency": str(inv["currency"]).upper(),
         "occurred_at": _ts(paid_at),
         "email": email,
@@ -322,7 +386,7 @@ def _stripe_refund(ch: dict[str, Any]) -> Action:
         else f"stripe:{ch['id']}@{ch['amount_refunded']}",
         refunded_at=_ts(latest.get("created") if latest else None) or datetime.now(UTC),
         currency=str(ch["currency"]).upper(),
-        cumulative_minor=int(ch["amount_refunded"]),
+        cumulative_minor=_minor(ch.get("amount_refunded"), "amount_refunded"),
     )
 
 

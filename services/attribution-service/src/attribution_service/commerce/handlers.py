@@ -19,7 +19,7 @@ from attribution_service.refunds import handlers as refunds
 from attribution_service.refunds import repository as refund_repository
 from attribution_service.refunds.schemas import CancellationIn, RefundIn
 from servicekit.ids import new_id
-from servicekit.problems import InvalidInput, NotFound
+from servicekit.problems import DomainError, InvalidInput, NotFound
 
 RECEIPT_RETENTION = timedelta(days=7)
 
@@ -70,11 +70,41 @@ async def apply(
     hash_key: str,
     now: datetime,
 ) -> dict[str, Any]:
-    """Apply one verified delivery. Raises Replayed when its id was received before."""
+    """Apply one verified delivery and return its outcome, stored with its receipt. A delivery
+    received before answers its stored outcome and changes nothing; one we cannot process
+    (a refusal of ours, e.g. an amount out of bounds) is stored as ignored with the reason:
+    both answer 2xx, so the platform stops retrying."""
     if not await repository.insert_receipt(conn, integ["id"], delivery_id, topic):
-        raise commerce.Replayed(
-            f"delivery '{delivery_id}' was already received", field="delivery_id"
-        )
+        return await repository.receipt_outcome(conn, integ["id"], delivery_id)
+    outcome: dict[str, Any]
+    try:
+        # A savepoint: a refusal takes back what the delivery wrote, not its receipt.
+        async with conn.transaction():
+            outcome = await _apply(conn, integ, action, grace, hash_key, now)
+    except (DomainError, ValidationError) as exc:
+        outcome = _ignored(exc)
+    await repository.set_receipt_outcome(conn, integ["id"], delivery_id, outcome)
+    return outcome
+
+
+def _ignored(exc: DomainError | ValidationError) -> dict[str, Any]:
+    if isinstance(exc, DomainError):
+        reason = commerce.unprocessable(exc).reason
+    else:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err.get("loc", ())) or "body"
+        reason = f"unprocessable payload: {field}: {err['msg']}"
+    return {"result": "ignored", "reason": reason}
+
+
+async def _apply(
+    conn: asyncpg.Connection,
+    integ: asyncpg.Record,
+    action: commerce.Action,
+    grace: timedelta,
+    hash_key: str,
+    now: datetime,
+) -> dict[str, Any]:
     tenant_id = integ["tenant_id"]
     outcome: dict[str, Any]
     if isinstance(action, commerce.Ignored):
@@ -93,7 +123,6 @@ async def apply(
             CancellationIn(customer_id=action.customer_id, cancelled_at=action.cancelled_at),
         )
         outcome = {"result": "cancelled", "subscription_id": row["subscription_id"]}
-    await repository.set_receipt_outcome(conn, integ["id"], delivery_id, outcome)
     return outcome
 
 

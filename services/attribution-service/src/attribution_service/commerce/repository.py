@@ -70,6 +70,17 @@ async def insert_receipt(
     return row is not None
 
 
+async def receipt_outcome(
+    conn: asyncpg.Connection, integration_id: str, delivery_id: str
+) -> dict[str, Any]:
+    outcome: dict[str, Any] = await conn.fetchval(
+        "SELECT outcome FROM webhook_receipts WHERE integration_id = $1 AND delivery_id = $2",
+        integration_id,
+        delivery_id,
+    )
+    return outcome
+
+
 async def set_receipt_outcome(
     conn: asyncpg.Connection, integration_id: str, delivery_id: str, outcome: dict[str, Any]
 ) -> None:

@@ -5,7 +5,9 @@ published twice is one event)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 from attribution_service.conversions.domain import Candidate
 from attribution_service.conversions.facts import Conversion
@@ -112,4 +114,30 @@ def conversion_flagged(
     )
     return EVENTS.row(
         payload, tenant_id=conv.tenant_id, key=cand.advocate_id, event_id=f"{conv.id}:flagged"
+    )
+
+
+def conversion_refunded(conv: Mapping[str, Any], refund: Mapping[str, Any]) -> OutboxRow:
+    """A refund of an attributed conversion (`conv` and `refund` as stored): published when it
+    is recorded, or when the conversion it was recorded against while waiting (review, pending
+    evidence) is attributed later. One event id per refund, whichever of the two publishes it."""
+    payload = out.ConversionRefunded(
+        conversion_id=conv["id"],
+        refund_id=refund["id"],
+        program_id=conv["program_id"],
+        advocate_id=conv["advocate_id"],
+        friend_customer_id=conv["customer_id"],
+        conversion_type=conversion_type(conv["type"], conv["custom_type"]),
+        order_id=conv["order_id"],
+        amount_minor=refund["amount_minor"],
+        currency=refund["currency"],
+        refunded_total_minor=refund["total_minor"],
+        full=refund["full_refund"],
+        refunded_at=refund["refunded_at"],
+    )
+    return EVENTS.row(
+        payload,
+        tenant_id=conv["tenant_id"],
+        key=conv["advocate_id"],
+        event_id=f"{refund['id']}:refunded",
     )

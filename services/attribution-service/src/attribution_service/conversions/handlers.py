@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from attribution_service.conversions import decision, fraud, repository
 from attribution_service.conversions.decision import Chosen, Decided, Referred
+from attribution_service.conversions.events import conversion_refunded
 from attribution_service.conversions.facts import Conversion, Evidence, Screening
 from attribution_service.conversions.schemas import ConversionIn
 from attribution_service.metrics import FRAUD_DECISIONS
@@ -63,6 +64,22 @@ class NewConversion:
         return self.received_at - self.conversion.occurred_at > grace
 
 
+# The dedupe key of a conversion that names neither an Idempotency-Key nor an order id: the
+# customer's one conversion of that type (a retried signup is the same signup). HTTP header
+# values cannot carry the unit separator, so no client key can take this form.
+IMPLICIT_KEY = "\x1fonce:"
+
+
+def dedupe_key(
+    idempotency_key: str | None, type_: str, order_id: str | None, customer_id: str
+) -> str | None:
+    """Every conversion is deduplicated: by its Idempotency-Key, else by (type, order id) (the
+    unique index), else by (type, customer) through an implicit key."""
+    if idempotency_key is not None or order_id is not None:
+        return idempotency_key
+    return f"{IMPLICIT_KEY}{type_}:{customer_id}"
+
+
 def prepare_conversion(
     tenant_id: str,
     cmd: ConversionIn,
@@ -92,7 +109,7 @@ def prepare_conversion(
         occurred_at=cmd.occurred_at or now,
         click_id=cmd.click_id,
         code_key=cmd.code.strip().upper() if cmd.code else None,
-        idempotency_key=idempotency_key,
+        idempotency_key=dedupe_key(idempotency_key, cmd.type, cmd.order_id, cmd.customer_id),
         request_hash=request_hash(cmd),
         subscription_id=cmd.subscription_id,
         ip_hash=keyed_hash(hash_key, str(cmd.ip) if cmd.ip else None),
@@ -167,7 +184,9 @@ async def existing_conversion(conn: asyncpg.Connection, conv: Conversion) -> asy
     if conv.idempotency_key:
         existing = await repository.conversion_by_key(conn, conv.tenant_id, conv.idempotency_key)
         if existing is not None:
-            if existing["request_hash"] != conv.request_hash:
+            # The implicit key names the customer's conversion of that type whatever the body.
+            implicit = conv.idempotency_key.startswith(IMPLICIT_KEY)
+            if existing["request_hash"] != conv.request_hash and not implicit:
                 raise Conflict(
                     "this Idempotency-Key was used with a different request body",
                     field="Idempotency-Key",
@@ -273,6 +292,12 @@ async def record(
                     is_first_purchase=row["is_first_purchase"],
                 )
             )
+            if stored and row["status"] == "attributed" and row["refunded_minor"]:
+                # Refunded while it waited: those refunds were not published (no reward hung
+                # on it yet); published now, after the attribution, so rewards follow the net.
+                entries.extend(
+                    conversion_refunded(row, r) for r in await refunds.list_refunds(conn, row["id"])
+                )
     await enqueue_rows(conn, entries)
     return list(rows)
 

@@ -8,13 +8,14 @@ from datetime import UTC, datetime
 import asyncpg
 
 from attribution_service.conversions import repository as conversions
-from attribution_service.conversions.events import conversion_type
+from attribution_service.conversions.events import conversion_refunded
 from attribution_service.conversions.handlers import request_hash
 from attribution_service.events import EVENTS
 from attribution_service.refunds import repository
 from attribution_service.refunds.domain import new_refund
 from attribution_service.refunds.schemas import CancellationIn, RefundIn
 from referral_events.contracts import attribution as out
+from referral_events.outbox import enqueue_rows
 from servicekit.problems import Conflict, InvalidInput, NotFound
 
 
@@ -47,26 +48,9 @@ async def refund(
     new = new_refund(conv, cmd, external_id=external, request_hash=digest, now=datetime.now(UTC))
     row = await repository.insert_refund(conn, new)
     if conv["status"] == "attributed":
-        await EVENTS.emit(
-            conn,
-            tenant_id=tenant_id,
-            payload=out.ConversionRefunded(
-                conversion_id=conv["id"],
-                refund_id=row["id"],
-                program_id=conv["program_id"],
-                advocate_id=conv["advocate_id"],
-                friend_customer_id=conv["customer_id"],
-                conversion_type=conversion_type(conv["type"], conv["custom_type"]),
-                order_id=conv["order_id"],
-                amount_minor=new.amount_minor,
-                currency=new.currency,
-                refunded_total_minor=new.total_minor,
-                full=row["full_refund"],
-                refunded_at=row["refunded_at"],
-            ),
-            key=conv["advocate_id"],
-            event_id=f"{row['id']}:refunded",
-        )
+        # A conversion still waiting (review, pending evidence) publishes its refunds when it
+        # is attributed (conversions.handlers.record), so the reward follows the net amount.
+        await enqueue_rows(conn, [conversion_refunded(conv, row)])
     return row, True
 
 

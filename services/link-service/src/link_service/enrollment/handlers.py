@@ -3,6 +3,8 @@ the HTTP route's, or the worker's one per chunk)."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import asyncpg
 
 from link_service.advocates.handlers import enroll, new_advocate
@@ -45,13 +47,56 @@ async def enrollment_errors(
     return await repository.enrollment_errors(conn, job_id, after_row, limit)
 
 
-async def enroll_chunk(conn: asyncpg.Connection, links: Links, chunk_rows: int) -> int | None:
-    """Processes the next chunk of the oldest unfinished job, set-based (a few statements per
-    chunk, not per row), through the same enrollment as a single advocate's. Returns the rows
-    processed, or None when no job waits."""
-    job = await repository.claim_enrollment_job(conn)
+class ChunkFailed(Exception):
+    """A chunk of `job_id` failed for a reason of its own (not the database being away)."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(job_id)
+        self.job_id = job_id
+
+
+def infrastructure_error(exc: BaseException) -> bool:
+    """The database away or shutting down (retried without counting against the job), as
+    opposed to an error the chunk itself causes (counted: see EnrollmentWorker)."""
+    if isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError):
+        return True
+    code = getattr(exc, "sqlstate", None) or ""
+    # 08: connection exception, 53: insufficient resources, 57P: operator intervention.
+    return isinstance(exc, asyncpg.PostgresError) and code.startswith(("08", "53", "57P"))
+
+
+async def enroll_chunk(
+    conn: asyncpg.Connection, links: Links, chunk_rows: int, resting: Collection[str] = ()
+) -> int | None:
+    """Processes the next chunk of the open job with the fewest rows done (so a small job of
+    one workspace is not stuck behind another's large one; `resting`: jobs not to claim now),
+    set-based (a few statements per chunk, not per row), through the same enrollment as a
+    single advocate's. Returns the rows processed, or None when no job waits; raises
+    ChunkFailed when the chunk fails for a reason of its own."""
+    job = await repository.claim_enrollment_job(conn, list(resting))
     if job is None:
         return None
+    try:
+        return await _enroll_chunk(conn, job, links, chunk_rows)
+    except Exception as exc:
+        if infrastructure_error(exc):
+            raise
+        raise ChunkFailed(job["id"]) from exc
+
+
+async def fail_enrollment_job(conn: asyncpg.Connection, job_id: str, reason: str) -> int:
+    """Gives up on a job whose chunks keep failing: its unprocessed rows become errors saying
+    why, and the job finishes (with them counted as failed)."""
+    failed = await repository.fail_pending_rows(conn, job_id, reason)
+    await repository.advance_enrollment_job(
+        conn, job_id, done=failed, enrolled=0, existing=0, failed=failed
+    )
+    return failed
+
+
+async def _enroll_chunk(
+    conn: asyncpg.Connection, job: asyncpg.Record, links: Links, chunk_rows: int
+) -> int:
     tenant_id, program_id = job["tenant_id"], job["program_id"]
     rows = await repository.pending_rows(conn, job["id"], chunk_rows)
     if not rows:

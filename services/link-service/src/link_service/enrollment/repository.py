@@ -75,14 +75,31 @@ async def enrollment_errors(
     )
 
 
-async def claim_enrollment_job(conn: asyncpg.Connection) -> asyncpg.Record | None:
-    """An unfinished job no other worker holds; locked until the caller's transaction ends."""
+async def claim_enrollment_job(
+    conn: asyncpg.Connection, resting: list[str]
+) -> asyncpg.Record | None:
+    """An unfinished job no other worker holds, the one with the fewest rows done (jobs take
+    turns, chunk by chunk, instead of the oldest holding every worker), none of `resting`;
+    locked until the caller's transaction ends."""
     return await conn.fetchrow(
         """
-        SELECT * FROM enrollment_jobs WHERE status <> 'done'
-        ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED
-        """
+        SELECT * FROM enrollment_jobs WHERE status <> 'done' AND id <> ALL($1::text[])
+        ORDER BY done_rows, created_at LIMIT 1 FOR UPDATE SKIP LOCKED
+        """,
+        resting,
     )
+
+
+async def fail_pending_rows(conn: asyncpg.Connection, job_id: str, reason: str) -> int:
+    done: str = await conn.execute(
+        """
+        UPDATE enrollment_job_rows SET status = 'error', error = $2, field = NULL, data = NULL
+        WHERE job_id = $1 AND status = 'pending'
+        """,
+        job_id,
+        reason,
+    )
+    return int(done.split()[-1])
 
 
 async def pending_rows(conn: asyncpg.Connection, job_id: str, limit: int) -> list[asyncpg.Record]:

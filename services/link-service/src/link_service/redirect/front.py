@@ -121,15 +121,17 @@ async def answer(state: LinkState, scope: Scope, send: Send) -> int:
     live = domain.program_is_live(target.program_status, target.starts_at, target.ends_at, now)
     deep_link = next((v for k, v in query if k == "to"), None) if live else None
 
+    # Where it goes is settled before the click is recorded: nothing recorded for an answer
+    # that was never given.
+    if live:
+        dest = domain.redirect_target(target.landing_url, target.allowed_domains, deep_link)
+    else:
+        # A paused or ended program still sends people somewhere sensible.
+        dest = target.fallback_url or target.landing_url
     click_id: str | None = None
     if not head:
         click_id = await _record(state, scope, target, channel, live, now)
     if deep_link or utm or click_id is None:
-        if live:
-            dest = domain.redirect_target(target.landing_url, target.allowed_domains, deep_link)
-        else:
-            # A paused or ended program still sends people somewhere sensible.
-            dest = target.fallback_url or target.landing_url
         location = domain.landing_url_for_click(dest, target.code, click_id, utm)
     else:
         prefix, fragment = target.landing_parts if live else target.fallback_parts
@@ -152,7 +154,7 @@ async def _record(
 ) -> str | None:
     """The click id once its click and event committed; None if they could not be."""
     headers = header_map(scope)
-    client = _client_info(scope, headers, state.client_ip_header)
+    client = client_ip(scope, headers, state.client_ip_header, state.trusted_proxy_hops)
     info = domain.classify_user_agent(_text(headers.get(b"user-agent")))
     reason = domain.inactive_reason(
         program_live=live, advocate_blocked=target.advocate_blocked, is_bot=info.is_bot
@@ -229,10 +231,14 @@ def click_event_json(row: tuple[Any, ...], tenant_id: str) -> bytes:
     )
 
 
-def _client_info(scope: Scope, headers: Headers, ip_header: bytes | None) -> str | None:
+def client_ip(scope: Scope, headers: Headers, ip_header: bytes | None, hops: int) -> str | None:
+    """The visitor's address: the entry of `ip_header` the outermost of `hops` trusted proxies
+    appended (counted from the right; entries further left are the client's own claims), or
+    the TCP peer when no header is configured or it holds fewer entries than trusted hops."""
     if ip_header is not None:
         forwarded = headers.get(ip_header)
-        if forwarded:
-            return forwarded.decode("latin-1").split(",")[0].strip() or None
+        entries = [e.strip() for e in forwarded.decode("latin-1").split(",")] if forwarded else []
+        if len(entries) >= hops and entries[-hops]:
+            return entries[-hops]
     client = scope.get("client")
     return str(client[0]) if client else None

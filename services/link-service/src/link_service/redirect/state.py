@@ -30,6 +30,7 @@ class LinkState:
         self.client_ip_header = (
             settings.client_ip_header.lower().encode() if settings.client_ip_header else None
         )
+        self.trusted_proxy_hops = settings.trusted_proxy_hops
         self.rt: Runtime | None = None
         self.writer: ClickWriter | None = None
         self.invalidator: CacheInvalidator | None = None

@@ -19,17 +19,21 @@ Transactional or marketing, per template (the consent rule):
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import re
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
 from typing import Any, Literal
 
-from jinja2 import ChainableUndefined, StrictUndefined, TemplateError
+from jinja2 import ChainableUndefined, StrictUndefined, TemplateError, Undefined, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
 from notification_service.email.wording import BUILTIN
@@ -149,10 +153,167 @@ def choose_wording(
 
 # Merchants write templates: sandboxed, so a template cannot reach Python internals (server-side
 # template injection). HTML autoescapes every value; subject and text are plain text.
-_HTML = SandboxedEnvironment(autoescape=True, undefined=ChainableUndefined)
-_TEXT = SandboxedEnvironment(autoescape=False, undefined=ChainableUndefined)
-_HTML_STRICT = SandboxedEnvironment(autoescape=True, undefined=StrictUndefined)
-_TEXT_STRICT = SandboxedEnvironment(autoescape=False, undefined=StrictUndefined)
+#
+# And bounded: a template cannot make a huge value ("x"*10**10, 10**10**10, a format width of a
+# billion), output more than MAX_OUTPUT characters per part, loop more than MAX_STEPS times
+# (nested ranges), or run longer than RENDER_SECONDS. Every loop of a template is wrapped in a
+# guard at parse time, and every call, operator and output chunk checks the budget, so a
+# runaway template stops itself (TemplateLimit) wherever it runs; callers on the event loop run
+# it in a thread (queue.off_loop).
+MAX_OUTPUT = 256 * 1024
+MAX_STEPS = 200_000
+RENDER_SECONDS = 1.0
+_MAX_INT_BITS = 4096
+# The largest number a call or filter takes as a parameter (center(10**9) would allocate a
+# gigabyte before its result could be measured).
+_MAX_ARGUMENT = 10**6
+# A format width or precision of a million or more ("%9999999s", "{:>9999999}").
+_WIDE = re.compile(r"[%:{][-+ #0<>^=,_.*]*\d{6,}")
+
+
+class TemplateLimit(TemplateError):
+    """A template went past a resource bound."""
+
+
+@dataclass
+class _Budget:
+    deadline: float
+    steps: int = 0
+
+
+_BUDGET: ContextVar[_Budget | None] = ContextVar("template_budget", default=None)
+
+
+def _tick() -> None:
+    budget = _BUDGET.get()
+    if budget is None:
+        return
+    budget.steps += 1
+    if budget.steps > MAX_STEPS:
+        raise TemplateLimit(f"the template takes more than {MAX_STEPS} steps")
+    if budget.steps % 64 == 0 and time.monotonic() > budget.deadline:
+        raise TemplateLimit(f"the template takes longer than {RENDER_SECONDS} s to render")
+
+
+def _check_value(value: Any, *, argument: bool = False) -> None:
+    """`argument`: a parameter of a call or filter (a width, a count), not the value it acts on."""
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int):
+        if value.bit_length() > _MAX_INT_BITS or (argument and abs(value) > _MAX_ARGUMENT):
+            raise TemplateLimit("a number in the template is too large")
+    elif isinstance(value, str) and _WIDE.search(value):
+        raise TemplateLimit("a format width in the template is too large")
+
+
+def _size(value: Any) -> int:
+    return len(value) if isinstance(value, str | list | tuple | bytes) else 1
+
+
+def _guard(iterable: Any) -> Any:
+    for item in iterable:
+        _tick()
+        yield item
+
+
+class _Bounded(SandboxedEnvironment):
+    intercepted_binops = frozenset({"*", "**", "%", "+", "//"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        _tick()
+        if operator == "**" and isinstance(left, int) and isinstance(right, int):
+            if right > 0 and max(abs(left), 2).bit_length() * right > _MAX_INT_BITS:
+                raise TemplateLimit("a power in the template is too large")
+        elif operator == "*":
+            for seq, n in ((left, right), (right, left)):
+                numeric = isinstance(seq, int | float)
+                if isinstance(n, int) and not numeric and _size(seq) * n > MAX_OUTPUT:
+                    raise TemplateLimit("a repeated value in the template is too large")
+        elif operator == "%":
+            _check_value(left)
+        result = super().call_binop(context, operator, left, right)
+        _check_value(result)
+        if _size(result) > MAX_OUTPUT:
+            raise TemplateLimit("a value in the template is too large")
+        return result
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        _tick()
+        for value in (*args, *kwargs.values()):
+            _check_value(value, argument=True)
+        # "{:>9999999}".format(x): the format string is the bound method's own string.
+        _check_value(getattr(getattr(__obj, "__wrapped__", __obj), "__self__", None))
+        result = super().call(__context, __obj, *args, **kwargs)
+        if _size(result) > MAX_OUTPUT:
+            raise TemplateLimit("a value in the template is too large")
+        return result
+
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        tree = super()._parse(source, name, filename)
+        # Every loop iterates through _guard: a step of the budget per item (nested loops of
+        # range(100000) each would otherwise run 10^10 empty iterations).
+        for loop in tree.find_all(nodes.For):
+            loop.iter = nodes.Call(nodes.Name("_loop_guard", "load"), [loop.iter], [], None, None)
+        return tree
+
+
+def _bounded_filter(f: Any, parameters: bool = True) -> Any:
+    """`parameters`: the filter's further arguments are widths or counts (not for `format`,
+    whose arguments are values and whose format string is checked for widths)."""
+    # The value a filter acts on comes first (after the context or environment it may take).
+    first = 2 if hasattr(f, "jinja_pass_arg") else 1
+
+    @functools.wraps(f)
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        _tick()
+        if first <= len(args):
+            _check_value(args[first - 1])
+        for value in (*args[first:], *kwargs.values()):
+            _check_value(value, argument=parameters)
+        result = f(*args, **kwargs)
+        if _size(result) > MAX_OUTPUT:
+            raise TemplateLimit("a value in the template is too large")
+        return result
+
+    return bounded
+
+
+def _environment(autoescape: bool, undefined: type[Undefined]) -> _Bounded:
+    env = _Bounded(autoescape=autoescape, undefined=undefined)
+    env.globals["_loop_guard"] = _guard
+    env.filters = {name: _bounded_filter(f, name != "format") for name, f in env.filters.items()}
+    return env
+
+
+_HTML = _environment(True, ChainableUndefined)
+_TEXT = _environment(False, ChainableUndefined)
+_HTML_STRICT = _environment(True, StrictUndefined)
+_TEXT_STRICT = _environment(False, StrictUndefined)
+
+
+def _render(env: _Bounded, source: str, context: Mapping[str, Any]) -> str:
+    """One part within the bounds: output streamed and counted, the budget checked per chunk."""
+    out: list[str] = []
+    size = 0
+    try:
+        for chunk in env.from_string(source).generate(context):
+            size += len(chunk)
+            if size > MAX_OUTPUT:
+                raise TemplateLimit(f"the template renders more than {MAX_OUTPUT} characters")
+            _tick()
+            out.append(chunk)
+    except (RecursionError, MemoryError, OverflowError) as exc:
+        raise TemplateLimit(f"the template cannot render: {type(exc).__name__}") from None
+    return "".join(out)
+
+
+@contextmanager
+def _bounded() -> Iterator[None]:
+    token = _BUDGET.set(_Budget(time.monotonic() + RENDER_SECONDS))
+    try:
+        yield
+    finally:
+        _BUDGET.reset(token)
 
 
 @dataclass(frozen=True)
@@ -167,15 +328,16 @@ def render(wording: Wording, context: Mapping[str, Any], *, strict: bool = False
     """`strict` refuses names the context lacks: used when a merchant saves or previews a
     template, so a typo is a 422 then rather than a blank in a customer's mail later."""
     html_env, text_env = (_HTML_STRICT, _TEXT_STRICT) if strict else (_HTML, _TEXT)
-    subject = text_env.from_string(wording.subject).render(context)
-    # A header is one line: newlines in a subject would be a header injection.
-    subject = " ".join(subject.split())
-    return Rendered(
-        subject=subject,
-        html=html_env.from_string(wording.html).render(context),
-        text=text_env.from_string(wording.text).render(context),
-        locale=wording.locale,
-    )
+    with _bounded():
+        subject = _render(text_env, wording.subject, context)
+        # A header is one line: newlines in a subject would be a header injection.
+        subject = " ".join(subject.split())
+        return Rendered(
+            subject=subject,
+            html=_render(html_env, wording.html, context),
+            text=_render(text_env, wording.text, context),
+            locale=wording.locale,
+        )
 
 
 def check_template(subject: str, html: str, text: str, template: str) -> None:
@@ -187,9 +349,10 @@ def check_template(subject: str, html: str, text: str, template: str) -> None:
         ("text", text, _TEXT_STRICT),
     ):
         try:
-            env.from_string(source).render(sample)
+            with _bounded():
+                _render(env, source, sample)
         except TemplateError as exc:
-            raise InvalidInput(f"{part}: {exc}", field=part) from None
+            raise InvalidInput(f"{part}: {exc}"[:500], field=part) from None
 
 
 def money(amount: int, unit: str) -> str:

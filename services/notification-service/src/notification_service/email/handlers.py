@@ -116,7 +116,7 @@ async def put_template(
 ) -> asyncpg.Record:
     domain.template_spec(template)
     locale = domain.validate_locale(locale)
-    domain.check_template(cmd.subject, cmd.html, cmd.text, template)
+    await queue.off_loop(domain.check_template, cmd.subject, cmd.html, cmd.text, template)
     wording = domain.Wording(cmd.subject, cmd.html, cmd.text, locale, "program")
     return await repository.put_template(conn, tenant_id, program_id, template, wording)
 
@@ -183,8 +183,10 @@ async def preview(
         chain = domain.locale_chain(locale, program["default_locale"] if program else None)
         wording = domain.choose_wording(template, chain, overrides)
         source = wording.source
-    domain.check_template(wording.subject, wording.html, wording.text, template)
-    return domain.render(wording, context, strict=True), source
+    await queue.off_loop(
+        domain.check_template, wording.subject, wording.html, wording.text, template
+    )
+    return await queue.off_loop(domain.render, wording, context, strict=True), source
 
 
 # --- suppressions and unsubscribe -------------------------------------------------------------

@@ -6,10 +6,12 @@ it after the attempt and publishes email.sent. Every function takes the caller's
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -18,6 +20,9 @@ from notification_service.email.repository import Settlement
 from notification_service.events import EVENTS
 from referral_events.contracts import notification as out
 from servicekit.ids import new_id
+from servicekit.problems import InvalidInput
+
+T = TypeVar("T")
 
 
 async def enqueue(conn: asyncpg.Connection, mail: repository.NewMail) -> str | None:
@@ -38,6 +43,18 @@ async def claim(
     conn: asyncpg.Connection, *, now: datetime, lease_until: datetime, limit: int
 ) -> list[asyncpg.Record]:
     return await repository.claim_due_emails(conn, now=now, lease_until=lease_until, limit=limit)
+
+
+async def off_loop(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """A template's rendering (or check) in a thread, so the event loop never waits on a
+    merchant's template; the renderer bounds its own time (domain.RENDER_SECONDS), and this
+    waits a little longer at most."""
+    try:
+        return await asyncio.wait_for(
+            asyncio.to_thread(fn, *args, **kwargs), domain.RENDER_SECONDS * 5
+        )
+    except TimeoutError:
+        raise InvalidInput("the template takes too long to render", field="template") from None
 
 
 async def prepare(
@@ -122,7 +139,7 @@ async def prepare(
         unsubscribe_url=link_url,
     )
     try:
-        rendered = domain.render(wording, context)
+        rendered = await off_loop(domain.render, wording, context)
     except Exception as exc:  # a merchant's template that fails at send time: say so, once
         await _settle(conn, row, Settlement("failed", error=f"template: {exc}"[:500]), now)
         return None

@@ -129,6 +129,12 @@ async def reward_conversion(
             if bonus is not None:
                 earned.append(bonus)
     await _settle_debts(conn, [r for r in earned if r.state == "available"])
+    # A refund that arrived first (reordered delivery, or refunded while the conversion waited
+    # for review) was recorded with no reward to take from: it applies now, so the reward
+    # follows the net amount whatever the order.
+    refund = await repository.latest_refund(conn, tenant, conversion.conversion_id)
+    if refund is not None and earned:
+        out.extend(await _apply_refund(conn, refund, now))
     await enqueue_rows(conn, out)
     return earned
 
@@ -310,15 +316,25 @@ async def on_conversion_refunded(
         return
     tenant = refund.tenant_id
     await repository.lock_advocate(conn, tenant, payload.program_id, payload.advocate_id)
+    await enqueue_rows(conn, await _apply_refund(conn, refund, now))
+
+
+async def _apply_refund(
+    conn: asyncpg.Connection, refund: domain.Refund, now: datetime
+) -> list[OutboxRow]:
+    """Takes back from the conversion's rewards what `refund` (a running total) leaves them;
+    the caller holds the advocate's lock."""
     out: list[OutboxRow] = []
-    for reward in await repository.lock_conversion_rewards(conn, tenant, refund.conversion_id):
+    for reward in await repository.lock_conversion_rewards(
+        conn, refund.tenant_id, refund.conversion_id
+    ):
         if reward.state not in ("pending", "available") or not reward.on_ledger:
             continue
         reduction = domain.refund_reduction(reward, refund.refunded_total_minor, refund.full_refund)
         if reduction <= 0:
             continue
         out.append(await _take_back(conn, reward, reduction, refund.refund_id, now))
-    await enqueue_rows(conn, out)
+    return out
 
 
 async def _take_back(

@@ -257,6 +257,21 @@ async def mark_available(
         raise RuntimeError(f"expected {len(reward_ids)} pending rewards, {status}")
 
 
+async def latest_refund(
+    conn: asyncpg.Connection, tenant_id: str, conversion_id: str
+) -> domain.Refund | None:
+    """The conversion's refund recorded with the largest refunded total (a full one first):
+    what it says covers every earlier one, since refunds carry the running total."""
+    row = await conn.fetchrow(
+        f"SELECT {', '.join(_REFUND.names)} FROM refunds"  # noqa: S608
+        " WHERE tenant_id = $1 AND conversion_id = $2"
+        " ORDER BY full_refund DESC, refunded_total_minor DESC LIMIT 1",
+        tenant_id,
+        conversion_id,
+    )
+    return record_as(domain.Refund, row) if row else None
+
+
 async def lock_conversion_rewards(
     conn: asyncpg.Connection, tenant_id: str, conversion_id: str
 ) -> list[domain.Reward]:
