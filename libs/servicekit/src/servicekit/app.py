@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from servicekit.auth import ApiKeyAuthenticator
 from servicekit.front import FastAPIEntry
+from servicekit.keys import KeyStore
 from servicekit.metrics import RouteIndexedMetricsMiddleware, ServiceMetrics
 from servicekit.problems import install_problem_handlers
 from servicekit.runtime import Runtime, ServiceSpec
@@ -92,7 +93,10 @@ def create_service_app(
     app = ServiceApp(title=spec.name, version=spec.version, lifespan=lifespan)
     app.state.runtime = rt
     app.state.settings = settings
-    app.state.authenticator = ApiKeyAuthenticator(settings.api_keys)
+    app.state.authenticator = ApiKeyAuthenticator(
+        settings.api_keys,
+        KeyStore(lambda: rt.pool, settings.api_key_cache_ttl_seconds),
+    )
     metrics = ServiceMetrics(rt)
     app.state.metrics = metrics
     install_problem_handlers(app)

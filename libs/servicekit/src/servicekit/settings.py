@@ -33,7 +33,12 @@ class ServiceSettings(BaseSettings):
     kafka_topic_partitions: int | None = Field(default=None, ge=1)
 
     # JSON list of {"tenant_id", "key_sha256", "scopes"}; mount it from a Secret.
+    # Only the bootstrap platform-admin keys of a fresh install: workspace keys are created
+    # through link-service and reach every service as events (servicekit.keys).
     api_keys: list[ApiKeyEntry] = Field(default_factory=list)
+    # How long a replica trusts what it read of a workspace key (revocation takes effect
+    # within this plus the consumer's lag; the issue asks for 2 s end to end).
+    api_key_cache_ttl_seconds: float = Field(default=1.0, gt=0, le=1)
 
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=1, le=65535)

@@ -16,6 +16,7 @@ from referral_events.contracts.attribution import ConversionAttributed, Conversi
 from referral_events.inbox import Handler
 from reward_service.clock import Clock, utc_now
 from reward_service.earning import handlers
+from servicekit.keys import key_consumer
 from servicekit.runtime import ConsumerSpec
 
 
@@ -36,7 +37,8 @@ def consumers(clock: Clock = utc_now) -> list[ConsumerSpec]:
         ConversionRefunded.TYPE: refunded,
     }
     return [
-        ConsumerSpec(group="reward-service", topics=[topics.ATTRIBUTION_EVENTS], handlers=routes)
+        ConsumerSpec(group="reward-service", topics=[topics.ATTRIBUTION_EVENTS], handlers=routes),
+        key_consumer("reward-service"),
     ]
 
 
