@@ -16,6 +16,8 @@ from link_service.link_state import LinkState
 from link_service.programs import api as programs_api
 from link_service.redirect import RedirectMiddleware
 from link_service.workers import CacheInvalidator, ClickWriter
+from link_service.workspaces import api as workspaces_api
+from link_service.workspaces import cli as keys_cli
 from servicekit.app import create_service_app
 from servicekit.cli import run_cli
 from servicekit.runtime import Runtime, ServiceSpec, Worker
@@ -25,7 +27,7 @@ SPEC = ServiceSpec(
     schema="link",
     package="link_service",
     consumers=CONSUMERS,
-    commands=[cli.ENROLL_BULK],
+    commands=[cli.ENROLL_BULK, keys_cli.KEYS],
 )
 
 _WARM_UP_USER_AGENT = (
@@ -48,7 +50,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         domain.classify_user_agent(_WARM_UP_USER_AGENT)
         return [state.writer, state.invalidator, state.enrollment]
 
-    routers = [programs_api.router, advocates_api.router, enrollment_api.router, api.router]
+    routers = [
+        programs_api.router,
+        advocates_api.router,
+        enrollment_api.router,
+        workspaces_api.router,
+        api.router,
+    ]
     app = create_service_app(dataclasses.replace(SPEC, workers=workers), settings, routers)
     app.state.links = state
     state.registry = app.state.metrics.registry
