@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Protocol
@@ -134,6 +134,8 @@ class ApiKeyAuthenticator:
             for e in entries
         }
         self.store = store
+        # Called with the id of every workspace key that authenticates (the owner's use record).
+        self.on_use: Callable[[str], None] | None = None
 
     async def authenticate(self, presented: str | None) -> Principal:
         if not presented:
@@ -146,6 +148,8 @@ class ApiKeyAuthenticator:
         if self.store is not None and presented.startswith(WORKSPACE_KEY_PREFIXES):
             key = await self.store.get(digest)
             if key is not None and key.usable(datetime.now(UTC)):
+                if self.on_use is not None:
+                    self.on_use(key.key_id)
                 return Principal(
                     tenant_id=key.workspace_id,
                     scopes=key.scopes,

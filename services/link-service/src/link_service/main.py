@@ -18,6 +18,7 @@ from link_service.redirect import RedirectMiddleware
 from link_service.workers import CacheInvalidator, ClickWriter
 from link_service.workspaces import api as workspaces_api
 from link_service.workspaces import cli as keys_cli
+from link_service.workspaces.usage import KeyUsage
 from servicekit.app import create_service_app
 from servicekit.cli import run_cli
 from servicekit.runtime import Runtime, ServiceSpec, Worker
@@ -48,7 +49,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # The user-agent parsers load their regex tables on first use: now, not in the
         # first redirect (and before servicekit freezes the start-up heap).
         domain.classify_user_agent(_WARM_UP_USER_AGENT)
-        return [state.writer, state.invalidator, state.enrollment]
+        usage = KeyUsage(rt)
+        app.state.authenticator.on_use = usage.note
+        return [state.writer, state.invalidator, state.enrollment, usage]
 
     routers = [
         programs_api.router,

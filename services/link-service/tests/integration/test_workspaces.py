@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-
 from referral_events import CloudEvent, topics
 
 pytestmark = pytest.mark.integration
