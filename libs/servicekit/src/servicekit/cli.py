@@ -7,14 +7,16 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import TypeVar
 
+import asyncpg
 import uvicorn
 from fastapi import FastAPI
 
 from referral_events.outbox import release_parked
 from servicekit import migrations
-from servicekit.db import create_pool
+from servicekit.db import one_connection
 from servicekit.runtime import Runtime, ServiceSpec
 from servicekit.settings import ServiceSettings
 from servicekit.telemetry import configure_logging
@@ -85,16 +87,15 @@ def run_cli(
     )
 
 
-async def _release_parked(spec: ServiceSpec, settings: ServiceSettings) -> int:
-    pool = await create_pool(
-        settings.database_url,
-        schema=spec.schema,
-        application_name=f"{spec.name}-outbox-release",
-        min_size=1,
-        max_size=1,
+def command_connection(
+    spec: ServiceSpec, settings: ServiceSettings, command: str
+) -> AbstractAsyncContextManager[asyncpg.Connection]:
+    """A connection on the service's schema for `<service> COMMAND`, named after both."""
+    return one_connection(
+        settings.database_url, schema=spec.schema, application_name=f"{spec.name}-{command}"
     )
-    try:
-        async with pool.acquire() as conn:
-            return await release_parked(conn)
-    finally:
-        await pool.close()
+
+
+async def _release_parked(spec: ServiceSpec, settings: ServiceSettings) -> int:
+    async with command_connection(spec, settings, "outbox-release") as conn:
+        return await release_parked(conn)

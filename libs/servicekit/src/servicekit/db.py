@@ -54,3 +54,19 @@ async def transaction(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
     """The unit of work: commits when the block ends normally, rolls back on any exception."""
     async with pool.acquire() as conn, conn.transaction():
         yield conn
+
+
+@asynccontextmanager
+async def one_connection(
+    dsn: str, *, schema: str, application_name: str
+) -> AsyncIterator[asyncpg.Connection]:
+    """One connection made as the pool's are (schema, name, codecs), for a command's work
+    (`<service> verify`, `outbox-release`); no statement timeout: a command may scan it all."""
+    conn: asyncpg.Connection = await asyncpg.connect(
+        dsn, server_settings={"search_path": schema, "application_name": application_name}
+    )
+    try:
+        await _init_connection(conn)
+        yield conn
+    finally:
+        await conn.close()

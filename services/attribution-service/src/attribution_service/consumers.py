@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from attribution_service import handlers
+from attribution_service.programs import handlers
 from referral_events import topics
 from referral_events.contracts import link as ev
 from servicekit.keys import key_consumer

@@ -4,12 +4,16 @@ from datetime import timedelta
 
 from fastapi import FastAPI
 
-from attribution_service import api
+from attribution_service.commerce import api as commerce
 from attribution_service.config import Settings
 from attribution_service.consumers import CONSUMERS
-from attribution_service.conversion_batch import ConversionWriter
+from attribution_service.conversions import api as conversions
+from attribution_service.conversions.batch import ConversionWriter
+from attribution_service.conversions.front import ConversionsFront
 from attribution_service.events import SERVICE
-from attribution_service.front import ConversionsFront
+from attribution_service.programs import api as programs
+from attribution_service.refunds import api as refunds
+from attribution_service.reviews import api as reviews
 from attribution_service.workers import PendingSweeper
 from servicekit.app import create_service_app
 from servicekit.cli import run_cli
@@ -53,8 +57,12 @@ SPEC = ServiceSpec(
 )
 
 
+# in the order FastAPI matches them (and lists them in the OpenAPI document)
+ROUTERS = [m.router for m in (conversions, refunds, programs, reviews, commerce)]
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
-    app = create_service_app(SPEC, settings or Settings(), [api.router])
+    app = create_service_app(SPEC, settings or Settings(), ROUTERS)
     # POST /v1/conversions is answered in front of FastAPI; everything else goes on to it.
     registry = app.state.metrics.registry
     app.set_front(lambda fastapi: ConversionsFront(fastapi, app.state, registry))

@@ -9,7 +9,8 @@ import contextlib
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from attribution_service import handlers
+from attribution_service.commerce import handlers as commerce
+from attribution_service.conversions import pending
 from servicekit.runtime import Runtime
 
 
@@ -35,9 +36,9 @@ class PendingSweeper:
 
     async def sweep_once(self) -> int:
         async with self._rt.transaction() as conn:
-            decided = await handlers.decide_overdue(conn, self._grace, self._clock())
+            decided = await pending.decide_overdue(conn, self._grace, self._clock())
         async with self._rt.transaction() as conn:
-            await handlers.prune_receipts(conn, self._clock())
+            await commerce.prune_receipts(conn, self._clock())
         return decided
 
     async def stop(self) -> None:

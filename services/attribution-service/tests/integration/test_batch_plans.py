@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import asyncpg
 import pytest
 
-from attribution_service import repository
+from attribution_service.conversions import repository
+from attribution_service.conversions.facts import Conversion, ScreeningAsk
 from devstack.pytest_plugin import Namespace
 from devstack.testing import migrate
 from servicekit import migrations
@@ -25,39 +25,49 @@ NOW = datetime.now(UTC)
 HISTORY = 5000
 
 
-def _conversions() -> list[dict[str, Any]]:
+def _conversions() -> list[Conversion]:
     return [
-        {
-            "id": f"cnv_new_{i}",
-            "tenant_id": "acme",
-            "customer_id": f"cus_new_{i}",
-            "type": "purchase",
-            "code_key": "ANN123",
-            "click_id": None,
-            "occurred_at": NOW,
-            "ip_hash": f"ip_new_{i}",
-            "device_hash": f"dev_new_{i}",
-            "idempotency_key": f"key_new_{i}",
-            "order_id": f"ord_new_{i}",
-        }
+        Conversion(
+            id=f"cnv_new_{i}",
+            tenant_id="acme",
+            type="purchase",
+            custom_type=None,
+            customer_id=f"cus_new_{i}",
+            email=None,
+            email_norm=None,
+            order_id=f"ord_new_{i}",
+            amount_minor=1000,
+            currency="USD",
+            occurred_at=NOW,
+            click_id=None,
+            code_key="ANN123",
+            idempotency_key=f"key_new_{i}",
+            request_hash="h",
+            subscription_id=None,
+            ip_hash=f"ip_new_{i}",
+            device_hash=f"dev_new_{i}",
+            existing_customer=False,
+            locale=None,
+            source="api",
+        )
         for i in range(10)
     ]
 
 
-def _asks(convs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _asks(convs: list[Conversion]) -> list[ScreeningAsk]:
     return [
-        {
-            "program_id": "prg_1",
-            "advocate_id": "adv_1",
-            "tenant_id": c["tenant_id"],
-            "customer_id": c["customer_id"],
-            "id": c["id"],
-            "occurred_at": c["occurred_at"],
-            "anchor": c["occurred_at"],
-            "window": timedelta(hours=24),
-            "ip_hash": c["ip_hash"],
-            "device_hash": c["device_hash"],
-        }
+        ScreeningAsk(
+            program_id="prg_1",
+            advocate_id="adv_1",
+            tenant_id=c.tenant_id,
+            customer_id=c.customer_id,
+            id=c.id,
+            occurred_at=c.occurred_at,
+            anchor=c.occurred_at,
+            network_window=timedelta(hours=24),
+            ip_hash=c.ip_hash,
+            device_hash=c.device_hash,
+        )
         for c in convs
     ]
 
@@ -75,7 +85,7 @@ async def _decide_reads(conn: asyncpg.Connection) -> int:
     convs = _conversions()
     async with conn.transaction():
         contexts = await repository.conversion_contexts(conn, convs)
-        await repository.screening_contexts(conn, _asks(convs), [])
+        await repository.screening_contexts(conn, _asks(convs))
         assert [r["key_conversion_id"] for r in contexts] == [None] * len(convs)
         return await _rows_read(conn)
 

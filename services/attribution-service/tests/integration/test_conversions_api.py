@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from attribution_service import handlers
+from attribution_service.programs import handlers
 from devstack.testing import FRONT_AND_FASTAPI, eventually, read_topic
 from referral_events import CloudEvent, new_event
 from referral_events.contracts import link as ev

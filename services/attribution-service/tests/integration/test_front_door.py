@@ -10,9 +10,9 @@ import httpx
 import pytest
 from fastapi import APIRouter
 
-from attribution_service import api
+from attribution_service import main
 from attribution_service.config import Settings
-from attribution_service.main import create_app
+from attribution_service.conversions import api
 from devstack.pytest_plugin import Namespace
 from devstack.testing import FRONT_AND_FASTAPI, migrate, new_api_key, serve_in_process
 from servicekit.auth import requires
@@ -40,14 +40,15 @@ async def scoped(
     namespace: Namespace, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, str], bool]]:
     """The service with a scope on its routes, declared as a route declares it (the front
-    door's code names none): every route of api.router requires conversions:write."""
+    door's code names none): every route of the conversions router requires conversions:write."""
     settings, keys = await _keys(
         namespace, writer=["conversions:write"], reader=["conversions:read"], admin=["*"]
     )
     scoped_router = APIRouter()
     scoped_router.include_router(api.router, dependencies=[requires("conversions:write")])
-    monkeypatch.setattr(api, "router", scoped_router)
-    app = create_app(settings)
+    routers = [scoped_router if r is api.router else r for r in main.ROUTERS]
+    monkeypatch.setattr(main, "ROUTERS", routers)
+    app = main.create_app(settings)
     async with serve_in_process(app) as client:
         yield client, keys, app.front is not None
 
@@ -84,7 +85,7 @@ async def test_what_the_route_refuses_before_its_handler_goes_on_to_fastapi(
     namespace: Namespace, front_door: list[str]
 ) -> None:
     settings, keys = await _keys(namespace, admin=["*"])
-    async with serve_in_process(create_app(settings), keys["admin"]) as client:
+    async with serve_in_process(main.create_app(settings), keys["admin"]) as client:
         unknown_key = await client.post(
             "/v1/conversions", json=SIGNUP, headers=_bearer("rk_test_nosuchkey")
         )

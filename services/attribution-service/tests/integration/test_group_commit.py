@@ -18,12 +18,13 @@ from typing import Any
 import asyncpg
 import pytest
 
-from attribution_service import api, conversion_batch, handlers
 from attribution_service.config import Settings
-from attribution_service.conversion_batch import Outcome
-from attribution_service.handlers import NewConversion
+from attribution_service.conversions import api, handlers
+from attribution_service.conversions import batch as conversion_batch
+from attribution_service.conversions.batch import Outcome
+from attribution_service.conversions.handlers import NewConversion
+from attribution_service.conversions.schemas import ConversionIn
 from attribution_service.main import create_app
-from attribution_service.schemas import ConversionIn
 from devstack.pytest_plugin import Namespace
 from devstack.testing import FRONT_AND_FASTAPI, eventually, migrate, new_api_key, serve_in_process
 from referral_events.contracts import link as ev

@@ -6,8 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from attribution_service import domain, fraud
-from attribution_service.domain import Attachment, Click, Code, ProgramSettings, Referral
+from attribution_service.conversions import domain, fraud
+from attribution_service.conversions.domain import Click, Code, Referral
+from attribution_service.programs.domain import Attachment, ProgramSettings
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 CLICK = Click("clk_1", "prg_1", "adv_click", NOW - timedelta(days=2))
@@ -159,7 +160,7 @@ def _facts(**kw: object) -> fraud.Facts:
     ],
 )
 def test_decide_maps_verdict_to_status(facts, status) -> None:
-    decision = domain.decide(_choose(code=CODE), facts)
+    decision = domain.settle(_choose(code=CODE), facts)
     assert decision.status == status
     assert decision.fraud_decision == {"attributed": "allow", "review": "review"}.get(
         status, "deny"
@@ -167,7 +168,7 @@ def test_decide_maps_verdict_to_status(facts, status) -> None:
 
 
 def test_explanation_names_evidence_rule_window_and_every_check() -> None:
-    decision = domain.decide(_choose(clicks=[CLICK]), _facts())
+    decision = domain.settle(_choose(clicks=[CLICK]), _facts())
     exp = domain.explanation(decision)
     assert exp["evidence"]["click_id"] == "clk_1"  # type: ignore[index]
     assert exp["rule"] == "last-click within 30 days"
@@ -187,7 +188,7 @@ def test_explanation_names_evidence_rule_window_and_every_check() -> None:
 
 
 def test_organic_has_no_candidate_and_no_verdict() -> None:
-    decision = domain.decide(_choose(), None)
+    decision = domain.settle(_choose(), None)
     assert decision.status == "organic" and decision.fraud_decision is None
 
 

@@ -14,7 +14,7 @@ from decimal import Decimal
 
 import pytest
 
-from attribution_service import commerce
+from attribution_service.commerce import domain as commerce
 
 SECRET = "shpss_0123456789abcdef"
 SHOP = "acme-store.myshopify.com"

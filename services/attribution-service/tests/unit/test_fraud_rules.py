@@ -7,8 +7,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from attribution_service import fraud
-from attribution_service.fraud import ClickFacts, Facts, FraudPolicy, Sighting
+from attribution_service.conversions import fraud
+from attribution_service.conversions.fraud import ClickFacts, Facts, Sighting
+from attribution_service.programs.domain import (
+    DisposableEmailPolicy,
+    FraudPolicy,
+    SelfReferralPolicy,
+    VelocityPolicy,
+)
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 CLICKED = NOW - timedelta(hours=2)
@@ -83,7 +89,7 @@ def test_existing_customer(kw, expected) -> None:
 
 
 STRICT = FraudPolicy(
-    velocity=fraud.VelocityPolicy(
+    velocity=VelocityPolicy(
         per_advocate_hour=3, per_advocate_day=5, signups_per_ip_day=2, signups_per_device_day=2
     )
 )
@@ -167,18 +173,18 @@ def test_bot_blocked_inactive(name, kw, expected) -> None:
         # a check switched off never fails
         (
             {"customer_id": "cus_adv"},
-            FraudPolicy(self_referral=fraud.SelfReferralPolicy(enabled=False)),
+            FraudPolicy(self_referral=SelfReferralPolicy(enabled=False)),
             "allow",
         ),
         # its action is configurable
         (
             {"customer_id": "cus_adv"},
-            FraudPolicy(self_referral=fraud.SelfReferralPolicy(action="review")),
+            FraudPolicy(self_referral=SelfReferralPolicy(action="review")),
             "review",
         ),
         (
             {"email": "x@mailinator.com"},
-            FraudPolicy(disposable_email=fraud.DisposableEmailPolicy(action="deny")),
+            FraudPolicy(disposable_email=DisposableEmailPolicy(action="deny")),
             "deny",
         ),
         ({"advocate_customer_id": None, "program_status": None}, FraudPolicy(), "allow"),
@@ -189,5 +195,5 @@ def test_verdict(kw, policy, verdict) -> None:
 
 
 def test_disabled_checks_say_off() -> None:
-    policy = FraudPolicy(velocity=fraud.VelocityPolicy(enabled=False))
+    policy = FraudPolicy(velocity=VelocityPolicy(enabled=False))
     assert outcome("velocity", facts(advocate_conversions_hour=999), policy)[0] == "off"

@@ -18,8 +18,7 @@ from reward_service.payouts import api as payouts
 from reward_service.rules import api as rules
 from reward_service.workers import RewardReleaser
 from servicekit.app import create_service_app
-from servicekit.cli import run_cli
-from servicekit.db import create_pool
+from servicekit.cli import command_connection, run_cli
 from servicekit.runtime import Command, Runtime, ServiceSpec, Worker
 from servicekit.settings import ServiceSettings
 
@@ -27,18 +26,11 @@ from servicekit.settings import ServiceSettings
 async def verify_ledger(
     settings: Settings, tenant_id: str | None = None
 ) -> ledger_domain.VerifyReport:
-    pool = await create_pool(
-        settings.database_url,
-        schema=SPEC.schema,
-        application_name=f"{SPEC.name}-verify",
-        min_size=1,
-        max_size=1,
-    )
-    try:
-        async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
-            return await ledger_handlers.verify(conn, tenant_id)
-    finally:
-        await pool.close()
+    async with (
+        command_connection(SPEC, settings, "verify") as conn,
+        conn.transaction(isolation="repeatable_read"),
+    ):
+        return await ledger_handlers.verify(conn, tenant_id)
 
 
 def _verify_arguments(parser: argparse.ArgumentParser) -> None:

@@ -8,7 +8,7 @@ from datetime import datetime
 import asyncpg
 
 from reward_service.coupons import domain
-from reward_service.sql import record_as
+from servicekit.sql import record_as
 
 
 async def coupon_pool_exists(

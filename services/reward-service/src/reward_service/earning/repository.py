@@ -10,7 +10,7 @@ import asyncpg
 
 from reward_service.earning import domain
 from reward_service.rules.domain import Period
-from reward_service.sql import Columns, record_as
+from servicekit.sql import Params, record_as
 
 # --- referral counts, caps, budget ------------------------------------------------------------
 
@@ -170,7 +170,7 @@ async def add_program_spend(conn: asyncpg.Connection, reward: domain.Reward, del
 
 # --- rewards ------------------------------------------------------------------------------------
 
-_REWARD = Columns(
+_REWARD = Params.typed(
     "id",
     "tenant_id",
     "program_id",
@@ -297,7 +297,7 @@ async def take_back(
 
 # --- refunds ------------------------------------------------------------------------------------
 
-_REFUND = Columns(
+_REFUND = Params.typed(
     "tenant_id",
     "refund_id",
     "conversion_id",

@@ -12,9 +12,9 @@ import asyncpg
 
 from reward_service.holders import HolderType
 from reward_service.ledger import domain
-from reward_service.sql import Columns, record_as
+from servicekit.sql import Params, record_as
 
-_ACCOUNT = Columns(
+_ACCOUNT = Params.typed(
     "id::uuid",
     "tenant_id::text",
     "holder_type::text",
@@ -23,7 +23,7 @@ _ACCOUNT = Columns(
     "unit::text",
     "purse::text",
 )
-_TRANSFER = Columns(
+_TRANSFER = _ACCOUNT.then_typed(
     "id::uuid",
     "tenant_id::text",
     "debit_account::uuid",
@@ -34,24 +34,23 @@ _TRANSFER = Columns(
     "reward_id::text",
     "leg::text",
 )
-_DELTA = Columns("account_id::uuid", "delta::bigint")
-_A, _T, _D = 1, 1 + len(_ACCOUNT), 1 + len(_ACCOUNT) + len(_TRANSFER)
+_DELTA = _TRANSFER.then_typed("account_id::uuid", "delta::bigint")
 
 _POST = f"""
     WITH created AS (
         INSERT INTO accounts ({_ACCOUNT.listed()})
-        SELECT * FROM unnest({_ACCOUNT.arrays(_A)}) AS u({_ACCOUNT.listed()})
+        SELECT * FROM unnest({_ACCOUNT.arrays()}) AS u({_ACCOUNT.listed()})
         WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.id = u.id)
         ON CONFLICT DO NOTHING
         RETURNING id
     ), posted AS (
         INSERT INTO transfers ({_TRANSFER.listed()})
-        SELECT * FROM unnest({_TRANSFER.arrays(_T)})
+        SELECT * FROM unnest({_TRANSFER.arrays()})
         RETURNING 1
     )
     INSERT INTO balances (account_id, balance)
     SELECT d.account_id, d.delta
-    FROM unnest({_DELTA.arrays(_D)}) WITH ORDINALITY AS d(account_id, delta, n)
+    FROM unnest({_DELTA.arrays()}) WITH ORDINALITY AS d(account_id, delta, n)
     ORDER BY d.n
     ON CONFLICT (account_id) DO UPDATE SET balance = balances.balance + EXCLUDED.balance
 """  # noqa: S608 - built from constant column lists

@@ -9,11 +9,11 @@ import asyncpg
 
 from reward_service.holders import HolderType
 from reward_service.payouts import domain
-from reward_service.sql import Columns, record_as
+from servicekit.sql import Params, record_as
 
 # --- redemptions --------------------------------------------------------------------------------
 
-_REDEMPTION = Columns(
+_REDEMPTION = Params.typed(
     "id",
     "tenant_id",
     "holder_type",

@@ -12,9 +12,9 @@ from datetime import datetime
 import asyncpg
 
 from reward_service.rules import domain
-from reward_service.sql import Columns
+from servicekit.sql import Params
 
-_VERSION = Columns(
+_VERSION = Params.typed(
     "id",
     "tenant_id",
     "program_id",

@@ -6,60 +6,27 @@ table-driven without infrastructure."""
 from __future__ import annotations
 
 import calendar
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-from attribution_service import fraud
-from attribution_service.fraud import FraudPolicy
+from attribution_service.conversions import fraud
+from attribution_service.programs.domain import (
+    BUILTIN_TYPES,
+    DEFAULT_SETTINGS,
+    Action,
+    Attachment,
+    Model,
+    ProgramSettings,
+)
 
 EvidenceKind = Literal["code", "click", "existing_referral"]
 Status = Literal["attributed", "review", "rejected", "organic"]
 Outcome = Literal["pass", "fail", "unknown", "off"]
-Model = Literal["last_click", "first_click"]
-
-BUILTIN_TYPES = frozenset({"signup", "purchase", "subscription_payment"})
 # A click may be stamped a little after the conversion that names it (clock skew between
 # link-service and the merchant); beyond this it cannot have caused the conversion.
 CLOCK_SKEW = timedelta(minutes=5)
-
-
-class Attachment(BaseModel):
-    """How long a referred customer stays attached to their advocate: `first_n` conversions of
-    each type (first purchase only is n=1), all `within_months` of the referral, or `always`."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    mode: Literal["first_n", "within_months", "always"] = "within_months"
-    n: int = Field(default=1, ge=1, le=1000)
-    months: int = Field(default=12, ge=1, le=120)
-
-
-class ProgramSettings(BaseModel):
-    """Attribution settings and fraud policy of one program (PUT through this service's API)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    model: Model = "last_click"
-    window_days: int = Field(default=30, ge=1, le=365)
-    attachment: Attachment = Attachment()
-    custom_types: list[str] = Field(default_factory=list, max_length=50)
-    fraud: FraudPolicy = FraudPolicy()
-
-    @model_validator(mode="after")
-    def _custom_types(self) -> ProgramSettings:
-        import re
-
-        for t in self.custom_types:
-            if not re.fullmatch(r"[a-z][a-z0-9_]{1,40}", t) or t in BUILTIN_TYPES:
-                raise ValueError(f"custom type '{t}' must be a new lower_snake_case name")
-        return self
-
-
-DEFAULT_SETTINGS = ProgramSettings()
 
 
 @dataclass(frozen=True)
@@ -106,7 +73,7 @@ class Check:
     name: str
     outcome: Outcome
     detail: str = ""
-    action: fraud.Action | None = None
+    action: Action | None = None
 
 
 @dataclass(frozen=True)
@@ -208,7 +175,7 @@ def choose(
     code: Code | None,
     clicks: Sequence[Click],
     referrals: Sequence[Referral],
-    settings_by_program: dict[str, ProgramSettings],
+    settings_by_program: Mapping[str, ProgramSettings],
 ) -> Choice:
     """Which advocate, if any, a conversion belongs to, before fraud screening."""
     checks: list[Check] = []
@@ -282,7 +249,7 @@ _STATUS: dict[fraud.Verdict, Status] = {
 }
 
 
-def decide(choice: Choice, facts: fraud.Facts | None) -> Decision:
+def settle(choice: Choice, facts: fraud.Facts | None) -> Decision:
     """Screen the chosen candidate (facts gathered for it) and settle the status."""
     s = choice.settings
     if choice.candidate is None or facts is None:

@@ -10,10 +10,18 @@ from typing import Any
 import asyncpg
 from pydantic import ValidationError
 
-from attribution_service import commerce, handlers, repository
-from attribution_service.schemas import CancellationIn, ConversionIn, RefundIn
+from attribution_service.commerce import domain as commerce
+from attribution_service.commerce import repository
+from attribution_service.conversions import handlers as conversions
+from attribution_service.conversions.schemas import ConversionIn
+from attribution_service.programs import repository as programs
+from attribution_service.refunds import handlers as refunds
+from attribution_service.refunds import repository as refund_repository
+from attribution_service.refunds.schemas import CancellationIn, RefundIn
 from servicekit.ids import new_id
 from servicekit.problems import InvalidInput, NotFound
+
+RECEIPT_RETENTION = timedelta(days=7)
 
 
 async def configure(
@@ -78,7 +86,7 @@ async def apply(
     elif isinstance(action, commerce.RefundAction):
         outcome = await _refund(conn, tenant_id, action)
     else:
-        row, _latest, _created = await handlers.cancel_subscription(
+        row, _latest, _created = await refunds.cancel_subscription(
             conn,
             tenant_id,
             action.subscription_id,
@@ -102,7 +110,7 @@ async def _conversion(
     notes: list[str] = []
     if action.candidate_codes:
         keys = [c.upper() for c in action.candidate_codes]
-        known = await repository.known_codes(conn, tenant_id, keys)
+        known = await programs.known_codes(conn, tenant_id, keys)
         if known:
             body["code"] = next(c for c in action.candidate_codes if c.upper() in known)
     try:
@@ -112,7 +120,7 @@ async def _conversion(
         field = ".".join(str(p) for p in err.get("loc", ())) or "body"
         raise InvalidInput(f"{provider} payload: {field}: {err['msg']}", field=field) from None
     try:
-        row, created = await handlers.submit_conversion(
+        row, created = await conversions.submit_conversion(
             conn, tenant_id, cmd, None, grace=grace, hash_key=hash_key, now=now, source=provider
         )
     except InvalidInput as exc:
@@ -122,7 +130,7 @@ async def _conversion(
             raise
         notes.append(exc.detail)
         cmd = cmd.model_copy(update={exc.field: None})
-        row, created = await handlers.submit_conversion(
+        row, created = await conversions.submit_conversion(
             conn, tenant_id, cmd, None, grace=grace, hash_key=hash_key, now=now, source=provider
         )
     return {
@@ -137,7 +145,7 @@ async def _conversion(
 async def _refund(
     conn: asyncpg.Connection, tenant_id: str, action: commerce.RefundAction
 ) -> dict[str, Any]:
-    conv = await repository.conversion_by_any_order(conn, tenant_id, action.order_ids)
+    conv = await refund_repository.conversion_by_any_order(conn, tenant_id, action.order_ids)
     if conv is None:
         return {"result": "ignored", "reason": "no conversion for this order"}
     if action.cumulative_minor is not None:
@@ -157,10 +165,16 @@ async def _refund(
             currency=action.currency or None,
             refunded_at=action.refunded_at,
         )
-    row, created = await handlers.refund(conn, tenant_id, conv["id"], cmd, None, conv=conv)
+    row, created = await refunds.refund(conn, tenant_id, conv["id"], cmd, None, conv=conv)
     return {
         "result": "refund",
         "conversion_id": conv["id"],
         "refund_id": row["id"],
         "created": created,
     }
+
+
+async def prune_receipts(conn: asyncpg.Connection, now: datetime) -> int:
+    """Webhook receipts outlive every replay window (Stripe's timestamp tolerance, Shopify's
+    retry span) by far after a week; older deliveries are refused as stale anyway."""
+    return await repository.prune_receipts(conn, now - RECEIPT_RETENTION)

@@ -1,4 +1,4 @@
-"""HTTP request and response bodies."""
+"""Bodies of the conversion routes."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, IPvAnyAddress, model_validator
 
-from attribution_service.domain import ProgramSettings
+from attribution_service.refunds.schemas import RefundOut
 
 # link-service's click ids: "clk_" + 32 hex digits (earlier ones: 24 base32 characters).
 CLICK_ID = r"^clk_[a-z0-9]{16,64}$"
@@ -57,17 +57,6 @@ class ConversionIn(BaseModel):
         return self
 
 
-class RefundOut(BaseModel):
-    id: str
-    refund_id: str
-    amount: str
-    amount_minor: int
-    currency: str
-    refunded_total: str
-    full: bool
-    refunded_at: datetime
-
-
 class ConversionOut(BaseModel):
     id: str
     type: str
@@ -90,85 +79,3 @@ class ConversionOut(BaseModel):
     decided_at: datetime | None
     explanation: dict[str, Any]
     refunds: list[RefundOut] = Field(default_factory=list)
-
-
-class RefundIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    # The merchant's refund id makes the call idempotent (or send an Idempotency-Key header).
-    refund_id: str | None = Field(default=None, min_length=1, max_length=200)
-    amount: Decimal | None = Field(default=None, gt=0, description="omit for the rest in full")
-    amount_minor: int | None = Field(default=None, gt=0, le=10**15)
-    currency: str | None = Field(default=None, min_length=3, max_length=3)
-    refunded_at: AwareDatetime | None = None
-    reason: str | None = Field(default=None, max_length=500)
-
-    @model_validator(mode="after")
-    def _amounts(self) -> RefundIn:
-        if self.amount is not None and self.amount_minor is not None:
-            raise ValueError("send amount or amount_minor, not both")
-        return self
-
-
-class CancellationIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    customer_id: str | None = Field(default=None, min_length=1, max_length=200)
-    cancelled_at: AwareDatetime | None = None
-
-
-class CancellationOut(BaseModel):
-    subscription_id: str
-    customer_id: str | None
-    cancelled_at: datetime
-    advocate_id: str | None
-    program_id: str | None
-
-
-class SettingsOut(BaseModel):
-    program_id: str
-    settings: ProgramSettings
-    updated_at: datetime | None
-
-
-class ReviewOut(BaseModel):
-    id: str
-    conversion_id: str
-    program_id: str
-    advocate_id: str
-    reasons: list[str]
-    status: Literal["open", "approved", "denied"]
-    decision_reason: str | None
-    decided_by: str | None
-    created_at: datetime
-    decided_at: datetime | None
-
-
-class ReviewPage(BaseModel):
-    items: list[ReviewOut]
-    next_after: str | None
-
-
-class ReviewDecisionIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    reason: str = Field(min_length=1, max_length=1000)
-    decided_by: str | None = Field(default=None, max_length=200)
-
-
-class IntegrationIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    provider: Literal["shopify", "stripe"]
-    # Shopify: the shop's myshopify.com domain; Stripe: the account id (acct_...) or "default".
-    account: str = Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9._-]+$")
-    secret: str = Field(min_length=8, max_length=500, repr=False)
-
-
-class IntegrationOut(BaseModel):
-    id: str
-    provider: str
-    account: str
-    webhook_path: str
-    created_at: datetime
-    updated_at: datetime

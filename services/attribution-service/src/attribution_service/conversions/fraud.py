@@ -9,62 +9,18 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from disposable_email_domains import blocklist as DISPOSABLE_DOMAINS
-from pydantic import BaseModel, ConfigDict, Field
 
-Action = Literal["review", "deny"]
+from attribution_service.programs.domain import (
+    Action,
+    CheckPolicy,
+    FraudPolicy,
+    SelfReferralPolicy,
+    TooFastPolicy,
+    VelocityPolicy,
+)
+
 Verdict = Literal["allow", "review", "deny"]
 Outcome = Literal["pass", "fail", "unknown", "off"]
-
-
-# The longest self-referral network window a policy may set (30 days).
-LONGEST_NETWORK_WINDOW_HOURS = 24 * 30
-
-
-class _CheckPolicy(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    enabled: bool = True
-    action: Action = "deny"
-
-
-class SelfReferralPolicy(_CheckPolicy):
-    # How close to the click (or the conversion, without a click) a sighting of the advocate's
-    # IP hash or device must be to count as the same person.
-    network_window_hours: int = Field(default=24, ge=1, le=LONGEST_NETWORK_WINDOW_HOURS)
-
-
-class ExistingCustomerPolicy(_CheckPolicy):
-    pass
-
-
-class VelocityPolicy(_CheckPolicy):
-    action: Action = "review"
-    per_advocate_hour: int = Field(default=20, ge=1)
-    per_advocate_day: int = Field(default=100, ge=1)
-    signups_per_ip_day: int = Field(default=5, ge=1)
-    signups_per_device_day: int = Field(default=5, ge=1)
-
-
-class DisposableEmailPolicy(_CheckPolicy):
-    action: Action = "review"
-
-
-class TooFastPolicy(_CheckPolicy):
-    action: Action = "review"
-    min_seconds: int = Field(default=10, ge=1, le=86400)
-
-
-class FraudPolicy(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    self_referral: SelfReferralPolicy = SelfReferralPolicy()
-    existing_customer: ExistingCustomerPolicy = ExistingCustomerPolicy()
-    velocity: VelocityPolicy = VelocityPolicy()
-    disposable_email: DisposableEmailPolicy = DisposableEmailPolicy()
-    too_fast: TooFastPolicy = TooFastPolicy()
-    bot_click: _CheckPolicy = _CheckPolicy()
-    blocked_advocate: _CheckPolicy = _CheckPolicy()
-    inactive_program: _CheckPolicy = _CheckPolicy()
 
 
 @dataclass(frozen=True)
@@ -247,7 +203,7 @@ def _inactive(f: Facts) -> tuple[Outcome, str]:
 def screen(policy: FraudPolicy, facts: Facts) -> list[Screened]:
     """Every check in a fixed order, each with its outcome; disabled checks say "off"."""
     p = policy
-    table: list[tuple[str, _CheckPolicy, tuple[Outcome, str]]] = [
+    table: list[tuple[str, CheckPolicy, tuple[Outcome, str]]] = [
         ("self_referral", p.self_referral, _self_referral(p.self_referral, facts)),
         ("existing_customer", p.existing_customer, _existing_customer(facts)),
         ("velocity", p.velocity, _velocity(p.velocity, facts)),

@@ -1,6 +1,6 @@
 """Shopify and Stripe webhooks as pure functions: verify a delivery, then map the platform's
 payload (in the shapes of their public documentation) to what our own API would receive. No I/O
-here; handlers.py applies the result in one transaction with the delivery's receipt."""
+here; commerce.handlers applies the result in one transaction with the delivery's receipt."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ A plain ASGI app, the app's front door (servicekit.front), answers a well-formed
 itself, standing in for the route api.submit_conversion: it applies what that route declares
 (the API key and its scopes, the Idempotency-Key header, the body model), opens the server
 span and records the request metrics FastAPI's path would, and hands the conversion to the
-group commit (conversion_batch.ConversionWriter) through the same code as the route
+group commit (conversions.batch.ConversionWriter) through the same code as the route
 (api.submit). Per request that skips FastAPI's routing, dependency injection, response
 re-validation and the middleware stack, which together cost more CPU than deciding the
 conversion.
@@ -23,8 +23,8 @@ from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
-from attribution_service import api
-from attribution_service.schemas import ConversionIn
+from attribution_service.conversions import api
+from attribution_service.conversions.schemas import ConversionIn
 from servicekit.asgi import header_map, read_body, replay, send_json
 from servicekit.auth import Principal
 from servicekit.front import FastAPIEntry, FrontRoute, is_json

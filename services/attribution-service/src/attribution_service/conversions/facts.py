@@ -1,0 +1,250 @@
+"""The facts a conversion is decided on, as typed values: the conversion itself, its evidence
+context (what accepting and choosing its evidence read) and its screening facts (what the
+database held about its candidate advocate), each made from the record the repository read (one
+conversion at a time, or set-wise for a group commit). conversions.decision decides on them. No
+I/O here."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from datetime import datetime, timedelta
+from typing import Any
+
+from attribution_service.conversions import fraud
+from attribution_service.conversions.domain import Candidate, Click, Code, Referral
+from attribution_service.programs.domain import ProgramSettings, settings_by_program
+
+
+def _dt(value: Any) -> datetime:
+    # timestamps inside jsonb documents are ISO strings
+    return value if isinstance(value, datetime) else datetime.fromisoformat(value)
+
+
+def _opt_dt(value: Any) -> datetime | None:
+    return None if value is None else _dt(value)
+
+
+def click_of(k: Mapping[str, Any]) -> Click:
+    """The click of a row of the clicks copy (or its jsonb document)."""
+    return Click(
+        k["id"],
+        k["program_id"],
+        k["advocate_id"],
+        _dt(k["clicked_at"]),
+        is_bot=k["is_bot"],
+        counts=k["counts"],
+        ip_hash=k.get("ip_hash"),
+        device_class=k.get("device_class"),
+        inactive_reason=k.get("inactive_reason"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Conversion:
+    """A conversion's own columns: the request checked and shaped (amounts in minor units, IP
+    address and device id hashed), new or as stored."""
+
+    id: str
+    tenant_id: str
+    type: str
+    # the type's name when it is one a program names (not a built-in type)
+    custom_type: str | None
+    customer_id: str
+    email: str | None
+    email_norm: str | None
+    order_id: str | None
+    amount_minor: int | None
+    currency: str | None
+    occurred_at: datetime
+    click_id: str | None
+    code_key: str | None
+    idempotency_key: str | None
+    request_hash: str
+    subscription_id: str | None
+    ip_hash: str | None
+    device_hash: str | None
+    existing_customer: bool
+    locale: str | None
+    source: str
+
+    @classmethod
+    def of(cls, row: Mapping[str, Any]) -> Conversion:
+        """The conversion of a stored row."""
+        return cls(**{n: row[n] for n in CONVERSION_COLUMNS})
+
+
+CONVERSION_COLUMNS = tuple(f.name for f in fields(Conversion))
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """A conversion's evidence context: who owns the click and code it names (None: not seen
+    yet), which of them were awaited before and never arrived, the code, the customer's known
+    clicks (when it names a click), their referrals, and the tenant's program settings."""
+
+    code_tenant: str | None
+    click_tenant: str | None
+    # "code:<tenant>" / "click:<tenant>": the named code / click expired for that tenant
+    expired: frozenset[str]
+    code: Code | None
+    clicks: tuple[Click, ...]
+    referrals: tuple[Referral, ...]
+    settings: Mapping[str, ProgramSettings]
+
+    @classmethod
+    def of(cls, rec: Mapping[str, Any]) -> Evidence:
+        """The evidence context of a record of the repository's evidence columns."""
+        c = rec["code"]
+        return cls(
+            code_tenant=rec["code_tenant"],
+            click_tenant=rec["click_tenant"],
+            expired=frozenset(rec["expired"] or ()),
+            code=Code(c["code"], c["program_id"], c["advocate_id"]) if c else None,
+            clicks=tuple(click_of(k) for k in rec["clicks"]),
+            referrals=tuple(
+                Referral(
+                    r["id"], r["program_id"], r["advocate_id"], _dt(r["created_at"]), r["prior"]
+                )
+                for r in rec["referrals"]
+            ),
+            # JSON text: the same few documents for every conversion, parsed once
+            settings=settings_by_program(rec["settings"]),
+        )
+
+    def unseen(self, conv: Conversion) -> bool:
+        """Whether a piece of evidence the conversion names has not been seen yet."""
+        return bool(
+            (conv.code_key and self.code_tenant is None)
+            or (conv.click_id and self.click_tenant is None)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ScreeningAsk:
+    """What to read to screen a conversion against its candidate: the conversion's keys and
+    the advocate's sightings within `network_window` of `anchor` (the click, or the
+    conversion without one)."""
+
+    program_id: str
+    advocate_id: str
+    tenant_id: str
+    customer_id: str
+    id: str
+    occurred_at: datetime
+    anchor: datetime
+    network_window: timedelta
+    ip_hash: str | None
+    device_hash: str | None
+
+    @classmethod
+    def of(
+        cls,
+        conv: Conversion,
+        program_id: str,
+        advocate_id: str,
+        *,
+        anchor: datetime,
+        network_window: timedelta,
+    ) -> ScreeningAsk:
+        return cls(
+            program_id=program_id,
+            advocate_id=advocate_id,
+            tenant_id=conv.tenant_id,
+            customer_id=conv.customer_id,
+            id=conv.id,
+            occurred_at=conv.occurred_at,
+            anchor=anchor,
+            network_window=network_window,
+            ip_hash=conv.ip_hash,
+            device_hash=conv.device_hash,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Screening:
+    """What the database held for screening a conversion against the candidate it was `asked`
+    for (sightings within its network window of its anchor). None where the program's or
+    advocate's copy has not arrived yet."""
+
+    asked: ScreeningAsk
+    program_status: str | None
+    program_starts_at: datetime | None
+    program_ends_at: datetime | None
+    advocate_customer_id: str | None
+    advocate_email: str | None
+    advocate_blocked: bool | None
+    sightings: tuple[fraud.Sighting, ...]
+    # the customer's earliest decided conversion that is not the advocate's
+    converted_before: datetime | None
+    # earlier conversions, not counting this one
+    advocate_hour: int
+    advocate_day: int
+    ip_signups: int
+    device_signups: int
+
+    @classmethod
+    def of(cls, rec: Mapping[str, Any], asked: ScreeningAsk) -> Screening:
+        """The screening facts of a record of the repository's screening columns."""
+        p, a = rec["program"], rec["advocate"]
+        return cls(
+            asked=asked,
+            program_status=p["status"] if p else None,
+            program_starts_at=_opt_dt(p["starts_at"]) if p else None,
+            program_ends_at=_opt_dt(p["ends_at"]) if p else None,
+            advocate_customer_id=a["customer_id"] if a else None,
+            advocate_email=a["email"] if a else None,
+            advocate_blocked=a["blocked"] if a else None,
+            sightings=tuple(
+                fraud.Sighting(_dt(s["seen_at"]), s["ip_hash"], s["device_hash"])
+                for s in rec["sightings"]
+            ),
+            converted_before=rec["converted_before"],
+            advocate_hour=rec["adv_hour"],
+            advocate_day=rec["adv_day"],
+            ip_signups=rec["ip_signups"],
+            device_signups=rec["device_signups"],
+        )
+
+    def answers(self, ask: ScreeningAsk) -> bool:
+        """Whether these are the facts `ask` reads: read for the same candidate and anchor
+        (those read ahead for the named code's advocate are anchored at the conversion), the
+        sightings over a window at least as long."""
+        a = self.asked
+        return (
+            a.advocate_id == ask.advocate_id
+            and a.program_id == ask.program_id
+            and a.id == ask.id
+            and a.anchor == ask.anchor
+            and a.network_window >= ask.network_window
+        )
+
+    def facts(self, conv: Conversion, cand: Candidate) -> fraud.Facts:
+        """The facts fraud screening applies the program's policy to."""
+        click = cand.click
+        return fraud.Facts(
+            conversion_type=conv.type,
+            occurred_at=conv.occurred_at,
+            customer_id=conv.customer_id,
+            email=conv.email,
+            ip_hash=conv.ip_hash,
+            device_hash=conv.device_hash,
+            click=fraud.ClickFacts(
+                click.clicked_at, click.is_bot, click.ip_hash, click.inactive_reason
+            )
+            if click
+            else None,
+            advocate_customer_id=self.advocate_customer_id,
+            advocate_email=self.advocate_email,
+            advocate_blocked=self.advocate_blocked,
+            advocate_sightings=self.sightings,
+            marked_existing=conv.existing_customer,
+            converted_before=self.converted_before,
+            program_status=self.program_status,
+            program_starts_at=self.program_starts_at,
+            program_ends_at=self.program_ends_at,
+            advocate_conversions_hour=self.advocate_hour,
+            advocate_conversions_day=self.advocate_day,
+            signups_same_ip_day=self.ip_signups,
+            signups_same_device_day=self.device_signups,
+        )

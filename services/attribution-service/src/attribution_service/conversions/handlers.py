@@ -1,0 +1,291 @@
+"""Use cases of conversions: accept one, decide it (conversions.decision), record what was
+decided and publish it. The HTTP route, webhooks, the group commit (its reads and writes are
+set-wise, see batch), the pending sweep and the review queue all record through `record`; every
+function takes the caller's connection (the edge's transaction) and publishes through the
+outbox."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+from pydantic import BaseModel
+
+from attribution_service.conversions import decision, fraud, repository
+from attribution_service.conversions.decision import Chosen, Decided, Referred
+from attribution_service.conversions.facts import Conversion, Evidence, Screening
+from attribution_service.conversions.schemas import ConversionIn
+from attribution_service.metrics import FRAUD_DECISIONS
+from attribution_service.programs import repository as programs
+from attribution_service.programs.domain import BUILTIN_TYPES
+from attribution_service.refunds import repository as refunds
+from attribution_service.reviews import repository as reviews
+from referral_events.outbox import OutboxRow, enqueue_rows
+from referral_events.tracing import continued_from
+from servicekit import money
+from servicekit.ids import new_id
+from servicekit.problems import Conflict, InvalidInput, NotFound
+
+
+def request_hash(cmd: BaseModel) -> str:
+    canonical = json.dumps(cmd.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def keyed_hash(key: str, value: str | None) -> str | None:
+    """The same keyed hash link-service applies to IP addresses, so the two compare."""
+    if not value:
+        return None
+    return hmac.new(key.encode(), value.encode(), hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True)
+class NewConversion:
+    """A conversion request checked and shaped for the insert (everything that needs no I/O),
+    and when it was received."""
+
+    conversion: Conversion
+    received_at: datetime
+
+    @property
+    def id(self) -> str:
+        return self.conversion.id
+
+    def too_old_for_lag(self, grace: timedelta) -> bool:
+        """Whether evidence it names that is unknown now cannot be a late event any more."""
+        return self.received_at - self.conversion.occurred_at > grace
+
+
+def prepare_conversion(
+    tenant_id: str,
+    cmd: ConversionIn,
+    idempotency_key: str | None,
+    *,
+    hash_key: str,
+    now: datetime,
+    source: str = "api",
+) -> NewConversion:
+    """Raises InvalidInput for an unknown currency or an amount it cannot hold."""
+    currency = money.validate_currency(cmd.currency) if cmd.currency else None
+    amount_minor = cmd.amount_minor
+    if cmd.amount is not None and currency:
+        amount_minor = money.to_minor(cmd.amount, currency)
+    conv = Conversion(
+        id=new_id("cnv"),
+        tenant_id=tenant_id,
+        type=cmd.type,
+        # verified against the tenant's programs before the insert (check_custom_type)
+        custom_type=None if cmd.type in BUILTIN_TYPES else cmd.type,
+        customer_id=cmd.customer_id,
+        email=cmd.email,
+        email_norm=fraud.normalize_email(cmd.email),
+        order_id=cmd.order_id,
+        amount_minor=amount_minor,
+        currency=currency,
+        occurred_at=cmd.occurred_at or now,
+        click_id=cmd.click_id,
+        code_key=cmd.code.strip().upper() if cmd.code else None,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash(cmd),
+        subscription_id=cmd.subscription_id,
+        ip_hash=keyed_hash(hash_key, str(cmd.ip) if cmd.ip else None),
+        device_hash=keyed_hash(hash_key, cmd.device_id),
+        existing_customer=cmd.existing_customer,
+        locale=cmd.locale,
+        source=source,
+    )
+    return NewConversion(conv, now)
+
+
+async def check_custom_type(conn: asyncpg.Connection, conv: Conversion) -> None:
+    if conv.custom_type is not None and not await programs.tenant_names_type(
+        conn, conv.tenant_id, conv.custom_type
+    ):
+        raise InvalidInput(
+            f"'{conv.type}' is not signup, purchase, subscription_payment or a custom type"
+            " one of your programs names",
+            field="type",
+        )
+
+
+async def submit_conversion(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    cmd: ConversionIn,
+    idempotency_key: str | None,
+    *,
+    grace: timedelta,
+    hash_key: str,
+    now: datetime,
+    source: str = "api",
+) -> tuple[Mapping[str, Any], bool]:
+    """Returns the conversion and whether this call created it. The same key with the same body
+    returns the first result; with another body it is a conflict. The same (type, order id) is
+    the same conversion."""
+    new = prepare_conversion(
+        tenant_id, cmd, idempotency_key, hash_key=hash_key, now=now, source=source
+    )
+    return await submit_prepared(conn, new, grace=grace)
+
+
+async def submit_prepared(
+    conn: asyncpg.Connection, new: NewConversion, *, grace: timedelta
+) -> tuple[Mapping[str, Any], bool]:
+    """submit_conversion after prepare_conversion (also the one-by-one path of a group commit,
+    see batch)."""
+    conv = new.conversion
+    await check_custom_type(conn, conv)
+    # The insert and the evidence read in one statement (one round trip on the hot path). A
+    # refusal of the evidence takes the new row back out: a webhook catches the refusal and
+    # records the order without that evidence in the same transaction.
+    row, rec = await repository.insert_conversion(conn, conv)
+    evidence = Evidence.of(rec)
+    try:
+        waits = decision.admit(conv, evidence, too_old_for_lag=new.too_old_for_lag(grace))
+    except InvalidInput:
+        if row is not None:
+            await repository.delete_new_conversion(conn, conv.id)
+        raise
+    if row is None:
+        return await existing_conversion(conn, conv), False
+    if waits:
+        return await wait_or_decide(conn, conv, row), True
+    ahead = repository.read_ahead(rec, conv)
+    return await decide_conversion(conn, conv, evidence, ahead=ahead), True
+
+
+async def existing_conversion(conn: asyncpg.Connection, conv: Conversion) -> asyncpg.Record:
+    """The conversion a repeated request names (its key or its (type, order id)); Conflict when
+    the key came with another body."""
+    if conv.idempotency_key:
+        existing = await repository.conversion_by_key(conn, conv.tenant_id, conv.idempotency_key)
+        if existing is not None:
+            if existing["request_hash"] != conv.request_hash:
+                raise Conflict(
+                    "this Idempotency-Key was used with a different request body",
+                    field="Idempotency-Key",
+                )
+            return existing
+    assert conv.order_id is not None  # only the key or (type, order id) can collide
+    existing = await repository.conversion_by_order(conn, conv.tenant_id, conv.type, conv.order_id)
+    assert existing is not None
+    return existing
+
+
+async def wait_or_decide(
+    conn: asyncpg.Connection, conv: Conversion, row: asyncpg.Record
+) -> asyncpg.Record:
+    """A new conversion naming evidence not seen yet. The consumer recording this click or code
+    may have committed after our insert's snapshot was taken, and its resolve_pending cannot
+    see our uncommitted row. Both sides take the evidence lock and read again after it, so
+    whichever commits second sees the other's row and no conversion waits for evidence that
+    already arrived."""
+    await repository.lock_evidence(conn, [(conv.tenant_id, conv.click_id, conv.code_key)])
+    evidence = await repository.evidence_context(conn, conv)
+    if evidence.unseen(conv):
+        return row  # waits for the click/code event; see pending.resolve_pending
+    return await decide_conversion(conn, conv, evidence)
+
+
+async def decide_conversion(
+    conn: asyncpg.Connection,
+    conv: Conversion,
+    evidence: Evidence,
+    *,
+    ahead: Screening | None = None,
+    note: str | None = None,
+) -> asyncpg.Record:
+    """Decide a stored conversion with the evidence known now (`ahead`: screening facts read
+    with it, used when they are the candidate's), record why, and publish."""
+    chosen = decision.choose(conv, evidence)
+    screening = await screening_for(conn, chosen, ahead)
+    decided = decision.decide(chosen, screening, note=note)
+    row: asyncpg.Record = (await record(conn, [decided], stored=True))[0]
+    return row
+
+
+async def screening_for(
+    conn: asyncpg.Connection, chosen: Chosen, ahead: Screening | None
+) -> Screening | None:
+    """The screening facts of the chosen candidate: those read ahead if they are its, else read
+    now (None: no candidate)."""
+    ask = chosen.ask()
+    if ask is None:
+        return None
+    if ahead is not None and ahead.answers(ask):
+        return ahead
+    return await repository.screening_context(conn, ask)
+
+
+async def record(
+    conn: asyncpg.Connection,
+    decided: Sequence[Decided],
+    *,
+    stored: bool,
+    traces: Sequence[Mapping[str, str]] | None = None,
+) -> list[Mapping[str, Any]]:
+    """Write decisions, each table in one statement for all of them, and publish their events
+    (each built in its request's trace context, `traces`). `stored`: the conversions are rows
+    already (pending, or waiting for review) and are updated; else they are inserted as decided
+    (raises Raced when another transaction took a key or (type, order id) meanwhile). Returns
+    the conversions as stored, in order."""
+    links = [link for d in decided if (link := d.click_link()) is not None]
+    if links:
+        await repository.link_customer_clicks(conn, links)
+    new_refs = [(i, ref) for i, d in enumerate(decided) if (ref := d.referral()) is not None]
+    written = await repository.upsert_referrals(conn, [r for _, r in new_refs]) if new_refs else []
+    referred: dict[int, Referred] = {i: w for (i, _), w in zip(new_refs, written, strict=True)}
+    rows: Sequence[Mapping[str, Any]]
+    if stored:
+        rows = [
+            await repository.update_decided(conn, d.conversion, d.row(referred.get(i)))
+            for i, d in enumerate(decided)
+        ]
+    else:
+        inserted = await repository.insert_decided(
+            conn,
+            [d.conversion for d in decided],
+            [d.row(referred.get(i)) for i, d in enumerate(decided)],
+        )
+        if inserted is None:
+            raise Raced
+        rows = inserted
+    new_reviews = [review for d in decided if (review := d.review()) is not None]
+    if new_reviews:
+        await reviews.insert_reviews(conn, new_reviews)
+    entries: list[OutboxRow] = []
+    for i, (d, row) in enumerate(zip(decided, rows, strict=True)):
+        if d.screened:
+            assert d.verdict is not None
+            FRAUD_DECISIONS.labels(d.verdict).inc()
+        with continued_from(traces[i]) if traces else nullcontext():
+            entries.extend(
+                d.events(
+                    referred.get(i),
+                    sequence=row["sequence"],
+                    is_first_purchase=row["is_first_purchase"],
+                )
+            )
+    await enqueue_rows(conn, entries)
+    return list(rows)
+
+
+class Raced(Exception):
+    """Another transaction took an idempotency key or (type, order id) after it was read that
+    none was: the batch is rolled back and run one by one."""
+
+
+async def get_conversion(
+    conn: asyncpg.Connection, tenant_id: str, conversion_id: str
+) -> tuple[asyncpg.Record, list[asyncpg.Record]]:
+    row = await repository.get_conversion(conn, tenant_id, conversion_id)
+    if row is None:
+        raise NotFound(f"no conversion '{conversion_id}'", field="conversion_id")
+    return row, await refunds.list_refunds(conn, conversion_id)

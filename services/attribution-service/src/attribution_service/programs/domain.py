@@ -1,0 +1,118 @@
+"""What a program sets for attribution (PUT through this service's API): the attribution model
+and window, how long a referred customer stays attached, the custom conversion types it names,
+and its fraud policy (each check on or off, with its action and thresholds). Pure values; the
+rules that apply them are conversions.domain and conversions.fraud."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Action = Literal["review", "deny"]
+Model = Literal["last_click", "first_click"]
+
+BUILTIN_TYPES = frozenset({"signup", "purchase", "subscription_payment"})
+
+# The longest self-referral network window a policy may set (30 days).
+LONGEST_NETWORK_WINDOW_HOURS = 24 * 30
+
+
+class CheckPolicy(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = True
+    action: Action = "deny"
+
+
+class SelfReferralPolicy(CheckPolicy):
+    # How close to the click (or the conversion, without a click) a sighting of the advocate's
+    # IP hash or device must be to count as the same person.
+    network_window_hours: int = Field(default=24, ge=1, le=LONGEST_NETWORK_WINDOW_HOURS)
+
+
+class ExistingCustomerPolicy(CheckPolicy):
+    pass
+
+
+class VelocityPolicy(CheckPolicy):
+    action: Action = "review"
+    per_advocate_hour: int = Field(default=20, ge=1)
+    per_advocate_day: int = Field(default=100, ge=1)
+    signups_per_ip_day: int = Field(default=5, ge=1)
+    signups_per_device_day: int = Field(default=5, ge=1)
+
+
+class DisposableEmailPolicy(CheckPolicy):
+    action: Action = "review"
+
+
+class TooFastPolicy(CheckPolicy):
+    action: Action = "review"
+    min_seconds: int = Field(default=10, ge=1, le=86400)
+
+
+class FraudPolicy(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    self_referral: SelfReferralPolicy = SelfReferralPolicy()
+    existing_customer: ExistingCustomerPolicy = ExistingCustomerPolicy()
+    velocity: VelocityPolicy = VelocityPolicy()
+    disposable_email: DisposableEmailPolicy = DisposableEmailPolicy()
+    too_fast: TooFastPolicy = TooFastPolicy()
+    bot_click: CheckPolicy = CheckPolicy()
+    blocked_advocate: CheckPolicy = CheckPolicy()
+    inactive_program: CheckPolicy = CheckPolicy()
+
+
+class Attachment(BaseModel):
+    """How long a referred customer stays attached to their advocate: `first_n` conversions of
+    each type (first purchase only is n=1), all `within_months` of the referral, or `always`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mode: Literal["first_n", "within_months", "always"] = "within_months"
+    n: int = Field(default=1, ge=1, le=1000)
+    months: int = Field(default=12, ge=1, le=120)
+
+
+class ProgramSettings(BaseModel):
+    """Attribution settings and fraud policy of one program (PUT through this service's API)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: Model = "last_click"
+    window_days: int = Field(default=30, ge=1, le=365)
+    attachment: Attachment = Attachment()
+    custom_types: list[str] = Field(default_factory=list, max_length=50)
+    fraud: FraudPolicy = FraudPolicy()
+
+    @model_validator(mode="after")
+    def _custom_types(self) -> ProgramSettings:
+        for t in self.custom_types:
+            if not re.fullmatch(r"[a-z][a-z0-9_]{1,40}", t) or t in BUILTIN_TYPES:
+                raise ValueError(f"custom type '{t}' must be a new lower_snake_case name")
+        return self
+
+
+DEFAULT_SETTINGS = ProgramSettings()
+
+
+# A tenant's program settings parsed, by the JSON text Postgres gives (jsonb prints its keys
+# in one order): every conversion reads them, and parsing and validating the same documents
+# again for each one costs more than the rest of choosing.
+_SETTINGS_CACHE: dict[str, dict[str, ProgramSettings]] = {}
+
+
+def settings_by_program(text: str) -> dict[str, ProgramSettings]:
+    """A tenant's settings by program id, from the JSON object of their documents."""
+    parsed = _SETTINGS_CACHE.get(text)
+    if parsed is None:
+        if len(_SETTINGS_CACHE) > 1_000:
+            _SETTINGS_CACHE.clear()
+        parsed = _SETTINGS_CACHE[text] = {
+            pid: ProgramSettings.model_validate(s) for pid, s in json.loads(text).items()
+        }
+    return parsed

@@ -1,0 +1,126 @@
+"""What the service keeps of link-service and per program: the copies of programs, advocates,
+codes and clicks (from link.events and link.clicks), and each program's attribution settings and
+fraud policy (through the API). A code or click arriving decides the conversions that waited for
+it. Every function takes the caller's connection (the edge's transaction)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import asyncpg
+
+from attribution_service.conversions import fraud
+from attribution_service.conversions import pending as conversions
+from attribution_service.programs import repository
+from attribution_service.programs.domain import DEFAULT_SETTINGS, ProgramSettings
+from referral_events import CloudEvent
+from referral_events.contracts import link as ev
+from servicekit.problems import NotFound
+
+# --- event handlers: keep the local copies of link-service's facts -------------------------
+
+
+async def on_program(
+    conn: asyncpg.Connection, event: CloudEvent, payload: ev.ProgramCreated | ev.ProgramUpdated
+) -> None:
+    await repository.upsert_program(conn, event.tenantid, payload)
+
+
+async def on_advocate(
+    conn: asyncpg.Connection,
+    event: CloudEvent,
+    payload: ev.AdvocateEnrolled | ev.AdvocateUpdated,
+) -> None:
+    await repository.upsert_advocate(
+        conn, event.tenantid, payload, email_norm=fraud.normalize_email(payload.email)
+    )
+    if payload.code:
+        await _code(conn, event.tenantid, payload.code, payload.program_id, payload.advocate_id)
+
+
+async def on_advocate_blocked(
+    conn: asyncpg.Connection, event: CloudEvent, payload: ev.AdvocateBlocked | ev.AdvocateUnblocked
+) -> None:
+    blocked = isinstance(payload, ev.AdvocateBlocked)
+    await repository.set_advocate_blocked(conn, payload.advocate_id, blocked, payload.version)
+
+
+async def _code(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    code: str,
+    program_id: str,
+    advocate_id: str,
+    alias_of: str | None = None,
+) -> None:
+    key = code.upper()
+    async with conversions.evidence_arriving(conn, tenant_id, code_key=key):
+        await repository.upsert_code(
+            conn,
+            tenant_id=tenant_id,
+            code=code,
+            program_id=program_id,
+            advocate_id=advocate_id,
+            alias_of=alias_of,
+        )
+
+
+async def on_code_created(
+    conn: asyncpg.Connection, event: CloudEvent, payload: ev.CodeCreated
+) -> None:
+    await _code(conn, event.tenantid, payload.code, payload.program_id, payload.advocate_id)
+
+
+async def on_code_changed(
+    conn: asyncpg.Connection, event: CloudEvent, payload: ev.CodeChanged
+) -> None:
+    # The previous code stays an alias of the same advocate (it keeps attributing); recorded
+    # too in case its own code.created was never seen here.
+    await _code(conn, event.tenantid, payload.code, payload.program_id, payload.advocate_id)
+    await _code(
+        conn,
+        event.tenantid,
+        payload.previous_code,
+        payload.program_id,
+        payload.advocate_id,
+        alias_of=payload.code.upper(),
+    )
+
+
+async def on_link_clicked(
+    conn: asyncpg.Connection, event: CloudEvent, payload: ev.LinkClicked
+) -> None:
+    async with conversions.evidence_arriving(conn, event.tenantid, click_id=payload.click_id):
+        await repository.insert_click(conn, event.tenantid, payload)
+
+
+# --- attribution settings ------------------------------------------------------------------
+
+
+async def _own_program(conn: asyncpg.Connection, tenant_id: str, program_id: str) -> None:
+    program = await repository.get_program(conn, program_id)
+    stored = await repository.get_settings(conn, program_id)
+    owner = program["tenant_id"] if program else stored["tenant_id"] if stored else None
+    if owner is not None and owner != tenant_id:
+        raise NotFound(f"no program '{program_id}'", field="program_id")
+
+
+async def get_settings(
+    conn: asyncpg.Connection, tenant_id: str, program_id: str
+) -> tuple[ProgramSettings, datetime | None]:
+    await _own_program(conn, tenant_id, program_id)
+    row = await repository.get_settings(conn, program_id)
+    if row is None:
+        return DEFAULT_SETTINGS, None
+    return ProgramSettings.model_validate(row["settings"]), row["updated_at"]
+
+
+async def put_settings(
+    conn: asyncpg.Connection, tenant_id: str, program_id: str, settings: ProgramSettings
+) -> datetime:
+    await _own_program(conn, tenant_id, program_id)
+    row = await repository.put_settings(
+        conn, program_id, tenant_id, settings.model_dump(mode="json")
+    )
+    updated: datetime = row["updated_at"]
+    return updated

@@ -1,0 +1,74 @@
+"""HTTP routes of the review queue."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import asyncpg
+from fastapi import APIRouter, Query
+
+from attribution_service.reviews import handlers
+from attribution_service.reviews.schemas import ReviewDecisionIn, ReviewOut, ReviewPage
+from attribution_service.web import Auth, Rt
+
+router = APIRouter(tags=["reviews"])
+
+
+def _review(r: asyncpg.Record) -> ReviewOut:
+    return ReviewOut(
+        id=r["id"],
+        conversion_id=r["conversion_id"],
+        program_id=r["program_id"],
+        advocate_id=r["advocate_id"],
+        reasons=list(r["reasons"]),
+        status=r["status"],
+        decision_reason=r["decision_reason"],
+        decided_by=r["decided_by"],
+        created_at=r["created_at"],
+        decided_at=r["decided_at"],
+    )
+
+
+@router.get("/v1/reviews", response_model=ReviewPage)
+async def list_reviews(
+    who: Auth,
+    rt: Rt,
+    status: Literal["open", "approved", "denied"] = "open",
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    after: Annotated[str | None, Query(max_length=100)] = None,
+) -> ReviewPage:
+    async with rt.transaction() as conn:
+        rows = await handlers.list_reviews(conn, who.tenant_id, status, limit, after)
+    items = [_review(r) for r in rows]
+    return ReviewPage(items=items, next_after=items[-1].id if len(items) == limit else None)
+
+
+@router.get("/v1/reviews/{review_id}", response_model=ReviewOut)
+async def get_review(review_id: str, who: Auth, rt: Rt) -> ReviewOut:
+    async with rt.transaction() as conn:
+        return _review(await handlers.get_review(conn, who.tenant_id, review_id))
+
+
+async def _decide(
+    review_id: str, body: ReviewDecisionIn, who: Auth, rt: Rt, *, approve: bool
+) -> ReviewOut:
+    async with rt.transaction() as conn:
+        row = await handlers.decide_review(
+            conn,
+            who.tenant_id,
+            review_id,
+            approve=approve,
+            reason=body.reason,
+            decided_by=body.decided_by,
+        )
+    return _review(row)
+
+
+@router.post("/v1/reviews/{review_id}/approve", response_model=ReviewOut)
+async def approve_review(review_id: str, body: ReviewDecisionIn, who: Auth, rt: Rt) -> ReviewOut:
+    return await _decide(review_id, body, who, rt, approve=True)
+
+
+@router.post("/v1/reviews/{review_id}/deny", response_model=ReviewOut)
+async def deny_review(review_id: str, body: ReviewDecisionIn, who: Auth, rt: Rt) -> ReviewOut:
+    return await _decide(review_id, body, who, rt, approve=False)

@@ -1,0 +1,73 @@
+"""The review queue's SQL. Functions take the caller's connection; nothing commits."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import asyncpg
+
+from attribution_service.conversions.decision import NewReview
+from servicekit.sql import Params
+
+_REVIEW = Params(("id", "tenant_id", "conversion_id", "program_id", "advocate_id"))
+_INSERT_REVIEWS = """
+    INSERT INTO reviews ({names}, reasons)
+    SELECT {names}, ARRAY(SELECT jsonb_array_elements_text(u.reasons::jsonb))
+    FROM unnest({arrays}, ${reasons}::text[]) AS u({names}, reasons)
+    ON CONFLICT (conversion_id) DO UPDATE SET reasons = EXCLUDED.reasons
+""".format(  # noqa: S608
+    names=", ".join(_REVIEW.names), arrays=_REVIEW.arrays(), reasons=_REVIEW.next
+)
+
+
+async def insert_reviews(conn: asyncpg.Connection, items: Sequence[NewReview]) -> None:
+    """Open reviews of conversions screening flagged (ids chosen by the caller)."""
+    await conn.execute(
+        _INSERT_REVIEWS, *_REVIEW.columns(items), [json.dumps(i.reasons) for i in items]
+    )
+
+
+async def list_reviews(
+    conn: asyncpg.Connection, tenant_id: str, status: str, limit: int, after: str | None
+) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await conn.fetch(
+        """
+        SELECT * FROM reviews WHERE tenant_id = $1 AND status = $2
+          AND ($4::text IS NULL OR id > $4)
+        ORDER BY id LIMIT $3
+        """,
+        tenant_id,
+        status,
+        limit,
+        after,
+    )
+    return rows
+
+
+async def get_review(
+    conn: asyncpg.Connection, tenant_id: str, review_id: str, *, lock: bool = False
+) -> asyncpg.Record | None:
+    sql = (
+        "SELECT * FROM reviews WHERE id = $1 AND tenant_id = $2 FOR UPDATE"
+        if lock
+        else "SELECT * FROM reviews WHERE id = $1 AND tenant_id = $2"
+    )
+    return await conn.fetchrow(sql, review_id, tenant_id)
+
+
+async def close_review(
+    conn: asyncpg.Connection, review_id: str, status: str, reason: str, decided_by: str | None
+) -> asyncpg.Record:
+    row = await conn.fetchrow(
+        """
+        UPDATE reviews SET status = $2, decision_reason = $3, decided_by = $4, decided_at = now()
+        WHERE id = $1 RETURNING *
+        """,
+        review_id,
+        status,
+        reason,
+        decided_by,
+    )
+    assert row is not None
+    return row

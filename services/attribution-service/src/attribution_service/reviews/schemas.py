@@ -1,0 +1,33 @@
+"""Bodies of the review queue's routes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ReviewOut(BaseModel):
+    id: str
+    conversion_id: str
+    program_id: str
+    advocate_id: str
+    reasons: list[str]
+    status: Literal["open", "approved", "denied"]
+    decision_reason: str | None
+    decided_by: str | None
+    created_at: datetime
+    decided_at: datetime | None
+
+
+class ReviewPage(BaseModel):
+    items: list[ReviewOut]
+    next_after: str | None
+
+
+class ReviewDecisionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=1000)
+    decided_by: str | None = Field(default=None, max_length=200)
