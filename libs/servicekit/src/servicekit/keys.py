@@ -2,8 +2,9 @@
 it (`KEY_HANDLERS`, from link.events) and the authenticator's view of it (`KeyStore`).
 
 The copy is read through a per-replica cache by key hash, with a TTL of at most a second and
-negative entries too, so a hot path does no database round trip per request while a revoked key
-is refused within the TTL after its event is applied (the consumer's lag plus the TTL)."""
+negative entries too (0.2 s), so a hot path does no database round trip per request while a
+revoked key is refused within the TTL after its event is applied (the consumer's lag plus the
+TTL)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,10 @@ from servicekit.runtime import ConsumerSpec
 
 # Negative entries come from guessed keys too; a replica forgets everything past this many.
 MAX_CACHED = 100_000
+# An unknown key is remembered this long (at most the TTL): long enough that a client retrying
+# a bad key in a loop does not reach Postgres on every request, short enough that a key just
+# created works as soon as its event has reached this service.
+NEGATIVE_TTL = 0.2
 
 
 class KeyStore:
@@ -63,7 +68,8 @@ class KeyStore:
         )
         if len(self._cache) >= MAX_CACHED:
             self._cache.clear()
-        self._cache[key_hash] = (now + self._ttl, key)
+        ttl = self._ttl if key is not None else min(self._ttl, NEGATIVE_TTL)
+        self._cache[key_hash] = (now + ttl, key)
         return key
 
     def forget(self, key_hash: str) -> None:
