@@ -20,6 +20,7 @@ from servicekit.front import FastAPIEntry
 from servicekit.keys import KeyStore
 from servicekit.metrics import RouteIndexedMetricsMiddleware, ServiceMetrics
 from servicekit.problems import install_problem_handlers
+from servicekit.ratelimit import RateLimiter
 from servicekit.runtime import Runtime, ServiceSpec
 from servicekit.settings import ServiceSettings
 from servicekit.telemetry import configure_tracing
@@ -99,6 +100,7 @@ def create_service_app(
     app.state.authenticator = ApiKeyAuthenticator(
         settings.api_keys,
         KeyStore(lambda: rt.pool, settings.api_key_cache_ttl_seconds),
+        RateLimiter(settings.rate_limit_plans),
     )
     metrics = ServiceMetrics(rt)
     app.state.metrics = metrics

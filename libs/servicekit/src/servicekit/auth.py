@@ -9,7 +9,8 @@ dependency in the route table and applies the same check (`Principal.require`).
 Two kinds of key: the bootstrap keys of the `API_KEYS` setting (platform admins of a fresh
 install), and workspace keys (`rk_live_…` / `rk_test_…`) created through link-service, of which
 every service reads its own copy (servicekit.keys.KeyStore, cached per replica for at most a
-second). An unknown, malformed, expired or revoked key gets one and the same 401."""
+second). An unknown, malformed, expired or revoked key gets one and the same 401. A workspace
+key's requests are rate limited by its workspace's plan (servicekit.ratelimit)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from fastapi import Depends, Request
 
 from servicekit.asgi import header_map
 from servicekit.problems import Forbidden, InvalidInput, Unauthorized
+from servicekit.ratelimit import RateLimiter
 from servicekit.settings import ApiKeyEntry
 
 KEY_PREFIX = "rk_"
@@ -120,7 +122,12 @@ class ApiKeyAuthenticator:
     """Bootstrap keys from the settings, then workspace keys from `store` (None: bootstrap
     keys only)."""
 
-    def __init__(self, entries: list[ApiKeyEntry], store: KeyLookup | None = None) -> None:
+    def __init__(
+        self,
+        entries: list[ApiKeyEntry],
+        store: KeyLookup | None = None,
+        limiter: RateLimiter | None = None,
+    ) -> None:
         self._by_hash = {
             e.key_sha256: (
                 e.key_sha256,
@@ -134,6 +141,7 @@ class ApiKeyAuthenticator:
             for e in entries
         }
         self.store = store
+        self.limiter = limiter
         # Called with the id of every workspace key that authenticates (the owner's use record).
         self.on_use: Callable[[str], None] | None = None
 
@@ -148,6 +156,10 @@ class ApiKeyAuthenticator:
         if self.store is not None and presented.startswith(WORKSPACE_KEY_PREFIXES):
             key = await self.store.get(digest)
             if key is not None and key.usable(datetime.now(UTC)):
+                # The key's rate limit, here so every path that authenticates applies it: the
+                # routes' dependencies and the front doors alike.
+                if self.limiter is not None:
+                    self.limiter.check(key.key_id, key.plan)
                 if self.on_use is not None:
                     self.on_use(key.key_id)
                 return Principal(

@@ -11,9 +11,15 @@ from link_service.code_cache import CodeCache, CodeTarget
 from link_service.config import Settings
 from link_service.enrollment.worker import EnrollmentWorker
 from link_service.workers import CacheInvalidator, ClickWriter
+from servicekit.ratelimit import RateLimiter
 from servicekit.runtime import Runtime
+from servicekit.settings import PlanRate
 
 log = logging.getLogger(__name__)
+
+
+# The plan name of unknown-code probes on the redirect (servicekit.ratelimit).
+PROBE_PLAN = "redirect"
 
 
 class LinkState:
@@ -29,6 +35,15 @@ class LinkState:
         self.ip_key = settings.ip_hash_key.encode()
         self.client_ip_header = (
             settings.client_ip_header.lower().encode() if settings.client_ip_header else None
+        )
+        # Unknown-code answers per client address (known codes never count).
+        self.probes = RateLimiter(
+            {
+                PROBE_PLAN: PlanRate(
+                    per_second=settings.redirect_unknown_code_per_second,
+                    burst=settings.redirect_unknown_code_burst,
+                )
+            }
         )
         self.rt: Runtime | None = None
         self.writer: ClickWriter | None = None
