@@ -5,7 +5,6 @@ from __future__ import annotations
 from attribution_service.programs import handlers
 from referral_events import topics
 from referral_events.contracts import link as ev
-from servicekit.keys import key_consumer
 from servicekit.runtime import ConsumerSpec
 
 CONSUMERS: list[ConsumerSpec] = [
@@ -23,6 +22,5 @@ CONSUMERS: list[ConsumerSpec] = [
             ev.CodeChanged.TYPE: handlers.on_code_changed,
             ev.LinkClicked.TYPE: handlers.on_link_clicked,
         },
-    ),
-    key_consumer("attribution-service"),
+    )
 ]

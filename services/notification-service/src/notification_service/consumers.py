@@ -13,7 +13,6 @@ from notification_service.email.consumed import EMAIL_HANDLERS
 from notification_service.webhooks import domain, handlers
 from referral_events import CloudEvent, topics
 from referral_events.inbox import Handler
-from servicekit.keys import key_consumer
 from servicekit.runtime import ConsumerSpec
 
 
@@ -42,6 +41,5 @@ CONSUMERS: list[ConsumerSpec] = [
         group="notification-service",
         topics=[topics.LINK_EVENTS, topics.REWARD_EVENTS, topics.ATTRIBUTION_EVENTS],
         handlers=routing_table(),
-    ),
-    key_consumer("notification-service"),
+    )
 ]

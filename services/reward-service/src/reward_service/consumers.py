@@ -16,7 +16,6 @@ from referral_events.contracts.attribution import ConversionAttributed, Conversi
 from referral_events.inbox import Handler
 from reward_service.clock import Clock, utc_now
 from reward_service.earning import handlers
-from servicekit.keys import key_consumer
 from servicekit.runtime import ConsumerSpec
 
 
@@ -37,8 +36,7 @@ def consumers(clock: Clock = utc_now) -> list[ConsumerSpec]:
         ConversionRefunded.TYPE: refunded,
     }
     return [
-        ConsumerSpec(group="reward-service", topics=[topics.ATTRIBUTION_EVENTS], handlers=routes),
-        key_consumer("reward-service"),
+        ConsumerSpec(group="reward-service", topics=[topics.ATTRIBUTION_EVENTS], handlers=routes)
     ]
 
 
