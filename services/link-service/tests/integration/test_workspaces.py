@@ -59,6 +59,14 @@ async def test_workspace_keys_lifecycle(env: Any) -> None:
     listed = {k["id"]: k for k in r.json()["items"]}
     assert set(listed) == {admin["id"], shop["id"]} and "key" not in listed[shop["id"]]
 
+    # last_used_at: noted in memory, written by the usage worker (at most once a minute).
+    from link_service.workspaces.usage import KeyUsage
+
+    [usage] = [w for w in env.app.state.runtime.workers if isinstance(w, KeyUsage)]
+    await usage.flush()
+    r = await c.get(f"/v1/api-keys/{shop['id']}", headers=bearer(admin["key"]))
+    assert r.json()["last_used_at"] is not None, r.text
+
     # Another workspace's key: 404.
     r = await c.get(f"/v1/api-keys/{shop['id']}")
     assert r.status_code == 404
