@@ -167,3 +167,39 @@ async def test_expired_key_is_refused(env: Any) -> None:
         json={"name": "past", "scopes": ["programs:read"], "expires_at": past.isoformat()},
     )
     assert r.status_code == 422 and r.json()["field"] == "/expires_at"
+
+
+async def test_keys_cli_creates_lists_and_revokes_through_the_same_handlers(
+    env: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import argparse
+    import json
+
+    from link_service.workspaces.cli import KEYS
+
+    settings = env.settings()
+
+    def run(*argv: str) -> tuple[int, list[dict[str, Any]]]:
+        parser = argparse.ArgumentParser()
+        KEYS.arguments(parser)
+        code = KEYS.run(parser.parse_args(list(argv)), settings)
+        out = capsys.readouterr().out
+        return code, [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    code, [created] = await asyncio.to_thread(
+        run, "create", "--workspace", "acme", "--name", "ops", "--scopes", "programs:read"
+    )
+    assert code == 0 and created["key"].startswith("rk_live_")
+    assert (await env.client.get("/v1/programs", headers=bearer(created["key"]))).status_code == 200
+    code, listed = await asyncio.to_thread(run, "list", "--workspace", "acme")
+    assert code == 0 and [k["id"] for k in listed] == [created["id"]] and "key" not in listed[0]
+    code, _ = await asyncio.to_thread(
+        run, "create", "--workspace", "acme", "--name", "x", "--scopes", "codes:read"
+    )
+    assert code == 2
+    code, [revoked] = await asyncio.to_thread(run, "revoke", "--workspace", "acme", created["id"])
+    assert code == 0 and revoked["revoked_at"] is not None
+    await asyncio.sleep(1.1)  # this replica's cache (API_KEY_CACHE_TTL_SECONDS)
+    assert (await env.client.get("/v1/programs", headers=bearer(created["key"]))).status_code == 401
+    r = await env.client.get("/v1/audit-log")
+    assert [e["actor_key_id"].startswith("cli:") for e in r.json()["items"]] == [True, True]
