@@ -45,3 +45,21 @@ DROP INDEX IF EXISTS inbox_processed_at;
 DROP INDEX IF EXISTS outbox_parked;
 ALTER TABLE outbox DROP COLUMN parked_at, DROP COLUMN last_error, DROP COLUMN attempts;
 """
+
+# A service's copy of link-service's API keys (referral_events.contracts.link ApiKey*), fed by
+# its consumer of link.events (servicekit.keys.KEY_HANDLERS) and read by its authenticator
+# (servicekit.keys.KeyStore). link-service's own `api_keys` table has these columns and more.
+API_KEYS_COPY_V1 = """
+CREATE TABLE api_keys (
+    key_hash     text PRIMARY KEY,
+    id           text NOT NULL UNIQUE,
+    workspace_id text NOT NULL,
+    scopes       text[] NOT NULL,
+    plan         text NOT NULL,
+    expires_at   timestamptz,
+    revoked_at   timestamptz,
+    version      integer NOT NULL
+);
+"""
+
+DROP_API_KEYS_COPY_V1 = "DROP TABLE IF EXISTS api_keys;"

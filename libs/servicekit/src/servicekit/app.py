@@ -15,13 +15,18 @@ from prometheus_fastapi_instrumentator.middleware import PrometheusInstrumentato
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from servicekit.auth import ApiKeyAuthenticator
+from servicekit.auth import ApiKeyAuthenticator, public
 from servicekit.front import FastAPIEntry
+from servicekit.keys import KeyStore
 from servicekit.metrics import RouteIndexedMetricsMiddleware, ServiceMetrics
 from servicekit.problems import install_problem_handlers
+from servicekit.ratelimit import RateLimiter
 from servicekit.runtime import Runtime, ServiceSpec
 from servicekit.settings import ServiceSettings
 from servicekit.telemetry import configure_tracing
+
+PROBE = public("a probe: the kubelet has no key")
+METRICS = public("scraped by Prometheus; NetworkPolicies admit only the monitoring namespace")
 
 
 def runtime(request: Request) -> Runtime:
@@ -92,16 +97,20 @@ def create_service_app(
     app = ServiceApp(title=spec.name, version=spec.version, lifespan=lifespan)
     app.state.runtime = rt
     app.state.settings = settings
-    app.state.authenticator = ApiKeyAuthenticator(settings.api_keys)
+    app.state.authenticator = ApiKeyAuthenticator(
+        settings.api_keys,
+        KeyStore(lambda: rt.pool, settings.api_key_cache_ttl_seconds),
+        RateLimiter(settings.rate_limit_plans),
+    )
     metrics = ServiceMetrics(rt)
     app.state.metrics = metrics
     install_problem_handlers(app)
 
-    @app.get("/healthz", include_in_schema=False)
+    @app.get("/healthz", include_in_schema=False, dependencies=[PROBE])
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", include_in_schema=False)
+    @app.get("/readyz", include_in_schema=False, dependencies=[PROBE])
     async def readyz() -> JSONResponse:
         ok, checks = await rt.ready()
         return JSONResponse(
@@ -111,7 +120,7 @@ def create_service_app(
 
     # Unauthenticated like the probes: NetworkPolicies let only the monitoring namespace reach
     # the port, and nothing here is per tenant or personal.
-    @app.get("/metrics", include_in_schema=False)
+    @app.get("/metrics", include_in_schema=False, dependencies=[METRICS])
     async def prometheus_metrics() -> Response:
         await metrics.refresh()
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

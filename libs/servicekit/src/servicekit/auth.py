@@ -4,30 +4,75 @@ each key belongs to one tenant, which scopes every query the request makes.
 One path from a request's headers to its principal (`ApiKeyAuthenticator.from_headers`), taken
 by the FastAPI dependencies here and by the front doors (servicekit.front) alike. A route
 declares the scope it needs with `requires`; a front door standing in for the route finds that
-dependency in the route table and applies the same check (`Principal.require`)."""
+dependency in the route table and applies the same check (`Principal.require`).
+
+Two kinds of key: the bootstrap keys of the `API_KEYS` setting (platform admins of a fresh
+install), and workspace keys (`rk_live_…` / `rk_test_…`) created through link-service, of which
+every service reads its own copy (servicekit.keys.KeyStore, cached per replica for at most a
+second). An unknown, malformed, expired or revoked key gets one and the same 401. A workspace
+key's requests are rate limited by its workspace's plan (servicekit.ratelimit)."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any
+from datetime import UTC, datetime
+from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, Request
 
 from servicekit.asgi import header_map
-from servicekit.problems import Forbidden, Unauthorized
+from servicekit.problems import Forbidden, InvalidInput, Unauthorized
+from servicekit.ratelimit import RateLimiter
 from servicekit.settings import ApiKeyEntry
 
 KEY_PREFIX = "rk_"
+# Workspace keys: the prefix tells secret scanners (and people) what leaked, and which mode.
+LIVE_PREFIX = "rk_live_"
+TEST_PREFIX = "rk_test_"
+WORKSPACE_KEY_PREFIXES = (LIVE_PREFIX, TEST_PREFIX)
+
+# Every scope a key may carry, and what it lets a key do (docs/api-scopes.md lists the routes).
+SCOPES: dict[str, str] = {
+    "programs:read": "read programs, codes, links and QR codes",
+    "programs:write": "create and change programs, codes and reward rules",
+    "advocates:read": "read advocates, referrals and conversions",
+    "advocates:write": "enroll, change and block advocates; bulk enrollment",
+    "conversions:write": "report conversions and refunds; review them",
+    "rewards:read": "read rewards, balances and the ledger",
+    "rewards:write": "redeem, reverse and adjust rewards; coupon pools",
+    "payouts:write": "create and settle payouts",
+    "webhooks:admin": "manage webhook endpoints and email templates",
+    "privacy:admin": "erase and export personal data; suppressions",
+    "admin": "manage the workspace's API keys and read its audit log",
+}
+# Bootstrap keys only: every scope.
+ALL_SCOPES = "*"
+# The one answer to a key that does not authenticate, whichever the reason.
+INVALID_KEY = "invalid API key"
+
+
+def validate_scopes(scopes: list[str], field: str = "/scopes") -> list[str]:
+    """`scopes` without repeats, in order; 422 naming the first unknown one (`/scopes/N`)."""
+    for i, scope in enumerate(scopes):
+        if scope not in SCOPES:
+            raise InvalidInput(f"unknown scope '{scope}'", field=f"{field}/{i}")
+    return list(dict.fromkeys(scopes))
 
 
 @dataclass(frozen=True)
 class Principal:
     tenant_id: str
     scopes: frozenset[str]
+    # The key's id (workspace keys) or `bootstrap:<name>`: who did it, in the audit log.
+    key_id: str = ""
+    # A bootstrap key of the API_KEYS setting: may manage workspaces.
+    platform: bool = False
+    # The workspace's plan: which rate limit the key's requests get.
+    plan: str = "standard"
 
     def require(self, scope: str) -> None:
         if "*" not in self.scopes and scope not in self.scopes:
@@ -38,8 +83,29 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def generate_key() -> str:
-    return KEY_PREFIX + secrets.token_urlsafe(32)
+def generate_key(prefix: str = KEY_PREFIX) -> str:
+    return prefix + secrets.token_urlsafe(32)
+
+
+@dataclass(frozen=True)
+class StoredKey:
+    """A workspace key as a service's copy of the key table holds it."""
+
+    key_id: str
+    workspace_id: str
+    scopes: frozenset[str]
+    plan: str
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+    def usable(self, now: datetime) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
+
+
+class KeyLookup(Protocol):
+    """Where workspace keys are found by the SHA-256 of their secret (servicekit.keys)."""
+
+    async def get(self, key_hash: str) -> StoredKey | None: ...
 
 
 def presented_key(headers: Mapping[bytes, bytes]) -> str | None:
@@ -53,22 +119,60 @@ def presented_key(headers: Mapping[bytes, bytes]) -> str | None:
 
 
 class ApiKeyAuthenticator:
-    def __init__(self, entries: list[ApiKeyEntry]) -> None:
-        self._by_hash = {e.key_sha256: e for e in entries}
+    """Bootstrap keys from the settings, then workspace keys from `store` (None: bootstrap
+    keys only)."""
 
-    def authenticate(self, presented: str | None) -> Principal:
+    def __init__(
+        self,
+        entries: list[ApiKeyEntry],
+        store: KeyLookup | None = None,
+        limiter: RateLimiter | None = None,
+    ) -> None:
+        self._by_hash = {
+            e.key_sha256: (
+                e.key_sha256,
+                Principal(
+                    tenant_id=e.tenant_id,
+                    scopes=frozenset(e.scopes),
+                    key_id=f"bootstrap:{e.name or e.key_sha256[:8]}",
+                    platform=True,
+                ),
+            )
+            for e in entries
+        }
+        self.store = store
+        self.limiter = limiter
+        # Called with the id of every workspace key that authenticates (the owner's use record).
+        self.on_use: Callable[[str], None] | None = None
+
+    async def authenticate(self, presented: str | None) -> Principal:
         if not presented:
             raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
         digest = hash_key(presented)
-        entry = self._by_hash.get(digest)
+        bootstrap = self._by_hash.get(digest)
         # compare_digest keeps the final check constant-time even though the dict lookup isn't.
-        if entry is None or not hmac.compare_digest(entry.key_sha256, digest):
-            raise Unauthorized("invalid API key")
-        return Principal(tenant_id=entry.tenant_id, scopes=frozenset(entry.scopes))
+        if bootstrap is not None and hmac.compare_digest(bootstrap[0], digest):
+            return bootstrap[1]
+        if self.store is not None and presented.startswith(WORKSPACE_KEY_PREFIXES):
+            key = await self.store.get(digest)
+            if key is not None and key.usable(datetime.now(UTC)):
+                # The key's rate limit, here so every path that authenticates applies it: the
+                # routes' dependencies and the front doors alike.
+                if self.limiter is not None:
+                    self.limiter.check(key.key_id, key.plan)
+                if self.on_use is not None:
+                    self.on_use(key.key_id)
+                return Principal(
+                    tenant_id=key.workspace_id,
+                    scopes=key.scopes,
+                    key_id=key.key_id,
+                    plan=key.plan,
+                )
+        raise Unauthorized(INVALID_KEY)
 
-    def from_headers(self, headers: Mapping[bytes, bytes]) -> Principal:
+    async def from_headers(self, headers: Mapping[bytes, bytes]) -> Principal:
         """The principal of a request with these headers (servicekit.asgi.header_map)."""
-        return self.authenticate(presented_key(headers))
+        return await self.authenticate(presented_key(headers))
 
 
 # Both dependencies are coroutines: FastAPI runs plain functions in its thread pool, two thread
@@ -76,7 +180,7 @@ class ApiKeyAuthenticator:
 async def principal(request: Request) -> Principal:
     """FastAPI dependency: the tenant the request acts for."""
     authenticator: ApiKeyAuthenticator = request.app.state.authenticator
-    return authenticator.from_headers(header_map(request.scope))
+    return await authenticator.from_headers(header_map(request.scope))
 
 
 @dataclass(frozen=True)
@@ -89,6 +193,23 @@ class Requires:
     async def __call__(self, who: Annotated[Principal, Depends(principal)]) -> Principal:
         who.require(self.scope)
         return who
+
+
+@dataclass(frozen=True)
+class Public:
+    """FastAPI dependency marking a route that takes no API key on purpose (the redirect, the
+    probes, receivers authenticated by their own signature), with the reason: every route
+    declares either this or `requires` (the route walk in tests/e2e checks)."""
+
+    reason: str
+
+    async def __call__(self) -> None:
+        return None
+
+
+def public(reason: str) -> Any:
+    """`dependencies=[public("...why...")]` on a route that takes no API key."""
+    return Depends(Public(reason))
 
 
 def requires(scope: str) -> Any:

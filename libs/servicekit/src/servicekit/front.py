@@ -120,11 +120,11 @@ class FrontRoute:
             rules = self._rules = self._read_route()
         return rules
 
-    def principal(self, headers: Headers) -> Principal | None:
+    async def principal(self, headers: Headers) -> Principal | None:
         """The route's principal (None for a public route); raises Unauthorized as the route's
         `auth.principal` dependency would."""
         authenticator = self.rules.authenticator
-        return authenticator.from_headers(headers) if authenticator is not None else None
+        return await authenticator.from_headers(headers) if authenticator is not None else None
 
     def inputs(self, headers: Headers) -> dict[str, Any] | None:
         """The route's header parameters by name as its own fields validate them; None when one
@@ -192,7 +192,7 @@ class FrontRoute:
             rules = self._rules or self.rules
             if rules.authenticator is not None:
                 if who is None:
-                    who = rules.authenticator.from_headers(headers or header_map(scope))
+                    who = await rules.authenticator.from_headers(headers or header_map(scope))
                 for required in rules.scopes:
                     who.require(required)
             status = await answer()

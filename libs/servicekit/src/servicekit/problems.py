@@ -18,6 +18,8 @@ PROBLEM_JSON = "application/problem+json"
 class DomainError(Exception):
     status = 400
     title = "Bad request"
+    # Response headers the refusal carries (a 429's Retry-After).
+    headers: dict[str, str] | None = None
 
     def __init__(self, detail: str, *, field: str | None = None) -> None:
         super().__init__(detail)
@@ -51,7 +53,13 @@ class Forbidden(DomainError):
 
 
 def problem(
-    status: int, title: str, detail: str, *, instance: str | None = None, **extra: Any
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    instance: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
 ) -> JSONResponse:
     body: dict[str, Any] = {
         "type": "about:blank",
@@ -62,13 +70,16 @@ def problem(
     if instance:
         body["instance"] = instance
     body.update({k: v for k, v in extra.items() if v is not None})
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if status == 401:
+        headers = {"WWW-Authenticate": "Bearer", **(headers or {})}
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
 def domain_problem(exc: DomainError, instance: str) -> JSONResponse:
     """The answer to a refusal raised by a handler or a dependency."""
-    return problem(exc.status, exc.title, exc.detail, instance=instance, field=exc.field)
+    return problem(
+        exc.status, exc.title, exc.detail, instance=instance, field=exc.field, headers=exc.headers
+    )
 
 
 def internal_error(instance: str) -> JSONResponse:

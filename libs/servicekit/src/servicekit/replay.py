@@ -54,8 +54,8 @@ async def replay_dead_letters(
     groups: list[str] | None = None,
     dry_run: bool = False,
 ) -> ReplaySummary:
-    specs = [c for c in spec.consumers if groups is None or c.group in groups]
-    unknown = set(groups or ()) - {c.group for c in spec.consumers}
+    specs = [c for c in spec.all_consumers() if groups is None or c.group in groups]
+    unknown = set(groups or ()) - {c.group for c in spec.all_consumers()}
     if unknown:
         raise ValueError(f"{spec.name} has no consumer group {sorted(unknown)}")
     summary = ReplaySummary()

@@ -69,6 +69,13 @@ class ServiceSpec:
     # Session settings of the pooled connections (e.g. plan_cache_mode), beside the schema.
     pool_server_settings: dict[str, str] = field(default_factory=dict)
     commands: list[Command] = field(default_factory=list)
+    # The consumer keeping the service's copy of the workspace API keys
+    # (servicekit.keys.key_consumer), run like `consumers` but kept apart from the service's
+    # own (`Runtime.key_copy`): a group of its own, so a revocation never waits behind them.
+    key_copy: ConsumerSpec | None = None
+
+    def all_consumers(self) -> list[ConsumerSpec]:
+        return [*self.consumers, *([self.key_copy] if self.key_copy is not None else [])]
 
 
 class Runtime:
@@ -79,6 +86,7 @@ class Runtime:
         self._producer: AIOKafkaProducer | None = None
         self.relay: OutboxRelay | None = None
         self.consumers: list[InboxConsumer] = []
+        self.key_copy: InboxConsumer | None = None
         self.workers: list[Worker] = []
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self.stopping = False
@@ -165,7 +173,7 @@ class Runtime:
         )
         self._spawn("outbox-relay", self.relay)
         if s.run_consumers:
-            for c in self.spec.consumers:
+            for c in self.spec.all_consumers():
                 consumer = InboxConsumer(
                     name=c.group,
                     group_id=s.kafka_topic_prefix + c.group,
@@ -177,7 +185,10 @@ class Runtime:
                     max_attempts=s.consumer_max_attempts,
                     retention_days=s.inbox_retention_days,
                 )
-                self.consumers.append(consumer)
+                if c is self.spec.key_copy:
+                    self.key_copy = consumer
+                else:
+                    self.consumers.append(consumer)
                 self._spawn(f"consumer:{c.group}", consumer)
         self.workers = self.spec.workers(self)
         for i, worker in enumerate(self.workers):
@@ -204,7 +215,8 @@ class Runtime:
         grace = self.settings.shutdown_grace_seconds
         # Inbound first (consumers commit what they handled), then workers, then the relay
         # publishes everything already committed, then the producer flushes.
-        cut_short = await self._stop_all([*self.consumers, *self.workers], grace)
+        inbound = [*self.consumers, *([self.key_copy] if self.key_copy else []), *self.workers]
+        cut_short = await self._stop_all(inbound, grace)
         if self.relay is not None:
             cut_short += await self._stop_all([self.relay], grace)
         if self._producer is not None:

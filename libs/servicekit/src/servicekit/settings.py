@@ -34,6 +34,21 @@ def refuse_dev_defaults(settings: ServiceSettings, secrets: dict[str, tuple[str,
         )
 
 
+class PlanRate(BaseModel):
+    """A token bucket of `burst` tokens refilled at `per_second`: one request, one token."""
+
+    per_second: float = Field(gt=0)
+    burst: int = Field(ge=1)
+
+
+def _default_plans() -> dict[str, PlanRate]:
+    return {
+        "free": PlanRate(per_second=10, burst=20),
+        "standard": PlanRate(per_second=100, burst=200),
+        "enterprise": PlanRate(per_second=1000, burst=2000),
+    }
+
+
 class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", env_nested_delimiter="__")
 
@@ -52,7 +67,15 @@ class ServiceSettings(BaseSettings):
     kafka_topic_partitions: int | None = Field(default=None, ge=1)
 
     # JSON list of {"tenant_id", "key_sha256", "scopes"}; mount it from a Secret.
+    # Only the bootstrap platform-admin keys of a fresh install: workspace keys are created
+    # through link-service and reach every service as events (servicekit.keys).
     api_keys: list[ApiKeyEntry] = Field(default_factory=list)
+    # How long a replica trusts what it read of a workspace key (revocation takes effect
+    # within this plus the consumer's lag; the issue asks for 2 s end to end).
+    api_key_cache_ttl_seconds: float = Field(default=1.0, gt=0, le=1)
+    # Requests per workspace key, by the workspace's plan (per replica; bootstrap keys and plans
+    # not listed are not limited). JSON: {"plan": {"per_second": r, "burst": b}}.
+    rate_limit_plans: dict[str, PlanRate] = Field(default_factory=_default_plans)
 
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=1, le=65535)

@@ -87,7 +87,7 @@ class ThingsFront:
         started = time.perf_counter()
         headers = header_map(scope)
         try:
-            who = self.route.principal(headers)
+            who = await self.route.principal(headers)
         except DomainError:
             who = None
         inputs = self.route.inputs(headers)

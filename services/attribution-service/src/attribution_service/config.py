@@ -30,6 +30,9 @@ class Settings(ServiceSettings):
     ip_hash_key: str = Field(default=DEV_IP_HASH_KEY, min_length=8)
     # Stripe's own default: a signature older than this is refused (replay window).
     stripe_webhook_tolerance_seconds: int = Field(default=300, ge=1)
+    # Shopify/Stripe webhook secrets are cached per replica so signatures are checked before a
+    # database connection is taken; a rotated or deleted secret reaches other replicas in this.
+    integration_cache_seconds: float = Field(default=5.0, gt=0, le=60)
     # Shopify retries a failed delivery 8 times over 4 hours with the same X-Shopify-Triggered-At;
     # a delivery older than this is refused as stale.
     shopify_webhook_tolerance_seconds: int = Field(default=5 * 3600, ge=60)

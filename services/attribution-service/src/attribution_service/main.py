@@ -17,6 +17,7 @@ from attribution_service.reviews import api as reviews
 from attribution_service.workers import PendingSweeper
 from servicekit.app import create_service_app
 from servicekit.cli import run_cli
+from servicekit.keys import key_consumer
 from servicekit.runtime import Runtime, ServiceSpec, Worker
 from servicekit.settings import refuse_dev_defaults
 
@@ -45,6 +46,7 @@ SPEC = ServiceSpec(
     schema="attribution",
     package="attribution_service",
     consumers=CONSUMERS,
+    key_copy=key_consumer(SERVICE),
     workers=_workers,
     # Pooled connections run transactions only (no session locks, cursors, LISTEN or SET).
     pool_reset_session=False,

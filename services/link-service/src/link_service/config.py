@@ -32,6 +32,10 @@ class Settings(ServiceSettings):
     # bounds staleness should an invalidation ever be missed.
     code_cache_size: int = Field(default=100_000, ge=0)
     code_cache_ttl_seconds: float = Field(default=60.0, gt=0)
+    # Unknown-code answers of /r/ per client address (token bucket, per replica): codes cannot
+    # be probed cheaply. Known codes always redirect.
+    redirect_unknown_code_per_second: float = Field(default=1.0, gt=0)
+    redirect_unknown_code_burst: int = Field(default=30, ge=1)
     # Unknown codes are remembered briefly so a flood of bad links does not reach Postgres.
     code_cache_negative_ttl_seconds: float = Field(default=2.0, ge=0)
 

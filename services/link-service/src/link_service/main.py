@@ -20,6 +20,9 @@ from link_service.redirect import api
 from link_service.redirect.front import RedirectMiddleware
 from link_service.redirect.state import LinkState
 from link_service.redirect.workers import CacheInvalidator, ClickWriter
+from link_service.workspaces import api as workspaces_api
+from link_service.workspaces import cli as keys_cli
+from link_service.workspaces.usage import KeyUsage
 from servicekit.app import create_service_app
 from servicekit.cli import run_cli
 from servicekit.runtime import Runtime, ServiceSpec, Worker
@@ -30,7 +33,7 @@ SPEC = ServiceSpec(
     schema="link",
     package="link_service",
     consumers=CONSUMERS,
-    commands=[cli.ENROLL_BULK],
+    commands=[cli.ENROLL_BULK, keys_cli.KEYS],
 )
 
 _WARM_UP_USER_AGENT = (
@@ -53,13 +56,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # The user-agent parsers load their regex tables on first use: now, not in the
         # first redirect (and before servicekit freezes the start-up heap).
         domain.classify_user_agent(_WARM_UP_USER_AGENT)
-        return [state.writer, state.invalidator, state.enrollment, reminders]
+        usage = KeyUsage(rt)
+        app.state.authenticator.on_use = usage.note
+        return [state.writer, state.invalidator, state.enrollment, reminders, usage]
 
     routers = [
         programs_api.router,
         advocates_api.router,
         enrollment_api.router,
         portal_api.router,
+        workspaces_api.router,
         api.router,
     ]
     spec = dataclasses.replace(

@@ -16,6 +16,7 @@ from notification_service.webhooks import urlguard
 from notification_service.webhooks.dispatcher import Dispatcher
 from servicekit.app import create_service_app
 from servicekit.cli import run_cli
+from servicekit.keys import key_consumer
 from servicekit.runtime import Runtime, ServiceSpec, Worker
 from servicekit.settings import refuse_dev_defaults
 
@@ -40,6 +41,7 @@ SPEC = ServiceSpec(
     schema="notification",
     package="notification_service",
     consumers=CONSUMERS,
+    key_copy=key_consumer(SERVICE),
     workers=_workers,
     # Pooled connections run transactions only (no session locks, cursors, LISTEN or SET; the
     # dispatcher LISTENs on a connection of its own): one round trip less per transaction.

@@ -19,6 +19,7 @@ from reward_service.rules import api as rules
 from reward_service.workers import RewardReleaser
 from servicekit.app import create_service_app
 from servicekit.cli import command_connection, run_cli
+from servicekit.keys import key_consumer
 from servicekit.runtime import Command, Runtime, ServiceSpec, Worker
 from servicekit.settings import ServiceSettings
 
@@ -71,6 +72,7 @@ def build_spec(clock: Clock = utc_now) -> ServiceSpec:
         schema="reward",
         package="reward_service",
         consumers=consumers(clock),
+        key_copy=key_consumer(SERVICE),
         workers=workers,
         commands=[VERIFY],
     )

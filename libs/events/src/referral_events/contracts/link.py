@@ -193,3 +193,48 @@ class LinkClicked(EventPayload):
     counts: bool = True
     # Why a click does not count: "bot", "program_inactive", "advocate_blocked" (None if it counts).
     inactive_reason: str | None = None
+
+
+# Workspaces and API keys (link-service's `workspaces` package), keyed by workspace id. Every
+# service keeps a copy of the key table from these (servicekit.keys), so no request asks another
+# service who a key belongs to. A key is named by the SHA-256 of its secret; the secret itself
+# is never in an event.
+
+WorkspacePlan = Literal["free", "standard", "enterprise"]
+
+
+class WorkspaceCreated(EventPayload):
+    TYPE: ClassVar[str] = "workspace.created.v1"
+
+    workspace_id: str
+    name: str
+    plan: WorkspacePlan = "standard"
+    created_at: datetime | None = None
+
+
+class _ApiKeyState(EventPayload):
+    key_id: str
+    key_hash: str
+    workspace_id: str
+    name: str = ""
+    scopes: list[str]
+    # The workspace's plan when the key last changed: the rate limit its requests get.
+    plan: WorkspacePlan = "standard"
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+    # Grows with every change; a copy ignores an older state that arrives late.
+    version: int = 1
+
+
+class ApiKeyCreated(_ApiKeyState):
+    TYPE: ClassVar[str] = "api_key.created.v1"
+
+
+class ApiKeyUpdated(_ApiKeyState):
+    """Whole new state after a change of name, scopes or expiry."""
+
+    TYPE: ClassVar[str] = "api_key.updated.v1"
+
+
+class ApiKeyRevoked(_ApiKeyState):
+    TYPE: ClassVar[str] = "api_key.revoked.v1"

@@ -12,9 +12,19 @@ from fastapi import APIRouter, Request, Response
 from attribution_service.commerce import domain as commerce
 from attribution_service.commerce import handlers
 from attribution_service.commerce.schemas import IntegrationIn, IntegrationOut
+from attribution_service.commerce.secrets import IntegrationCache
 from attribution_service.web import Auth, Rt, settings
+from servicekit.auth import public, requires
 
 router = APIRouter(tags=["integrations"])
+
+
+def _cache(request: Request, rt: Rt) -> IntegrationCache:
+    cache: IntegrationCache | None = getattr(request.app.state, "integrations", None)
+    if cache is None:
+        cache = IntegrationCache(settings(rt).integration_cache_seconds)
+        request.app.state.integrations = cache
+    return cache
 
 
 def _integration(r: asyncpg.Record) -> IntegrationOut:
@@ -28,30 +38,48 @@ def _integration(r: asyncpg.Record) -> IntegrationOut:
     )
 
 
-@router.post("/v1/integrations", status_code=201, response_model=IntegrationOut)
-async def configure_integration(body: IntegrationIn, who: Auth, rt: Rt) -> IntegrationOut:
+@router.post(
+    "/v1/integrations",
+    dependencies=[requires("webhooks:admin")],
+    status_code=201,
+    response_model=IntegrationOut,
+)
+async def configure_integration(
+    body: IntegrationIn, who: Auth, rt: Rt, request: Request
+) -> IntegrationOut:
     """Store (or rotate) a platform's webhook secret; the secret is never returned."""
     async with rt.transaction() as conn:
         row = await handlers.configure(
             conn, who.tenant_id, body.provider, body.account, body.secret
         )
+    _cache(request, rt).forget()
     return _integration(row)
 
 
-@router.get("/v1/integrations", response_model=list[IntegrationOut])
+@router.get(
+    "/v1/integrations",
+    dependencies=[requires("webhooks:admin")],
+    response_model=list[IntegrationOut],
+)
 async def list_integrations(who: Auth, rt: Rt) -> list[IntegrationOut]:
     async with rt.transaction() as conn:
         return [_integration(r) for r in await handlers.listing(conn, who.tenant_id)]
 
 
-@router.delete("/v1/integrations/{integration_id}", status_code=204)
-async def delete_integration(integration_id: str, who: Auth, rt: Rt) -> Response:
+@router.delete(
+    "/v1/integrations/{integration_id}", dependencies=[requires("webhooks:admin")], status_code=204
+)
+async def delete_integration(integration_id: str, who: Auth, rt: Rt, request: Request) -> Response:
     async with rt.transaction() as conn:
         await handlers.remove(conn, who.tenant_id, integration_id)
+    _cache(request, rt).forget()
     return Response(status_code=204)
 
 
-@router.post("/v1/webhooks/shopify/{integration_id}")
+@router.post(
+    "/v1/webhooks/shopify/{integration_id}",
+    dependencies=[public("Shopify signs it (HMAC, the integration's secret)")],
+)
 async def shopify_webhook(integration_id: str, request: Request, rt: Rt) -> dict[str, Any]:
     """orders/create and refunds/create. Verified against the shop's secret; a replayed
     delivery (same X-Shopify-Webhook-Id) answers its stored outcome and changes nothing."""
@@ -59,18 +87,19 @@ async def shopify_webhook(integration_id: str, request: Request, rt: Rt) -> dict
     body = await request.body()
     headers = {k.lower(): v for k, v in request.headers.items()}
     now = datetime.now(UTC)
+    # Verified against the cached secret before a connection is taken.
+    integ = await _cache(request, rt).get(rt, "shopify", integration_id)
+    webhook_id = commerce.verify_shopify(
+        body,
+        headers,
+        secret=integ["secret"],
+        shop=integ["account"],
+        tolerance=timedelta(seconds=s.shopify_webhook_tolerance_seconds),
+        now=now,
+    )
+    topic = headers.get("x-shopify-topic", "")
+    action = commerce.shopify_delivery(topic, body)
     async with rt.transaction() as conn:
-        integ = await handlers.integration(conn, "shopify", integration_id)
-        webhook_id = commerce.verify_shopify(
-            body,
-            headers,
-            secret=integ["secret"],
-            shop=integ["account"],
-            tolerance=timedelta(seconds=s.shopify_webhook_tolerance_seconds),
-            now=now,
-        )
-        topic = headers.get("x-shopify-topic", "")
-        action = commerce.shopify_delivery(topic, body)
         return await handlers.apply(
             conn,
             integ,
@@ -83,21 +112,24 @@ async def shopify_webhook(integration_id: str, request: Request, rt: Rt) -> dict
         )
 
 
-@router.post("/v1/webhooks/stripe/{integration_id}")
+@router.post(
+    "/v1/webhooks/stripe/{integration_id}",
+    dependencies=[public("Stripe signs it (HMAC, the integration's secret)")],
+)
 async def stripe_webhook(integration_id: str, request: Request, rt: Rt) -> dict[str, Any]:
     """checkout.session.completed, invoice.paid, charge.refunded (and
     customer.subscription.deleted). Verified with the Stripe-Signature scheme; a replayed event
     id answers its stored outcome and changes nothing."""
     s = settings(rt)
     body = await request.body()
+    integ = await _cache(request, rt).get(rt, "stripe", integration_id)
+    event = commerce.verify_stripe(
+        body,
+        request.headers.get("stripe-signature"),
+        secret=integ["secret"],
+        tolerance=s.stripe_webhook_tolerance_seconds,
+    )
     async with rt.transaction() as conn:
-        integ = await handlers.integration(conn, "stripe", integration_id)
-        event = commerce.verify_stripe(
-            body,
-            request.headers.get("stripe-signature"),
-            secret=integ["secret"],
-            tolerance=s.stripe_webhook_tolerance_seconds,
-        )
         return await handlers.apply(
             conn,
             integ,

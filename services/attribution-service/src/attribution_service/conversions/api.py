@@ -15,7 +15,7 @@ from attribution_service.conversions.schemas import ConversionIn, ConversionOut
 from attribution_service.refunds.api import refund_out
 from attribution_service.web import Auth, IdempotencyKey, Rt, settings
 from servicekit import money
-from servicekit.auth import Principal
+from servicekit.auth import Principal, requires
 from servicekit.runtime import Runtime
 
 router = APIRouter(tags=["conversions"])
@@ -57,6 +57,7 @@ def _out(row: Mapping[str, Any], refunds: list[asyncpg.Record] | None = None) ->
 
 @router.post(
     "/v1/conversions",
+    dependencies=[requires("conversions:write")],
     status_code=201,
     response_model=ConversionOut,
     responses={
@@ -97,7 +98,11 @@ async def submit(
     return _out(row), 202 if row["status"] == "pending" else 201
 
 
-@router.get("/v1/conversions/{conversion_id}", response_model=ConversionOut)
+@router.get(
+    "/v1/conversions/{conversion_id}",
+    dependencies=[requires("advocates:read")],
+    response_model=ConversionOut,
+)
 async def get_conversion(conversion_id: str, who: Auth, rt: Rt) -> ConversionOut:
     async with rt.transaction() as conn:
         row, refunds = await handlers.get_conversion(conn, who.tenant_id, conversion_id)

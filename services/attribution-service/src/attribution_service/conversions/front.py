@@ -52,7 +52,7 @@ class ConversionsFront:
         route = self._route
         headers = header_map(scope)
         try:
-            who = route.principal(headers)
+            who = await route.principal(headers)
         except DomainError:
             who = None
         inputs = route.inputs(headers)

@@ -14,6 +14,7 @@ from attribution_service.refunds.schemas import (
 )
 from attribution_service.web import Auth, IdempotencyKey, Rt
 from servicekit import money
+from servicekit.auth import requires
 
 router = APIRouter(tags=["conversions"])
 
@@ -33,6 +34,7 @@ def refund_out(r: asyncpg.Record) -> RefundOut:
 
 @router.post(
     "/v1/conversions/{conversion_id}/refunds",
+    dependencies=[requires("conversions:write")],
     status_code=201,
     response_model=RefundOut,
     responses={200: {"description": "the same refund, already recorded"}},
@@ -56,6 +58,7 @@ async def refund_conversion(
 
 @router.post(
     "/v1/subscriptions/{subscription_id}/cancellation",
+    dependencies=[requires("conversions:write")],
     status_code=201,
     response_model=CancellationOut,
     responses={200: {"description": "already cancelled"}},

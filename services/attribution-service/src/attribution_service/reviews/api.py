@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query
 from attribution_service.reviews import handlers
 from attribution_service.reviews.schemas import ReviewDecisionIn, ReviewOut, ReviewPage
 from attribution_service.web import Auth, Rt
+from servicekit.auth import requires
 
 router = APIRouter(tags=["reviews"])
 
@@ -29,7 +30,7 @@ def _review(r: asyncpg.Record) -> ReviewOut:
     )
 
 
-@router.get("/v1/reviews", response_model=ReviewPage)
+@router.get("/v1/reviews", dependencies=[requires("advocates:read")], response_model=ReviewPage)
 async def list_reviews(
     who: Auth,
     rt: Rt,
@@ -43,7 +44,9 @@ async def list_reviews(
     return ReviewPage(items=items, next_after=items[-1].id if len(items) == limit else None)
 
 
-@router.get("/v1/reviews/{review_id}", response_model=ReviewOut)
+@router.get(
+    "/v1/reviews/{review_id}", dependencies=[requires("advocates:read")], response_model=ReviewOut
+)
 async def get_review(review_id: str, who: Auth, rt: Rt) -> ReviewOut:
     async with rt.transaction() as conn:
         return _review(await handlers.get_review(conn, who.tenant_id, review_id))
@@ -64,11 +67,19 @@ async def _decide(
     return _review(row)
 
 
-@router.post("/v1/reviews/{review_id}/approve", response_model=ReviewOut)
+@router.post(
+    "/v1/reviews/{review_id}/approve",
+    dependencies=[requires("conversions:write")],
+    response_model=ReviewOut,
+)
 async def approve_review(review_id: str, body: ReviewDecisionIn, who: Auth, rt: Rt) -> ReviewOut:
     return await _decide(review_id, body, who, rt, approve=True)
 
 
-@router.post("/v1/reviews/{review_id}/deny", response_model=ReviewOut)
+@router.post(
+    "/v1/reviews/{review_id}/deny",
+    dependencies=[requires("conversions:write")],
+    response_model=ReviewOut,
+)
 async def deny_review(review_id: str, body: ReviewDecisionIn, who: Auth, rt: Rt) -> ReviewOut:
     return await _decide(review_id, body, who, rt, approve=False)

@@ -22,6 +22,7 @@ from link_service.advocates.schemas import (
 )
 from link_service.domain import Channel, Links, share_link
 from link_service.web import Auth, Rt, link_state, links, settings
+from servicekit.auth import requires
 
 router = APIRouter()
 
@@ -51,6 +52,7 @@ def _advocate_out(links: Links, view: handlers.AdvocateView) -> AdvocateOut:
 
 @router.post(
     "/v1/programs/{program_id}/advocates",
+    dependencies=[requires("advocates:write")],
     status_code=201,
     response_model=AdvocateOut,
     tags=["advocates"],
@@ -66,21 +68,36 @@ async def enroll_advocate(
     return _advocate_out(links(rt), result.view)
 
 
-@router.get("/v1/advocates/{advocate_id}", response_model=AdvocateOut, tags=["advocates"])
+@router.get(
+    "/v1/advocates/{advocate_id}",
+    dependencies=[requires("advocates:read")],
+    response_model=AdvocateOut,
+    tags=["advocates"],
+)
 async def get_advocate(advocate_id: str, who: Auth, rt: Rt) -> AdvocateOut:
     async with rt.transaction() as conn:
         view = await handlers.get_advocate(conn, who.tenant_id, advocate_id)
     return _advocate_out(links(rt), view)
 
 
-@router.patch("/v1/advocates/{advocate_id}", response_model=AdvocateOut, tags=["advocates"])
+@router.patch(
+    "/v1/advocates/{advocate_id}",
+    dependencies=[requires("advocates:write")],
+    response_model=AdvocateOut,
+    tags=["advocates"],
+)
 async def update_advocate(advocate_id: str, body: AdvocatePatch, who: Auth, rt: Rt) -> AdvocateOut:
     async with rt.transaction() as conn:
         view = await handlers.update_advocate(conn, who.tenant_id, advocate_id, body, links(rt))
     return _advocate_out(links(rt), view)
 
 
-@router.post("/v1/advocates/{advocate_id}/block", response_model=AdvocateOut, tags=["advocates"])
+@router.post(
+    "/v1/advocates/{advocate_id}/block",
+    dependencies=[requires("advocates:write")],
+    response_model=AdvocateOut,
+    tags=["advocates"],
+)
 async def block_advocate(
     advocate_id: str, who: Auth, rt: Rt, request: Request, body: BlockIn | None = None
 ) -> AdvocateOut:
@@ -92,7 +109,12 @@ async def block_advocate(
     return _advocate_out(links(rt), view)
 
 
-@router.post("/v1/advocates/{advocate_id}/unblock", response_model=AdvocateOut, tags=["advocates"])
+@router.post(
+    "/v1/advocates/{advocate_id}/unblock",
+    dependencies=[requires("advocates:write")],
+    response_model=AdvocateOut,
+    tags=["advocates"],
+)
 async def unblock_advocate(advocate_id: str, who: Auth, rt: Rt, request: Request) -> AdvocateOut:
     async with rt.transaction() as conn:
         view = await handlers.set_blocked(conn, who.tenant_id, advocate_id, blocked=False)
@@ -103,7 +125,12 @@ async def unblock_advocate(advocate_id: str, who: Auth, rt: Rt, request: Request
 # ---------------------------------------------------------------------------- codes and links
 
 
-@router.put("/v1/advocates/{advocate_id}/code", response_model=AdvocateOut, tags=["codes"])
+@router.put(
+    "/v1/advocates/{advocate_id}/code",
+    dependencies=[requires("advocates:write")],
+    response_model=AdvocateOut,
+    tags=["codes"],
+)
 async def set_vanity_code(
     advocate_id: str, body: VanityCodeIn, who: Auth, rt: Rt, request: Request
 ) -> AdvocateOut:
@@ -119,7 +146,12 @@ async def set_vanity_code(
     return _advocate_out(links(rt), view)
 
 
-@router.get("/v1/advocates/{advocate_id}/share-links", response_model=ShareLinksOut, tags=["codes"])
+@router.get(
+    "/v1/advocates/{advocate_id}/share-links",
+    dependencies=[requires("advocates:read")],
+    response_model=ShareLinksOut,
+    tags=["codes"],
+)
 async def share_links(advocate_id: str, who: Auth, rt: Rt) -> ShareLinksOut:
     async with rt.transaction() as conn:
         view, channels = await handlers.share_links(conn, who.tenant_id, advocate_id, links(rt))
@@ -141,6 +173,7 @@ async def share_links(advocate_id: str, who: Auth, rt: Rt) -> ShareLinksOut:
 
 @router.get(
     "/v1/advocates/{advocate_id}/qr",
+    dependencies=[requires("advocates:read")],
     tags=["codes"],
     response_class=Response,
     responses={200: {"content": {"image/png": {}, "image/svg+xml": {}}}},
@@ -166,7 +199,12 @@ async def qr_code(
     )
 
 
-@router.get("/v1/codes/{code}", response_model=CodeOut, tags=["codes"])
+@router.get(
+    "/v1/codes/{code}",
+    dependencies=[requires("programs:read")],
+    response_model=CodeOut,
+    tags=["codes"],
+)
 async def get_code(code: str, who: Auth, rt: Rt) -> CodeOut:
     """For checkouts where a friend types a code: whose it is and whether it can earn."""
     async with rt.transaction() as conn:

@@ -16,6 +16,7 @@ from link_service.enrollment.schemas import (
     EnrollmentJobOut,
 )
 from link_service.web import Auth, Rt, link_state, settings
+from servicekit.auth import requires
 from servicekit.problems import DomainError
 
 router = APIRouter()
@@ -53,6 +54,7 @@ def _error_out(e: asyncpg.Record) -> EnrollmentError:
 
 @router.post(
     "/v1/programs/{program_id}/enrollment-jobs",
+    dependencies=[requires("advocates:write")],
     status_code=202,
     response_model=EnrollmentJobOut,
     tags=["advocates"],
@@ -106,7 +108,12 @@ async def create_enrollment_job(
     return _job_out(job, errors)
 
 
-@router.get("/v1/enrollment-jobs/{job_id}", response_model=EnrollmentJobOut, tags=["advocates"])
+@router.get(
+    "/v1/enrollment-jobs/{job_id}",
+    dependencies=[requires("advocates:read")],
+    response_model=EnrollmentJobOut,
+    tags=["advocates"],
+)
 async def get_enrollment_job(job_id: str, who: Auth, rt: Rt) -> EnrollmentJobOut:
     async with rt.transaction() as conn:
         job, errors = await handlers.get_enrollment_job(conn, who.tenant_id, job_id)
@@ -114,7 +121,10 @@ async def get_enrollment_job(job_id: str, who: Auth, rt: Rt) -> EnrollmentJobOut
 
 
 @router.get(
-    "/v1/enrollment-jobs/{job_id}/errors", response_model=EnrollmentErrorsOut, tags=["advocates"]
+    "/v1/enrollment-jobs/{job_id}/errors",
+    dependencies=[requires("advocates:read")],
+    response_model=EnrollmentErrorsOut,
+    tags=["advocates"],
 )
 async def enrollment_job_errors(
     job_id: str,

@@ -33,7 +33,7 @@ from link_service.portal.schemas import (
 from link_service.web import Rt, links, settings
 from servicekit.app import runtime
 from servicekit.asgi import header_map
-from servicekit.auth import Principal, presented_key, requires
+from servicekit.auth import Principal, presented_key, public, requires
 from servicekit.problems import Forbidden, NotFound
 from servicekit.runtime import Runtime
 
@@ -41,6 +41,9 @@ router = APIRouter()
 
 WIDGET_VERSION = "v1"
 _SCRIPTS = ("referral-widget.js", "storefront.js")
+_ADVOCATE_TOKEN = public("an advocate token (a signed JWT), never an API key")
+_PREFLIGHT = public("a CORS preflight carries no credentials")
+_STATIC = public("the widget and the storefront snippet: static scripts for any page")
 
 
 async def advocate_claims(
@@ -144,8 +147,8 @@ async def put_portal_settings(
 # ---------------------------------------------------------------------------- advocate side
 
 
-@router.options("/v1/me", include_in_schema=False)
-@router.options("/v1/me/qr", include_in_schema=False)
+@router.options("/v1/me", include_in_schema=False, dependencies=[_PREFLIGHT])
+@router.options("/v1/me/qr", include_in_schema=False, dependencies=[_PREFLIGHT])
 async def me_preflight(request: Request, rt: Rt) -> Response:
     origin = request.headers.get("origin")
     async with rt.pool.acquire() as conn:  # one read: no transaction around it
@@ -206,7 +209,9 @@ def _me_out(me: handlers.Me, links: Links, qr_url: str) -> MeOut:
     )
 
 
-@router.get("/v1/me", response_model=MeOut, tags=["advocate portal"])
+@router.get(
+    "/v1/me", response_model=MeOut, tags=["advocate portal"], dependencies=[_ADVOCATE_TOKEN]
+)
 async def get_me(who: Advocate, rt: Rt, request: Request) -> Response:
     """Everything a refer-a-friend page shows, for the advocate the token names (advocate
     token only; an API key is refused)."""
@@ -225,6 +230,7 @@ async def get_me(who: Advocate, rt: Rt, request: Request) -> Response:
 
 @router.get(
     "/v1/me/qr",
+    dependencies=[_ADVOCATE_TOKEN],
     tags=["advocate portal"],
     response_class=Response,
     responses={200: {"content": {"image/png": {}, "image/svg+xml": {}}}},
@@ -256,6 +262,7 @@ async def get_me_qr(
 
 @router.get(
     "/widget/v1/programs/{program_id}/storefront.json",
+    dependencies=[_STATIC],
     response_model=StorefrontConfig,
     tags=["advocate portal"],
 )
@@ -268,7 +275,7 @@ async def storefront_config(program_id: str, rt: Rt, response: Response) -> Stor
     return StorefrontConfig(program_id=program_id, cookie_days=row["cookie_days"])
 
 
-@router.get(f"/widget/{WIDGET_VERSION}/{{name}}", include_in_schema=False)
+@router.get(f"/widget/{WIDGET_VERSION}/{{name}}", include_in_schema=False, dependencies=[_STATIC])
 async def script(name: str) -> Response:
     """The widget and the storefront snippet, versioned by path (v2 would sit beside v1)."""
     if name not in _SCRIPTS:

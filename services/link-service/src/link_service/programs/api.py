@@ -20,7 +20,7 @@ from link_service.programs.schemas import (
     ProgramPatch,
 )
 from link_service.web import Auth, Rt, link_state, settings
-from servicekit.auth import Principal
+from servicekit.auth import Principal, requires
 from servicekit.runtime import Runtime
 
 router = APIRouter()
@@ -47,21 +47,37 @@ def _program_out(row: asyncpg.Record) -> ProgramOut:
     )
 
 
-@router.post("/v1/programs", status_code=201, response_model=ProgramOut, tags=["programs"])
+@router.post(
+    "/v1/programs",
+    dependencies=[requires("programs:write")],
+    status_code=201,
+    response_model=ProgramOut,
+    tags=["programs"],
+)
 async def create_program(body: ProgramIn, who: Auth, rt: Rt) -> ProgramOut:
     async with rt.transaction() as conn:
         row = await handlers.create_program(conn, who.tenant_id, body, settings(rt).code_length)
     return _program_out(row)
 
 
-@router.get("/v1/programs", response_model=ProgramList, tags=["programs"])
+@router.get(
+    "/v1/programs",
+    dependencies=[requires("programs:read")],
+    response_model=ProgramList,
+    tags=["programs"],
+)
 async def list_programs(who: Auth, rt: Rt) -> ProgramList:
     async with rt.transaction() as conn:
         rows = await handlers.list_programs(conn, who.tenant_id)
     return ProgramList(items=[_program_out(r) for r in rows])
 
 
-@router.get("/v1/programs/{program_id}", response_model=ProgramOut, tags=["programs"])
+@router.get(
+    "/v1/programs/{program_id}",
+    dependencies=[requires("programs:read")],
+    response_model=ProgramOut,
+    tags=["programs"],
+)
 async def get_program(program_id: str, who: Auth, rt: Rt) -> ProgramOut:
     async with rt.transaction() as conn:
         return _program_out(await handlers.get_program(conn, who.tenant_id, program_id))
@@ -79,14 +95,24 @@ async def _update_program(
     return _program_out(row)
 
 
-@router.put("/v1/programs/{program_id}", response_model=ProgramOut, tags=["programs"])
+@router.put(
+    "/v1/programs/{program_id}",
+    dependencies=[requires("programs:write")],
+    response_model=ProgramOut,
+    tags=["programs"],
+)
 async def replace_program(
     program_id: str, body: ProgramIn, who: Auth, rt: Rt, request: Request
 ) -> ProgramOut:
     return await _update_program(program_id, body, who, rt, request)
 
 
-@router.patch("/v1/programs/{program_id}", response_model=ProgramOut, tags=["programs"])
+@router.patch(
+    "/v1/programs/{program_id}",
+    dependencies=[requires("programs:write")],
+    response_model=ProgramOut,
+    tags=["programs"],
+)
 async def patch_program(
     program_id: str, body: ProgramPatch, who: Auth, rt: Rt, request: Request
 ) -> ProgramOut:

@@ -16,6 +16,7 @@ from fastapi.responses import HTMLResponse, Response
 from link_service import domain
 from link_service.redirect.front import answer
 from link_service.web import link_state
+from servicekit.auth import public
 from servicekit.front import RawAnswer
 
 router = APIRouter()
@@ -24,8 +25,14 @@ router = APIRouter()
 # ---------------------------------------------------------------------------- redirect
 
 
-@router.get("/r/{code}", tags=["redirect"], response_class=HTMLResponse, status_code=302)
-@router.head("/r/{code}", include_in_schema=False)
+@router.get(
+    "/r/{code}",
+    dependencies=[public("the public redirect")],
+    tags=["redirect"],
+    response_class=HTMLResponse,
+    status_code=302,
+)
+@router.head("/r/{code}", dependencies=[public("the public redirect")], include_in_schema=False)
 async def redirect(code: str, request: Request) -> Response:
     """302 to the program's landing URL with `ref` and a new `click_id`; `?to=` a path or URL
     on an allowed domain deep-links; utm_* parameters are passed on. Unknown code: 404 page.
@@ -33,8 +40,16 @@ async def redirect(code: str, request: Request) -> Response:
     return _redirect(request)
 
 
-@router.get("/r/{code}/{channel}", tags=["redirect"], response_class=HTMLResponse, status_code=302)
-@router.head("/r/{code}/{channel}", include_in_schema=False)
+@router.get(
+    "/r/{code}/{channel}",
+    dependencies=[public("the public redirect")],
+    tags=["redirect"],
+    response_class=HTMLResponse,
+    status_code=302,
+)
+@router.head(
+    "/r/{code}/{channel}", dependencies=[public("the public redirect")], include_in_schema=False
+)
 async def redirect_channel(
     code: str,
     request: Request,
@@ -46,8 +61,10 @@ async def redirect_channel(
     return _redirect(request)
 
 
-@router.get("/r/{path:path}", include_in_schema=False)
-@router.head("/r/{path:path}", include_in_schema=False)
+@router.get("/r/{path:path}", dependencies=[public("the public redirect")], include_in_schema=False)
+@router.head(
+    "/r/{path:path}", dependencies=[public("the public redirect")], include_in_schema=False
+)
 async def redirect_elsewhere(path: str, request: Request) -> Response:
     """Any other path under /r/: the not-found page, as the redirect answers it."""
     return _redirect(request)

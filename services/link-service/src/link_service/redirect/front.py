@@ -25,7 +25,7 @@ from starlette.types import Receive, Scope, Send
 from link_service import domain
 from link_service.events import CLICKS
 from link_service.redirect.cache import CodeTarget
-from link_service.redirect.state import LinkState
+from link_service.redirect.state import PROBE_PLAN, LinkState
 from referral_events.contracts.link import LinkClicked
 from servicekit.asgi import Headers, header_map, send_response
 from servicekit.front import FastAPIEntry, FrontRoute
@@ -95,22 +95,30 @@ class RedirectMiddleware:
         return self._channel if code and channel and "/" not in channel else self._other
 
 
+async def _unknown(state: LinkState, scope: Scope, send: Send, head: bool) -> int:
+    """The not-found page, once per token of the client's unknown-code bucket; past it, 429
+    (raised: answered as problem+json with Retry-After by the front door or the app)."""
+    client = (
+        client_ip(scope, header_map(scope), state.client_ip_header, state.trusted_proxy_hops) or "-"
+    )
+    state.probes.check(client, PROBE_PLAN)
+    await _not_found(send, head)
+    return 404
+
+
 async def answer(state: LinkState, scope: Scope, send: Send) -> int:
     """Answer a GET or HEAD under /r/: the redirect, or the not-found page. Returns the status."""
     head = scope["method"] == "HEAD"
     parts = scope["path"][3:].split("/")
     if len(parts) > 2:
-        await _not_found(send, head)
-        return 404
+        return await _unknown(state, scope, send, head)
     code = unquote(parts[0])
     channel = parts[1] if len(parts) == 2 and parts[1] in domain.SHARE_CHANNELS else None
     if not domain.is_well_formed_code(code):
-        await _not_found(send, head)
-        return 404
+        return await _unknown(state, scope, send, head)
     target = await state.lookup(domain.code_key(code))
     if target is None:
-        await _not_found(send, head)
-        return 404
+        return await _unknown(state, scope, send, head)
 
     raw_query = scope["query_string"]
     query = parse_qsl(raw_query.decode("latin-1")) if raw_query else []

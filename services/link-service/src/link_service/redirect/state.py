@@ -11,9 +11,15 @@ from link_service.enrollment.worker import EnrollmentWorker
 from link_service.redirect import repository as redirect_repository
 from link_service.redirect.cache import CodeCache, CodeTarget
 from link_service.redirect.workers import CacheInvalidator, ClickWriter
+from servicekit.ratelimit import RateLimiter
 from servicekit.runtime import Runtime
+from servicekit.settings import PlanRate
 
 log = logging.getLogger(__name__)
+
+
+# The plan name of unknown-code probes on the redirect (servicekit.ratelimit).
+PROBE_PLAN = "redirect"
 
 
 class LinkState:
@@ -31,6 +37,15 @@ class LinkState:
             settings.client_ip_header.lower().encode() if settings.client_ip_header else None
         )
         self.trusted_proxy_hops = settings.trusted_proxy_hops
+        # Unknown-code answers per client address (known codes never count).
+        self.probes = RateLimiter(
+            {
+                PROBE_PLAN: PlanRate(
+                    per_second=settings.redirect_unknown_code_per_second,
+                    burst=settings.redirect_unknown_code_burst,
+                )
+            }
+        )
         self.rt: Runtime | None = None
         self.writer: ClickWriter | None = None
         self.invalidator: CacheInvalidator | None = None

@@ -32,6 +32,7 @@ from notification_service.email.schemas import (
 )
 from notification_service.email.wording import BUILTIN
 from notification_service.web import AppClock, Auth, Cfg, Rt
+from servicekit.auth import public, requires
 from servicekit.problems import InvalidInput
 
 router = APIRouter(tags=["email"])
@@ -40,7 +41,12 @@ router = APIRouter(tags=["email"])
 # --- invites ----------------------------------------------------------------------------------
 
 
-@router.post("/v1/invites", status_code=202, response_model=InvitesOut)
+@router.post(
+    "/v1/invites",
+    dependencies=[requires("advocates:write")],
+    status_code=202,
+    response_model=InvitesOut,
+)
 async def invite(body: InviteIn, who: Auth, rt: Rt, settings: Cfg, clock: AppClock) -> InvitesOut:
     """Mail an advocate's invite to friends. Each (advocate, address) is invited at most once
     (`duplicate`), suppressed addresses get nothing, and an advocate may invite
@@ -66,7 +72,11 @@ async def invite(body: InviteIn, who: Auth, rt: Rt, settings: Cfg, clock: AppClo
 # --- templates --------------------------------------------------------------------------------
 
 
-@router.get("/v1/email-templates", response_model=TemplateSpecList)
+@router.get(
+    "/v1/email-templates",
+    dependencies=[requires("webhooks:admin")],
+    response_model=TemplateSpecList,
+)
 async def template_specs(who: Auth) -> TemplateSpecList:
     """Every template, whether it is transactional or marketing, and its built-in locales."""
     return TemplateSpecList(
@@ -95,7 +105,11 @@ def _template_out(row: asyncpg.Record) -> TemplateOut:
     )
 
 
-@router.get("/v1/programs/{program_id}/email-templates", response_model=TemplateList)
+@router.get(
+    "/v1/programs/{program_id}/email-templates",
+    dependencies=[requires("webhooks:admin")],
+    response_model=TemplateList,
+)
 async def list_templates(program_id: str, who: Auth, rt: Rt) -> TemplateList:
     async with rt.transaction() as conn:
         rows = await handlers.list_templates(conn, who.tenant_id, program_id)
@@ -104,6 +118,7 @@ async def list_templates(program_id: str, who: Auth, rt: Rt) -> TemplateList:
 
 @router.put(
     "/v1/programs/{program_id}/email-templates/{template}/{locale}",
+    dependencies=[requires("webhooks:admin")],
     response_model=TemplateOut,
 )
 async def put_template(
@@ -118,6 +133,7 @@ async def put_template(
 
 @router.get(
     "/v1/programs/{program_id}/email-templates/{template}/{locale}",
+    dependencies=[requires("webhooks:admin")],
     response_model=TemplateOut,
 )
 async def get_template(
@@ -130,6 +146,7 @@ async def get_template(
 
 @router.delete(
     "/v1/programs/{program_id}/email-templates/{template}/{locale}",
+    dependencies=[requires("webhooks:admin")],
     status_code=204,
 )
 async def delete_template(
@@ -140,7 +157,11 @@ async def delete_template(
     return Response(status_code=204)
 
 
-@router.post("/v1/email-templates/{template}/preview", response_model=PreviewOut)
+@router.post(
+    "/v1/email-templates/{template}/preview",
+    dependencies=[requires("webhooks:admin")],
+    response_model=PreviewOut,
+)
 async def preview(template: str, body: PreviewIn, who: Auth, rt: Rt) -> PreviewOut:
     async with rt.transaction() as conn:
         rendered, source = await handlers.preview(conn, who.tenant_id, template, body)
@@ -166,7 +187,12 @@ def _suppression_out(row: asyncpg.Record) -> SuppressionOut:
     )
 
 
-@router.post("/v1/email-suppressions", status_code=201, response_model=SuppressionOut)
+@router.post(
+    "/v1/email-suppressions",
+    dependencies=[requires("privacy:admin")],
+    status_code=201,
+    response_model=SuppressionOut,
+)
 async def add_suppression(body: SuppressionIn, who: Auth, rt: Rt) -> SuppressionOut:
     """Record an unsubscribe, a hard bounce or a complaint (e.g. from the mail provider's
     bounce webhook). Idempotent: an address already suppressed keeps its first reason."""
@@ -177,7 +203,11 @@ async def add_suppression(body: SuppressionIn, who: Auth, rt: Rt) -> Suppression
     return _suppression_out(row)
 
 
-@router.get("/v1/email-suppressions", response_model=SuppressionList)
+@router.get(
+    "/v1/email-suppressions",
+    dependencies=[requires("privacy:admin")],
+    response_model=SuppressionList,
+)
 async def list_suppressions(
     who: Auth,
     rt: Rt,
@@ -193,14 +223,16 @@ async def list_suppressions(
     )
 
 
-@router.delete("/v1/email-suppressions/{email}", status_code=204)
+@router.delete(
+    "/v1/email-suppressions/{email}", dependencies=[requires("privacy:admin")], status_code=204
+)
 async def remove_suppression(email: str, who: Auth, rt: Rt) -> Response:
     async with rt.transaction() as conn:
         await handlers.remove_suppression(conn, who.tenant_id, email)
     return Response(status_code=204)
 
 
-@router.get("/v1/emails", response_model=EmailList)
+@router.get("/v1/emails", dependencies=[requires("webhooks:admin")], response_model=EmailList)
 async def list_emails(
     who: Auth,
     rt: Rt,
@@ -231,7 +263,12 @@ def _email_id(token: str, settings: Settings) -> str | None:
     return domain.read_unsubscribe_token(token, [settings.email_unsubscribe_key])
 
 
-@router.get("/v1/unsubscribe/{token}", response_class=HTMLResponse, include_in_schema=False)
+@router.get(
+    "/v1/unsubscribe/{token}",
+    dependencies=[public("the signed unsubscribe token is the credential")],
+    response_class=HTMLResponse,
+    include_in_schema=False,
+)
 async def unsubscribe_page(token: str, settings: Cfg) -> HTMLResponse:
     """A page with a button, not the unsubscribe itself: mail scanners follow GET links, and
     RFC 8058 makes the one-click action a POST."""
@@ -247,7 +284,12 @@ async def unsubscribe_page(token: str, settings: Cfg) -> HTMLResponse:
     )
 
 
-@router.post("/v1/unsubscribe/{token}", response_class=HTMLResponse, include_in_schema=False)
+@router.post(
+    "/v1/unsubscribe/{token}",
+    dependencies=[public("the signed unsubscribe token is the credential")],
+    response_class=HTMLResponse,
+    include_in_schema=False,
+)
 async def unsubscribe(token: str, rt: Rt, settings: Cfg) -> HTMLResponse:
     """RFC 8058 one-click: the mailbox provider POSTs `List-Unsubscribe=One-Click` here; the
     button of the page above does the same. Idempotent."""

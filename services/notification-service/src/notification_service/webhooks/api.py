@@ -25,6 +25,7 @@ from notification_service.webhooks.schemas import (
     ReplayOut,
     SecretRotated,
 )
+from servicekit.auth import requires
 
 router = APIRouter(tags=["webhooks"])
 
@@ -63,7 +64,12 @@ def _endpoint_out(row: asyncpg.Record) -> EndpointOut:
     return EndpointOut.model_validate(_endpoint_fields(row))
 
 
-@router.post("/v1/webhook-endpoints", status_code=201, response_model=EndpointCreated)
+@router.post(
+    "/v1/webhook-endpoints",
+    dependencies=[requires("webhooks:admin")],
+    status_code=201,
+    response_model=EndpointCreated,
+)
 async def create_endpoint(body: EndpointIn, who: Auth, rt: Rt, policy: Policy) -> EndpointCreated:
     # Vetting may wait on DNS: done before the transaction opens, not inside it.
     url = await urlguard.vet_url(body.url, policy)
@@ -72,14 +78,20 @@ async def create_endpoint(body: EndpointIn, who: Auth, rt: Rt, policy: Policy) -
     return EndpointCreated.model_validate({**_endpoint_fields(row), "secret": secret})
 
 
-@router.get("/v1/webhook-endpoints", response_model=EndpointList)
+@router.get(
+    "/v1/webhook-endpoints", dependencies=[requires("webhooks:admin")], response_model=EndpointList
+)
 async def list_endpoints(who: Auth, rt: Rt) -> EndpointList:
     async with rt.transaction() as conn:
         rows = await handlers.list_endpoints(conn, who.tenant_id)
     return EndpointList(data=[_endpoint_out(r) for r in rows])
 
 
-@router.get("/v1/webhook-endpoints/{endpoint_id}", response_model=EndpointOut)
+@router.get(
+    "/v1/webhook-endpoints/{endpoint_id}",
+    dependencies=[requires("webhooks:admin")],
+    response_model=EndpointOut,
+)
 async def get_endpoint(endpoint_id: str, who: Auth, rt: Rt) -> EndpointOut:
     async with rt.transaction() as conn:
         return _endpoint_out(await handlers.get_endpoint(conn, who.tenant_id, endpoint_id))
@@ -87,6 +99,7 @@ async def get_endpoint(endpoint_id: str, who: Auth, rt: Rt) -> EndpointOut:
 
 @router.get(
     "/v1/webhook-endpoints/{endpoint_id}/deliveries",
+    dependencies=[requires("webhooks:admin")],
     response_model=DeliveryLog,
 )
 async def delivery_log(
@@ -106,7 +119,11 @@ async def delivery_log(
     )
 
 
-@router.patch("/v1/webhook-endpoints/{endpoint_id}", response_model=EndpointOut)
+@router.patch(
+    "/v1/webhook-endpoints/{endpoint_id}",
+    dependencies=[requires("webhooks:admin")],
+    response_model=EndpointOut,
+)
 async def update_endpoint(
     endpoint_id: str, body: EndpointPatch, who: Auth, rt: Rt, policy: Policy
 ) -> EndpointOut:
@@ -118,6 +135,7 @@ async def update_endpoint(
 
 @router.post(
     "/v1/webhook-endpoints/{endpoint_id}/rotate-secret",
+    dependencies=[requires("webhooks:admin")],
     response_model=SecretRotated,
 )
 async def rotate_secret(
@@ -136,6 +154,7 @@ async def rotate_secret(
 
 @router.post(
     "/v1/webhook-endpoints/{endpoint_id}/deliveries/{delivery_id}/resend",
+    dependencies=[requires("webhooks:admin")],
     status_code=202,
     response_model=DeliveryOut,
 )
@@ -150,6 +169,7 @@ async def resend(
 
 @router.post(
     "/v1/webhook-endpoints/{endpoint_id}/replay",
+    dependencies=[requires("webhooks:admin")],
     status_code=202,
     response_model=ReplayOut,
 )
@@ -172,6 +192,7 @@ async def replay(
 
 @router.post(
     "/v1/webhook-endpoints/{endpoint_id}/test",
+    dependencies=[requires("webhooks:admin")],
     status_code=202,
     response_model=DeliveryOut,
 )

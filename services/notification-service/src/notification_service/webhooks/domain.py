@@ -34,10 +34,20 @@ def _types_of(module: Any) -> set[str]:
 # Event types an endpoint can subscribe to: everything attribution- and reward-service publish
 # and link-service's program, advocate and code events. Clicks are left out: they are
 # analytics volume (one per redirect, bots included), not business events a merchant's system
-# acts on. Taken from the contracts, so a type a producer adds is deliverable without a change
-# here.
+# acts on; so are workspace and API-key events: they are the platform's access control (key
+# hashes, scopes), read by the services' key copies, not business events. Taken from the
+# contracts, so a type a producer adds is deliverable without a change here.
+_NOT_DELIVERED = frozenset(
+    {
+        link.LinkClicked.TYPE,
+        link.WorkspaceCreated.TYPE,
+        link.ApiKeyCreated.TYPE,
+        link.ApiKeyUpdated.TYPE,
+        link.ApiKeyRevoked.TYPE,
+    }
+)
 DELIVERED_EVENT_TYPES: frozenset[str] = frozenset(
-    _types_of(attribution) | _types_of(reward) | (_types_of(link) - {link.LinkClicked.TYPE})
+    _types_of(attribution) | _types_of(reward) | (_types_of(link) - _NOT_DELIVERED)
 )
 
 # The type of the message the "send test event" endpoint sends. Not a consumed event: it is

@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from reward_service.coupons import domain, handlers
 from reward_service.coupons.schemas import CouponCodesIn, CouponPoolIn, CouponPoolOut
 from reward_service.web import Auth, PathId, Rt
+from servicekit.auth import requires
 
 router = APIRouter(tags=["coupons"])
 
@@ -16,7 +17,10 @@ def _pool_out(pool: domain.CouponPool) -> CouponPoolOut:
 
 
 @router.post(
-    "/v1/programs/{program_id}/coupon-pools", response_model=CouponPoolOut, status_code=201
+    "/v1/programs/{program_id}/coupon-pools",
+    dependencies=[requires("rewards:write")],
+    response_model=CouponPoolOut,
+    status_code=201,
 )
 async def create_coupon_pool(
     program_id: PathId, body: CouponPoolIn, who: Auth, rt: Rt
@@ -28,7 +32,11 @@ async def create_coupon_pool(
     return _pool_out(pool)
 
 
-@router.post("/v1/coupon-pools/{pool_id}/codes", response_model=CouponPoolOut)
+@router.post(
+    "/v1/coupon-pools/{pool_id}/codes",
+    dependencies=[requires("rewards:write")],
+    response_model=CouponPoolOut,
+)
 async def add_coupon_codes(
     pool_id: PathId, body: CouponCodesIn, who: Auth, rt: Rt
 ) -> CouponPoolOut:
@@ -37,7 +45,11 @@ async def add_coupon_codes(
         return _pool_out(await handlers.add_coupon_codes(conn, who.tenant_id, pool_id, body.codes))
 
 
-@router.get("/v1/coupon-pools/{pool_id}", response_model=CouponPoolOut)
+@router.get(
+    "/v1/coupon-pools/{pool_id}",
+    dependencies=[requires("rewards:read")],
+    response_model=CouponPoolOut,
+)
 async def get_coupon_pool(pool_id: PathId, who: Auth, rt: Rt) -> CouponPoolOut:
     async with rt.transaction() as conn:
         return _pool_out(await handlers.get_coupon_pool(conn, who.tenant_id, pool_id))

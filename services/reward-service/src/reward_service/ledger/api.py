@@ -16,6 +16,7 @@ from reward_service.ledger.schemas import (
 )
 from reward_service.units import format_minor
 from reward_service.web import Auth, PathId, Rt
+from servicekit.auth import requires
 
 router = APIRouter()
 
@@ -50,14 +51,24 @@ def _line_out(line: domain.StatementLine) -> StatementLineOut:
     )
 
 
-@router.get("/v1/accounts/{holder_id}/balance", response_model=AccountBalanceOut, tags=["ledger"])
+@router.get(
+    "/v1/accounts/{holder_id}/balance",
+    dependencies=[requires("rewards:read")],
+    response_model=AccountBalanceOut,
+    tags=["ledger"],
+)
 async def get_balance(holder_id: PathId, who: Auth, rt: Rt) -> AccountBalanceOut:
     async with rt.transaction() as conn:
         balances = await handlers.get_balances(conn, who.tenant_id, holder_id)
     return AccountBalanceOut(holder_id=holder_id, balances=[_balance_out(b) for b in balances])
 
 
-@router.get("/v1/accounts/{holder_id}/statement", response_model=StatementOut, tags=["ledger"])
+@router.get(
+    "/v1/accounts/{holder_id}/statement",
+    dependencies=[requires("rewards:read")],
+    response_model=StatementOut,
+    tags=["ledger"],
+)
 async def get_statement(
     holder_id: PathId,
     who: Auth,
@@ -76,7 +87,7 @@ async def get_statement(
     )
 
 
-@router.get("/v1/admin/ledger/verify", tags=["admin"])
+@router.get("/v1/admin/ledger/verify", dependencies=[requires("admin")], tags=["admin"])
 async def verify_ledger(who: Auth, rt: Rt) -> JSONResponse:
     """The workspace's ledger checked end to end; 200 when sound, 409 listing what is not."""
     async with rt.transaction() as conn:

@@ -17,12 +17,14 @@ from reward_service.payouts.schemas import (
 )
 from reward_service.units import format_minor, parse_unit
 from reward_service.web import Auth, Now, PathId, Rt
+from servicekit.auth import requires
 
 router = APIRouter()
 
 
 @router.post(
     "/v1/accounts/{holder_id}/redemptions",
+    dependencies=[requires("rewards:write")],
     response_model=RedemptionOut,
     status_code=201,
     tags=["ledger"],
@@ -86,7 +88,13 @@ def _line_out(line: domain.PayoutLine) -> PayoutLineOut:
     )
 
 
-@router.post("/v1/payouts", response_model=PayoutBatchOut, status_code=201, tags=["payouts"])
+@router.post(
+    "/v1/payouts",
+    dependencies=[requires("payouts:write")],
+    response_model=PayoutBatchOut,
+    status_code=201,
+    tags=["payouts"],
+)
 async def create_payout_batch(body: PayoutBatchIn, who: Auth, rt: Rt, at: Now) -> PayoutBatchOut:
     async with rt.transaction() as conn:
         batch = await handlers.create_payout_batch(
@@ -95,13 +103,20 @@ async def create_payout_batch(body: PayoutBatchIn, who: Auth, rt: Rt, at: Now) -
     return _batch_out(batch)
 
 
-@router.get("/v1/payouts/{batch_id}", response_model=PayoutBatchOut, tags=["payouts"])
+@router.get(
+    "/v1/payouts/{batch_id}",
+    dependencies=[requires("rewards:read")],
+    response_model=PayoutBatchOut,
+    tags=["payouts"],
+)
 async def get_payout_batch(batch_id: PathId, who: Auth, rt: Rt) -> PayoutBatchOut:
     async with rt.transaction() as conn:
         return _batch_out(await handlers.get_payout_batch(conn, who.tenant_id, batch_id))
 
 
-@router.get("/v1/payouts/{batch_id}/export.csv", tags=["payouts"])
+@router.get(
+    "/v1/payouts/{batch_id}/export.csv", dependencies=[requires("rewards:read")], tags=["payouts"]
+)
 async def export_payout_batch(batch_id: PathId, who: Auth, rt: Rt) -> Response:
     async with rt.transaction() as conn:
         batch = await handlers.get_payout_batch(conn, who.tenant_id, batch_id)
@@ -113,7 +128,10 @@ async def export_payout_batch(batch_id: PathId, who: Auth, rt: Rt) -> Response:
 
 
 @router.post(
-    "/v1/payouts/{batch_id}/lines/{line_id}", response_model=PayoutLineOut, tags=["payouts"]
+    "/v1/payouts/{batch_id}/lines/{line_id}",
+    dependencies=[requires("payouts:write")],
+    response_model=PayoutLineOut,
+    tags=["payouts"],
 )
 async def settle_payout_line(
     batch_id: PathId,

@@ -12,6 +12,7 @@ from reward_service.holders import Role
 from reward_service.rules import domain, handlers
 from reward_service.rules.schemas import AmountIn, MoneyOut, RewardRuleIn, RewardRuleOut, SideIn
 from reward_service.web import Auth, Now, PathId, Rt
+from servicekit.auth import requires
 from servicekit.problems import InvalidInput
 
 router = APIRouter(tags=["reward rules"])
@@ -220,7 +221,11 @@ def _rule_out(rule: domain.RuleVersion) -> RewardRuleOut:
     )
 
 
-@router.put("/v1/programs/{program_id}/reward-rule", response_model=RewardRuleOut)
+@router.put(
+    "/v1/programs/{program_id}/reward-rule",
+    dependencies=[requires("programs:write")],
+    response_model=RewardRuleOut,
+)
 async def put_reward_rule(
     program_id: PathId, body: RewardRuleIn, who: Auth, rt: Rt, at: Now
 ) -> RewardRuleOut:
@@ -230,7 +235,11 @@ async def put_reward_rule(
     return _rule_out(rule)
 
 
-@router.get("/v1/programs/{program_id}/reward-rule", response_model=RewardRuleOut)
+@router.get(
+    "/v1/programs/{program_id}/reward-rule",
+    dependencies=[requires("programs:read")],
+    response_model=RewardRuleOut,
+)
 async def get_reward_rule(program_id: PathId, who: Auth, rt: Rt, at: Now) -> RewardRuleOut:
     async with rt.transaction() as conn:
         return _rule_out(await handlers.get_reward_rule(conn, who.tenant_id, program_id, at))

@@ -2,14 +2,14 @@
 days), who referred an auto-enrolled advocate, and the /v1/me read model fed by attribution and
 reward events
 
-Revision ID: 0006
+Revision ID: 0005
 """
 
 from alembic import op
 
-revision = "0006"
+revision = "0005"
 # 0004 and 0005 are taken by work merged beside this one: the lead re-points this at "0005".
-down_revision = "0003"
+down_revision = "0004"
 
 
 def upgrade() -> None:

@@ -1,0 +1,85 @@
+"""Workspace keys on attribution-service: read from the service's own copy of the key table,
+refused once revoked, and rate limited by plan on the conversions hot path, front door or not
+(the authenticator applies the limit, so both paths answer the same 429)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import asyncpg
+import httpx
+import pytest
+
+from attribution_service import main
+from attribution_service.config import Settings
+from devstack.pytest_plugin import Namespace
+from devstack.testing import FRONT_AND_FASTAPI, migrate, serve_in_process
+from servicekit.auth import generate_key, hash_key
+
+pytestmark = [pytest.mark.integration, FRONT_AND_FASTAPI]
+
+SIGNUP = {"type": "signup", "customer_id": "cus_1"}
+
+
+@pytest.fixture
+async def served(
+    namespace: Namespace,
+) -> AsyncIterator[tuple[httpx.AsyncClient, asyncpg.Connection]]:
+    await migrate(namespace.database_url, "attribution", "attribution_service")
+    settings = Settings(
+        **namespace.settings_env(),
+        rate_limit_plans={"free": {"per_second": 0.1, "burst": 2}},
+        api_key_cache_ttl_seconds=0.1,
+    )
+    conn = await asyncpg.connect(
+        namespace.database_url, server_settings={"search_path": "attribution"}
+    )
+    try:
+        async with serve_in_process(main.create_app(settings)) as client:
+            yield client, conn
+    finally:
+        await conn.close()
+
+
+def _bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def _key(conn: asyncpg.Connection, key_id: str, plan: str = "free") -> str:
+    secret = generate_key("rk_live_")
+    await conn.execute(
+        """
+        INSERT INTO api_keys (key_hash, id, workspace_id, scopes, plan, version)
+        VALUES ($1, $2, 'ws_1', ARRAY['conversions:write'], $3, 1)
+        """,
+        hash_key(secret),
+        key_id,
+        plan,
+    )
+    return secret
+
+
+async def test_rate_limit_on_the_conversions_path_and_revocation(
+    served: tuple[httpx.AsyncClient, asyncpg.Connection], front_door: list[str]
+) -> None:
+    client, conn = served
+    a, b = await _key(conn, "key_a"), await _key(conn, "key_b")
+    for _ in range(2):
+        r = await client.post("/v1/conversions", json=SIGNUP, headers=_bearer(a))
+        assert r.status_code in (201, 202), r.text
+    r = await client.post("/v1/conversions", json=SIGNUP, headers=_bearer(a))
+    assert r.status_code == 429, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    assert int(r.headers["retry-after"]) >= 1 and r.headers["ratelimit-limit"] == "2"
+    r = await client.post("/v1/conversions", json=SIGNUP, headers=_bearer(b))
+    assert r.status_code in (200, 201, 202), r.text
+
+    await conn.execute(
+        "UPDATE api_keys SET revoked_at = $1, version = 2 WHERE id = 'key_b'", datetime.now(UTC)
+    )
+    await asyncio.sleep(0.2)  # the cache's TTL in this test
+    r = await client.post("/v1/conversions", json=SIGNUP, headers=_bearer(b))
+    assert r.status_code == 401, r.text
+    assert r.json()["detail"] == "invalid API key"
