@@ -66,8 +66,10 @@ async def test_rate_limit_on_the_conversions_path_and_revocation(
 ) -> None:
     client, conn = served
     a, b = await _key(conn, "key_a"), await _key(conn, "key_b")
-    for _ in range(2):
-        r = await client.post("/v1/conversions", json=SIGNUP, headers=_bearer(a))
+    for n in range(2):
+        # a new customer each time: a repeated signup of one customer is the same conversion
+        signup = {**SIGNUP, "customer_id": f"cus_{n}"}
+        r = await client.post("/v1/conversions", json=signup, headers=_bearer(a))
         assert r.status_code in (201, 202), r.text
     r = await client.post("/v1/conversions", json=SIGNUP, headers=_bearer(a))
     assert r.status_code == 429, r.text

@@ -296,7 +296,7 @@ def test_the_client_ip_is_the_hop_the_trusted_proxy_added(
     forwarded: bytes | None, hops: int, expected: str
 ) -> None:
     # The review: the leftmost X-Forwarded-For entry was used, which the client controls.
-    from link_service.redirect import client_ip
+    from link_service.redirect.front import client_ip
 
     headers = {b"x-forwarded-for": forwarded} if forwarded else {}
     scope = {"client": ("10.1.1.1", 5000)}
