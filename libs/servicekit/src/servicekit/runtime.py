@@ -129,6 +129,7 @@ class Runtime:
 
     async def start(self) -> None:
         s = self.settings
+        security = s.kafka_security()
         self._pool = await self.open_pool(min_size=s.db_pool_min_size, max_size=s.db_pool_max_size)
         # Kafka may come up after us (compose, rolling restarts): wait for it rather than crash.
         async for attempt in AsyncRetrying(
@@ -144,8 +145,9 @@ class Runtime:
                         prefix=s.kafka_topic_prefix,
                         replication_factor=s.kafka_topic_replication_factor,
                         partitions=s.kafka_topic_partitions,
+                        security=security,
                     )
-                producer = make_producer(s.kafka_bootstrap_servers, self.spec.name)
+                producer = make_producer(s.kafka_bootstrap_servers, self.spec.name, security)
                 try:
                     await producer.start()
                 except BaseException:
@@ -176,6 +178,7 @@ class Runtime:
                     dlq_producer=self.producer,
                     max_attempts=s.consumer_max_attempts,
                     retention_days=s.inbox_retention_days,
+                    security=security,
                 )
                 self.consumers.append(consumer)
                 self._spawn(f"consumer:{c.group}", consumer)
