@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.conn import create_conn
+from aiokafka.errors import (
+    AuthenticationFailedError,
+    SaslAuthenticationFailed,
+    TopicAlreadyExistsError,
+    UnsupportedSaslMechanismError,
+)
 from aiokafka.helpers import create_ssl_context
 
 from referral_events.topics import ALL_TOPICS, Topic
@@ -57,6 +64,47 @@ class KafkaSecurity:
 
 
 PLAINTEXT = KafkaSecurity()
+
+
+class KafkaCredentialsRefused(RuntimeError):
+    """The brokers refused who we said we are (wrong user or password, mechanism not enabled,
+    untrusted broker certificate): retrying cannot help, unlike a broker that is not up yet."""
+
+
+async def check_credentials(
+    bootstrap_servers: str, security: KafkaSecurity, *, timeout_ms: int = 10_000
+) -> None:
+    """Authenticate once to each bootstrap server. Raises KafkaCredentialsRefused when one
+    refuses the credentials; a server that cannot be reached is skipped (the caller retries).
+    aiokafka's bootstrap folds an authentication failure into "Unable to bootstrap", which a
+    caller waiting for the brokers would retry for minutes: this tells the two apart."""
+    if security.protocol == "PLAINTEXT":
+        return
+    for server in bootstrap_servers.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            conn = await create_conn(
+                host.strip("[]"),
+                int(port),
+                client_id="credentials-check",
+                request_timeout_ms=timeout_ms,
+                **security.client_kwargs(),
+            )
+        except (
+            AuthenticationFailedError,
+            SaslAuthenticationFailed,
+            UnsupportedSaslMechanismError,
+            ssl.SSLCertVerificationError,
+        ) as exc:
+            how = security.sasl_mechanism if security.protocol.startswith("SASL_") else "TLS"
+            raise KafkaCredentialsRefused(
+                f"Kafka at {server} refused the {security.protocol} {how} credentials "
+                f"of user {security.username!r}: {exc}"
+            ) from exc
+        except (OSError, TimeoutError) as exc:
+            log.debug("credentials check: %s not reachable: %r", server, exc)
+            continue
+        conn.close()
 
 
 def make_producer(
