@@ -20,9 +20,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaConnectionError
 
 from referral_events.inbox import InboxConsumer, dead_letter_consumer, from_dead_letter
-from referral_events.kafka import make_consumer, make_producer
+from referral_events.kafka import check_credentials, make_consumer, make_producer
 from referral_events.topics import dlq
 from servicekit.db import create_pool
 from servicekit.runtime import ServiceSpec
@@ -78,8 +79,13 @@ async def replay_dead_letters(
         client_id=f"{spec.name}-replay",
         max_poll_records=None,
     )
-    await producer.start()
-    await reader.start()
+    try:
+        await producer.start()
+        await reader.start()
+    except KafkaConnectionError:
+        # a refused login says so (KafkaCredentialsRefused) rather than "Unable to bootstrap"
+        await check_credentials(settings.kafka_bootstrap_servers, security)
+        raise
     try:
         consumers = {
             c.group: InboxConsumer(
