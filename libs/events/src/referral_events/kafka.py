@@ -3,20 +3,116 @@
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.conn import create_conn
+from aiokafka.errors import (
+    AuthenticationFailedError,
+    SaslAuthenticationFailed,
+    TopicAlreadyExistsError,
+    UnsupportedSaslMechanismError,
+)
+from aiokafka.helpers import create_ssl_context
 
 from referral_events.topics import ALL_TOPICS, Topic
 
 log = logging.getLogger(__name__)
 
+SecurityProtocol = Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"]
+SaslMechanism = Literal["SCRAM-SHA-512", "SCRAM-SHA-256"]
 
-def make_producer(bootstrap_servers: str, client_id: str) -> AIOKafkaProducer:
+
+@dataclass(frozen=True)
+class KafkaSecurity:
+    """How every client of a service authenticates to the brokers (docs/security.md): PLAINTEXT
+    (devstack, tests), SASL/SCRAM over plaintext or TLS, or TLS with a client certificate (mTLS).
+    The one place that turns these settings into aiokafka arguments."""
+
+    protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: SaslMechanism = "SCRAM-SHA-512"
+    username: str | None = None
+    password: str | None = None
+    cafile: str | None = None
+    certfile: str | None = None
+    keyfile: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.protocol.startswith("SASL_") and not (self.username and self.password):
+            raise ValueError(f"{self.protocol} needs a SASL username and password")
+        if bool(self.certfile) != bool(self.keyfile):
+            raise ValueError("a TLS client certificate needs its key (and the key its certificate)")
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of AIOKafkaProducer/Consumer/AdminClient for this security."""
+        kwargs: dict[str, Any] = {"security_protocol": self.protocol}
+        if self.protocol in ("SSL", "SASL_SSL"):
+            kwargs["ssl_context"] = create_ssl_context(
+                cafile=self.cafile, certfile=self.certfile, keyfile=self.keyfile
+            )
+        if self.protocol.startswith("SASL_"):
+            kwargs |= {
+                "sasl_mechanism": self.sasl_mechanism,
+                "sasl_plain_username": self.username,
+                "sasl_plain_password": self.password,
+            }
+        return kwargs
+
+
+PLAINTEXT = KafkaSecurity()
+
+
+class KafkaCredentialsRefused(RuntimeError):
+    """The brokers refused who we said we are (wrong user or password, mechanism not enabled,
+    untrusted broker certificate): retrying cannot help, unlike a broker that is not up yet."""
+
+
+async def check_credentials(
+    bootstrap_servers: str, security: KafkaSecurity, *, timeout_ms: int = 10_000
+) -> None:
+    """Authenticate once to each bootstrap server. Raises KafkaCredentialsRefused when one
+    refuses the credentials; a server that cannot be reached is skipped (the caller retries).
+    aiokafka's bootstrap folds an authentication failure into "Unable to bootstrap", which a
+    caller waiting for the brokers would retry for minutes: this tells the two apart."""
+    if security.protocol == "PLAINTEXT":
+        return
+    for server in bootstrap_servers.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            conn = await create_conn(
+                host.strip("[]"),
+                int(port),
+                client_id="credentials-check",
+                request_timeout_ms=timeout_ms,
+                **security.client_kwargs(),
+            )
+        except (
+            AuthenticationFailedError,
+            SaslAuthenticationFailed,
+            UnsupportedSaslMechanismError,
+            ssl.SSLCertVerificationError,
+        ) as exc:
+            how = security.sasl_mechanism if security.protocol.startswith("SASL_") else "TLS"
+            raise KafkaCredentialsRefused(
+                f"Kafka at {server} refused the {security.protocol} {how} credentials "
+                f"of user {security.username!r}: {exc}"
+            ) from exc
+        except (OSError, TimeoutError) as exc:
+            log.debug("credentials check: %s not reachable: %r", server, exc)
+            continue
+        conn.close()
+
+
+def make_producer(
+    bootstrap_servers: str, client_id: str, security: KafkaSecurity = PLAINTEXT
+) -> AIOKafkaProducer:
     # Idempotent + acks=all: a retried send can neither duplicate nor reorder within a partition.
     return AIOKafkaProducer(
+        **security.client_kwargs(),
         bootstrap_servers=bootstrap_servers,
         client_id=client_id,
         enable_idempotence=True,
@@ -26,17 +122,32 @@ def make_producer(bootstrap_servers: str, client_id: str) -> AIOKafkaProducer:
     )
 
 
-def make_consumer(bootstrap_servers: str, group_id: str, topics: Iterable[str]) -> AIOKafkaConsumer:
+def make_consumer(
+    bootstrap_servers: str,
+    group_id: str | None,
+    topics: Iterable[str] = (),
+    security: KafkaSecurity = PLAINTEXT,
+    **overrides: Any,
+) -> AIOKafkaConsumer:
     # Offsets are committed by hand after the inbox transaction, never automatically.
+    # `overrides` for readers outside a group (client_id, ...).
+    options: dict[str, Any] = {
+        "group_id": group_id,
+        "client_id": group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "max_poll_records": 500,
+    }
     return AIOKafkaConsumer(
         *topics,
+        **security.client_kwargs(),
         bootstrap_servers=bootstrap_servers,
-        group_id=group_id,
-        client_id=group_id,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_poll_records=500,
+        **(options | overrides),
     )
+
+
+def make_admin(bootstrap_servers: str, security: KafkaSecurity = PLAINTEXT) -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, **security.client_kwargs())
 
 
 async def ensure_topics(
@@ -46,9 +157,10 @@ async def ensure_topics(
     prefix: str = "",
     replication_factor: int = 1,
     partitions: int | None = None,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> None:
     """Create missing topics; existing ones are left as they are (partitions are ops' call)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    admin = make_admin(bootstrap_servers, security)
     await admin.start()
     try:
         existing = set(await admin.list_topics())

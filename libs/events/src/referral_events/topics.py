@@ -35,3 +35,81 @@ def dlq(topic: str) -> str:
 
 
 ALL_TOPICS: tuple[Topic, ...] = TOPICS + tuple(Topic(dlq(t.name), 1, 90 * DAY_MS) for t in TOPICS)
+
+
+# ---- who may do what (docs/security.md) ---------------------------------------------------------
+# The one table of Kafka permissions. deploy/tools/render_kafka_users.py renders the prod overlay's
+# Strimzi KafkaUsers from it (deploy/check.sh keeps them current), and the SASL test broker
+# (devstack.kafka) gets the same ACLs. A consumer trusts the `tenantid` of an envelope because only
+# the topic's producer below can write to that topic.
+
+
+@dataclass(frozen=True)
+class ClientAccess:
+    """One service's Kafka user: the topics its outbox produces to, the topics its consumer groups
+    (named after the service: `<service>` and `<service>.dlq-replay`) read, and topics it reads
+    without a group (link-service's cache reader)."""
+
+    service: str
+    produces: tuple[str, ...]
+    consumes: tuple[str, ...] = ()
+    tails: tuple[str, ...] = ()
+
+    @property
+    def writes(self) -> tuple[str, ...]:
+        """Its own topics and the dead-letter topics of what it consumes (its inbox writes them)."""
+        return self.produces + tuple(dlq(t) for t in self.consumes)
+
+    @property
+    def reads(self) -> tuple[str, ...]:
+        """What it consumes or tails, and its dead letters (replay-dlq reads them back)."""
+        return tuple(
+            dict.fromkeys(self.consumes + self.tails + tuple(dlq(t) for t in self.consumes))
+        )
+
+
+ACCESS: tuple[ClientAccess, ...] = (
+    ClientAccess("link-service", produces=(LINK_EVENTS, LINK_CLICKS), tails=(LINK_EVENTS,)),
+    ClientAccess(
+        "attribution-service", produces=(ATTRIBUTION_EVENTS,), consumes=(LINK_EVENTS, LINK_CLICKS)
+    ),
+    ClientAccess("reward-service", produces=(REWARD_EVENTS,), consumes=(ATTRIBUTION_EVENTS,)),
+    ClientAccess(
+        "notification-service",
+        produces=(NOTIFICATION_EVENTS,),
+        consumes=(LINK_EVENTS, ATTRIBUTION_EVENTS, REWARD_EVENTS),
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Acl:
+    """An allow rule in Kafka's terms: resource type (topic, group), name, pattern (literal,
+    prefix) and operations (Write, Read, Describe)."""
+
+    resource: str
+    name: str
+    pattern: str
+    operations: tuple[str, ...]
+
+
+def acls(access: ClientAccess, prefix: str = "") -> list[Acl]:
+    """The allow rules of one service's user; `prefix` is KAFKA_TOPIC_PREFIX (topics and groups).
+    Write implies the idempotent producer's IdempotentWrite (KIP-679); nothing may Create,
+    Delete or Alter: topics are declared by operators."""
+    operations: dict[str, list[str]] = {}
+    for topic in access.writes:
+        operations.setdefault(topic, []).extend(("Write", "Describe"))
+    for topic in access.reads:
+        operations.setdefault(topic, []).extend(("Read", "Describe"))
+    rules = [
+        Acl("topic", prefix + topic, "literal", tuple(dict.fromkeys(ops)))
+        for topic, ops in operations.items()
+    ]
+    if access.consumes:
+        rules.append(Acl("group", prefix + access.service, "prefix", ("Read",)))
+    return rules
+
+
+def access_of(service: str) -> ClientAccess:
+    return next(a for a in ACCESS if a.service == service)

@@ -19,10 +19,11 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaConnectionError
 
 from referral_events.inbox import InboxConsumer, dead_letter_consumer, from_dead_letter
-from referral_events.kafka import make_producer
+from referral_events.kafka import check_credentials, make_consumer, make_producer
 from referral_events.topics import dlq
 from servicekit.db import create_pool
 from servicekit.runtime import ServiceSpec
@@ -69,15 +70,22 @@ async def replay_dead_letters(
         min_size=1,
         max_size=2,
     )
-    producer = make_producer(settings.kafka_bootstrap_servers, f"{spec.name}-replay")
-    reader = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        group_id=f"{prefix}{spec.name}.dlq-replay",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
+    security = settings.kafka_security()
+    producer = make_producer(settings.kafka_bootstrap_servers, f"{spec.name}-replay", security)
+    reader = make_consumer(
+        settings.kafka_bootstrap_servers,
+        f"{prefix}{spec.name}.dlq-replay",
+        security=security,
+        client_id=f"{spec.name}-replay",
+        max_poll_records=None,
     )
-    await producer.start()
-    await reader.start()
+    try:
+        await producer.start()
+        await reader.start()
+    except KafkaConnectionError:
+        # a refused login says so (KafkaCredentialsRefused) rather than "Unable to bootstrap"
+        await check_credentials(settings.kafka_bootstrap_servers, security)
+        raise
     try:
         consumers = {
             c.group: InboxConsumer(
@@ -89,6 +97,7 @@ async def replay_dead_letters(
                 bootstrap_servers=settings.kafka_bootstrap_servers,
                 dlq_producer=producer,
                 max_attempts=settings.consumer_max_attempts,
+                security=security,
             )
             for c in specs
         }

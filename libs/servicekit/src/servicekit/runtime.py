@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -21,7 +21,7 @@ from aiokafka.errors import KafkaConnectionError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from referral_events.inbox import Handler, InboxConsumer
-from referral_events.kafka import ensure_topics, make_producer
+from referral_events.kafka import KafkaSecurity, check_credentials, ensure_topics, make_producer
 from referral_events.outbox import OutboxRelay
 from servicekit.db import create_pool, transaction
 from servicekit.settings import ServiceSettings
@@ -137,6 +137,7 @@ class Runtime:
 
     async def start(self) -> None:
         s = self.settings
+        security = s.kafka_security()
         self._pool = await self.open_pool(min_size=s.db_pool_min_size, max_size=s.db_pool_max_size)
         # Kafka may come up after us (compose, rolling restarts): wait for it rather than crash.
         async for attempt in AsyncRetrying(
@@ -146,20 +147,22 @@ class Runtime:
             reraise=True,
         ):
             with attempt:
-                if s.kafka_create_topics:
-                    await ensure_topics(
-                        s.kafka_bootstrap_servers,
-                        prefix=s.kafka_topic_prefix,
-                        replication_factor=s.kafka_topic_replication_factor,
-                        partitions=s.kafka_topic_partitions,
-                    )
-                producer = make_producer(s.kafka_bootstrap_servers, self.spec.name)
-                try:
-                    await producer.start()
-                except BaseException:
-                    await producer.stop()
-                    raise
-                self._producer = producer
+                async with _credentials_checked(s.kafka_bootstrap_servers, security):
+                    if s.kafka_create_topics:
+                        await ensure_topics(
+                            s.kafka_bootstrap_servers,
+                            prefix=s.kafka_topic_prefix,
+                            replication_factor=s.kafka_topic_replication_factor,
+                            partitions=s.kafka_topic_partitions,
+                            security=security,
+                        )
+                    producer = make_producer(s.kafka_bootstrap_servers, self.spec.name, security)
+                    try:
+                        await producer.start()
+                    except BaseException:
+                        await producer.stop()
+                        raise
+                    self._producer = producer
         self.relay = OutboxRelay(
             dsn=s.database_url,
             schema=self.spec.schema,
@@ -184,6 +187,7 @@ class Runtime:
                     dlq_producer=self.producer,
                     max_attempts=s.consumer_max_attempts,
                     retention_days=s.inbox_retention_days,
+                    security=security,
                 )
                 if c is self.spec.key_copy:
                     self.key_copy = consumer
@@ -260,6 +264,19 @@ class Runtime:
             checks["lifecycle"] = "shutting down"
         ok = all(v == "ok" for v in checks.values())
         return ok, checks
+
+
+@contextlib.asynccontextmanager
+async def _credentials_checked(
+    bootstrap_servers: str, security: KafkaSecurity
+) -> AsyncIterator[None]:
+    """A failed connection is retried (the brokers may not be up yet), unless the brokers refuse
+    the service's credentials: then the start fails at once with KafkaCredentialsRefused."""
+    try:
+        yield
+    except KafkaConnectionError:
+        await check_credentials(bootstrap_servers, security)
+        raise
 
 
 def _freeze_start_up_heap() -> None:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from referral_events.kafka import KafkaSecurity
 
 
 class ApiKeyEntry(BaseModel):
@@ -66,6 +70,17 @@ class ServiceSettings(BaseSettings):
     # Overrides the partition counts of created topics (small brokers in dev and tests).
     kafka_topic_partitions: int | None = Field(default=None, ge=1)
 
+    # How every Kafka client of the service authenticates (docs/security.md). PLAINTEXT in dev
+    # and tests; production: SASL_SSL with the service's own SCRAM user (Strimzi KafkaUser),
+    # whose ACLs let it write only its own topics.
+    kafka_security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: str | None = None
+    kafka_ssl_certfile: str | None = None
+    kafka_ssl_keyfile: str | None = None
+
     # JSON list of {"tenant_id", "key_sha256", "scopes"}; mount it from a Secret.
     # Only the bootstrap platform-admin keys of a fresh install: workspace keys are created
     # through link-service and reach every service as events (servicekit.keys).
@@ -108,6 +123,19 @@ class ServiceSettings(BaseSettings):
     # (refuse_dev_defaults). The default is "production" so that a deployment that forgets
     # to say fails closed instead of running with keys published in this repository.
     environment: str = Field(default="production", min_length=1)
+
+    def kafka_security(self) -> KafkaSecurity:
+        """The Kafka settings above as what every client of the service is built with."""
+        password = self.kafka_sasl_password
+        return KafkaSecurity(
+            protocol=self.kafka_security_protocol,
+            sasl_mechanism=self.kafka_sasl_mechanism,
+            username=self.kafka_sasl_username,
+            password=password.get_secret_value() if password is not None else None,
+            cafile=self.kafka_ssl_cafile,
+            certfile=self.kafka_ssl_certfile,
+            keyfile=self.kafka_ssl_keyfile,
+        )
 
     def db_session_settings(self) -> dict[str, str]:
         """The timeouts above as session settings of every connection the service opens."""

@@ -12,13 +12,14 @@ from collections import deque
 from typing import Any
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from prometheus_client import Counter, Histogram
 
 from link_service.config import Settings
 from link_service.redirect.cache import CodeCache
 from link_service.redirect.repository import ClickRow, insert_clicks_with_events
 from referral_events import topics
+from referral_events.kafka import make_consumer
 from referral_events.outbox import OutboxRow
 from servicekit.db import DB_ERRORS
 from servicekit.runtime import Runtime
@@ -169,11 +170,13 @@ class CacheInvalidator:
     async def run(self) -> None:
         s = self._rt.settings
         topic = s.kafka_topic_prefix + topics.LINK_EVENTS
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.kafka_bootstrap_servers,
-            group_id=None,
-            enable_auto_commit=False,
+        consumer = make_consumer(
+            s.kafka_bootstrap_servers,
+            None,
+            security=s.kafka_security(),
             client_id=f"{self._rt.spec.name}-cache",
+            auto_offset_reset="latest",
+            max_poll_records=None,
         )
         await consumer.start()
         try:
