@@ -4,6 +4,7 @@ from datetime import timedelta
 
 from fastapi import FastAPI
 
+from attribution_service.analytics import api as analytics
 from attribution_service.commerce import api as commerce
 from attribution_service.config import Settings
 from attribution_service.consumers import CONSUMERS
@@ -58,7 +59,7 @@ SPEC = ServiceSpec(
 
 
 # in the order FastAPI matches them (and lists them in the OpenAPI document)
-ROUTERS = [m.router for m in (conversions, refunds, programs, reviews, commerce)]
+ROUTERS = [m.router for m in (conversions, refunds, programs, reviews, commerce, analytics)]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

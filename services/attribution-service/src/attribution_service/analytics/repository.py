@@ -1,0 +1,367 @@
+"""All SQL of the analytics read models. Every fold commutes (counters add, sets gain members,
+times move to the earliest, issued amounts to the largest), so events arriving in any order
+leave the same rows. Functions take the caller's connection; nothing commits."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+import asyncpg
+
+# --- folds -----------------------------------------------------------------------------------
+
+
+async def upsert_program(conn: asyncpg.Connection, tenant_id: str, program_id: str) -> None:
+    await conn.execute(
+        """
+        INSERT INTO analytics_programs (program_id, tenant_id) VALUES ($1, $2)
+        ON CONFLICT (program_id) DO NOTHING
+        """,
+        program_id,
+        tenant_id,
+    )
+
+
+async def add(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    program_id: str,
+    day: date,
+    metric: str,
+    value: int,
+    *,
+    channel: str = "",
+    unit: str = "",
+) -> None:
+    await conn.execute(
+        """
+        INSERT INTO analytics_counters (tenant_id, program_id, day, channel, metric, unit, value)
+        VALUES ($1, $2, $3, $4, $5, $6, $7)
+        ON CONFLICT (program_id, day, channel, metric, unit)
+        DO UPDATE SET value = analytics_counters.value + EXCLUDED.value
+        """,
+        tenant_id,
+        program_id,
+        day,
+        channel,
+        metric,
+        unit,
+        value,
+    )
+
+
+async def add_member(
+    conn: asyncpg.Connection, program_id: str, kind: str, day: date, channel: str, member: str
+) -> None:
+    await conn.execute(
+        """
+        INSERT INTO analytics_members (program_id, kind, day, channel, member)
+        VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING
+        """,
+        program_id,
+        kind,
+        day,
+        channel,
+        member,
+    )
+
+
+async def upsert_advocate(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    program_id: str,
+    advocate_id: str,
+    *,
+    display_name: str | None = None,
+    enrolled_at: datetime | None = None,
+    first_referral_at: datetime | None = None,
+) -> None:
+    await conn.execute(
+        """
+        INSERT INTO analytics_advocates
+            (advocate_id, tenant_id, program_id, display_name, enrolled_at, first_referral_at)
+        VALUES ($1, $2, $3, $4, $5, $6)
+        ON CONFLICT (advocate_id) DO UPDATE SET
+            display_name = coalesce(EXCLUDED.display_name, analytics_advocates.display_name),
+            enrolled_at = LEAST(analytics_advocates.enrolled_at, EXCLUDED.enrolled_at),
+            first_referral_at =
+                LEAST(analytics_advocates.first_referral_at, EXCLUDED.first_referral_at)
+        """,
+        advocate_id,
+        tenant_id,
+        program_id,
+        display_name,
+        enrolled_at,
+        first_referral_at,
+    )
+
+
+async def upsert_referral(
+    conn: asyncpg.Connection,
+    program_id: str,
+    friend_customer_id: str,
+    advocate_id: str,
+    *,
+    referred_at: datetime | None = None,
+    first_purchase_at: datetime | None = None,
+) -> None:
+    await conn.execute(
+        """
+        INSERT INTO analytics_referrals
+            (program_id, friend_customer_id, advocate_id, referred_at, first_purchase_at)
+        VALUES ($1, $2, $3, $4, $5)
+        ON CONFLICT (program_id, friend_customer_id) DO UPDATE SET
+            referred_at = LEAST(analytics_referrals.referred_at, EXCLUDED.referred_at),
+            first_purchase_at =
+                LEAST(analytics_referrals.first_purchase_at, EXCLUDED.first_purchase_at)
+        """,
+        program_id,
+        friend_customer_id,
+        advocate_id,
+        referred_at,
+        first_purchase_at,
+    )
+
+
+async def issue_reward(
+    conn: asyncpg.Connection, reward_id: str, program_id: str, unit: str, day: date, amount: int
+) -> tuple[date | None, int, date, int]:
+    """The reward's issued (day, amount) before and after this event: the earliest day and the
+    largest amount seen."""
+    # Two statements: a CTE reading the row would run after the upsert changed it. A reward's
+    # events share its advocate's partition, so one consumer folds them one at a time.
+    old = await conn.fetchrow(
+        "SELECT day, issued FROM analytics_rewards WHERE reward_id = $1 FOR UPDATE", reward_id
+    )
+    row = await conn.fetchrow(
+        """
+        INSERT INTO analytics_rewards (reward_id, program_id, unit, day, issued)
+        VALUES ($1, $2, $3, $4, $5)
+        ON CONFLICT (reward_id) DO UPDATE SET
+            day = LEAST(analytics_rewards.day, EXCLUDED.day),
+            issued = GREATEST(analytics_rewards.issued, EXCLUDED.issued)
+        RETURNING day, issued
+        """,
+        reward_id,
+        program_id,
+        unit,
+        day,
+        amount,
+    )
+    assert row is not None
+    if old is None:
+        return None, 0, row["day"], row["issued"]
+    return old["day"], old["issued"], row["day"], row["issued"]
+
+
+async def add_score(
+    conn: asyncpg.Connection,
+    program_id: str,
+    metric: str,
+    periods: list[str],
+    advocate_id: str,
+    delta: int,
+) -> None:
+    await conn.execute(
+        """
+        INSERT INTO analytics_leaderboard (program_id, metric, period, advocate_id, score)
+        SELECT $1, $2, p, $4, $5 FROM unnest($3::text[]) AS p
+        ON CONFLICT (program_id, metric, period, advocate_id)
+        DO UPDATE SET score = analytics_leaderboard.score + EXCLUDED.score
+        """,
+        program_id,
+        metric,
+        periods,
+        advocate_id,
+        delta,
+    )
+
+
+# --- queries ---------------------------------------------------------------------------------
+
+
+async def program_tenant(conn: asyncpg.Connection, program_id: str) -> str | None:
+    tenant: str | None = await conn.fetchval(
+        "SELECT tenant_id FROM analytics_programs WHERE program_id = $1", program_id
+    )
+    return tenant
+
+
+async def counters(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    program_id: str,
+    start: date,
+    end: date,
+    interval: str,
+    channel: str | None,
+) -> list[asyncpg.Record]:
+    """Sums per bucket, metric and unit (the whole range as bucket NULL, by GROUPING SETS)."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        """
+        SELECT date_trunc($5, day)::date AS bucket, metric, unit, sum(value)::bigint AS value
+        FROM analytics_counters
+        WHERE tenant_id = $1 AND program_id = $2 AND day BETWEEN $3 AND $4
+          AND ($6::text IS NULL OR channel = $6)
+        GROUP BY GROUPING SETS ((date_trunc($5, day)::date, metric, unit), (metric, unit))
+        """,
+        tenant_id,
+        program_id,
+        start,
+        end,
+        interval,
+        channel,
+    )
+    return rows
+
+
+async def members(
+    conn: asyncpg.Connection,
+    program_id: str,
+    start: date,
+    end: date,
+    interval: str,
+    channel: str | None,
+) -> list[asyncpg.Record]:
+    """Distinct members per bucket and kind (the whole range as bucket NULL)."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        """
+        SELECT date_trunc($4, day)::date AS bucket, kind, count(DISTINCT member) AS value
+        FROM analytics_members
+        WHERE program_id = $1 AND day BETWEEN $2 AND $3 AND ($5::text IS NULL OR channel = $5)
+        GROUP BY GROUPING SETS ((date_trunc($4, day)::date, kind), (kind))
+        """,
+        program_id,
+        start,
+        end,
+        interval,
+        channel,
+    )
+    return rows
+
+
+async def channels(
+    conn: asyncpg.Connection, tenant_id: str, program_id: str, start: date, end: date
+) -> list[asyncpg.Record]:
+    """Per channel over the range: human clicks, bot clicks, unique visitors, sharers."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        """
+        WITH c AS (
+            SELECT channel, metric, sum(value)::bigint AS value FROM analytics_counters
+            WHERE tenant_id = $1 AND program_id = $2 AND day BETWEEN $3 AND $4
+              AND metric IN ('clicks', 'bot_clicks') AND channel <> ''
+            GROUP BY channel, metric
+        ), m AS (
+            SELECT channel, kind AS metric, count(DISTINCT member) AS value
+            FROM analytics_members
+            WHERE program_id = $2 AND day BETWEEN $3 AND $4 AND channel <> ''
+            GROUP BY channel, kind
+        )
+        SELECT channel, metric, value FROM c UNION ALL SELECT channel, metric, value FROM m
+        """,
+        tenant_id,
+        program_id,
+        start,
+        end,
+    )
+    return rows
+
+
+async def cycle_times(
+    conn: asyncpg.Connection, program_id: str, start: date, end: date, interval: str, tz: str
+) -> list[asyncpg.Record]:
+    """Median seconds from an advocate's enrollment to their referred friend's first purchase,
+    per bucket of the purchase day (the whole range as bucket NULL)."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        """
+        SELECT date_trunc($4, (r.first_purchase_at AT TIME ZONE $5)::date)::date AS bucket,
+               percentile_cont(0.5) WITHIN GROUP (
+                   ORDER BY extract(epoch FROM r.first_purchase_at - a.enrolled_at)
+               ) AS median_seconds,
+               count(*) AS n
+        FROM analytics_referrals r JOIN analytics_advocates a USING (advocate_id)
+        WHERE r.program_id = $1 AND a.enrolled_at IS NOT NULL
+          AND (r.first_purchase_at AT TIME ZONE $5)::date BETWEEN $2 AND $3
+        GROUP BY GROUPING SETS (
+            (date_trunc($4, (r.first_purchase_at AT TIME ZONE $5)::date)::date), ())
+        """,
+        program_id,
+        start,
+        end,
+        interval,
+        tz,
+    )
+    return rows
+
+
+async def cohorts(
+    conn: asyncpg.Connection, program_id: str, start: date, end: date, tz: str
+) -> list[asyncpg.Record]:
+    """Per enrollment week: advocates, and how many first referred someone within 7/30/90
+    days of enrolling."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        """
+        SELECT date_trunc('week', (enrolled_at AT TIME ZONE $4)::date)::date AS week,
+               count(*) AS advocates,
+               count(*) FILTER (WHERE first_referral_at < enrolled_at + interval '7 days')
+                   AS within_7,
+               count(*) FILTER (WHERE first_referral_at < enrolled_at + interval '30 days')
+                   AS within_30,
+               count(*) FILTER (WHERE first_referral_at < enrolled_at + interval '90 days')
+                   AS within_90
+        FROM analytics_advocates
+        WHERE program_id = $1 AND (enrolled_at AT TIME ZONE $4)::date BETWEEN $2 AND $3
+        GROUP BY 1 ORDER BY 1
+        """,
+        program_id,
+        start,
+        end,
+        tz,
+    )
+    return rows
+
+
+async def top(
+    conn: asyncpg.Connection, program_id: str, metric: str, period: str, limit: int
+) -> list[asyncpg.Record]:
+    """The first `limit` of the index: score descending, ties by advocate id."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        """
+        SELECT l.advocate_id, l.score, a.display_name
+        FROM analytics_leaderboard l
+        LEFT JOIN analytics_advocates a ON a.advocate_id = l.advocate_id
+        WHERE l.program_id = $1 AND l.metric = $2 AND l.period = $3
+        ORDER BY l.score DESC, l.advocate_id
+        LIMIT $4
+        """,
+        program_id,
+        metric,
+        period,
+        limit,
+    )
+    return rows
+
+
+async def rank(
+    conn: asyncpg.Connection, program_id: str, metric: str, period: str, advocate_id: str
+) -> asyncpg.Record | None:
+    """One advocate's score and rank (1 + those ahead: a higher score, or the same score and a
+    smaller id), counted on the index, never over all advocates' rows."""
+    return await conn.fetchrow(
+        """
+        SELECT me.score, a.display_name,
+               1 + (SELECT count(*) FROM analytics_leaderboard o
+                    WHERE o.program_id = $1 AND o.metric = $2 AND o.period = $3
+                      AND o.score > me.score)
+                 + (SELECT count(*) FROM analytics_leaderboard o
+                    WHERE o.program_id = $1 AND o.metric = $2 AND o.period = $3
+                      AND o.score = me.score AND o.advocate_id < me.advocate_id) AS rank
+        FROM analytics_leaderboard me
+        LEFT JOIN analytics_advocates a ON a.advocate_id = me.advocate_id
+        WHERE me.program_id = $1 AND me.metric = $2 AND me.period = $3 AND me.advocate_id = $4
+        """,
+        program_id,
+        metric,
+        period,
+        advocate_id,
+    )

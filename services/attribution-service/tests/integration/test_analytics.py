@@ -1,0 +1,301 @@
+"""Growth analytics on real Kafka + Postgres: a scripted scenario with known numbers (four
+advocates, human, repeat and bot clicks on three channels, signups, first and repeat purchases
+in two currencies, a refund, a voided reward and a claw-back) gives exact figures; the same
+events delivered twice and shuffled give the same figures; bad input is 404/422."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import pytest
+
+from devstack.testing import eventually
+from referral_events import EventPayload
+from referral_events.contracts import attribution as at
+from referral_events.contracts import link as ev
+from referral_events.contracts import reward as rw
+
+from .conftest import Env
+
+pytestmark = pytest.mark.integration
+
+Event = tuple[str, EventPayload, datetime, str]
+
+
+def t(day: int, hour: int = 10) -> datetime:
+    return datetime(2026, 11, day, hour, tzinfo=UTC)
+
+
+def scenario(p: str) -> list[Event]:
+    """Program `p`'s events, every id prefixed with it; (topic, payload, time, event id)."""
+    out: list[Event] = []
+
+    def add(topic: str, payload: EventPayload, when: datetime) -> None:
+        out.append((topic, payload, when, f"{p}-ev-{len(out)}"))
+
+    add("link.events", ev.ProgramCreated(
+        program_id=p, name="p", status="active", landing_url="https://s.example",
+        allowed_domains=["s.example"]), t(1))  # fmt: skip
+    for adv, name, when in [
+        ("a1", "Ann Smith", t(2)),
+        ("a2", "Bob", t(2, 12)),
+        ("a3", None, t(3)),
+        ("a4", "ann@example.com", t(10)),
+    ]:
+        add("link.events", ev.AdvocateEnrolled(
+            advocate_id=f"{p}-{adv}", program_id=p, customer_id=f"{p}-cus-{adv}", name=name,
+            email=f"{adv}@example.com"), when)  # fmt: skip
+
+    def click(n: int, adv: str, day: int, channel: str, ip: str | None, bot: bool = False) -> None:
+        add("link.clicks", ev.LinkClicked(
+            click_id=f"{p}-c{n}", code="X", advocate_id=f"{p}-{adv}", program_id=p,
+            clicked_at=t(day), channel=channel, ip_hash=ip, is_bot=bot, counts=not bot),
+            t(day))  # fmt: skip
+
+    click(1, "a1", 3, "email", "h1")
+    click(2, "a1", 3, "email", "h1")  # a repeat visitor
+    click(3, "a1", 4, "sms", "h2")
+    click(4, "a1", 4, "email", "hb", bot=True)
+    click(5, "a2", 5, "whatsapp", "h3")
+    click(6, "a2", 5, "whatsapp", None)  # no IP hash: its own visitor
+    click(7, "a3", 5, "email", "hb", bot=True)  # a3 only ever had a bot: not a sharer
+
+    for f, adv, day in [("f1", "a1", 3), ("f2", "a1", 4), ("f3", "a2", 5)]:
+        add("attribution.events", at.ReferralAttributed(
+            referral_id=f"{p}-r-{f}", program_id=p, advocate_id=f"{p}-{adv}",
+            friend_customer_id=f"{p}-{f}", conversion_id=f"{p}-signup-{f}", evidence="click",
+            attributed_at=t(day, 12)), t(day, 12))  # fmt: skip
+        add("attribution.events", at.ConversionAttributed(
+            conversion_id=f"{p}-signup-{f}", referral_id=f"{p}-r-{f}", program_id=p,
+            advocate_id=f"{p}-{adv}", friend_customer_id=f"{p}-{f}", conversion_type="signup",
+            occurred_at=t(day, 12), evidence="click"), t(day, 12))  # fmt: skip
+
+    def purchase(
+        cid: str, f: str, adv: str, when: datetime, amount: int, cur: str, first: bool
+    ) -> None:
+        add("attribution.events", at.ConversionAttributed(
+            conversion_id=f"{p}-{cid}", referral_id=f"{p}-r-{f}", program_id=p,
+            advocate_id=f"{p}-{adv}", friend_customer_id=f"{p}-{f}", conversion_type="purchase",
+            order_id=f"{p}-o-{cid}", amount_minor=amount, currency=cur, is_first_purchase=first,
+            occurred_at=when, evidence="click"), when)  # fmt: skip
+
+    purchase("buy1", "f1", "a1", t(6), 10000, "USD", True)
+    purchase("buy2", "f3", "a2", t(7), 5000, "EUR", True)
+    purchase("buy3", "f1", "a1", t(8), 4000, "USD", False)
+    add("attribution.events", at.ConversionRefunded(
+        conversion_id=f"{p}-buy3", refund_id=f"{p}-rf1", program_id=p, advocate_id=f"{p}-a1",
+        friend_customer_id=f"{p}-f1", conversion_type="purchase", amount_minor=4000,
+        currency="USD", refunded_total_minor=4000, full=True, refunded_at=t(9)), t(9))  # fmt: skip
+
+    def reward(kind: type[Any], rid: str, adv: str, holder: str, role: str, conv: str,
+               amount: int, unit: str, when: datetime, **kw: Any) -> None:  # fmt: skip
+        add("reward.events", kind(
+            reward_id=f"{p}-{rid}", program_id=p, advocate_id=f"{p}-{adv}", holder_id=holder,
+            role=role, conversion_id=f"{p}-{conv}", kind="credit", amount=amount, unit=unit,
+            **kw), when)  # fmt: skip
+
+    # R1: the advocate's 20.00 for f1's first purchase, held then released.
+    reward(rw.RewardPending, "R1", "a1", f"{p}-a1", "advocate", "buy1", 2000, "USD", t(6),
+           available_at=t(6, 11))  # fmt: skip
+    reward(rw.RewardAvailable, "R1", "a1", f"{p}-a1", "advocate", "buy1", 2000, "USD", t(6, 11))
+    # R2: the friend's 10.00, available at once.
+    reward(rw.RewardAvailable, "R2", "a1", f"{p}-f1", "friend", "buy1", 1000, "USD", t(6))
+    # R3: the advocate's 15.00 EUR for f3.
+    reward(rw.RewardPending, "R3", "a2", f"{p}-a2", "advocate", "buy2", 1500, "EUR", t(7),
+           available_at=t(7, 11))  # fmt: skip
+    reward(rw.RewardAvailable, "R3", "a2", f"{p}-a2", "advocate", "buy2", 1500, "EUR", t(7, 11))
+    # R4: 5.00 for the repeat purchase, voided in its hold by the refund.
+    reward(rw.RewardPending, "R4", "a1", f"{p}-a1", "advocate", "buy3", 500, "USD", t(8),
+           available_at=t(20))  # fmt: skip
+    reward(rw.RewardVoided, "R4", "a1", f"{p}-a1", "advocate", "buy3", 500, "USD", t(9),
+           reason="refunded", voided_at=t(9))  # fmt: skip
+    # R5: 100 points to a2, 40 of them clawed back.
+    reward(rw.RewardAvailable, "R5", "a2", f"{p}-a2", "advocate", "buy2", 100, "points", t(7))
+    reward(rw.RewardClawedBack, "R5", "a2", f"{p}-a2", "advocate", "buy2", 40, "points", t(9),
+           method="negative_entry", reason="refunded", clawed_back_at=t(9))  # fmt: skip
+    return out
+
+
+async def _publish_all(env: Env, events: list[Event]) -> None:
+    for topic, payload, when, event_id in events:
+        await env.publish(topic, payload, event_id=event_id, time=when)
+
+
+async def _folded(env: Env, n: int) -> None:
+    """Until the analytics group has folded `n` distinct events."""
+
+    async def check() -> bool:
+        conn = await asyncpg.connect(
+            env.ns.database_url, server_settings={"search_path": "attribution"}
+        )
+        try:
+            got = await conn.fetchval(
+                "SELECT count(*) FROM inbox WHERE consumer LIKE '%attribution-analytics'"
+            )
+        finally:
+            await conn.close()
+        return bool(got >= n)
+
+    await eventually(check, 90)
+
+
+RANGE = {"from": "2026-11-01", "to": "2026-11-30"}
+
+
+async def _get(env: Env, path: str, **params: Any) -> Any:
+    r = await env.client.get(path, params=params)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+async def test_scripted_scenario_gives_exact_figures(env: Env) -> None:
+    events = scenario("prg_a")
+    await _publish_all(env, events)
+    await _folded(env, len(events))
+
+    body = await _get(env, "/v1/programs/prg_a/analytics", **RANGE, interval="month")
+    assert body["from"] == "2026-11-01" and body["time_zone"] == "UTC"
+    totals = body["totals"]
+    assert body["buckets"][0]["figures"] == totals
+    assert {k: totals[k] for k in (
+        "advocates_enrolled", "advocates_shared", "clicks", "bot_clicks", "unique_visitors",
+        "signups", "first_purchases")} == {
+        "advocates_enrolled": 4, "advocates_shared": 2, "clicks": 5, "bot_clicks": 2,
+        "unique_visitors": 4, "signups": 3, "first_purchases": 2}  # fmt: skip
+    assert totals["rates"] == {
+        "shared": 0.5,
+        "visitor_to_signup": 0.75,
+        "signup_to_first_purchase": 2 / 3,
+        "visitor_to_first_purchase": 0.5,
+    }
+    assert totals["revenue"] == [
+        {"currency": "EUR", "purchases": 1, "gross_minor": 5000, "refunded_minor": 0,
+         "net_minor": 5000},
+        {"currency": "USD", "purchases": 2, "gross_minor": 14000, "refunded_minor": 4000,
+         "net_minor": 10000},
+    ]  # fmt: skip
+    assert totals["reward_cost"] == [
+        {"unit": "EUR", "issued": 1500, "voided": 0, "clawed_back": 0, "net": 1500,
+         "cost_per_acquired_customer": 750, "roi": (5000 - 1500) / 1500},
+        {"unit": "USD", "issued": 3500, "voided": 500, "clawed_back": 0, "net": 3000,
+         "cost_per_acquired_customer": 1500, "roi": (10000 - 3000) / 3000},
+        {"unit": "points", "issued": 100, "voided": 0, "clawed_back": 40, "net": 60,
+         "cost_per_acquired_customer": 30, "roi": None},
+    ]  # fmt: skip
+    assert body["channels"] == [
+        {"channel": "email", "clicks": 2, "bot_clicks": 2, "unique_visitors": 1,
+         "advocates_shared": 1},
+        {"channel": "sms", "clicks": 1, "bot_clicks": 0, "unique_visitors": 1,
+         "advocates_shared": 1},
+        {"channel": "whatsapp", "clicks": 2, "bot_clicks": 0, "unique_visitors": 2,
+         "advocates_shared": 1},
+    ]  # fmt: skip
+
+    # By day: the repeat visitor of the 3rd is one visitor; days without facts are zeros.
+    days = await _get(env, "/v1/programs/prg_a/analytics", **RANGE, interval="day")
+    assert len(days["buckets"]) == 30
+    third = days["buckets"][2]
+    assert third["start"] == "2026-11-03"
+    assert (third["figures"]["clicks"], third["figures"]["unique_visitors"]) == (2, 1)
+    assert days["buckets"][29]["figures"]["clicks"] == 0
+
+    # One channel: its click figures; program-wide facts have none.
+    wa = await _get(
+        env, "/v1/programs/prg_a/analytics", **RANGE, interval="month", channel="whatsapp"
+    )
+    assert (wa["totals"]["clicks"], wa["totals"]["unique_visitors"]) == (2, 2)
+    assert wa["totals"]["signups"] is None and wa["totals"]["reward_cost"] == []
+
+    # CSV: a row per bucket and the range's row, the same figures.
+    r = await env.client.get(
+        "/v1/programs/prg_a/analytics", params={**RANGE, "interval": "month"},
+        headers={"Accept": "text/csv"},
+    )  # fmt: skip
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    lines = r.text.strip().split("\n")
+    header = lines[0].split(",")
+    last = dict(zip(header, lines[-1].split(","), strict=True))
+    assert len(lines) == 3
+    assert (last["from"], last["clicks"], last["cost_net_USD"], last["revenue_net_minor_EUR"]) == (
+        "2026-11-01", "5", "3000", "5000")  # fmt: skip
+
+    viral = await _get(env, "/v1/programs/prg_a/analytics/viral", **RANGE, interval="month")
+    assert viral["totals"] | {"start": None, "end": None} == {
+        "start": None, "end": None, "advocates_enrolled": 4, "invites": 4,
+        "referred_first_purchases": 2, "invites_per_advocate": 1.0,
+        "invite_conversion_rate": 0.5, "k_factor": 0.5,
+        # f1: 4 days after a1 enrolled; f3: 4 days 22 hours after a2: the median of the two
+        "cycle_time_median_seconds": (4 * 86400 + (4 * 86400 + 22 * 3600)) / 2,
+    }  # fmt: skip
+
+    cohorts = await _get(env, "/v1/programs/prg_a/analytics/cohorts", **RANGE)
+    assert cohorts["cohorts"] == [
+        {"week": "2026-11-02", "advocates": 3, "referred_within_7_days": 2,
+         "referred_within_30_days": 2, "referred_within_90_days": 2},
+        {"week": "2026-11-09", "advocates": 1, "referred_within_7_days": 0,
+         "referred_within_30_days": 0, "referred_within_90_days": 0},
+    ]  # fmt: skip
+
+    board = await _get(env, "/v1/programs/prg_a/leaderboard", metric="referrals")
+    top = [(e["rank"], e["advocate_id"], e["display_name"], e["score"]) for e in board["entries"]]
+    assert top == [(1, "prg_a-a1", "Ann S.", 2), (2, "prg_a-a2", "Bob", 1)]
+    earned = await _get(env, "/v1/programs/prg_a/leaderboard", metric="earned", unit="points")
+    assert [(e["advocate_id"], e["score"]) for e in earned["entries"]] == [("prg_a-a2", 60)]
+    me = await _get(env, "/v1/programs/prg_a/leaderboard/prg_a-a2", metric="referrals")
+    assert (me["rank"], me["score"]) == (2, 1)
+
+
+async def test_redelivered_and_shuffled_events_give_the_same_figures(env: Env) -> None:
+    once, twice = scenario("prg_o"), scenario("prg_t")
+    shuffled = twice + twice  # every event twice, with its id
+    random.Random(7).shuffle(shuffled)
+    await _publish_all(env, once)
+    await _publish_all(env, shuffled)
+    await _folded(env, len(once) + len(twice))
+
+    async def figures(p: str) -> list[Any]:
+        out = []
+        for path, params in [
+            ("analytics", {"interval": "day"}),
+            ("analytics/viral", {"interval": "week"}),
+            ("analytics/cohorts", {}),
+        ]:
+            body = await _get(env, f"/v1/programs/{p}/{path}", **RANGE, **params)
+            body.pop("program_id")
+            out.append(body)
+        board = await _get(env, f"/v1/programs/{p}/leaderboard", metric="earned", unit="USD")
+        out.append([(e["advocate_id"].split("-", 1)[1], e["score"]) for e in board["entries"]])
+        return out
+
+    assert await figures("prg_o") == await figures("prg_t")
+
+
+async def test_bad_input(env: Env) -> None:
+    await env.publish("link.events", ev.ProgramCreated(
+        program_id="prg_x", name="p", status="active", landing_url="https://s.example",
+        allowed_domains=["s.example"]), tenant="globex")  # fmt: skip
+    await env.publish("link.events", ev.ProgramCreated(
+        program_id="prg_b", name="p", status="active", landing_url="https://s.example",
+        allowed_domains=["s.example"]))  # fmt: skip
+    await _folded(env, 2)
+    for path in ("analytics", "analytics/viral", "analytics/cohorts", "leaderboard"):
+        r = await env.client.get(f"/v1/programs/prg_x/{path}")  # another tenant's
+        assert r.status_code == 404 and r.json()["field"] == "program_id", path
+        r = await env.client.get(f"/v1/programs/prg_nope/{path}")
+        assert r.status_code == 404, path
+    r = await env.client.get(
+        "/v1/programs/prg_b/analytics", params={"from": "2026-11-05", "to": "2026-11-01"}
+    )
+    assert r.status_code == 422 and r.json()["field"] == "from"
+    r = await env.client.get(
+        "/v1/programs/prg_b/analytics",
+        params={"from": "2020-01-01", "to": "2026-11-01", "interval": "day"},
+    )
+    assert r.status_code == 422 and r.json()["field"] == "interval"
+    r = await env.client.get("/v1/programs/prg_b/leaderboard", params={"metric": "earned"})
+    assert r.status_code == 422 and r.json()["field"] == "unit"
+    r = await env.client.get("/v1/programs/prg_b/leaderboard/nobody")
+    assert r.status_code == 404
