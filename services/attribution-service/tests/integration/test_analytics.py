@@ -299,3 +299,48 @@ async def test_bad_input(env: Env) -> None:
     assert r.status_code == 422 and r.json()["field"] == "unit"
     r = await env.client.get("/v1/programs/prg_b/leaderboard/nobody")
     assert r.status_code == 404
+
+
+async def test_rank_from_the_counts_matches_the_order_of_the_index(env: Env) -> None:
+    """Each advocate's rank (summed from the counts per score and block, counted inside its
+    block) is its place in the top list (score descending, ties by id), also after scores went
+    down (claw-backs) and with many ids in one block."""
+    from servicekit.ids import new_id
+
+    rnd = random.Random(11)
+    await env.publish("link.events", ev.ProgramCreated(
+        program_id="prg_r", name="p", status="active", landing_url="https://s.example",
+        allowed_domains=["s.example"]))  # fmt: skip
+    advocates = [new_id("adv") for _ in range(40)] + [f"adv_aa{k}" for k in range(20)]
+    n = 1
+    for a in advocates:
+        for k in range(rnd.randrange(4)):
+            await env.publish("attribution.events", at.ReferralAttributed(
+                referral_id=f"r-{a}-{k}", program_id="prg_r", advocate_id=a,
+                friend_customer_id=f"f-{a}-{k}", conversion_id=f"c-{a}-{k}", evidence="click",
+                attributed_at=t(3)))  # fmt: skip
+            n += 1
+        earned = rnd.choice([1000, 2000])
+        await env.publish("reward.events", rw.RewardAvailable(
+            reward_id=f"rw-{a}", program_id="prg_r", advocate_id=a, holder_id=a,
+            role="advocate", conversion_id="c", kind="credit", amount=earned,
+            unit="USD"))  # fmt: skip
+        if rnd.random() < 0.5:
+            await env.publish("reward.events", rw.RewardClawedBack(
+                reward_id=f"rw-{a}", program_id="prg_r", advocate_id=a, holder_id=a,
+                role="advocate", conversion_id="c", kind="credit", amount=1000, unit="USD",
+                method="debt", reason="refunded"))  # fmt: skip
+            n += 1
+        n += 1
+    await _folded(env, n)
+    for params in [{"metric": "referrals"}, {"metric": "earned", "unit": "USD"}]:
+        board = await _get(env, "/v1/programs/prg_r/leaderboard", **params, limit=100)
+        entries = board["entries"]
+        assert [(-e["score"], e["advocate_id"]) for e in entries] == sorted(
+            (-e["score"], e["advocate_id"]) for e in entries
+        )
+        for e in entries:
+            me = await _get(env, f"/v1/programs/prg_r/leaderboard/{e['advocate_id']}", **params)
+            assert (me["rank"], me["score"]) == (e["rank"], e["score"]), e
+    # every advocate earned: all 60 are on the earned board, ties among them in one block
+    assert len(entries) == len(advocates)

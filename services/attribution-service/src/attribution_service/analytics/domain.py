@@ -118,6 +118,16 @@ def metric_key(metric: Metric, unit: str | None) -> str:
     return "referrals"
 
 
+# An advocate's rank counts the advocates with its score inside its own block of ids only; ids
+# are prefixed random base32 (`adv_` + 24), so 6 characters make 1,024 blocks of a few each.
+TIE_BLOCK_CHARS = 6
+
+
+def tie_block(advocate_id: str) -> str:
+    """The block of ids an advocate's id sorts in (bytewise, as the leaderboard compares ids)."""
+    return advocate_id[:TIE_BLOCK_CHARS]
+
+
 def masked_name(name: str | None, advocate_id: str) -> str:
     """What a leaderboard shows of an advocate: first name and last initial ("Ann S."), or
     "Advocate" and the end of their id when there is no usable name. Never an email address:

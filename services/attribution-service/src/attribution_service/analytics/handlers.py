@@ -114,7 +114,13 @@ async def on_referral_attributed(
         conn, event.tenantid, p, domain.day_of(payload.attributed_at), REFERRALS, 1
     )
     await repository.add_score(
-        conn, p, "referrals", domain.period_keys(payload.attributed_at), payload.advocate_id, 1
+        conn,
+        p,
+        "referrals",
+        domain.period_keys(payload.attributed_at),
+        payload.advocate_id,
+        domain.tie_block(payload.advocate_id),
+        1,
     )
 
 
@@ -211,6 +217,7 @@ async def _earned(
         domain.metric_key("earned", payload.unit),
         domain.period_keys(when),
         payload.advocate_id,
+        domain.tie_block(payload.advocate_id),
         delta,
     )
 
@@ -423,7 +430,9 @@ async def advocate_rank(
 ) -> LeaderboardEntry:
     await own_program(conn, tenant_id, program_id)
     key, period_key = domain.metric_key(metric, unit), domain.period_key(period, datetime.now(UTC))
-    row = await repository.rank(conn, program_id, key, period_key, advocate_id)
+    row = await repository.rank(
+        conn, program_id, key, period_key, advocate_id, domain.tie_block(advocate_id)
+    )
     if row is None:
         raise NotFound(
             f"no score for advocate '{advocate_id}' in {period_key}", field="advocate_id"

@@ -160,20 +160,56 @@ async def add_score(
     metric: str,
     periods: list[str],
     advocate_id: str,
+    block: str,
     delta: int,
 ) -> None:
-    await conn.execute(
+    """Moves the advocate's score in each period by `delta`, and the counts of advocates per
+    score (and per score and block) from the old score to the new one."""
+    if delta == 0:
+        return
+    old = await conn.fetch(
+        """
+        SELECT period, score FROM analytics_leaderboard
+        WHERE program_id = $1 AND metric = $2 AND period = ANY($3::text[]) AND advocate_id = $4
+        FOR UPDATE
+        """,
+        program_id,
+        metric,
+        periods,
+        advocate_id,
+    )
+    new = await conn.fetch(
         """
         INSERT INTO analytics_leaderboard (program_id, metric, period, advocate_id, score)
         SELECT $1, $2, p, $4, $5 FROM unnest($3::text[]) AS p
         ON CONFLICT (program_id, metric, period, advocate_id)
         DO UPDATE SET score = analytics_leaderboard.score + EXCLUDED.score
+        RETURNING period, score
         """,
         program_id,
         metric,
         periods,
         advocate_id,
         delta,
+    )
+    moves: list[tuple[str, int, str, int]] = []
+    for r in old:
+        moves += [(r["period"], r["score"], "", -1), (r["period"], r["score"], block, -1)]
+    for r in new:
+        moves += [(r["period"], r["score"], "", 1), (r["period"], r["score"], block, 1)]
+    await conn.execute(
+        """
+        INSERT INTO analytics_leaderboard_counts
+            (program_id, metric, period, score, block, advocates)
+        SELECT $1, $2, m.period, m.score, m.block, m.n
+        FROM unnest($3::text[], $4::bigint[], $5::text[], $6::bigint[])
+             AS m(period, score, block, n)
+        ON CONFLICT (program_id, metric, period, block, score)
+        DO UPDATE SET advocates = analytics_leaderboard_counts.advocates + EXCLUDED.advocates
+        """,
+        program_id,
+        metric,
+        *(list(col) for col in zip(*moves, strict=True)),
     )
 
 
@@ -343,19 +379,29 @@ async def top(
 
 
 async def rank(
-    conn: asyncpg.Connection, program_id: str, metric: str, period: str, advocate_id: str
+    conn: asyncpg.Connection,
+    program_id: str,
+    metric: str,
+    period: str,
+    advocate_id: str,
+    block: str,
 ) -> asyncpg.Record | None:
-    """One advocate's score and rank (1 + those ahead: a higher score, or the same score and a
-    smaller id), counted on the index, never over all advocates' rows."""
-    return await conn.fetchrow(
+    """One advocate's score and rank: 1 + the advocates ahead (a higher score, or the same
+    score and a smaller id), summed from the counts per score and per block, and counted on the
+    index only inside the advocate's own block."""
+    row: asyncpg.Record | None = await conn.fetchrow(
         """
         SELECT me.score, a.display_name,
-               1 + (SELECT count(*) FROM analytics_leaderboard o
-                    WHERE o.program_id = $1 AND o.metric = $2 AND o.period = $3
-                      AND o.score > me.score)
+               1 + (SELECT coalesce(sum(c.advocates), 0) FROM analytics_leaderboard_counts c
+                    WHERE c.program_id = $1 AND c.metric = $2 AND c.period = $3
+                      AND c.block = '' AND c.score > me.score)
+                 + (SELECT coalesce(sum(c.advocates), 0) FROM analytics_leaderboard_counts c
+                    WHERE c.program_id = $1 AND c.metric = $2 AND c.period = $3
+                      AND c.score = me.score AND c.block <> '' AND c.block < $5)
                  + (SELECT count(*) FROM analytics_leaderboard o
                     WHERE o.program_id = $1 AND o.metric = $2 AND o.period = $3
-                      AND o.score = me.score AND o.advocate_id < me.advocate_id) AS rank
+                      AND o.score = me.score
+                      AND o.advocate_id >= $5 AND o.advocate_id < me.advocate_id) AS rank
         FROM analytics_leaderboard me
         LEFT JOIN analytics_advocates a ON a.advocate_id = me.advocate_id
         WHERE me.program_id = $1 AND me.metric = $2 AND me.period = $3 AND me.advocate_id = $4
@@ -364,4 +410,6 @@ async def rank(
         metric,
         period,
         advocate_id,
+        block,
     )
+    return row

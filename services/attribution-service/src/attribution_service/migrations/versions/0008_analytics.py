@@ -56,7 +56,7 @@ def upgrade() -> None:
         -- One advocate: the masked display name (never the name or email itself), when they
         -- enrolled, when they first referred someone (cohorts, cycle time).
         CREATE TABLE analytics_advocates (
-            advocate_id       text PRIMARY KEY,
+            advocate_id       text COLLATE "C" PRIMARY KEY,
             tenant_id         text NOT NULL,
             program_id        text NOT NULL,
             display_name      text,
@@ -69,7 +69,7 @@ def upgrade() -> None:
         CREATE TABLE analytics_referrals (
             program_id         text NOT NULL,
             friend_customer_id text NOT NULL,
-            advocate_id        text NOT NULL,
+            advocate_id        text COLLATE "C" NOT NULL,
             referred_at        timestamptz,
             first_purchase_at  timestamptz,
             PRIMARY KEY (program_id, friend_customer_id)
@@ -88,18 +88,37 @@ def upgrade() -> None:
             issued     bigint NOT NULL
         );
 
-        -- The leaderboard index: a score per (program, metric, period, advocate); top-N and one
-        -- advocate's rank are range scans of the second index, never a scan of all advocates.
+        -- The leaderboard index: a score per (program, metric, period, advocate); the top is
+        -- a range scan of the second index. Advocate ids compare bytewise (COLLATE "C", in
+        -- every analytics table, so joins use the indexes), so an id's block (its first
+        -- characters) sorts exactly as the ids in it do.
         CREATE TABLE analytics_leaderboard (
             program_id  text NOT NULL,
             metric      text NOT NULL,
             period      text NOT NULL,
-            advocate_id text NOT NULL,
+            advocate_id text COLLATE "C" NOT NULL,
             score       bigint NOT NULL,
             PRIMARY KEY (program_id, metric, period, advocate_id)
         );
         CREATE INDEX analytics_leaderboard_rank
             ON analytics_leaderboard (program_id, metric, period, score DESC, advocate_id);
+
+        -- How many advocates hold each score (block ''), and each score within each block of
+        -- ids: one advocate's rank is a sum over a few of these rows plus a count inside its
+        -- own block, never a count over all advocates ahead of it.
+        CREATE TABLE analytics_leaderboard_counts (
+            program_id text NOT NULL,
+            metric     text NOT NULL,
+            period     text NOT NULL,
+            score      bigint NOT NULL,
+            block      text COLLATE "C" NOT NULL,
+            advocates  bigint NOT NULL,
+            -- block first: the totals per score (block '') above a score are one short range
+            PRIMARY KEY (program_id, metric, period, block, score)
+        );
+        -- the blocks before an id's own, at one score
+        CREATE INDEX analytics_leaderboard_counts_score
+            ON analytics_leaderboard_counts (program_id, metric, period, score, block);
         """
     )
 
@@ -107,8 +126,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.execute(
         """
-        DROP TABLE analytics_leaderboard, analytics_rewards, analytics_referrals,
-                   analytics_advocates, analytics_members, analytics_counters,
-                   analytics_programs;
+        DROP TABLE analytics_leaderboard_counts, analytics_leaderboard, analytics_rewards,
+                   analytics_referrals, analytics_advocates, analytics_members,
+                   analytics_counters, analytics_programs;
         """
     )
