@@ -344,3 +344,76 @@ async def test_rank_from_the_counts_matches_the_order_of_the_index(env: Env) -> 
             assert (me["rank"], me["score"]) == (e["rank"], e["score"]), e
     # every advocate earned: all 60 are on the earned board, ties among them in one block
     assert len(entries) == len(advocates)
+
+
+async def test_customer_value_of_referred_customers_beside_the_others(env: Env) -> None:
+    """Purchases through POST /v1/conversions, referred (the code at checkout) and not: the
+    customer value and CLV of each group, and the payback, match a hand computation."""
+    from datetime import timedelta
+
+    from .conftest import link_facts
+
+    await link_facts(env.publish, program="prg_c", advocate="adv_c", code="ANN123")
+    x = (datetime.now(UTC) - timedelta(days=70)).replace(hour=12, minute=0, second=0, microsecond=0)
+
+    async def buy(customer: str, order: str, minor: int, day: int, code: str | None = None) -> str:
+        body = {"type": "purchase", "customer_id": customer, "order_id": order,
+                "amount_minor": minor, "currency": "USD",
+                "occurred_at": (x + timedelta(days=day)).isoformat()}  # fmt: skip
+        if code:
+            body["code"] = code
+
+        async def decided() -> Any:
+            r = await env.client.post(
+                "/v1/conversions", json=body, headers={"Idempotency-Key": order}
+            )
+            assert r.status_code in (200, 201, 202), r.text
+            return r.json() if r.json()["status"] != "pending" else None
+
+        got = await eventually(decided, 30)  # the code arrives through Kafka
+        return str(got["status"])
+
+    assert await buy("cus_f1", "o1", 10000, 0, "ANN123") == "attributed"
+    assert await buy("cus_f1", "o2", 5000, 9) == "attributed"  # f1 stays attached
+    assert await buy("cus_f2", "o3", 3000, 2, "ANN123") == "attributed"
+    assert await buy("cus_o1", "o4", 2000, 1) == "organic"
+    assert await buy("cus_o1", "o5", 2000, 59) == "organic"  # outside the window
+    assert await buy("cus_o2", "o6", 4000, 3) == "organic"
+    assert await buy("cus_o3", "o7", 1000, 4) == "organic"
+    assert await buy("cus_o3", "o7", 1000, 4) == "organic"  # the same request again
+    # the program's reward cost in the window: 20.00
+    await env.publish("reward.events", rw.RewardAvailable(
+        reward_id="rw_c", program_id="prg_c", advocate_id="adv_c", holder_id="adv_c",
+        role="advocate", conversion_id="c", kind="credit", amount=2000, unit="USD"),
+        time=x)  # fmt: skip
+
+    window = {"from": str(x.date()), "to": str((x + timedelta(days=9)).date())}
+
+    async def folded() -> Any:
+        body = await _get(env, "/v1/programs/prg_c/analytics/customer-value", **window)
+        usd = body["currencies"][0] if body["currencies"] else {}
+        return body if usd.get("cost_per_acquired_customer") else None  # both folded
+
+    body = await eventually(folded, 60)
+    assert body["window_days"] == 10
+    [usd] = body["currencies"]
+    # referred: f1 (100.00 + 50.00, first to last purchase 9 days: lifespan 10 days) and f2
+    # (30.00, 1 day): AOV 180.00 / 3, 1.5 purchases each, value 90.00 per window; the mean
+    # lifespan (10 + 1) / 2 = 5.5 days is under one window of 10 days, so CLV = value.
+    assert usd["referred"] == {
+        "customers": 2, "purchases": 3, "revenue_minor": 18000, "lifespan_days": 5.5,
+        "aov_minor": 6000.0, "purchases_per_customer": 1.5, "customer_value_minor": 9000.0,
+        "clv_minor": 9000.0,
+    }  # fmt: skip
+    # others in the window: o1 (20.00; its last purchase 58 days later: lifespan 59 days),
+    # o2 (40.00), o3 (10.00): value 70.00 / 3 per window, mean lifespan (59 + 1 + 1) / 3 days,
+    # i.e. 61 / 30 windows of 10 days.
+    others = usd["others"]
+    assert (others["customers"], others["purchases"], others["revenue_minor"]) == (3, 3, 7000)
+    assert others["lifespan_days"] == pytest.approx(61 / 3)
+    assert others["customer_value_minor"] == pytest.approx(7000 / 3)
+    assert others["clv_minor"] == pytest.approx(7000 / 3 * 61 / 30)
+    # 20.00 of rewards over 2 first purchases: 10.00 per customer, paid back by 90.00 per 10
+    # days in 1.11 days
+    assert usd["cost_per_acquired_customer"] == 1000
+    assert usd["payback_days"] == pytest.approx(1000 / 900)

@@ -85,3 +85,25 @@ def test_derived_figures() -> None:
     k = KFactor.of(advocates=4, invites=10, converted=2)
     assert (k.invites_per_advocate, k.invite_conversion_rate, k.k_factor) == (2.5, 0.2, 0.5)
     assert KFactor.of(0, 0, 0) == KFactor(None, None, None)
+
+
+def test_customer_value_and_clv_by_hand() -> None:
+    from attribution_service.analytics.domain import CustomerValue, payback_days
+
+    # 3 customers, 4 purchases, 120.00: AOV 30.00, 4/3 purchases each, value 40.00 per window
+    v = CustomerValue.of(
+        customers=3, purchases=4, revenue_minor=12000, lifespan_days=45.0, window_days=30
+    )
+    assert (v.aov_minor, v.purchases_per_customer) == (3000, 4 / 3)
+    assert v.customer_value_minor == pytest.approx(4000)
+    assert v.clv_minor == pytest.approx(4000 * 1.5)  # 45 days: 1.5 windows of 30
+    short = CustomerValue.of(
+        customers=1, purchases=1, revenue_minor=500, lifespan_days=1.0, window_days=30
+    )
+    assert short.clv_minor == 500  # at least one window
+    empty = CustomerValue.of(
+        customers=0, purchases=0, revenue_minor=0, lifespan_days=None, window_days=30
+    )
+    assert (empty.aov_minor, empty.customer_value_minor, empty.clv_minor) == (None, None, None)
+    assert payback_days(2000, v, 30) == pytest.approx(2000 / (4000 / 30))
+    assert payback_days(None, v, 30) is None and payback_days(2000, empty, 30) is None

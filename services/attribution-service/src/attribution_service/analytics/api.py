@@ -13,6 +13,7 @@ from fastapi import APIRouter, Header, Query, Response
 
 from attribution_service.analytics import domain, handlers
 from attribution_service.analytics.schemas import (
+    ClvOut,
     CohortsOut,
     Figures,
     FunnelOut,
@@ -110,6 +111,26 @@ async def get_cohorts(
     r = domain.query_range(start, to, "week", handlers.today())
     async with rt.transaction() as conn:
         return await handlers.cohorts(conn, who.tenant_id, program_id, r)
+
+
+@router.get(
+    "/v1/programs/{program_id}/analytics/customer-value",
+    response_model=ClvOut,
+    summary="Customer value and CLV of referred customers beside the merchant's others",
+    description="Of the customers who bought from `from` to `to` (every purchase the merchant "
+    "reports, referred or not), per currency: customers this program referred beside the "
+    "merchant's customers never referred. Average order value (AOV) = revenue / purchases; "
+    "purchases per customer = purchases / customers; customer value = AOV x purchases per "
+    "customer (per window); average lifespan = mean days from a customer's first to last "
+    "purchase ever seen, plus one; CLV = customer value x max(1, lifespan / window days); "
+    "payback = cost per acquired customer / (referred customer value / window days).",
+)
+async def get_customer_value(
+    program_id: str, who: Reader, rt: Rt, start: From = None, to: To = None
+) -> ClvOut:
+    r = domain.query_range(start, to, "month", handlers.today())
+    async with rt.transaction() as conn:
+        return await handlers.customer_value(conn, who.tenant_id, program_id, r)
 
 
 @router.get(

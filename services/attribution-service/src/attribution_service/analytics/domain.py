@@ -160,6 +160,71 @@ def roi(net_revenue_minor: int, net_cost_minor: int) -> float | None:
 
 
 @dataclass(frozen=True)
+class Purchase:
+    """A purchase the merchant reported (a decided conversion with an amount), referred or not:
+    `program_id` is the program whose advocate it is attributed to, None when it is not."""
+
+    tenant_id: str
+    customer_id: str
+    currency: str
+    amount_minor: int
+    occurred_at: datetime
+    program_id: str | None
+
+
+@dataclass(frozen=True)
+class CustomerValue:
+    """One group of customers (referred by the program, or the merchant's others) who bought in
+    a window of `window_days`, in one currency:
+
+    - average order value (AOV) = revenue / purchases;
+    - purchases per customer = purchases / customers (in the window);
+    - customer value = AOV x purchases per customer: what a customer brings per window;
+    - average customer lifespan = the mean, over these customers, of the days from their first
+      to their last purchase ever seen, plus one; in windows: that / window_days, at least 1;
+    - CLV = customer value x average lifespan in windows."""
+
+    customers: int
+    purchases: int
+    revenue_minor: int
+    lifespan_days: float | None
+    aov_minor: float | None
+    purchases_per_customer: float | None
+    customer_value_minor: float | None
+    clv_minor: float | None
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        customers: int,
+        purchases: int,
+        revenue_minor: int,
+        lifespan_days: float | None,
+        window_days: int,
+    ) -> CustomerValue:
+        aov = rate(revenue_minor, purchases)
+        per_customer = rate(purchases, customers)
+        value = aov * per_customer if aov is not None and per_customer is not None else None
+        clv = None
+        if value is not None and lifespan_days is not None:
+            clv = value * max(1.0, lifespan_days / window_days)
+        return cls(
+            customers, purchases, revenue_minor, lifespan_days, aov, per_customer, value, clv
+        )
+
+
+def payback_days(
+    cost_per_customer_minor: int | None, value: CustomerValue, window_days: int
+) -> float | None:
+    """Days until a referred customer's value pays back the reward cost of acquiring them:
+    cost per acquired customer / (customer value / window days)."""
+    if cost_per_customer_minor is None or not value.customer_value_minor:
+        return None
+    return cost_per_customer_minor / (value.customer_value_minor / window_days)
+
+
+@dataclass(frozen=True)
 class KFactor:
     """K = invites per advocate x invite conversion rate, over one period:
 

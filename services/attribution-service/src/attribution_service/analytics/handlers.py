@@ -13,9 +13,12 @@ from attribution_service.analytics.domain import DEFAULT_TIME_ZONE, KFactor, Ran
 from attribution_service.analytics.schemas import (
     Bucket,
     ChannelFigures,
+    ClvOut,
     Cohort,
     CohortsOut,
     CostFigures,
+    CurrencyValue,
+    CustomerValueOut,
     Figures,
     FunnelOut,
     LeaderboardEntry,
@@ -222,6 +225,35 @@ async def _earned(
     )
 
 
+# --- every purchase, referred or not (called where conversions are decided) -------------------
+
+
+async def record_purchases(conn: asyncpg.Connection, purchases: list[domain.Purchase]) -> None:
+    """Folds decided purchases into the customers' read model, in the deciding transaction (a
+    non-referred purchase publishes no event). Each decided conversion comes here once."""
+    if not purchases:
+        return
+    customers: dict[tuple[str, str], tuple[str | None, datetime, datetime]] = {}
+    days: dict[tuple[str, str, str, date], tuple[int, int]] = {}
+    for p in purchases:
+        key = (p.tenant_id, p.customer_id)
+        prog, first, last = customers.get(key, (p.program_id, p.occurred_at, p.occurred_at))
+        progs = [x for x in (prog, p.program_id) if x is not None]
+        customers[key] = (
+            min(progs) if progs else None,
+            min(first, p.occurred_at),
+            max(last, p.occurred_at),
+        )
+        dkey = (p.tenant_id, p.customer_id, p.currency, domain.day_of(p.occurred_at))
+        n, revenue = days.get(dkey, (0, 0))
+        days[dkey] = (n + 1, revenue + p.amount_minor)
+    await repository.record_purchases(
+        conn,
+        [(*k, *v) for k, v in customers.items()],
+        [(*k, *v) for k, v in days.items()],
+    )
+
+
 # --- queries ---------------------------------------------------------------------------------
 
 
@@ -388,6 +420,52 @@ async def cohorts(
             for row in await repository.cohorts(conn, program_id, r.start, r.end, tz)
         ],
     )
+
+
+async def customer_value(
+    conn: asyncpg.Connection, tenant_id: str, program_id: str, r: Range
+) -> ClvOut:
+    tz = await own_program(conn, tenant_id, program_id)
+    window = (r.end - r.start).days + 1
+    groups: dict[str, dict[bool, asyncpg.Record]] = defaultdict(dict)
+    for row in await repository.customer_groups(conn, tenant_id, program_id, r.start, r.end):
+        groups[row["currency"]][row["referred"]] = row
+    sums: Sums = {}
+    for row in await repository.counters(
+        conn, tenant_id, program_id, r.start, r.end, r.interval, None
+    ):
+        if row["bucket"] is None:
+            sums[(row["metric"], row["unit"])] = row["value"]
+    acquired = sums.get((FIRST_PURCHASES, ""), 0)
+
+    def value(row: asyncpg.Record | None) -> domain.CustomerValue:
+        return domain.CustomerValue.of(
+            customers=row["customers"] if row else 0,
+            purchases=row["purchases"] if row else 0,
+            revenue_minor=row["revenue_minor"] if row else 0,
+            lifespan_days=row["lifespan_days"] if row else None,
+            window_days=window,
+        )
+
+    out = []
+    for currency, g in sorted(groups.items()):
+        referred = value(g.get(True))
+        net = sums.get((ISSUED, currency), 0) - sums.get((VOIDED, currency), 0)
+        net -= sums.get((CLAWED_BACK, currency), 0)
+        cpa = domain.per_customer(net, acquired)
+        out.append(
+            CurrencyValue(
+                currency=currency,
+                referred=CustomerValueOut.model_validate(referred.__dict__),
+                others=CustomerValueOut.model_validate(value(g.get(False)).__dict__),
+                cost_per_acquired_customer=cpa,
+                payback_days=domain.payback_days(cpa, referred, window),
+            )
+        )
+    return ClvOut(
+        program_id=program_id, start=r.start, end=r.end, window_days=window, time_zone=tz,
+        currencies=out,
+    )  # fmt: skip
 
 
 async def leaderboard(

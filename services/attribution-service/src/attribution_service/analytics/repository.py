@@ -413,3 +413,75 @@ async def rank(
         block,
     )
     return row
+
+
+# --- customers (every purchase, referred or not) -----------------------------------------------
+
+
+async def record_purchases(
+    conn: asyncpg.Connection,
+    customers: list[tuple[str, str, str | None, datetime, datetime]],
+    days: list[tuple[str, str, str, date, int, int]],
+) -> None:
+    """Customers (tenant, customer, referring program, first, last purchase) and their
+    purchases per day (tenant, customer, currency, day, purchases, revenue), each key once."""
+    await conn.execute(
+        """
+        INSERT INTO analytics_customers
+            (tenant_id, customer_id, referred_program_id, first_purchase_at, last_purchase_at)
+        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[],
+                             $5::timestamptz[])
+        ON CONFLICT (tenant_id, customer_id) DO UPDATE SET
+            referred_program_id =
+                LEAST(analytics_customers.referred_program_id, EXCLUDED.referred_program_id),
+            first_purchase_at =
+                LEAST(analytics_customers.first_purchase_at, EXCLUDED.first_purchase_at),
+            last_purchase_at =
+                GREATEST(analytics_customers.last_purchase_at, EXCLUDED.last_purchase_at)
+        """,
+        *(list(col) for col in zip(*customers, strict=True)),
+    )
+    await conn.execute(
+        """
+        INSERT INTO analytics_customer_days
+            (tenant_id, customer_id, currency, day, purchases, revenue_minor)
+        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::date[], $5::bigint[],
+                             $6::bigint[])
+        ON CONFLICT (tenant_id, day, customer_id, currency) DO UPDATE SET
+            purchases = analytics_customer_days.purchases + EXCLUDED.purchases,
+            revenue_minor = analytics_customer_days.revenue_minor + EXCLUDED.revenue_minor
+        """,
+        *(list(col) for col in zip(*days, strict=True)),
+    )
+
+
+async def customer_groups(
+    conn: asyncpg.Connection, tenant_id: str, program_id: str, start: date, end: date
+) -> list[asyncpg.Record]:
+    """Per group (customers the program referred; the tenant's never-referred customers) and
+    currency, of the customers who bought in the window: customers, purchases, revenue, and
+    their mean lifespan in days (first to last purchase ever seen, plus one)."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        """
+        WITH per AS (
+            SELECT d.customer_id, d.currency, sum(d.purchases) AS purchases,
+                   sum(d.revenue_minor) AS revenue, min(c.referred_program_id) AS program_id,
+                   min(extract(epoch FROM c.last_purchase_at - c.first_purchase_at)) / 86400 + 1
+                       AS lifespan_days
+            FROM analytics_customer_days d
+            JOIN analytics_customers c USING (tenant_id, customer_id)
+            WHERE d.tenant_id = $1 AND d.day BETWEEN $3 AND $4
+            GROUP BY d.customer_id, d.currency
+        )
+        SELECT program_id IS NOT NULL AS referred, currency, count(*) AS customers,
+               sum(purchases)::bigint AS purchases, sum(revenue)::bigint AS revenue_minor,
+               avg(lifespan_days)::float8 AS lifespan_days
+        FROM per WHERE program_id IS NULL OR program_id = $2
+        GROUP BY 1, 2
+        """,
+        tenant_id,
+        program_id,
+        start,
+        end,
+    )
+    return rows

@@ -185,3 +185,47 @@ class LeaderboardOut(BaseModel):
     unit: str | None
     period: str = Field(description="all, month:YYYY-MM or week:YYYY-Www (the current one)")
     entries: list[LeaderboardEntry]
+
+
+class CustomerValueOut(BaseModel):
+    """One group of customers who bought in the window, in one currency (definitions:
+    attribution README, "Growth analytics")."""
+
+    customers: int = Field(description="customers with a purchase in the window")
+    purchases: int
+    revenue_minor: int
+    lifespan_days: float | None = Field(
+        description="mean days from a customer's first to last purchase ever seen, plus one"
+    )
+    aov_minor: float | None = Field(description="average order value: revenue / purchases")
+    purchases_per_customer: float | None = Field(description="purchases / customers")
+    customer_value_minor: float | None = Field(
+        description="AOV x purchases per customer: what a customer brings per window"
+    )
+    clv_minor: float | None = Field(
+        description="customer value x average lifespan in windows (lifespan days / window "
+        "days, at least 1)"
+    )
+
+
+class CurrencyValue(BaseModel):
+    currency: str
+    referred: CustomerValueOut = Field(description="customers this program referred")
+    others: CustomerValueOut = Field(
+        description="the merchant's customers never referred by any program"
+    )
+    cost_per_acquired_customer: int | None = Field(
+        description="net reward cost in this currency / referred first purchases"
+    )
+    payback_days: float | None = Field(
+        description="cost per acquired customer / (referred customer value / window days)"
+    )
+
+
+class ClvOut(BaseModel):
+    program_id: str
+    start: date = Field(serialization_alias="from")
+    end: date = Field(serialization_alias="to")
+    window_days: int
+    time_zone: str
+    currencies: list[CurrencyValue]

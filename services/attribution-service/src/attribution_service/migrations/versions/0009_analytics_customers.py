@@ -1,0 +1,43 @@
+"""analytics: every purchase the merchant reports, referred or not, per customer (issue #22,
+customer value and CLV of referred customers beside the merchant's others)
+
+Revision ID: 0009
+"""
+
+from alembic import op
+
+revision = "0009"
+down_revision = "0008"
+
+
+def upgrade() -> None:
+    op.execute(
+        """
+        -- One customer of a tenant: the program that referred them (NULL: never referred), and
+        -- their first and last purchase (the observed lifespan). Folded where the conversion is
+        -- decided, in its transaction, because non-referred purchases publish no event.
+        CREATE TABLE analytics_customers (
+            tenant_id           text NOT NULL,
+            customer_id         text NOT NULL,
+            referred_program_id text,
+            first_purchase_at   timestamptz NOT NULL,
+            last_purchase_at    timestamptz NOT NULL,
+            PRIMARY KEY (tenant_id, customer_id)
+        );
+
+        -- Purchases and revenue per customer, currency and day.
+        CREATE TABLE analytics_customer_days (
+            tenant_id     text NOT NULL,
+            customer_id   text NOT NULL,
+            currency      text NOT NULL,
+            day           date NOT NULL,
+            purchases     bigint NOT NULL,
+            revenue_minor bigint NOT NULL,
+            PRIMARY KEY (tenant_id, day, customer_id, currency)
+        );
+        """
+    )
+
+
+def downgrade() -> None:
+    op.execute("DROP TABLE analytics_customer_days, analytics_customers")
