@@ -12,6 +12,7 @@ from attribution_service.conversions import api as conversions
 from attribution_service.conversions.batch import ConversionWriter
 from attribution_service.conversions.front import ConversionsFront
 from attribution_service.events import SERVICE
+from attribution_service.experiments import api as experiments
 from attribution_service.programs import api as programs
 from attribution_service.refunds import api as refunds
 from attribution_service.reviews import api as reviews
@@ -59,7 +60,9 @@ SPEC = ServiceSpec(
 
 
 # in the order FastAPI matches them (and lists them in the OpenAPI document)
-ROUTERS = [m.router for m in (conversions, refunds, programs, reviews, commerce, analytics)]
+ROUTERS = [
+    m.router for m in (conversions, refunds, programs, reviews, commerce, analytics, experiments)
+]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -30,6 +30,7 @@ class Env:
     ns: Namespace
     other_key: str
     settings: Settings
+    key: str = ""
 
     @property
     def foreign(self) -> dict[str, str]:
@@ -87,7 +88,7 @@ async def env(namespace: Namespace, settings_overrides: dict[str, Any]) -> Async
             )
             await producer.send_and_wait(namespace.topic_prefix + topic, event.to_json(), key=b"k")
 
-        yield Env(client, publish, namespace, other_key, settings)
+        yield Env(client, publish, namespace, other_key, settings, key)
     await producer.stop()
 
 

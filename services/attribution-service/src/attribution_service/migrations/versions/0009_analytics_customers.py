@@ -1,5 +1,5 @@
 """analytics: every purchase the merchant reports, referred or not, per customer (issue #22,
-customer value and CLV of referred customers beside the merchant's others)
+customer value and CLV of referred customers beside the merchant's others); A/B experiments
 
 Revision ID: 0009
 """
@@ -35,9 +35,30 @@ def upgrade() -> None:
             revenue_minor bigint NOT NULL,
             PRIMARY KEY (tenant_id, day, customer_id, currency)
         );
+
+        -- A/B experiments of programs: variants with weights, a salt for the sticky
+        -- assignment (kept here, so it survives restarts), and the lifecycle.
+        CREATE TABLE experiments (
+            id         text PRIMARY KEY,
+            tenant_id  text NOT NULL,
+            program_id text NOT NULL,
+            name       text NOT NULL,
+            kind       text NOT NULL,
+            salt       text NOT NULL,
+            variants   jsonb NOT NULL,
+            status     text NOT NULL DEFAULT 'draft',
+            winner     text,
+            started_at timestamptz,
+            ended_at   timestamptz,
+            created_at timestamptz NOT NULL DEFAULT now(),
+            updated_at timestamptz NOT NULL DEFAULT now()
+        );
+        -- one live (running or paused) experiment per program
+        CREATE UNIQUE INDEX experiments_live ON experiments (program_id)
+            WHERE status IN ('running', 'paused');
         """
     )
 
 
 def downgrade() -> None:
-    op.execute("DROP TABLE analytics_customer_days, analytics_customers")
+    op.execute("DROP TABLE experiments, analytics_customer_days, analytics_customers")
