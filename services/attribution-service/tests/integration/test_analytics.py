@@ -247,6 +247,18 @@ async def test_scripted_scenario_gives_exact_figures(env: Env) -> None:
     me = await _get(env, "/v1/programs/prg_a/leaderboard/prg_a-a2", metric="referrals")
     assert (me["rank"], me["score"]) == (2, 1)
 
+    # one advocate: a1's clicks (a bot's not), friends, purchases and earnings
+    a1 = await _get(env, "/v1/programs/prg_a/analytics/advocates/prg_a-a1", **RANGE)
+    assert a1 == {
+        "advocate_id": "prg_a-a1", "display_name": "Ann S.", "from": "2026-11-01",
+        "to": "2026-11-30", "clicks": 3, "referrals": 2, "signups": 2, "first_purchases": 1,
+        "revenue_minor": {"USD": 14000}, "earned": {"USD": 2000},
+    }  # fmt: skip
+    a2 = await _get(env, "/v1/programs/prg_a/analytics/advocates/prg_a-a2", **RANGE)
+    assert (a2["earned"], a2["revenue_minor"]) == ({"EUR": 1500, "points": 60}, {"EUR": 5000})
+    r = await env.client.get("/v1/programs/prg_a/analytics/advocates/nobody")
+    assert r.status_code == 404
+
 
 async def test_redelivered_and_shuffled_events_give_the_same_figures(env: Env) -> None:
     once, twice = scenario("prg_o"), scenario("prg_t")
@@ -262,9 +274,11 @@ async def test_redelivered_and_shuffled_events_give_the_same_figures(env: Env) -
             ("analytics", {"interval": "day"}),
             ("analytics/viral", {"interval": "week"}),
             ("analytics/cohorts", {}),
+            ("analytics/advocates/" + p + "-a1", {}),
         ]:
             body = await _get(env, f"/v1/programs/{p}/{path}", **RANGE, **params)
-            body.pop("program_id")
+            body.pop("program_id", None)
+            body.pop("advocate_id", None)
             out.append(body)
         board = await _get(env, f"/v1/programs/{p}/leaderboard", metric="earned", unit="USD")
         out.append([(e["advocate_id"].split("-", 1)[1], e["score"]) for e in board["entries"]])

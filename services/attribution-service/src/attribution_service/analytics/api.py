@@ -13,6 +13,7 @@ from fastapi import APIRouter, Header, Query, Response
 
 from attribution_service.analytics import domain, handlers
 from attribution_service.analytics.schemas import (
+    AdvocateFiguresOut,
     ClvOut,
     CohortsOut,
     Figures,
@@ -131,6 +132,21 @@ async def get_customer_value(
     r = domain.query_range(start, to, "month", handlers.today())
     async with rt.transaction() as conn:
         return await handlers.customer_value(conn, who.tenant_id, program_id, r)
+
+
+@router.get(
+    "/v1/programs/{program_id}/analytics/advocates/{advocate_id}",
+    response_model=AdvocateFiguresOut,
+    summary="One advocate's figures",
+    description="Human clicks on their links, friends referred, signups, first purchases, "
+    "referred revenue per currency and rewards earned per unit, from `from` to `to`.",
+)
+async def get_advocate_figures(
+    program_id: str, advocate_id: str, who: Reader, rt: Rt, start: From = None, to: To = None
+) -> AdvocateFiguresOut:
+    r = domain.query_range(start, to, "month", handlers.today())
+    async with rt.transaction() as conn:
+        return await handlers.advocate_figures(conn, who.tenant_id, program_id, advocate_id, r)
 
 
 @router.get(

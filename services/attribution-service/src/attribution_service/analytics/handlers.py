@@ -11,6 +11,7 @@ import asyncpg
 from attribution_service.analytics import domain, repository
 from attribution_service.analytics.domain import DEFAULT_TIME_ZONE, KFactor, Range
 from attribution_service.analytics.schemas import (
+    AdvocateFiguresOut,
     Bucket,
     ChannelFigures,
     ClvOut,
@@ -43,6 +44,7 @@ FIRST_PURCHASES, PURCHASES, REVENUE, REFUNDED = (
     "refunded",
 )
 ISSUED, VOIDED, CLAWED_BACK, REFERRALS = "issued", "voided", "clawed_back", "referrals"
+EARNED = "earned"
 VISITOR, SHARER = "visitor", "sharer"
 
 # --- folds of link.events and link.clicks ----------------------------------------------------
@@ -90,6 +92,7 @@ async def on_link_clicked(
         await repository.add(conn, t, p, day, BOT_CLICKS, 1, channel=channel)
         return
     await repository.add(conn, t, p, day, CLICKS, 1, channel=channel)
+    await repository.add_for_advocate(conn, p, payload.advocate_id, day, CLICKS, 1)
     # A visitor is their IP hash; without one, each click is its own visitor.
     visitor = payload.ip_hash or f"click:{payload.click_id}"
     await repository.add_member(conn, p, VISITOR, day, channel, visitor)
@@ -113,9 +116,9 @@ async def on_referral_attributed(
     await repository.upsert_advocate(
         conn, event.tenantid, p, payload.advocate_id, first_referral_at=payload.attributed_at
     )
-    await repository.add(
-        conn, event.tenantid, p, domain.day_of(payload.attributed_at), REFERRALS, 1
-    )
+    day = domain.day_of(payload.attributed_at)
+    await repository.add(conn, event.tenantid, p, day, REFERRALS, 1)
+    await repository.add_for_advocate(conn, p, payload.advocate_id, day, REFERRALS, 1)
     await repository.add_score(
         conn,
         p,
@@ -131,13 +134,18 @@ async def on_conversion_attributed(
     conn: asyncpg.Connection, event: CloudEvent, payload: at.ConversionAttributed
 ) -> None:
     t, p, day = event.tenantid, payload.program_id, domain.day_of(payload.occurred_at)
+    adv = payload.advocate_id
     if payload.conversion_type == "signup":
         await repository.add(conn, t, p, day, SIGNUPS, 1)
+        await repository.add_for_advocate(conn, p, adv, day, SIGNUPS, 1)
     if payload.amount_minor is not None and payload.currency:
-        await repository.add(conn, t, p, day, PURCHASES, 1, unit=payload.currency)
-        await repository.add(conn, t, p, day, REVENUE, payload.amount_minor, unit=payload.currency)
+        cur, amount = payload.currency, payload.amount_minor
+        await repository.add(conn, t, p, day, PURCHASES, 1, unit=cur)
+        await repository.add(conn, t, p, day, REVENUE, amount, unit=cur)
+        await repository.add_for_advocate(conn, p, adv, day, REVENUE, amount, unit=cur)
     if payload.is_first_purchase:
         await repository.add(conn, t, p, day, FIRST_PURCHASES, 1)
+        await repository.add_for_advocate(conn, p, adv, day, FIRST_PURCHASES, 1)
         await repository.upsert_referral(
             conn,
             p,
@@ -214,6 +222,15 @@ async def _earned(
     when: datetime,
     delta: int,
 ) -> None:
+    await repository.add_for_advocate(
+        conn,
+        payload.program_id,
+        payload.advocate_id,
+        domain.day_of(when),
+        EARNED,
+        delta,
+        unit=payload.unit,
+    )
     await repository.add_score(
         conn,
         payload.program_id,
@@ -466,6 +483,31 @@ async def customer_value(
         program_id=program_id, start=r.start, end=r.end, window_days=window, time_zone=tz,
         currencies=out,
     )  # fmt: skip
+
+
+async def advocate_figures(
+    conn: asyncpg.Connection, tenant_id: str, program_id: str, advocate_id: str, r: Range
+) -> AdvocateFiguresOut:
+    await own_program(conn, tenant_id, program_id)
+    me = await repository.advocate(conn, program_id, advocate_id)
+    sums: Sums = {
+        (row["metric"], row["unit"]): row["value"]
+        for row in await repository.advocate_figures(conn, program_id, advocate_id, r.start, r.end)
+    }
+    if me is None and not sums:
+        raise NotFound(f"no advocate '{advocate_id}' in this program", field="advocate_id")
+    return AdvocateFiguresOut(
+        advocate_id=advocate_id,
+        display_name=(me and me["display_name"]) or domain.masked_name(None, advocate_id),
+        start=r.start,
+        end=r.end,
+        clicks=sums.get((CLICKS, ""), 0),
+        referrals=sums.get((REFERRALS, ""), 0),
+        signups=sums.get((SIGNUPS, ""), 0),
+        first_purchases=sums.get((FIRST_PURCHASES, ""), 0),
+        revenue_minor={u: v for (m, u), v in sorted(sums.items()) if m == REVENUE},
+        earned={u: v for (m, u), v in sorted(sums.items()) if m == EARNED},
+    )
 
 
 async def leaderboard(

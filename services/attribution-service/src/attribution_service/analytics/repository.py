@@ -50,6 +50,32 @@ async def add(
     )
 
 
+async def add_for_advocate(
+    conn: asyncpg.Connection,
+    program_id: str,
+    advocate_id: str,
+    day: date,
+    metric: str,
+    value: int,
+    *,
+    unit: str = "",
+) -> None:
+    await conn.execute(
+        """
+        INSERT INTO analytics_advocate_counters (program_id, advocate_id, day, metric, unit, value)
+        VALUES ($1, $2, $3, $4, $5, $6)
+        ON CONFLICT (program_id, advocate_id, day, metric, unit)
+        DO UPDATE SET value = analytics_advocate_counters.value + EXCLUDED.value
+        """,
+        program_id,
+        advocate_id,
+        day,
+        metric,
+        unit,
+        value,
+    )
+
+
 async def add_member(
     conn: asyncpg.Connection, program_id: str, kind: str, day: date, channel: str, member: str
 ) -> None:
@@ -214,6 +240,34 @@ async def add_score(
 
 
 # --- queries ---------------------------------------------------------------------------------
+
+
+async def advocate_figures(
+    conn: asyncpg.Connection, program_id: str, advocate_id: str, start: date, end: date
+) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await conn.fetch(
+        """
+        SELECT metric, unit, sum(value)::bigint AS value FROM analytics_advocate_counters
+        WHERE program_id = $1 AND advocate_id = $2 AND day BETWEEN $3 AND $4
+        GROUP BY metric, unit
+        """,
+        program_id,
+        advocate_id,
+        start,
+        end,
+    )
+    return rows
+
+
+async def advocate(
+    conn: asyncpg.Connection, program_id: str, advocate_id: str
+) -> asyncpg.Record | None:
+    row: asyncpg.Record | None = await conn.fetchrow(
+        "SELECT * FROM analytics_advocates WHERE advocate_id = $1 AND program_id = $2",
+        advocate_id,
+        program_id,
+    )
+    return row
 
 
 async def program_tenant(conn: asyncpg.Connection, program_id: str) -> str | None:

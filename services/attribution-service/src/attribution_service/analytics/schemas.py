@@ -229,3 +229,18 @@ class ClvOut(BaseModel):
     window_days: int
     time_zone: str
     currencies: list[CurrencyValue]
+
+
+class AdvocateFiguresOut(BaseModel):
+    advocate_id: str
+    display_name: str = Field(description="first name and last initial, or a masked id")
+    start: date = Field(serialization_alias="from")
+    end: date = Field(serialization_alias="to")
+    clicks: int = Field(description="human clicks on the advocate's links")
+    referrals: int = Field(description="friends attributed to the advocate")
+    signups: int
+    first_purchases: int
+    revenue_minor: dict[str, int] = Field(description="referred revenue per currency (gross)")
+    earned: dict[str, int] = Field(
+        description="rewards that became available to the advocate, less claw-backs, per unit"
+    )

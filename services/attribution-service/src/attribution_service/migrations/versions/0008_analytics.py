@@ -42,6 +42,18 @@ def upgrade() -> None:
             PRIMARY KEY (program_id, day, channel, metric, unit)
         );
 
+        -- The same additive figures per advocate (clicks, referrals, signups, first purchases,
+        -- revenue and rewards earned per unit), for one advocate's figures.
+        CREATE TABLE analytics_advocate_counters (
+            program_id  text NOT NULL,
+            advocate_id text COLLATE "C" NOT NULL,
+            day         date NOT NULL,
+            metric      text NOT NULL,
+            unit        text NOT NULL DEFAULT '',
+            value       bigint NOT NULL,
+            PRIMARY KEY (program_id, advocate_id, day, metric, unit)
+        );
+
         -- Distinct figures (unique visitors, advocates who shared, issued rewards): a set per
         -- day; a bucket's figure is COUNT(DISTINCT member) over its days.
         CREATE TABLE analytics_members (
@@ -128,6 +140,6 @@ def downgrade() -> None:
         """
         DROP TABLE analytics_leaderboard_counts, analytics_leaderboard, analytics_rewards,
                    analytics_referrals, analytics_advocates, analytics_members,
-                   analytics_counters, analytics_programs;
+                   analytics_advocate_counters, analytics_counters, analytics_programs;
         """
     )
