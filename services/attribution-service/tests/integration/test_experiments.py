@@ -11,6 +11,7 @@ from attribution_service.main import create_app
 from devstack.testing import serve_in_process
 from referral_events.contracts import attribution as at
 from referral_events.contracts import link as ev
+from referral_events.contracts import reward as rw
 
 from .conftest import Env
 from .test_analytics import _folded
@@ -47,7 +48,10 @@ async def test_lifecycle_events_figures_and_restart(env: Env) -> None:
             friend_customer_id=f"f{k}", conversion_id=f"cv{k}", evidence="code",
             attributed_at="2026-11-03T10:00:00Z"))  # fmt: skip
         n += 1
-    await _folded(env, n)
+    await env.publish("reward.events", rw.RewardAvailable(
+        reward_id="rw0", program_id="prg_e", advocate_id="prg_e-a0", holder_id="prg_e-a0",
+        role="advocate", conversion_id="cv0", kind="credit", amount=1000, unit="USD"))  # fmt: skip
+    await _folded(env, n + 1)
 
     r = await env.client.post("/v1/programs/prg_e/experiments", json=BODY)
     assert r.status_code == 201, r.text
@@ -57,6 +61,9 @@ async def test_lifecycle_events_figures_and_restart(env: Env) -> None:
     # every advocate is in one variant; the figures add up; too few for a readout
     assert sum(v["advocates"] for v in exp["variants"]) == 40
     assert sum(v["referred"] for v in exp["variants"]) == 10
+    # each variant's funnel and cost: its advocates' referrals and earnings
+    for v in exp["variants"]:
+        assert v["funnel"].get("referrals", {}).get("", 0) == v["referred"]
     assert exp["readout"] == [
         {"variant": "twenty", "enough_data": False, "p_value": None, "significant": False,
          "leader": None}
@@ -86,6 +93,8 @@ async def test_lifecycle_events_figures_and_restart(env: Env) -> None:
     assert after == before
     counts = Counter(before.values())
     assert {v["key"]: v["advocates"] for v in exp["variants"]} == dict(counts)
+    earned = {v["key"]: v["funnel"].get("earned", {}) for v in exp["variants"]}
+    assert earned[before[0]] == {"USD": 1000} and sum(len(e) for e in earned.values()) == 1
 
     # promote: a variant of this experiment only; then ended with its winner
     r = await env.client.post(f"{path}/promote", json={"variant": "fifty"})

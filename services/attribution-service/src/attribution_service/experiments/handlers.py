@@ -123,16 +123,25 @@ async def _out(conn: asyncpg.Connection, row: asyncpg.Record) -> ExperimentOut:
     weights = _weights(row)
     advocates: Counter[str] = Counter()
     referred: Counter[str] = Counter()
+    variant_of: dict[str, str] = {}
     for a in await repository.advocates(conn, row["program_id"]):
-        key = domain.assign(a["advocate_id"], row["salt"], weights)
+        key = variant_of[a["advocate_id"]] = domain.assign(a["advocate_id"], row["salt"], weights)
         advocates[key] += 1
         referred[key] += a["referred"]
+    funnel: dict[str, dict[str, dict[str, int]]] = {v.key: {} for v in weights}
+    for s in await repository.advocate_sums(conn, row["program_id"]):
+        key = variant_of.get(s["advocate_id"]) or domain.assign(
+            s["advocate_id"], row["salt"], weights
+        )
+        by_unit = funnel[key].setdefault(s["metric"], {})
+        by_unit[s["unit"]] = by_unit.get(s["unit"], 0) + s["value"]
     variants = [
         VariantOut(
             **v,
             advocates=advocates[v["key"]],
             referred=referred[v["key"]],
             referral_rate=referred[v["key"]] / advocates[v["key"]] if advocates[v["key"]] else None,
+            funnel=funnel[v["key"]],
         )
         for v in _variants(row)
     ]

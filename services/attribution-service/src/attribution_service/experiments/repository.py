@@ -86,3 +86,16 @@ async def advocates(conn: asyncpg.Connection, program_id: str) -> list[asyncpg.R
         program_id,
     )
     return rows
+
+
+async def advocate_sums(conn: asyncpg.Connection, program_id: str) -> list[asyncpg.Record]:
+    """Each of the program's advocates' figures (analytics' read model), all time."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        """
+        SELECT advocate_id, metric, unit, sum(value)::bigint AS value
+        FROM analytics_advocate_counters WHERE program_id = $1
+        GROUP BY advocate_id, metric, unit
+        """,
+        program_id,
+    )
+    return rows

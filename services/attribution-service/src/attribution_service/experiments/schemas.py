@@ -46,6 +46,11 @@ class VariantOut(BaseModel):
     advocates: int = Field(description="the program's advocates assigned to this variant")
     referred: int = Field(description="of them, advocates who referred someone")
     referral_rate: float | None = Field(description="referred / advocates")
+    funnel: dict[str, dict[str, int]] = Field(
+        description="the variant's advocates' figures, all time: clicks, referrals, signups, "
+        "first_purchases (unit ''), revenue per currency, and earned (their rewards less "
+        "claw-backs) per unit: the variant's cost to its advocates"
+    )
 
 
 class ReadoutOut(BaseModel):
