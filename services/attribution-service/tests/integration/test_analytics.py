@@ -1,7 +1,9 @@
 """Growth analytics on real Kafka + Postgres: a scripted scenario with known numbers (four
 advocates, human, repeat and bot clicks on three channels, signups, first and repeat purchases
 in two currencies, a refund, a voided reward and a claw-back) gives exact figures; the same
-events delivered twice and shuffled give the same figures; bad input is 404/422."""
+events delivered twice and shuffled give the same figures; bad input is 404/422. Link and reward
+events go through Kafka; this service's own (attribution.events) are folded as its emitting
+transaction folds them."""
 
 from __future__ import annotations
 
@@ -12,8 +14,9 @@ from typing import Any
 import asyncpg
 import pytest
 
+from attribution_service.analytics import handlers as analytics
 from devstack.testing import eventually
-from referral_events import EventPayload
+from referral_events import EventPayload, new_event
 from referral_events.contracts import attribution as at
 from referral_events.contracts import link as ev
 from referral_events.contracts import reward as rw
@@ -119,13 +122,48 @@ def scenario(p: str) -> list[Event]:
     return out
 
 
-async def _publish_all(env: Env, events: list[Event]) -> None:
+async def emit_own(
+    env: Env,
+    payload: EventPayload,
+    *,
+    event_id: str | None = None,
+    time: datetime | None = None,
+    tenant: str = "acme",
+) -> None:
+    """One of this service's own events (attribution.events) folded as its emitting transaction
+    folds it (analytics.handlers.fold_event): this service does not consume its own topic."""
+    conn = await asyncpg.connect(
+        env.ns.database_url, server_settings={"search_path": "attribution"}
+    )
+    try:
+        async with conn.transaction():
+            await analytics.fold_event(
+                conn,
+                new_event(payload, source="/test", tenant_id=tenant, event_id=event_id, time=time),
+            )
+    finally:
+        await conn.close()
+
+
+async def _publish_all(env: Env, events: list[Event]) -> int:
+    """Link and reward events onto Kafka; this service's own folded as emitted, each once (its
+    emitting transaction runs once). Returns how many went onto Kafka (distinct ids)."""
+    emitted: set[str] = set()
+    on_kafka: set[str] = set()
     for topic, payload, when, event_id in events:
-        await env.publish(topic, payload, event_id=event_id, time=when)
+        if topic == "attribution.events":
+            if event_id not in emitted:
+                emitted.add(event_id)
+                await emit_own(env, payload, event_id=event_id, time=when)
+        else:
+            on_kafka.add(event_id)
+            await env.publish(topic, payload, event_id=event_id, time=when)
+    return len(on_kafka)
 
 
 async def _folded(env: Env, n: int) -> None:
-    """Until the analytics group has folded `n` distinct events."""
+    """Until the consumers have folded `n` distinct events from Kafka (link events in the
+    attribution-service group, reward events in attribution-analytics)."""
 
     async def check() -> bool:
         conn = await asyncpg.connect(
@@ -133,7 +171,8 @@ async def _folded(env: Env, n: int) -> None:
         )
         try:
             got = await conn.fetchval(
-                "SELECT count(*) FROM inbox WHERE consumer LIKE '%attribution-analytics'"
+                "SELECT count(*) FROM inbox"
+                " WHERE consumer IN ('attribution-service', 'attribution-analytics')"
             )
         finally:
             await conn.close()
@@ -153,8 +192,7 @@ async def _get(env: Env, path: str, **params: Any) -> Any:
 
 async def test_scripted_scenario_gives_exact_figures(env: Env) -> None:
     events = scenario("prg_a")
-    await _publish_all(env, events)
-    await _folded(env, len(events))
+    await _folded(env, await _publish_all(env, events))
 
     body = await _get(env, "/v1/programs/prg_a/analytics", **RANGE, interval="month")
     assert body["from"] == "2026-11-01" and body["time_zone"] == "UTC"
@@ -264,9 +302,9 @@ async def test_redelivered_and_shuffled_events_give_the_same_figures(env: Env) -
     once, twice = scenario("prg_o"), scenario("prg_t")
     shuffled = twice + twice  # every event twice, with its id
     random.Random(7).shuffle(shuffled)
-    await _publish_all(env, once)
-    await _publish_all(env, shuffled)
-    await _folded(env, len(once) + len(twice))
+    n = await _publish_all(env, once)
+    n += await _publish_all(env, shuffled)
+    await _folded(env, n)
 
     async def figures(p: str) -> list[Any]:
         out = []
@@ -329,11 +367,10 @@ async def test_rank_from_the_counts_matches_the_order_of_the_index(env: Env) -> 
     n = 1
     for a in advocates:
         for k in range(rnd.randrange(4)):
-            await env.publish("attribution.events", at.ReferralAttributed(
+            await emit_own(env, at.ReferralAttributed(
                 referral_id=f"r-{a}-{k}", program_id="prg_r", advocate_id=a,
                 friend_customer_id=f"f-{a}-{k}", conversion_id=f"c-{a}-{k}", evidence="click",
                 attributed_at=t(3)))  # fmt: skip
-            n += 1
         earned = rnd.choice([1000, 2000])
         await env.publish("reward.events", rw.RewardAvailable(
             reward_id=f"rw-{a}", program_id="prg_r", advocate_id=a, holder_id=a,

@@ -14,7 +14,7 @@ from referral_events.contracts import link as ev
 from referral_events.contracts import reward as rw
 
 from .conftest import Env
-from .test_analytics import _folded
+from .test_analytics import _folded, emit_own
 
 pytestmark = pytest.mark.integration
 
@@ -43,11 +43,10 @@ async def test_lifecycle_events_figures_and_restart(env: Env) -> None:
     n += await _program(env, "prg_other")
     # a quarter of the advocates referred someone
     for k in range(0, 40, 4):
-        await env.publish("attribution.events", at.ReferralAttributed(
+        await emit_own(env, at.ReferralAttributed(
             referral_id=f"r{k}", program_id="prg_e", advocate_id=f"prg_e-a{k}",
             friend_customer_id=f"f{k}", conversion_id=f"cv{k}", evidence="code",
             attributed_at="2026-11-03T10:00:00Z"))  # fmt: skip
-        n += 1
     await env.publish("reward.events", rw.RewardAvailable(
         reward_id="rw0", program_id="prg_e", advocate_id="prg_e-a0", holder_id="prg_e-a0",
         role="advocate", conversion_id="cv0", kind="credit", amount=1000, unit="USD"))  # fmt: skip

@@ -4,7 +4,9 @@ connection, so a redelivered event folds nothing twice), and the queries the rou
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, date, datetime
+from typing import Any
 
 import asyncpg
 
@@ -33,6 +35,8 @@ from referral_events import CloudEvent
 from referral_events.contracts import attribution as at
 from referral_events.contracts import link as ev
 from referral_events.contracts import reward as rw
+from referral_events.outbox import OutboxRow
+from referral_events.registry import payload_type
 from servicekit.problems import NotFound
 
 # The counters and sets the folds keep (analytics_counters.metric, analytics_members.kind).
@@ -240,6 +244,34 @@ async def _earned(
         domain.tie_block(payload.advocate_id),
         delta,
     )
+
+
+# --- this service's own events, folded where they are emitted -----------------------------------
+
+# attribution.events this service publishes and analytics folds. They are folded in the
+# transaction that emits them (exactly once, with the change they announce) rather than
+# consumed back from Kafka: a service consuming its own topic would be a consumer of itself.
+OWN_EVENTS: dict[str, Callable[[asyncpg.Connection, CloudEvent, Any], Awaitable[None]]] = {
+    at.ReferralAttributed.TYPE: on_referral_attributed,
+    at.ConversionAttributed.TYPE: on_conversion_attributed,
+    at.ConversionRefunded.TYPE: on_conversion_refunded,
+}
+
+
+async def fold_event(conn: asyncpg.Connection, event: CloudEvent) -> None:
+    """Folds one event this service emits (OWN_EVENTS; others are ignored), with the payload
+    a consumer would parse from it."""
+    handler = OWN_EVENTS.get(event.type)
+    if handler is not None:
+        await handler(conn, event, payload_type(event.type).model_validate(event.data))
+
+
+async def fold_emitted(conn: asyncpg.Connection, rows: Sequence[OutboxRow]) -> None:
+    """Folds the events of outbox rows being written in this transaction."""
+    for row in rows:
+        event = CloudEvent.from_json(row.payload)
+        if event.type in OWN_EVENTS:
+            await fold_event(conn, event)
 
 
 # --- every purchase, referred or not (called where conversions are decided) -------------------

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
+from attribution_service.analytics import handlers as analytics
 from attribution_service.conversions import repository as conversions
 from attribution_service.conversions.events import conversion_type
 from attribution_service.conversions.handlers import request_hash
@@ -47,7 +48,7 @@ async def refund(
     new = new_refund(conv, cmd, external_id=external, request_hash=digest, now=datetime.now(UTC))
     row = await repository.insert_refund(conn, new)
     if conv["status"] == "attributed":
-        await EVENTS.emit(
+        event = await EVENTS.emit(
             conn,
             tenant_id=tenant_id,
             payload=out.ConversionRefunded(
@@ -67,6 +68,7 @@ async def refund(
             key=conv["advocate_id"],
             event_id=f"{row['id']}:refunded",
         )
+        await analytics.fold_event(conn, event)  # growth analytics, in the same transaction
     return row, True
 
 
