@@ -6,8 +6,9 @@ attribution-service's migrations applied. Measured in the same run, with the sam
 
 - fold: link.clicked (90 %), referral.attributed, conversion.attributed and reward events, each
   in its own transaction where the service folds it (clicks and reward events with their inbox
-  row through the consumers' routing tables, this service's own events as emitted: without
-  Kafka), while one more connection asks for the funnel (30 days by day) in a loop;
+  row through the consumers' routing tables, this service's own events as the folding worker
+  folds them: without Kafka), while one more connection asks for the funnel (30 days by day)
+  in a loop;
 - fold reference: the same transactions with plain INSERTs of an inbox row and a counter row
   (what any consumer that records an event and one figure must write);
 - leaderboard: 100,000 advocates' scores in the index (skewed: most have 0-3 referrals, so
@@ -120,7 +121,7 @@ async def fold(pool: Any, events: list[Any]) -> tuple[float, list[float]]:
 
     # Each event where the service folds it: link events in the attribution-service group's
     # handler (its own copy and analytics', one inbox row), reward events in the
-    # attribution-analytics group, this service's own events as their emitting transaction does.
+    # attribution-analytics group, this service's own events as the folding worker does.
     group_of = {t: c for c in CONSUMERS for t in c.handlers}
     stop = asyncio.Event()
     latencies: list[float] = []
@@ -129,7 +130,7 @@ async def fold(pool: Any, events: list[Any]) -> tuple[float, list[float]]:
         event, payload = item
         async with pool.acquire() as conn, conn.transaction():
             spec = group_of.get(event.type)
-            if spec is None:
+            if spec is None:  # as the worker folds it (analytics.handlers.fold_deferred)
                 await analytics.fold_event(conn, event)
             elif await conn.fetchval(INBOX_INSERT, spec.group, event.id, event.type, "t", k):
                 await spec.handlers[event.type](conn, event, payload)

@@ -16,7 +16,7 @@ from attribution_service.experiments import api as experiments
 from attribution_service.programs import api as programs
 from attribution_service.refunds import api as refunds
 from attribution_service.reviews import api as reviews
-from attribution_service.workers import PendingSweeper
+from attribution_service.workers import AnalyticsFolder, PendingSweeper
 from servicekit.app import create_service_app
 from servicekit.cli import run_cli
 from servicekit.runtime import Runtime, ServiceSpec, Worker
@@ -26,7 +26,8 @@ def _workers(rt: Runtime) -> list[Worker]:
     s = rt.settings
     assert isinstance(s, Settings)
     workers: list[Worker] = [
-        PendingSweeper(rt, s.evidence_grace_seconds, s.pending_sweep_interval_seconds)
+        PendingSweeper(rt, s.evidence_grace_seconds, s.pending_sweep_interval_seconds),
+        AnalyticsFolder(rt),
     ]
     if s.conversion_writers:
         workers.append(

@@ -2,8 +2,8 @@
 advocates, human, repeat and bot clicks on three channels, signups, first and repeat purchases
 in two currencies, a refund, a voided reward and a claw-back) gives exact figures; the same
 events delivered twice and shuffled give the same figures; bad input is 404/422. Link and reward
-events go through Kafka; this service's own (attribution.events) are folded as its emitting
-transaction folds them."""
+events go through Kafka; this service's own (attribution.events) are kept as its emitting
+transaction keeps them, and its worker folds them."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from referral_events import EventPayload, new_event
 from referral_events.contracts import attribution as at
 from referral_events.contracts import link as ev
 from referral_events.contracts import reward as rw
+from referral_events.outbox import OutboxRow
 
 from .conftest import Env
 
@@ -130,17 +131,16 @@ async def emit_own(
     time: datetime | None = None,
     tenant: str = "acme",
 ) -> None:
-    """One of this service's own events (attribution.events) folded as its emitting transaction
-    folds it (analytics.handlers.fold_event): this service does not consume its own topic."""
+    """One of this service's own events (attribution.events) as its emitting transaction keeps
+    it for analytics (analytics.handlers.defer_emitted); the service's worker folds it."""
+    event = new_event(payload, source="/test", tenant_id=tenant, event_id=event_id, time=time)
+    row = OutboxRow(event.id, "attribution.events", "k", event.to_json())
     conn = await asyncpg.connect(
         env.ns.database_url, server_settings={"search_path": "attribution"}
     )
     try:
         async with conn.transaction():
-            await analytics.fold_event(
-                conn,
-                new_event(payload, source="/test", tenant_id=tenant, event_id=event_id, time=time),
-            )
+            await analytics.defer_emitted(conn, [row])
     finally:
         await conn.close()
 
@@ -163,7 +163,8 @@ async def _publish_all(env: Env, events: list[Event]) -> int:
 
 async def _folded(env: Env, n: int) -> None:
     """Until the consumers have folded `n` distinct events from Kafka (link events in the
-    attribution-service group, reward events in attribution-analytics)."""
+    attribution-service group, reward events in attribution-analytics) and the worker every
+    event of this service's own."""
 
     async def check() -> bool:
         conn = await asyncpg.connect(
@@ -174,9 +175,10 @@ async def _folded(env: Env, n: int) -> None:
                 "SELECT count(*) FROM inbox"
                 " WHERE consumer IN ('attribution-service', 'attribution-analytics')"
             )
+            waiting = await conn.fetchval("SELECT count(*) FROM analytics_emitted")
         finally:
             await conn.close()
-        return bool(got >= n)
+        return bool(got >= n and waiting == 0)
 
     await eventually(check, 90)
 

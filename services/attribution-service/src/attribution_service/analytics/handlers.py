@@ -248,30 +248,42 @@ async def _earned(
 
 # --- this service's own events, folded where they are emitted -----------------------------------
 
-# attribution.events this service publishes and analytics folds. They are folded in the
-# transaction that emits them (exactly once, with the change they announce) rather than
-# consumed back from Kafka: a service consuming its own topic would be a consumer of itself.
+# attribution.events this service publishes and analytics folds. This service does not consume
+# its own topic: the events are written beside the change that emits them (`defer_emitted`) and
+# folded by the worker (`fold_deferred`), each in the transaction that deletes its row, so
+# exactly once; the conversions' transactions never wait for the shared counter rows.
 OWN_EVENTS: dict[str, Callable[[asyncpg.Connection, CloudEvent, Any], Awaitable[None]]] = {
     at.ReferralAttributed.TYPE: on_referral_attributed,
     at.ConversionAttributed.TYPE: on_conversion_attributed,
     at.ConversionRefunded.TYPE: on_conversion_refunded,
 }
+# Rows of the outbox whose events analytics folds, recognised without parsing the envelope.
+_OWN_MARKERS = tuple(f'"type":"{t}"'.encode() for t in OWN_EVENTS)
 
 
 async def fold_event(conn: asyncpg.Connection, event: CloudEvent) -> None:
-    """Folds one event this service emits (OWN_EVENTS; others are ignored), with the payload
+    """Folds one event this service emitted (OWN_EVENTS; others are ignored), with the payload
     a consumer would parse from it."""
     handler = OWN_EVENTS.get(event.type)
     if handler is not None:
         await handler(conn, event, payload_type(event.type).model_validate(event.data))
 
 
-async def fold_emitted(conn: asyncpg.Connection, rows: Sequence[OutboxRow]) -> None:
-    """Folds the events of outbox rows being written in this transaction."""
-    for row in rows:
-        event = CloudEvent.from_json(row.payload)
-        if event.type in OWN_EVENTS:
-            await fold_event(conn, event)
+async def defer_emitted(conn: asyncpg.Connection, rows: Sequence[OutboxRow]) -> None:
+    """Keeps the events analytics folds among outbox rows written in this transaction."""
+    own = [
+        (r.event_id, r.payload.decode()) for r in rows if any(m in r.payload for m in _OWN_MARKERS)
+    ]
+    if own:
+        await repository.defer(conn, own)
+
+
+async def fold_deferred(conn: asyncpg.Connection, limit: int = 500) -> int:
+    """Folds up to `limit` waiting events in the caller's transaction; how many there were."""
+    payloads = await repository.take_emitted(conn, limit)
+    for payload in payloads:
+        await fold_event(conn, CloudEvent.from_json(payload))
+    return len(payloads)
 
 
 # --- every purchase, referred or not (called where conversions are decided) -------------------

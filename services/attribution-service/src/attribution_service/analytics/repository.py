@@ -539,3 +539,32 @@ async def customer_groups(
         end,
     )
     return rows
+
+
+# --- this service's own events, waiting to be folded ------------------------------------------
+
+
+async def defer(conn: asyncpg.Connection, events: list[tuple[str, str]]) -> None:
+    """(event id, envelope JSON) of events this transaction emits, for the folding worker."""
+    await conn.execute(
+        """
+        INSERT INTO analytics_emitted (event_id, payload)
+        SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING
+        """,
+        [e[0] for e in events],
+        [e[1] for e in events],
+    )
+
+
+async def take_emitted(conn: asyncpg.Connection, limit: int) -> list[str]:
+    """The oldest waiting events, removed in the caller's transaction (which folds them)."""
+    rows = await conn.fetch(
+        """
+        DELETE FROM analytics_emitted WHERE event_id IN (
+            SELECT event_id FROM analytics_emitted ORDER BY created_at
+            LIMIT $1 FOR UPDATE SKIP LOCKED)
+        RETURNING payload
+        """,
+        limit,
+    )
+    return [r["payload"] for r in rows]

@@ -276,7 +276,7 @@ async def record(
                 )
             )
     await enqueue_rows(conn, entries)
-    await analytics.fold_emitted(conn, entries)
+    await analytics.defer_emitted(conn, entries)
     # Growth analytics sees every purchase, referred or not (a non-referred one publishes no
     # event), once: when its decision is final (not waiting, not in review).
     await analytics.record_purchases(

@@ -16,6 +16,7 @@ from attribution_service.refunds import repository
 from attribution_service.refunds.domain import new_refund
 from attribution_service.refunds.schemas import CancellationIn, RefundIn
 from referral_events.contracts import attribution as out
+from referral_events.outbox import enqueue_rows
 from servicekit.problems import Conflict, InvalidInput, NotFound
 
 
@@ -48,8 +49,7 @@ async def refund(
     new = new_refund(conv, cmd, external_id=external, request_hash=digest, now=datetime.now(UTC))
     row = await repository.insert_refund(conn, new)
     if conv["status"] == "attributed":
-        event = await EVENTS.emit(
-            conn,
+        row_out = EVENTS.row(
             tenant_id=tenant_id,
             payload=out.ConversionRefunded(
                 conversion_id=conv["id"],
@@ -68,7 +68,8 @@ async def refund(
             key=conv["advocate_id"],
             event_id=f"{row['id']}:refunded",
         )
-        await analytics.fold_event(conn, event)  # growth analytics, in the same transaction
+        await enqueue_rows(conn, [row_out])
+        await analytics.defer_emitted(conn, [row_out])  # growth analytics folds it later
     return row, True
 
 

@@ -36,6 +36,17 @@ def upgrade() -> None:
             PRIMARY KEY (tenant_id, day, customer_id, currency)
         );
 
+        -- This service's own events (attribution.events) written with the change they announce
+        -- and folded into the analytics read models by a background worker, each in the
+        -- transaction that deletes its row: folding them in the conversions' own transactions
+        -- would make every conversion wait for the program's shared counter rows.
+        CREATE TABLE analytics_emitted (
+            event_id   text PRIMARY KEY,
+            payload    text NOT NULL,
+            created_at timestamptz NOT NULL DEFAULT clock_timestamp()
+        );
+        CREATE INDEX analytics_emitted_age ON analytics_emitted (created_at);
+
         -- A/B experiments of programs: variants with weights, a salt for the sticky
         -- assignment (kept here, so it survives restarts), and the lifecycle.
         CREATE TABLE experiments (
@@ -61,4 +72,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute("DROP TABLE experiments, analytics_customer_days, analytics_customers")
+    op.execute(
+        "DROP TABLE experiments, analytics_emitted, analytics_customer_days, analytics_customers"
+    )
