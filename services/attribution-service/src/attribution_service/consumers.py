@@ -2,25 +2,57 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import asyncpg
+
+from attribution_service.analytics import handlers as analytics
 from attribution_service.programs import handlers
-from referral_events import topics
+from referral_events import CloudEvent, topics
 from referral_events.contracts import link as ev
+from referral_events.contracts import reward as rw
+from referral_events.inbox import Handler
 from servicekit.runtime import ConsumerSpec
 
+
+def both(first: Handler, then: Handler) -> Handler:
+    """One event handled by two features in the same transaction (one inbox row)."""
+
+    async def handle(conn: asyncpg.Connection, event: CloudEvent, payload: Any) -> None:
+        await first(conn, event, payload)
+        await then(conn, event, payload)
+
+    return handle
+
+
+# Growth analytics folds link-service's facts in this group's transactions (one more group on
+# the same topics would keep a second inbox row per click), the events this service emits where
+# it emits them (analytics.handlers.fold_emitted), and reward-service's in its own group.
 CONSUMERS: list[ConsumerSpec] = [
     ConsumerSpec(
         group="attribution-service",
         topics=[topics.LINK_EVENTS, topics.LINK_CLICKS],
         handlers={
-            ev.ProgramCreated.TYPE: handlers.on_program,
-            ev.ProgramUpdated.TYPE: handlers.on_program,
-            ev.AdvocateEnrolled.TYPE: handlers.on_advocate,
-            ev.AdvocateUpdated.TYPE: handlers.on_advocate,
+            ev.ProgramCreated.TYPE: both(handlers.on_program, analytics.on_program),
+            ev.ProgramUpdated.TYPE: both(handlers.on_program, analytics.on_program),
+            ev.AdvocateEnrolled.TYPE: both(handlers.on_advocate, analytics.on_advocate_enrolled),
+            ev.AdvocateUpdated.TYPE: both(handlers.on_advocate, analytics.on_advocate_updated),
             ev.AdvocateBlocked.TYPE: handlers.on_advocate_blocked,
             ev.AdvocateUnblocked.TYPE: handlers.on_advocate_blocked,
             ev.CodeCreated.TYPE: handlers.on_code_created,
             ev.CodeChanged.TYPE: handlers.on_code_changed,
-            ev.LinkClicked.TYPE: handlers.on_link_clicked,
+            ev.LinkClicked.TYPE: both(handlers.on_link_clicked, analytics.on_link_clicked),
         },
-    )
+    ),
+    # Growth analytics' own group (its own inbox rows and offsets): reward-service's events.
+    ConsumerSpec(
+        group="attribution-analytics",
+        topics=[topics.REWARD_EVENTS],
+        handlers={
+            rw.RewardPending.TYPE: analytics.on_reward_issued,
+            rw.RewardAvailable.TYPE: analytics.on_reward_issued,
+            rw.RewardVoided.TYPE: analytics.on_reward_voided,
+            rw.RewardClawedBack.TYPE: analytics.on_reward_clawed_back,
+        },
+    ),
 ]

@@ -4,6 +4,7 @@ from datetime import timedelta
 
 from fastapi import FastAPI
 
+from attribution_service.analytics import api as analytics
 from attribution_service.commerce import api as commerce
 from attribution_service.config import DEV_IP_HASH_KEY, Settings
 from attribution_service.consumers import CONSUMERS
@@ -11,10 +12,11 @@ from attribution_service.conversions import api as conversions
 from attribution_service.conversions.batch import ConversionWriter
 from attribution_service.conversions.front import ConversionsFront
 from attribution_service.events import SERVICE
+from attribution_service.experiments import api as experiments
 from attribution_service.programs import api as programs
 from attribution_service.refunds import api as refunds
 from attribution_service.reviews import api as reviews
-from attribution_service.workers import PendingSweeper
+from attribution_service.workers import AnalyticsFolder, PendingSweeper
 from servicekit.app import create_service_app
 from servicekit.cli import run_cli
 from servicekit.keys import key_consumer
@@ -26,7 +28,8 @@ def _workers(rt: Runtime) -> list[Worker]:
     s = rt.settings
     assert isinstance(s, Settings)
     workers: list[Worker] = [
-        PendingSweeper(rt, s.evidence_grace_seconds, s.pending_sweep_interval_seconds)
+        PendingSweeper(rt, s.evidence_grace_seconds, s.pending_sweep_interval_seconds),
+        AnalyticsFolder(rt),
     ]
     if s.conversion_writers:
         workers.append(
@@ -61,7 +64,9 @@ SPEC = ServiceSpec(
 
 
 # in the order FastAPI matches them (and lists them in the OpenAPI document)
-ROUTERS = [m.router for m in (conversions, refunds, programs, reviews, commerce)]
+ROUTERS = [
+    m.router for m in (conversions, refunds, programs, reviews, commerce, analytics, experiments)
+]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -30,6 +30,7 @@ class Env:
     ns: Namespace
     other_key: str
     settings: Settings
+    key: str = ""
 
     @property
     def foreign(self) -> dict[str, str]:
@@ -76,12 +77,18 @@ async def env(namespace: Namespace, settings_overrides: dict[str, Any]) -> Async
     async with serve_in_process(create_app(settings), key) as client:
 
         async def publish(
-            topic: str, payload: EventPayload, tenant: str = "acme", event_id: str | None = None
+            topic: str,
+            payload: EventPayload,
+            tenant: str = "acme",
+            event_id: str | None = None,
+            time: datetime | None = None,
         ) -> None:
-            event = new_event(payload, source="/test", tenant_id=tenant, event_id=event_id)
+            event = new_event(
+                payload, source="/test", tenant_id=tenant, event_id=event_id, time=time
+            )
             await producer.send_and_wait(namespace.topic_prefix + topic, event.to_json(), key=b"k")
 
-        yield Env(client, publish, namespace, other_key, settings)
+        yield Env(client, publish, namespace, other_key, settings, key)
     await producer.stop()
 
 

@@ -148,3 +148,37 @@ class ReviewDecided(EventPayload):
     reason: str
     decided_at: datetime
     decided_by: str | None = None
+
+
+# --- added for issue #22 (A/B experiments of programs; additive) -----------------------------
+
+
+class _ExperimentState(EventPayload):
+    """An experiment's whole state. `salt` and the variants' keys and weights are all a service
+    needs to compute any advocate's variant itself (attribution_service.experiments.domain.assign:
+    sha256 of salt and advocate id), so every service agrees without a lookup."""
+
+    experiment_id: str
+    program_id: str
+    name: str
+    kind: Literal["reward_rule", "share_message"]
+    salt: str
+    # [{"key", "weight", "config"}]: config is the variant's reward rule or share message
+    variants: list[dict[str, object]]
+    status: Literal["running", "paused", "ended"]
+    winner: str | None = None
+    changed_at: datetime
+
+
+class ExperimentStarted(_ExperimentState):
+    TYPE: ClassVar[str] = "experiment.started.v1"
+
+
+class ExperimentPaused(_ExperimentState):
+    TYPE: ClassVar[str] = "experiment.paused.v1"
+
+
+class ExperimentEnded(_ExperimentState):
+    """Ended; `winner` is the variant promoted (its config becomes the program's), if any."""
+
+    TYPE: ClassVar[str] = "experiment.ended.v1"

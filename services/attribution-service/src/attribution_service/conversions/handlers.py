@@ -18,6 +18,8 @@ from typing import Any
 import asyncpg
 from pydantic import BaseModel
 
+from attribution_service.analytics import handlers as analytics
+from attribution_service.analytics.domain import Purchase
 from attribution_service.conversions import decision, fraud, repository
 from attribution_service.conversions.decision import Chosen, Decided, Referred
 from attribution_service.conversions.events import conversion_refunded
@@ -299,6 +301,19 @@ async def record(
                     conversion_refunded(row, r) for r in await refunds.list_refunds(conn, row["id"])
                 )
     await enqueue_rows(conn, entries)
+    await analytics.defer_emitted(conn, entries)
+    # Growth analytics sees every purchase, referred or not (a non-referred one publishes no
+    # event), once: when its decision is final (not waiting, not in review).
+    await analytics.record_purchases(
+        conn,
+        [
+            Purchase(c.tenant_id, c.customer_id, c.currency, c.amount_minor, c.occurred_at,
+                     d.candidate.program_id if d.status == "attributed" and d.candidate else None)
+            for d in decided
+            if d.status not in ("pending", "review")
+            and (c := d.conversion).amount_minor is not None and c.currency is not None
+        ],
+    )  # fmt: skip
     return list(rows)
 
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
+from attribution_service.analytics import handlers as analytics
 from attribution_service.conversions import repository as conversions
 from attribution_service.conversions.events import conversion_refunded
 from attribution_service.conversions.handlers import request_hash
@@ -50,7 +51,9 @@ async def refund(
     if conv["status"] == "attributed":
         # A conversion still waiting (review, pending evidence) publishes its refunds when it
         # is attributed (conversions.handlers.record), so the reward follows the net amount.
-        await enqueue_rows(conn, [conversion_refunded(conv, row)])
+        row_out = conversion_refunded(conv, row)
+        await enqueue_rows(conn, [row_out])
+        await analytics.defer_emitted(conn, [row_out])  # growth analytics folds it later
     return row, True
 
 

@@ -1,0 +1,570 @@
+"""All SQL of the analytics read models. Every fold commutes (counters add, sets gain members,
+times move to the earliest, issued amounts to the largest), so events arriving in any order
+leave the same rows. Functions take the caller's connection; nothing commits."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+import asyncpg
+
+# --- folds -----------------------------------------------------------------------------------
+
+
+async def upsert_program(conn: asyncpg.Connection, tenant_id: str, program_id: str) -> None:
+    await conn.execute(
+        """
+        INSERT INTO analytics_programs (program_id, tenant_id) VALUES ($1, $2)
+        ON CONFLICT (program_id) DO NOTHING
+        """,
+        program_id,
+        tenant_id,
+    )
+
+
+async def add(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    program_id: str,
+    day: date,
+    metric: str,
+    value: int,
+    *,
+    channel: str = "",
+    unit: str = "",
+) -> None:
+    await conn.execute(
+        """
+        INSERT INTO analytics_counters (tenant_id, program_id, day, channel, metric, unit, value)
+        VALUES ($1, $2, $3, $4, $5, $6, $7)
+        ON CONFLICT (program_id, day, channel, metric, unit)
+        DO UPDATE SET value = analytics_counters.value + EXCLUDED.value
+        """,
+        tenant_id,
+        program_id,
+        day,
+        channel,
+        metric,
+        unit,
+        value,
+    )
+
+
+async def add_for_advocate(
+    conn: asyncpg.Connection,
+    program_id: str,
+    advocate_id: str,
+    day: date,
+    metric: str,
+    value: int,
+    *,
+    unit: str = "",
+) -> None:
+    await conn.execute(
+        """
+        INSERT INTO analytics_advocate_counters (program_id, advocate_id, day, metric, unit, value)
+        VALUES ($1, $2, $3, $4, $5, $6)
+        ON CONFLICT (program_id, advocate_id, day, metric, unit)
+        DO UPDATE SET value = analytics_advocate_counters.value + EXCLUDED.value
+        """,
+        program_id,
+        advocate_id,
+        day,
+        metric,
+        unit,
+        value,
+    )
+
+
+async def add_member(
+    conn: asyncpg.Connection, program_id: str, kind: str, day: date, channel: str, member: str
+) -> None:
+    await conn.execute(
+        """
+        INSERT INTO analytics_members (program_id, kind, day, channel, member)
+        VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING
+        """,
+        program_id,
+        kind,
+        day,
+        channel,
+        member,
+    )
+
+
+async def upsert_advocate(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    program_id: str,
+    advocate_id: str,
+    *,
+    display_name: str | None = None,
+    enrolled_at: datetime | None = None,
+    first_referral_at: datetime | None = None,
+) -> None:
+    await conn.execute(
+        """
+        INSERT INTO analytics_advocates
+            (advocate_id, tenant_id, program_id, display_name, enrolled_at, first_referral_at)
+        VALUES ($1, $2, $3, $4, $5, $6)
+        ON CONFLICT (advocate_id) DO UPDATE SET
+            display_name = coalesce(EXCLUDED.display_name, analytics_advocates.display_name),
+            enrolled_at = LEAST(analytics_advocates.enrolled_at, EXCLUDED.enrolled_at),
+            first_referral_at =
+                LEAST(analytics_advocates.first_referral_at, EXCLUDED.first_referral_at)
+        """,
+        advocate_id,
+        tenant_id,
+        program_id,
+        display_name,
+        enrolled_at,
+        first_referral_at,
+    )
+
+
+async def upsert_referral(
+    conn: asyncpg.Connection,
+    program_id: str,
+    friend_customer_id: str,
+    advocate_id: str,
+    *,
+    referred_at: datetime | None = None,
+    first_purchase_at: datetime | None = None,
+) -> None:
+    await conn.execute(
+        """
+        INSERT INTO analytics_referrals
+            (program_id, friend_customer_id, advocate_id, referred_at, first_purchase_at)
+        VALUES ($1, $2, $3, $4, $5)
+        ON CONFLICT (program_id, friend_customer_id) DO UPDATE SET
+            referred_at = LEAST(analytics_referrals.referred_at, EXCLUDED.referred_at),
+            first_purchase_at =
+                LEAST(analytics_referrals.first_purchase_at, EXCLUDED.first_purchase_at)
+        """,
+        program_id,
+        friend_customer_id,
+        advocate_id,
+        referred_at,
+        first_purchase_at,
+    )
+
+
+async def issue_reward(
+    conn: asyncpg.Connection, reward_id: str, program_id: str, unit: str, day: date, amount: int
+) -> tuple[date | None, int, date, int]:
+    """The reward's issued (day, amount) before and after this event: the earliest day and the
+    largest amount seen."""
+    # Two statements: a CTE reading the row would run after the upsert changed it. A reward's
+    # events share its advocate's partition, so one consumer folds them one at a time.
+    old = await conn.fetchrow(
+        "SELECT day, issued FROM analytics_rewards WHERE reward_id = $1 FOR UPDATE", reward_id
+    )
+    row = await conn.fetchrow(
+        """
+        INSERT INTO analytics_rewards (reward_id, program_id, unit, day, issued)
+        VALUES ($1, $2, $3, $4, $5)
+        ON CONFLICT (reward_id) DO UPDATE SET
+            day = LEAST(analytics_rewards.day, EXCLUDED.day),
+            issued = GREATEST(analytics_rewards.issued, EXCLUDED.issued)
+        RETURNING day, issued
+        """,
+        reward_id,
+        program_id,
+        unit,
+        day,
+        amount,
+    )
+    assert row is not None
+    if old is None:
+        return None, 0, row["day"], row["issued"]
+    return old["day"], old["issued"], row["day"], row["issued"]
+
+
+async def add_score(
+    conn: asyncpg.Connection,
+    program_id: str,
+    metric: str,
+    periods: list[str],
+    advocate_id: str,
+    block: str,
+    delta: int,
+) -> None:
+    """Moves the advocate's score in each period by `delta`, and the counts of advocates per
+    score (and per score and block) from the old score to the new one."""
+    if delta == 0:
+        return
+    old = await conn.fetch(
+        """
+        SELECT period, score FROM analytics_leaderboard
+        WHERE program_id = $1 AND metric = $2 AND period = ANY($3::text[]) AND advocate_id = $4
+        FOR UPDATE
+        """,
+        program_id,
+        metric,
+        periods,
+        advocate_id,
+    )
+    new = await conn.fetch(
+        """
+        INSERT INTO analytics_leaderboard (program_id, metric, period, advocate_id, score)
+        SELECT $1, $2, p, $4, $5 FROM unnest($3::text[]) AS p
+        ON CONFLICT (program_id, metric, period, advocate_id)
+        DO UPDATE SET score = analytics_leaderboard.score + EXCLUDED.score
+        RETURNING period, score
+        """,
+        program_id,
+        metric,
+        periods,
+        advocate_id,
+        delta,
+    )
+    moves: list[tuple[str, int, str, int]] = []
+    for r in old:
+        moves += [(r["period"], r["score"], "", -1), (r["period"], r["score"], block, -1)]
+    for r in new:
+        moves += [(r["period"], r["score"], "", 1), (r["period"], r["score"], block, 1)]
+    await conn.execute(
+        """
+        INSERT INTO analytics_leaderboard_counts
+            (program_id, metric, period, score, block, advocates)
+        SELECT $1, $2, m.period, m.score, m.block, m.n
+        FROM unnest($3::text[], $4::bigint[], $5::text[], $6::bigint[])
+             AS m(period, score, block, n)
+        ON CONFLICT (program_id, metric, period, block, score)
+        DO UPDATE SET advocates = analytics_leaderboard_counts.advocates + EXCLUDED.advocates
+        """,
+        program_id,
+        metric,
+        *(list(col) for col in zip(*moves, strict=True)),
+    )
+
+
+# --- queries ---------------------------------------------------------------------------------
+
+
+async def advocate_figures(
+    conn: asyncpg.Connection, program_id: str, advocate_id: str, start: date, end: date
+) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await conn.fetch(
+        """
+        SELECT metric, unit, sum(value)::bigint AS value FROM analytics_advocate_counters
+        WHERE program_id = $1 AND advocate_id = $2 AND day BETWEEN $3 AND $4
+        GROUP BY metric, unit
+        """,
+        program_id,
+        advocate_id,
+        start,
+        end,
+    )
+    return rows
+
+
+async def advocate(
+    conn: asyncpg.Connection, program_id: str, advocate_id: str
+) -> asyncpg.Record | None:
+    row: asyncpg.Record | None = await conn.fetchrow(
+        "SELECT * FROM analytics_advocates WHERE advocate_id = $1 AND program_id = $2",
+        advocate_id,
+        program_id,
+    )
+    return row
+
+
+async def program_tenant(conn: asyncpg.Connection, program_id: str) -> str | None:
+    tenant: str | None = await conn.fetchval(
+        "SELECT tenant_id FROM analytics_programs WHERE program_id = $1", program_id
+    )
+    return tenant
+
+
+async def counters(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    program_id: str,
+    start: date,
+    end: date,
+    interval: str,
+    channel: str | None,
+) -> list[asyncpg.Record]:
+    """Sums per bucket, metric and unit (the whole range as bucket NULL, by GROUPING SETS)."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        """
+        SELECT date_trunc($5, day)::date AS bucket, metric, unit, sum(value)::bigint AS value
+        FROM analytics_counters
+        WHERE tenant_id = $1 AND program_id = $2 AND day BETWEEN $3 AND $4
+          AND ($6::text IS NULL OR channel = $6)
+        GROUP BY GROUPING SETS ((date_trunc($5, day)::date, metric, unit), (metric, unit))
+        """,
+        tenant_id,
+        program_id,
+        start,
+        end,
+        interval,
+        channel,
+    )
+    return rows
+
+
+async def members(
+    conn: asyncpg.Connection,
+    program_id: str,
+    start: date,
+    end: date,
+    interval: str,
+    channel: str | None,
+) -> list[asyncpg.Record]:
+    """Distinct members per bucket and kind (the whole range as bucket NULL)."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        """
+        SELECT date_trunc($4, day)::date AS bucket, kind, count(DISTINCT member) AS value
+        FROM analytics_members
+        WHERE program_id = $1 AND day BETWEEN $2 AND $3 AND ($5::text IS NULL OR channel = $5)
+        GROUP BY GROUPING SETS ((date_trunc($4, day)::date, kind), (kind))
+        """,
+        program_id,
+        start,
+        end,
+        interval,
+        channel,
+    )
+    return rows
+
+
+async def channels(
+    conn: asyncpg.Connection, tenant_id: str, program_id: str, start: date, end: date
+) -> list[asyncpg.Record]:
+    """Per channel over the range: human clicks, bot clicks, unique visitors, sharers."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        """
+        WITH c AS (
+            SELECT channel, metric, sum(value)::bigint AS value FROM analytics_counters
+            WHERE tenant_id = $1 AND program_id = $2 AND day BETWEEN $3 AND $4
+              AND metric IN ('clicks', 'bot_clicks') AND channel <> ''
+            GROUP BY channel, metric
+        ), m AS (
+            SELECT channel, kind AS metric, count(DISTINCT member) AS value
+            FROM analytics_members
+            WHERE program_id = $2 AND day BETWEEN $3 AND $4 AND channel <> ''
+            GROUP BY channel, kind
+        )
+        SELECT channel, metric, value FROM c UNION ALL SELECT channel, metric, value FROM m
+        """,
+        tenant_id,
+        program_id,
+        start,
+        end,
+    )
+    return rows
+
+
+async def cycle_times(
+    conn: asyncpg.Connection, program_id: str, start: date, end: date, interval: str, tz: str
+) -> list[asyncpg.Record]:
+    """Median seconds from an advocate's enrollment to their referred friend's first purchase,
+    per bucket of the purchase day (the whole range as bucket NULL)."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        """
+        SELECT date_trunc($4, (r.first_purchase_at AT TIME ZONE $5)::date)::date AS bucket,
+               percentile_cont(0.5) WITHIN GROUP (
+                   ORDER BY extract(epoch FROM r.first_purchase_at - a.enrolled_at)
+               ) AS median_seconds,
+               count(*) AS n
+        FROM analytics_referrals r JOIN analytics_advocates a USING (advocate_id)
+        WHERE r.program_id = $1 AND a.enrolled_at IS NOT NULL
+          AND (r.first_purchase_at AT TIME ZONE $5)::date BETWEEN $2 AND $3
+        GROUP BY GROUPING SETS (
+            (date_trunc($4, (r.first_purchase_at AT TIME ZONE $5)::date)::date), ())
+        """,
+        program_id,
+        start,
+        end,
+        interval,
+        tz,
+    )
+    return rows
+
+
+async def cohorts(
+    conn: asyncpg.Connection, program_id: str, start: date, end: date, tz: str
+) -> list[asyncpg.Record]:
+    """Per enrollment week: advocates, and how many first referred someone within 7/30/90
+    days of enrolling."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        """
+        SELECT date_trunc('week', (enrolled_at AT TIME ZONE $4)::date)::date AS week,
+               count(*) AS advocates,
+               count(*) FILTER (WHERE first_referral_at < enrolled_at + interval '7 days')
+                   AS within_7,
+               count(*) FILTER (WHERE first_referral_at < enrolled_at + interval '30 days')
+                   AS within_30,
+               count(*) FILTER (WHERE first_referral_at < enrolled_at + interval '90 days')
+                   AS within_90
+        FROM analytics_advocates
+        WHERE program_id = $1 AND (enrolled_at AT TIME ZONE $4)::date BETWEEN $2 AND $3
+        GROUP BY 1 ORDER BY 1
+        """,
+        program_id,
+        start,
+        end,
+        tz,
+    )
+    return rows
+
+
+async def top(
+    conn: asyncpg.Connection, program_id: str, metric: str, period: str, limit: int
+) -> list[asyncpg.Record]:
+    """The first `limit` of the index: score descending, ties by advocate id."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        """
+        SELECT l.advocate_id, l.score, a.display_name
+        FROM analytics_leaderboard l
+        LEFT JOIN analytics_advocates a ON a.advocate_id = l.advocate_id
+        WHERE l.program_id = $1 AND l.metric = $2 AND l.period = $3
+        ORDER BY l.score DESC, l.advocate_id
+        LIMIT $4
+        """,
+        program_id,
+        metric,
+        period,
+        limit,
+    )
+    return rows
+
+
+async def rank(
+    conn: asyncpg.Connection,
+    program_id: str,
+    metric: str,
+    period: str,
+    advocate_id: str,
+    block: str,
+) -> asyncpg.Record | None:
+    """One advocate's score and rank: 1 + the advocates ahead (a higher score, or the same
+    score and a smaller id), summed from the counts per score and per block, and counted on the
+    index only inside the advocate's own block."""
+    row: asyncpg.Record | None = await conn.fetchrow(
+        """
+        SELECT me.score, a.display_name,
+               1 + (SELECT coalesce(sum(c.advocates), 0) FROM analytics_leaderboard_counts c
+                    WHERE c.program_id = $1 AND c.metric = $2 AND c.period = $3
+                      AND c.block = '' AND c.score > me.score)
+                 + (SELECT coalesce(sum(c.advocates), 0) FROM analytics_leaderboard_counts c
+                    WHERE c.program_id = $1 AND c.metric = $2 AND c.period = $3
+                      AND c.score = me.score AND c.block <> '' AND c.block < $5)
+                 + (SELECT count(*) FROM analytics_leaderboard o
+                    WHERE o.program_id = $1 AND o.metric = $2 AND o.period = $3
+                      AND o.score = me.score
+                      AND o.advocate_id >= $5 AND o.advocate_id < me.advocate_id) AS rank
+        FROM analytics_leaderboard me
+        LEFT JOIN analytics_advocates a ON a.advocate_id = me.advocate_id
+        WHERE me.program_id = $1 AND me.metric = $2 AND me.period = $3 AND me.advocate_id = $4
+        """,
+        program_id,
+        metric,
+        period,
+        advocate_id,
+        block,
+    )
+    return row
+
+
+# --- customers (every purchase, referred or not) -----------------------------------------------
+
+
+async def record_purchases(
+    conn: asyncpg.Connection,
+    customers: list[tuple[str, str, str | None, datetime, datetime]],
+    days: list[tuple[str, str, str, date, int, int]],
+) -> None:
+    """Customers (tenant, customer, referring program, first, last purchase) and their
+    purchases per day (tenant, customer, currency, day, purchases, revenue), each key once."""
+    await conn.execute(
+        """
+        INSERT INTO analytics_customers
+            (tenant_id, customer_id, referred_program_id, first_purchase_at, last_purchase_at)
+        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[],
+                             $5::timestamptz[])
+        ON CONFLICT (tenant_id, customer_id) DO UPDATE SET
+            referred_program_id =
+                LEAST(analytics_customers.referred_program_id, EXCLUDED.referred_program_id),
+            first_purchase_at =
+                LEAST(analytics_customers.first_purchase_at, EXCLUDED.first_purchase_at),
+            last_purchase_at =
+                GREATEST(analytics_customers.last_purchase_at, EXCLUDED.last_purchase_at)
+        """,
+        *(list(col) for col in zip(*customers, strict=True)),
+    )
+    await conn.execute(
+        """
+        INSERT INTO analytics_customer_days
+            (tenant_id, customer_id, currency, day, purchases, revenue_minor)
+        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::date[], $5::bigint[],
+                             $6::bigint[])
+        ON CONFLICT (tenant_id, day, customer_id, currency) DO UPDATE SET
+            purchases = analytics_customer_days.purchases + EXCLUDED.purchases,
+            revenue_minor = analytics_customer_days.revenue_minor + EXCLUDED.revenue_minor
+        """,
+        *(list(col) for col in zip(*days, strict=True)),
+    )
+
+
+async def customer_groups(
+    conn: asyncpg.Connection, tenant_id: str, program_id: str, start: date, end: date
+) -> list[asyncpg.Record]:
+    """Per group (customers the program referred; the tenant's never-referred customers) and
+    currency, of the customers who bought in the window: customers, purchases, revenue, and
+    their mean lifespan in days (first to last purchase ever seen, plus one)."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        """
+        WITH per AS (
+            SELECT d.customer_id, d.currency, sum(d.purchases) AS purchases,
+                   sum(d.revenue_minor) AS revenue, min(c.referred_program_id) AS program_id,
+                   min(extract(epoch FROM c.last_purchase_at - c.first_purchase_at)) / 86400 + 1
+                       AS lifespan_days
+            FROM analytics_customer_days d
+            JOIN analytics_customers c USING (tenant_id, customer_id)
+            WHERE d.tenant_id = $1 AND d.day BETWEEN $3 AND $4
+            GROUP BY d.customer_id, d.currency
+        )
+        SELECT program_id IS NOT NULL AS referred, currency, count(*) AS customers,
+               sum(purchases)::bigint AS purchases, sum(revenue)::bigint AS revenue_minor,
+               avg(lifespan_days)::float8 AS lifespan_days
+        FROM per WHERE program_id IS NULL OR program_id = $2
+        GROUP BY 1, 2
+        """,
+        tenant_id,
+        program_id,
+        start,
+        end,
+    )
+    return rows
+
+
+# --- this service's own events, waiting to be folded ------------------------------------------
+
+
+async def defer(conn: asyncpg.Connection, events: list[tuple[str, str]]) -> None:
+    """(event id, envelope JSON) of events this transaction emits, for the folding worker."""
+    await conn.execute(
+        """
+        INSERT INTO analytics_emitted (event_id, payload)
+        SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING
+        """,
+        [e[0] for e in events],
+        [e[1] for e in events],
+    )
+
+
+async def take_emitted(conn: asyncpg.Connection, limit: int) -> list[str]:
+    """The oldest waiting events, removed in the caller's transaction (which folds them)."""
+    rows = await conn.fetch(
+        """
+        DELETE FROM analytics_emitted WHERE event_id IN (
+            SELECT event_id FROM analytics_emitted ORDER BY created_at
+            LIMIT $1 FOR UPDATE SKIP LOCKED)
+        RETURNING payload
+        """,
+        limit,
+    )
+    return [r["payload"] for r in rows]

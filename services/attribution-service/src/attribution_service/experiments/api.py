@@ -1,0 +1,84 @@
+"""HTTP routes of A/B experiments of programs."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter
+
+from attribution_service.experiments import handlers
+from attribution_service.experiments.schemas import (
+    AssignmentOut,
+    ExperimentIn,
+    ExperimentOut,
+    PromoteIn,
+)
+from attribution_service.web import Rt
+from servicekit.auth import Principal, requires
+
+router = APIRouter(tags=["experiments"])
+
+Reader = Annotated[Principal, requires("programs:read")]
+Writer = Annotated[Principal, requires("programs:write")]
+BASE = "/v1/programs/{program_id}/experiments"
+
+
+@router.post(BASE, response_model=ExperimentOut, status_code=201)
+async def create_experiment(
+    program_id: str, body: ExperimentIn, who: Writer, rt: Rt
+) -> ExperimentOut:
+    async with rt.transaction() as conn:
+        return await handlers.create(conn, who.tenant_id, program_id, body)
+
+
+@router.get(BASE + "/{experiment_id}", response_model=ExperimentOut)
+async def get_experiment(program_id: str, experiment_id: str, who: Reader, rt: Rt) -> ExperimentOut:
+    async with rt.transaction() as conn:
+        return await handlers.get(conn, who.tenant_id, program_id, experiment_id)
+
+
+@router.post(BASE + "/{experiment_id}/start", response_model=ExperimentOut)
+async def start_experiment(
+    program_id: str, experiment_id: str, who: Writer, rt: Rt
+) -> ExperimentOut:
+    async with rt.transaction() as conn:
+        return await handlers.act(conn, who.tenant_id, program_id, experiment_id, "start")
+
+
+@router.post(BASE + "/{experiment_id}/pause", response_model=ExperimentOut)
+async def pause_experiment(
+    program_id: str, experiment_id: str, who: Writer, rt: Rt
+) -> ExperimentOut:
+    async with rt.transaction() as conn:
+        return await handlers.act(conn, who.tenant_id, program_id, experiment_id, "pause")
+
+
+@router.post(BASE + "/{experiment_id}/end", response_model=ExperimentOut)
+async def end_experiment(program_id: str, experiment_id: str, who: Writer, rt: Rt) -> ExperimentOut:
+    async with rt.transaction() as conn:
+        return await handlers.act(conn, who.tenant_id, program_id, experiment_id, "end")
+
+
+@router.post(
+    BASE + "/{experiment_id}/promote",
+    response_model=ExperimentOut,
+    description="Ends the experiment with `variant` as its winner (experiment.ended.v1 carries "
+    "it, with its config).",
+)
+async def promote_variant(
+    program_id: str, experiment_id: str, body: PromoteIn, who: Writer, rt: Rt
+) -> ExperimentOut:
+    async with rt.transaction() as conn:
+        return await handlers.act(
+            conn, who.tenant_id, program_id, experiment_id, "end", winner=body.variant
+        )
+
+
+@router.get(BASE + "/{experiment_id}/assignments/{advocate_id}", response_model=AssignmentOut)
+async def get_assignment(
+    program_id: str, experiment_id: str, advocate_id: str, who: Reader, rt: Rt
+) -> AssignmentOut:
+    async with rt.transaction() as conn:
+        return await handlers.assignment(
+            conn, who.tenant_id, program_id, experiment_id, advocate_id
+        )

@@ -1,0 +1,84 @@
+"""Bodies of the experiment routes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class VariantIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")
+    weight: int = Field(description="a share of the advocates: weight / the weights' total")
+    config: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the variant's reward rule (kind reward_rule) or share message",
+    )
+
+
+class ExperimentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    kind: Literal["reward_rule", "share_message"]
+    variants: list[VariantIn] = Field(min_length=2, max_length=10)
+
+    @model_validator(mode="after")
+    def _unique_keys(self) -> ExperimentIn:
+        if len({v.key for v in self.variants}) != len(self.variants):
+            raise ValueError("variant keys must be unique")
+        return self
+
+
+class PromoteIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    variant: str = Field(min_length=1, max_length=40)
+
+
+class VariantOut(BaseModel):
+    key: str
+    weight: int
+    config: dict[str, Any]
+    advocates: int = Field(description="the program's advocates assigned to this variant")
+    referred: int = Field(description="of them, advocates who referred someone")
+    referral_rate: float | None = Field(description="referred / advocates")
+    funnel: dict[str, dict[str, int]] = Field(
+        description="the variant's advocates' figures, all time: clicks, referrals, signups, "
+        "first_purchases (unit ''), revenue per currency, and earned (their rewards less "
+        "claw-backs) per unit: the variant's cost to its advocates"
+    )
+
+
+class ReadoutOut(BaseModel):
+    variant: str = Field(description="compared with the first variant (the control)")
+    enough_data: bool = Field(
+        description="false below 100 advocates per variant or 5 successes or failures in any"
+    )
+    p_value: float | None = Field(
+        description="chi-squared test of the 2x2 table (= two-sided two-proportion z-test)"
+    )
+    significant: bool = Field(description="p < 0.05")
+    leader: str | None = Field(description="the variant with the higher rate, when significant")
+
+
+class ExperimentOut(BaseModel):
+    id: str
+    program_id: str
+    name: str
+    kind: str
+    status: str
+    winner: str | None
+    started_at: datetime | None
+    ended_at: datetime | None
+    variants: list[VariantOut]
+    readout: list[ReadoutOut]
+
+
+class AssignmentOut(BaseModel):
+    experiment_id: str
+    advocate_id: str
+    variant: str
