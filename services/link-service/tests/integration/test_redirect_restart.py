@@ -3,7 +3,7 @@ requests are in flight: once gracefully (SIGTERM), once by a crash (SIGKILL). Ev
 that was answered with a 302 must have exactly one link.clicked event with its click id, bots
 flagged, nothing lost.
 
-The bound this checks (README, "What a crash can lose"): a click is committed before its 302 is
+The bound this checks (docs/design/what-a-crash-can-lose.md): a click is committed before its 302 is
 sent, so an answered redirect is never lost. A crash can leave (a) clicks that committed but
 whose 302 never reached the client (the client saw an error and retried: an extra click with no
 answered redirect), and (b) an outbox batch the relay published but had not yet marked,
