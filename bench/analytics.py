@@ -121,7 +121,7 @@ async def fold(pool: Any, events: list[Any]) -> tuple[float, list[float]]:
 
     # Each event where the service folds it: link events in the attribution-service group's
     # handler (its own copy and analytics', one inbox row), reward events in the
-    # attribution-analytics group, this service's own events as the folding worker does.
+    # attribution-service-analytics group, this service's own events as the folding worker does.
     group_of = {t: c for c in CONSUMERS for t in c.handlers}
     stop = asyncio.Event()
     latencies: list[float] = []

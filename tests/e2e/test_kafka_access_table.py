@@ -26,7 +26,8 @@ def test_the_table_matches_the_service(svc: object) -> None:
     events = importlib.import_module(f"{package}.events")
     emitted = {e.topic for e in vars(events).values() if isinstance(e, Emitter)}
     assert emitted == set(access.produces)
-    consumers = importlib.import_module(f"{package}.consumers").CONSUMERS
+    # every consumer group the service runs: its own and the one keeping its API-key copy
+    consumers = importlib.import_module(f"{package}.main").SPEC.all_consumers()
     assert {t for c in consumers for t in c.topics} == set(access.consumes)
     groups = [r for r in acls(access) if r.resource == "group"]
     for consumer in consumers:

@@ -69,11 +69,23 @@ class ClientAccess:
 
 
 ACCESS: tuple[ClientAccess, ...] = (
-    ClientAccess("link-service", produces=(LINK_EVENTS, LINK_CLICKS), tails=(LINK_EVENTS,)),
+    # link-service: the advocate portal's read model folds attribution and reward events
     ClientAccess(
-        "attribution-service", produces=(ATTRIBUTION_EVENTS,), consumes=(LINK_EVENTS, LINK_CLICKS)
+        "link-service",
+        produces=(LINK_EVENTS, LINK_CLICKS),
+        tails=(LINK_EVENTS,),
+        consumes=(ATTRIBUTION_EVENTS, REWARD_EVENTS),
     ),
-    ClientAccess("reward-service", produces=(REWARD_EVENTS,), consumes=(ATTRIBUTION_EVENTS,)),
+    # attribution-service: growth analytics folds reward events (reward cost)
+    ClientAccess(
+        "attribution-service",
+        produces=(ATTRIBUTION_EVENTS,),
+        consumes=(LINK_EVENTS, LINK_CLICKS, REWARD_EVENTS),
+    ),
+    # reward-service: link.events for its copy of the API keys
+    ClientAccess(
+        "reward-service", produces=(REWARD_EVENTS,), consumes=(ATTRIBUTION_EVENTS, LINK_EVENTS)
+    ),
     ClientAccess(
         "notification-service",
         produces=(NOTIFICATION_EVENTS,),

@@ -46,7 +46,7 @@ CONSUMERS: list[ConsumerSpec] = [
     ),
     # Growth analytics' own group (its own inbox rows and offsets): reward-service's events.
     ConsumerSpec(
-        group="attribution-analytics",
+        group="attribution-service-analytics",
         topics=[topics.REWARD_EVENTS],
         handlers={
             rw.RewardPending.TYPE: analytics.on_reward_issued,

@@ -163,7 +163,7 @@ async def _publish_all(env: Env, events: list[Event]) -> int:
 
 async def _folded(env: Env, n: int) -> None:
     """Until the consumers have folded `n` distinct events from Kafka (link events in the
-    attribution-service group, reward events in attribution-analytics) and the worker every
+    attribution-service group, reward events in attribution-service-analytics) and the worker every
     event of this service's own."""
 
     async def check() -> bool:
@@ -173,7 +173,7 @@ async def _folded(env: Env, n: int) -> None:
         try:
             got = await conn.fetchval(
                 "SELECT count(*) FROM inbox"
-                " WHERE consumer IN ('attribution-service', 'attribution-analytics')"
+                " WHERE consumer IN ('attribution-service', 'attribution-service-analytics')"
             )
             waiting = await conn.fetchval("SELECT count(*) FROM analytics_emitted")
         finally:
