@@ -401,6 +401,8 @@ async def measure(
             [{"tenant_id": "bench", "key_sha256": hashlib.sha256(key.encode()).hexdigest()}]
         ),
         "LOG_LEVEL": "WARNING",
+        # a local run: the services accept their dev secrets (servicekit.settings.refuse_dev_defaults)
+        "ENVIRONMENT": "dev",
         "OTEL_SDK_DISABLED": "true",
         "DB_POOL_MAX_SIZE": "20",
         "OUTBOX_POLL_INTERVAL_SECONDS": "0.2",
