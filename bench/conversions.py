@@ -401,7 +401,7 @@ async def measure(
             [{"tenant_id": "bench", "key_sha256": hashlib.sha256(key.encode()).hexdigest()}]
         ),
         "LOG_LEVEL": "WARNING",
-        # a local run: the services accept their dev secrets (servicekit.settings.refuse_dev_defaults)
+        # a local run: the service accepts its dev secrets (settings.refuse_dev_defaults)
         "ENVIRONMENT": "dev",
         "OTEL_SDK_DISABLED": "true",
         "DB_POOL_MAX_SIZE": "20",
