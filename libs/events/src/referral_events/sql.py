@@ -37,11 +37,16 @@ ALTER TABLE outbox
     ADD COLUMN last_error text,
     ADD COLUMN parked_at  timestamptz;
 CREATE INDEX outbox_parked ON outbox (seq) WHERE parked_at IS NOT NULL;
+-- The relay's read names both conditions; an index with exactly that predicate keeps its plan an
+-- ordered index scan (with the old one, the never-analysed parked_at made the planner guess
+-- that few unpublished rows qualify and sort instead: twice the Postgres CPU per redirect).
+CREATE INDEX outbox_pending ON outbox (seq) WHERE published_at IS NULL AND parked_at IS NULL;
 CREATE INDEX inbox_processed_at ON inbox USING brin (processed_at);
 """
 
 DROP_OUTBOX_INBOX_V2 = """
 DROP INDEX IF EXISTS inbox_processed_at;
+DROP INDEX IF EXISTS outbox_pending;
 DROP INDEX IF EXISTS outbox_parked;
 ALTER TABLE outbox DROP COLUMN parked_at, DROP COLUMN last_error, DROP COLUMN attempts;
 """
