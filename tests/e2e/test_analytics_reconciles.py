@@ -132,8 +132,16 @@ async def test_reward_cost_reconciles_with_the_ledger(stack: Stack) -> None:
             return {c["unit"]: c for c in body["totals"]["reward_cost"]}
 
         async def folded() -> bool:
+            # every fold this test reads: the rewards (from reward.events) and the refund
+            # (this service's own event, folded by its background worker)
             u, e = await cost(usd), await cost(eur)
-            return u.get("USD", {}).get("net") == 3000 and e.get("EUR", {}).get("net") == 2000
+            body = await ok(http.get(f"{attribution}/v1/programs/{usd}/analytics", params=span))
+            refunded = [r["refunded_minor"] for r in body["totals"]["revenue"]]
+            return (
+                u.get("USD", {}).get("net") == 3000
+                and e.get("EUR", {}).get("net") == 2000
+                and refunded == [3000]
+            )
 
         await eventually(folded, 60)
         held = await ledger()
