@@ -25,7 +25,6 @@ import asyncio
 import hashlib
 import json
 import os
-import re
 import secrets
 import shutil
 import subprocess
@@ -40,7 +39,7 @@ import httpx
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from redirect import ensure_wrk, wait_http  # noqa: E402
+from redirect import ensure_wrk, run_wrk, wait_http  # noqa: E402
 
 ADVOCATES = 100
 REFERRALS = 30
@@ -51,9 +50,10 @@ def wrk(
     binary: str, port: int, tokens: list[str], duration: float, connections: int
 ) -> dict[str, Any]:
     """Closed-loop peak with wrk, each request with the next advocate's token."""
-    script = Path(tempfile.mkstemp(suffix=".lua")[1])
     lua_tokens = ", ".join(json.dumps(t) for t in tokens)
-    script.write_text(
+    raw = run_wrk(
+        binary,
+        port,
         f"""
 local tokens = {{{lua_tokens}}}
 local i = 0
@@ -61,38 +61,13 @@ request = function()
   i = i % #tokens + 1
   return wrk.format("GET", "/v1/me", {{["Authorization"] = "Bearer " .. tokens[i]}})
 end
-done = function(summary, latency, requests)
-  io.write(string.format("JSON {{\\"requests\\": %d, \\"non_2xx\\": %d, \\"errors\\": %d, "
-    .. "\\"p50_us\\": %d, \\"p99_us\\": %d, \\"duration_us\\": %d}}\\n",
-    summary.requests, summary.errors.status, summary.errors.connect + summary.errors.read
-    + summary.errors.write + summary.errors.timeout, latency:percentile(50),
-    latency:percentile(99), summary.duration))
-end
-"""
+""",
+        duration,
+        connections,
     )
-    out = subprocess.run(  # noqa: S603
-        [
-            binary,
-            "-t1",
-            f"-c{connections}",
-            f"-d{int(duration)}s",
-            "--timeout",
-            "5s",
-            "-s",
-            str(script),
-            f"http://127.0.0.1:{port}/",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    script.unlink()
-    match = re.search(r"^JSON (.*)$", out, re.M)
-    assert match, out
-    raw = json.loads(match.group(1))
     return {
         "requests": raw["requests"],
-        "non_2xx": raw["non_2xx"],
+        "non_2xx": raw["status_errors"],
         "errors": raw["errors"],
         "rps": round(raw["requests"] / (raw["duration_us"] / 1e6), 1),
         "p50_ms": raw["p50_us"] / 1000,

@@ -78,24 +78,19 @@ def ensure_wrk() -> str:
     return path
 
 
-def wrk(
-    binary: str, port: int, paths: list[str], duration: float, connections: int
-) -> dict[str, float]:
-    """Closed-loop peak with wrk; rotates through the paths with a Lua script."""
+def run_wrk(
+    binary: str, port: int, request_lua: str, duration: float, connections: int
+) -> dict[str, int]:
+    """Closed-loop peak with wrk, one thread; `request_lua` sets up and defines `request`.
+    Returns wrk's figures: requests, status_errors (answers outside 2xx/3xx), errors (socket),
+    p50_us, p99_us, duration_us. bench/advocate.py drives /v1/me through it too."""
     script = Path(tempfile.mkstemp(suffix=".lua")[1])
-    lua_paths = ", ".join(json.dumps(p) for p in paths)
     script.write_text(
-        f"""
-local paths = {{{lua_paths}}}
-local i = 0
-wrk.headers["User-Agent"] = {json.dumps(BROWSER_UA)}
-request = function()
-  i = i % #paths + 1
-  return wrk.format("GET", paths[i])
-end
+        request_lua
+        + """
 done = function(summary, latency, requests)
-  io.write(string.format("JSON {{\\"requests\\": %d, \\"non_3xx\\": %d, \\"errors\\": %d, "
-    .. "\\"p50_us\\": %d, \\"p99_us\\": %d, \\"duration_us\\": %d}}\\n",
+  io.write(string.format("JSON {\\"requests\\": %d, \\"status_errors\\": %d, \\"errors\\": %d, "
+    .. "\\"p50_us\\": %d, \\"p99_us\\": %d, \\"duration_us\\": %d}\\n",
     summary.requests, summary.errors.status, summary.errors.connect + summary.errors.read
     + summary.errors.write + summary.errors.timeout, latency:percentile(50),
     latency:percentile(99), summary.duration))
@@ -121,10 +116,33 @@ end
     script.unlink()
     match = re.search(r"^JSON (.*)$", out, re.M)
     assert match, out
-    raw = json.loads(match.group(1))
+    raw: dict[str, int] = json.loads(match.group(1))
+    return raw
+
+
+def wrk(
+    binary: str, port: int, paths: list[str], duration: float, connections: int
+) -> dict[str, float]:
+    """Closed-loop peak with wrk; rotates through the paths with a Lua script."""
+    lua_paths = ", ".join(json.dumps(p) for p in paths)
+    raw = run_wrk(
+        binary,
+        port,
+        f"""
+local paths = {{{lua_paths}}}
+local i = 0
+wrk.headers["User-Agent"] = {json.dumps(BROWSER_UA)}
+request = function()
+  i = i % #paths + 1
+  return wrk.format("GET", paths[i])
+end
+""",
+        duration,
+        connections,
+    )
     return {
         "requests": raw["requests"],
-        "non_3xx": raw["non_3xx"],
+        "non_3xx": raw["status_errors"],
         "errors": raw["errors"],
         "rps": raw["requests"] / (raw["duration_us"] / 1e6),
         "p50_ms": raw["p50_us"] / 1000,
