@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
@@ -11,7 +12,7 @@ from attribution_service.programs import handlers
 from referral_events import CloudEvent, topics
 from referral_events.contracts import link as ev
 from referral_events.contracts import reward as rw
-from referral_events.inbox import Handler
+from referral_events.inbox import Batched, BatchHandler, Handler
 from servicekit.runtime import ConsumerSpec
 
 
@@ -23,6 +24,18 @@ def both(first: Handler, then: Handler) -> Handler:
         await then(conn, event, payload)
 
     return handle
+
+
+def both_runs(first: Batched, then: BatchHandler) -> Batched:
+    """A run of events (inbox.Batched) handled by two features in the same transaction; wrapping
+    a Batched handler with `both` would hand the consumer a plain one, and it would take the run
+    one event per transaction."""
+
+    async def handle(conn: asyncpg.Connection, run: Sequence[tuple[CloudEvent, Any]]) -> None:
+        await first.handle(conn, run)
+        await then(conn, run)
+
+    return Batched(handle)
 
 
 # Growth analytics folds link-service's facts in this group's transactions (one more group on
@@ -41,7 +54,7 @@ CONSUMERS: list[ConsumerSpec] = [
             ev.AdvocateUnblocked.TYPE: handlers.on_advocate_blocked,
             ev.CodeCreated.TYPE: handlers.on_code_created,
             ev.CodeChanged.TYPE: handlers.on_code_changed,
-            ev.LinkClicked.TYPE: both(handlers.on_link_clicked, analytics.on_link_clicked),
+            ev.LinkClicked.TYPE: both_runs(handlers.on_link_clicked, analytics.on_clicks),
         },
     ),
     # Growth analytics' own group (its own inbox rows and offsets): reward-service's events.

@@ -12,6 +12,7 @@ import asyncpg
 
 from attribution_service.analytics import domain, repository
 from attribution_service.analytics.domain import DEFAULT_TIME_ZONE, KFactor, Range
+from attribution_service.analytics.folds import Folds
 from attribution_service.analytics.schemas import (
     AdvocateFiguresOut,
     Bucket,
@@ -52,34 +53,30 @@ EARNED = "earned"
 VISITOR, SHARER = "visitor", "sharer"
 
 # --- folds of link.events and link.clicks ----------------------------------------------------
+# Each fold adds what one event changes to `f` (folds.Folds); the caller writes a whole run's
+# changes at once (repository.apply_folds).
 
 
-async def on_program(
-    conn: asyncpg.Connection, event: CloudEvent, payload: ev.ProgramCreated | ev.ProgramUpdated
+def fold_program(
+    f: Folds, event: CloudEvent, payload: ev.ProgramCreated | ev.ProgramUpdated
 ) -> None:
-    await repository.upsert_program(conn, event.tenantid, payload.program_id)
+    f.program(event.tenantid, payload.program_id)
 
 
-async def on_advocate_enrolled(
-    conn: asyncpg.Connection, event: CloudEvent, payload: ev.AdvocateEnrolled
-) -> None:
+def fold_advocate_enrolled(f: Folds, event: CloudEvent, payload: ev.AdvocateEnrolled) -> None:
     t, p = event.tenantid, payload.program_id
-    await repository.upsert_advocate(
-        conn,
+    f.advocate(
         t,
         p,
         payload.advocate_id,
         display_name=domain.masked_name(payload.name, payload.advocate_id),
         enrolled_at=event.time,
     )
-    await repository.add(conn, t, p, domain.day_of(event.time), ENROLLED, 1)
+    f.add(t, p, domain.day_of(event.time), ENROLLED, 1)
 
 
-async def on_advocate_updated(
-    conn: asyncpg.Connection, event: CloudEvent, payload: ev.AdvocateUpdated
-) -> None:
-    await repository.upsert_advocate(
-        conn,
+def fold_advocate_updated(f: Folds, event: CloudEvent, payload: ev.AdvocateUpdated) -> None:
+    f.advocate(
         event.tenantid,
         payload.program_id,
         payload.advocate_id,
@@ -87,71 +84,52 @@ async def on_advocate_updated(
     )
 
 
-async def on_link_clicked(
-    conn: asyncpg.Connection, event: CloudEvent, payload: ev.LinkClicked
-) -> None:
+def fold_link_clicked(f: Folds, event: CloudEvent, payload: ev.LinkClicked) -> None:
     t, p = event.tenantid, payload.program_id
     day, channel = domain.day_of(payload.clicked_at), payload.channel or ""
     if payload.is_bot:
-        await repository.add(conn, t, p, day, BOT_CLICKS, 1, channel=channel)
+        f.add(t, p, day, BOT_CLICKS, 1, channel=channel)
         return
-    await repository.add(conn, t, p, day, CLICKS, 1, channel=channel)
-    await repository.add_for_advocate(conn, p, payload.advocate_id, day, CLICKS, 1)
+    f.add(t, p, day, CLICKS, 1, channel=channel)
+    f.add_for_advocate(p, payload.advocate_id, day, CLICKS, 1)
     # A visitor is their IP hash; without one, each click is its own visitor.
     visitor = payload.ip_hash or f"click:{payload.click_id}"
-    await repository.add_member(conn, p, VISITOR, day, channel, visitor)
-    await repository.add_member(conn, p, SHARER, day, channel, payload.advocate_id)
+    f.add_member(p, VISITOR, day, channel, visitor)
+    f.add_member(p, SHARER, day, channel, payload.advocate_id)
 
 
 # --- folds of attribution.events -------------------------------------------------------------
 
 
-async def on_referral_attributed(
-    conn: asyncpg.Connection, event: CloudEvent, payload: at.ReferralAttributed
-) -> None:
+def fold_referral_attributed(f: Folds, event: CloudEvent, payload: at.ReferralAttributed) -> None:
     p = payload.program_id
-    await repository.upsert_referral(
-        conn,
-        p,
-        payload.friend_customer_id,
-        payload.advocate_id,
-        referred_at=payload.attributed_at,
+    f.referral(
+        p, payload.friend_customer_id, payload.advocate_id, referred_at=payload.attributed_at
     )
-    await repository.upsert_advocate(
-        conn, event.tenantid, p, payload.advocate_id, first_referral_at=payload.attributed_at
-    )
+    f.advocate(event.tenantid, p, payload.advocate_id, first_referral_at=payload.attributed_at)
     day = domain.day_of(payload.attributed_at)
-    await repository.add(conn, event.tenantid, p, day, REFERRALS, 1)
-    await repository.add_for_advocate(conn, p, payload.advocate_id, day, REFERRALS, 1)
-    await repository.add_score(
-        conn,
-        p,
-        "referrals",
-        domain.period_keys(payload.attributed_at),
-        payload.advocate_id,
-        domain.tie_block(payload.advocate_id),
-        1,
-    )
+    f.add(event.tenantid, p, day, REFERRALS, 1)
+    f.add_for_advocate(p, payload.advocate_id, day, REFERRALS, 1)
+    f.score(p, "referrals", domain.period_keys(payload.attributed_at), payload.advocate_id, 1)
 
 
-async def on_conversion_attributed(
-    conn: asyncpg.Connection, event: CloudEvent, payload: at.ConversionAttributed
+def fold_conversion_attributed(
+    f: Folds, event: CloudEvent, payload: at.ConversionAttributed
 ) -> None:
     t, p, day = event.tenantid, payload.program_id, domain.day_of(payload.occurred_at)
     adv = payload.advocate_id
     if payload.conversion_type == "signup":
-        await repository.add(conn, t, p, day, SIGNUPS, 1)
-        await repository.add_for_advocate(conn, p, adv, day, SIGNUPS, 1)
+        f.add(t, p, day, SIGNUPS, 1)
+        f.add_for_advocate(p, adv, day, SIGNUPS, 1)
     if payload.amount_minor is not None and payload.currency:
         cur, amount = payload.currency, payload.amount_minor
-        await repository.add(conn, t, p, day, PURCHASES, 1, unit=cur)
-        await repository.add(conn, t, p, day, REVENUE, amount, unit=cur)
-        await repository.add_for_advocate(conn, p, adv, day, REVENUE, amount, unit=cur)
+        f.add(t, p, day, PURCHASES, 1, unit=cur)
+        f.add(t, p, day, REVENUE, amount, unit=cur)
+        f.add_for_advocate(p, adv, day, REVENUE, amount, unit=cur)
     if payload.is_first_purchase:
-        await repository.add(conn, t, p, day, FIRST_PURCHASES, 1)
-        await repository.add_for_advocate(conn, p, adv, day, FIRST_PURCHASES, 1)
-        await repository.upsert_referral(
-            conn,
+        f.add(t, p, day, FIRST_PURCHASES, 1)
+        f.add_for_advocate(p, adv, day, FIRST_PURCHASES, 1)
+        f.referral(
             p,
             payload.friend_customer_id,
             payload.advocate_id,
@@ -159,12 +137,9 @@ async def on_conversion_attributed(
         )
 
 
-async def on_conversion_refunded(
-    conn: asyncpg.Connection, event: CloudEvent, payload: at.ConversionRefunded
-) -> None:
+def fold_conversion_refunded(f: Folds, event: CloudEvent, payload: at.ConversionRefunded) -> None:
     day = domain.day_of(payload.refunded_at)
-    await repository.add(
-        conn,
+    f.add(
         event.tenantid,
         payload.program_id,
         day,
@@ -177,8 +152,11 @@ async def on_conversion_refunded(
 # --- folds of reward.events ------------------------------------------------------------------
 
 
-async def on_reward_issued(
-    conn: asyncpg.Connection, event: CloudEvent, payload: rw.RewardPending | rw.RewardAvailable
+async def fold_reward_issued(
+    conn: asyncpg.Connection,
+    f: Folds,
+    event: CloudEvent,
+    payload: rw.RewardPending | rw.RewardAvailable,
 ) -> None:
     """reward.pending, or reward.available of a reward that was never pending: the reward's cost
     is issued once, on the earliest day seen, at the largest amount seen."""
@@ -187,28 +165,21 @@ async def on_reward_issued(
         conn, payload.reward_id, p, unit, domain.day_of(event.time), payload.amount
     )
     if old_day is not None and (old_day, old) != (day, new):
-        await repository.add(conn, t, p, old_day, ISSUED, -old, unit=unit)
+        f.add(t, p, old_day, ISSUED, -old, unit=unit)
     if (old_day, old) != (day, new):
-        await repository.add(conn, t, p, day, ISSUED, new, unit=unit)
+        f.add(t, p, day, ISSUED, new, unit=unit)
     if isinstance(payload, rw.RewardAvailable) and payload.role == "advocate":
-        await _earned(conn, payload, event.time, payload.amount)
+        _earned(f, payload, event.time, payload.amount)
 
 
-async def on_reward_voided(
-    conn: asyncpg.Connection, event: CloudEvent, payload: rw.RewardVoided
-) -> None:
+def fold_reward_voided(f: Folds, event: CloudEvent, payload: rw.RewardVoided) -> None:
     day = domain.day_of(payload.voided_at or event.time)
-    await repository.add(
-        conn, event.tenantid, payload.program_id, day, VOIDED, payload.amount, unit=payload.unit
-    )
+    f.add(event.tenantid, payload.program_id, day, VOIDED, payload.amount, unit=payload.unit)
 
 
-async def on_reward_clawed_back(
-    conn: asyncpg.Connection, event: CloudEvent, payload: rw.RewardClawedBack
-) -> None:
+def fold_reward_clawed_back(f: Folds, event: CloudEvent, payload: rw.RewardClawedBack) -> None:
     at_ = payload.clawed_back_at or event.time
-    await repository.add(
-        conn,
+    f.add(
         event.tenantid,
         payload.program_id,
         domain.day_of(at_),
@@ -217,33 +188,65 @@ async def on_reward_clawed_back(
         unit=payload.unit,
     )
     if payload.role == "advocate":
-        await _earned(conn, payload, at_, -payload.amount)
+        _earned(f, payload, at_, -payload.amount)
 
 
-async def _earned(
-    conn: asyncpg.Connection,
+def _earned(
+    f: Folds,
     payload: rw.RewardAvailable | rw.RewardClawedBack,
     when: datetime,
     delta: int,
 ) -> None:
-    await repository.add_for_advocate(
-        conn,
-        payload.program_id,
-        payload.advocate_id,
-        domain.day_of(when),
-        EARNED,
-        delta,
-        unit=payload.unit,
+    day = domain.day_of(when)
+    f.add_for_advocate(
+        payload.program_id, payload.advocate_id, day, EARNED, delta, unit=payload.unit
     )
-    await repository.add_score(
-        conn,
+    f.score(
         payload.program_id,
         domain.metric_key("earned", payload.unit),
         domain.period_keys(when),
         payload.advocate_id,
-        domain.tie_block(payload.advocate_id),
         delta,
     )
+
+
+# --- the consumers' handlers: one event, or a run of clicks, folded and written ----------------
+
+Fold = Callable[[Folds, CloudEvent, Any], None]
+
+
+def _one(fold: Fold) -> Callable[[asyncpg.Connection, CloudEvent, Any], Awaitable[None]]:
+    async def handle(conn: asyncpg.Connection, event: CloudEvent, payload: Any) -> None:
+        f = Folds()
+        fold(f, event, payload)
+        await repository.apply_folds(conn, f)
+
+    return handle
+
+
+on_program = _one(fold_program)
+on_advocate_enrolled = _one(fold_advocate_enrolled)
+on_advocate_updated = _one(fold_advocate_updated)
+on_reward_voided = _one(fold_reward_voided)
+on_reward_clawed_back = _one(fold_reward_clawed_back)
+
+
+async def on_reward_issued(
+    conn: asyncpg.Connection, event: CloudEvent, payload: rw.RewardPending | rw.RewardAvailable
+) -> None:
+    f = Folds()
+    await fold_reward_issued(conn, f, event, payload)
+    await repository.apply_folds(conn, f)
+
+
+async def on_clicks(
+    conn: asyncpg.Connection, clicks: Sequence[tuple[CloudEvent, ev.LinkClicked]]
+) -> None:
+    """A consumed run of clicks (inbox.Batched), folded with one statement per read model."""
+    f = Folds()
+    for event, payload in clicks:
+        fold_link_clicked(f, event, payload)
+    await repository.apply_folds(conn, f)
 
 
 # --- this service's own events, folded where they are emitted -----------------------------------
@@ -252,21 +255,13 @@ async def _earned(
 # its own topic: the events are written beside the change that emits them (`defer_emitted`) and
 # folded by the worker (`fold_deferred`), each in the transaction that deletes its row, so
 # exactly once; the conversions' transactions never wait for the shared counter rows.
-OWN_EVENTS: dict[str, Callable[[asyncpg.Connection, CloudEvent, Any], Awaitable[None]]] = {
-    at.ReferralAttributed.TYPE: on_referral_attributed,
-    at.ConversionAttributed.TYPE: on_conversion_attributed,
-    at.ConversionRefunded.TYPE: on_conversion_refunded,
+OWN_EVENTS: dict[str, Fold] = {
+    at.ReferralAttributed.TYPE: fold_referral_attributed,
+    at.ConversionAttributed.TYPE: fold_conversion_attributed,
+    at.ConversionRefunded.TYPE: fold_conversion_refunded,
 }
 # Rows of the outbox whose events analytics folds, recognised without parsing the envelope.
 _OWN_MARKERS = tuple(f'"type":"{t}"'.encode() for t in OWN_EVENTS)
-
-
-async def fold_event(conn: asyncpg.Connection, event: CloudEvent) -> None:
-    """Folds one event this service emitted (OWN_EVENTS; others are ignored), with the payload
-    a consumer would parse from it."""
-    handler = OWN_EVENTS.get(event.type)
-    if handler is not None:
-        await handler(conn, event, payload_type(event.type).model_validate(event.data))
 
 
 async def defer_emitted(conn: asyncpg.Connection, rows: Sequence[OutboxRow]) -> None:
@@ -278,11 +273,21 @@ async def defer_emitted(conn: asyncpg.Connection, rows: Sequence[OutboxRow]) -> 
         await repository.defer(conn, own)
 
 
+async def fold_events(conn: asyncpg.Connection, events: Sequence[CloudEvent]) -> None:
+    """Folds events this service emitted (OWN_EVENTS; others are ignored), with the payloads a
+    consumer would parse from them, written together."""
+    f = Folds()
+    for event in events:
+        fold = OWN_EVENTS.get(event.type)
+        if fold is not None:
+            fold(f, event, payload_type(event.type).model_validate(event.data))
+    await repository.apply_folds(conn, f)
+
+
 async def fold_deferred(conn: asyncpg.Connection, limit: int = 500) -> int:
     """Folds up to `limit` waiting events in the caller's transaction; how many there were."""
     payloads = await repository.take_emitted(conn, limit)
-    for payload in payloads:
-        await fold_event(conn, CloudEvent.from_json(payload))
+    await fold_events(conn, [CloudEvent.from_json(p) for p in payloads])
     return len(payloads)
 
 

@@ -4,149 +4,161 @@ leave the same rows. Functions take the caller's connection; nothing commits."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, datetime
+from typing import Any
 
 import asyncpg
 
-# --- folds -----------------------------------------------------------------------------------
+from attribution_service.analytics.domain import tie_block
+from attribution_service.analytics.folds import Folds, ScoreKey, score_moves
+
+# --- folds: a run's merged changes (folds.Folds), one statement per read model ----------------
+# Rows go in key order, so two transactions folding overlapping runs lock shared rows in the
+# same order (no deadlock between the click consumer and the own-events worker).
 
 
-async def upsert_program(conn: asyncpg.Connection, tenant_id: str, program_id: str) -> None:
+async def apply_folds(conn: asyncpg.Connection, f: Folds) -> None:
+    if f.programs:
+        keys = sorted(f.programs)
+        await conn.execute(
+            """
+            INSERT INTO analytics_programs (program_id, tenant_id)
+            SELECT * FROM unnest($1::text[], $2::text[])
+            ON CONFLICT (program_id) DO NOTHING
+            """,
+            keys,
+            [f.programs[k] for k in keys],
+        )
+    if f.counters:
+        counters = sorted(f.counters.items())
+        await conn.execute(
+            """
+            INSERT INTO analytics_counters
+                (tenant_id, program_id, day, channel, metric, unit, value)
+            SELECT * FROM unnest($1::text[], $2::text[], $3::date[], $4::text[], $5::text[],
+                                 $6::text[], $7::bigint[])
+            ON CONFLICT (program_id, day, channel, metric, unit)
+            DO UPDATE SET value = analytics_counters.value + EXCLUDED.value
+            """,
+            [f.tenants[k[0]] for k, _ in counters],
+            *_columns([(*k, v) for k, v in counters], 6),
+        )
+    if f.advocate_counters:
+        await conn.execute(
+            """
+            INSERT INTO analytics_advocate_counters
+                (program_id, advocate_id, day, metric, unit, value)
+            SELECT * FROM unnest($1::text[], $2::text[], $3::date[], $4::text[], $5::text[],
+                                 $6::bigint[])
+            ON CONFLICT (program_id, advocate_id, day, metric, unit)
+            DO UPDATE SET value = analytics_advocate_counters.value + EXCLUDED.value
+            """,
+            *_columns([(*k, v) for k, v in sorted(f.advocate_counters.items())], 6),
+        )
+    if f.members:
+        await conn.execute(
+            """
+            INSERT INTO analytics_members (program_id, kind, day, channel, member)
+            SELECT * FROM unnest($1::text[], $2::text[], $3::date[], $4::text[], $5::text[])
+            ON CONFLICT DO NOTHING
+            """,
+            *_columns(sorted(f.members), 5),
+        )
+    if f.advocates:
+        rows = sorted(f.advocates.items())
+        await conn.execute(
+            """
+            INSERT INTO analytics_advocates
+                (advocate_id, tenant_id, program_id, display_name, enrolled_at, first_referral_at)
+            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
+                                 $5::timestamptz[], $6::timestamptz[])
+            ON CONFLICT (advocate_id) DO UPDATE SET
+                display_name = coalesce(EXCLUDED.display_name, analytics_advocates.display_name),
+                enrolled_at = LEAST(analytics_advocates.enrolled_at, EXCLUDED.enrolled_at),
+                first_referral_at =
+                    LEAST(analytics_advocates.first_referral_at, EXCLUDED.first_referral_at)
+            """,
+            *_columns(
+                [
+                    (a, r.tenant_id, r.program_id, r.display_name, r.enrolled_at,
+                     r.first_referral_at)
+                    for a, r in rows
+                ],
+                6,
+            ),
+        )  # fmt: skip
+    if f.referrals:
+        refs = sorted(f.referrals.items())
+        await conn.execute(
+            """
+            INSERT INTO analytics_referrals
+                (program_id, friend_customer_id, advocate_id, referred_at, first_purchase_at)
+            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[],
+                                 $5::timestamptz[])
+            ON CONFLICT (program_id, friend_customer_id) DO UPDATE SET
+                referred_at = LEAST(analytics_referrals.referred_at, EXCLUDED.referred_at),
+                first_purchase_at =
+                    LEAST(analytics_referrals.first_purchase_at, EXCLUDED.first_purchase_at)
+            """,
+            *_columns(
+                [(p, c, r.advocate_id, r.referred_at, r.first_purchase_at) for (p, c), r in refs],
+                5,
+            ),
+        )
+    if f.scores:
+        await _apply_scores(conn, f.scores)
+
+
+async def _apply_scores(conn: asyncpg.Connection, scores: dict[ScoreKey, int]) -> None:
+    """Moves each advocate's score in each period by its delta, and the counts of advocates per
+    score (and per score and block) from the old score to the new one."""
+    keys = sorted(scores)
+    columns = _columns(keys, 4)
+    old = await conn.fetch(
+        """
+        SELECT l.program_id, l.metric, l.period, l.advocate_id, l.score
+        FROM analytics_leaderboard l
+        JOIN unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS k(p, m, d, a)
+          ON l.program_id = k.p AND l.metric = k.m AND l.period = k.d AND l.advocate_id = k.a
+        ORDER BY 1, 2, 3, 4
+        FOR UPDATE OF l
+        """,
+        *columns,
+    )
+    new = await conn.fetch(
+        """
+        INSERT INTO analytics_leaderboard (program_id, metric, period, advocate_id, score)
+        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[])
+        ON CONFLICT (program_id, metric, period, advocate_id)
+        DO UPDATE SET score = analytics_leaderboard.score + EXCLUDED.score
+        RETURNING program_id, metric, period, advocate_id, score
+        """,
+        *columns,
+        [scores[k] for k in keys],
+    )
+    moves = score_moves(
+        {(r[0], r[1], r[2], r[3]): r[4] for r in old},
+        {(r[0], r[1], r[2], r[3]): r[4] for r in new},
+        {k[3]: tie_block(k[3]) for k in keys},
+    )
+    rows = sorted((*k, n) for k, n in moves.items())
     await conn.execute(
         """
-        INSERT INTO analytics_programs (program_id, tenant_id) VALUES ($1, $2)
-        ON CONFLICT (program_id) DO NOTHING
+        INSERT INTO analytics_leaderboard_counts
+            (program_id, metric, period, score, block, advocates)
+        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[],
+                             $6::bigint[])
+        ON CONFLICT (program_id, metric, period, block, score)
+        DO UPDATE SET advocates = analytics_leaderboard_counts.advocates + EXCLUDED.advocates
         """,
-        program_id,
-        tenant_id,
+        *_columns(rows, 6),
     )
 
 
-async def add(
-    conn: asyncpg.Connection,
-    tenant_id: str,
-    program_id: str,
-    day: date,
-    metric: str,
-    value: int,
-    *,
-    channel: str = "",
-    unit: str = "",
-) -> None:
-    await conn.execute(
-        """
-        INSERT INTO analytics_counters (tenant_id, program_id, day, channel, metric, unit, value)
-        VALUES ($1, $2, $3, $4, $5, $6, $7)
-        ON CONFLICT (program_id, day, channel, metric, unit)
-        DO UPDATE SET value = analytics_counters.value + EXCLUDED.value
-        """,
-        tenant_id,
-        program_id,
-        day,
-        channel,
-        metric,
-        unit,
-        value,
-    )
-
-
-async def add_for_advocate(
-    conn: asyncpg.Connection,
-    program_id: str,
-    advocate_id: str,
-    day: date,
-    metric: str,
-    value: int,
-    *,
-    unit: str = "",
-) -> None:
-    await conn.execute(
-        """
-        INSERT INTO analytics_advocate_counters (program_id, advocate_id, day, metric, unit, value)
-        VALUES ($1, $2, $3, $4, $5, $6)
-        ON CONFLICT (program_id, advocate_id, day, metric, unit)
-        DO UPDATE SET value = analytics_advocate_counters.value + EXCLUDED.value
-        """,
-        program_id,
-        advocate_id,
-        day,
-        metric,
-        unit,
-        value,
-    )
-
-
-async def add_member(
-    conn: asyncpg.Connection, program_id: str, kind: str, day: date, channel: str, member: str
-) -> None:
-    await conn.execute(
-        """
-        INSERT INTO analytics_members (program_id, kind, day, channel, member)
-        VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING
-        """,
-        program_id,
-        kind,
-        day,
-        channel,
-        member,
-    )
-
-
-async def upsert_advocate(
-    conn: asyncpg.Connection,
-    tenant_id: str,
-    program_id: str,
-    advocate_id: str,
-    *,
-    display_name: str | None = None,
-    enrolled_at: datetime | None = None,
-    first_referral_at: datetime | None = None,
-) -> None:
-    await conn.execute(
-        """
-        INSERT INTO analytics_advocates
-            (advocate_id, tenant_id, program_id, display_name, enrolled_at, first_referral_at)
-        VALUES ($1, $2, $3, $4, $5, $6)
-        ON CONFLICT (advocate_id) DO UPDATE SET
-            display_name = coalesce(EXCLUDED.display_name, analytics_advocates.display_name),
-            enrolled_at = LEAST(analytics_advocates.enrolled_at, EXCLUDED.enrolled_at),
-            first_referral_at =
-                LEAST(analytics_advocates.first_referral_at, EXCLUDED.first_referral_at)
-        """,
-        advocate_id,
-        tenant_id,
-        program_id,
-        display_name,
-        enrolled_at,
-        first_referral_at,
-    )
-
-
-async def upsert_referral(
-    conn: asyncpg.Connection,
-    program_id: str,
-    friend_customer_id: str,
-    advocate_id: str,
-    *,
-    referred_at: datetime | None = None,
-    first_purchase_at: datetime | None = None,
-) -> None:
-    await conn.execute(
-        """
-        INSERT INTO analytics_referrals
-            (program_id, friend_customer_id, advocate_id, referred_at, first_purchase_at)
-        VALUES ($1, $2, $3, $4, $5)
-        ON CONFLICT (program_id, friend_customer_id) DO UPDATE SET
-            referred_at = LEAST(analytics_referrals.referred_at, EXCLUDED.referred_at),
-            first_purchase_at =
-                LEAST(analytics_referrals.first_purchase_at, EXCLUDED.first_purchase_at)
-        """,
-        program_id,
-        friend_customer_id,
-        advocate_id,
-        referred_at,
-        first_purchase_at,
-    )
+def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
+    """Rows as the column arrays unnest takes (`width` columns, also when there are no rows)."""
+    return [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
 
 
 async def issue_reward(
@@ -178,65 +190,6 @@ async def issue_reward(
     if old is None:
         return None, 0, row["day"], row["issued"]
     return old["day"], old["issued"], row["day"], row["issued"]
-
-
-async def add_score(
-    conn: asyncpg.Connection,
-    program_id: str,
-    metric: str,
-    periods: list[str],
-    advocate_id: str,
-    block: str,
-    delta: int,
-) -> None:
-    """Moves the advocate's score in each period by `delta`, and the counts of advocates per
-    score (and per score and block) from the old score to the new one."""
-    if delta == 0:
-        return
-    old = await conn.fetch(
-        """
-        SELECT period, score FROM analytics_leaderboard
-        WHERE program_id = $1 AND metric = $2 AND period = ANY($3::text[]) AND advocate_id = $4
-        FOR UPDATE
-        """,
-        program_id,
-        metric,
-        periods,
-        advocate_id,
-    )
-    new = await conn.fetch(
-        """
-        INSERT INTO analytics_leaderboard (program_id, metric, period, advocate_id, score)
-        SELECT $1, $2, p, $4, $5 FROM unnest($3::text[]) AS p
-        ON CONFLICT (program_id, metric, period, advocate_id)
-        DO UPDATE SET score = analytics_leaderboard.score + EXCLUDED.score
-        RETURNING period, score
-        """,
-        program_id,
-        metric,
-        periods,
-        advocate_id,
-        delta,
-    )
-    moves: list[tuple[str, int, str, int]] = []
-    for r in old:
-        moves += [(r["period"], r["score"], "", -1), (r["period"], r["score"], block, -1)]
-    for r in new:
-        moves += [(r["period"], r["score"], "", 1), (r["period"], r["score"], block, 1)]
-    await conn.execute(
-        """
-        INSERT INTO analytics_leaderboard_counts
-            (program_id, metric, period, score, block, advocates)
-        SELECT $1, $2, m.period, m.score, m.block, m.n
-        FROM unnest($3::text[], $4::bigint[], $5::text[], $6::bigint[])
-             AS m(period, score, block, n)
-        ON CONFLICT (program_id, metric, period, block, score)
-        DO UPDATE SET advocates = analytics_leaderboard_counts.advocates + EXCLUDED.advocates
-        """,
-        program_id,
-        metric,
-        *(list(col) for col in zip(*moves, strict=True)),
-    )
 
 
 # --- queries ---------------------------------------------------------------------------------
