@@ -49,7 +49,7 @@ class PendingSweeper:
 
 class AnalyticsFolder:
     """Folds this service's own events into the analytics read models (analytics.handlers.
-    fold_deferred), a batch per transaction; sleeps `interval` when none are waiting."""
+    fold_outboxed), a batch per transaction; sleeps `interval` when none are waiting."""
 
     def __init__(self, rt: Runtime, interval: float = 0.5, batch: int = 500) -> None:
         self._rt = rt
@@ -65,7 +65,7 @@ class AnalyticsFolder:
 
     async def fold_once(self) -> int:
         async with self._rt.transaction() as conn:
-            return await analytics.fold_deferred(conn, self._batch)
+            return await analytics.fold_outboxed(conn, self._batch)
 
     async def stop(self) -> None:
         self._stop.set()

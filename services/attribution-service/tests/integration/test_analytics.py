@@ -7,6 +7,7 @@ transaction keeps them, and its worker folds them."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 from datetime import UTC, datetime
 from typing import Any
@@ -14,13 +15,13 @@ from typing import Any
 import asyncpg
 import pytest
 
-from attribution_service.analytics import handlers as analytics
+from attribution_service.analytics import repository as analytics_repository
 from devstack.testing import eventually
 from referral_events import EventPayload, new_event
 from referral_events.contracts import attribution as at
 from referral_events.contracts import link as ev
 from referral_events.contracts import reward as rw
-from referral_events.outbox import OutboxRow
+from referral_events.outbox import OutboxRow, enqueue_rows
 
 from .conftest import Env
 
@@ -131,8 +132,9 @@ async def emit_own(
     time: datetime | None = None,
     tenant: str = "acme",
 ) -> None:
-    """One of this service's own events (attribution.events) as its emitting transaction keeps
-    it for analytics (analytics.handlers.defer_emitted); the service's worker folds it."""
+    """One of this service's own events (attribution.events) as its emitting transaction writes
+    it: into the outbox, which the service's worker folds from (analytics.handlers.
+    fold_outboxed) and its relay publishes."""
     event = new_event(payload, source="/test", tenant_id=tenant, event_id=event_id, time=time)
     row = OutboxRow(event.id, "attribution.events", "k", event.to_json())
     conn = await asyncpg.connect(
@@ -140,7 +142,7 @@ async def emit_own(
     )
     try:
         async with conn.transaction():
-            await analytics.defer_emitted(conn, [row])
+            await enqueue_rows(conn, [row])
     finally:
         await conn.close()
 
@@ -175,7 +177,7 @@ async def _folded(env: Env, n: int) -> None:
                 "SELECT count(*) FROM inbox"
                 " WHERE consumer IN ('attribution-service', 'attribution-service-analytics')"
             )
-            waiting = await conn.fetchval("SELECT count(*) FROM analytics_emitted")
+            waiting = await analytics_repository.unfolded(conn)
         finally:
             await conn.close()
         return bool(got >= n and waiting == 0)
@@ -470,3 +472,40 @@ async def test_customer_value_of_referred_customers_beside_the_others(env: Env) 
     # days in 1.11 days
     assert usd["cost_per_acquired_customer"] == 1000
     assert usd["payback_days"] == pytest.approx(1000 / 900)
+
+
+async def test_an_event_committed_after_a_later_one_is_still_folded(env: Env) -> None:
+    """Outbox rows commit in any order; the folds read past a row only once no transaction that
+    could still commit an earlier one is running, so a slow transaction's event is not skipped."""
+
+    def signup(n: int) -> at.ConversionAttributed:
+        return at.ConversionAttributed(
+            conversion_id=f"late-{n}", referral_id=f"late-r-{n}", program_id="prg_late",
+            advocate_id="late-a", friend_customer_id=f"late-f{n}", conversion_type="signup",
+            occurred_at=t(3), evidence="click")  # fmt: skip
+
+    slow = await asyncpg.connect(
+        env.ns.database_url, server_settings={"search_path": "attribution"}
+    )
+    try:
+        tx = slow.transaction()
+        await tx.start()
+        event = new_event(signup(1), source="/test", tenant_id="acme", time=t(3))
+        await enqueue_rows(slow, [OutboxRow(event.id, "attribution.events", "k", event.to_json())])
+        await emit_own(env, signup(2), time=t(3))  # written after, committed first
+        await asyncio.sleep(1.5)  # the worker runs meanwhile (every 0.5 s when idle)
+        await tx.commit()
+    finally:
+        await slow.close()
+    await _folded(env, 0)
+    conn = await asyncpg.connect(
+        env.ns.database_url, server_settings={"search_path": "attribution"}
+    )
+    try:
+        signups = await conn.fetchval(
+            "SELECT sum(value) FROM analytics_counters"
+            " WHERE program_id = 'prg_late' AND metric = 'signups'"
+        )
+    finally:
+        await conn.close()
+    assert signups == 2

@@ -32,11 +32,10 @@ from attribution_service.analytics.schemas import (
     ViralBucket,
     ViralOut,
 )
-from referral_events import CloudEvent
+from referral_events import CloudEvent, topics
 from referral_events.contracts import attribution as at
 from referral_events.contracts import link as ev
 from referral_events.contracts import reward as rw
-from referral_events.outbox import OutboxRow
 from referral_events.registry import payload_type
 from servicekit.problems import NotFound
 
@@ -249,28 +248,18 @@ async def on_clicks(
     await repository.apply_folds(conn, f)
 
 
-# --- this service's own events, folded where they are emitted -----------------------------------
+# --- this service's own events, folded from its outbox -----------------------------------------
 
 # attribution.events this service publishes and analytics folds. This service does not consume
-# its own topic: the events are written beside the change that emits them (`defer_emitted`) and
-# folded by the worker (`fold_deferred`), each in the transaction that deletes its row, so
-# exactly once; the conversions' transactions never wait for the shared counter rows.
+# its own topic: the worker reads them from the outbox, in commit order, moving a cursor in the
+# transaction that folds them (repository.take_outboxed), so each is folded once and the
+# conversions' transactions never wait for the shared counter rows, nor write anything more.
 OWN_EVENTS: dict[str, Fold] = {
     at.ReferralAttributed.TYPE: fold_referral_attributed,
     at.ConversionAttributed.TYPE: fold_conversion_attributed,
     at.ConversionRefunded.TYPE: fold_conversion_refunded,
 }
-# Rows of the outbox whose events analytics folds, recognised without parsing the envelope.
-_OWN_MARKERS = tuple(f'"type":"{t}"'.encode() for t in OWN_EVENTS)
-
-
-async def defer_emitted(conn: asyncpg.Connection, rows: Sequence[OutboxRow]) -> None:
-    """Keeps the events analytics folds among outbox rows written in this transaction."""
-    own = [
-        (r.event_id, r.payload.decode()) for r in rows if any(m in r.payload for m in _OWN_MARKERS)
-    ]
-    if own:
-        await repository.defer(conn, own)
+OWN_TOPIC = topics.ATTRIBUTION_EVENTS
 
 
 async def fold_events(conn: asyncpg.Connection, events: Sequence[CloudEvent]) -> None:
@@ -284,11 +273,15 @@ async def fold_events(conn: asyncpg.Connection, events: Sequence[CloudEvent]) ->
     await repository.apply_folds(conn, f)
 
 
-async def fold_deferred(conn: asyncpg.Connection, limit: int = 500) -> int:
-    """Folds up to `limit` waiting events in the caller's transaction; how many there were."""
-    payloads = await repository.take_emitted(conn, limit)
-    await fold_events(conn, [CloudEvent.from_json(p) for p in payloads])
-    return len(payloads)
+async def fold_outboxed(conn: asyncpg.Connection, limit: int = 500) -> int:
+    """Folds up to `limit` outbox rows past the cursor (and what still waits from before the
+    folds read the outbox) in the caller's transaction; how many rows were read."""
+    legacy = await repository.take_emitted(conn, limit)
+    payloads = await repository.take_outboxed(conn, OWN_TOPIC, limit)
+    events = [CloudEvent.from_json(p) for p in legacy]
+    events += [CloudEvent.from_json(p) for p in payloads]
+    await fold_events(conn, events)
+    return len(legacy) + len(payloads)
 
 
 # --- every purchase, referred or not (called where conversions are decided) -------------------

@@ -494,23 +494,56 @@ async def customer_groups(
     return rows
 
 
-# --- this service's own events, waiting to be folded ------------------------------------------
+# --- this service's own events, folded from its outbox -----------------------------------------
 
 
-async def defer(conn: asyncpg.Connection, events: list[tuple[str, str]]) -> None:
-    """(event id, envelope JSON) of events this transaction emits, for the folding worker."""
-    await conn.execute(
-        """
-        INSERT INTO analytics_emitted (event_id, payload)
-        SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING
-        """,
-        [e[0] for e in events],
-        [e[1] for e in events],
+async def take_outboxed(conn: asyncpg.Connection, topic: str, limit: int) -> list[bytes]:
+    """The payloads of the next `limit` outbox rows for `topic` past the fold cursor, in
+    (transaction id, seq) order, and the cursor moved past them in the caller's transaction
+    (which folds them). Only rows of transactions older than every running one are read: a
+    transaction still running may yet commit rows that sort before later ones."""
+    cursor = await conn.fetchrow(
+        "SELECT xid::text AS xid, seq FROM analytics_fold_cursor FOR UPDATE"
     )
+    assert cursor is not None  # the migration wrote it
+    rows = await conn.fetch(
+        """
+        SELECT xid::text AS xid, seq, topic, payload FROM outbox
+        WHERE (xid, seq) > ($1::text::xid8, $2::bigint)
+          AND xid < pg_snapshot_xmin(pg_current_snapshot())
+        ORDER BY xid, seq
+        LIMIT $3
+        """,
+        cursor["xid"],
+        cursor["seq"],
+        limit,
+    )
+    if not rows:
+        return []
+    await conn.execute(
+        "UPDATE analytics_fold_cursor SET xid = $1::text::xid8, seq = $2",
+        rows[-1]["xid"],
+        rows[-1]["seq"],
+    )
+    return [bytes(r["payload"]) for r in rows if r["topic"] == topic]
+
+
+async def unfolded(conn: asyncpg.Connection) -> int:
+    """Outbox rows the folds have not read yet, and events still waiting from before they
+    read the outbox (analytics_emitted)."""
+    n: int = await conn.fetchval(
+        """
+        SELECT (SELECT count(*) FROM outbox o, analytics_fold_cursor c
+                WHERE (o.xid, o.seq) > (c.xid, c.seq))
+             + (SELECT count(*) FROM analytics_emitted)
+        """
+    )
+    return n
 
 
 async def take_emitted(conn: asyncpg.Connection, limit: int) -> list[str]:
-    """The oldest waiting events, removed in the caller's transaction (which folds them)."""
+    """Events kept for the folds before they read the outbox (migration 0017), oldest first,
+    removed in the caller's transaction (which folds them)."""
     rows = await conn.fetch(
         """
         DELETE FROM analytics_emitted WHERE event_id IN (

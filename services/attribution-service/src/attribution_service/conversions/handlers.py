@@ -301,7 +301,6 @@ async def record(
                     conversion_refunded(row, r) for r in await refunds.list_refunds(conn, row["id"])
                 )
     await enqueue_rows(conn, entries)
-    await analytics.defer_emitted(conn, entries)
     # Growth analytics sees every purchase, referred or not (a non-referred one publishes no
     # event), once: when its decision is final (not waiting, not in review).
     await analytics.record_purchases(

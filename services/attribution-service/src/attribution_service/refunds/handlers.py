@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from attribution_service.analytics import handlers as analytics
 from attribution_service.conversions import repository as conversions
 from attribution_service.conversions.events import conversion_refunded
 from attribution_service.conversions.handlers import request_hash
@@ -53,7 +52,6 @@ async def refund(
         # is attributed (conversions.handlers.record), so the reward follows the net amount.
         row_out = conversion_refunded(conv, row)
         await enqueue_rows(conn, [row_out])
-        await analytics.defer_emitted(conn, [row_out])  # growth analytics folds it later
     return row, True
 
 
