@@ -272,6 +272,12 @@ def main() -> None:
             "me_peak": peak,
             "me_half_load": half,
             "rps_vs_bare": round(peak["rps"] / bare["rps"], 3) if bare["rps"] else None,
+            # flat copies for bench/results.json's table (bench/render_table.py)
+            "rps": peak["rps"],
+            "reference_rps": bare["rps"],
+            "p99_ms": peak["p99_ms"],
+            "reference_p99_ms": bare["p99_ms"],
+            "half_load_p99_ms": half["p99_ms"],
             "p99_goal_ms": 20,
             "p99_ok": half["p99_ms"] < 20,
             "load_avg": os.getloadavg(),

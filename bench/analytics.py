@@ -130,7 +130,7 @@ async def fold(pool: Any, events: list[Any]) -> tuple[float, list[float]]:
         event, payload = item
         async with pool.acquire() as conn, conn.transaction():
             spec = group_of.get(event.type)
-            if spec is None:  # as the worker folds it (analytics.handlers.fold_deferred)
+            if spec is None:  # as the worker folds it (analytics.handlers.fold_outboxed)
                 await analytics.fold_events(conn, [event])
             elif await conn.fetchval(INBOX_INSERT, spec.group, event.id, event.type, "t", k):
                 await spec.handlers[event.type](conn, event, payload)

@@ -20,7 +20,7 @@ TABLE = ("<!-- bench-table:start -->", "<!-- bench-table:end -->")
 SIZING = ("<!-- sizing-table:start -->", "<!-- sizing-table:end -->")
 
 # Per bench: (label, figure's field, reference's field or None, unit). The first row of every
-# bench is its CPU per operation beside the reference's (cpu_ratio).
+# bench is its CPU per operation beside the reference's (cpu_ratio) where it measures one.
 FIGURES: dict[str, list[tuple[str, str, str | None, str]]] = {
     "redirect": [
         ("CPU per redirect, click on Kafka", "cpu_ms_per_op", "reference_cpu_ms_per_op", "ms"),
@@ -76,6 +76,16 @@ FIGURES: dict[str, list[tuple[str, str, str | None, str]]] = {
         ("purchase answered -> signed webhook, p50", "webhook_p50_ms", None, "ms"),
         ("purchase answered -> signed webhook, p99 (goal < 500)", "webhook_p99_ms", None, "ms"),
         ("purchases/s offered", "rate", None, "/s"),
+    ],
+    "advocate": [
+        ("GET /v1/me/s at saturation (bare ASGI app)", "rps", "reference_rps", "/s"),
+        ("/v1/me p99 at saturation (bare app's)", "p99_ms", "reference_p99_ms", "ms"),
+        ("/v1/me p99 at half load (goal < 20)", "half_load_p99_ms", None, "ms"),
+    ],
+    "analytics": [
+        ("events folded/s (raw INSERTs/s)", "fold_events_per_s", "reference_events_per_s", "/s"),
+        ("funnel query p99 while folding", "funnel_p99_ms", None, "ms"),
+        ("rank of 100,000 p99 (SELECT by key)", "rank_p99_ms", "reference_pk_p99_ms", "ms"),
     ],
 }
 # Sizing: which per-process breakdown of CPU per operation each operation is sized from.

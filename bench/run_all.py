@@ -33,8 +33,16 @@ from typing import Any
 from _common import cpu
 
 HERE = Path(__file__).resolve().parent
-# in this order; a bench script that is not there yet (time_to_reward) is skipped
-BENCHES = ("redirect", "conversions", "webhooks", "ledger", "time_to_reward")
+# in this order; a bench script that is not there is skipped
+BENCHES = (
+    "redirect",
+    "conversions",
+    "webhooks",
+    "ledger",
+    "time_to_reward",
+    "advocate",
+    "analytics",
+)
 TIMEOUT_S = {"quick": 240, "full": 1800}
 
 
