@@ -36,6 +36,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+from _common import cpu
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -257,10 +258,24 @@ def main() -> None:
         me = check.json()
         assert len(me["referrals"]) == REFERRALS and me["stats"]["clicks"] > 0, me
 
+        # CPU per request of every part (link-service, Postgres, Kafka, wrk), beside the bare
+        # app's with the same client (bench/_common/cpu.py)
+        pg_dir = asyncio.run(cpu.postgres_dir(database_url))
+        link_cpu = cpu.Meter.stack(
+            pg_dir, bootstrap, client_name="load_generator", children_only=True,
+            service=running[0].process.pid,
+        )  # fmt: skip
+        bare_cpu = cpu.Meter.of(
+            client_name="load_generator", children_only=True, service=procs[0].pid
+        )
         wrk(wrk_bin, link_port, tokens, 2, connections)  # warm-up: pools, prepared statements
         wrk(wrk_bin, bare_port, tokens, 2, connections)
+        before = bare_cpu.snapshot()
         bare = wrk(wrk_bin, bare_port, tokens, duration, connections)
+        bare_cost = cpu.per_op(before, bare_cpu.snapshot(), int(bare["requests"]))
+        before = link_cpu.snapshot()
         peak = wrk(wrk_bin, link_port, tokens, duration, connections)
+        me_cost = cpu.per_op(before, link_cpu.snapshot(), int(peak["requests"]))
         half = asyncio.run(open_loop(running[0].url, tokens, max(peak["rps"] / 2, 20.0), duration))
         result = {
             "bench": "advocate",
@@ -272,6 +287,13 @@ def main() -> None:
             "me_peak": peak,
             "me_half_load": half,
             "rps_vs_bare": round(peak["rps"] / bare["rps"], 3) if bare["rps"] else None,
+            "cpu_ms_per_op": me_cost["total"],
+            "reference_cpu_ms_per_op": bare_cost["total"],
+            "cpu_ratio": round(me_cost["total"] / bare_cost["total"], 2)
+            if bare_cost["total"]
+            else None,
+            "cpu_ms_per_op_by_process": me_cost,
+            "reference_cpu_ms_per_op_by_process": bare_cost,
             # flat copies for bench/results.json's table (bench/render_table.py)
             "rps": peak["rps"],
             "reference_rps": bare["rps"],

@@ -34,6 +34,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from _common import cpu
+
 QUICK = "--quick" in sys.argv
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "4"))
 EVENTS = 4_000 if QUICK else 40_000
@@ -94,8 +96,8 @@ INBOX_INSERT = """
 """
 
 
-async def _spread(pool: Any, items: list[Any], one: Any) -> float:
-    """Items split over CONNECTIONS workers; items per second."""
+async def _spread(pool: Any, items: list[Any], one: Any) -> tuple[float, int]:
+    """Items split over CONNECTIONS workers; items per second, and how many were done."""
     parts = [items[w::CONNECTIONS] for w in range(CONNECTIONS)]
     deadline = time.perf_counter() + TIME_LIMIT_S
     done = 0
@@ -110,11 +112,11 @@ async def _spread(pool: Any, items: list[Any], one: Any) -> float:
 
     t0 = time.perf_counter()
     await asyncio.gather(*(worker(p) for p in parts))
-    return done / (time.perf_counter() - t0)
+    return done / (time.perf_counter() - t0), done
 
 
-async def fold(pool: Any, events: list[Any]) -> tuple[float, list[float]]:
-    """Events folded per second, and the funnel query's latencies (ms) meanwhile."""
+async def fold(pool: Any, events: list[Any]) -> tuple[float, int, list[float]]:
+    """Events folded per second, how many, and the funnel query's latencies (ms) meanwhile."""
     from attribution_service.analytics import handlers as analytics
     from attribution_service.analytics.domain import Range
     from attribution_service.consumers import CONSUMERS
@@ -145,13 +147,13 @@ async def fold(pool: Any, events: list[Any]) -> tuple[float, list[float]]:
             await asyncio.sleep(0.05)
 
     reader = asyncio.create_task(funnel())
-    rate = await _spread(pool, events, one)
+    rate, done = await _spread(pool, events, one)
     stop.set()
     await reader
-    return rate, latencies
+    return rate, done, latencies
 
 
-async def fold_reference(pool: Any, events: list[Any]) -> float:
+async def fold_reference(pool: Any, events: list[Any]) -> tuple[float, int]:
     await pool.execute(
         """
         CREATE TABLE raw_counters (tenant_id text, program_id text, day date, channel text,
@@ -246,9 +248,15 @@ async def run(dsn: str) -> dict[str, Any]:
             BOARD,
         )
         events = _events(EVENTS)
-        raw = await fold_reference(pool, events)
+        # CPU per event of this process (which folds) and of the Postgres backends
+        meter = cpu.Meter.stack(await cpu.postgres_dir(dsn), None, client_name="bench_process")
+        before = meter.snapshot()
+        raw, raw_n = await fold_reference(pool, events)
+        raw_cost = cpu.per_op(before, meter.snapshot(), raw_n)
         print(f"reference: inbox row + counter INSERT  {raw:>9,.0f} events/s")
-        folded, funnel_ms = await fold(pool, events)
+        before = meter.snapshot()
+        folded, folded_n, funnel_ms = await fold(pool, events)
+        fold_cost = cpu.per_op(before, meter.snapshot(), folded_n)
         print(
             f"fold through the analytics handlers    {folded:>9,.0f} events/s"
             f" (funnel p50 {_p(funnel_ms, 0.5):.1f} ms, p99 {_p(funnel_ms, 0.99):.1f} ms,"
@@ -290,6 +298,12 @@ async def run(dsn: str) -> dict[str, Any]:
         "fold_events_per_s": round(folded),
         "reference_events_per_s": round(raw),
         "fold_ratio": round(folded / raw, 2),
+        "cpu_ms_per_op": fold_cost["total"],
+        "reference_cpu_ms_per_op": raw_cost["total"],
+        "cpu_ratio": round(fold_cost["total"] / raw_cost["total"], 2)
+        if raw_cost["total"]
+        else None,
+        "cpu_ms_per_op_by_process": fold_cost,
         "funnel_p50_ms": round(_p(funnel_ms, 0.5), 2),
         "funnel_p99_ms": round(_p(funnel_ms, 0.99), 2),
         "funnel_queries": len(funnel_ms),

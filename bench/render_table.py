@@ -78,6 +78,7 @@ FIGURES: dict[str, list[tuple[str, str, str | None, str]]] = {
         ("purchases/s offered", "rate", None, "/s"),
     ],
     "advocate": [
+        ("CPU per GET /v1/me (bare ASGI GET)", "cpu_ms_per_op", "reference_cpu_ms_per_op", "ms"),
         ("GET /v1/me/s at saturation (bare ASGI app)", "rps", "reference_rps", "/s"),
         ("/v1/me p99 at saturation (bare app's)", "p99_ms", "reference_p99_ms", "ms"),
         ("/v1/me p99 at half load (goal < 20)", "half_load_p99_ms", None, "ms"),
