@@ -16,6 +16,7 @@ from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from servicekit.auth import ApiKeyAuthenticator, public
+from servicekit.bodylimit import BodyLimits, limit_body
 from servicekit.front import FastAPIEntry
 from servicekit.keys import KeyStore
 from servicekit.metrics import RouteIndexedMetricsMiddleware, ServiceMetrics
@@ -45,9 +46,19 @@ class ServiceApp(FastAPI):
     attribution-service's conversions), paying for none of FastAPI's per-request work (its
     native telemetry wraps even the built middleware stack); it applies what the route it
     stands in for declares and records the same request metrics and span (servicekit.front).
-    The `front_door` setting off, FastAPI serves everything."""
+    The `front_door` setting off, FastAPI serves everything.
+
+    In front of both, every request's body is bounded (`body_limits`, servicekit.bodylimit):
+    413 before anything reads or parses a body over the route's limit."""
 
     front: ASGIApp | None = None
+    body_limits: BodyLimits | None = None
+
+    def limit_route_body(self, method: str, template: str, limit: int) -> None:
+        """The route `method template` takes bodies up to `limit` bytes, not MAX_BODY_BYTES."""
+        if self.body_limits is None:
+            raise RuntimeError("the app has no body limits (create_service_app sets them)")
+        self.body_limits.route(method, template, limit)
 
     def set_front(self, make: Callable[[FastAPIEntry], ASGIApp]) -> None:
         """`make` gets FastAPI's own entry point, to pass on what the front door leaves, and
@@ -58,6 +69,12 @@ class ServiceApp(FastAPI):
         self.front = make(FastAPIEntry(self))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.body_limits is not None:
+            await limit_body(self.body_limits, self._serve, scope, receive, send)
+        else:
+            await self._serve(scope, receive, send)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.front is not None:
             await self.front(scope, receive, send)
         else:
@@ -97,6 +114,7 @@ def create_service_app(
     app = ServiceApp(title=spec.name, version=spec.version, lifespan=lifespan)
     app.state.runtime = rt
     app.state.settings = settings
+    app.body_limits = BodyLimits(settings.max_body_bytes)
     app.state.authenticator = ApiKeyAuthenticator(
         settings.api_keys,
         KeyStore(lambda: rt.pool, settings.api_key_cache_ttl_seconds),

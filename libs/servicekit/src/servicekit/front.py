@@ -151,7 +151,8 @@ class FrontRoute:
             raise TypeError(f"{self.template} takes {self.rules.body_model!r}, not {model!r}")
         try:
             return model.model_validate_json(raw)
-        except ValidationError:
+        except (ValidationError, DomainError):
+            # (a rule across fields raises InvalidInput naming its field: FastAPI answers it)
             return None
 
     async def respond(

@@ -18,6 +18,7 @@ from servicekit.settings import PlanRate
 class TooManyRequests(DomainError):
     status = 429
     title = "Too many requests"
+    type = "rate-limited"
 
 
 class RateLimiter:

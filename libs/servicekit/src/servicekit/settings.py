@@ -114,6 +114,9 @@ class ServiceSettings(BaseSettings):
     run_consumers: bool = True
     # The hot paths answered before FastAPI (servicekit.front); false: FastAPI serves everything.
     front_door: bool = True
+    # Largest request body of any route without a limit of its own (servicekit.bodylimit):
+    # past it 413 before the body is read or parsed. No JSON body the API takes is near it.
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 
     log_level: str = "INFO"
     log_json: bool = True

@@ -310,7 +310,7 @@ async def test_a_batch_failing_in_the_database_is_retried_one_request_at_a_time(
     assert failed[0] == 1 and failed[1] == 4, failed
     assert conversion_batch.BATCH_RETRIES._value.get() - retries_before == 2
     assert answers[1].json()["id"] == answers[2].json()["id"]
-    assert answers[3].json()["field"] == "code"
+    assert answers[3].json()["field"] == "/code"
     assert answers[0].json()["status"] == "attributed"
     conn = await asyncpg.connect(dsn, server_settings={"search_path": "attribution"})
     try:

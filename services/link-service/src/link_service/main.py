@@ -72,6 +72,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         SPEC, workers=workers, consumers=consumers(Links(settings.public_base_url))
     )
     app = create_service_app(spec, settings, routers)
+    # The bulk upload has its own documented limit (its route refuses past it as it streams).
+    app.limit_route_body("POST", enrollment_api.UPLOAD_PATH, settings.enrollment_max_upload_bytes)
     app.state.links = state
     state.registry = app.state.metrics.registry
     # /r/... is answered before FastAPI's own per-request work, routing or dependency

@@ -38,8 +38,8 @@ def admit(conv: Conversion, evidence: Evidence, *, too_old_for_lag: bool) -> boo
     still arrive)."""
     waits = False
     for kind, value, owner, field in (
-        ("code", conv.code_key, evidence.code_tenant, "code"),
-        ("click", conv.click_id, evidence.click_tenant, "click_id"),
+        ("code", conv.code_key, evidence.code_tenant, "/code"),
+        ("click", conv.click_id, evidence.click_tenant, "/click_id"),
     ):
         if value is None:
             continue

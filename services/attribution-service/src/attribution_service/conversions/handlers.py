@@ -130,7 +130,7 @@ async def check_custom_type(conn: asyncpg.Connection, conv: Conversion) -> None:
         raise InvalidInput(
             f"'{conv.type}' is not signup, purchase, subscription_payment or a custom type"
             " one of your programs names",
-            field="type",
+            field="/type",
         )
 
 
@@ -191,7 +191,7 @@ async def existing_conversion(conn: asyncpg.Connection, conv: Conversion) -> asy
             if existing["request_hash"] != conv.request_hash and not implicit:
                 raise Conflict(
                     "this Idempotency-Key was used with a different request body",
-                    field="Idempotency-Key",
+                    field="/Idempotency-Key",
                 )
             return existing
     assert conv.order_id is not None  # only the key or (type, order id) can collide
@@ -327,5 +327,5 @@ async def get_conversion(
 ) -> tuple[asyncpg.Record, list[asyncpg.Record]]:
     row = await repository.get_conversion(conn, tenant_id, conversion_id)
     if row is None:
-        raise NotFound(f"no conversion '{conversion_id}'", field="conversion_id")
+        raise NotFound(f"no conversion '{conversion_id}'", field="/conversion_id")
     return row, await refunds.list_refunds(conn, conversion_id)

@@ -110,7 +110,7 @@ async def _own_program(conn: asyncpg.Connection, tenant_id: str, program_id: str
     stored = await repository.get_settings(conn, program_id)
     owner = program["tenant_id"] if program else stored["tenant_id"] if stored else None
     if owner is not None and owner != tenant_id:
-        raise NotFound(f"no program '{program_id}'", field="program_id")
+        raise NotFound(f"no program '{program_id}'", field="/program_id")
 
 
 async def get_settings(
