@@ -13,9 +13,9 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_fastapi_instrumentator.middleware import PrometheusInstrumentatorMiddleware
 from starlette.middleware import Middleware
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from servicekit.auth import ApiKeyAuthenticator, public
+from servicekit.auth import RATE_HEADERS, ApiKeyAuthenticator, public
 from servicekit.bodylimit import BodyLimits, limit_body
 from servicekit.front import FastAPIEntry
 from servicekit.keys import KeyStore
@@ -69,8 +69,23 @@ class ServiceApp(FastAPI):
         self.front = make(FastAPIEntry(self))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self.body_limits is not None:
-            await limit_body(self.body_limits, self._serve, scope, receive, send)
+        if scope["type"] != "http":
+            await self._serve(scope, receive, send)
+            return
+        # One pass over the headers for what this layer needs.
+        length: bytes | None = None
+        streamed = keyed = False
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                length = value
+            elif name == b"transfer-encoding":
+                streamed = True
+            elif name == b"authorization" or name == b"x-api-key":
+                keyed = True
+        if keyed:
+            send = _with_rate_headers(scope, send)
+        if self.body_limits is not None:
+            await limit_body(self.body_limits, self._serve, scope, receive, send, length, streamed)
         else:
             await self._serve(scope, receive, send)
 
@@ -89,6 +104,21 @@ class ServiceApp(FastAPI):
         others = [m for m in self.user_middleware if not _is_metrics(m.cls)]
         self.user_middleware = metrics + others
         return super().build_middleware_stack()
+
+
+def _with_rate_headers(scope: Scope, send: Send) -> Send:
+    """`send` adding the RateLimit-* headers the authenticated key's bucket left in the scope
+    (auth.Principal.note_rate) to whatever answers the request: a success, a refusal, an
+    error alike. A 429 carries its own."""
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            rate = scope.get(RATE_HEADERS)
+            if rate:
+                message = {**message, "headers": [*message.get("headers", ()), *rate]}
+        await send(message)
+
+    return sending
 
 
 def _is_metrics(cls: object) -> bool:

@@ -48,16 +48,16 @@ class BodyLimits:
 
 
 async def limit_body(
-    limits: BodyLimits, app: ASGIApp, scope: Scope, receive: Receive, send: Send
+    limits: BodyLimits,
+    app: ASGIApp,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    length: bytes | None,
+    streamed: bool,
 ) -> None:
-    """Run `app` with the request's body bounded by its limit."""
-    length: bytes | None = None
-    streamed = False
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            length = value
-        elif name == b"transfer-encoding":
-            streamed = True
+    """Run `app` with the request's body bounded by its limit (`length`: its Content-Length
+    header, `streamed`: it has a Transfer-Encoding)."""
     if length is None and not streamed:
         # No body (HTTP/1.1 has none without either header).
         await app(scope, receive, send)

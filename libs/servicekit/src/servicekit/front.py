@@ -194,6 +194,7 @@ class FrontRoute:
             if rules.authenticator is not None:
                 if who is None:
                     who = await rules.authenticator.from_headers(headers or header_map(scope))
+                who.note_rate(scope)
                 for required in rules.scopes:
                     who.require(required)
             status = await answer()
