@@ -182,7 +182,7 @@ async def submit_prepared(
 
 async def existing_conversion(conn: asyncpg.Connection, conv: Conversion) -> asyncpg.Record:
     """The conversion a repeated request names (its key or its (type, order id)); Conflict when
-    the key came with another body."""
+    the key came with another body, or the order id with another amount."""
     if conv.idempotency_key:
         existing = await repository.conversion_by_key(conn, conv.tenant_id, conv.idempotency_key)
         if existing is not None:
@@ -197,6 +197,7 @@ async def existing_conversion(conn: asyncpg.Connection, conv: Conversion) -> asy
     assert conv.order_id is not None  # only the key or (type, order id) can collide
     existing = await repository.conversion_by_order(conn, conv.tenant_id, conv.type, conv.order_id)
     assert existing is not None
+    decision.repeat_of_order(conv, existing["amount_minor"], existing["currency"])
     return existing
 
 
