@@ -3,6 +3,7 @@ problem+json errors, /healthz, /readyz, /metrics (Prometheus), OpenTelemetry ins
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, cast
@@ -18,11 +19,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from servicekit.auth import RATE_HEADERS, ApiKeyAuthenticator, public
 from servicekit.bodylimit import BodyLimits, limit_body
 from servicekit.front import FastAPIEntry
-from servicekit.keys import KeyStore
+from servicekit.keys import KeyStore, KeyUsage
 from servicekit.metrics import RouteIndexedMetricsMiddleware, ServiceMetrics
 from servicekit.problems import install_problem_handlers
 from servicekit.ratelimit import RateLimiter
-from servicekit.runtime import Runtime, ServiceSpec
+from servicekit.runtime import Runtime, ServiceSpec, Worker
 from servicekit.settings import ServiceSettings
 from servicekit.telemetry import configure_tracing
 
@@ -121,6 +122,10 @@ def _with_rate_headers(scope: Scope, send: Send) -> Send:
     return sending
 
 
+def _plus(workers: Callable[[Runtime], list[Worker]], usage: KeyUsage) -> Callable[..., Any]:
+    return lambda rt: [*workers(rt), usage]
+
+
 def _is_metrics(cls: object) -> bool:
     return cls is PrometheusInstrumentatorMiddleware
 
@@ -132,6 +137,10 @@ def create_service_app(
 ) -> ServiceApp:
     configure_tracing(spec.name)
     rt = Runtime(spec, settings)
+    usage: KeyUsage | None = None
+    if spec.key_usage is not None:
+        usage = KeyUsage(rt, spec.key_usage, settings.key_usage_flush_seconds)
+        rt.spec = dataclasses.replace(spec, workers=_plus(spec.workers, usage))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -150,6 +159,8 @@ def create_service_app(
         KeyStore(lambda: rt.pool, settings.api_key_cache_ttl_seconds),
         RateLimiter(settings.rate_limit_plans),
     )
+    if usage is not None:
+        app.state.authenticator.on_use = usage.note
     metrics = ServiceMetrics(rt)
     app.state.metrics = metrics
     install_problem_handlers(app)

@@ -153,8 +153,9 @@ class ApiKeyAuthenticator:
         }
         self.store = store
         self.limiter = limiter
-        # Called with the id of every workspace key that authenticates (the owner's use record).
-        self.on_use: Callable[[str], None] | None = None
+        # Called with the id and workspace of every workspace key that authenticates
+        # (servicekit.keys.KeyUsage.note: when the key was last used).
+        self.on_use: Callable[[str, str], None] | None = None
 
     async def authenticate(self, presented: str | None) -> Principal:
         if not presented:
@@ -171,7 +172,7 @@ class ApiKeyAuthenticator:
                 # routes' dependencies and the front doors alike.
                 rate = self.limiter.check(key.key_id, key.plan) if self.limiter else None
                 if self.on_use is not None:
-                    self.on_use(key.key_id)
+                    self.on_use(key.key_id, key.workspace_id)
                 return Principal(
                     tenant_id=key.workspace_id,
                     scopes=key.scopes,

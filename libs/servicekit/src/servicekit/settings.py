@@ -91,6 +91,9 @@ class ServiceSettings(BaseSettings):
     # Requests per workspace key, by the workspace's plan (per replica; bootstrap keys and plans
     # not listed are not limited). JSON: {"plan": {"per_second": r, "burst": b}}.
     rate_limit_plans: dict[str, PlanRate] = Field(default_factory=_default_plans)
+    # How often a replica records when its workspace keys were last used (one statement or
+    # one event per workspace, never a write per request): last_used_at lags by up to this.
+    key_usage_flush_seconds: float = Field(default=60.0, gt=0)
 
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=1, le=65535)

@@ -56,7 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # The user-agent parsers load their regex tables on first use: now, not in the
         # first redirect (and before servicekit freezes the start-up heap).
         domain.classify_user_agent(_WARM_UP_USER_AGENT)
-        usage = KeyUsage(rt)
+        usage = KeyUsage(rt, settings.key_usage_flush_seconds)
         app.state.authenticator.on_use = usage.note
         return [state.writer, state.invalidator, state.enrollment, reminders, usage]
 

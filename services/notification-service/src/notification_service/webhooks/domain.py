@@ -44,6 +44,7 @@ _NOT_DELIVERED = frozenset(
         link.ApiKeyCreated.TYPE,
         link.ApiKeyUpdated.TYPE,
         link.ApiKeyRevoked.TYPE,
+        link.ApiKeysUsed.TYPE,
     }
 )
 DELIVERED_EVENT_TYPES: frozenset[str] = frozenset(
