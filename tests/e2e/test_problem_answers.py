@@ -178,3 +178,34 @@ def test_a_query_parameter_of_the_wrong_type_is_named_by_its_pointer(front_door:
                 assert any(e["in"] == "query" for e in problem["errors"]), where
                 checked += 1
     assert checked > 5
+
+
+# Routes whose path parameter is not a parent resource of the workspace (the redirect and the
+# widget files are public; a template or locale is a name from a fixed list, answered 422).
+NOT_A_PARENT = re.compile(r"^/(r|widget)/|\{template\}|\{locale\}|\{email\}|\{token\}")
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("service", [s.name for s in SERVICES])
+async def test_an_unknown_parent_is_404_on_every_read(namespace: Any, service: str) -> None:
+    """Every GET under an id the workspace does not have answers 404 `not-found`."""
+    from devstack.testing import migrate, serve_in_process
+
+    svc = next(s for s in SERVICES if s.name == service)
+    schema = svc.package.removesuffix("_service")
+    await migrate(namespace.database_url, schema, svc.package)
+    settings_type = importlib.import_module(f"{svc.package}.config").Settings
+    factory = importlib.import_module(f"{svc.package}.main").create_app
+    key, entry = _key()
+    settings = settings_type(**namespace.settings_env(), api_keys=[entry], run_consumers=False)
+    app = factory(settings)
+    wrong: list[str] = []
+    async with serve_in_process(app) as client:
+        for r in route_access(app):
+            if r.method != "GET" or "{" not in r.path or r.public or NOT_A_PARENT.search(r.path):
+                continue
+            url = re.sub(r"\{[^}]+\}", "nosuch_1", r.path)
+            got = await client.get(url, headers={"Authorization": f"Bearer {key}"})
+            if got.status_code != 404 or got.json().get("type") != PROBLEM_BASE + "not-found":
+                wrong.append(f"{r.path}: {got.status_code} {got.text[:120]}")
+    assert not wrong, "\n".join(wrong)

@@ -34,7 +34,16 @@ async def _decided(env: Env, body: dict[str, Any], key: str | None = None) -> di
 
 
 async def test_settings_api(env: Env) -> None:
+    # Before the program's event arrived (and no settings were written), no such program.
+    r = await env.client.get("/v1/programs/prg_1/attribution-settings")
+    assert r.status_code == 404 and r.json()["field"] == "/program_id", r.text
     await link_facts(env.publish)
+
+    async def known() -> bool:
+        got = await env.client.get("/v1/programs/prg_1/attribution-settings")
+        return got.status_code == 200
+
+    await eventually(known, timeout=60)
     r = await env.client.get("/v1/programs/prg_1/attribution-settings")
     assert r.status_code == 200 and r.json()["settings"]["window_days"] == 30
     assert r.json()["settings"]["model"] == "last_click"

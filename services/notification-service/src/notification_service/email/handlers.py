@@ -150,7 +150,13 @@ async def delete_template(
 async def list_templates(
     conn: asyncpg.Connection, tenant_id: str, program_id: str
 ) -> list[asyncpg.Record]:
-    return await repository.list_templates(conn, tenant_id, program_id)
+    """404 for a program of which this service has neither heard (link.events) nor been given
+    a template: another workspace's, or none. (A template may be written for a program whose
+    event has not arrived yet: README, "Programs learnt by events".)"""
+    rows = await repository.list_templates(conn, tenant_id, program_id)
+    if not rows and await repository.get_program(conn, tenant_id, program_id) is None:
+        raise NotFound(f"no program '{program_id}'", field="/program_id")
+    return rows
 
 
 async def preview(
