@@ -67,13 +67,19 @@ class RateLimiter:
         )
         exc.headers = {
             "Retry-After": str(wait),
-            **{k.decode(): v.decode() for k, v in _headers(rate, 0, wait)},
+            **{_NAMES[k]: v.decode() for k, v in _headers(rate, 0, wait)},
         }
         raise exc
 
 
 # Response headers as ASGI sends them (name, value), lower-case names.
 RateHeaders = list[tuple[bytes, bytes]]
+_NAMES = {
+    b"ratelimit-limit": "RateLimit-Limit",
+    b"ratelimit-remaining": "RateLimit-Remaining",
+    b"ratelimit-reset": "RateLimit-Reset",
+    b"ratelimit-policy": "RateLimit-Policy",
+}
 
 
 def _headers(rate: PlanRate, remaining: int, reset: int) -> RateHeaders:
