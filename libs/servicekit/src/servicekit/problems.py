@@ -60,7 +60,8 @@ class DomainError(Exception):
     def __init__(self, detail: str, *, field: str | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
-        self.field = pointer(field) if field is not None else None
+        # A pointer whatever form it was given in; the whole body ("") is no field.
+        self.field = pointer(field) or None if field is not None else None
 
 
 def register_type(slug: str, status: int, title: str) -> str:
