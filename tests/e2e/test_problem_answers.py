@@ -3,7 +3,7 @@ app's route table (not a hand list), with the hot paths' front doors on and off:
 
 - a body over the route's limit: 413 `body-too-large` before anything reads or parses it
   (a declared Content-Length, and a chunked body for the routes that read one);
-- a body that is not JSON, to every route taking a JSON body: 400 `malformed-json`, no field;
+- a body that is not JSON, to every route taking a JSON body: 422 `malformed-json`, no field;
 - a JSON body missing a required field: 422 `validation`, `field` the pointer to it;
 - a query parameter of the wrong type: 422 `validation`, `field` `/<name>`.
 
@@ -109,7 +109,7 @@ def test_a_body_over_the_limit_is_refused_on_every_route(front_door: bool) -> No
 
 
 @pytest.mark.parametrize("front_door", [True, False], ids=["front", "fastapi"])
-def test_malformed_json_is_a_400_without_a_field_on_every_json_route(front_door: bool) -> None:
+def test_malformed_json_has_its_type_and_no_field_on_every_json_route(front_door: bool) -> None:
     checked = 0
     for service, app, auth, routes in _apps(front_door):
         client = TestClient(app, raise_server_exceptions=False)
@@ -119,7 +119,7 @@ def test_malformed_json_is_a_400_without_a_field_on_every_json_route(front_door:
             where = f"{service} {r.method} {r.path}"
             for raw in (b'{"type": "purchase",', b"{'single': 'quotes'}", b"[1, 2"):
                 got = client.request(r.method, _url(r.path), headers={**auth, **JSON}, content=raw)
-                problem = _problem(got, 400, "malformed-json", where)
+                problem = _problem(got, 422, "malformed-json", where)
                 assert "field" not in problem, (where, problem)
             checked += 1
     assert checked > 20

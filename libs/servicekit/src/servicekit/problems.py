@@ -29,7 +29,9 @@ PROBLEM_BASE = "https://referral.dev/problems/"
 # names its slug in `type`; tests/e2e/test_problem_types.py checks the docs list them all.
 PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "bad-request": (400, "Bad request"),
-    "malformed-json": (400, "Malformed JSON"),
+    # 422 as FastAPI always answered it (clients and tests rely on the status); the type says
+    # what is wrong.
+    "malformed-json": (422, "Malformed JSON"),
     "unauthorized": (401, "Unauthorized"),
     "forbidden": (403, "Forbidden"),
     "not-found": (404, "Not found"),
@@ -228,7 +230,7 @@ def install_problem_handlers(app: FastAPI) -> None:
             # FastAPI's loc here is a character offset, not a field: say what is wrong instead.
             ctx = next((e.get("ctx") or {} for e in errors if e.get("type") == "json_invalid"), {})
             return problem(
-                400,
+                422,
                 "Malformed JSON",
                 f"the body is not valid JSON: {ctx.get('error', 'decode error')}",
                 kind="malformed-json",

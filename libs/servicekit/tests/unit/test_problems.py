@@ -143,7 +143,7 @@ def test_malformed_json_says_so_without_a_field(
     service: tuple[ServiceApp, dict[str, str]], raw: bytes
 ) -> None:
     r = _post(service, "/v1/things", content=raw, headers={"content-type": "application/json"})
-    assert r.status_code == 400, r.text
+    assert r.status_code == 422, r.text
     problem = r.json()
     assert problem["type"] == PROBLEM_BASE + "malformed-json"
     assert "field" not in problem and "not valid JSON" in problem["detail"]
