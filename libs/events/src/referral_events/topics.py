@@ -69,12 +69,13 @@ class ClientAccess:
 
 
 ACCESS: tuple[ClientAccess, ...] = (
-    # link-service: the advocate portal's read model folds attribution and reward events
+    # link-service: the advocate portal's read model folds attribution and reward events; the
+    # keys' last uses come from every other service's topic (api_keys.used.v1)
     ClientAccess(
         "link-service",
         produces=(LINK_EVENTS, LINK_CLICKS),
         tails=(LINK_EVENTS,),
-        consumes=(ATTRIBUTION_EVENTS, REWARD_EVENTS),
+        consumes=(ATTRIBUTION_EVENTS, REWARD_EVENTS, NOTIFICATION_EVENTS),
     ),
     # attribution-service: growth analytics folds reward events (reward cost)
     ClientAccess(

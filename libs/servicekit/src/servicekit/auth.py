@@ -17,8 +17,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, MutableMapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Protocol
 
@@ -53,6 +53,8 @@ SCOPES: dict[str, str] = {
 ALL_SCOPES = "*"
 # The one answer to a key that does not authenticate, whichever the reason.
 INVALID_KEY = "invalid API key"
+# Where a request's ASGI scope carries the RateLimit-* headers of its answer.
+RATE_HEADERS = "servicekit.ratelimit"
 
 
 def validate_scopes(scopes: list[str], field: str = "/scopes") -> list[str]:
@@ -73,6 +75,15 @@ class Principal:
     platform: bool = False
     # The workspace's plan: which rate limit the key's requests get.
     plan: str = "standard"
+    # The RateLimit-* headers of this request's bucket (servicekit.ratelimit), which every
+    # answer to it carries (`note_rate`); empty when the key is not limited.
+    rate: list[tuple[bytes, bytes]] = field(default_factory=list, compare=False, hash=False)
+
+    def note_rate(self, scope: MutableMapping[str, Any]) -> None:
+        """Marks the request (its ASGI scope) for the RateLimit-* headers on its answer, which
+        servicekit.app adds whoever answers (a route, an exception handler, a front door)."""
+        if self.rate:
+            scope[RATE_HEADERS] = self.rate
 
     def require(self, scope: str) -> None:
         if "*" not in self.scopes and scope not in self.scopes:
@@ -142,8 +153,9 @@ class ApiKeyAuthenticator:
         }
         self.store = store
         self.limiter = limiter
-        # Called with the id of every workspace key that authenticates (the owner's use record).
-        self.on_use: Callable[[str], None] | None = None
+        # Called with the id and workspace of every workspace key that authenticates
+        # (servicekit.keys.KeyUsage.note: when the key was last used).
+        self.on_use: Callable[[str, str], None] | None = None
 
     async def authenticate(self, presented: str | None) -> Principal:
         if not presented:
@@ -158,15 +170,15 @@ class ApiKeyAuthenticator:
             if key is not None and key.usable(datetime.now(UTC)):
                 # The key's rate limit, here so every path that authenticates applies it: the
                 # routes' dependencies and the front doors alike.
-                if self.limiter is not None:
-                    self.limiter.check(key.key_id, key.plan)
+                rate = self.limiter.check(key.key_id, key.plan) if self.limiter else None
                 if self.on_use is not None:
-                    self.on_use(key.key_id)
+                    self.on_use(key.key_id, key.workspace_id)
                 return Principal(
                     tenant_id=key.workspace_id,
                     scopes=key.scopes,
                     key_id=key.key_id,
                     plan=key.plan,
+                    rate=rate or [],
                 )
         raise Unauthorized(INVALID_KEY)
 
@@ -180,7 +192,9 @@ class ApiKeyAuthenticator:
 async def principal(request: Request) -> Principal:
     """FastAPI dependency: the tenant the request acts for."""
     authenticator: ApiKeyAuthenticator = request.app.state.authenticator
-    return await authenticator.from_headers(header_map(request.scope))
+    who = await authenticator.from_headers(header_map(request.scope))
+    who.note_rate(request.scope)
+    return who
 
 
 @dataclass(frozen=True)

@@ -151,7 +151,8 @@ class FrontRoute:
             raise TypeError(f"{self.template} takes {self.rules.body_model!r}, not {model!r}")
         try:
             return model.model_validate_json(raw)
-        except ValidationError:
+        except (ValidationError, DomainError):
+            # (a rule across fields raises InvalidInput naming its field: FastAPI answers it)
             return None
 
     async def respond(
@@ -193,6 +194,7 @@ class FrontRoute:
             if rules.authenticator is not None:
                 if who is None:
                     who = await rules.authenticator.from_headers(headers or header_map(scope))
+                who.note_rate(scope)
                 for required in rules.scopes:
                     who.require(required)
             status = await answer()

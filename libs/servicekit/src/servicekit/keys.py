@@ -8,18 +8,22 @@ TTL)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 
 from referral_events import topics
 from referral_events.contracts import link as ev
+from referral_events.emitter import Emitter
 from referral_events.envelope import CloudEvent
 from referral_events.inbox import Handler
 from servicekit.auth import StoredKey
-from servicekit.runtime import ConsumerSpec
+from servicekit.runtime import ConsumerSpec, Runtime
 
 # Negative entries come from guessed keys too; a replica forgets everything past this many.
 MAX_CACHED = 100_000
@@ -113,3 +117,58 @@ def key_consumer(service: str) -> ConsumerSpec:
     """The consumer group keeping `service`'s copy of the keys: a group of its own, so a key's
     revocation never waits behind the service's other link.events (or clicks)."""
     return ConsumerSpec(group=f"{service}-keys", topics=[topics.LINK_EVENTS], handlers=KEY_HANDLERS)
+
+
+# key id -> last use, by workspace
+Uses = dict[str, dict[str, datetime]]
+Recorder = Callable[[asyncpg.Connection, Uses], Awaitable[None]]
+
+
+class KeyUsage:
+    """When each workspace key was last used at this replica, kept cheap: the authenticator
+    notes each use in memory (`note`, its `on_use`) and this worker records what it noted at
+    most once per `interval` (KEY_USAGE_FLUSH_SECONDS), in one transaction for all keys. How
+    it records is the service's: link-service, the owner, updates its table; every other
+    service publishes one `api_keys.used.v1` per workspace (`usage_events`), which link-service
+    consumes. No request writes to the database for it."""
+
+    def __init__(self, rt: Runtime, record: Recorder, interval: float = 60.0) -> None:
+        self._rt = rt
+        self._record = record
+        self._interval = interval
+        self._used: Uses = {}
+        self._stop = asyncio.Event()
+
+    def note(self, key_id: str, workspace_id: str = "") -> None:
+        self._used.setdefault(workspace_id, {})[key_id] = datetime.now(UTC)
+
+    async def flush(self) -> None:
+        used, self._used = self._used, {}
+        if used:
+            async with self._rt.transaction() as conn:
+                await self._record(conn, used)
+
+    async def run(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self._interval)
+            await self.flush()
+
+    async def stop(self) -> None:
+        self._stop.set()
+
+
+def usage_events(emitter: Emitter) -> Recorder:
+    """A KeyUsage recorder publishing the uses through the service's emitter (its outbox), one
+    event per workspace, keyed by the workspace."""
+
+    async def record(conn: asyncpg.Connection, used: Uses) -> None:
+        for workspace_id, uses in used.items():
+            await emitter.emit(
+                conn,
+                ev.ApiKeysUsed(service=emitter.service, uses=uses),
+                tenant_id=workspace_id,
+                key=workspace_id,
+            )
+
+    return record

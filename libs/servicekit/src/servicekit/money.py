@@ -26,7 +26,7 @@ def is_currency(code: str) -> bool:
     return code in CURRENCIES
 
 
-def validate_currency(code: str, field: str = "currency") -> str:
+def validate_currency(code: str, field: str = "/currency") -> str:
     code = code.strip().upper()
     if code not in CURRENCIES:
         raise InvalidInput(f"'{code}' is not an ISO 4217 currency code", field=field)
@@ -49,7 +49,7 @@ _OUT_OF_RANGE = f"amount out of range (at most {MAX_DIGITS} digits, below 10^16)
 _MAX_TEXT = 200
 
 
-def check_minor(minor: int, field: str = "amount_minor") -> int:
+def check_minor(minor: int, field: str = "/amount_minor") -> int:
     """An amount already in minor units (an API's `amount_minor`, Stripe's integer amounts),
     bounded as `to_minor` bounds decimal ones."""
     if not -MAX_MINOR <= minor <= MAX_MINOR:
@@ -57,7 +57,7 @@ def check_minor(minor: int, field: str = "amount_minor") -> int:
     return minor
 
 
-def parse(amount: Decimal | str | int, field: str = "amount") -> Decimal:
+def parse(amount: Decimal | str | int, field: str = "/amount") -> Decimal:
     """A decimal amount, bounded before any arithmetic: Decimal holds exponents up to a million,
     and scaling or converting such a value to int costs seconds of CPU (or overflows) on the
     event loop; `str()` of a huge int raises. At most MAX_DIGITS significant digits, below
@@ -89,7 +89,7 @@ def parse(amount: Decimal | str | int, field: str = "amount") -> Decimal:
     return value
 
 
-def to_minor(amount: Decimal | str | int, currency: str, field: str = "amount") -> int:
+def to_minor(amount: Decimal | str | int, currency: str, field: str = "/amount") -> int:
     """Exact conversion: more decimals than the currency has (float noise such as 19.9900000001)
     is refused rather than rounded, because rounding money silently is how ledgers drift.
     Bounded first (`parse`)."""

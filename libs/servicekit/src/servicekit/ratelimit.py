@@ -18,6 +18,7 @@ from servicekit.settings import PlanRate
 class TooManyRequests(DomainError):
     status = 429
     title = "Too many requests"
+    type = "rate-limited"
 
 
 class RateLimiter:
@@ -39,20 +40,24 @@ class RateLimiter:
         }
         self._keys = set()
 
-    def check(self, key: str, plan: str) -> None:
-        """Takes a token from `key`'s bucket; 429 with Retry-After and RateLimit-* headers when
-        there is none (and nothing is taken)."""
+    def check(self, key: str, plan: str) -> RateHeaders | None:
+        """Takes a token from `key`'s bucket and returns the RateLimit-* headers every answer
+        to the request carries (None: the plan is not limited); 429 with Retry-After and the
+        same headers when there is no token (and nothing is taken)."""
         limiter = self._limiters.get(plan)
         if limiter is None:
-            return
+            return None
         if key not in self._keys:
             if len(self._keys) >= self._max_keys:
                 self._reset()
                 limiter = self._limiters[plan]
             self._keys.add(key)
-        if limiter.consume(key):
-            return
         rate = self._plans[plan]
+        if limiter.consume(key):
+            # consume() refilled the bucket, then took one token: what is left now.
+            left = limiter._storage.get_token_count(key)
+            full = math.ceil((rate.burst - left) / rate.per_second)
+            return _headers(rate, math.floor(left), full)
         # consume() refilled the bucket before refusing: what is left is less than one token.
         left = limiter._storage.get_token_count(key)
         wait = max(1, math.ceil((1 - left) / rate.per_second))
@@ -62,9 +67,31 @@ class RateLimiter:
         )
         exc.headers = {
             "Retry-After": str(wait),
-            "RateLimit-Limit": str(rate.burst),
-            "RateLimit-Remaining": "0",
-            "RateLimit-Reset": str(wait),
-            "RateLimit-Policy": f"{rate.burst};w={max(1, round(rate.burst / rate.per_second))}",
+            **{_NAMES[k]: v.decode() for k, v in _headers(rate, 0, wait)},
         }
         raise exc
+
+
+# Response headers as ASGI sends them (name, value), lower-case names.
+RateHeaders = list[tuple[bytes, bytes]]
+_NAMES = {
+    b"ratelimit-limit": "RateLimit-Limit",
+    b"ratelimit-remaining": "RateLimit-Remaining",
+    b"ratelimit-reset": "RateLimit-Reset",
+    b"ratelimit-policy": "RateLimit-Policy",
+}
+
+
+def _headers(rate: PlanRate, remaining: int, reset: int) -> RateHeaders:
+    """The IETF draft's RateLimit-* fields (draft-ietf-httpapi-ratelimit-headers): the bucket
+    size, the whole requests left in it, the seconds until it is full again (429: until the
+    next token), and the policy (`burst;w=seconds a full bucket takes to refill`)."""
+    return [
+        (b"ratelimit-limit", str(rate.burst).encode()),
+        (b"ratelimit-remaining", str(max(0, remaining)).encode()),
+        (b"ratelimit-reset", str(max(0, reset)).encode()),
+        (
+            b"ratelimit-policy",
+            f"{rate.burst};w={max(1, round(rate.burst / rate.per_second))}".encode(),
+        ),
+    ]

@@ -10,10 +10,10 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
@@ -73,6 +73,9 @@ class ServiceSpec:
     # (servicekit.keys.key_consumer), run like `consumers` but kept apart from the service's
     # own (`Runtime.key_copy`): a group of its own, so a revocation never waits behind them.
     key_copy: ConsumerSpec | None = None
+    # How the service records when its workspace keys were last used (servicekit.keys.Recorder,
+    # e.g. `usage_events(EVENTS)`): create_service_app runs a KeyUsage worker with it.
+    key_usage: Callable[[asyncpg.Connection, Any], Awaitable[None]] | None = None
 
     def all_consumers(self) -> list[ConsumerSpec]:
         return [*self.consumers, *([self.key_copy] if self.key_copy is not None else [])]

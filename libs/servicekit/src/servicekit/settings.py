@@ -91,6 +91,9 @@ class ServiceSettings(BaseSettings):
     # Requests per workspace key, by the workspace's plan (per replica; bootstrap keys and plans
     # not listed are not limited). JSON: {"plan": {"per_second": r, "burst": b}}.
     rate_limit_plans: dict[str, PlanRate] = Field(default_factory=_default_plans)
+    # How often a replica records when its workspace keys were last used (one statement or
+    # one event per workspace, never a write per request): last_used_at lags by up to this.
+    key_usage_flush_seconds: float = Field(default=60.0, gt=0)
 
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=1, le=65535)
@@ -114,6 +117,9 @@ class ServiceSettings(BaseSettings):
     run_consumers: bool = True
     # The hot paths answered before FastAPI (servicekit.front); false: FastAPI serves everything.
     front_door: bool = True
+    # Largest request body of any route without a limit of its own (servicekit.bodylimit):
+    # past it 413 before the body is read or parsed. No JSON body the API takes is near it.
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 
     log_level: str = "INFO"
     log_json: bool = True

@@ -11,7 +11,7 @@ from attribution_service.consumers import CONSUMERS
 from attribution_service.conversions import api as conversions
 from attribution_service.conversions.batch import ConversionWriter
 from attribution_service.conversions.front import ConversionsFront
-from attribution_service.events import SERVICE
+from attribution_service.events import EVENTS, SERVICE
 from attribution_service.experiments import api as experiments
 from attribution_service.programs import api as programs
 from attribution_service.refunds import api as refunds
@@ -19,7 +19,7 @@ from attribution_service.reviews import api as reviews
 from attribution_service.workers import AnalyticsFolder, PendingSweeper
 from servicekit.app import create_service_app
 from servicekit.cli import run_cli
-from servicekit.keys import key_consumer
+from servicekit.keys import key_consumer, usage_events
 from servicekit.runtime import Runtime, ServiceSpec, Worker
 from servicekit.settings import refuse_dev_defaults
 
@@ -50,6 +50,7 @@ SPEC = ServiceSpec(
     package="attribution_service",
     consumers=CONSUMERS,
     key_copy=key_consumer(SERVICE),
+    key_usage=usage_events(EVENTS),
     workers=_workers,
     # Pooled connections run transactions only (no session locks, cursors, LISTEN or SET).
     pool_reset_session=False,

@@ -339,20 +339,20 @@ async def test_bad_input(env: Env) -> None:
     await _folded(env, 2)
     for path in ("analytics", "analytics/viral", "analytics/cohorts", "leaderboard"):
         r = await env.client.get(f"/v1/programs/prg_x/{path}")  # another tenant's
-        assert r.status_code == 404 and r.json()["field"] == "program_id", path
+        assert r.status_code == 404 and r.json()["field"] == "/program_id", path
         r = await env.client.get(f"/v1/programs/prg_nope/{path}")
         assert r.status_code == 404, path
     r = await env.client.get(
         "/v1/programs/prg_b/analytics", params={"from": "2026-11-05", "to": "2026-11-01"}
     )
-    assert r.status_code == 422 and r.json()["field"] == "from"
+    assert r.status_code == 422 and r.json()["field"] == "/from"
     r = await env.client.get(
         "/v1/programs/prg_b/analytics",
         params={"from": "2020-01-01", "to": "2026-11-01", "interval": "day"},
     )
-    assert r.status_code == 422 and r.json()["field"] == "interval"
+    assert r.status_code == 422 and r.json()["field"] == "/interval"
     r = await env.client.get("/v1/programs/prg_b/leaderboard", params={"metric": "earned"})
-    assert r.status_code == 422 and r.json()["field"] == "unit"
+    assert r.status_code == 422 and r.json()["field"] == "/unit"
     r = await env.client.get("/v1/programs/prg_b/leaderboard/nobody")
     assert r.status_code == 404
 

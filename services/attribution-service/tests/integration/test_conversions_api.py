@@ -13,6 +13,7 @@ from attribution_service.programs import handlers
 from devstack.testing import FRONT_AND_FASTAPI, eventually, read_topic
 from referral_events import CloudEvent, new_event
 from referral_events.contracts import link as ev
+from servicekit.problems import pointer
 
 # Every test twice: the hot path answered by the front door, and by FastAPI alone.
 pytestmark = [pytest.mark.integration, FRONT_AND_FASTAPI]
@@ -298,7 +299,7 @@ async def test_bad_input_answers_problem_json(env, body, field) -> None:
     r = await client.post("/v1/conversions", json=body)
     assert r.status_code == 422, r.text
     assert r.headers["content-type"] == "application/problem+json"
-    assert r.json()["field"] == field
+    assert r.json()["field"] == pointer(field)
 
 
 async def test_foreign_tenants_code_and_conversion_are_invisible(env) -> None:
@@ -317,7 +318,7 @@ async def test_foreign_tenants_code_and_conversion_are_invisible(env) -> None:
             headers=foreign,
             json={"type": "signup", "customer_id": "cus_g", "code": "ANN123"},
         )
-        return resp.status_code == 422 and resp.json()["field"] == "code"
+        return resp.status_code == 422 and resp.json()["field"] == "/code"
 
     await eventually(code_refused)
 
@@ -368,3 +369,30 @@ async def test_a_retried_signup_without_order_id_or_key_is_one_conversion(env) -
         if e.type == "conversion.attributed.v1" and e.data["friend_customer_id"] == "cus_retry"
     ]
     assert len(attributed) == 1
+
+
+async def test_a_repeated_order_id_with_another_amount_is_a_conflict(env) -> None:
+    client = env.client
+    order = {
+        "type": "purchase",
+        "customer_id": "cus_rep",
+        "order_id": "ord_rep",
+        "amount": "59.90",
+        "currency": "USD",
+    }
+    first = await client.post("/v1/conversions", json=order)
+    assert first.status_code == 201, first.text
+    # the same order, the same money: the first conversion, as before
+    same = await client.post("/v1/conversions", json={**order, "amount_minor": None})
+    assert same.status_code == 200 and same.json()["id"] == first.json()["id"], same.text
+    for change, field in [({"amount": "60.00"}, "/amount"), ({"currency": "EUR"}, "/currency")]:
+        r = await client.post("/v1/conversions", json={**order, **change})
+        assert r.status_code == 409, r.text
+        assert r.headers["content-type"] == "application/problem+json"
+        assert r.json()["field"] == field
+        assert r.json()["type"] == "https://referral.dev/problems/conflict"
+    # with an Idempotency-Key never seen, the order still names the first conversion
+    keyed = await client.post(
+        "/v1/conversions", json={**order, "amount": "1.00"}, headers={"Idempotency-Key": "k-rep"}
+    )
+    assert keyed.status_code == 409 and keyed.json()["field"] == "/amount", keyed.text

@@ -77,7 +77,7 @@ async def test_lifecycle_events_figures_and_restart(env: Env) -> None:
     # only one live experiment per program
     r = await env.client.post("/v1/programs/prg_e/experiments", json=BODY)
     r = await env.client.post(f"/v1/programs/prg_e/experiments/{r.json()['id']}/start")
-    assert r.status_code == 409 and r.json()["field"] == "status"
+    assert r.status_code == 409 and r.json()["field"] == "/status"
 
     # the assignment is the same from a second instance of the service (a restart)
     before = {
@@ -112,7 +112,7 @@ async def test_lifecycle_events_figures_and_restart(env: Env) -> None:
 
     # another program's experiment, another tenant's program: 404
     r = await env.client.get(f"/v1/programs/prg_other/experiments/{eid}")
-    assert r.status_code == 404 and r.json()["field"] == "experiment_id"
+    assert r.status_code == 404 and r.json()["field"] == "/experiment_id"
 
 
 async def test_bad_input(env: Env) -> None:
@@ -121,6 +121,6 @@ async def test_bad_input(env: Env) -> None:
     r = await env.client.post("/v1/programs/prg_f/experiments", json=zero)
     assert r.status_code == 422 and r.json()["field"] == "/variants"
     r = await env.client.post("/v1/programs/prg_g/experiments", json=BODY)
-    assert r.status_code == 404 and r.json()["field"] == "program_id"
+    assert r.status_code == 404 and r.json()["field"] == "/program_id"
     r = await env.client.get("/v1/programs/prg_f/experiments/exp_nope")
     assert r.status_code == 404

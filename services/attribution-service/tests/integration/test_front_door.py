@@ -62,7 +62,7 @@ async def test_a_scope_declared_on_the_route_is_applied_on_the_front_path(
     assert refused.status_code == 403
     assert refused.headers["content-type"] == "application/problem+json"
     assert refused.json() == {
-        "type": "about:blank",
+        "type": "https://referral.dev/problems/forbidden",
         "title": "Forbidden",
         "status": 403,
         "detail": "this API key lacks the 'conversions:write' scope",
@@ -95,7 +95,7 @@ async def test_what_the_route_refuses_before_its_handler_goes_on_to_fastapi(
             "/v1/conversions", json=SIGNUP, headers={"Idempotency-Key": "k" * 201}
         )
         assert long_key.status_code == 422
-        assert long_key.json()["field"] == "header.idempotency-key"
+        assert long_key.json()["field"] == "/Idempotency-Key"
         empty_key = await client.post(
             "/v1/conversions", json=SIGNUP, headers={"Idempotency-Key": ""}
         )

@@ -104,6 +104,27 @@ REQUESTS: list[tuple[dict[str, Any], str | None]] = [
     ({"type": "demo_booked", "customer_id": "cus_h", "code": "ANN123"}, None),  # unknown type
     ({"type": "signup", "customer_id": "cus_i"}, None),  # organic
     ({"type": "signup", "customer_id": "cus_j", "code": "ANN123"}, None),  # velocity by now
+    # the same (type, order id) with another amount, another currency: conflicts
+    (
+        {
+            "type": "purchase",
+            "customer_id": "cus_b",
+            "order_id": "ord_1",
+            "amount": "11.00",
+            "currency": "USD",
+        },
+        None,
+    ),
+    (
+        {
+            "type": "purchase",
+            "customer_id": "cus_b",
+            "order_id": "ord_1",
+            "amount": "10.00",
+            "currency": "EUR",
+        },
+        "another-key",
+    ),
 ]
 
 
@@ -228,7 +249,7 @@ async def test_a_batch_is_decided_as_its_requests_one_after_another(env: Env) ->
     # what the scenario is about actually happened
     statuses = [a if isinstance(a[0], str) else a[3] for a in one_by_one]
     assert one_by_one[1][0] == 0 and one_by_one[1][1] is False  # the repeat: the first, 200
-    assert one_by_one[2] == ("Conflict", "Idempotency-Key")
+    assert one_by_one[2] == ("Conflict", "/Idempotency-Key")
     assert one_by_one[4][0] == 3  # the same order
     assert one_by_one[5][5] == "existing_referral" and one_by_one[5][2] == "attributed"
     assert statuses[6:9] == ["attributed", "attributed", "review"]  # the third from the IP
@@ -236,11 +257,12 @@ async def test_a_batch_is_decided_as_its_requests_one_after_another(env: Env) ->
     assert statuses[9] == "attributed" and statuses[10] == "rejected"
     assert ("self_referral", "fail") in one_by_one[10][9]
     assert one_by_one[11][5] == "click" and one_by_one[12][5] == "existing_referral"
-    assert one_by_one[13] == ("InvalidInput", "code")
+    assert one_by_one[13] == ("InvalidInput", "/code")
     assert statuses[14] == "pending"
-    assert one_by_one[15] == ("InvalidInput", "type")
+    assert one_by_one[15] == ("InvalidInput", "/type")
     assert statuses[16] == "organic"
     assert statuses[17] == "review"  # the advocate's ninth conversion this hour
+    assert one_by_one[18:] == [("Conflict", "/amount"), ("Conflict", "/currency")]
 
     assert together == one_by_one
     assert events_together == events_one_by_one
@@ -310,7 +332,7 @@ async def test_a_batch_failing_in_the_database_is_retried_one_request_at_a_time(
     assert failed[0] == 1 and failed[1] == 4, failed
     assert conversion_batch.BATCH_RETRIES._value.get() - retries_before == 2
     assert answers[1].json()["id"] == answers[2].json()["id"]
-    assert answers[3].json()["field"] == "code"
+    assert answers[3].json()["field"] == "/code"
     assert answers[0].json()["status"] == "attributed"
     conn = await asyncpg.connect(dsn, server_settings={"search_path": "attribution"})
     try:

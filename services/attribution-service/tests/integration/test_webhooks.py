@@ -97,7 +97,7 @@ async def test_integrations_api_never_returns_secrets(env: Env) -> None:
     bad = await env.client.post(
         "/v1/integrations", json={"provider": "paypal", "account": "x", "secret": "12345678"}
     )
-    assert bad.status_code == 422 and bad.json()["field"] == "provider"
+    assert bad.status_code == 422 and bad.json()["field"] == "/provider"
     gone = await env.client.delete(f"/v1/integrations/{r.json()['id']}", headers=env.foreign)
     assert gone.status_code == 404
     assert (await env.client.delete(f"/v1/integrations/{r.json()['id']}")).status_code == 204
@@ -145,7 +145,7 @@ async def test_shopify_orders_and_refunds(env: Env) -> None:
     # tampered body, wrong secret, stale
     tampered = body.replace(b"120.00", b"999.00")
     r = await env.client.post(url, content=tampered, headers=headers)
-    assert r.status_code == 401 and r.json()["field"] == "X-Shopify-Hmac-Sha256"
+    assert r.status_code == 401 and r.json()["field"] == "/X-Shopify-Hmac-Sha256"
     stale = shopify_headers(
         body,
         "orders/create",
@@ -253,7 +253,7 @@ async def test_stripe_checkout_invoices_refunds(env: Env) -> None:
     assert (await env.client.post(url, content=tampered, headers=headers)).status_code == 401
     stale = stripe_headers(body, at=int(time.time()) - 3600)
     r = await env.client.post(url, content=body, headers=stale)
-    assert r.status_code == 401 and r.json()["field"] == "Stripe-Signature"
+    assert r.status_code == 401 and r.json()["field"] == "/Stripe-Signature"
     wrong = stripe_headers(body, secret="whsec_someone_else")
     assert (await env.client.post(url, content=body, headers=wrong)).status_code == 401
 
@@ -393,9 +393,9 @@ async def test_unprocessable_replayed_and_future_deliveries(env: Env) -> None:
     body = json.dumps(shopify_order(7003)).encode()
     future = shopify_headers(body, "orders/create", **{"X-Shopify-Triggered-At": ahead})
     r = await env.client.post(shop, content=body, headers=future)
-    assert r.status_code == 401 and r.json()["field"] == "X-Shopify-Triggered-At", r.text
+    assert r.status_code == 401 and r.json()["field"] == "/X-Shopify-Triggered-At", r.text
     body = json.dumps({**session, "id": "evt_future"}).encode()
     r = await env.client.post(
         stripe_url, content=body, headers=stripe_headers(body, at=int(time.time()) + 3600)
     )
-    assert r.status_code == 401 and r.json()["field"] == "Stripe-Signature", r.text
+    assert r.status_code == 401 and r.json()["field"] == "/Stripe-Signature", r.text

@@ -5,6 +5,7 @@ refused once revoked, and rate limited by plan on the conversions hot path, fron
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -15,7 +16,7 @@ import pytest
 from attribution_service import main
 from attribution_service.config import Settings
 from devstack.pytest_plugin import Namespace
-from devstack.testing import FRONT_AND_FASTAPI, migrate, serve_in_process
+from devstack.testing import FRONT_AND_FASTAPI, eventually, migrate, serve_in_process
 from servicekit.auth import generate_key, hash_key
 
 pytestmark = [pytest.mark.integration, FRONT_AND_FASTAPI]
@@ -85,3 +86,46 @@ async def test_rate_limit_on_the_conversions_path_and_revocation(
     r = await client.post("/v1/conversions", json=SIGNUP, headers=_bearer(b))
     assert r.status_code == 401, r.text
     assert r.json()["detail"] == "invalid API key"
+
+
+async def test_key_uses_are_published_for_link_service_and_limits_show_on_success(
+    namespace: Namespace, front_door: list[str]
+) -> None:
+    await migrate(namespace.database_url, "attribution", "attribution_service")
+    settings = Settings(
+        **namespace.settings_env(),
+        rate_limit_plans={"free": {"per_second": 0.1, "burst": 5}},
+        key_usage_flush_seconds=0.2,
+    )
+    conn = await asyncpg.connect(
+        namespace.database_url, server_settings={"search_path": "attribution"}
+    )
+    try:
+        async with serve_in_process(main.create_app(settings)) as client:
+            key = await _key(conn, "key_used")
+            before = await conn.fetchval("SELECT coalesce(max(seq), 0) FROM outbox")
+            r = await client.post(
+                "/v1/conversions", json={**SIGNUP, "customer_id": "cus_u"}, headers=_bearer(key)
+            )
+            assert r.status_code in (201, 202), r.text
+            # the bucket's state on a success too, front door or not
+            assert r.headers["ratelimit-limit"] == "5" and r.headers["ratelimit-remaining"] == "4"
+
+            async def published() -> list[dict[str, object]]:
+                rows = await conn.fetch(
+                    "SELECT payload FROM outbox WHERE seq > $1 ORDER BY seq", before
+                )
+                events = [json.loads(bytes(r["payload"])) for r in rows]
+                return [e for e in events if e["type"] == "api_keys.used.v1"]
+
+            [used] = await eventually(published, timeout=30)
+            assert used["tenantid"] == "ws_1"
+            assert used["data"]["service"] == "attribution-service"
+            assert set(used["data"]["uses"]) == {"key_used"}
+            # one event per period, not one per request
+            for _ in range(6):
+                await client.get("/v1/conversions/cnv_nope", headers=_bearer(key))
+            await asyncio.sleep(0.6)
+            assert 2 <= len(await published()) < 7
+    finally:
+        await conn.close()

@@ -37,12 +37,12 @@ def test_query_range_refuses_reversed_and_too_many_buckets() -> None:
     assert domain.query_range(None, None, "day", today) == Range(date(2026, 11, 3), today, "day")
     with pytest.raises(InvalidInput) as e:
         domain.query_range(date(2026, 12, 3), date(2026, 12, 1), "day", today)
-    assert e.value.field == "from"
+    assert e.value.field == "/from"
     start = date(2020, 1, 1)
     assert domain.query_range(start, start + timedelta(days=999), "day", today)
     with pytest.raises(InvalidInput) as e:
         domain.query_range(start, start + timedelta(days=1000), "day", today)
-    assert e.value.field == "interval"
+    assert e.value.field == "/interval"
     assert domain.query_range(start, start + timedelta(days=1000), "week", today)
 
 
@@ -57,7 +57,7 @@ def test_metric_key_needs_a_unit_for_earned() -> None:
     assert domain.metric_key("earned", "USD") == "earned:USD"
     with pytest.raises(InvalidInput) as e:
         domain.metric_key("earned", None)
-    assert e.value.field == "unit"
+    assert e.value.field == "/unit"
 
 
 @pytest.mark.parametrize(

@@ -3,8 +3,11 @@ listed are skipped by the inbox consumer (and not recorded).
 
 The advocate portal's read model (GET /v1/me) folds attribution.events (referrals, conversions,
 refunds) and reward.events (the advocate's rewards, redemptions, milestones), and enrolls
-converted friends when their program says so. Every replica also tails link.events without a
-group for its code cache (workers.CacheInvalidator), which is no consumer group."""
+converted friends when their program says so. The same group folds the other services'
+reports of when workspace keys were last used (`api_keys.used.v1`, on each one's own topic,
+notification.events included) into the keys' last_used_at. Every replica also tails
+link.events without a group for its code cache (workers.CacheInvalidator), which is no
+consumer group."""
 
 from __future__ import annotations
 
@@ -14,8 +17,10 @@ import asyncpg
 
 from link_service.domain import Links
 from link_service.portal import handlers as portal
+from link_service.workspaces import usage
 from referral_events import CloudEvent, topics
 from referral_events.contracts import attribution as att
+from referral_events.contracts import link as lk
 from referral_events.contracts import reward as rw
 from referral_events.inbox import Handler
 from servicekit.runtime import ConsumerSpec
@@ -54,6 +59,8 @@ def consumers(links: Links) -> list[ConsumerSpec]:
         await portal.on_milestone_reached(conn, event, payload)
 
     routes: dict[str, Handler] = {
+        # the keys' uses at the other services (workspaces.usage)
+        lk.ApiKeysUsed.TYPE: usage.on_keys_used,
         att.ReferralAttributed.TYPE: referral,
         att.ConversionAttributed.TYPE: conversion,
         att.ConversionRefunded.TYPE: refund,
@@ -67,7 +74,7 @@ def consumers(links: Links) -> list[ConsumerSpec]:
     return [
         ConsumerSpec(
             group=PORTAL_GROUP,
-            topics=[topics.ATTRIBUTION_EVENTS, topics.REWARD_EVENTS],
+            topics=[topics.ATTRIBUTION_EVENTS, topics.REWARD_EVENTS, topics.NOTIFICATION_EVENTS],
             handlers=routes,
         )
     ]

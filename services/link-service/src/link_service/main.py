@@ -56,7 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # The user-agent parsers load their regex tables on first use: now, not in the
         # first redirect (and before servicekit freezes the start-up heap).
         domain.classify_user_agent(_WARM_UP_USER_AGENT)
-        usage = KeyUsage(rt)
+        usage = KeyUsage(rt, settings.key_usage_flush_seconds)
         app.state.authenticator.on_use = usage.note
         return [state.writer, state.invalidator, state.enrollment, reminders, usage]
 
@@ -72,6 +72,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         SPEC, workers=workers, consumers=consumers(Links(settings.public_base_url))
     )
     app = create_service_app(spec, settings, routers)
+    # The bulk upload has its own documented limit (its route refuses past it as it streams).
+    app.limit_route_body("POST", enrollment_api.UPLOAD_PATH, settings.enrollment_max_upload_bytes)
     app.state.links = state
     state.registry = app.state.metrics.registry
     # /r/... is answered before FastAPI's own per-request work, routing or dependency

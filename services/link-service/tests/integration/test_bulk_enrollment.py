@@ -15,6 +15,7 @@ from devstack.paths import free_port
 from devstack.testing import eventually
 from link_service.enrollment.cli import enroll_bulk
 from link_service.main import create_app
+from servicekit.problems import pointer
 
 pytestmark = pytest.mark.integration
 
@@ -131,16 +132,16 @@ async def test_bulk_enrollment_reports_bad_rows_and_rerunning_changes_nothing(en
         r = await client.post(
             f"/v1/programs/{pid}/enrollment-jobs", content=content, headers={"content-type": ctype}
         )
-        assert r.status_code == 422 and r.json()["field"] == field, r.text
+        assert r.status_code == 422 and r.json()["field"] == pointer(field), r.text
         assert r.headers["content-type"] == "application/problem+json"
     r = await client.get(f"/v1/enrollment-jobs/{job['id']}", headers=env.foreign)
-    assert r.status_code == 404 and r.json()["field"] == "job_id"
+    assert r.status_code == 404 and r.json()["field"] == "/job_id"
     r = await client.post(
         f"/v1/programs/{pid}/enrollment-jobs",
         content=file,
         headers={"content-type": "text/csv", **env.foreign},
     )
-    assert r.status_code == 404 and r.json()["field"] == "program_id"
+    assert r.status_code == 404 and r.json()["field"] == "/program_id"
 
 
 async def test_enrollment_resumes_after_a_restart(env, tmp_path: Path) -> None:
@@ -295,4 +296,4 @@ async def test_a_bad_job_fails_alone_and_other_workspaces_keep_enrolling(env) ->
         content=_csv(51, {}),
         headers={"content-type": "text/csv"},
     )
-    assert r.status_code == 413 and r.json()["field"] == "file", r.text
+    assert r.status_code == 413 and r.json()["field"] == "/file", r.text

@@ -72,9 +72,9 @@ async def test_program_enroll_redirect_emits_events(client_and_ns) -> None:
 async def test_bad_input_is_problem_json(client_and_ns) -> None:
     client, _ns, _ = client_and_ns
     r = await client.post("/v1/programs", json={"name": "x", "landing_url": "ftp://nope"})
-    assert r.status_code == 422 and r.json()["field"] == "landing_url"
+    assert r.status_code == 422 and r.json()["field"] == "/landing_url"
     r = await client.post("/v1/programs", json={"name": "", "landing_url": "https://a.example"})
-    assert r.status_code == 422 and r.json()["field"] == "name"
+    assert r.status_code == 422 and r.json()["field"] == "/name"
     r = await client.get("/v1/programs/prg_x", headers={"Authorization": "Bearer nope"})
     assert r.status_code == 401 and r.headers["content-type"] == "application/problem+json"
     r = await client.get("/r/UNKNOWN1", follow_redirects=False)

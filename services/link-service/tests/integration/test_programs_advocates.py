@@ -9,6 +9,7 @@ import zxingcpp
 from PIL import Image
 
 from link_service.domain import SHARE_CHANNELS
+from servicekit.problems import pointer
 
 pytestmark = pytest.mark.integration
 
@@ -18,7 +19,7 @@ PROBLEM = "application/problem+json"
 def _problem(r: Any, status: int, field: str) -> None:
     assert r.status_code == status, r.text
     assert r.headers["content-type"] == PROBLEM
-    assert r.json()["field"] == field, r.json()
+    assert r.json()["field"] == pointer(field), r.json()
 
 
 async def _program(client: Any, **fields: Any) -> dict[str, Any]:

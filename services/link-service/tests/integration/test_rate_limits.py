@@ -21,6 +21,9 @@ LIMITS = {
 }
 
 
+JSON = {"content-type": "application/json"}
+
+
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
@@ -75,3 +78,37 @@ async def test_unknown_code_probes_are_limited_per_client_known_codes_redirect(e
         assert r.status_code == 302, r.text
     other = {"x-forwarded-for": "198.51.100.1"}
     assert (await c.get("/r/NOPE0XYZ", headers=other)).status_code == 404
+
+
+@pytest.mark.parametrize("link_settings", [LIMITS], indirect=True)
+async def test_every_answer_to_a_limited_key_carries_its_ratelimit_headers(env: Any) -> None:
+    c = env.client
+    r = await c.post("/v1/workspaces", json={"name": "Headers", "plan": "free"})
+    admin = r.json()["admin_key"]["key"]
+    r = await c.post(
+        "/v1/api-keys",
+        headers=bearer(admin),
+        json={"name": "h", "scopes": ["programs:read", "programs:write"]},
+    )
+    key = r.json()["key"]
+    answers = [
+        await c.get("/v1/programs", headers=bearer(key)),  # 200
+        await c.get("/v1/programs/prg_nosuch", headers=bearer(key)),  # 404
+        await c.post("/v1/programs", headers=bearer(key), json={"name": ""}),  # 422
+        await c.post("/v1/programs", headers={**bearer(key), **JSON}, content=b"{"),  # 422
+    ]
+    assert [a.status_code for a in answers] == [200, 404, 422, 422], [a.text for a in answers]
+    # (a body that is not JSON is refused before the key is looked at: no token, no headers)
+    assert "ratelimit-limit" not in answers.pop().headers
+    answers.append(await c.get("/v1/programs", headers=bearer(key)))
+    assert [a.headers["ratelimit-remaining"] for a in answers] == ["3", "2", "1", "0"]
+    for a in answers:
+        assert a.headers["ratelimit-limit"] == "4"
+        assert int(a.headers["ratelimit-reset"]) >= 1
+        assert a.headers["ratelimit-policy"] == "4;w=20"
+    # a bootstrap key is not limited: no headers
+    assert "ratelimit-limit" not in (await c.get("/v1/programs")).headers
+    # unknown-code probes: the client's bucket
+    probe = await c.get("/r/NOPE1XYZ", headers={"x-forwarded-for": "203.0.113.9"})
+    assert probe.status_code == 404
+    assert probe.headers["ratelimit-limit"] == "3" and probe.headers["ratelimit-remaining"] == "2"

@@ -126,7 +126,7 @@ async def test_workspace_keys_lifecycle(env: Any) -> None:
         "scopes": [["programs:read", "programs:write"], ["programs:read"]]
     }
     r = await c.get("/v1/audit-log", headers=bearer(admin["key"]), params={"cursor": "zz"})
-    assert r.status_code == 422 and r.json()["field"] == "cursor"
+    assert r.status_code == 422 and r.json()["field"] == "/cursor"
     r = await c.get("/v1/audit-log", headers=bearer(admin["key"]), params={"limit": 1000})
     assert r.status_code == 422
 
@@ -203,3 +203,51 @@ async def test_keys_cli_creates_lists_and_revokes_through_the_same_handlers(
     assert (await env.client.get("/v1/programs", headers=bearer(created["key"]))).status_code == 401
     r = await env.client.get("/v1/audit-log")
     assert [e["actor_key_id"].startswith("cli:") for e in r.json()["items"]] == [True, True]
+
+
+async def test_a_keys_use_at_another_service_is_its_last_use(env: Any) -> None:
+    """The other services publish their keys' uses (`api_keys.used.v1` on their own topics,
+    servicekit.keys.usage_events); link-service folds them into last_used_at, never backwards,
+    and only for keys of the event's workspace."""
+    from aiokafka import AIOKafkaProducer
+
+    from devstack.testing import eventually
+    from referral_events import new_event
+    from referral_events.contracts.link import ApiKeysUsed
+
+    c = env.client
+    r = await c.post("/v1/workspaces", json={"name": "Uses", "plan": "standard"})
+    admin = r.json()["admin_key"]
+    r = await c.post(
+        "/v1/api-keys", headers=bearer(admin["key"]), json={"name": "k", "scopes": ["admin"]}
+    )
+    key = r.json()
+    workspace = key["workspace_id"]
+    at = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+    producer = AIOKafkaProducer(bootstrap_servers=env.ns.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        for topic, tenant, when in [
+            (topics.NOTIFICATION_EVENTS, workspace, at),
+            (topics.REWARD_EVENTS, workspace, at - timedelta(hours=1)),  # older: ignored
+            (topics.ATTRIBUTION_EVENTS, "ws_other", at + timedelta(hours=1)),  # not its key
+        ]:
+            event = new_event(
+                ApiKeysUsed(service="x", uses={key["id"]: when}), source="/t", tenant_id=tenant
+            )
+            await producer.send_and_wait(env.ns.topic_prefix + topic, event.to_json(), key=b"k")
+    finally:
+        await producer.stop()
+
+    async def last_used() -> datetime | None:
+        got = await c.get(f"/v1/api-keys/{key['id']}", headers=bearer(admin["key"]))
+        value: str | None = got.json()["last_used_at"]
+        return datetime.fromisoformat(value) if value else None
+
+    await eventually(lambda: _is(last_used(), at), timeout=60)
+    await asyncio.sleep(2)  # the other events too: none moves it
+    assert await last_used() == at
+
+
+async def _is(value: Any, expected: Any) -> bool:
+    return bool(await value == expected)

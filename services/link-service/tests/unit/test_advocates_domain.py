@@ -23,14 +23,14 @@ def test_acceptable_vanity_codes(code: str) -> None:
 def test_offensive_vanity_codes_are_refused_including_leetspeak(code: str) -> None:
     with pytest.raises(InvalidInput) as err:
         domain.validate_vanity_code(code)
-    assert err.value.field == "code" and "offensive" in err.value.detail
+    assert err.value.field == "/code" and "offensive" in err.value.detail
 
 
 @pytest.mark.parametrize("code", ["admin", "API-", "help", "Sup-port", "abc", "a" * 21, "no--x"])
 def test_reserved_or_malformed_vanity_codes_are_refused(code: str) -> None:
     with pytest.raises(InvalidInput) as err:
         domain.validate_vanity_code(code)
-    assert err.value.field == "code"
+    assert err.value.field == "/code"
 
 
 # ---------------------------------------------------------------------------- share links

@@ -47,13 +47,13 @@ def test_ndjson_rows_and_file_level_errors() -> None:
     ]
     with pytest.raises(InvalidInput) as err:
         bulk.parse_file(b"email\nx@example.com\n", "csv")
-    assert err.value.field == "file"
+    assert err.value.field == "/file"
     with pytest.raises(InvalidInput) as err:
         bulk.parse_file(b"", "csv")
-    assert err.value.field == "file"
+    assert err.value.field == "/file"
     with pytest.raises(InvalidInput) as err:
         bulk.detect_format("application/json", None)
-    assert err.value.field == "format"
+    assert err.value.field == "/format"
 
 
 @pytest.mark.parametrize(
@@ -95,7 +95,7 @@ def test_uploads_are_parsed_as_a_stream_and_capped_in_rows(fmt: str) -> None:
     assert [r.row_no for r in parser.rows] == [1, 2, 3]
     with pytest.raises(bulk.TooManyRows) as refused:
         parser.feed(lines[3])
-    assert refused.value.status == 413 and refused.value.field == "file"
+    assert refused.value.status == 413 and refused.value.field == "/file"
 
 
 def test_a_quoted_newline_and_a_multibyte_character_cut_between_chunks() -> None:

@@ -10,13 +10,13 @@ from notification_service.config import DEV_UNSUBSCRIBE_KEY, Settings
 from notification_service.consumers import CONSUMERS
 from notification_service.email import api as email_api
 from notification_service.email.mailer import EmailSender
-from notification_service.events import SERVICE
+from notification_service.events import EVENTS, SERVICE
 from notification_service.webhooks import api as webhooks_api
 from notification_service.webhooks import urlguard
 from notification_service.webhooks.dispatcher import Dispatcher
 from servicekit.app import create_service_app
 from servicekit.cli import run_cli
-from servicekit.keys import key_consumer
+from servicekit.keys import key_consumer, usage_events
 from servicekit.runtime import Runtime, ServiceSpec, Worker
 from servicekit.settings import refuse_dev_defaults
 
@@ -42,6 +42,7 @@ SPEC = ServiceSpec(
     package="notification_service",
     consumers=CONSUMERS,
     key_copy=key_consumer(SERVICE),
+    key_usage=usage_events(EVENTS),
     workers=_workers,
     # Pooled connections run transactions only (no session locks, cursors, LISTEN or SET; the
     # dispatcher LISTENs on a connection of its own): one round trip less per transaction.

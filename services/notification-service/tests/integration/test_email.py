@@ -455,9 +455,9 @@ async def test_invites_templates_and_bounces(env: tuple[Env, Mailbox]) -> None:
             "consent": True,
         }
         r = await client.post("/v1/invites", json={**body, "consent": False})
-        assert r.status_code == 422 and r.json()["field"] == "consent"
+        assert r.status_code == 422 and r.json()["field"] == "/consent"
         r = await client.post("/v1/invites", json={**body, "emails": ["nope"]})
-        assert r.status_code == 422 and r.json()["field"] == "emails.0"
+        assert r.status_code == 422 and r.json()["field"] == "/emails/0"
         r = await client.post("/v1/invites", json={**body, "advocate_id": "adv_x"})
         assert r.status_code == 404
 
@@ -490,7 +490,7 @@ async def test_invites_templates_and_bounces(env: tuple[Env, Mailbox]) -> None:
         r = await client.post(
             "/v1/invites", json={**body, "emails": ["dan@example.com", "eve@example.com"]}
         )
-        assert r.status_code == 429 and r.json()["field"] == "emails"
+        assert r.status_code == 429 and r.json()["field"] == "/emails"
         # a hard bounce (550 at RCPT) fails the mail and suppresses the address
         r = await client.post("/v1/invites", json={**body, "emails": ["gone@example.com"]})
         assert r.status_code == 202 and r.json()["data"][0]["status"] == "queued"
@@ -510,17 +510,17 @@ async def test_invites_templates_and_bounces(env: tuple[Env, Mailbox]) -> None:
             "/v1/programs/prg_1/email-templates/invite/de",
             json={"subject": "{% if %}", "html": "h", "text": "t"},
         )
-        assert r.status_code == 422 and r.json()["field"] == "subject"
+        assert r.status_code == 422 and r.json()["field"] == "/subject"
         r = await client.put(
             "/v1/programs/prg_1/email-templates/invite/de",
             json={"subject": "s", "html": "{{ advocate.nmae.x }}", "text": "t"},
         )
-        assert r.status_code == 422 and r.json()["field"] == "html"
+        assert r.status_code == 422 and r.json()["field"] == "/html"
         r = await client.put(
             "/v1/programs/prg_1/email-templates/newsletter/de",
             json={"subject": "s", "html": "h", "text": "t"},
         )
-        assert r.status_code == 422 and r.json()["field"] == "template"
+        assert r.status_code == 422 and r.json()["field"] == "/template"
         r = await client.put(
             "/v1/programs/prg_1/email-templates/invite/de_at",
             json={

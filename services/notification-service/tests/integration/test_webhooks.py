@@ -438,7 +438,7 @@ async def test_gone_disables_and_exhausted_retries_fail(quick_env: Env) -> None:
         r = await client.get(
             f"/v1/webhook-endpoints/{down['id']}/deliveries", params={"before": gone_row["id"]}
         )
-        assert r.status_code == 422 and r.json()["field"] == "before"
+        assert r.status_code == 422 and r.json()["field"] == "/before"
 
         def failures(evs: list[dict[str, Any]]) -> bool:
             return len([e for e in evs if e["type"] == "delivery.failed.v1"]) >= 4
@@ -478,15 +478,15 @@ async def test_endpoint_urls_are_guarded(namespace: Namespace) -> None:
             assert r.status_code == 422, (url, r.text)
             problem = r.json()
             assert r.headers["content-type"] == "application/problem+json"
-            assert problem["field"] == "url" and words in problem["detail"], problem
+            assert problem["field"] == "/url" and words in problem["detail"], problem
 
         r = await client.post(
             "/v1/webhook-endpoints",
             json={"url": "https://hooks.example.com/in", "event_types": ["reward.availble.v1"]},
         )
-        assert r.status_code == 422 and r.json()["field"] == "event_types"
+        assert r.status_code == 422 and r.json()["field"] == "/event_types"
         r = await client.post("/v1/webhook-endpoints", json={"event_types": []})
-        assert r.status_code == 422 and r.json()["field"] == "url"
+        assert r.status_code == 422 and r.json()["field"] == "/url"
         r = await client.post(
             "/v1/webhook-endpoints",
             json={"url": "https://hooks.example.com/in", "event_types": ["reward.*"]},
@@ -756,7 +756,7 @@ async def _lifecycle(env: Env) -> None:
         r = await client.patch(
             f"/v1/webhook-endpoints/{down['id']}", json={"event_types": ["nope.*"]}
         )
-        assert r.status_code == 422 and r.json()["field"] == "event_types"
+        assert r.status_code == 422 and r.json()["field"] == "/event_types"
         r = await client.patch(f"/v1/webhook-endpoints/{down['id']}", json={"secret": "x"})
         assert r.status_code == 422
 
@@ -818,7 +818,7 @@ async def _lifecycle(env: Env) -> None:
 
         # a disabled endpoint takes no test event and no replay
         r = await client.post(f"/v1/webhook-endpoints/{down['id']}/test")
-        assert r.status_code == 409 and r.json()["field"] == "endpoint_id"
+        assert r.status_code == 409 and r.json()["field"] == "/endpoint_id"
         since = (env.clock() - timedelta(days=6)).isoformat()
         r = await client.post(f"/v1/webhook-endpoints/{down['id']}/replay", json={"since": since})
         assert r.status_code == 409
@@ -833,7 +833,7 @@ async def _lifecycle(env: Env) -> None:
             f"/v1/webhook-endpoints/{down['id']}/replay",
             json={"since": since, "until": since},
         )
-        assert r.status_code == 422 and r.json()["field"] == "until"
+        assert r.status_code == 422 and r.json()["field"] == "/until"
         r = await client.post(f"/v1/webhook-endpoints/{down['id']}/replay", json={"since": since})
         assert r.status_code == 202 and r.json() == {"replayed": 1}
         rows = await eventually(lambda: delivered(down["id"], 2))
@@ -867,5 +867,5 @@ async def _lifecycle(env: Env) -> None:
         [again] = await eventually(lambda: delivered(busy["id"], 1))
         assert [a["attempt"] for a in again["attempts"]] == [1, 2, 3]
         r = await client.post(f"/v1/webhook-endpoints/{busy['id']}/deliveries/dlv_nope/resend")
-        assert r.status_code == 404 and r.json()["field"] == "delivery_id"
+        assert r.status_code == 404 and r.json()["field"] == "/delivery_id"
         assert receiver.rejected == []

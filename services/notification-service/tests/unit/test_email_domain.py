@@ -59,19 +59,19 @@ def test_html_is_autoescaped_and_text_is_not() -> None:
 def test_templates_are_sandboxed_and_checked() -> None:
     with pytest.raises(InvalidInput) as err:
         ed.check_template("ok", "{{ ''.__class__.__mro__[1].__subclasses__() }}", "t", "invite")
-    assert err.value.field == "html"
+    assert err.value.field == "/html"
     with pytest.raises(InvalidInput) as err:
         ed.check_template("{% if %}", "h", "t", "invite")
-    assert err.value.field == "subject"
+    assert err.value.field == "/subject"
     with pytest.raises(InvalidInput) as err:
         ed.check_template("s", "h", "{{ advocate.nmae.first }}", "invite")
-    assert err.value.field == "text"
+    assert err.value.field == "/text"
     ed.check_template(
         "{{ program.name }}", "<a href='{{ advocate.link_url }}'>go</a>", "x", "invite"
     )
     with pytest.raises(InvalidInput) as err:
         ed.template_spec("newsletter")
-    assert err.value.field == "template"
+    assert err.value.field == "/template"
 
 
 def test_unsubscribe_tokens_cannot_be_forged() -> None:
@@ -158,7 +158,7 @@ def test_templates_are_bounded_in_output_and_time(html: str) -> None:
     started = time.monotonic()
     with pytest.raises(InvalidInput) as err:
         ed.check_template("s", html, "t", "invite")
-    assert err.value.field == "html"
+    assert err.value.field == "/html"
     with pytest.raises(ed.TemplateLimit):
         ed.render(ed.Wording("s", html, "t", "en", "program"), {})
     assert time.monotonic() - started < 2 * ed.RENDER_SECONDS + 1

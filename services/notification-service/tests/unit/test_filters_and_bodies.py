@@ -34,7 +34,7 @@ def test_filters_are_checked_against_delivered_types() -> None:
     for bad in ("reward.availble.v1", "refund.*", "Reward.*", "reward.*.v1", "", "a b"):
         with pytest.raises(InvalidInput) as err:
             domain.normalize_event_types([bad])
-        assert err.value.field == "event_types"
+        assert err.value.field == "/event_types"
 
 
 def test_secret_format() -> None:

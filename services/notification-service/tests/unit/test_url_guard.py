@@ -51,7 +51,7 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 async def refused(url: str, policy: UrlPolicy = GUARDED) -> str:
     with pytest.raises(InvalidInput) as err:
         await vet_url(url, policy)
-    assert err.value.field == "url"
+    assert err.value.field == "/url"
     return err.value.detail
 
 

@@ -10,7 +10,7 @@ from reward_service.clock import Clock, utc_now
 from reward_service.config import Settings
 from reward_service.consumers import consumers
 from reward_service.coupons import api as coupons
-from reward_service.events import SERVICE
+from reward_service.events import EVENTS, SERVICE
 from reward_service.ledger import api as ledger
 from reward_service.ledger import domain as ledger_domain
 from reward_service.ledger import handlers as ledger_handlers
@@ -19,7 +19,7 @@ from reward_service.rules import api as rules
 from reward_service.workers import RewardReleaser
 from servicekit.app import create_service_app
 from servicekit.cli import command_connection, run_cli
-from servicekit.keys import key_consumer
+from servicekit.keys import key_consumer, usage_events
 from servicekit.runtime import Command, Runtime, ServiceSpec, Worker
 from servicekit.settings import ServiceSettings
 
@@ -73,6 +73,7 @@ def build_spec(clock: Clock = utc_now) -> ServiceSpec:
         package="reward_service",
         consumers=consumers(clock),
         key_copy=key_consumer(SERVICE),
+        key_usage=usage_events(EVENTS),
         workers=workers,
         commands=[VERIFY],
     )

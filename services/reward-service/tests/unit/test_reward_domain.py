@@ -20,7 +20,7 @@ from reward_service.ledger import domain as ledger
 from reward_service.rules import domain as rules
 from reward_service.rules.api import _definition
 from reward_service.rules.schemas import AmountIn, RewardRuleIn
-from servicekit.problems import InvalidInput
+from servicekit.problems import InvalidInput, pointer
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -538,7 +538,7 @@ def test_bad_fields_are_named(body: dict[str, Any], field: str) -> None:
 def test_cross_field_mistakes_are_named(body: dict[str, Any], field: str) -> None:
     with pytest.raises(InvalidInput) as info:
         _definition(RewardRuleIn.model_validate(body))
-    assert info.value.field == field
+    assert info.value.field == pointer(field)
 
 
 @pytest.mark.parametrize(

@@ -238,3 +238,16 @@ class ApiKeyUpdated(_ApiKeyState):
 
 class ApiKeyRevoked(_ApiKeyState):
     TYPE: ClassVar[str] = "api_key.revoked.v1"
+
+
+class ApiKeysUsed(EventPayload):
+    """When a workspace's keys were last used at one service: published by every service but
+    link-service, on its own topic, at most once per KEY_USAGE_FLUSH_SECONDS and workspace
+    (servicekit.keys.KeyUsage); link-service, which owns the keys, keeps `last_used_at` from
+    these and from its own requests."""
+
+    TYPE: ClassVar[str] = "api_keys.used.v1"
+
+    service: str
+    # key id -> its last use at `service` in the period
+    uses: dict[str, datetime]

@@ -82,10 +82,10 @@ def query_range(start: date | None, end: date | None, interval: Interval, today:
     end = end or today
     start = start or end - timedelta(days=DEFAULT_DAYS - 1)
     if start > end:
-        raise InvalidInput("'from' is after 'to'", field="from")
+        raise InvalidInput("'from' is after 'to'", field="/from")
     if bucket_count(start, end, interval) > MAX_BUCKETS:
         raise InvalidInput(
-            f"more than {MAX_BUCKETS} buckets of a {interval} in this range", field="interval"
+            f"more than {MAX_BUCKETS} buckets of a {interval} in this range", field="/interval"
         )
     return Range(start, end, interval)
 
@@ -113,7 +113,7 @@ def metric_key(metric: Metric, unit: str | None) -> str:
     """`referrals`, or `earned:<unit>` (amounts of different units never add up)."""
     if metric == "earned":
         if not unit:
-            raise InvalidInput("metric 'earned' needs a unit (e.g. USD, points)", field="unit")
+            raise InvalidInput("metric 'earned' needs a unit (e.g. USD, points)", field="/unit")
         return f"earned:{unit}"
     return "referrals"
 

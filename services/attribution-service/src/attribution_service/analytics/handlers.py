@@ -319,7 +319,7 @@ async def record_purchases(conn: asyncpg.Connection, purchases: list[domain.Purc
 async def own_program(conn: asyncpg.Connection, tenant_id: str, program_id: str) -> str:
     """The program's time zone; 404 for an unknown program or another tenant's."""
     if await repository.program_tenant(conn, program_id) != tenant_id:
-        raise NotFound(f"no program '{program_id}'", field="program_id")
+        raise NotFound(f"no program '{program_id}'", field="/program_id")
     return DEFAULT_TIME_ZONE
 
 
@@ -537,7 +537,7 @@ async def advocate_figures(
         for row in await repository.advocate_figures(conn, program_id, advocate_id, r.start, r.end)
     }
     if me is None and not sums:
-        raise NotFound(f"no advocate '{advocate_id}' in this program", field="advocate_id")
+        raise NotFound(f"no advocate '{advocate_id}' in this program", field="/advocate_id")
     return AdvocateFiguresOut(
         advocate_id=advocate_id,
         display_name=(me and me["display_name"]) or domain.masked_name(None, advocate_id),
@@ -597,7 +597,7 @@ async def advocate_rank(
     )
     if row is None:
         raise NotFound(
-            f"no score for advocate '{advocate_id}' in {period_key}", field="advocate_id"
+            f"no score for advocate '{advocate_id}' in {period_key}", field="/advocate_id"
         )
     return LeaderboardEntry(
         rank=row["rank"],

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import stripe
 
 from servicekit import money
-from servicekit.problems import DomainError, InvalidInput
+from servicekit.problems import DomainError, InvalidInput, register_type
 
 CLICK_ID = re.compile(r"^clk_[a-z0-9]{16,64}$")
 CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,31}$")
@@ -29,6 +29,7 @@ CLICK_KEYS = ("click_id", "referral_click_id", "ref_click")
 class Unverified(DomainError):
     status = 401
     title = "Webhook not verified"
+    type = register_type("webhook-unverified", 401, "Webhook not verified")
 
 
 # How far ahead of our clock a delivery's signed timestamp may be (clock skew): beyond it the
@@ -88,15 +89,15 @@ def verify_shopify(
     expected = base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
     if not given or not hmac.compare_digest(given.encode(), expected.encode()):
         raise Unverified(
-            "X-Shopify-Hmac-Sha256 does not match the body", field="X-Shopify-Hmac-Sha256"
+            "X-Shopify-Hmac-Sha256 does not match the body", field="/X-Shopify-Hmac-Sha256"
         )
     if headers.get("x-shopify-shop-domain", "").lower() != shop.lower():
         raise Unverified(
-            "X-Shopify-Shop-Domain is not this integration's shop", field="X-Shopify-Shop-Domain"
+            "X-Shopify-Shop-Domain is not this integration's shop", field="/X-Shopify-Shop-Domain"
         )
     webhook_id = headers.get("x-shopify-webhook-id", "")
     if not webhook_id:
-        raise Unverified("X-Shopify-Webhook-Id is missing", field="X-Shopify-Webhook-Id")
+        raise Unverified("X-Shopify-Webhook-Id is missing", field="/X-Shopify-Webhook-Id")
     # Required (Shopify sends it on every delivery): without it a replay older than our receipt
     # retention could not be told from a new delivery.
     triggered = headers.get("x-shopify-triggered-at", "")
@@ -104,14 +105,16 @@ def verify_shopify(
         at = datetime.fromisoformat(triggered.replace("Z", "+00:00"))
     except ValueError:
         raise Unverified(
-            "X-Shopify-Triggered-At is missing or not a timestamp", field="X-Shopify-Triggered-At"
+            "X-Shopify-Triggered-At is missing or not a timestamp", field="/X-Shopify-Triggered-At"
         ) from None
     if at.tzinfo is None:
         at = at.replace(tzinfo=UTC)
     if now - at > tolerance:
-        raise Unverified("the delivery is older than the tolerance", field="X-Shopify-Triggered-At")
+        raise Unverified(
+            "the delivery is older than the tolerance", field="/X-Shopify-Triggered-At"
+        )
     if at - now > FUTURE_SKEW:
-        raise Unverified("the delivery is dated in the future", field="X-Shopify-Triggered-At")
+        raise Unverified("the delivery is dated in the future", field="/X-Shopify-Triggered-At")
     return webhook_id
 
 
@@ -207,7 +210,7 @@ def _shopify_refund(refund: dict[str, Any]) -> Action:
         return Ignored("the refund moved no money")
     # Each amount bounded as our API bounds one (servicekit.money.parse); the sum is then exact.
     with localcontext(prec=80):
-        amount = sum((money.parse(t.get("amount"), "amount") for t in txs), Decimal(0))
+        amount = sum((money.parse(t.get("amount"), "/amount") for t in txs), Decimal(0))
     return RefundAction(
         order_ids=[str(refund["order_id"])],
         refund_id=f"shopify:{refund['id']}",
@@ -236,13 +239,13 @@ def verify_stripe(
         event = stripe.Webhook.construct_event(body, signature, secret, tolerance=tolerance)
     except stripe.SignatureVerificationError as exc:
         raise Unverified(
-            f"Stripe-Signature: {exc.user_message or exc}", field="Stripe-Signature"
+            f"Stripe-Signature: {exc.user_message or exc}", field="/Stripe-Signature"
         ) from None
     except ValueError:
-        raise Unverified("the body is not a Stripe event", field="body") from None
+        raise Unverified("the body is not a Stripe event") from None
     signed_at = _stripe_timestamp(signature)
     if signed_at is not None and signed_at - now > FUTURE_SKEW:
-        raise Unverified("the delivery is dated in the future", field="Stripe-Signature")
+        raise Unverified("the delivery is dated in the future", field="/Stripe-Signature")
     data: dict[str, Any] = event.to_dict()
     return data
 
@@ -308,7 +311,7 @@ def _customer(obj: dict[str, Any], email: str | None) -> str | None:
 def _minor(value: Any, field: str) -> int:
     """Stripe's integer amounts, bounded as our API bounds `amount_minor` (money.check_minor)."""
     if not isinstance(value, int) or isinstance(value, bool):
-        raise InvalidInput(f"{field} is not an integer amount", field=field)
+        raise InvalidInput(f"{field[1:]} is not an integer amount", field=field)
     return money.check_minor(value, field)
 
 
@@ -332,7 +335,7 @@ def _stripe_session(s: dict[str, Any]) -> Action:
         body.update(
             type="purchase",
             order_id=str(s.get("payment_intent") or s["id"]),
-            amount_minor=_minor(s.get("amount_total"), "amount_total"),
+            amount_minor=_minor(s.get("amount_total"), "/amount_total"),
             currency=str(s["currency"]).upper(),
         )
     else:
@@ -364,7 +367,7 @@ def _stripe_invoice(inv: dict[str, Any]) -> Action:
         "customer_id": customer_id,
         "order_id": str(inv["id"]),
         "subscription_id": str(sub) if sub else None,
-        "amount_minor": _minor(inv.get("amount_paid"), "amount_paid"),
+        "amount_minor": _minor(inv.get("amount_paid"), "/amount_paid"),
         "currency": str(inv["currency"]).upper(),
         "occurred_at": _ts(paid_at),
         "email": email,
@@ -386,7 +389,7 @@ def _stripe_refund(ch: dict[str, Any]) -> Action:
         else f"stripe:{ch['id']}@{ch['amount_refunded']}",
         refunded_at=_ts(latest.get("created") if latest else None) or datetime.now(UTC),
         currency=str(ch["currency"]).upper(),
-        cumulative_minor=_minor(ch.get("amount_refunded"), "amount_refunded"),
+        cumulative_minor=_minor(ch.get("amount_refunded"), "/amount_refunded"),
     )
 
 

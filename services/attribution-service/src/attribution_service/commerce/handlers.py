@@ -19,7 +19,7 @@ from attribution_service.refunds import handlers as refunds
 from attribution_service.refunds import repository as refund_repository
 from attribution_service.refunds.schemas import CancellationIn, RefundIn
 from servicekit.ids import new_id
-from servicekit.problems import DomainError, InvalidInput, NotFound
+from servicekit.problems import DomainError, InvalidInput, NotFound, pointer
 
 RECEIPT_RETENTION = timedelta(days=7)
 
@@ -45,7 +45,7 @@ async def listing(conn: asyncpg.Connection, tenant_id: str) -> list[asyncpg.Reco
 
 async def remove(conn: asyncpg.Connection, tenant_id: str, integration_id: str) -> None:
     if not await repository.delete_integration(conn, tenant_id, integration_id):
-        raise NotFound(f"no integration '{integration_id}'", field="integration_id")
+        raise NotFound(f"no integration '{integration_id}'", field="/integration_id")
 
 
 async def integration(
@@ -55,7 +55,7 @@ async def integration(
     endpoint tells an outsider nothing."""
     row = await repository.get_integration(conn, integration_id)
     if row is None or row["provider"] != provider:
-        raise commerce.Unverified("unknown integration", field="integration_id")
+        raise commerce.Unverified("unknown integration", field="/integration_id")
     return row
 
 
@@ -146,8 +146,10 @@ async def _conversion(
         cmd = ConversionIn.model_validate(body)
     except ValidationError as exc:
         err = exc.errors()[0]
-        field = ".".join(str(p) for p in err.get("loc", ())) or "body"
-        raise InvalidInput(f"{provider} payload: {field}: {err['msg']}", field=field) from None
+        field = pointer(tuple(err.get("loc", ()))) or None
+        raise InvalidInput(
+            f"{provider} payload: {field or 'body'}: {err['msg']}", field=field
+        ) from None
     try:
         row, created = await conversions.submit_conversion(
             conn, tenant_id, cmd, None, grace=grace, hash_key=hash_key, now=now, source=provider
@@ -155,10 +157,10 @@ async def _conversion(
     except InvalidInput as exc:
         # Evidence we cannot use (another tenant's, or long gone) must not make the platform
         # retry the order forever: record the order without it and say so.
-        if exc.field not in ("code", "click_id"):
+        if exc.field not in ("/code", "/click_id"):
             raise
         notes.append(exc.detail)
-        cmd = cmd.model_copy(update={exc.field: None})
+        cmd = cmd.model_copy(update={exc.field[1:]: None})
         row, created = await conversions.submit_conversion(
             conn, tenant_id, cmd, None, grace=grace, hash_key=hash_key, now=now, source=provider
         )

@@ -42,7 +42,7 @@ class IntegrationCache:
             hit = self._rows[integration_id] = (now + ttl, row)
         row = hit[1]
         if row is None or row["provider"] != provider:
-            raise commerce.Unverified("unknown integration", field="integration_id")
+            raise commerce.Unverified("unknown integration", field="/integration_id")
         return row
 
     def forget(self) -> None:

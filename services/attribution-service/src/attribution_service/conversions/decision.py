@@ -23,7 +23,7 @@ from attribution_service.conversions.domain import Candidate
 from attribution_service.conversions.facts import Conversion, Evidence, Screening, ScreeningAsk
 from referral_events.outbox import OutboxRow
 from servicekit.ids import new_id
-from servicekit.problems import InvalidInput
+from servicekit.problems import Conflict, InvalidInput
 
 Status = Literal["pending", "attributed", "review", "rejected", "organic"]
 
@@ -38,8 +38,8 @@ def admit(conv: Conversion, evidence: Evidence, *, too_old_for_lag: bool) -> boo
     still arrive)."""
     waits = False
     for kind, value, owner, field in (
-        ("code", conv.code_key, evidence.code_tenant, "code"),
-        ("click", conv.click_id, evidence.click_tenant, "click_id"),
+        ("code", conv.code_key, evidence.code_tenant, "/code"),
+        ("click", conv.click_id, evidence.click_tenant, "/click_id"),
     ):
         if value is None:
             continue
@@ -51,6 +51,26 @@ def admit(conv: Conversion, evidence: Evidence, *, too_old_for_lag: bool) -> boo
                 raise InvalidInput(f"unknown {label} '{value}'", field=field)
             waits = True
     return waits
+
+
+def repeat_of_order(conv: Conversion, amount_minor: int | None, currency: str | None) -> None:
+    """A request naming a (type, order id) already recorded, with `amount_minor` and
+    `currency`, is that conversion only if it says the same about the money: another amount or
+    currency is a conflict naming the field (as a repeated Idempotency-Key with another body
+    is), never a silent answer with the first amount. Both paths (handlers, the group commit)
+    call it through handlers.existing_conversion."""
+    if conv.currency != currency:
+        raise Conflict(
+            f"order '{conv.order_id}' was recorded in {currency or 'no currency'}; "
+            "a changed order is a refund or another order id",
+            field="/currency",
+        )
+    if conv.amount_minor != amount_minor:
+        raise Conflict(
+            f"order '{conv.order_id}' was recorded with another amount; "
+            "a changed order is a refund or another order id",
+            field="/amount",
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -130,7 +130,7 @@ async def check_custom_type(conn: asyncpg.Connection, conv: Conversion) -> None:
         raise InvalidInput(
             f"'{conv.type}' is not signup, purchase, subscription_payment or a custom type"
             " one of your programs names",
-            field="type",
+            field="/type",
         )
 
 
@@ -182,7 +182,7 @@ async def submit_prepared(
 
 async def existing_conversion(conn: asyncpg.Connection, conv: Conversion) -> asyncpg.Record:
     """The conversion a repeated request names (its key or its (type, order id)); Conflict when
-    the key came with another body."""
+    the key came with another body, or the order id with another amount."""
     if conv.idempotency_key:
         existing = await repository.conversion_by_key(conn, conv.tenant_id, conv.idempotency_key)
         if existing is not None:
@@ -191,12 +191,13 @@ async def existing_conversion(conn: asyncpg.Connection, conv: Conversion) -> asy
             if existing["request_hash"] != conv.request_hash and not implicit:
                 raise Conflict(
                     "this Idempotency-Key was used with a different request body",
-                    field="Idempotency-Key",
+                    field="/Idempotency-Key",
                 )
             return existing
     assert conv.order_id is not None  # only the key or (type, order id) can collide
     existing = await repository.conversion_by_order(conn, conv.tenant_id, conv.type, conv.order_id)
     assert existing is not None
+    decision.repeat_of_order(conv, existing["amount_minor"], existing["currency"])
     return existing
 
 
@@ -326,5 +327,5 @@ async def get_conversion(
 ) -> tuple[asyncpg.Record, list[asyncpg.Record]]:
     row = await repository.get_conversion(conn, tenant_id, conversion_id)
     if row is None:
-        raise NotFound(f"no conversion '{conversion_id}'", field="conversion_id")
+        raise NotFound(f"no conversion '{conversion_id}'", field="/conversion_id")
     return row, await refunds.list_refunds(conn, conversion_id)

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, IPvAnyAddress, model_validator
 
 from attribution_service.refunds.schemas import RefundOut
+from servicekit.problems import InvalidInput
 
 # link-service's click ids: "clk_" + 32 hex digits (earlier ones: 24 base32 characters).
 CLICK_ID = r"^clk_[a-z0-9]{16,64}$"
@@ -41,19 +42,26 @@ class ConversionIn(BaseModel):
     device_id: str | None = Field(default=None, min_length=1, max_length=200)
     existing_customer: bool = Field(default=False, description="the merchant knows them already")
 
+    # Rules across fields raise InvalidInput naming the one at fault (a ValueError here would
+    # be located at the whole body).
     @model_validator(mode="after")
     def _amounts(self) -> ConversionIn:
         if self.amount is not None and self.amount_minor is not None:
-            raise ValueError("send amount or amount_minor, not both")
-        if (self.amount is not None or self.amount_minor is not None) and self.currency is None:
-            raise ValueError("currency is required with an amount")
+            raise InvalidInput("send amount or amount_minor, not both", field="/amount_minor")
         paid = self.amount is not None or self.amount_minor is not None
+        if paid and self.currency is None:
+            raise InvalidInput("currency is required with an amount", field="/currency")
         if self.type in ("purchase", "subscription_payment") and (
             self.order_id is None or not paid
         ):
-            raise ValueError(f"a {self.type} needs order_id, an amount and currency")
+            raise InvalidInput(
+                f"a {self.type} needs order_id, an amount and currency",
+                field="/order_id" if self.order_id is None else "/amount",
+            )
         if self.type == "subscription_payment" and self.subscription_id is None:
-            raise ValueError("a subscription_payment needs subscription_id")
+            raise InvalidInput(
+                "a subscription_payment needs subscription_id", field="/subscription_id"
+            )
         return self
 
 

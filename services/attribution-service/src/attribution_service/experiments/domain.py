@@ -62,7 +62,7 @@ TRANSITIONS: dict[Action, tuple[frozenset[str], Status]] = {
 def transition(status: str, action: Action) -> Status:
     allowed, to = TRANSITIONS[action]
     if status not in allowed:
-        raise Conflict(f"cannot {action} an experiment that is {status}", field="status")
+        raise Conflict(f"cannot {action} an experiment that is {status}", field="/status")
     return to
 
 

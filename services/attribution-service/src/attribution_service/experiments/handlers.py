@@ -67,7 +67,7 @@ async def _get(
     await own_program(conn, tenant_id, program_id)
     row = await repository.get(conn, tenant_id, program_id, experiment_id, lock=lock)
     if row is None:
-        raise NotFound(f"no experiment '{experiment_id}'", field="experiment_id")
+        raise NotFound(f"no experiment '{experiment_id}'", field="/experiment_id")
     return row
 
 
@@ -86,7 +86,7 @@ async def act(
     status = domain.transition(row["status"], action)
     updated = await repository.set_status(conn, experiment_id, status, winner)
     if updated is None:
-        raise Conflict("the program has another experiment running or paused", field="status")
+        raise Conflict("the program has another experiment running or paused", field="/status")
     payload = _EVENTS[status](
         experiment_id=experiment_id,
         program_id=program_id,

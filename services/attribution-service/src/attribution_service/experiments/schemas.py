@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from servicekit.problems import InvalidInput
+
 
 class VariantIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -29,7 +31,7 @@ class ExperimentIn(BaseModel):
     @model_validator(mode="after")
     def _unique_keys(self) -> ExperimentIn:
         if len({v.key for v in self.variants}) != len(self.variants):
-            raise ValueError("variant keys must be unique")
+            raise InvalidInput("variant keys must be unique", field="/variants")
         return self
 
 

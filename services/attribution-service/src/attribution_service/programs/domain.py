@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 Action = Literal["review", "deny"]
 Model = Literal["last_click", "first_click"]
@@ -78,6 +78,12 @@ class Attachment(BaseModel):
     months: int = Field(default=12, ge=1, le=120)
 
 
+def _custom_type(t: str) -> str:
+    if not re.fullmatch(r"[a-z][a-z0-9_]{1,40}", t) or t in BUILTIN_TYPES:
+        raise ValueError(f"custom type '{t}' must be a new lower_snake_case name")
+    return t
+
+
 class ProgramSettings(BaseModel):
     """Attribution settings and fraud policy of one program (PUT through this service's API)."""
 
@@ -86,15 +92,11 @@ class ProgramSettings(BaseModel):
     model: Model = "last_click"
     window_days: int = Field(default=30, ge=1, le=365)
     attachment: Attachment = Attachment()
-    custom_types: list[str] = Field(default_factory=list, max_length=50)
+    # Each item checked on its own, so a refusal points at it (`/custom_types/1`).
+    custom_types: list[Annotated[str, AfterValidator(_custom_type)]] = Field(
+        default_factory=list, max_length=50
+    )
     fraud: FraudPolicy = FraudPolicy()
-
-    @model_validator(mode="after")
-    def _custom_types(self) -> ProgramSettings:
-        for t in self.custom_types:
-            if not re.fullmatch(r"[a-z][a-z0-9_]{1,40}", t) or t in BUILTIN_TYPES:
-                raise ValueError(f"custom type '{t}' must be a new lower_snake_case name")
-        return self
 
 
 DEFAULT_SETTINGS = ProgramSettings()

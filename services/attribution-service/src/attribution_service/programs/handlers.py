@@ -105,18 +105,24 @@ on_link_clicked = Batched(_clicks_arrived)
 # --- attribution settings ------------------------------------------------------------------
 
 
-async def _own_program(conn: asyncpg.Connection, tenant_id: str, program_id: str) -> None:
+async def _own_program(
+    conn: asyncpg.Connection, tenant_id: str, program_id: str, *, known: bool = False
+) -> None:
+    """Another workspace's program: 404. `known`: also a program this service has neither
+    heard of (link.events) nor been given settings for (a read; a write is accepted for a
+    program whose event has not arrived yet, and applies when it does: README, "Programs
+    learnt by events")."""
     program = await repository.get_program(conn, program_id)
     stored = await repository.get_settings(conn, program_id)
     owner = program["tenant_id"] if program else stored["tenant_id"] if stored else None
-    if owner is not None and owner != tenant_id:
-        raise NotFound(f"no program '{program_id}'", field="program_id")
+    if (owner is not None and owner != tenant_id) or (known and owner is None):
+        raise NotFound(f"no program '{program_id}'", field="/program_id")
 
 
 async def get_settings(
     conn: asyncpg.Connection, tenant_id: str, program_id: str
 ) -> tuple[ProgramSettings, datetime | None]:
-    await _own_program(conn, tenant_id, program_id)
+    await _own_program(conn, tenant_id, program_id, known=True)
     row = await repository.get_settings(conn, program_id)
     if row is None:
         return DEFAULT_SETTINGS, None

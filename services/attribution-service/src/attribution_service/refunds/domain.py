@@ -41,10 +41,10 @@ def new_refund(
     """The refund `cmd` asks of the stored conversion `conv`; raises InvalidInput when it has no
     amount, another currency is named, or more than is left is asked."""
     if conv["amount_minor"] is None or conv["currency"] is None:
-        raise InvalidInput("this conversion has no amount to refund", field="conversion_id")
+        raise InvalidInput("this conversion has no amount to refund", field="/conversion_id")
     currency = conv["currency"]
     if cmd.currency and money.validate_currency(cmd.currency) != currency:
-        raise InvalidInput(f"the conversion was paid in {currency}", field="currency")
+        raise InvalidInput(f"the conversion was paid in {currency}", field="/currency")
     remaining = conv["amount_minor"] - conv["refunded_minor"]
     if cmd.amount is not None:
         amount = money.to_minor(cmd.amount, currency)
@@ -53,11 +53,11 @@ def new_refund(
     else:
         amount = remaining
     if amount <= 0:
-        raise InvalidInput("the conversion is already refunded in full", field="amount")
+        raise InvalidInput("the conversion is already refunded in full", field="/amount")
     if amount > remaining:
         raise InvalidInput(
             f"only {money.format_minor(remaining, currency)} {currency} is left to refund",
-            field="amount",
+            field="/amount",
         )
     total = conv["refunded_minor"] + amount
     return NewRefund(

@@ -33,16 +33,16 @@ async def refund(
     only ones a reward can hang on."""
     external = cmd.refund_id or (f"key:{idempotency_key}" if idempotency_key else None)
     if external is None:
-        raise InvalidInput("send refund_id or an Idempotency-Key header", field="refund_id")
+        raise InvalidInput("send refund_id or an Idempotency-Key header", field="/refund_id")
     conv = conv or await conversions.get_conversion(conn, tenant_id, conversion_id, lock=True)
     if conv is None:
-        raise NotFound(f"no conversion '{conversion_id}'", field="conversion_id")
+        raise NotFound(f"no conversion '{conversion_id}'", field="/conversion_id")
     digest = request_hash(cmd)
     existing = await repository.get_refund(conn, tenant_id, conv["id"], external)
     if existing is not None:
         if existing["request_hash"] != digest:
             raise Conflict(
-                "this refund id was used with a different request body", field="refund_id"
+                "this refund id was used with a different request body", field="/refund_id"
             )
         return existing, False
     new = new_refund(conv, cmd, external_id=external, request_hash=digest, now=datetime.now(UTC))

@@ -7,6 +7,8 @@ from decimal import Decimal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
+from servicekit.problems import InvalidInput
+
 
 class RefundIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -22,7 +24,7 @@ class RefundIn(BaseModel):
     @model_validator(mode="after")
     def _amounts(self) -> RefundIn:
         if self.amount is not None and self.amount_minor is not None:
-            raise ValueError("send amount or amount_minor, not both")
+            raise InvalidInput("send amount or amount_minor, not both", field="/amount_minor")
         return self
 
 

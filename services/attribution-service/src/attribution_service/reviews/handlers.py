@@ -29,12 +29,12 @@ async def decide_review(
     same decision returns the review; the opposite decision on a closed review is a conflict."""
     review = await repository.get_review(conn, tenant_id, review_id, lock=True)
     if review is None:
-        raise NotFound(f"no review '{review_id}'", field="review_id")
+        raise NotFound(f"no review '{review_id}'", field="/review_id")
     wanted = "approved" if approve else "denied"
     if review["status"] == wanted:
         return review
     if review["status"] != "open":
-        raise Conflict(f"review '{review_id}' is already {review['status']}", field="review_id")
+        raise Conflict(f"review '{review_id}' is already {review['status']}", field="/review_id")
     review = await repository.close_review(conn, review_id, wanted, reason, decided_by)
     conv = await conversion_repository.get_conversion(
         conn, tenant_id, review["conversion_id"], lock=True
@@ -89,5 +89,5 @@ async def list_reviews(
 async def get_review(conn: asyncpg.Connection, tenant_id: str, review_id: str) -> asyncpg.Record:
     review = await repository.get_review(conn, tenant_id, review_id)
     if review is None:
-        raise NotFound(f"no review '{review_id}'", field="review_id")
+        raise NotFound(f"no review '{review_id}'", field="/review_id")
     return review

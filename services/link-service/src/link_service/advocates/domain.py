@@ -89,12 +89,12 @@ def validate_vanity_code(code: str) -> str:
     if not VANITY_PATTERN.fullmatch(code):
         raise InvalidInput(
             "a vanity code is 4-20 letters or digits, single dashes between them",
-            field="code",
+            field="/code",
         )
     if code_key(code).replace("-", "") in RESERVED_WORDS:
-        raise InvalidInput(f"'{code}' is a reserved word", field="code")
+        raise InvalidInput(f"'{code}' is a reserved word", field="/code")
     if is_offensive(code):
-        raise InvalidInput(f"'{code}' is not allowed (offensive word list)", field="code")
+        raise InvalidInput(f"'{code}' is not allowed (offensive word list)", field="/code")
     return code
 
 

@@ -29,6 +29,7 @@ CODE_ATTEMPTS = 8
 class TooManyChanges(DomainError):
     status = 429
     title = "Too many changes"
+    type = "rate-limited"
 
 
 @dataclass(frozen=True)
@@ -152,7 +153,7 @@ async def _get_advocate(
 ) -> asyncpg.Record:
     advocate = await repository.get_advocate(conn, tenant_id, advocate_id, for_update=for_update)
     if advocate is None:
-        raise NotFound(f"no advocate '{advocate_id}'", field="advocate_id")
+        raise NotFound(f"no advocate '{advocate_id}'", field="/advocate_id")
     return advocate
 
 
@@ -225,19 +226,19 @@ async def set_vanity_code(
     advocate = await _get_advocate(conn, tenant_id, advocate_id, for_update=True)
     program = await get_program(conn, tenant_id, advocate["program_id"])
     if not program["vanity_allowed"]:
-        raise Conflict("this program does not allow vanity codes", field="code")
+        raise Conflict("this program does not allow vanity codes", field="/code")
     code = domain.validate_vanity_code(requested)
     key = shared.code_key(code)
     existing = await repository.get_code(conn, key)
     if existing is not None and existing["advocate_id"] != advocate_id:
-        raise Conflict(f"the code '{code}' is taken", field="code")
+        raise Conflict(f"the code '{code}' is taken", field="/code")
     if existing is not None and existing["current"]:
         return await _view(conn, advocate), None
     since = datetime.now(UTC) - limits.window
     if await repository.code_changes_since(conn, advocate_id, since) >= limits.max_changes:
         raise TooManyChanges(
             f"a code may change at most {limits.max_changes} times in {limits.window.days} days",
-            field="code",
+            field="/code",
         )
     previous = await repository.retire_current_code(conn, advocate_id)
     if existing is not None:
@@ -251,7 +252,7 @@ async def set_vanity_code(
         kind="vanity",
         codes=[domain.NewCode(code, advocate_id)],
     ):
-        raise Conflict(f"the code '{code}' is taken", field="code")
+        raise Conflict(f"the code '{code}' is taken", field="/code")
     await events.publish(
         conn, events.code_changed(advocate, code, previous, links, datetime.now(UTC)), tenant_id
     )
@@ -267,10 +268,10 @@ class CodeLookup:
 
 async def lookup_code(conn: asyncpg.Connection, tenant_id: str, code: str) -> CodeLookup:
     if not shared.is_well_formed_code(code):
-        raise NotFound(f"no referral code '{code}'", field="code")
+        raise NotFound(f"no referral code '{code}'", field="/code")
     resolved = await redirect_repository.resolve_code(conn, shared.code_key(code))
     if resolved is None or resolved["tenant_id"] != tenant_id:
-        raise NotFound(f"no referral code '{code}'", field="code")
+        raise NotFound(f"no referral code '{code}'", field="/code")
     live = shared.program_is_live(
         resolved["program_status"], resolved["starts_at"], resolved["ends_at"], datetime.now(UTC)
     )

@@ -17,17 +17,15 @@ from link_service.enrollment.schemas import (
 )
 from link_service.web import Auth, Rt, link_state, settings
 from servicekit.auth import requires
-from servicekit.problems import DomainError
+from servicekit.problems import PayloadTooLarge
 
 router = APIRouter()
 
+# Its bodies are bounded by ENROLLMENT_MAX_UPLOAD_BYTES, not MAX_BODY_BYTES (main.py).
+UPLOAD_PATH = "/v1/programs/{program_id}/enrollment-jobs"
+
 # Bytes handed to the parser at once: a thread hop per batch, not per network chunk.
 _PARSE_BATCH = 1024 * 1024
-
-
-class PayloadTooLarge(DomainError):
-    status = 413
-    title = "Payload too large"
 
 
 def _job_out(job: asyncpg.Record, errors: list[asyncpg.Record]) -> EnrollmentJobOut:
@@ -53,7 +51,7 @@ def _error_out(e: asyncpg.Record) -> EnrollmentError:
 
 
 @router.post(
-    "/v1/programs/{program_id}/enrollment-jobs",
+    UPLOAD_PATH,
     dependencies=[requires("advocates:write")],
     status_code=202,
     response_model=EnrollmentJobOut,
@@ -90,7 +88,7 @@ async def create_enrollment_job(
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLarge(f"the file exceeds {limit} bytes", field="file")
+            raise PayloadTooLarge(f"the file exceeds {limit} bytes", field="/file")
         batch.append(chunk)
         held += len(chunk)
         if held >= _PARSE_BATCH:

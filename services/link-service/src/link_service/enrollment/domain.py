@@ -60,7 +60,7 @@ def detect_format(content_type: str | None, explicit: str | None) -> Literal["cs
     if fmt not in ("csv", "ndjson"):
         raise InvalidInput(
             "send the file as text/csv or application/x-ndjson (or ?format=csv|ndjson)",
-            field="format",
+            field="/format",
         )
     return "csv" if fmt == "csv" else "ndjson"
 
@@ -70,6 +70,7 @@ class TooManyRows(InvalidInput):
 
     status = 413
     title = "Payload too large"
+    type = "body-too-large"
 
 
 def parse_file(
@@ -109,7 +110,7 @@ class StreamParser:
             text = self._decoder.decode(chunk)
         except UnicodeDecodeError as exc:
             raise InvalidInput(
-                f"the file is not UTF-8 (byte {self._read + exc.start})", field="file"
+                f"the file is not UTF-8 (byte {self._read + exc.start})", field="/file"
             ) from exc
         self._read += len(chunk)
         self._take(text)
@@ -119,7 +120,7 @@ class StreamParser:
             text = self._decoder.decode(b"", final=True)
         except UnicodeDecodeError as exc:
             raise InvalidInput(
-                f"the file is not UTF-8 (byte {self._read + exc.start})", field="file"
+                f"the file is not UTF-8 (byte {self._read + exc.start})", field="/file"
             ) from exc
         self._take(text)
         if self._tail:
@@ -129,9 +130,9 @@ class StreamParser:
             # The file ended inside a quoted CSV field: that row is malformed.
             self._csv_record(self._record_line, "\n".join(self._record), final=True)
         if self.format == "csv" and self._names is None:
-            raise InvalidInput("the file is empty", field="file")
+            raise InvalidInput("the file is empty", field="/file")
         if not self.rows:
-            raise InvalidInput("the file holds no rows", field="file")
+            raise InvalidInput("the file holds no rows", field="/file")
         return ParsedFile(self.format, self._sha.hexdigest(), self.rows)
 
     def _take(self, text: str) -> None:
@@ -161,7 +162,7 @@ class StreamParser:
     def _add(self, line_no: int, data: str | None, error: str | None, field: str | None) -> None:
         self._row_no += 1
         if self._max_rows is not None and self._row_no > self._max_rows:
-            raise TooManyRows(f"the file holds more than {self._max_rows} rows", field="file")
+            raise TooManyRows(f"the file holds more than {self._max_rows} rows", field="/file")
         self.rows.append(ParsedRow(self._row_no, line_no, data, error, field))
 
     def _csv_record(self, line_no: int, record: str, final: bool = False) -> None:
@@ -172,7 +173,7 @@ class StreamParser:
             parsed, error = [], exc
         if self._names is None:
             if error is not None:
-                raise InvalidInput(f"the header line is not CSV: {error}", field="file")
+                raise InvalidInput(f"the header line is not CSV: {error}", field="/file")
             if parsed:
                 self._names = _header(parsed[0])
             return
@@ -212,14 +213,14 @@ class StreamParser:
 def _header(header: list[str]) -> list[str]:
     names = [h.strip().lower() for h in header]
     if "customer_id" not in names:
-        raise InvalidInput("the header has no customer_id column", field="file")
+        raise InvalidInput("the header has no customer_id column", field="/file")
     unknown = [n for n in names if n not in COLUMNS]
     if unknown:
         raise InvalidInput(
-            f"unknown column '{unknown[0][:40]}' (known: {', '.join(COLUMNS)})", field="file"
+            f"unknown column '{unknown[0][:40]}' (known: {', '.join(COLUMNS)})", field="/file"
         )
     if len(set(names)) != len(names):
-        raise InvalidInput("the header repeats a column", field="file")
+        raise InvalidInput("the header repeats a column", field="/file")
     return names
 
 

@@ -35,7 +35,7 @@ async def get_enrollment_job(
 ) -> tuple[asyncpg.Record, list[asyncpg.Record]]:
     job = await repository.get_enrollment_job(conn, tenant_id, job_id)
     if job is None:
-        raise NotFound(f"no enrollment job '{job_id}'", field="job_id")
+        raise NotFound(f"no enrollment job '{job_id}'", field="/job_id")
     return job, await repository.enrollment_errors(conn, job_id, 0, 100)
 
 
@@ -43,7 +43,7 @@ async def enrollment_errors(
     conn: asyncpg.Connection, tenant_id: str, job_id: str, after_row: int, limit: int
 ) -> list[asyncpg.Record]:
     if await repository.get_enrollment_job(conn, tenant_id, job_id) is None:
-        raise NotFound(f"no enrollment job '{job_id}'", field="job_id")
+        raise NotFound(f"no enrollment job '{job_id}'", field="/job_id")
     return await repository.enrollment_errors(conn, job_id, after_row, limit)
 
 

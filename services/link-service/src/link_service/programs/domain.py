@@ -54,7 +54,7 @@ def stored_code_format(program: Mapping[str, Any]) -> CodeFormat:
 def check_takes_new_advocates(status: str) -> None:
     """An ended program enrolls nobody new (its advocates stay)."""
     if status == "ended":
-        raise Conflict("the program has ended; it takes no new advocates", field="program_id")
+        raise Conflict("the program has ended; it takes no new advocates", field="/program_id")
 
 
 # ---------------------------------------------------------------------------- code format
@@ -65,35 +65,35 @@ def validate_code_format(length: int, alphabet: str, prefix: str) -> CodeFormat:
     if alphabet != alphabet.upper() or not alphabet.isalnum() or not alphabet.isascii():
         raise InvalidInput(
             "alphabet must be upper-case letters and digits (codes compare case-insensitively)",
-            field="code_format.alphabet",
+            field="/code_format/alphabet",
         )
     if len(set(alphabet)) != len(alphabet):
-        raise InvalidInput("alphabet repeats a character", field="code_format.alphabet")
+        raise InvalidInput("alphabet repeats a character", field="/code_format/alphabet")
     bad = sorted(set(alphabet) & LOOK_ALIKES)
     if bad:
         raise InvalidInput(
             f"alphabet contains look-alike characters {''.join(bad)} (0/O, 1/I/L)",
-            field="code_format.alphabet",
+            field="/code_format/alphabet",
         )
     if len(alphabet) < 10:
-        raise InvalidInput("alphabet needs at least 10 characters", field="code_format.alphabet")
+        raise InvalidInput("alphabet needs at least 10 characters", field="/code_format/alphabet")
     if not 4 <= length <= 24:
-        raise InvalidInput("length must be between 4 and 24", field="code_format.length")
+        raise InvalidInput("length must be between 4 and 24", field="/code_format/length")
     if len(alphabet) ** length < MIN_CODE_SPACE:
         raise InvalidInput(
             f"{len(alphabet)}^{length} codes are too few to draw from; raise the length",
-            field="code_format.length",
+            field="/code_format/length",
         )
     prefix = prefix.upper()
     if prefix and not PREFIX_PATTERN.fullmatch(prefix):
         raise InvalidInput(
             "prefix is 1-10 letters/digits without look-alikes, optionally ending in '-'",
-            field="code_format.prefix",
+            field="/code_format/prefix",
         )
     if set(prefix.rstrip("-")) & LOOK_ALIKES:
-        raise InvalidInput("prefix contains look-alike characters", field="code_format.prefix")
+        raise InvalidInput("prefix contains look-alike characters", field="/code_format/prefix")
     if len(prefix) + length > 40:
-        raise InvalidInput("prefix and length exceed 40 characters", field="code_format.prefix")
+        raise InvalidInput("prefix and length exceed 40 characters", field="/code_format/prefix")
     return CodeFormat(length=length, alphabet=alphabet, prefix=prefix)
 
 
@@ -110,18 +110,18 @@ ALLOWED_STATUS_CHANGES = {
 
 def check_status_change(old: str, new: str) -> None:
     if new not in ALLOWED_STATUS_CHANGES[old]:
-        raise InvalidInput(f"a program cannot go from {old} to {new}", field="status")
+        raise InvalidInput(f"a program cannot go from {old} to {new}", field="/status")
 
 
 def check_window(starts_at: datetime | None, ends_at: datetime | None) -> None:
     if starts_at is not None and ends_at is not None and ends_at <= starts_at:
-        raise InvalidInput("ends_at must be after starts_at", field="ends_at")
+        raise InvalidInput("ends_at must be after starts_at", field="/ends_at")
 
 
 def _absolute_http_url(url: str, field: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidInput(f"{field} must be an absolute http(s) URL", field=field)
+        raise InvalidInput(f"{field[1:]} must be an absolute http(s) URL", field=field)
     return url
 
 
@@ -130,20 +130,20 @@ def normalize_domains(
 ) -> list[str]:
     """The landing URL's host is always allowed; every domain is lower-case without a dot.
     The fallback URL must be on an allowed domain too: a program never sends people elsewhere."""
-    _absolute_http_url(landing_url, "landing_url")
+    _absolute_http_url(landing_url, "/landing_url")
     host = urlsplit(landing_url).hostname
     assert host is not None
     domains = {host.lower()}
     for d in allowed_domains or []:
         d = d.strip().lower().rstrip(".")
         if not d or not re.fullmatch(r"[a-z0-9.-]+", d) or d.startswith("."):
-            raise InvalidInput(f"'{d}' is not a domain name", field="allowed_domains")
+            raise InvalidInput(f"'{d}' is not a domain name", field="/allowed_domains")
         domains.add(d)
     if fallback_url is not None:
-        _absolute_http_url(fallback_url, "fallback_url")
+        _absolute_http_url(fallback_url, "/fallback_url")
         fb_host = urlsplit(fallback_url).hostname or ""
         if not host_allowed(fb_host, sorted(domains)):
-            raise InvalidInput("fallback_url must be on an allowed domain", field="fallback_url")
+            raise InvalidInput("fallback_url must be on an allowed domain", field="/fallback_url")
     return sorted(domains)
 
 
@@ -152,17 +152,17 @@ def validate_share_templates(templates: dict[str, str]) -> dict[str, str]:
         if channel not in SHARE_CHANNELS:
             raise InvalidInput(
                 f"unknown share channel '{channel}' (one of {', '.join(SHARE_CHANNELS)})",
-                field=f"share_templates.{channel}",
+                field=f"/share_templates/{channel}",
             )
         if not template.strip() or len(template) > 1000:
             raise InvalidInput(
-                "a template is 1-1000 characters", field=f"share_templates.{channel}"
+                "a template is 1-1000 characters", field=f"/share_templates/{channel}"
             )
         unknown = set(_BRACED.findall(template)) - TEMPLATE_PLACEHOLDERS
         if unknown:
             raise InvalidInput(
                 f"unknown placeholder {{{sorted(unknown)[0]}}}; use "
                 + ", ".join("{" + p + "}" for p in sorted(TEMPLATE_PLACEHOLDERS)),
-                field=f"share_templates.{channel}",
+                field=f"/share_templates/{channel}",
             )
     return templates

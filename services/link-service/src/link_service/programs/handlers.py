@@ -58,7 +58,7 @@ async def get_program(
 ) -> asyncpg.Record:
     program = await repository.get_program(conn, tenant_id, program_id, for_update=for_update)
     if program is None:
-        raise NotFound(f"no program '{program_id}'", field="program_id")
+        raise NotFound(f"no program '{program_id}'", field="/program_id")
     return program
 
 
@@ -84,7 +84,7 @@ def _patched(old: asyncpg.Record, change: ProgramPatch) -> ProgramIn:
     sent = change.model_dump(include=change.model_fields_set)
     for name in _REQUIRED:
         if name in sent and sent[name] is None:
-            raise InvalidInput(f"{name} cannot be null", field=name)
+            raise InvalidInput(f"{name} cannot be null", field=f"/{name}")
     return ProgramIn.model_validate(current.model_copy(update=sent).model_dump())
 
 

@@ -37,11 +37,15 @@ NOT_FOUND_PAGE = b"""<!doctype html><html><head><meta charset="utf-8"><title>Lin
 <p>Check the link you were sent, or ask your friend for a new one.</p></body></html>"""
 
 
-async def _not_found(send: Send, head: bool) -> None:
+async def _not_found(send: Send, head: bool, rate: list[tuple[bytes, bytes]] | None) -> None:
     await send_response(
         send,
         404,
-        [(b"content-type", b"text/html; charset=utf-8"), (b"cache-control", b"no-store")],
+        [
+            (b"content-type", b"text/html; charset=utf-8"),
+            (b"cache-control", b"no-store"),
+            *(rate or ()),
+        ],
         b"" if head else NOT_FOUND_PAGE,
     )
 
@@ -101,8 +105,9 @@ async def _unknown(state: LinkState, scope: Scope, send: Send, head: bool) -> in
     client = (
         client_ip(scope, header_map(scope), state.client_ip_header, state.trusted_proxy_hops) or "-"
     )
-    state.probes.check(client, PROBE_PLAN)
-    await _not_found(send, head)
+    # The client's unknown-code bucket, in RateLimit-* headers as every limited answer has.
+    rate = state.probes.check(client, PROBE_PLAN)
+    await _not_found(send, head, rate)
     return 404
 
 

@@ -40,4 +40,4 @@ def decode_cursor(cursor: str | None) -> int:
             return int(raw[1:])
     except (binascii.Error, UnicodeDecodeError, ValueError):
         pass
-    raise InvalidInput("not a cursor this API gave", field="cursor")
+    raise InvalidInput("not a cursor this API gave", field="/cursor")

@@ -95,7 +95,7 @@ async def get_key(
 ) -> asyncpg.Record:
     row = await repository.get_key(conn, workspace_id, key_id, for_update=for_update)
     if row is None:
-        raise NotFound(f"no API key {key_id}", field="key_id")
+        raise NotFound(f"no API key {key_id}", field="/key_id")
     return row
 
 
@@ -162,7 +162,7 @@ async def rotate_key(
     is revoked (the caller switches over in between)."""
     old = await get_key(conn, workspace_id, key_id)
     if old["revoked_at"] is not None:
-        raise NotFound(f"no API key {key_id}", field="key_id")
+        raise NotFound(f"no API key {key_id}", field="/key_id")
     new = await create_key(
         conn,
         workspace_id,

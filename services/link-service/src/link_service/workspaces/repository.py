@@ -121,16 +121,21 @@ async def revoke_key(conn: asyncpg.Connection, key_id: str) -> asyncpg.Record:
     return row
 
 
-async def record_use(conn: asyncpg.Connection, used: dict[str, datetime]) -> None:
-    """last_used_at of many keys at once, never moved backwards."""
+async def record_use(
+    conn: asyncpg.Connection, used: dict[str, datetime], *, workspace_id: str | None = None
+) -> None:
+    """last_used_at of many keys at once, never moved backwards (`workspace_id`: only keys of
+    that workspace, for uses another service reported)."""
     await conn.execute(
         """
         UPDATE api_keys k SET last_used_at = u.at
           FROM unnest($1::text[], $2::timestamptz[]) AS u(id, at)
          WHERE k.id = u.id AND (k.last_used_at IS NULL OR k.last_used_at < u.at)
+           AND ($3::text IS NULL OR k.workspace_id = $3)
         """,
         list(used),
         list(used.values()),
+        workspace_id,
     )
 
 

@@ -1,40 +1,39 @@
 """last_used_at of workspace keys, kept cheap: the authenticator notes each use in memory and
-this worker writes what it noted at most once a minute, one statement for all keys. Only
-link-service records use (the owner alone): the other services' requests are not reported."""
+this worker (servicekit.keys.KeyUsage) writes what it noted at most once per
+KEY_USAGE_FLUSH_SECONDS, one statement for all keys. The other services note their own uses the
+same way and publish them (`api_keys.used.v1`), which `on_keys_used` folds into the same
+column: a key's last use is its last use at any service."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from datetime import UTC, datetime
+from datetime import datetime
+from typing import Any
+
+import asyncpg
 
 from link_service.workspaces import repository
+from referral_events.contracts import link as ev
+from referral_events.envelope import CloudEvent
+from servicekit.keys import KeyUsage as _KeyUsage
+from servicekit.keys import Uses
 from servicekit.runtime import Runtime
 
 FLUSH_INTERVAL_SECONDS = 60.0
 
 
-class KeyUsage:
+async def _record(conn: asyncpg.Connection, used: Uses) -> None:
+    merged: dict[str, datetime] = {}
+    for uses in used.values():
+        merged.update(uses)
+    await repository.record_use(conn, merged)
+
+
+class KeyUsage(_KeyUsage):
     def __init__(self, rt: Runtime, interval: float = FLUSH_INTERVAL_SECONDS) -> None:
-        self._rt = rt
-        self._interval = interval
-        self._used: dict[str, datetime] = {}
-        self._stop = asyncio.Event()
+        super().__init__(rt, _record, interval)
 
-    def note(self, key_id: str) -> None:
-        self._used[key_id] = datetime.now(UTC)
 
-    async def flush(self) -> None:
-        used, self._used = self._used, {}
-        if used:
-            async with self._rt.transaction() as conn:
-                await repository.record_use(conn, used)
-
-    async def run(self) -> None:
-        while not self._stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self._interval)
-            await self.flush()
-
-    async def stop(self) -> None:
-        self._stop.set()
+async def on_keys_used(conn: asyncpg.Connection, event: CloudEvent, payload: Any) -> None:
+    """Another service's uses of the workspace's keys (never moving last_used_at backwards)."""
+    assert isinstance(payload, ev.ApiKeysUsed)
+    await repository.record_use(conn, payload.uses, workspace_id=event.tenantid)

@@ -54,7 +54,7 @@ async def invite(body: InviteIn, who: Auth, rt: Rt, settings: Cfg, clock: AppClo
     sent)."""
     if len(body.emails) > settings.invite_max_recipients:
         raise InvalidInput(
-            f"at most {settings.invite_max_recipients} addresses per request", field="emails"
+            f"at most {settings.invite_max_recipients} addresses per request", field="/emails"
         )
     async with rt.transaction() as conn:
         results = await handlers.invite(

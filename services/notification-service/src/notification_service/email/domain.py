@@ -83,7 +83,7 @@ def template_spec(key: str) -> TemplateSpec:
     spec = TEMPLATES.get(key)
     if spec is None:
         raise InvalidInput(
-            f"no template '{key}'; known: {', '.join(sorted(TEMPLATES))}", field="template"
+            f"no template '{key}'; known: {', '.join(sorted(TEMPLATES))}", field="/template"
         )
     return spec
 
@@ -98,7 +98,7 @@ def normalize_locale(value: str | None) -> str | None:
     return "-".join([head, *rest])
 
 
-def validate_locale(value: str, field: str = "locale") -> str:
+def validate_locale(value: str, field: str = "/locale") -> str:
     locale = normalize_locale(value)
     if locale is None:
         raise InvalidInput(f"'{value}' is not a locale tag such as 'en' or 'de-AT'", field=field)
@@ -352,7 +352,7 @@ def check_template(subject: str, html: str, text: str, template: str) -> None:
             with _bounded():
                 _render(env, source, sample)
         except TemplateError as exc:
-            raise InvalidInput(f"{part}: {exc}"[:500], field=part) from None
+            raise InvalidInput(f"{part}: {exc}"[:500], field=f"/{part}") from None
 
 
 def money(amount: int, unit: str) -> str:
@@ -454,7 +454,7 @@ def normalize_address(value: str) -> str:
     return value.strip().lower()
 
 
-def validate_address(value: str, field: str = "email") -> str:
+def validate_address(value: str, field: str = "/email") -> str:
     """A plain addr-spec: one @, a dotted domain, no spaces or display name."""
     address = normalize_address(value)
     _, parsed = parseaddr(address)

@@ -17,6 +17,7 @@ from servicekit.problems import Conflict, DomainError, InvalidInput, NotFound
 class TooManyInvites(DomainError):
     status = 429
     title = "Too many requests"
+    type = "rate-limited"
 
 
 # --- invites ----------------------------------------------------------------------------------
@@ -43,19 +44,19 @@ async def invite(
         raise InvalidInput(
             "invites are marketing mail: send consent: true once the advocate has confirmed "
             "the friends agreed to hear from the program",
-            field="consent",
+            field="/consent",
         )
     advocate = await repository.get_contact(conn, tenant_id, "advocate", cmd.advocate_id, lock=True)
     if advocate is None:
-        raise NotFound(f"no advocate '{cmd.advocate_id}'", field="advocate_id")
+        raise NotFound(f"no advocate '{cmd.advocate_id}'", field="/advocate_id")
     if advocate["blocked"]:
-        raise Conflict("the advocate is blocked", field="advocate_id")
+        raise Conflict("the advocate is blocked", field="/advocate_id")
     if not advocate["link_url"]:
-        raise Conflict("the advocate has no referral link yet", field="advocate_id")
+        raise Conflict("the advocate has no referral link yet", field="/advocate_id")
     locale = domain.validate_locale(cmd.locale) if cmd.locale else advocate["locale"]
     addresses: list[str] = []
     for i, raw in enumerate(cmd.emails):
-        address = domain.validate_address(raw, field=f"emails.{i}")
+        address = domain.validate_address(raw, field=f"/emails/{i}")
         if address not in addresses:
             addresses.append(address)
 
@@ -98,7 +99,7 @@ async def invite(
         raise TooManyInvites(
             f"this advocate may send {allowance} more invite(s) in the next 24 hours; "
             f"the request has {len(queued)} new address(es)",
-            field="emails",
+            field="/emails",
         )
     return results + queued
 
@@ -132,7 +133,7 @@ async def get_template(
         raise NotFound(
             f"program '{program_id}' has no own '{template}' wording in '{locale}' "
             "(the built-in one applies)",
-            field="locale",
+            field="/locale",
         )
     return row
 
@@ -149,7 +150,13 @@ async def delete_template(
 async def list_templates(
     conn: asyncpg.Connection, tenant_id: str, program_id: str
 ) -> list[asyncpg.Record]:
-    return await repository.list_templates(conn, tenant_id, program_id)
+    """404 for a program of which this service has neither heard (link.events) nor been given
+    a template: another workspace's, or none. (A template may be written for a program whose
+    event has not arrived yet: README, "Programs learnt by events".)"""
+    rows = await repository.list_templates(conn, tenant_id, program_id)
+    if not rows and await repository.get_program(conn, tenant_id, program_id) is None:
+        raise NotFound(f"no program '{program_id}'", field="/program_id")
+    return rows
 
 
 async def preview(
@@ -170,7 +177,7 @@ async def preview(
         if cmd.subject is None or cmd.html is None or cmd.text is None:
             raise InvalidInput(
                 "a draft needs subject, html and text",
-                field="subject" if not cmd.subject else "text",
+                field="/subject" if not cmd.subject else "text",
             )
         wording = domain.Wording(cmd.subject, cmd.html, cmd.text, locale or "en", "program")
         source = "draft"
@@ -203,7 +210,7 @@ async def add_suppression(
 
 async def remove_suppression(conn: asyncpg.Connection, tenant_id: str, address: str) -> None:
     if not await repository.delete_suppression(conn, tenant_id, domain.normalize_address(address)):
-        raise NotFound("that address is not suppressed", field="email")
+        raise NotFound("that address is not suppressed", field="/email")
 
 
 async def list_suppressions(

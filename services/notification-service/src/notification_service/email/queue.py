@@ -54,7 +54,7 @@ async def off_loop(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
             asyncio.to_thread(fn, *args, **kwargs), domain.RENDER_SECONDS * 5
         )
     except TimeoutError:
-        raise InvalidInput("the template takes too long to render", field="template") from None
+        raise InvalidInput("the template takes too long to render", field="/template") from None
 
 
 async def prepare(

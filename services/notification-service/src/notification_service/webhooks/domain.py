@@ -44,6 +44,7 @@ _NOT_DELIVERED = frozenset(
         link.ApiKeyCreated.TYPE,
         link.ApiKeyUpdated.TYPE,
         link.ApiKeyRevoked.TYPE,
+        link.ApiKeysUsed.TYPE,
     }
 )
 DELIVERED_EVENT_TYPES: frozenset[str] = frozenset(
@@ -90,11 +91,11 @@ def normalize_event_types(
     for raw in event_types:
         entry = raw.strip()
         if not _FILTER_PATTERN.fullmatch(entry):
-            raise InvalidInput(f"'{raw}' is not an event type or pattern", field="event_types")
+            raise InvalidInput(f"'{raw}' is not an event type or pattern", field="/event_types")
         if not any(matches([entry], t) for t in known):
             raise InvalidInput(
                 f"no delivered event type matches '{entry}'; known: {', '.join(sorted(known))}",
-                field="event_types",
+                field="/event_types",
             )
         if entry not in result:
             result.append(entry)
@@ -162,21 +163,21 @@ def parse_webhook_url(url: str, *, allow_http: bool) -> WebhookUrl:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        raise InvalidInput(f"url is not a valid URL: {exc}", field="url") from None
+        raise InvalidInput(f"url is not a valid URL: {exc}", field="/url") from None
     allowed = ("https", "http") if allow_http else ("https",)
     if parts.scheme not in allowed:
         raise InvalidInput(
             "url must be an absolute https URL"
             if not allow_http
             else "url must be an absolute http(s) URL",
-            field="url",
+            field="/url",
         )
     if not parts.hostname:
-        raise InvalidInput("url has no host", field="url")
+        raise InvalidInput("url has no host", field="/url")
     if parts.username is not None or parts.password is not None:
         raise InvalidInput(
             "url must not carry credentials; receivers authenticate webhooks by signature",
-            field="url",
+            field="/url",
         )
     host = parts.hostname.rstrip(".").lower()
     return WebhookUrl(
@@ -406,7 +407,7 @@ class ReplayWindow:
 
 def replay_window(since: datetime, until: datetime | None) -> ReplayWindow:
     if until is not None and until <= since:
-        raise InvalidInput("until must be later than since", field="until")
+        raise InvalidInput("until must be later than since", field="/until")
     return ReplayWindow(since, until)
 
 

@@ -46,7 +46,7 @@ async def get_endpoint(
 ) -> asyncpg.Record:
     endpoint = await repository.get_endpoint(conn, tenant_id, endpoint_id)
     if endpoint is None:
-        raise NotFound(f"no webhook endpoint '{endpoint_id}'", field="endpoint_id")
+        raise NotFound(f"no webhook endpoint '{endpoint_id}'", field="/endpoint_id")
     return endpoint
 
 
@@ -79,7 +79,7 @@ async def update_endpoint(
         enabled=cmd.enabled if "enabled" in fields else None,
     )
     if row is None:
-        raise NotFound(f"no webhook endpoint '{endpoint_id}'", field="endpoint_id")
+        raise NotFound(f"no webhook endpoint '{endpoint_id}'", field="/endpoint_id")
     return row
 
 
@@ -93,7 +93,7 @@ async def rotate_secret(
 ) -> tuple[str, datetime]:
     """A new secret, and until when the previous one(s) still sign next to it."""
     if not await repository.lock_endpoint(conn, tenant_id, endpoint_id):
-        raise NotFound(f"no webhook endpoint '{endpoint_id}'", field="endpoint_id")
+        raise NotFound(f"no webhook endpoint '{endpoint_id}'", field="/endpoint_id")
     secret = domain.new_secret()
     expires = domain.rotation_expiry(now, overlap)
     await repository.rotate_secret(conn, endpoint_id, secret, expires)
@@ -108,8 +108,8 @@ async def resend(
     if row is None:
         existing = await repository.get_delivery(conn, delivery_id)
         if existing is None or existing["endpoint_id"] != endpoint_id:
-            raise NotFound(f"no delivery '{delivery_id}' on this endpoint", field="delivery_id")
-        raise Conflict("the delivery is still pending: it is being sent", field="delivery_id")
+            raise NotFound(f"no delivery '{delivery_id}' on this endpoint", field="/delivery_id")
+        raise Conflict("the delivery is still pending: it is being sent", field="/delivery_id")
     _require_enabled(endpoint)
     await repository.notify_deliveries_due(conn)
     return await _with_event_type(conn, row)
@@ -171,7 +171,7 @@ def _require_enabled(endpoint: asyncpg.Record) -> None:
     # it worked.
     if not endpoint["enabled"]:
         raise Conflict(
-            "the endpoint is disabled; enable it first (PATCH enabled: true)", field="endpoint_id"
+            "the endpoint is disabled; enable it first (PATCH enabled: true)", field="/endpoint_id"
         )
 
 
@@ -194,7 +194,7 @@ async def delivery_log(
     if before is not None:
         anchor = await repository.get_delivery(conn, before)
         if anchor is None or anchor["endpoint_id"] != endpoint_id:
-            raise InvalidInput(f"no delivery '{before}' on this endpoint", field="before")
+            raise InvalidInput(f"no delivery '{before}' on this endpoint", field="/before")
     rows = await repository.delivery_log(conn, endpoint_id, limit=limit + 1, before=before)
     page, more = rows[:limit], len(rows) > limit
     attempts: dict[str, list[asyncpg.Record]] = defaultdict(list)

@@ -63,13 +63,13 @@ async def vet_url(url: str, policy: UrlPolicy) -> str:
         except (OSError, TimeoutError):
             addresses = []
         if not addresses:
-            raise InvalidInput(f"url host '{parsed.host}' does not resolve", field="url")
+            raise InvalidInput(f"url host '{parsed.host}' does not resolve", field="/url")
     for address in addresses:
         reason = domain.refusal_reason(address)
         if reason is not None:
             shown = parsed.host if parsed.literal is not None else f"{parsed.host} ({address})"
             raise InvalidInput(
-                f"url must point to a public address; {shown} is {reason}", field="url"
+                f"url must point to a public address; {shown} is {reason}", field="/url"
             )
     return parsed.url
 

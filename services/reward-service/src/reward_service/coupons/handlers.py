@@ -15,7 +15,7 @@ async def get_coupon_pool(
 ) -> domain.CouponPool:
     pool = await repository.coupon_pool(conn, tenant_id, pool_id, added)
     if pool is None:
-        raise NotFound(f"coupon pool '{pool_id}' does not exist", field="pool_id")
+        raise NotFound(f"coupon pool '{pool_id}' does not exist", field="/pool_id")
     return pool
 
 

@@ -39,7 +39,7 @@ async def redeem(
     response: Response,
     idempotency_key: Annotated[str, Header(alias="Idempotency-Key", min_length=1, max_length=200)],
 ) -> RedemptionOut:
-    unit = parse_unit(body.unit, "unit")
+    unit = parse_unit(body.unit, "/unit")
     async with rt.transaction() as conn:
         r = await handlers.redeem(
             conn,

@@ -49,7 +49,7 @@ async def redeem(
         if redemption.request_hash != request.request_hash:
             raise InvalidInput(
                 "this Idempotency-Key was used for a different redemption",
-                field="Idempotency-Key",
+                field="/Idempotency-Key",
             )
         return redemption
     account = ledger.holder_ref(tenant_id, holder_type, holder_id, "available", unit)
@@ -58,7 +58,7 @@ async def redeem(
         raise Conflict(
             f"insufficient available balance: {format_minor(max(balance, 0), unit)} {unit}"
             f" available, {format_minor(amount, unit)} requested",
-            field="amount_minor",
+            field="/amount_minor",
         )
     redeemed = ledger.holder_ref(tenant_id, holder_type, holder_id, "redeemed", unit)
     await ledger_repository.post_transfers(
@@ -81,7 +81,7 @@ async def create_payout_batch(
     if not holders:
         raise Conflict(
             f"no holder has {format_minor(threshold, unit)} {unit} of available cash",
-            field="threshold_minor",
+            field="/threshold_minor",
         )
     lines = [
         domain.PayoutLine(new_id("pol"), holder_type, holder_id, balance, unit, "pending")
@@ -112,7 +112,7 @@ async def get_payout_batch(
 ) -> domain.PayoutBatch:
     batch = await repository.payout_batch(conn, tenant_id, batch_id)
     if batch is None:
-        raise NotFound(f"payout batch '{batch_id}' does not exist", field="batch_id")
+        raise NotFound(f"payout batch '{batch_id}' does not exist", field="/batch_id")
     return batch
 
 
@@ -130,11 +130,11 @@ async def settle_payout_line(
     Marking it again the same way answers the same; the other way is a conflict."""
     line = await repository.lock_payout_line(conn, tenant_id, batch_id, line_id)
     if line is None:
-        raise NotFound(f"payout line '{line_id}' is not in batch '{batch_id}'", field="line_id")
+        raise NotFound(f"payout line '{line_id}' is not in batch '{batch_id}'", field="/line_id")
     if line.status != "pending":
         if line.status == status:
             return line
-        raise Conflict(f"payout line '{line_id}' is already {line.status}", field="status")
+        raise Conflict(f"payout line '{line_id}' is already {line.status}", field="/status")
     settled = replace(line, status=status, reference=reference, reason=reason)
     paid = status == "paid"
     await ledger_repository.post_transfers(

@@ -32,7 +32,7 @@ def _amount(body: AmountIn, field: str) -> domain.Amount:
         )
     kind = given[0]
     if kind in ("amount_minor", "percent") and body.currency is None:
-        raise InvalidInput(f"{kind} needs a currency", field=f"{field}.currency")
+        raise InvalidInput(f"{kind} needs a currency", field=f"{field}/currency")
     if kind == "amount_minor":
         assert body.currency is not None and body.amount_minor is not None
         return domain.Amount(unit=body.currency, fixed=body.amount_minor)
@@ -47,7 +47,7 @@ def _amount(body: AmountIn, field: str) -> domain.Amount:
     if kind == "points":
         return domain.Amount(unit=units.POINTS, fixed=body.points)
     if body.unit is None:
-        raise InvalidInput("a quantity needs its unit (e.g. MB)", field=f"{field}.unit")
+        raise InvalidInput("a quantity needs its unit (e.g. MB)", field=f"{field}/unit")
     return domain.Amount(unit=body.unit, fixed=body.quantity)
 
 
@@ -55,46 +55,46 @@ def _tiers(role: Role, body: SideIn, unit: str) -> tuple[domain.Tier, ...]:
     """The side's tiers in referral order, each in the side's unit, no two overlapping."""
     tiers: list[domain.Tier] = []
     for i, t in enumerate(body.tiers):
-        where = f"{role}.tiers[{i}]"
+        where = f"/{role}/tiers/{i}"
         if t.max_referrals is not None and t.max_referrals < t.min_referrals:
             raise InvalidInput(
-                "max_referrals is below min_referrals", field=f"{where}.max_referrals"
+                "max_referrals is below min_referrals", field=f"{where}/max_referrals"
             )
-        tier_amount = _amount(t.amount, f"{where}.amount")
+        tier_amount = _amount(t.amount, f"{where}/amount")
         if tier_amount.unit != unit:
-            raise InvalidInput(f"a tier pays in the side's unit {unit}", field=f"{where}.amount")
+            raise InvalidInput(f"a tier pays in the side's unit {unit}", field=f"{where}/amount")
         tiers.append(domain.Tier(t.min_referrals, t.max_referrals, tier_amount))
     overlap = domain.overlapping_tiers(tiers)
     if overlap is not None:
         i, j = overlap
         raise InvalidInput(
             f"tiers[{i}] and tiers[{j}] overlap: each referral count must fall in one tier",
-            field=f"{role}.tiers",
+            field=f"/{role}/tiers",
         )
     return tuple(sorted(tiers, key=lambda t: t.min_referrals))
 
 
 def _side(role: Role, body: SideIn) -> domain.SideReward:
     if body.trigger == "custom" and body.custom_type is None:
-        raise InvalidInput("a custom trigger names its custom_type", field=f"{role}.custom_type")
+        raise InvalidInput("a custom trigger names its custom_type", field=f"/{role}/custom_type")
     if body.nth is not None and body.trigger != "subscription_payment":
-        raise InvalidInput("nth applies to subscription_payment only", field=f"{role}.nth")
+        raise InvalidInput("nth applies to subscription_payment only", field=f"/{role}/nth")
     if body.kind == "coupon":
         if body.coupon_pool_id is None:
-            raise InvalidInput("a coupon reward names its pool", field=f"{role}.coupon_pool_id")
+            raise InvalidInput("a coupon reward names its pool", field=f"/{role}/coupon_pool_id")
         if body.tiers:
-            raise InvalidInput("coupon rewards have no tiers", field=f"{role}.tiers")
+            raise InvalidInput("coupon rewards have no tiers", field=f"/{role}/tiers")
         amount = domain.Amount(unit=units.COUPON, fixed=1)
     else:
         if body.amount is None:
-            raise InvalidInput(f"a {body.kind} reward needs an amount", field=f"{role}.amount")
-        amount = _amount(body.amount, f"{role}.amount")
+            raise InvalidInput(f"a {body.kind} reward needs an amount", field=f"/{role}/amount")
+        amount = _amount(body.amount, f"/{role}/amount")
         if body.coupon_pool_id is not None:
-            raise InvalidInput("only coupon rewards use a pool", field=f"{role}.coupon_pool_id")
+            raise InvalidInput("only coupon rewards use a pool", field=f"/{role}/coupon_pool_id")
     if body.kind == "cash" and not units.is_currency(amount.unit):
-        raise InvalidInput("a cash reward is paid in a currency", field=f"{role}.amount")
+        raise InvalidInput("a cash reward is paid in a currency", field=f"/{role}/amount")
     if body.kind == "points" and amount.unit != units.POINTS:
-        raise InvalidInput("a points reward is given in points", field=f"{role}.amount")
+        raise InvalidInput("a points reward is given in points", field=f"/{role}/amount")
     return domain.SideReward(
         role=role,
         trigger=body.trigger,
@@ -113,11 +113,11 @@ def _advocate(body: RewardRuleIn) -> SideIn | None:
     if body.advocate_reward is None and body.trigger is None:
         return body.advocate
     if body.advocate is not None:
-        raise InvalidInput("give either advocate or advocate_reward", field="advocate_reward")
+        raise InvalidInput("give either advocate or advocate_reward", field="/advocate_reward")
     if body.advocate_reward is None:
-        raise InvalidInput("advocate_reward is required with trigger", field="advocate_reward")
+        raise InvalidInput("advocate_reward is required with trigger", field="/advocate_reward")
     if body.trigger is None:
-        raise InvalidInput("trigger is required with advocate_reward", field="trigger")
+        raise InvalidInput("trigger is required with advocate_reward", field="/trigger")
     return SideIn(
         trigger=body.trigger,
         amount=AmountIn(
@@ -130,15 +130,15 @@ def _advocate(body: RewardRuleIn) -> SideIn | None:
 def _milestones(body: RewardRuleIn) -> tuple[domain.Milestone, ...]:
     milestones: list[domain.Milestone] = []
     for i, m in enumerate(body.milestones):
-        amount = _amount(m.amount, f"milestones[{i}].amount")
+        amount = _amount(m.amount, f"/milestones/{i}/amount")
         if amount.is_percent:
             raise InvalidInput(
-                "a milestone bonus is a fixed amount", field=f"milestones[{i}].amount"
+                "a milestone bonus is a fixed amount", field=f"/milestones/{i}/amount"
             )
         assert amount.fixed is not None
         milestones.append(domain.Milestone(m.referrals, amount.fixed, amount.unit, m.kind))
     if len({m.referrals for m in milestones}) != len(milestones):
-        raise InvalidInput("two milestones at the same referral count", field="milestones")
+        raise InvalidInput("two milestones at the same referral count", field="/milestones")
     return tuple(sorted(milestones, key=lambda m: m.referrals))
 
 
@@ -146,12 +146,12 @@ def _caps(body: RewardRuleIn, has_advocate: bool) -> tuple[domain.Cap, ...]:
     caps: list[domain.Cap] = []
     for i, c in enumerate(body.caps):
         if c.max_count is None and c.max_amount is None:
-            raise InvalidInput("a cap sets max_count, max_amount or both", field=f"caps[{i}]")
+            raise InvalidInput("a cap sets max_count, max_amount or both", field=f"/caps/{i}")
         caps.append(domain.Cap(c.period, c.max_count, c.max_amount))
     if caps and not has_advocate:
-        raise InvalidInput("caps limit the advocate side, which this rule lacks", field="caps")
+        raise InvalidInput("caps limit the advocate side, which this rule lacks", field="/caps")
     if len({c.period for c in caps}) != len(caps):
-        raise InvalidInput("one cap per period", field="caps")
+        raise InvalidInput("one cap per period", field="/caps")
     return tuple(caps)
 
 
@@ -162,13 +162,13 @@ def _definition(body: RewardRuleIn) -> domain.RuleDefinition:
     )
     sides = [_side(role, s) for role, s in given if s is not None]
     if not sides:
-        raise InvalidInput("a rule rewards the advocate, the friend or both", field="advocate")
+        raise InvalidInput("a rule rewards the advocate, the friend or both", field="/advocate")
     milestones = _milestones(body)
     caps = _caps(body, any(s.role == "advocate" for s in sides))
     budget = None
     if body.budget is not None:
         budget = domain.Budget(
-            body.budget.amount, units.parse_unit(body.budget.unit, "budget.unit")
+            body.budget.amount, units.parse_unit(body.budget.unit, "/budget/unit")
         )
     return domain.RuleDefinition(
         hold_days=body.hold_days,

@@ -27,7 +27,7 @@ async def put_reward_rule(
         ):
             raise InvalidInput(
                 f"coupon pool '{side.coupon_pool_id}' does not exist in program '{program_id}'",
-                field=f"{side.role}.coupon_pool_id",
+                field=f"/{side.role}/coupon_pool_id",
             )
     await repository.lock_program_rules(conn, tenant_id, program_id)
     latest = await repository.latest_rule(conn, tenant_id, program_id)
@@ -50,5 +50,5 @@ async def get_reward_rule(
 ) -> domain.RuleVersion:
     rule = await repository.rule_in_force(conn, tenant_id, program_id, now)
     if rule is None:
-        raise NotFound(f"program '{program_id}' has no reward rule", field="program_id")
+        raise NotFound(f"program '{program_id}' has no reward rule", field="/program_id")
     return rule
