@@ -102,7 +102,10 @@ def test_landing_url_keeps_its_query_and_gets_ref_and_click_id() -> None:
         ("https://shop.example.com", "https://shop.example.com/?ref=JANE20&click_id=clk_1"),
         ("https://shop.example.com?x=1", "https://shop.example.com/?x=1&ref=JANE20&click_id=clk_1"),
         ("https://shop.example.com#top", "https://shop.example.com/?ref=JANE20&click_id=clk_1#top"),
-        ("https://shop.example.com/join", "https://shop.example.com/join?ref=JANE20&click_id=clk_1"),
+        (
+            "https://shop.example.com/join",
+            "https://shop.example.com/join?ref=JANE20&click_id=clk_1",
+        ),
     ],
 )
 def test_a_landing_url_without_a_path_gets_one_before_its_query(target: str, expected: str) -> None:
