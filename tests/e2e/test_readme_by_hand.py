@@ -49,7 +49,8 @@ async def test_the_readme_block_pasted_whole_ends_with_the_balance(
     await asyncio.to_thread(services.migrate, cfg)
     running = services.start(cfg)
     try:
-        await asyncio.to_thread(services.wait_ready, running)
+        # a shared machine under load starts four services slowly
+        await asyncio.to_thread(services.wait_ready, running, 240)
         script = by_hand_block(README.read_text())
         for svc in running:
             script = script.replace(f"localhost:{svc.definition.default_port}/", f"{svc.url}/")
