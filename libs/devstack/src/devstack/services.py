@@ -65,6 +65,9 @@ class StackConfig:
             # Local runs deliver webhooks to loopback receivers over http.
             "WEBHOOK_ALLOW_HTTP": "true",
             "WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",
+            # Holds are whole days: local runs and tests may move reward-service's clock
+            # (POST /v1/dev/clock/advance; refused outside ENVIRONMENT=dev).
+            "DEV_CLOCK_CONTROL": "true",
             "PUBLIC_BASE_URL": f"http://127.0.0.1:{self.port(SERVICES[0])}",
             **self.extra_env,
         }

@@ -38,6 +38,21 @@ def refuse_dev_defaults(settings: ServiceSettings, secrets: dict[str, tuple[str,
         )
 
 
+def refuse_dev_only(settings: ServiceSettings, switches: dict[str, bool]) -> None:
+    """`switches`: environment variable -> whether it is on. Settings only a local run or a
+    test may turn on (a clock that can be moved, say): outside ENVIRONMENT=dev one that is on
+    stops the service at start, naming it."""
+    if settings.environment == "dev":
+        return
+    on = [name for name, enabled in switches.items() if enabled]
+    if on:
+        raise InsecureSettings(
+            f"{', '.join(on)} {'is' if len(on) == 1 else 'are'} honoured only with "
+            f"ENVIRONMENT=dev, not ENVIRONMENT={settings.environment!r}: leave "
+            f"{'it' if len(on) == 1 else 'them'} unset"
+        )
+
+
 class PlanRate(BaseModel):
     """A token bucket of `burst` tokens refilled at `per_second`: one request, one token."""
 

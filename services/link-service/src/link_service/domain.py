@@ -13,7 +13,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, get_args
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from crawlerdetect import CrawlerDetect
 from ua_parser import parse as parse_user_agent
@@ -146,12 +146,18 @@ def redirect_target(
     return candidate
 
 
+def _with_path(parts: SplitResult) -> SplitResult:
+    """`https://shop.example.com` as `https://shop.example.com/`: a query needs a path before
+    it (RFC 3986's normal form; `host?ref=` is read wrongly by some clients and analytics)."""
+    return parts._replace(path="/") if parts.netloc and not parts.path else parts
+
+
 def landing_url_for_click(
     target: str, code: str, click_id: str | None, extra: list[tuple[str, str]] | None = None
 ) -> str:
     """The target with `ref` and `click_id` added, its own query kept; `extra` (utm_* from the
     share link) only adds keys the target does not set itself."""
-    parts = urlsplit(target)
+    parts = _with_path(urlsplit(target))
     query = [
         (k, v)
         for k, v in parse_qsl(parts.query, keep_blank_values=True)
@@ -168,7 +174,7 @@ def landing_url_for_click(
 def click_url_parts(target: str) -> tuple[str, str]:
     """`target` split so a click's URL is `prefix + "ref=…&click_id=…" + fragment`: the same
     URL landing_url_for_click builds, with the parsing done once per target, not per click."""
-    parts = urlsplit(target)
+    parts = _with_path(urlsplit(target))
     query = urlencode(
         [
             (k, v)

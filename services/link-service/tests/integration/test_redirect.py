@@ -200,3 +200,15 @@ async def test_a_malformed_deep_link_goes_to_the_landing_page_not_a_500(env) -> 
     # one click per redirect answered, none for an answer not given
     events = await env.events("link.clicks", lambda es: len(es) >= len(malformed))
     assert len(events) == len(malformed)
+
+
+async def test_a_landing_url_without_a_path_gets_one_before_the_query(env) -> None:
+    """Issue 17: `https://shop.example.com?ref=...`; the hot path and the general builder alike
+    (the plain click, and one with utm_* that takes the builder)."""
+    _program, advocate = await _setup(env.client, landing_url="https://shop.example.com")
+    code = advocate["code"]
+    for path in (f"/r/{code}", f"/r/{code}/whatsapp"):
+        r = await env.client.get(path, headers={"user-agent": CHROME})
+        assert r.status_code == 302, r.text
+        assert r.headers["location"].startswith("https://shop.example.com/?"), r.headers
+        assert f"ref={code}" in r.headers["location"]

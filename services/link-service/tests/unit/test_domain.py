@@ -96,6 +96,24 @@ def test_landing_url_keeps_its_query_and_gets_ref_and_click_id() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("https://shop.example.com", "https://shop.example.com/?ref=JANE20&click_id=clk_1"),
+        ("https://shop.example.com?x=1", "https://shop.example.com/?x=1&ref=JANE20&click_id=clk_1"),
+        ("https://shop.example.com#top", "https://shop.example.com/?ref=JANE20&click_id=clk_1#top"),
+        (
+            "https://shop.example.com/join",
+            "https://shop.example.com/join?ref=JANE20&click_id=clk_1",
+        ),
+    ],
+)
+def test_a_landing_url_without_a_path_gets_one_before_its_query(target: str, expected: str) -> None:
+    assert domain.landing_url_for_click(target, "JANE20", "clk_1") == expected
+    prefix, fragment = domain.click_url_parts(target)
+    assert f"{prefix}ref=JANE20&click_id=clk_1{fragment}" == expected
+
+
 def test_user_agents_are_classified() -> None:
     desktop = domain.classify_user_agent(CHROME_DESKTOP)
     assert (desktop.user_agent_family, desktop.device_class, desktop.is_bot) == (
@@ -232,6 +250,9 @@ async def test_lookups_share_one_query_per_code_and_expiry_refreshes_behind_the_
         "https://shop.example.com/join?src=ref&ref=old&x=a+b",
         "https://shop.example.com/join?src=ref#signup",
         "https://shop.example.com/?click_id=stale",
+        "https://shop.example.com",
+        "https://shop.example.com?src=ref#signup",
+        "https://shop.example.com#signup",
     ],
 )
 def test_precomputed_click_urls_equal_the_general_builder(target: str) -> None:

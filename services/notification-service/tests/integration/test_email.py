@@ -563,3 +563,49 @@ async def test_invites_templates_and_bounces(env: tuple[Env, Mailbox]) -> None:
         assert r.status_code == 204
         r = await client.delete("/v1/email-suppressions/carl@example.com")
         assert r.status_code == 404
+
+
+async def test_mail_to_a_recipient_without_an_address_is_skipped(
+    env: tuple[Env, Mailbox],
+) -> None:
+    """Issue 17: it stayed `queued`. An advocate enrolled without an address: skipped at once;
+    a friend whose copy never comes: skipped after the retry schedule. Never `failed`."""
+    e, mailbox = env
+    async with e.service() as (client, _app):
+        await e.publish("link.events", PROGRAM, "prg_1")
+        await e.publish(
+            "link.events",
+            link.AdvocateEnrolled(
+                advocate_id="adv_1",
+                program_id="prg_1",
+                customer_id="cus_nomail",
+                code="NOMAIL1",
+                link_url="https://go.acme.example/r/NOMAIL1",
+            ),
+            "adv_1",
+        )
+        await e.publish(
+            "reward.events",
+            reward_event(reward.RewardAvailable, "rwd_nm", holder="adv_1"),
+            "adv_1",
+        )
+        await e.publish(
+            "reward.events",
+            reward_event(reward.RewardAvailable, "rwd_nf", role="friend", holder="cus_nobody"),
+            "adv_1",
+        )
+
+        async def settled(kind: str) -> dict[str, Any] | None:
+            rows = await e.emails(client, recipient_kind=kind)
+            return rows[0] if rows and rows[0]["status"] != "queued" else None
+
+        advocate_mail = await eventually(lambda: settled("advocate"), timeout=60)
+        assert advocate_mail["status"] == "skipped", advocate_mail
+        assert advocate_mail["skipped_reason"] == "no_address"
+        # at once (once its copy is here, another topic): not after the whole schedule
+        assert advocate_mail["attempts"] <= 2
+        friend_mail = await eventually(lambda: settled("friend"), timeout=60)
+        assert friend_mail["status"] == "skipped", friend_mail
+        assert friend_mail["skipped_reason"] == "no_address"
+        assert friend_mail["attempts"] == len(e.settings.email_retry_schedule_seconds) + 1
+        assert mailbox.messages == []

@@ -9,6 +9,7 @@ import asyncio
 import base64
 import itertools
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -338,7 +339,8 @@ async def test_a_failed_attempt_is_retried_on_schedule_and_survives_a_restart(en
     async with serve_receiver(receiver) as base:
         async with env.service() as (client, _app):
             endpoint = await create_endpoint(client, receiver, base, "/flaky")
-            assert endpoint["event_types"] == []  # everything
+            # issue 17: the documented default (the reward lifecycle), no longer [] = everything
+            assert endpoint["event_types"] == ["reward.*"]
             event = reward_available()
             await env.publish(event)
 
@@ -522,6 +524,91 @@ async def test_a_hanging_endpoint_does_not_hold_up_the_others(namespace: Namespa
 
                 await eventually(all_delivered)
     finally:
+        await env.producer.stop()
+
+
+async def test_a_new_endpoint_gets_the_reward_lifecycle_unless_it_names_its_types(
+    env: Env,
+) -> None:
+    """Issue 17: an endpoint created without a filter received every type of every topic."""
+    async with env.service() as (client, _app):
+        url = "https://hooks.example.com/in"
+        r = await client.post("/v1/webhook-endpoints", json={"url": url})
+        assert r.status_code == 201, r.text
+        endpoint = r.json()
+        assert endpoint["event_types"] == ["reward.*"]
+        for body in ({"url": url, "event_types": []},):
+            r = await client.post("/v1/webhook-endpoints", json=body)
+            assert r.status_code == 422, r.text
+            assert r.json()["field"] == "/event_types", r.json()
+        r = await client.patch(f"/v1/webhook-endpoints/{endpoint['id']}", json={"event_types": []})
+        assert r.status_code == 422 and r.json()["field"] == "/event_types", r.text
+        r = await client.post("/v1/webhook-endpoints", json={"url": url, "event_types": ["*"]})
+        assert r.status_code == 201 and r.json()["event_types"] == ["*"], r.text
+
+
+BACKLOG = 20_000
+
+
+async def test_a_failing_endpoint_with_a_big_backlog_does_not_delay_another(
+    namespace: Namespace,
+) -> None:
+    """Issue 17: one endpoint's backlog must not delay another's deliveries. /down answers 503
+    and has 20,000 deliveries due for an hour (older than anything else, so a claim that took
+    the oldest due first would send them all before anything new); /healthy still gets each
+    new event within seconds, and /down never has more than its slots in flight."""
+    env = await make_env(webhook_retry_jitter=0)(namespace)
+    receiver = Receiver(scripts={"/down": [503]})
+    db = await asyncpg.connect(
+        namespace.database_url, server_settings={"search_path": "notification"}
+    )
+    try:
+        async with serve_receiver(receiver) as base, env.service() as (client, _app):
+            down = await create_endpoint(client, receiver, base, "/down")
+            body = json.dumps({"type": "reward.available.v1", "timestamp": "x", "data": {}})
+            await db.execute(
+                """
+                INSERT INTO webhook_messages (id, tenant_id, event_type, event_time, body)
+                SELECT 'msg_backlog_' || g, 'acme', 'reward.available.v1', now(), $1
+                FROM generate_series(1, $2) g
+                """,
+                body,
+                BACKLOG,
+            )
+            await db.execute(
+                """
+                INSERT INTO webhook_deliveries (id, tenant_id, endpoint_id, message_id,
+                                                next_attempt_at)
+                SELECT 'dlv_backlog_' || g, 'acme', $1, 'msg_backlog_' || g,
+                       now() - interval '1 hour' + g * interval '1 millisecond'
+                FROM generate_series(1, $2) g
+                """,
+                down["id"],
+                BACKLOG,
+            )
+            await db.execute("ANALYZE webhook_deliveries")
+            await eventually(lambda: len(receiver.on("/down")) > 0)
+            healthy = await create_endpoint(client, receiver, base, "/healthy")
+
+            waits = []
+            for i in range(5):
+                started = time.monotonic()
+                await env.publish(reward_available(f"rwd_live_{i}"))
+                await eventually(lambda n=i + 1: len(receiver.on("/healthy")) == n, timeout=30)
+                waits.append(time.monotonic() - started)
+            # Kafka, the inbox and the dispatcher's claim, not 20,000 deliveries ahead of it
+            # (at /down's pace those take minutes)
+            assert max(waits) < 5.0, waits
+            pending = await db.fetchval(
+                "SELECT count(*) FROM webhook_deliveries"
+                " WHERE endpoint_id = $1 AND status = 'pending' AND attempts = 0",
+                down["id"],
+            )
+            assert pending > BACKLOG // 2, pending
+            rows = await deliveries(client, healthy["id"])
+            assert len(rows) == 5 and all(r["status"] == "delivered" for r in rows)
+    finally:
+        await db.close()
         await env.producer.stop()
 
 

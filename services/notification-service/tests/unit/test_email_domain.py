@@ -114,6 +114,19 @@ def test_smtp_outcomes() -> None:
     assert ed.after_smtp(0, 2, [60], now) == ("failed", None)
 
 
+def test_mail_without_an_address_is_skipped_not_queued_forever() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    # the recipient's copy is here and has no address: final at once
+    assert ed.without_address(True, 1, [60, 300], now) == ("skipped", None)
+    # no copy yet (another topic): wait on the schedule, then skipped, never failed
+    assert ed.without_address(False, 1, [60, 300], now) == (
+        "queued",
+        now + timedelta(seconds=60),
+    )
+    assert ed.without_address(False, 2, [60, 300], now)[0] == "queued"
+    assert ed.without_address(False, 3, [60, 300], now) == ("skipped", None)
+
+
 def test_consent_and_suppression() -> None:
     assert ed.suppression("transactional", None, consent=False) is None
     assert ed.suppression("marketing", None, consent=False) == "no_consent"

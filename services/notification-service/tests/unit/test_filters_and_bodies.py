@@ -59,3 +59,18 @@ def test_truncate() -> None:
     assert domain.truncate(None, 3) is None
     assert domain.truncate("abc", 3) == "abc"
     assert domain.truncate("abcdef", 3) == "abc"
+
+
+def test_an_endpoint_without_a_filter_gets_the_reward_lifecycle_and_an_empty_one_is_refused() -> (
+    None
+):
+    assert domain.endpoint_filter(None) == ["reward.*"]
+    assert domain.endpoint_filter(["*"]) == ["*"]
+    assert domain.endpoint_filter(["reward.available.v1"]) == ["reward.available.v1"]
+    with pytest.raises(InvalidInput) as err:
+        domain.endpoint_filter([])
+    assert err.value.field == "/event_types"
+    default = domain.endpoint_filter(None)
+    assert domain.matches(default, "reward.available.v1")
+    for unwanted in ("advocate.updated.v1", "conversion.attributed.v1", "code.created.v1"):
+        assert not domain.matches(default, unwanted)

@@ -12,3 +12,7 @@ class Settings(ServiceSettings):
     release_poll_interval_seconds: float = Field(default=5.0, gt=0)
     # Rewards released per transaction; a full batch is followed at once by the next one.
     release_batch_size: int = Field(default=500, ge=1, le=10_000)
+    # Lets POST /v1/dev/clock/advance move this service's clock forward (holds are whole days;
+    # local runs and tests need them to end). Honoured only with ENVIRONMENT=dev: set anywhere
+    # else, the service refuses to start.
+    dev_clock_control: bool = False

@@ -6,10 +6,11 @@ import json
 
 from fastapi import FastAPI
 
-from reward_service.clock import Clock, utc_now
+from reward_service.clock import Clock, ControllableClock, utc_now
 from reward_service.config import Settings
 from reward_service.consumers import consumers
 from reward_service.coupons import api as coupons
+from reward_service.devclock import api as devclock
 from reward_service.events import EVENTS, SERVICE
 from reward_service.ledger import api as ledger
 from reward_service.ledger import domain as ledger_domain
@@ -21,7 +22,7 @@ from servicekit.app import create_service_app
 from servicekit.cli import command_connection, run_cli
 from servicekit.keys import key_consumer, usage_events
 from servicekit.runtime import Command, Runtime, ServiceSpec, Worker
-from servicekit.settings import ServiceSettings
+from servicekit.settings import ServiceSettings, refuse_dev_only
 
 
 async def verify_ledger(
@@ -82,12 +83,17 @@ def build_spec(clock: Clock = utc_now) -> ServiceSpec:
 SPEC = build_spec()
 
 
-ROUTERS = [rules.router, ledger.router, payouts.router, coupons.router]
+ROUTERS = [rules.router, ledger.router, payouts.router, coupons.router, devclock.router]
 
 
 def create_app(settings: Settings | None = None, clock: Clock = utc_now) -> FastAPI:
-    """`clock` is the one source of "now" for rule versions, handlers and releases."""
-    app = create_service_app(build_spec(clock), settings or Settings(), ROUTERS)
+    """`clock` is the one source of "now" for rule versions, handlers and releases; with
+    DEV_CLOCK_CONTROL (dev only) it is wrapped in one that POST /v1/dev/clock/advance moves."""
+    settings = settings or Settings()
+    refuse_dev_only(settings, {"DEV_CLOCK_CONTROL": settings.dev_clock_control})
+    if settings.dev_clock_control:
+        clock = ControllableClock(clock)
+    app = create_service_app(build_spec(clock), settings, ROUTERS)
     app.state.clock = clock
     return app
 

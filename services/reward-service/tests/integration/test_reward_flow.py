@@ -205,11 +205,14 @@ def usd(available: int, pending: int = 0) -> list[dict[str, Any]]:
     return [
         {
             "unit": "USD",
+            "unit_kind": "currency",
             "purse": "credit",
             "available_minor": available,
             "pending_minor": pending,
             "available": f"{available / 100:.2f}",
             "pending": f"{pending / 100:.2f}",
+            "available_display": f"{available / 100:,.2f} USD",
+            "pending_display": f"{pending / 100:,.2f} USD",
             "debt_minor": 0,
             "in_payout_minor": 0,
         }
@@ -575,6 +578,9 @@ async def test_dropbox_and_give_20_get_20_rules_give_exact_balances_across_a_res
         await env.caught_up()
 
         assert units(await balances(client, "adv_drop")) == {"MB": (16_384, 0)}
+        # quantities carry their unit and a display form (issue 17: raw numbers before)
+        [drop] = await balances(client, "cus_prg_drop_0")
+        assert (drop["unit_kind"], drop["available_display"]) == ("quantity", "500 MB")
         for i in (0, 17, 34):  # every friend gets their 500 MB, cap or no cap
             assert units(await balances(client, f"cus_prg_drop_{i}")) == {"MB": (500, 0)}
         assert units(await balances(client, "adv_ann")) == {"USD": (0, 2000)}
@@ -720,6 +726,7 @@ async def test_refunds_redemptions_and_statement_over_kafka_and_http(env: Env) -
             "rf_2",
         }
         assert len({(e["seq"], e["account"]) for e in entries}) == len(entries)
+        assert all(e["amount_display"] == f"{e['amount']} USD" for e in entries), entries
 
         r = await client.get("/v1/admin/ledger/verify")
         assert r.status_code == 200 and r.json()["ok"], r.text

@@ -577,7 +577,9 @@ def after_smtp(
     return "retry", now + timedelta(seconds=schedule[attempt - 1])
 
 
-MailStatus = Literal["queued", "sent", "suppressed", "failed"]
+MailStatus = Literal["queued", "sent", "suppressed", "failed", "skipped"]
+# Why a mail was skipped (final, nothing was sent or tried): its recipient has no address.
+SkipReason = Literal["no_address"]
 
 _STATUS_AFTER: dict[SendOutcome, MailStatus] = {
     "sent": "sent",
@@ -590,6 +592,19 @@ _STATUS_AFTER: dict[SendOutcome, MailStatus] = {
 def status_after(outcome: SendOutcome) -> MailStatus:
     """A mail's status after an attempt with this outcome: queued again for a retry."""
     return _STATUS_AFTER[outcome]
+
+
+def without_address(
+    contact_known: bool, attempt: int, schedule: Sequence[float], now: datetime
+) -> tuple[MailStatus, datetime | None]:
+    """What becomes of a mail whose recipient has no address. When the recipient's copy is
+    here and has none (an advocate enrolled without one), the mail is `skipped` at once: no
+    retry can find one. When no copy has arrived yet (it travels on another topic), the mail
+    waits for it on the retry schedule and is skipped after the last retry. Never `failed`:
+    that is for mail the SMTP server refused."""
+    if not contact_known and attempt <= len(schedule):
+        return "queued", now + timedelta(seconds=schedule[attempt - 1])
+    return "skipped", None
 
 
 def invite_allowance(sent_last_day: int, limit: int) -> int:

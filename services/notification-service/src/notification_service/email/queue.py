@@ -67,14 +67,15 @@ async def prepare(
     unsubscribe_key: str,
     retry_schedule: list[float],
 ) -> Outgoing | None:
-    """Address and render a claimed mail; None when it was settled instead (suppressed, no
-    address after the last retry, a template that cannot render)."""
+    """Address and render a claimed mail; None when it was settled instead (suppressed,
+    skipped for want of an address, a template that cannot render)."""
     spec = domain.template_spec(row["template"])
     context_facts: dict[str, Any] = _json(row["context"])
     consent = False
     name: str | None = None
     locale: str | None = None
     address: str | None = None
+    contact: asyncpg.Record | None = None
     if row["recipient_kind"] == "invitee":
         address = row["to_address"]
         locale = context_facts.get("locale")
@@ -87,12 +88,16 @@ async def prepare(
             address, name, locale = contact["email"], contact["name"], contact["locale"]
             consent = contact["marketing_consent"]
     if not address:
-        # The contact copy may still be on its way (another topic): wait for it, on the
-        # retry schedule, then give up.
-        outcome, next_at = domain.after_smtp(0, row["attempts"], retry_schedule, now)
-        status = domain.status_after(outcome)
+        known = contact is not None or row["recipient_kind"] == "invitee"
+        status, next_at = domain.without_address(known, row["attempts"], retry_schedule, now)
+        skipped: domain.SkipReason | None = "no_address" if status == "skipped" else None
         await _settle(
-            conn, row, Settlement(status, next_at, "no address known for the recipient"), now
+            conn,
+            row,
+            Settlement(
+                status, next_at, "no address known for the recipient", skipped_reason=skipped
+            ),
+            now,
         )
         return None
     reason = domain.suppression(

@@ -430,6 +430,7 @@ class Settlement:
     suppressed_reason: str | None = None
     locale: str | None = None
     to_address: str | None = None
+    skipped_reason: str | None = None
 
 
 async def settle_email(
@@ -442,6 +443,7 @@ async def settle_email(
         UPDATE emails
         SET status = $3, next_attempt_at = $4, last_error = $5, suppressed_reason = $6,
             locale = coalesce($7, locale), to_address = coalesce($9, to_address),
+            skipped_reason = $10,
             sent_at = CASE WHEN $3 = 'sent' THEN $8 ELSE sent_at END,
             updated_at = $8
         WHERE id = $1 AND attempts = $2 AND status = 'queued'
@@ -456,6 +458,7 @@ async def settle_email(
         settlement.locale,
         at,
         settlement.to_address,
+        settlement.skipped_reason,
     )
 
 
@@ -479,7 +482,8 @@ async def list_emails(
         await conn.fetch(
             """
             SELECT id, template, cause_key, recipient_kind, recipient_id, advocate_id,
-                   program_id, locale, status, suppressed_reason, attempts, last_error,
+                   program_id, locale, status, suppressed_reason, skipped_reason, attempts,
+                   last_error,
                    sent_at, created_at
             FROM emails
             WHERE tenant_id = $1

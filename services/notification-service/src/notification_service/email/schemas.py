@@ -122,6 +122,8 @@ class EmailOut(BaseModel):
     locale: str | None
     status: MailStatus
     suppressed_reason: str | None
+    # `no_address` when skipped: the recipient has no address (final; nothing was sent).
+    skipped_reason: str | None = None
     attempts: int
     last_error: str | None
     sent_at: datetime | None

@@ -26,7 +26,7 @@ async def create_endpoint(
 ) -> tuple[asyncpg.Record, str]:
     """Returns the endpoint and its secret. `vetted_url` has passed the SSRF guard, which the
     route runs before opening the transaction (it may wait on DNS)."""
-    event_types = domain.normalize_event_types(cmd.event_types)
+    event_types = domain.endpoint_filter(cmd.event_types)
     secret = domain.new_secret()
     description = cmd.description.strip() if cmd.description else None
     row = await repository.insert_endpoint(
@@ -72,7 +72,7 @@ async def update_endpoint(
         description=description,
         clear_description="description" in fields and not description,
         event_types=(
-            domain.normalize_event_types(cmd.event_types)
+            domain.endpoint_filter(cmd.event_types)
             if "event_types" in fields and cmd.event_types is not None
             else None
         ),

@@ -14,8 +14,9 @@ class EndpointIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     url: str = Field(min_length=1, max_length=2000)
-    # Exact type names ("reward.available.v1") or patterns ("reward.*"); empty: every type.
-    event_types: list[str] = Field(default_factory=list, max_length=50)
+    # Exact type names ("reward.available.v1") or patterns ("reward.*", "*" for every type).
+    # Left out: the reward lifecycle (domain.DEFAULT_EVENT_TYPES); empty is refused.
+    event_types: list[str] | None = Field(default=None, max_length=50)
     description: str | None = Field(default=None, max_length=500)
 
 

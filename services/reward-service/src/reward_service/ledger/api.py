@@ -14,7 +14,7 @@ from reward_service.ledger.schemas import (
     StatementLineOut,
     StatementOut,
 )
-from reward_service.units import format_minor
+from reward_service.units import display, format_minor, unit_kind
 from reward_service.web import Auth, PathId, Rt
 from servicekit.auth import requires
 
@@ -24,11 +24,14 @@ router = APIRouter()
 def _balance_out(b: domain.Balance) -> BalanceOut:
     return BalanceOut(
         unit=b.unit,
+        unit_kind=unit_kind(b.unit),
         purse=b.purse,
         available_minor=b.available_minor,
         pending_minor=b.pending_minor,
         available=format_minor(b.available_minor, b.unit),
         pending=format_minor(b.pending_minor, b.unit),
+        available_display=display(b.available_minor, b.unit),
+        pending_display=display(b.pending_minor, b.unit),
         debt_minor=b.debt_minor,
         in_payout_minor=b.in_payout_minor,
     )
@@ -41,9 +44,11 @@ def _line_out(line: domain.StatementLine) -> StatementLineOut:
         leg=line.leg,
         account=line.account_kind,
         unit=line.unit,
+        unit_kind=unit_kind(line.unit),
         purse=line.purse,
         amount_minor=line.amount,
         amount=format_minor(line.amount, line.unit),
+        amount_display=display(line.amount, line.unit),
         cause=line.cause,
         reward_id=line.reward_id,
         conversion_id=line.conversion_id,
