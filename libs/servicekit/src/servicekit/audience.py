@@ -347,11 +347,18 @@ class CountryRule:
     allow: tuple[str, ...] = ()
     deny: tuple[str, ...] = ()
 
-    def refuses(self, code: str | None) -> str | None:
-        """The rule's name that refuses `code`, or None. An unknown country passes an empty
-        allow list and no deny list, and fails a non-empty allow list."""
+    @property
+    def empty(self) -> bool:
+        return not self.allow and not self.deny
+
+    def refuses(self, code: str | None, *, unknown_passes: bool = False) -> str | None:
+        """The rule's name that refuses `code`, or None. An unknown country (None) passes a
+        deny list; it fails a non-empty allow list unless `unknown_passes` (a friend's country
+        counts only where the merchant sends it)."""
         if code is not None and code.upper() in self.deny:
             return "countries_deny"
+        if self.allow and code is None and unknown_passes:
+            return None
         if self.allow and (code is None or code.upper() not in self.allow):
             return "countries_allow"
         return None

@@ -109,6 +109,7 @@ def test_eligibility() -> None:
     assert rules.friend_countries.refuses("AT") is None
     assert rules.friend_countries.refuses("FR") == "countries_allow"
     assert rules.friend_countries.refuses(None) == "countries_allow"
+    assert rules.friend_countries.refuses(None, unknown_passes=True) is None
     assert audience.eligibility_from_json(rules.to_json()) == rules
     with pytest.raises(InvalidInput) as exc:
         audience.eligibility({"friends": {"countries_deny": ["DE", "ZZ"]}}, segs)

@@ -104,6 +104,11 @@ REQUESTS: list[tuple[dict[str, Any], str | None]] = [
     ({"type": "demo_booked", "customer_id": "cus_h", "code": "ANN123"}, None),  # unknown type
     ({"type": "signup", "customer_id": "cus_i"}, None),  # organic
     ({"type": "signup", "customer_id": "cus_j", "code": "ANN123"}, None),  # velocity by now
+    # the program's friends come from DE or AT: a French friend is not eligible (whatever
+    # velocity says), a German one is, one without a country passes unchecked
+    ({"type": "signup", "customer_id": "cus_k", "code": "ANN123", "country": "FR"}, None),
+    ({"type": "signup", "customer_id": "cus_l", "code": "BOB123", "country": "de"}, None),
+    ({"type": "signup", "customer_id": "cus_m", "code": "BOB123"}, None),
 ]
 
 
@@ -202,6 +207,12 @@ async def test_a_batch_is_decided_as_its_requests_one_after_another(env: Env) ->
     await link_facts(env.publish, advocate="adv_2", code="BOB123", customer="cus_bob")
     await env.publish(
         "link.events",
+        ev.ProgramAudienceChanged(
+            program_id="prg_1", eligibility={"friends": {"countries_allow": ["AT", "DE"]}}
+        ),
+    )
+    await env.publish(
+        "link.events",
         ev.CodeCreated(code="GLX123", advocate_id="adv_g", program_id="prg_g"),
         tenant="globex",
     )
@@ -215,6 +226,7 @@ async def test_a_batch_is_decided_as_its_requests_one_after_another(env: Env) ->
                 await conn.fetchval(
                     "SELECT (SELECT count(*) FROM codes) = 3 AND (SELECT count(*) FROM clicks) = 1"
                     " AND (SELECT count(*) FROM advocates) = 2"
+                    " AND (SELECT count(*) FROM programs WHERE friend_countries IS NOT NULL) = 1"
                 )
             )
         finally:
@@ -241,6 +253,9 @@ async def test_a_batch_is_decided_as_its_requests_one_after_another(env: Env) ->
     assert one_by_one[15] == ("InvalidInput", "type")
     assert statuses[16] == "organic"
     assert statuses[17] == "review"  # the advocate's ninth conversion this hour
+    assert statuses[18] == "rejected" and ("eligibility", "fail") in one_by_one[18][9]
+    assert statuses[19] == "attributed" and ("eligibility", "pass") in one_by_one[19][9]
+    assert statuses[20] == "attributed" and ("eligibility", "unknown") in one_by_one[20][9]
 
     assert together == one_by_one
     assert events_together == events_one_by_one
