@@ -83,7 +83,7 @@ ACCESS: tuple[ClientAccess, ...] = (
         produces=(ATTRIBUTION_EVENTS,),
         consumes=(LINK_EVENTS, LINK_CLICKS, REWARD_EVENTS),
     ),
-    # reward-service: link.events for its copy of the API keys
+    # reward-service: link.events for its copy of the API keys, segments and attributes
     ClientAccess(
         "reward-service", produces=(REWARD_EVENTS,), consumes=(ATTRIBUTION_EVENTS, LINK_EVENTS)
     ),

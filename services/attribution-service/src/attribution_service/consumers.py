@@ -50,6 +50,7 @@ CONSUMERS: list[ConsumerSpec] = [
             ev.ProgramUpdated.TYPE: both(handlers.on_program, analytics.on_program),
             ev.AdvocateEnrolled.TYPE: both(handlers.on_advocate, analytics.on_advocate_enrolled),
             ev.AdvocateUpdated.TYPE: both(handlers.on_advocate, analytics.on_advocate_updated),
+            ev.ProgramAudienceChanged.TYPE: handlers.on_audience_changed,
             ev.AdvocateBlocked.TYPE: handlers.on_advocate_blocked,
             ev.AdvocateUnblocked.TYPE: handlers.on_advocate_blocked,
             ev.CodeCreated.TYPE: handlers.on_code_created,

@@ -205,6 +205,54 @@ async def test_self_referral_is_rejected_with_reasons(env) -> None:
     assert event.data["reasons"] == ["self_referral"]
 
 
+async def test_a_friend_from_a_country_the_program_refuses_is_rejected_naming_the_check(
+    env,
+) -> None:
+    client, publish = env.client, env.publish
+    await _link_facts(publish)
+    await publish(
+        "link.events",
+        ev.ProgramAudienceChanged(
+            program_id="prg_1",
+            eligibility={"friends": {"countries_deny": ["FR"]}},
+            version=1,
+        ),
+    )
+
+    async def rule_in() -> bool:
+        conn = await asyncpg.connect(env.ns.database_url)
+        try:
+            return bool(
+                await conn.fetchval(
+                    "SELECT count(*) FROM attribution.programs WHERE friend_countries IS NOT NULL"
+                )
+            )
+        finally:
+            await conn.close()
+
+    await eventually(rule_in)
+
+    async def decided(customer: str, country: str) -> dict[str, object] | None:
+        r = await client.post(
+            "/v1/conversions",
+            json={"type": "signup", "customer_id": customer, "code": "ANN123", "country": country},
+        )
+        body: dict[str, object] = r.json()
+        return body if r.status_code in (200, 201) and body["status"] != "pending" else None
+
+    fr = await eventually(lambda: decided("cus_fr", "fr"))
+    assert fr["status"] == "rejected" and fr["country"] == "FR"
+    checks = fr["explanation"]["checks"]  # type: ignore[index]
+    assert {
+        "check": "eligibility",
+        "outcome": "fail",
+        "detail": "friend country FR refused by eligibility.friends.countries_deny",
+        "action": "deny",
+    } in checks
+    de = await eventually(lambda: decided("cus_de", "DE"))
+    assert de["status"] == "attributed"
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [
@@ -292,6 +340,7 @@ async def test_self_referral_is_rejected_with_reasons(env) -> None:
         ({"type": "signup", "customer_id": "c", "ip": "999.1.1.1"}, "ip"),
         ({"type": "Sign Up", "customer_id": "c"}, "type"),
         ({"type": "signup", "customer_id": ""}, "customer_id"),
+        ({"type": "signup", "customer_id": "c", "country": "UK"}, "/country"),
     ],
 )
 async def test_bad_input_answers_problem_json(env, body, field) -> None:

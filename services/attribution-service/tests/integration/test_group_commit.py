@@ -125,6 +125,11 @@ REQUESTS: list[tuple[dict[str, Any], str | None]] = [
         },
         "another-key",
     ),
+    # the program's friends come from DE or AT: a French friend is not eligible (whatever
+    # velocity says), a German one is, one without a country passes unchecked
+    ({"type": "signup", "customer_id": "cus_k", "code": "ANN123", "country": "FR"}, None),
+    ({"type": "signup", "customer_id": "cus_l", "code": "BOB123", "country": "de"}, None),
+    ({"type": "signup", "customer_id": "cus_m", "code": "BOB123"}, None),
 ]
 
 
@@ -223,6 +228,12 @@ async def test_a_batch_is_decided_as_its_requests_one_after_another(env: Env) ->
     await link_facts(env.publish, advocate="adv_2", code="BOB123", customer="cus_bob")
     await env.publish(
         "link.events",
+        ev.ProgramAudienceChanged(
+            program_id="prg_1", eligibility={"friends": {"countries_allow": ["AT", "DE"]}}
+        ),
+    )
+    await env.publish(
+        "link.events",
         ev.CodeCreated(code="GLX123", advocate_id="adv_g", program_id="prg_g"),
         tenant="globex",
     )
@@ -236,6 +247,7 @@ async def test_a_batch_is_decided_as_its_requests_one_after_another(env: Env) ->
                 await conn.fetchval(
                     "SELECT (SELECT count(*) FROM codes) = 3 AND (SELECT count(*) FROM clicks) = 1"
                     " AND (SELECT count(*) FROM advocates) = 2"
+                    " AND (SELECT count(*) FROM programs WHERE friend_countries IS NOT NULL) = 1"
                 )
             )
         finally:
@@ -262,7 +274,10 @@ async def test_a_batch_is_decided_as_its_requests_one_after_another(env: Env) ->
     assert one_by_one[15] == ("InvalidInput", "/type")
     assert statuses[16] == "organic"
     assert statuses[17] == "review"  # the advocate's ninth conversion this hour
-    assert one_by_one[18:] == [("Conflict", "/amount"), ("Conflict", "/currency")]
+    assert one_by_one[18:20] == [("Conflict", "/amount"), ("Conflict", "/currency")]
+    assert statuses[20] == "rejected" and ("eligibility", "fail") in one_by_one[20][9]
+    assert statuses[21] == "attributed" and ("eligibility", "pass") in one_by_one[21][9]
+    assert statuses[22] == "attributed" and ("eligibility", "unknown") in one_by_one[22][9]
 
     assert together == one_by_one
     assert events_together == events_one_by_one

@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from link_service import domain
 from link_service.advocates import api as advocates_api
+from link_service.audience import api as audience_api
 from link_service.config import DEV_IP_HASH_KEY, Settings
 from link_service.consumers import CONSUMERS, consumers
 from link_service.domain import Links
@@ -62,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     routers = [
         programs_api.router,
+        audience_api.router,
         advocates_api.router,
         enrollment_api.router,
         portal_api.router,

@@ -609,3 +609,116 @@ async def test_mail_to_a_recipient_without_an_address_is_skipped(
         assert friend_mail["skipped_reason"] == "no_address"
         assert friend_mail["attempts"] == len(e.settings.email_retry_schedule_seconds) + 1
         assert mailbox.messages == []
+
+
+def _referred(n: str, email: str, locale: str | None, at: datetime) -> EventPayload:
+    return attribution.ReferralAttributed(
+        referral_id=f"ref_{n}",
+        program_id="prg_1",
+        advocate_id="adv_t",
+        friend_customer_id=f"cus_{n}",
+        conversion_id=f"cnv_{n}_0",
+        evidence="code",
+        attributed_at=at,
+        friend_email=email,
+        friend_locale=locale,
+    )
+
+
+def _converted(n: str, i: int, at: datetime, *, first: bool) -> EventPayload:
+    return attribution.ConversionAttributed(
+        conversion_id=f"cnv_{n}_{i}",
+        referral_id=f"ref_{n}",
+        program_id="prg_1",
+        advocate_id="adv_t",
+        friend_customer_id=f"cus_{n}",
+        conversion_type="purchase",
+        order_id=f"ord_{n}_{i}",
+        amount_minor=5990,
+        currency="USD",
+        is_first_purchase=first,
+        occurred_at=at,
+        evidence="code",
+    )
+
+
+async def test_thank_yous_to_the_advocate_and_the_friend_by_mail_and_webhook(
+    env: tuple[Env, Mailbox],
+) -> None:
+    """Before any reward exists: the advocate is thanked once per referral, the friend on
+    their first purchase, each in their locale; a suppressed address gets no mail; the
+    merchant's webhook gets `referral.thank_you.v1` for each; redelivery adds nothing."""
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    from devstack.testing import http_receiver
+
+    received: list[dict[str, Any]] = []
+
+    async def receiver(scope: Any, receive: Any, send: Any) -> None:
+        body = await Request(scope, receive).body()
+        received.append(json.loads(body))
+        await Response(status_code=204)(scope, receive, send)
+
+    e, mailbox = env
+    async with http_receiver(receiver) as url, e.service() as (client, _app):
+        r = await client.post(
+            "/v1/webhook-endpoints", json={"url": url, "event_types": ["referral.thank_you.v1"]}
+        )
+        assert r.status_code == 201, r.text
+        r = await client.post(
+            "/v1/email-suppressions", json={"email": "gone.friend@example.com", "reason": "manual"}
+        )
+        assert r.status_code in (200, 201), r.text
+        now = e.clock()
+        await e.publish("link.events", PROGRAM, "prg_1")
+        await e.publish(
+            "link.events",
+            advocate("adv_t", "tina@example.com", "en", "https://go.acme.example/r/TINA", "Tina"),
+            "adv_t",
+        )
+        await e.publish(
+            "attribution.events", _referred("fred", "fred@example.com", "de", now), "adv_t"
+        )
+        converted = await e.publish(
+            "attribution.events", _converted("fred", 1, now, first=True), "adv_t"
+        )
+        # a later purchase of the same friend, and the first one delivered again
+        await e.publish("attribution.events", _converted("fred", 2, now, first=False), "adv_t")
+        await e.send("attribution.events", converted, "adv_t")
+        # a friend whose address is suppressed
+        await e.publish(
+            "attribution.events", _referred("gil", "gone.friend@example.com", None, now), "adv_t"
+        )
+        await e.publish("attribution.events", _converted("gil", 1, now, first=True), "adv_t")
+
+        # welcome + two thank-yous to the advocate (one per referral), one to fred
+        await eventually(lambda: len(mailbox.to("tina@example.com")) == 3, timeout=60)
+        await eventually(lambda: len(mailbox.to("fred@example.com")) == 1, timeout=60)
+        await eventually(lambda: len(received) == 4, timeout=60)
+        await asyncio.sleep(1.0)
+        tina = sorted(m["Subject"] for m in mailbox.to("tina@example.com"))
+        assert tina == [
+            "Thank you: a friend you referred just bought",
+            "Thank you: a friend you referred just bought",
+            "Welcome to Acme Rewards: your referral link",
+        ]
+        [fred] = mailbox.to("fred@example.com")
+        assert fred["Subject"] == "Danke für Ihre erste Bestellung bei Acme Rewards"
+        assert fred["Content-Language"] == "de"
+        assert "Tina" in text_of(fred)
+        assert not mailbox.to("gone.friend@example.com")
+        [gil] = await e.emails(client, recipient_kind="friend", recipient_id="cus_gil")
+        assert gil["template"] == "friend_thank_you" and gil["status"] == "suppressed"
+
+        thanks = sorted(
+            (m["data"]["recipient_kind"], m["data"]["recipient_id"], m["data"]["referral_id"])
+            for m in received
+        )
+        assert thanks == [
+            ("advocate", "adv_t", "ref_fred"),
+            ("advocate", "adv_t", "ref_gil"),
+            ("friend", "cus_fred", "ref_fred"),
+            ("friend", "cus_gil", "ref_gil"),
+        ]
+        assert all(m["type"] == "referral.thank_you.v1" for m in received)

@@ -12,10 +12,12 @@ from typing import Any
 import asyncpg
 
 from referral_events import CloudEvent, topics
+from referral_events.contracts import link as ev
 from referral_events.contracts.attribution import ConversionAttributed, ConversionRefunded
 from referral_events.inbox import Handler
 from reward_service.clock import Clock, utc_now
 from reward_service.earning import handlers
+from reward_service.rules import handlers as rules
 from servicekit.runtime import ConsumerSpec
 
 
@@ -34,9 +36,16 @@ def consumers(clock: Clock = utc_now) -> list[ConsumerSpec]:
     routes: dict[str, Handler] = {
         ConversionAttributed.TYPE: attributed,
         ConversionRefunded.TYPE: refunded,
+        # link-service's segments and advocates' attribute changes, for rule variants
+        ev.ProgramAudienceChanged.TYPE: rules.on_audience_changed,
+        ev.AdvocateAttributesChanged.TYPE: rules.on_attributes_changed,
     }
     return [
-        ConsumerSpec(group="reward-service", topics=[topics.ATTRIBUTION_EVENTS], handlers=routes)
+        ConsumerSpec(
+            group="reward-service",
+            topics=[topics.ATTRIBUTION_EVENTS, topics.LINK_EVENTS],
+            handlers=routes,
+        )
     ]
 
 

@@ -29,6 +29,7 @@ from devstack.testing import (
 )
 from referral_events import CloudEvent, new_event
 from referral_events.contracts.attribution import ConversionAttributed, ConversionRefunded
+from referral_events.contracts.link import AdvocateAttributesChanged, ProgramAudienceChanged
 from referral_events.envelope import EventPayload
 from reward_service.config import Settings
 from reward_service.earning import handlers as earning
@@ -901,3 +902,221 @@ async def test_bad_rules_and_requests_answer_problem_json_naming_the_field(env: 
         r = await client.get("/v1/payouts/pob_nope")
         assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
         assert await env.db.fetchval("SELECT count(*) FROM rule_versions") == 0
+
+
+# --- segments: rule variants on the attributes in force when the conversion happened -----------
+
+SEGMENTS = [
+    {"name": "basic", "condition": {"attribute": "plan", "equals": "basic"}},
+    {"name": "plus", "condition": {"attribute": "plan", "in": ["plus"]}},
+    {"name": "vip", "condition": {"has_tag": "vip"}},
+]
+BASIC = {"trigger": "signup", "amount": {"quantity": 500, "unit": "MB"}}
+PLUS = {"trigger": "signup", "amount": {"quantity": 1024, "unit": "MB"}}
+DROPBOX_BY_PLAN = {
+    "variants": [
+        {
+            "segment": "basic",
+            "advocate": BASIC,
+            "caps": [{"period": "lifetime", "max_amount": 16 * 1024}],
+        },
+        {
+            "segment": "plus",
+            "advocate": PLUS,
+            "caps": [{"period": "lifetime", "max_amount": 32 * 1024}],
+        },
+    ],
+    # nobody is outside both, but a default is the rule's own sides
+    "advocate": BASIC,
+    "caps": [{"period": "lifetime", "max_amount": 16 * 1024}],
+}
+
+
+async def _link_event(env: Env, payload: EventPayload, key: str) -> None:
+    event = new_event(payload, source="/services/link-service", tenant_id="acme")
+    await env.producer.send_and_wait(
+        env.ns.topic_prefix + "link.events", event.to_json(), key=key.encode()
+    )
+
+
+async def _plan(env: Env, advocate: str, change: int, at: datetime, **changes: Any) -> None:
+    await _link_event(
+        env,
+        AdvocateAttributesChanged(
+            advocate_id=advocate,
+            program_id="prg_box",
+            change=change,
+            changes=changes,
+            effective_at=at,
+        ),
+        advocate,
+    )
+
+
+async def _rows(env: Env, sql: str, n: int) -> None:
+    """Waits for `sql`'s count to reach n (wait_caught_up sees only partitions with commits)."""
+
+    async def reached() -> bool:
+        return bool(await env.db.fetchval(sql) >= n)
+
+    await eventually(reached)
+
+
+CHANGES = "SELECT count(*) FROM advocate_attribute_changes"
+REWARDS = "SELECT count(*) FROM rewards"
+
+
+async def _referrals(env: Env, advocate: str, numbers: range, start: datetime) -> None:
+    for i in numbers:
+        await env.publish(
+            referral(
+                f"{advocate}_{i}",
+                program="prg_box",
+                advocate=advocate,
+                conversion_type="signup",
+                occurred_at=start + timedelta(seconds=i),
+            )
+        )
+
+
+async def test_dropbox_by_plan_basic_plus_and_moves_between_them(env: Env) -> None:
+    t0 = env.clock.now + timedelta(seconds=1)
+    async with env.serve() as client:
+        await _link_event(
+            env,
+            ProgramAudienceChanged(program_id="prg_box", segments=SEGMENTS, version=1),
+            "prg_box",
+        )
+        await _rows(env, "SELECT count(*) FROM program_segments", 1)
+        r = await client.put("/v1/programs/prg_box/reward-rule", json=DROPBOX_BY_PLAN)
+        assert r.status_code == 200, r.text
+        assert [v["segment"] for v in r.json()["variants"]] == ["basic", "plus"]
+
+        for adv, plan in (("adv_basic", "basic"), ("adv_plus", "plus"), ("adv_up", "basic")):
+            await _plan(env, adv, 1, t0, plan=plan, country="DE")
+        await _plan(env, "adv_down", 1, t0, plan="plus")
+        # the moves, dated between the 20th and the 21st referral
+        await _plan(env, "adv_up", 2, t0 + timedelta(seconds=20.5), plan="plus")
+        await _plan(env, "adv_down", 2, t0 + timedelta(seconds=20.5), plan="basic")
+        await _rows(env, CHANGES, 6)
+
+        for adv in ("adv_basic", "adv_plus", "adv_up", "adv_down"):
+            await _referrals(env, adv, range(1, 41), t0)
+        await _rows(env, REWARDS, 160)
+        await env.caught_up()
+
+        assert units(await balances(client, "adv_basic")) == {"MB": (16 * 1024, 0)}
+        assert units(await balances(client, "adv_plus")) == {"MB": (32 * 1024, 0)}
+        # Basic -> Plus after 20: 20 * 500 + 20 * 1024 = 30,480 MB, under Plus's 32 GB cap,
+        # which counts the 10,000 MB earned as Basic
+        assert units(await balances(client, "adv_up")) == {"MB": (20 * 500 + 20 * 1024, 0)}
+        # Plus -> Basic after 20: 20,480 MB is above Basic's 16 GB cap: nothing taken back,
+        # nothing more granted
+        assert units(await balances(client, "adv_down")) == {"MB": (20 * 1024, 0)}
+        segments = await env.db.fetch(
+            "SELECT advocate_id, segment, count(*) AS n FROM rewards"
+            " GROUP BY advocate_id, segment ORDER BY advocate_id, segment"
+        )
+        assert [tuple(r) for r in segments] == [
+            ("adv_basic", "basic", 40),
+            ("adv_down", "basic", 20),
+            ("adv_down", "plus", 20),
+            ("adv_plus", "plus", 40),
+            ("adv_up", "basic", 20),
+            ("adv_up", "plus", 20),
+        ]
+        r = await client.get("/v1/admin/ledger/verify")
+        assert r.status_code == 200 and r.json()["ok"], r.text
+        await env.assert_ledger_balances()
+
+
+async def test_a_plan_change_dated_earlier_than_a_conversion_it_arrives_after(env: Env) -> None:
+    """The documented rule (README, "Segments"): a reward is decided once, on the attributes
+    known for the conversion's time when it is decided; a change that arrives later but is
+    dated earlier applies to conversions decided after it arrives, never to one decided."""
+    t0 = env.clock.now + timedelta(seconds=1)
+    async with env.serve() as client:
+        await _link_event(
+            env,
+            ProgramAudienceChanged(program_id="prg_box", segments=SEGMENTS, version=1),
+            "prg_box",
+        )
+        await _rows(env, "SELECT count(*) FROM program_segments", 1)
+        r = await client.put("/v1/programs/prg_box/reward-rule", json=DROPBOX_BY_PLAN)
+        assert r.status_code == 200, r.text
+        for adv in ("adv_first", "adv_late"):
+            await _plan(env, adv, 1, t0, plan="basic")
+        await _rows(env, CHANGES, 2)
+
+        # the change arrives first, then a conversion after its effective time: Plus
+        await _plan(env, "adv_first", 2, t0 + timedelta(seconds=10), plan="plus")
+        await _rows(env, CHANGES, 3)
+        await _referrals(env, "adv_first", range(20, 21), t0)
+        await _rows(env, REWARDS, 1)
+        assert units(await balances(client, "adv_first")) == {"MB": (1024, 0)}
+
+        # the conversion arrives first (decided as Basic), then the change dated before it:
+        # the decided reward stays; the next conversion is Plus
+        await _referrals(env, "adv_late", range(20, 21), t0)
+        await _rows(env, REWARDS, 2)
+        assert units(await balances(client, "adv_late")) == {"MB": (500, 0)}
+        await _plan(env, "adv_late", 2, t0 + timedelta(seconds=10), plan="plus")
+        await _rows(env, CHANGES, 4)
+        assert units(await balances(client, "adv_late")) == {"MB": (500, 0)}
+        await _referrals(env, "adv_late", range(30, 31), t0)
+        await _rows(env, REWARDS, 3)
+        assert units(await balances(client, "adv_late")) == {"MB": (500 + 1024, 0)}
+        await env.caught_up()
+        r = await client.get("/v1/admin/ledger/verify")
+        assert r.status_code == 200 and r.json()["ok"], r.text
+
+
+async def test_bad_variants_answer_422_naming_the_field(env: Env) -> None:
+    async with env.serve() as client:
+        await _link_event(
+            env,
+            ProgramAudienceChanged(program_id="prg_box", segments=SEGMENTS, version=1),
+            "prg_box",
+        )
+        await _rows(env, "SELECT count(*) FROM program_segments", 1)
+        for body, field in (
+            ({"variants": [{"segment": "gold", "advocate": BASIC}]}, "/variants/0/segment"),
+            # plus and vip could both match one advocate: they need distinct orders
+            (
+                {
+                    "variants": [
+                        {"segment": "plus", "advocate": PLUS},
+                        {"segment": "vip", "advocate": PLUS},
+                    ]
+                },
+                "/variants/1/order",
+            ),
+            (
+                {
+                    "variants": [
+                        {"segment": "plus", "order": 1, "advocate": PLUS},
+                        {"segment": "vip", "order": 1, "advocate": PLUS},
+                    ]
+                },
+                "/variants/1/order",
+            ),
+            (
+                {"variants": [{"segment": "plus", "advocate": {"trigger": "signup"}}]},
+                "/variants/0/advocate/amount",
+            ),
+        ):
+            r = await client.put("/v1/programs/prg_box/reward-rule", json=body)
+            assert r.status_code == 422, r.text
+            assert r.json()["field"] == field, (body, r.json())
+        ordered = {
+            "variants": [
+                {"segment": "vip", "order": 2, "advocate": BASIC},
+                {"segment": "plus", "order": 1, "advocate": PLUS},
+                {"segment": "basic", "order": 3, "advocate": BASIC},
+            ]
+        }
+        r = await client.put("/v1/programs/prg_box/reward-rule", json=ordered)
+        assert r.status_code == 200, r.text
+        # basic and plus are disjoint (one plan each): they need no order between them
+        r = await client.put("/v1/programs/prg_box/reward-rule", json=DROPBOX_BY_PLAN)
+        assert r.status_code == 200, r.text

@@ -558,3 +558,28 @@ def test_rule_amounts_are_bounded_and_refused_at_once(amount: dict[str, object])
     with pytest.raises(ValidationError):
         AmountIn.model_validate(amount)
     assert time.process_time() - started < 0.05
+
+
+def test_variants_are_tried_by_order_then_as_listed_with_the_rule_as_default() -> None:
+    from reward_service.rules.domain import Amount, Cap, RuleDefinition, SideReward, Variant
+
+    def side(n: int) -> tuple[SideReward, ...]:
+        return (SideReward("advocate", "signup", Amount("MB", fixed=n)),)
+
+    rule = RuleDefinition(
+        hold_days=0,
+        rewards=side(1),
+        caps=(Cap("lifetime", max_amount=10),),
+        variants=(
+            Variant("vip", side(2), order=2),
+            Variant("plus", side(3), caps=(Cap("lifetime", max_amount=30),), order=1),
+            Variant("basic", side(4)),
+        ),
+    )
+    chosen, segment = rule.for_segments(frozenset({"vip", "plus"}))
+    assert segment == "plus" and chosen.rewards == side(3)
+    assert chosen.caps == (Cap("lifetime", max_amount=30),) and chosen.variants == ()
+    assert rule.for_segments(frozenset({"vip", "basic"}))[1] == "vip"
+    assert rule.for_segments(frozenset({"basic"}))[1] == "basic"
+    default, none = rule.for_segments(frozenset())
+    assert none is None and default.rewards == side(1) and default.caps == rule.caps

@@ -9,7 +9,7 @@ payloads written before it still parse.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -107,6 +107,37 @@ class AdvocateUnblocked(EventPayload):
     program_id: str
     unblocked_at: datetime | None = None
     version: int | None = None
+
+
+class AdvocateAttributesChanged(EventPayload):
+    """A change of an advocate's attributes (plan, country, language, tags, custom ones) in
+    force from `effective_at`: enrollment, a PATCH, or the merchant's own event (a plan change
+    dated when it happened). `changes` holds only what changed (None removes an attribute).
+    The attributes at a time t are every change with effective_at <= t applied in
+    (effective_at, change) order (servicekit.audience.state_at), so a change that arrives late
+    but dated earlier slots in where it belongs. `change` grows per advocate."""
+
+    TYPE: ClassVar[str] = "advocate.attributes_changed.v1"
+
+    advocate_id: str
+    program_id: str
+    change: int
+    changes: dict[str, Any]
+    effective_at: datetime
+
+
+class ProgramAudienceChanged(EventPayload):
+    """A program's custom attribute definitions (name -> string/number/boolean/date), its
+    segments (name and condition) and its eligibility (who may enroll, which friends' countries
+    count), whole; documents as servicekit.audience reads them. `version` only grows."""
+
+    TYPE: ClassVar[str] = "program.audience_changed.v1"
+
+    program_id: str
+    attributes: dict[str, str] = Field(default_factory=dict)
+    segments: list[dict[str, Any]] = Field(default_factory=list)
+    eligibility: dict[str, Any] = Field(default_factory=dict)
+    version: int = 1
 
 
 class CodeCreated(EventPayload):

@@ -73,3 +73,21 @@ class EmailSuppressed(EventPayload):
     reason: str
     program_id: str | None = None
     cause_event_id: str | None = None
+
+
+class ThankYou(EventPayload):
+    """A thank-you is due: to the advocate when a friend they referred converts (the referral's
+    first attributed conversion, before any reward is available), and to the friend on their
+    first purchase. notification-service mails it (per locale, suppressions respected) and
+    delivers this to the merchant's webhooks, so the merchant can thank in its own channels
+    too. No address is carried."""
+
+    TYPE: ClassVar[str] = "referral.thank_you.v1"
+
+    recipient_kind: str  # "advocate" or "friend"
+    recipient_id: str
+    advocate_id: str
+    program_id: str
+    referral_id: str
+    conversion_id: str
+    conversion_type: str

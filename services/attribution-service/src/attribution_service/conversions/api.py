@@ -49,6 +49,7 @@ def _out(row: Mapping[str, Any], refunds: list[asyncpg.Record] | None = None) ->
         currency=row["currency"],
         refunded=_fmt(row["refunded_minor"], row["currency"]),
         occurred_at=row["occurred_at"],
+        country=row.get("country"),
         decided_at=row["decided_at"],
         explanation=row["explanation"],
         refunds=[refund_out(r) for r in refunds or []],

@@ -327,6 +327,30 @@ class Decided:
         return []
 
 
+def eligible(decision: domain.Decision, conv: Conversion, screening: Screening) -> domain.Decision:
+    """The program's eligibility rule on friends' countries (link-service's audience), applied
+    to the country the conversion names: a refused country rejects the conversion, whatever
+    screening said; an unnamed one passes (counted only where the merchant sends it). Named in
+    the explanation as the check `eligibility`."""
+    rule = screening.friend_countries
+    if rule is None or decision.candidate is None:
+        return decision
+    why = rule.refuses(conv.country, unknown_passes=True)
+    if why is None:
+        outcome: Literal["pass", "unknown"] = "pass" if conv.country else "unknown"
+        detail = f"friend country {conv.country or 'not sent'}"
+        return replace(
+            decision, checks=[*decision.checks, domain.Check("eligibility", outcome, detail)]
+        )
+    check = domain.Check(
+        "eligibility",
+        "fail",
+        f"friend country {conv.country} refused by eligibility.friends.{why}",
+        "deny",
+    )
+    return replace(decision, status="rejected", checks=[*decision.checks, check])
+
+
 def decide(
     chosen: Chosen,
     screening: Screening | None,
@@ -343,6 +367,8 @@ def decide(
         assert screening is not None
         facts = earlier.add_to(screening.facts(conv, cand), conv, cand, screening)
     decision = domain.settle(chosen.choice, facts)
+    if screening is not None:
+        decision = eligible(decision, conv, screening)
     return Decided(
         conv,
         decision.status,

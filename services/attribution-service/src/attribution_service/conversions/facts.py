@@ -6,6 +6,7 @@ I/O here."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
@@ -14,6 +15,7 @@ from typing import Any
 from attribution_service.conversions import fraud
 from attribution_service.conversions.domain import Candidate, Click, Code, Referral
 from attribution_service.programs.domain import ProgramSettings, settings_by_program
+from servicekit import audience
 
 
 def _dt(value: Any) -> datetime:
@@ -67,6 +69,8 @@ class Conversion:
     existing_customer: bool
     locale: str | None
     source: str
+    # the friend's country (ISO 3166-1 alpha-2), where the merchant sends it: eligibility
+    country: str | None = None
 
     @classmethod
     def of(cls, row: Mapping[str, Any]) -> Conversion:
@@ -75,6 +79,17 @@ class Conversion:
 
 
 CONVERSION_COLUMNS = tuple(f.name for f in fields(Conversion))
+
+
+def _country_rule(doc: Any) -> audience.CountryRule | None:
+    if isinstance(doc, str):  # jsonb inside jsonb on a connection without the codec
+        doc = json.loads(doc)
+    if not doc:
+        return None
+    rule = audience.CountryRule(
+        tuple(doc.get("countries_allow", ())), tuple(doc.get("countries_deny", ()))
+    )
+    return None if rule.empty else rule
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +197,8 @@ class Screening:
     advocate_day: int
     ip_signups: int
     device_signups: int
+    # the program's rule on friends' countries (None: the program sets none)
+    friend_countries: audience.CountryRule | None = None
 
     @classmethod
     def of(cls, rec: Mapping[str, Any], asked: ScreeningAsk) -> Screening:
@@ -204,6 +221,7 @@ class Screening:
             advocate_day=rec["adv_day"],
             ip_signups=rec["ip_signups"],
             device_signups=rec["device_signups"],
+            friend_countries=_country_rule(p.get("friend_countries") if p else None),
         )
 
     def answers(self, ask: ScreeningAsk) -> bool:

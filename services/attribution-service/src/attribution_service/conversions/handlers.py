@@ -32,7 +32,7 @@ from attribution_service.refunds import repository as refunds
 from attribution_service.reviews import repository as reviews
 from referral_events.outbox import OutboxRow, enqueue_rows
 from referral_events.tracing import continued_from
-from servicekit import money
+from servicekit import audience, money
 from servicekit.ids import new_id
 from servicekit.problems import Conflict, InvalidInput, NotFound
 
@@ -119,6 +119,7 @@ def prepare_conversion(
         existing_customer=cmd.existing_customer,
         locale=cmd.locale,
         source=source,
+        country=audience.country(cmd.country, "/country") if cmd.country else None,
     )
     return NewConversion(conv, now)
 

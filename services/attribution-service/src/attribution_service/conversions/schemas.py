@@ -41,6 +41,11 @@ class ConversionIn(BaseModel):
     ip: IPvAnyAddress | None = None
     device_id: str | None = Field(default=None, min_length=1, max_length=200)
     existing_customer: bool = Field(default=False, description="the merchant knows them already")
+    country: str | None = Field(
+        default=None,
+        description="the friend's country, ISO 3166-1 alpha-2: the program's eligibility"
+        " rule on friends' countries applies to it",
+    )
 
     # Rules across fields raise InvalidInput naming the one at fault (a ValueError here would
     # be located at the whole body).
@@ -84,6 +89,7 @@ class ConversionOut(BaseModel):
     currency: str | None
     refunded: str | None
     occurred_at: datetime
+    country: str | None = None
     decided_at: datetime | None
     explanation: dict[str, Any]
     refunds: list[RefundOut] = Field(default_factory=list)

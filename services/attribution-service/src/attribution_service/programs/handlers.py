@@ -28,6 +28,12 @@ async def on_program(
     await repository.upsert_program(conn, event.tenantid, payload)
 
 
+async def on_audience_changed(
+    conn: asyncpg.Connection, event: CloudEvent, payload: ev.ProgramAudienceChanged
+) -> None:
+    await repository.set_friend_countries(conn, event.tenantid, payload)
+
+
 async def on_advocate(
     conn: asyncpg.Connection,
     event: CloudEvent,

@@ -3,6 +3,7 @@ attribution settings. Functions take the caller's connection; nothing commits.""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,6 +32,28 @@ async def upsert_program(
         p.name,
         p.starts_at,
         p.ends_at,
+        p.version,
+    )
+
+
+async def set_friend_countries(
+    conn: asyncpg.Connection, tenant_id: str, p: ev.ProgramAudienceChanged
+) -> None:
+    """The program's rule on friends' countries; an older audience arriving late changes
+    nothing. The program's own copy comes first (same key on link.events)."""
+    friends = p.eligibility.get("friends") or {}
+    rule = {
+        "countries_allow": list(friends.get("countries_allow", [])),
+        "countries_deny": list(friends.get("countries_deny", [])),
+    }
+    await conn.execute(
+        """
+        UPDATE programs SET friend_countries = $3::text::jsonb, audience_version = $4
+        WHERE id = $1 AND tenant_id = $2 AND audience_version < $4
+        """,
+        p.program_id,
+        tenant_id,
+        json.dumps(rule),
         p.version,
     )
 

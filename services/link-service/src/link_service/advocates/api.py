@@ -14,12 +14,14 @@ from link_service.advocates.schemas import (
     AdvocateIn,
     AdvocateOut,
     AdvocatePatch,
+    AttributeChangeIn,
     BlockIn,
     CodeOut,
     ShareLinkOut,
     ShareLinksOut,
     VanityCodeIn,
 )
+from link_service.audience.domain import attributes_of
 from link_service.domain import Channel, Links, share_link
 from link_service.web import Auth, Rt, link_state, links, settings
 from servicekit.auth import requires
@@ -37,6 +39,7 @@ def _advocate_out(links: Links, view: handlers.AdvocateView) -> AdvocateOut:
         name=row["name"],
         locale=row["locale"],
         marketing_consent=row["marketing_consent"],
+        attributes=attributes_of(row),
         blocked=row["blocked"],
         block_reason=row["block_reason"],
         code=view.code,
@@ -89,6 +92,25 @@ async def get_advocate(advocate_id: str, who: Auth, rt: Rt) -> AdvocateOut:
 async def update_advocate(advocate_id: str, body: AdvocatePatch, who: Auth, rt: Rt) -> AdvocateOut:
     async with rt.transaction() as conn:
         view = await handlers.update_advocate(conn, who.tenant_id, advocate_id, body, links(rt))
+    return _advocate_out(links(rt), view)
+
+
+@router.post(
+    "/v1/advocates/{advocate_id}/attribute-changes",
+    dependencies=[requires("advocates:write")],
+    response_model=AdvocateOut,
+    tags=["advocates"],
+)
+async def change_attributes(
+    advocate_id: str, body: AttributeChangeIn, who: Auth, rt: Rt
+) -> AdvocateOut:
+    """The merchant's event: attributes that changed at a time (a plan change when it
+    happened), applied by its effective time."""
+    async with rt.transaction() as conn:
+        await handlers.change_attributes(
+            conn, who.tenant_id, advocate_id, body.changes, body.effective_at
+        )
+        view = await handlers.get_advocate(conn, who.tenant_id, advocate_id)
     return _advocate_out(links(rt), view)
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from importlib import resources
+from typing import Any
 from urllib.parse import quote
 
 from link_service.domain import code_key
@@ -32,6 +34,8 @@ class NewAdvocate:
     profile: Profile
     # The advocate who referred them, when a conversion enrolled them (the viral loop).
     referred_by: str | None = None
+    # Checked against the program's attributes (servicekit.audience.attributes).
+    attributes: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

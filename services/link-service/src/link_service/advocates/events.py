@@ -4,7 +4,7 @@ path that emits one (a single enrollment, a bulk job's chunk, ...) builds it the
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -20,6 +20,7 @@ AdvocateEvent = (
     | ev.AdvocateUnblocked
     | ev.CodeCreated
     | ev.CodeChanged
+    | ev.AdvocateAttributesChanged
 )
 _State = TypeVar("_State", ev.AdvocateEnrolled, ev.AdvocateUpdated)
 
@@ -95,6 +96,18 @@ def code_changed(
         kind="vanity",
         link_url=links.link(code),
         changed_at=at,
+    )
+
+
+def attributes_changed(
+    advocate_id: str, program_id: str, change: int, changes: dict[str, Any], at: datetime
+) -> ev.AdvocateAttributesChanged:
+    return ev.AdvocateAttributesChanged(
+        advocate_id=advocate_id,
+        program_id=program_id,
+        change=change,
+        changes=changes,
+        effective_at=at,
     )
 
 

@@ -15,15 +15,21 @@ import asyncpg
 from link_service import domain as shared
 from link_service.advocates import domain, events, repository
 from link_service.advocates.schemas import AdvocateIn, AdvocatePatch
+from link_service.audience.domain import Audience, attributes_of
+from link_service.audience.handlers import audience_of
 from link_service.domain import Links
 from link_service.programs.domain import check_takes_new_advocates, stored_code_format
 from link_service.programs.handlers import get_program
 from link_service.redirect import repository as redirect_repository
 from referral_events.outbox import enqueue_rows
+from servicekit import audience
 from servicekit.ids import new_id
-from servicekit.problems import Conflict, DomainError, NotFound
+from servicekit.problems import Conflict, DomainError, InvalidInput, NotFound
 
 CODE_ATTEMPTS = 8
+# How far ahead of this service's clock a merchant's attribute change may be dated (clock skew):
+# a change is recorded when it has happened, never scheduled.
+FUTURE_SKEW = timedelta(minutes=1)
 
 
 class TooManyChanges(DomainError):
@@ -54,11 +60,23 @@ class Enrolled:
 # ---------------------------------------------------------------------------- enrollment
 
 
-def new_advocate(cmd: AdvocateIn) -> domain.NewAdvocate:
+def new_advocate(cmd: AdvocateIn, aud: Audience | None = None) -> domain.NewAdvocate:
+    """The enrollment, its attributes checked against the program's (`aud`) and its eligibility
+    rules: a refusal is InvalidInput naming the rule, at the attribute's JSON pointer."""
+    attrs: dict[str, Any] = {}
+    if cmd.attributes:
+        aud = aud or Audience()
+        attrs = audience.merged({}, audience.attributes(cmd.attributes, aud.definitions))
+    if aud is not None:
+        refused = aud.eligibility.enroll_refusal(aud.segments, attrs)
+        if refused is not None:
+            rule, field, message = refused
+            raise InvalidInput(f"not eligible ({rule}): {message}", field=field)
     return domain.NewAdvocate(
         advocate_id=new_id("adv"),
         customer_id=cmd.customer_id,
         profile=domain.Profile(cmd.email, cmd.name, cmd.locale, cmd.marketing_consent),
+        attributes=attrs,
     )
 
 
@@ -77,17 +95,27 @@ async def enroll(
     )
     codes = await _issue_random_codes(conn, tenant_id, program, [a["id"] for a in new])
     enrolled = [Enrolled(a, codes[a["id"]]) for a in new]
-    await enqueue_rows(
-        conn,
-        [
-            events.outbox_row(payload, tenant_id)
-            for e in enrolled
-            for payload in (
-                events.advocate_enrolled(e.advocate, e.code, links),
-                events.code_created(e.advocate, e.code, links),
-            )
-        ],
-    )
+    # The attributes given at enrollment are the advocate's first change, in force from then.
+    firsts = [
+        (e.advocate["id"], 1, e.advocate["created_at"], attributes_of(e.advocate))
+        for e in enrolled
+        if e.advocate["attribute_changes"]
+    ]
+    await repository.insert_attribute_changes(conn, tenant_id, firsts)
+    attribute_events = {
+        a: events.attributes_changed(a, program["id"], n, changes, at)
+        for a, n, at, changes in firsts
+    }
+    rows = []
+    for e in enrolled:
+        rows.append(
+            events.outbox_row(events.advocate_enrolled(e.advocate, e.code, links), tenant_id)
+        )
+        rows.append(events.outbox_row(events.code_created(e.advocate, e.code, links), tenant_id))
+        changed = attribute_events.get(e.advocate["id"])
+        if changed is not None:
+            rows.append(events.outbox_row(changed, tenant_id))
+    await enqueue_rows(conn, rows)
     return enrolled
 
 
@@ -96,7 +124,11 @@ async def enroll_advocate(
 ) -> Enrollment:
     """Enrolling the same customer again returns the existing advocate and code."""
     program = await get_program(conn, tenant_id, program_id)
-    enrolled = await enroll(conn, tenant_id, program, [new_advocate(cmd)], links)
+    existing = await repository.get_advocate_by_customer(conn, program_id, cmd.customer_id)
+    if existing is not None:
+        return Enrollment(await _view(conn, existing), False)
+    aud = await audience_of(conn, tenant_id, program_id)
+    enrolled = await enroll(conn, tenant_id, program, [new_advocate(cmd, aud)], links)
     if not enrolled:
         existing = await repository.get_advocate_by_customer(conn, program_id, cmd.customer_id)
         assert existing is not None
@@ -166,7 +198,11 @@ async def update_advocate(
 ) -> AdvocateView:
     old = await _get_advocate(conn, tenant_id, advocate_id, for_update=True)
     current = domain.Profile(old["email"], old["name"], old["locale"], old["marketing_consent"])
-    sent = cmd.model_dump(include=cmd.model_fields_set)
+    sent = cmd.model_dump(include=cmd.model_fields_set - {"attributes"})
+    if cmd.attributes:
+        old = await change_attributes(
+            conn, tenant_id, advocate_id, cmd.attributes, None, at="/attributes"
+        )
     if "marketing_consent" in sent and sent["marketing_consent"] is None:
         sent["marketing_consent"] = False  # consent is given or not; null is not
     profile = dataclasses.replace(current, **sent)
@@ -176,6 +212,47 @@ async def update_advocate(
     view = await _view(conn, advocate)
     await events.publish(conn, events.advocate_updated(advocate, view.code, links), tenant_id)
     return view
+
+
+async def change_attributes(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    advocate_id: str,
+    changes: dict[str, Any],
+    effective_at: datetime | None,
+    *,
+    at: str = "/changes",
+) -> asyncpg.Record:
+    """Records a change of the advocate's attributes in force from `effective_at` (now when
+    None; never ahead of now), refolds the attributes in force now and emits
+    advocate.attributes_changed. A change dated before later ones slots in by its date
+    (servicekit.audience.state_at), here and in every service that keeps the changes."""
+    advocate = await _get_advocate(conn, tenant_id, advocate_id, for_update=True)
+    now = datetime.now(UTC)
+    when = effective_at or now
+    if when > now + FUTURE_SKEW:
+        raise InvalidInput(
+            "an attribute change is dated when it happened, not ahead", field="/effective_at"
+        )
+    aud = await audience_of(conn, tenant_id, advocate["program_id"])
+    checked = audience.attributes(changes, aud.definitions, at)
+    number = advocate["attribute_changes"] + 1
+    await repository.insert_attribute_changes(
+        conn, tenant_id, [(advocate_id, number, when, checked)]
+    )
+    history = [
+        audience.Change(n, t, c)
+        for n, t, c in await repository.attribute_changes(conn, advocate_id)
+    ]
+    updated = await repository.set_attributes(
+        conn, advocate_id, audience.state_at(history, None), number
+    )
+    await events.publish(
+        conn,
+        events.attributes_changed(advocate_id, advocate["program_id"], number, checked, when),
+        tenant_id,
+    )
+    return updated
 
 
 async def set_blocked(

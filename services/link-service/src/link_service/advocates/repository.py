@@ -3,8 +3,10 @@ transaction; nothing here commits."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 
@@ -28,11 +30,13 @@ async def insert_advocates(
         await conn.fetch(
             """
             INSERT INTO advocates (id, tenant_id, program_id, customer_id, email, name, locale,
-                                   marketing_consent, referred_by)
-            SELECT id, $1, $2, customer_id, email, name, locale, consent, referred_by
+                                   marketing_consent, referred_by, attributes,
+                                   attribute_changes)
+            SELECT id, $1, $2, customer_id, email, name, locale, consent, referred_by,
+                   attributes::jsonb, CASE WHEN attributes = '{}' THEN 0 ELSE 1 END
             FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                        $8::boolean[], $9::text[])
-                 AS t(id, customer_id, email, name, locale, consent, referred_by)
+                        $8::boolean[], $9::text[], $10::text[])
+                 AS t(id, customer_id, email, name, locale, consent, referred_by, attributes)
             ON CONFLICT (program_id, customer_id) DO NOTHING
             RETURNING *
             """,
@@ -45,8 +49,62 @@ async def insert_advocates(
             [a.profile.locale for a in advocates],
             [a.profile.marketing_consent for a in advocates],
             [a.referred_by for a in advocates],
+            [json.dumps(dict(a.attributes), sort_keys=True) for a in advocates],
         )
     )
+
+
+async def insert_attribute_changes(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    changes: Sequence[tuple[str, int, datetime, dict[str, Any]]],
+) -> None:
+    """(advocate id, change number, effective_at, changes) rows."""
+    if not changes:
+        return
+    await conn.execute(
+        """
+        INSERT INTO advocate_attribute_changes (advocate_id, change, tenant_id, effective_at,
+                                                changes)
+        SELECT a, c, $1, e, ch::jsonb
+        FROM unnest($2::text[], $3::int[], $4::timestamptz[], $5::text[]) AS t(a, c, e, ch)
+        """,
+        tenant_id,
+        [c[0] for c in changes],
+        [c[1] for c in changes],
+        [c[2] for c in changes],
+        [json.dumps(c[3], sort_keys=True) for c in changes],
+    )
+
+
+async def attribute_changes(
+    conn: asyncpg.Connection, advocate_id: str
+) -> list[tuple[int, datetime, dict[str, Any]]]:
+    rows = await conn.fetch(
+        """
+        SELECT change, effective_at, changes::text AS changes FROM advocate_attribute_changes
+        WHERE advocate_id = $1 ORDER BY change
+        """,
+        advocate_id,
+    )
+    return [(r["change"], r["effective_at"], json.loads(r["changes"])) for r in rows]
+
+
+async def set_attributes(
+    conn: asyncpg.Connection, advocate_id: str, attributes: dict[str, Any], changes: int
+) -> asyncpg.Record:
+    row = await conn.fetchrow(
+        """
+        UPDATE advocates SET attributes = $2::text::jsonb, attribute_changes = $3,
+                             updated_at = now()
+        WHERE id = $1 RETURNING *
+        """,
+        advocate_id,
+        json.dumps(attributes, sort_keys=True),
+        changes,
+    )
+    assert row is not None
+    return row
 
 
 async def get_advocate_by_customer(

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from link_service.domain import Channel
 
@@ -19,6 +20,11 @@ class AdvocateIn(BaseModel):
     name: str | None = Field(default=None, max_length=200)
     locale: str | None = Field(default=None, min_length=2, max_length=35)
     marketing_consent: bool = False
+    attributes: dict[str, Any] | None = Field(
+        default=None,
+        description="plan, country (ISO 3166-1 alpha-2), language, tags and the program's"
+        " custom attributes",
+    )
 
 
 class AdvocatePatch(BaseModel):
@@ -28,6 +34,19 @@ class AdvocatePatch(BaseModel):
     name: str | None = Field(default=None, max_length=200)
     locale: str | None = Field(default=None, min_length=2, max_length=35)
     marketing_consent: bool | None = None
+    attributes: dict[str, Any] | None = Field(
+        default=None, description="attributes to change now (null removes one)"
+    )
+
+
+class AttributeChangeIn(BaseModel):
+    """The merchant's event: attributes that changed at `effective_at` (a plan change dated when
+    it happened; not in the future)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    changes: dict[str, Any] = Field(min_length=1)
+    effective_at: AwareDatetime | None = None
 
 
 class BlockIn(BaseModel):
@@ -52,6 +71,7 @@ class AdvocateOut(BaseModel):
     marketing_consent: bool
     blocked: bool
     block_reason: str | None
+    attributes: dict[str, Any] = Field(default_factory=dict)
     code: str
     aliases: list[str] = Field(description="earlier codes; they keep redirecting")
     link: str

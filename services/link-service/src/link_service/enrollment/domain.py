@@ -19,7 +19,21 @@ from pydantic import ValidationError
 from link_service.advocates.schemas import AdvocateIn
 from servicekit.problems import InvalidInput
 
-COLUMNS = ("customer_id", "email", "name", "locale", "marketing_consent")
+COLUMNS = (
+    "customer_id",
+    "email",
+    "name",
+    "locale",
+    "marketing_consent",
+    # attributes: the built-in ones as columns (tags separated by ";"), custom ones as a JSON
+    # object in `attributes` (NDJSON rows carry one `attributes` object)
+    "plan",
+    "country",
+    "language",
+    "tags",
+    "attributes",
+)
+ATTRIBUTE_COLUMNS = ("plan", "country", "language", "tags")
 TRUE = {"true", "1", "yes", "y", "t"}
 FALSE = {"false", "0", "no", "n", "f", ""}
 
@@ -252,6 +266,25 @@ def validate_row(data: dict[str, Any]) -> AdvocateIn | RowError:
     for key in ("customer_id", "email", "name", "locale"):
         if isinstance(values.get(key), str):
             values[key] = values[key].strip()
+    attrs = values.pop("attributes", None)
+    if isinstance(attrs, str):
+        try:
+            attrs = json.loads(attrs)
+        except json.JSONDecodeError:
+            return RowError("/attributes", "attributes is not a JSON object")
+    if attrs is not None and not isinstance(attrs, dict):
+        return RowError("/attributes", "attributes is not a JSON object")
+    attrs = dict(attrs or {})
+    for key in ATTRIBUTE_COLUMNS:
+        if key in values:
+            value = values.pop(key)
+            if key == "tags" and isinstance(value, str):
+                value = [t.strip() for t in value.split(";") if t.strip()]
+            elif isinstance(value, str):
+                value = value.strip()
+            attrs[key] = value
+    if attrs:
+        values["attributes"] = attrs
     try:
         return AdvocateIn.model_validate(values)
     except ValidationError as exc:

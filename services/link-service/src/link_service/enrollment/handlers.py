@@ -9,12 +9,13 @@ import asyncpg
 
 from link_service.advocates.handlers import enroll, new_advocate
 from link_service.advocates.repository import advocate_ids_by_customer
+from link_service.audience.handlers import audience_of
 from link_service.domain import Links
 from link_service.enrollment import domain, repository
 from link_service.programs.domain import check_takes_new_advocates
 from link_service.programs.handlers import get_program
 from servicekit.ids import new_id
-from servicekit.problems import NotFound
+from servicekit.problems import InvalidInput, NotFound
 
 
 async def create_enrollment_job(
@@ -106,12 +107,25 @@ async def _enroll_chunk(
         return 0
     program = await get_program(conn, tenant_id, program_id)
     chunk = domain.read_chunk((r["row_no"], r["data"]) for r in rows)
-    enrolled = await enroll(
-        conn, tenant_id, program, [new_advocate(a) for _, a in chunk.wanted.values()], links
-    )
+    # Attributes and eligibility by the single enrollment's rule; a customer enrolled before is
+    # "existing" whatever this row says, as for a single enrollment.
+    aud = await audience_of(conn, tenant_id, program_id)
+    existing = await advocate_ids_by_customer(conn, program_id, list(chunk.wanted))
+    candidates = []
+    for customer_id, (row_no, cmd) in list(chunk.wanted.items()):
+        if customer_id in existing:
+            continue
+        try:
+            candidates.append(new_advocate(cmd, aud))
+        except InvalidInput as exc:
+            del chunk.wanted[customer_id]
+            chunk.settled.append(domain.RowOutcome(row_no, "error", exc.detail, exc.field))
+    enrolled = await enroll(conn, tenant_id, program, candidates, links)
     new = {e.advocate["customer_id"]: e.advocate["id"] for e in enrolled}
-    existing = await advocate_ids_by_customer(
-        conn, program_id, [c for c in chunk.wanted if c not in new]
+    existing.update(
+        await advocate_ids_by_customer(
+            conn, program_id, [c for c in chunk.wanted if c not in new and c not in existing]
+        )
     )
     outcomes = domain.outcomes(chunk, new, existing)
     await repository.finish_rows(conn, job["id"], outcomes)

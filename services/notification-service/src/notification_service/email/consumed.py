@@ -13,8 +13,10 @@ from typing import Any
 import asyncpg
 
 from notification_service.email import domain, queue, repository
-from referral_events import CloudEvent
+from notification_service.webhooks import handlers as webhooks
+from referral_events import CloudEvent, new_event
 from referral_events.contracts import attribution, link, reward
+from referral_events.contracts import notification as out
 from servicekit.problems import InvalidInput
 
 log = logging.getLogger(__name__)
@@ -122,6 +124,52 @@ async def on_referral(
         email=email,
         locale=domain.normalize_locale(p.friend_locale),
     )
+
+
+# --- thank-yous ---------------------------------------------------------------------------------
+
+
+async def on_conversion(
+    conn: asyncpg.Connection, event: CloudEvent, p: attribution.ConversionAttributed
+) -> None:
+    """Thank-yous, before any reward is available (a held reward still gets a prompt one): the
+    advocate once per referral, at its first attributed conversion; the friend once, on their
+    first purchase. Each is a mail (the recipient's locale, suppressions respected; the
+    advocate's copy says blocked advocates get none) and a `referral.thank_you` to the
+    merchant's webhooks, ids derived from the cause so a redelivery adds nothing."""
+    facts = domain.conversion_facts(p.model_dump(mode="json"))
+    due: list[tuple[str, str, str, str]] = [
+        ("advocate", p.advocate_id, "advocate_friend_converted", f"thanks:advocate:{p.referral_id}")
+    ]
+    if p.conversion_type == "purchase" and p.is_first_purchase:
+        due.append(
+            ("friend", p.friend_customer_id, "friend_thank_you", f"thanks:friend:{p.referral_id}")
+        )
+    for kind, recipient, template, cause in due:
+        if kind == "advocate" and await repository.advocate_blocked(
+            conn, event.tenantid, p.advocate_id
+        ):
+            continue
+        await _mail(
+            conn, event, template, (kind, recipient), (p.advocate_id, p.program_id), facts, cause
+        )
+        thanks = out.ThankYou(
+            recipient_kind=kind,
+            recipient_id=recipient,
+            advocate_id=p.advocate_id,
+            program_id=p.program_id,
+            referral_id=p.referral_id,
+            conversion_id=p.conversion_id,
+            conversion_type=p.conversion_type,
+        )
+        derived = new_event(
+            thanks,
+            source="/services/notification-service",
+            tenant_id=event.tenantid,
+            event_id=f"{event.tenantid}:{cause}",
+            time=event.time,
+        )
+        await webhooks.on_webhook_event(conn, derived, thanks)
 
 
 def _usable_address(value: str | None) -> str | None:
@@ -233,5 +281,6 @@ EMAIL_HANDLERS: dict[str, Callable[[asyncpg.Connection, CloudEvent, Any], Awaita
     link.CodeCreated.TYPE: on_code,
     link.CodeChanged.TYPE: on_code,
     attribution.ReferralAttributed.TYPE: on_referral,
+    attribution.ConversionAttributed.TYPE: on_conversion,
     **{event_type: on_reward for event_type in _HOLDER_MAILS},
 }

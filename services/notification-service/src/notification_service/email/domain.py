@@ -72,6 +72,15 @@ TEMPLATES: dict[str, TemplateSpec] = {
         TemplateSpec("friend_reward", "transactional", "friend", "friend's reward available"),
         TemplateSpec("friend_coupon", "transactional", "friend", "friend's coupon allocated"),
         TemplateSpec("milestone_reached", "transactional", "advocate", "advocate milestone"),
+        TemplateSpec(
+            "advocate_friend_converted",
+            "transactional",
+            "advocate",
+            "thank-you: a friend the advocate referred converted (before any reward)",
+        ),
+        TemplateSpec(
+            "friend_thank_you", "transactional", "friend", "thank-you: the friend's first purchase"
+        ),
     )
 }
 
@@ -390,6 +399,7 @@ def build_context(
         "coupon": facts.get("coupon"),
         "milestone": facts.get("milestone"),
         "invite": facts.get("invite"),
+        "conversion": facts.get("conversion"),
         "unsubscribe_url": unsubscribe_url,
     }
 
@@ -405,6 +415,7 @@ _SAMPLE_FACTS: dict[str, Any] = {
     "coupon": {"code": "FRIEND-7QX2"},
     "milestone": {"milestone": 10, "referral_count": 10, "bonus": money(5000, "USD")},
     "invite": {"message": "You'll love this - I use it every day!"},
+    "conversion": {"type": "purchase", "purchase": True},
 }
 
 
@@ -429,6 +440,16 @@ def reward_facts(data: Mapping[str, Any]) -> dict[str, Any]:
             "unit": data["unit"],
             "kind": data.get("kind"),
             "available_at": str(available_at)[:10] if available_at else None,
+        }
+    }
+
+
+def conversion_facts(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The facts of a conversion.attributed a thank-you shows (no personal data)."""
+    return {
+        "conversion": {
+            "type": data.get("conversion_type"),
+            "purchase": data.get("conversion_type") == "purchase",
         }
     }
 

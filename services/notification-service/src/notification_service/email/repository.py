@@ -100,6 +100,18 @@ async def upsert_advocate(
     )
 
 
+async def advocate_blocked(conn: asyncpg.Connection, tenant_id: str, advocate_id: str) -> bool:
+    blocked: bool | None = await conn.fetchval(
+        """
+        SELECT blocked FROM email_contacts
+        WHERE tenant_id = $1 AND kind = 'advocate' AND contact_id = $2
+        """,
+        tenant_id,
+        advocate_id,
+    )
+    return bool(blocked)
+
+
 async def set_advocate_blocked(
     conn: asyncpg.Connection, tenant_id: str, advocate_id: str, blocked: bool
 ) -> None:

@@ -152,6 +152,52 @@ BUILTIN: dict[str, dict[str, dict[str, str]]] = {
             _DE_UNSUB,
         ),
     },
+    "advocate_friend_converted": {
+        "en": _t(
+            "Thank you: a friend you referred {% if conversion.purchase %}just bought"
+            "{% else %}just joined{% endif %}",
+            "<p>Hi {{ recipient.name or 'there' }},</p>"
+            "<p>Thank you! A friend you referred to {{ program.name }} "
+            "{% if conversion.purchase %}just made their purchase{% else %}just joined{% endif %}."
+            " Your reward is on its way.</p>",
+            "Hi {{ recipient.name or 'there' }},\n\n"
+            "Thank you! A friend you referred to {{ program.name }} "
+            "{% if conversion.purchase %}just made their purchase{% else %}just joined{% endif %}."
+            " Your reward is on its way.\n",
+            _EN_UNSUB,
+        ),
+        "de": _t(
+            "Danke: Ihre Empfehlung {% if conversion.purchase %}hat gekauft"
+            "{% else %}ist dabei{% endif %}",
+            "<p>Hallo {{ recipient.name or '' }},</p>"
+            "<p>Danke! Eine Person, die Sie {{ program.name }} empfohlen haben, "
+            "{% if conversion.purchase %}hat gerade gekauft{% else %}ist gerade beigetreten"
+            "{% endif %}. Ihre Prämie ist unterwegs.</p>",
+            "Hallo {{ recipient.name or '' }},\n\n"
+            "Danke! Eine Person, die Sie {{ program.name }} empfohlen haben, "
+            "{% if conversion.purchase %}hat gerade gekauft{% else %}ist gerade beigetreten"
+            "{% endif %}. Ihre Prämie ist unterwegs.\n",
+            _DE_UNSUB,
+        ),
+    },
+    "friend_thank_you": {
+        "en": _t(
+            "Thank you for your first order at {{ program.name }}",
+            "<p>Thank you for your first order at {{ program.name }}, and welcome!"
+            " {{ advocate.name or 'Your friend' }} will be glad you came.</p>",
+            "Thank you for your first order at {{ program.name }}, and welcome!"
+            " {{ advocate.name or 'Your friend' }} will be glad you came.\n",
+            _EN_UNSUB,
+        ),
+        "de": _t(
+            "Danke für Ihre erste Bestellung bei {{ program.name }}",
+            "<p>Danke für Ihre erste Bestellung bei {{ program.name }} und willkommen!"
+            " {{ advocate.name or 'Ihre Empfehlung' }} wird sich freuen.</p>",
+            "Danke für Ihre erste Bestellung bei {{ program.name }} und willkommen!"
+            " {{ advocate.name or 'Ihre Empfehlung' }} wird sich freuen.\n",
+            _DE_UNSUB,
+        ),
+    },
     "milestone_reached": {
         "en": _t(
             "You reached {{ milestone.milestone }} referrals!",

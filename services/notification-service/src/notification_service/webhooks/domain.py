@@ -48,7 +48,11 @@ _NOT_DELIVERED = frozenset(
     }
 )
 DELIVERED_EVENT_TYPES: frozenset[str] = frozenset(
-    _types_of(attribution) | _types_of(reward) | (_types_of(link) - _NOT_DELIVERED)
+    _types_of(attribution)
+    | _types_of(reward)
+    | (_types_of(link) - _NOT_DELIVERED)
+    # made here, from conversion.attributed (email.consumed.on_conversion)
+    | {out.ThankYou.TYPE}
 )
 
 # The type of the message the "send test event" endpoint sends. Not a consumed event: it is

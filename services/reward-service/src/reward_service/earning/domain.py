@@ -130,6 +130,8 @@ class Reward:
     clawed_back_amount: int = 0
     clawback: ClawbackPolicy = "negative_entry"
     occurred_at: datetime | None = None
+    # the segment whose variant of the rule earned it (None: the rule's default)
+    segment: str | None = None
 
     @property
     def outstanding(self) -> int:
@@ -225,6 +227,7 @@ def _issued(
         order_amount_minor=order_amount_minor,
         clawback=rule.definition.clawback,
         occurred_at=occurred_at,
+        segment=rule.segment,
     )
 
 

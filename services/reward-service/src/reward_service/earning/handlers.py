@@ -6,6 +6,7 @@ events in one outbox statement at the end. None of them commits."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from datetime import datetime
 
@@ -20,6 +21,7 @@ from reward_service.coupons import repository as coupons
 from reward_service.earning import domain, events, postings, repository
 from reward_service.ledger import repository as ledger
 from reward_service.metrics import REWARDS_CAPPED, REWARDS_ISSUED
+from reward_service.rules import handlers as rule_handlers
 from reward_service.rules import repository as rules
 from reward_service.rules.domain import Cap, Milestone, Period, RuleVersion
 
@@ -79,6 +81,17 @@ async def on_conversion_attributed(
             conversion.conversion_id,
         )
         return []
+    if rule.definition.variants:
+        # The variant of the segments the advocate was in when the conversion happened.
+        matched = await rule_handlers.segments_at(
+            conn,
+            conversion.tenant_id,
+            conversion.program_id,
+            conversion.advocate_id,
+            conversion.occurred_at,
+        )
+        definition, segment = rule.definition.for_segments(matched)
+        rule = dataclasses.replace(rule, definition=definition, segment=segment)
     return await reward_conversion(conn, rule, conversion, event.id, now or utc_now())
 
 

@@ -198,6 +198,7 @@ _REWARD = Params.typed(
     "order_amount_minor",
     "clawback",
     "occurred_at",
+    "segment",
 )
 _INSERT_REWARD = _REWARD.insert("rewards", "ON CONFLICT DO NOTHING RETURNING true")
 

@@ -10,7 +10,16 @@ from fastapi import APIRouter
 from reward_service import units
 from reward_service.holders import Role
 from reward_service.rules import domain, handlers
-from reward_service.rules.schemas import AmountIn, MoneyOut, RewardRuleIn, RewardRuleOut, SideIn
+from reward_service.rules.schemas import (
+    AmountIn,
+    CapIn,
+    MilestoneIn,
+    MoneyOut,
+    RewardRuleIn,
+    RewardRuleOut,
+    SideIn,
+    VariantIn,
+)
 from reward_service.web import Auth, Now, PathId, Rt
 from servicekit.auth import requires
 from servicekit.problems import InvalidInput
@@ -127,9 +136,9 @@ def _advocate(body: RewardRuleIn) -> SideIn | None:
     )
 
 
-def _milestones(body: RewardRuleIn) -> tuple[domain.Milestone, ...]:
+def _milestones(items: list[MilestoneIn]) -> tuple[domain.Milestone, ...]:
     milestones: list[domain.Milestone] = []
-    for i, m in enumerate(body.milestones):
+    for i, m in enumerate(items):
         amount = _amount(m.amount, f"/milestones/{i}/amount")
         if amount.is_percent:
             raise InvalidInput(
@@ -142,9 +151,9 @@ def _milestones(body: RewardRuleIn) -> tuple[domain.Milestone, ...]:
     return tuple(sorted(milestones, key=lambda m: m.referrals))
 
 
-def _caps(body: RewardRuleIn, has_advocate: bool) -> tuple[domain.Cap, ...]:
+def _caps(items: list[CapIn], has_advocate: bool) -> tuple[domain.Cap, ...]:
     caps: list[domain.Cap] = []
-    for i, c in enumerate(body.caps):
+    for i, c in enumerate(items):
         if c.max_count is None and c.max_amount is None:
             raise InvalidInput("a cap sets max_count, max_amount or both", field=f"/caps/{i}")
         caps.append(domain.Cap(c.period, c.max_count, c.max_amount))
@@ -161,10 +170,11 @@ def _definition(body: RewardRuleIn) -> domain.RuleDefinition:
         ("friend", body.friend),
     )
     sides = [_side(role, s) for role, s in given if s is not None]
-    if not sides:
+    variants = _variants(body.variants)
+    if not sides and not variants:
         raise InvalidInput("a rule rewards the advocate, the friend or both", field="/advocate")
-    milestones = _milestones(body)
-    caps = _caps(body, any(s.role == "advocate" for s in sides))
+    milestones = _milestones(body.milestones)
+    caps = _caps(body.caps, any(s.role == "advocate" for s in sides))
     budget = None
     if body.budget is not None:
         budget = domain.Budget(
@@ -177,7 +187,48 @@ def _definition(body: RewardRuleIn) -> domain.RuleDefinition:
         milestones=milestones,
         caps=caps,
         budget=budget,
+        variants=variants,
     )
+
+
+def _within(prefix: str, field: str | None) -> str:
+    """A field of a variant's part as a JSON pointer under the variant."""
+    if not field:
+        return prefix
+    if field.startswith("/"):
+        return prefix + field
+    return prefix + "/" + field.replace("[", ".").replace("]", "").replace(".", "/")
+
+
+def _variant(i: int, body: VariantIn) -> domain.Variant:
+    try:
+        given: tuple[tuple[Role, SideIn | None], ...] = (
+            ("advocate", body.advocate),
+            ("friend", body.friend),
+        )
+        sides = tuple(_side(role, s) for role, s in given if s is not None)
+        if not sides:
+            raise InvalidInput("a variant rewards the advocate, the friend or both", field="")
+        return domain.Variant(
+            segment=body.segment,
+            rewards=sides,
+            milestones=_milestones(body.milestones),
+            caps=_caps(body.caps, any(s.role == "advocate" for s in sides)),
+            order=body.order,
+        )
+    except InvalidInput as exc:
+        raise InvalidInput(exc.detail, field=_within(f"/variants/{i}", exc.field)) from None
+
+
+def _variants(items: list[VariantIn]) -> tuple[domain.Variant, ...]:
+    """The variants as listed (domain.RuleDefinition.for_segments tries them by `order`)."""
+    variants = [_variant(i, v) for i, v in enumerate(items)]
+    for i, v in enumerate(variants):
+        if any(w.segment == v.segment for w in variants[:i]):
+            raise InvalidInput(
+                f"segment '{v.segment}' has two variants", field=f"/variants/{i}/segment"
+            )
+    return tuple(variants)
 
 
 def _side_out(side: domain.SideReward | None) -> dict[str, Any] | None:
@@ -186,6 +237,19 @@ def _side_out(side: domain.SideReward | None) -> dict[str, Any] | None:
     out = domain.side_to_json(side)
     out.pop("role", None)
     return out
+
+
+def _variant_out(v: domain.Variant) -> dict[str, Any]:
+    doc = domain.variant_to_json(v)
+    sides = {s.role: _side_out(s) for s in v.rewards}
+    return {
+        "segment": v.segment,
+        "order": v.order,
+        "advocate": sides.get("advocate"),
+        "friend": sides.get("friend"),
+        "milestones": doc["milestones"],
+        "caps": doc["caps"],
+    }
 
 
 def _rule_out(rule: domain.RuleVersion) -> RewardRuleOut:
@@ -215,6 +279,7 @@ def _rule_out(rule: domain.RuleVersion) -> RewardRuleOut:
         milestones=doc["milestones"],
         caps=doc["caps"],
         budget=doc["budget"],
+        variants=[_variant_out(v) for v in d.variants],
         advocate_reward=legacy,
         trigger=advocate.trigger if advocate is not None else None,
         created_at=rule.created_at,

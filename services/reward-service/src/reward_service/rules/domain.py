@@ -7,7 +7,7 @@ two versions with equal definitions reward alike."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
 from typing import Any, Literal
@@ -136,6 +136,20 @@ class Budget:
 
 
 @dataclass(frozen=True)
+class Variant:
+    """What advocates of one segment earn instead of the rule's default: their own sides
+    (amounts, units, tiers), milestones and caps. Hold, claw-back and budget stay the rule's."""
+
+    segment: str
+    rewards: tuple[SideReward, ...]
+    milestones: tuple[Milestone, ...] = ()
+    caps: tuple[Cap, ...] = ()
+    # Variants are tried by ascending order (then as listed); two that one advocate could
+    # match both must each have one, and not the same.
+    order: int | None = None
+
+
+@dataclass(frozen=True)
 class RuleDefinition:
     """The content of a rule version; two versions with equal definitions reward alike."""
 
@@ -145,9 +159,37 @@ class RuleDefinition:
     milestones: tuple[Milestone, ...] = ()
     caps: tuple[Cap, ...] = ()
     budget: Budget | None = None
+    # as listed; tried by ascending order, then as listed (tried_variants)
+    variants: tuple[Variant, ...] = ()
 
     def side(self, role: Role) -> SideReward | None:
         return next((r for r in self.rewards if r.role == role), None)
+
+    def tried_variants(self) -> list[Variant]:
+        """The variants in the order they are tried: by ascending `order` (those without one
+        last), then as listed."""
+        ranked = sorted(
+            enumerate(self.variants),
+            key=lambda iv: (iv[1].order is None, iv[1].order or 0, iv[0]),
+        )
+        return [v for _, v in ranked]
+
+    def for_segments(self, matched: frozenset[str]) -> tuple[RuleDefinition, str | None]:
+        """The definition an advocate in the `matched` segments earns under: the first variant
+        whose segment they are in, else the default; and that variant's segment (None: the
+        default). Caps count the advocate's usage whichever variant earned it, so after a move
+        the new variant's cap applies to everything already earned in its unit."""
+        variant = next((v for v in self.tried_variants() if v.segment in matched), None)
+        if variant is None:
+            return replace(self, variants=()), None
+        chosen = replace(
+            self,
+            rewards=variant.rewards,
+            milestones=variant.milestones,
+            caps=variant.caps,
+            variants=(),
+        )
+        return chosen, variant.segment
 
 
 @dataclass(frozen=True)
@@ -159,6 +201,9 @@ class RuleVersion:
     valid_from: datetime
     definition: RuleDefinition
     created_at: datetime
+    # Set once the definition is resolved for one advocate (RuleDefinition.for_segments): the
+    # segment whose variant it is (None: the default).
+    segment: str | None = None
 
 
 def next_version(latest: RuleVersion | None, now: datetime) -> tuple[int, datetime]:
@@ -213,21 +258,71 @@ def side_to_json(s: SideReward) -> dict[str, Any]:
     }
 
 
-def definition_to_json(d: RuleDefinition) -> dict[str, Any]:
+def _milestones_json(milestones: tuple[Milestone, ...]) -> list[dict[str, Any]]:
+    return [
+        {"referrals": m.referrals, "amount": m.amount, "unit": m.unit, "kind": m.kind}
+        for m in milestones
+    ]
+
+
+def _caps_json(caps: tuple[Cap, ...]) -> list[dict[str, Any]]:
+    return [
+        {"period": c.period, "max_count": c.max_count, "max_amount": c.max_amount} for c in caps
+    ]
+
+
+def variant_to_json(v: Variant) -> dict[str, Any]:
     return {
+        "segment": v.segment,
+        "order": v.order,
+        "rewards": [side_to_json(s) for s in v.rewards],
+        "milestones": _milestones_json(v.milestones),
+        "caps": _caps_json(v.caps),
+    }
+
+
+def definition_to_json(d: RuleDefinition) -> dict[str, Any]:
+    doc = {
         "hold_days": d.hold_days,
         "clawback": d.clawback,
         "rewards": [side_to_json(s) for s in d.rewards],
-        "milestones": [
-            {"referrals": m.referrals, "amount": m.amount, "unit": m.unit, "kind": m.kind}
-            for m in d.milestones
-        ],
-        "caps": [
-            {"period": c.period, "max_count": c.max_count, "max_amount": c.max_amount}
-            for c in d.caps
-        ],
+        "milestones": _milestones_json(d.milestones),
+        "caps": _caps_json(d.caps),
         "budget": None if d.budget is None else {"amount": d.budget.amount, "unit": d.budget.unit},
     }
+    if d.variants:  # absent otherwise: rules stored before variants compare equal
+        doc["variants"] = [variant_to_json(v) for v in d.variants]
+    return doc
+
+
+def _side_from(s: Mapping[str, Any]) -> SideReward:
+    return SideReward(
+        role=s["role"],
+        trigger=s["trigger"],
+        amount=_amount_from(s["amount"]),
+        kind=s.get("kind", "credit"),
+        min_order_minor=s.get("min_order_minor"),
+        nth=s.get("nth"),
+        custom_type=s.get("custom_type"),
+        tiers=tuple(
+            Tier(t["min_referrals"], t.get("max_referrals"), _amount_from(t["amount"]))
+            for t in s.get("tiers", [])
+        ),
+        coupon_pool_id=s.get("coupon_pool_id"),
+    )
+
+
+def _milestones_from(d: Mapping[str, Any]) -> tuple[Milestone, ...]:
+    return tuple(
+        Milestone(m["referrals"], m["amount"], m["unit"], m.get("kind", "credit"))
+        for m in d.get("milestones", [])
+    )
+
+
+def _caps_from(d: Mapping[str, Any]) -> tuple[Cap, ...]:
+    return tuple(
+        Cap(c["period"], c.get("max_count"), c.get("max_amount")) for c in d.get("caps", [])
+    )
 
 
 def definition_from_json(d: Mapping[str, Any]) -> RuleDefinition:
@@ -235,29 +330,18 @@ def definition_from_json(d: Mapping[str, Any]) -> RuleDefinition:
     return RuleDefinition(
         hold_days=d["hold_days"],
         clawback=d.get("clawback", "negative_entry"),
-        rewards=tuple(
-            SideReward(
-                role=s["role"],
-                trigger=s["trigger"],
-                amount=_amount_from(s["amount"]),
-                kind=s.get("kind", "credit"),
-                min_order_minor=s.get("min_order_minor"),
-                nth=s.get("nth"),
-                custom_type=s.get("custom_type"),
-                tiers=tuple(
-                    Tier(t["min_referrals"], t.get("max_referrals"), _amount_from(t["amount"]))
-                    for t in s.get("tiers", [])
-                ),
-                coupon_pool_id=s.get("coupon_pool_id"),
-            )
-            for s in d["rewards"]
-        ),
-        milestones=tuple(
-            Milestone(m["referrals"], m["amount"], m["unit"], m.get("kind", "credit"))
-            for m in d.get("milestones", [])
-        ),
-        caps=tuple(
-            Cap(c["period"], c.get("max_count"), c.get("max_amount")) for c in d.get("caps", [])
-        ),
+        rewards=tuple(_side_from(s) for s in d["rewards"]),
+        milestones=_milestones_from(d),
+        caps=_caps_from(d),
         budget=None if budget is None else Budget(budget["amount"], budget["unit"]),
+        variants=tuple(
+            Variant(
+                segment=v["segment"],
+                rewards=tuple(_side_from(s) for s in v["rewards"]),
+                milestones=_milestones_from(v),
+                caps=_caps_from(v),
+                order=v.get("order"),
+            )
+            for v in d.get("variants", [])
+        ),
     )

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 
 from reward_service.rules import domain
+from servicekit import audience
 from servicekit.sql import Params
 
 _VERSION = Params.typed(
@@ -98,3 +100,75 @@ async def insert_rule_version(
     return domain.RuleVersion(
         rule_id, tenant_id, program_id, version, valid_from, definition, created_at
     )
+
+
+# --- copies from link.events: segments, advocates' attribute changes ----------------------------
+
+
+async def upsert_segments(
+    conn: asyncpg.Connection, tenant_id: str, program_id: str, segments: list[Any], version: int
+) -> None:
+    """Keeps the newest version (an older one arriving late changes nothing)."""
+    await conn.execute(
+        """
+        INSERT INTO program_segments (tenant_id, program_id, segments, version)
+        VALUES ($1, $2, $3::text::jsonb, $4)
+        ON CONFLICT (tenant_id, program_id) DO UPDATE
+            SET segments = excluded.segments, version = excluded.version
+            WHERE program_segments.version < excluded.version
+        """,
+        tenant_id,
+        program_id,
+        json.dumps(segments),
+        version,
+    )
+
+
+async def program_segments(
+    conn: asyncpg.Connection, tenant_id: str, program_id: str
+) -> tuple[audience.Segment, ...]:
+    doc: str | None = await conn.fetchval(
+        "SELECT segments::text FROM program_segments WHERE tenant_id = $1 AND program_id = $2",
+        tenant_id,
+        program_id,
+    )
+    return audience.segments_from_json(json.loads(doc)) if doc else ()
+
+
+async def insert_attribute_change(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    program_id: str,
+    advocate_id: str,
+    change: audience.Change,
+) -> None:
+    await conn.execute(
+        """
+        INSERT INTO advocate_attribute_changes (tenant_id, advocate_id, change, program_id,
+                                                effective_at, changes)
+        VALUES ($1, $2, $3, $4, $5, $6::text::jsonb)
+        ON CONFLICT DO NOTHING
+        """,
+        tenant_id,
+        advocate_id,
+        change.change,
+        program_id,
+        change.effective_at,
+        json.dumps(dict(change.changes)),
+    )
+
+
+async def attribute_changes(
+    conn: asyncpg.Connection, tenant_id: str, advocate_id: str, until: datetime
+) -> list[audience.Change]:
+    """The advocate's attribute changes in force by `until`."""
+    rows = await conn.fetch(
+        """
+        SELECT change, effective_at, changes::text AS changes FROM advocate_attribute_changes
+        WHERE tenant_id = $1 AND advocate_id = $2 AND effective_at <= $3
+        """,
+        tenant_id,
+        advocate_id,
+        until,
+    )
+    return [audience.Change(r["change"], r["effective_at"], json.loads(r["changes"])) for r in rows]

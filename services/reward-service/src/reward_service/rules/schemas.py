@@ -114,6 +114,24 @@ class BudgetIn(BaseModel):
     unit: str = Field(description="a currency code, POINTS, or a quantity's unit")
 
 
+class VariantIn(BaseModel):
+    """What advocates of one segment earn instead of the default (sides, milestones, caps)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    segment: str = Field(pattern=r"^[a-z][a-z0-9_]{0,39}$", description="a segment's name")
+    order: StrictInt | None = Field(
+        default=None,
+        ge=0,
+        le=1000,
+        description="variants are tried by ascending order; required where two could overlap",
+    )
+    advocate: SideIn | None = None
+    friend: SideIn | None = None
+    milestones: list[MilestoneIn] = Field(default_factory=list, max_length=50)
+    caps: list[CapIn] = Field(default_factory=list, max_length=3)
+
+
 class RewardRuleIn(BaseModel):
     """A program's reward rule. `advocate_reward` + `trigger` is the first API's shorthand for
     a fixed advocate reward and stays accepted."""
@@ -132,6 +150,7 @@ class RewardRuleIn(BaseModel):
     milestones: list[MilestoneIn] = Field(default_factory=list, max_length=50)
     caps: list[CapIn] = Field(default_factory=list, max_length=3)
     budget: BudgetIn | None = None
+    variants: list[VariantIn] = Field(default_factory=list, max_length=20)
     advocate_reward: MoneyIn | None = None
     trigger: domain.Trigger | None = None
 
@@ -154,6 +173,7 @@ class RewardRuleOut(BaseModel):
     milestones: list[dict[str, Any]]
     caps: list[dict[str, Any]]
     budget: dict[str, Any] | None
+    variants: list[dict[str, Any]] = Field(default_factory=list)
     # the first API's shape, filled when the advocate side is a fixed money reward
     advocate_reward: MoneyOut | None = None
     trigger: domain.Trigger | None = None
