@@ -126,7 +126,7 @@ async def test_workspace_keys_lifecycle(env: Any) -> None:
         "scopes": [["programs:read", "programs:write"], ["programs:read"]]
     }
     r = await c.get("/v1/audit-log", headers=bearer(admin["key"]), params={"cursor": "zz"})
-    assert r.status_code == 422 and r.json()["field"] == "cursor"
+    assert r.status_code == 422 and r.json()["field"] == "/cursor"
     r = await c.get("/v1/audit-log", headers=bearer(admin["key"]), params={"limit": 1000})
     assert r.status_code == 422
 

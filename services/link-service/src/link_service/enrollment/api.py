@@ -17,6 +17,7 @@ from link_service.enrollment.schemas import (
 )
 from link_service.web import Auth, Rt, link_state, settings
 from servicekit.auth import requires
+from servicekit.pagination import Page, PageParams
 from servicekit.problems import DomainError
 
 router = APIRouter()
@@ -106,6 +107,21 @@ async def create_enrollment_job(
         worker.wake.set()
     response.headers["Location"] = f"/v1/enrollment-jobs/{job['id']}"
     return _job_out(job, errors)
+
+
+@router.get(
+    "/v1/programs/{program_id}/enrollment-jobs",
+    dependencies=[requires("advocates:read")],
+    response_model=Page[EnrollmentJobOut],
+    tags=["advocates"],
+)
+async def list_enrollment_jobs(
+    program_id: str, who: Auth, rt: Rt, page: PageParams
+) -> Page[EnrollmentJobOut]:
+    """The program's jobs, oldest first; each without its errors (GET the job for those)."""
+    async with rt.transaction() as conn:
+        rows = await handlers.job_page(conn, who.tenant_id, program_id, page)
+    return page.answer(rows, lambda job: _job_out(job, []))
 
 
 @router.get(
