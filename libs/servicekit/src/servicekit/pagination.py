@@ -61,9 +61,10 @@ class Keyset:
     id: str = "id"
     numeric_id: bool = False
 
-    def encode(self, row: Mapping[str, Any]) -> str:
-        at: datetime = row[self.time]
-        raw = json.dumps([_VERSION, at.isoformat(), row[self.id]], separators=(",", ":"))
+    def encode(self, row: Any) -> str:
+        """The cursor after `row`: a record (a mapping) or an object with the key's attributes."""
+        at: datetime = _field(row, self.time)
+        raw = json.dumps([_VERSION, at.isoformat(), _field(row, self.id)], separators=(",", ":"))
         return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
     def decode(self, cursor: str) -> tuple[datetime, str | int]:
@@ -96,6 +97,10 @@ class Keyset:
 
 
 CREATED = Keyset()
+
+
+def _field(row: Any, name: str) -> Any:
+    return row[name] if isinstance(row, Mapping | asyncpg.Record) else getattr(row, name)
 
 
 @dataclass

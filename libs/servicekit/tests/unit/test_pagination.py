@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -62,3 +63,13 @@ def test_the_page_holds_limit_items_and_a_cursor_only_when_more_follow() -> None
     last = page.answer(rows[:3], lambda r: r["id"])
     assert last.next_cursor is None
     assert page.answer([], lambda r: r).model_dump() == {"items": [], "next_cursor": None}
+
+
+def test_a_cursor_is_read_from_a_mapping_or_an_object() -> None:
+    @dataclass
+    class Item:
+        id: str
+        created_at: datetime
+
+    cursor = CREATED.encode(Item("x", AT))
+    assert cursor == CREATED.encode({"created_at": AT, "id": "x"})
