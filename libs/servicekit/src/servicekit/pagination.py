@@ -55,11 +55,14 @@ class Page(BaseModel, Generic[ItemT]):
 @dataclass(frozen=True)
 class Keyset:
     """The immutable, unique key a list is ordered by: a time column, then a tie-breaking id
-    column (text, or bigint with `numeric_id`)."""
+    column (text, or bigint with `numeric_id`), oldest first or (`descending`) newest first.
+    `id_sql` is the id's SQL where it is an expression (the row holds it as `id`)."""
 
     time: str = "created_at"
     id: str = "id"
     numeric_id: bool = False
+    descending: bool = False
+    id_sql: str | None = None
 
     def encode(self, row: Any) -> str:
         """The cursor after `row`: a record (a mapping) or an object with the key's attributes."""
@@ -85,18 +88,26 @@ class Keyset:
             pass
         raise InvalidInput(BAD_CURSOR, field="/cursor")
 
-    def clause(self, first: int, alias: str = "") -> str:
-        """`(time, id) > ($first, $first+1)`: the rows after the cursor's."""
+    def _columns(self, alias: str) -> tuple[str, str]:
         p = f"{alias}." if alias else ""
+        return f"{p}{self.time}", self.id_sql or f"{p}{self.id}"
+
+    def clause(self, first: int, alias: str = "") -> str:
+        """`(time, id) > ($first, $first+1)` (`<` newest first): the rows after the cursor's."""
+        time, key = self._columns(alias)
         id_type = "bigint" if self.numeric_id else "text"
-        return f"({p}{self.time}, {p}{self.id}) > (${first}::timestamptz, ${first + 1}::{id_type})"
+        after = "<" if self.descending else ">"
+        return f"({time}, {key}) {after} (${first}::timestamptz, ${first + 1}::{id_type})"
 
     def order_by(self, alias: str = "") -> str:
-        p = f"{alias}." if alias else ""
-        return f"ORDER BY {p}{self.time}, {p}{self.id}"
+        time, key = self._columns(alias)
+        way = " DESC" if self.descending else ""
+        return f"ORDER BY {time}{way}, {key}{way}"
 
 
 CREATED = Keyset()
+# Logs read newest first.
+NEWEST = Keyset(descending=True)
 
 
 def _field(row: Any, name: str) -> Any:

@@ -73,3 +73,14 @@ def test_a_cursor_is_read_from_a_mapping_or_an_object() -> None:
 
     cursor = CREATED.encode(Item("x", AT))
     assert cursor == CREATED.encode({"created_at": AT, "id": "x"})
+
+
+def test_newest_first_and_an_id_expression() -> None:
+    by_hash = Keyset(descending=True, id="address_key", id_sql="md5(s.address)")
+    page = PageQuery(by_hash.encode({"created_at": AT, "address_key": "ab"}), 3)
+    sql, args = select_page("SELECT s.* FROM s", Where(), page, by_hash, alias="s")
+    assert sql.endswith(
+        "WHERE TRUE AND (s.created_at, md5(s.address)) < ($1::timestamptz, $2::text) "
+        "ORDER BY s.created_at DESC, md5(s.address) DESC LIMIT $3"
+    )
+    assert args == [AT, "ab", 4]
