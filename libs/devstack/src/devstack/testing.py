@@ -211,7 +211,7 @@ class Collection:
     parameters (and any it needs), `add` creates one item and gives its id; `query` are the
     list's filters (their values formatted with the parameters)."""
 
-    add: Callable[[dict[str, str]], Awaitable[str]]
+    add: Callable[[dict[str, str]], Awaitable[Any]]
     setup: Callable[[], Awaitable[dict[str, str]]] | None = None
     query: dict[str, str] = field(default_factory=dict)
     id_field: str = "id"
@@ -233,7 +233,7 @@ async def walk_while_inserting(
     url = path.format(**params)
     query = {k: v.format(**params) for k, v in collection.query.items()}
     existing = [await collection.add(params) for _ in range(before)]
-    added: list[str] = []
+    added: list[Any] = []
     stop = asyncio.Event()
     inserted = asyncio.Event()
 
@@ -244,7 +244,7 @@ async def walk_while_inserting(
             await asyncio.sleep(0)
 
     task = asyncio.create_task(insert())
-    seen: list[str] = []
+    seen: list[Any] = []
     cursor: str | None = None
     try:
         while True:

@@ -54,11 +54,12 @@ class Page(BaseModel, Generic[ItemT]):
 
 @dataclass(frozen=True)
 class Keyset:
-    """The immutable, unique key a list is ordered by: a time column, then a tie-breaking id
-    column (text, or bigint with `numeric_id`), oldest first or (`descending`) newest first.
-    `id_sql` is the id's SQL where it is an expression (the row holds it as `id`)."""
+    """The immutable, unique key a list is ordered by: a time column (None: the id alone), then
+    a tie-breaking id column (text, or bigint with `numeric_id`), oldest first or
+    (`descending`) newest first. `id_sql` is the id's SQL where it is an expression (the row
+    holds it as `id`)."""
 
-    time: str = "created_at"
+    time: str | None = "created_at"
     id: str = "id"
     numeric_id: bool = False
     descending: bool = False
@@ -66,43 +67,48 @@ class Keyset:
 
     def encode(self, row: Any) -> str:
         """The cursor after `row`: a record (a mapping) or an object with the key's attributes."""
-        at: datetime = _field(row, self.time)
-        raw = json.dumps([_VERSION, at.isoformat(), _field(row, self.id)], separators=(",", ":"))
+        at = None if self.time is None else _field(row, self.time).isoformat()
+        raw = json.dumps([_VERSION, at, _field(row, self.id)], separators=(",", ":"))
         return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
-    def decode(self, cursor: str) -> tuple[datetime, str | int]:
-        """The key a cursor names; 422 (`/cursor`) for anything we did not give."""
+    def decode(self, cursor: str) -> tuple[Any, ...]:
+        """The key a cursor names (time and id, or the id alone); 422 (`/cursor`) for anything
+        we did not give."""
         try:
             raw = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
             version, at, key = raw
-            if version == _VERSION and isinstance(at, str):
+            id_ok = (
+                isinstance(key, int) and not isinstance(key, bool)
+                if self.numeric_id
+                else isinstance(key, str)
+            )
+            if version == _VERSION and id_ok and self.time is None and at is None:
+                return (key,)
+            if version == _VERSION and id_ok and self.time is not None and isinstance(at, str):
                 when = datetime.fromisoformat(at)
-                id_ok = (
-                    isinstance(key, int) and not isinstance(key, bool)
-                    if self.numeric_id
-                    else isinstance(key, str)
-                )
-                if when.tzinfo is not None and id_ok:
+                if when.tzinfo is not None:
                     return when, key
         except (binascii.Error, UnicodeDecodeError, ValueError, TypeError):
             pass
         raise InvalidInput(BAD_CURSOR, field="/cursor")
 
-    def _columns(self, alias: str) -> tuple[str, str]:
+    def _columns(self, alias: str) -> list[str]:
         p = f"{alias}." if alias else ""
-        return f"{p}{self.time}", self.id_sql or f"{p}{self.id}"
+        key = self.id_sql or f"{p}{self.id}"
+        return [key] if self.time is None else [f"{p}{self.time}", key]
 
     def clause(self, first: int, alias: str = "") -> str:
         """`(time, id) > ($first, $first+1)` (`<` newest first): the rows after the cursor's."""
-        time, key = self._columns(alias)
-        id_type = "bigint" if self.numeric_id else "text"
+        types = ([] if self.time is None else ["timestamptz"]) + [
+            "bigint" if self.numeric_id else "text"
+        ]
+        params = ", ".join(f"${first + i}::{t}" for i, t in enumerate(types))
         after = "<" if self.descending else ">"
-        return f"({time}, {key}) {after} (${first}::timestamptz, ${first + 1}::{id_type})"
+        return f"({', '.join(self._columns(alias))}) {after} ({params})"
 
     def order_by(self, alias: str = "") -> str:
-        time, key = self._columns(alias)
         way = " DESC" if self.descending else ""
-        return f"ORDER BY {time}{way}, {key}{way}"
+        return "ORDER BY " + ", ".join(f"{c}{way}" for c in self._columns(alias))
 
 
 CREATED = Keyset()
@@ -149,7 +155,7 @@ class PageQuery:
         # One more than the page: its presence says a next page exists.
         return self.limit + 1
 
-    def after(self, keyset: Keyset = CREATED) -> tuple[datetime, str | int] | None:
+    def after(self, keyset: Keyset = CREATED) -> tuple[Any, ...] | None:
         return keyset.decode(self.cursor) if self.cursor else None
 
     def answer(

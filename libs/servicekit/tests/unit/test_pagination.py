@@ -84,3 +84,16 @@ def test_newest_first_and_an_id_expression() -> None:
         "ORDER BY s.created_at DESC, md5(s.address) DESC LIMIT $3"
     )
     assert args == [AT, "ab", 4]
+
+
+def test_a_keyset_of_the_id_alone() -> None:
+    by_row = Keyset(time=None, id="row_no", numeric_id=True)
+    cursor = by_row.encode({"row_no": 12})
+    assert by_row.decode(cursor) == (12,)
+    with pytest.raises(InvalidInput):
+        by_row.decode(CREATED.encode({"created_at": AT, "id": "x"}))
+    with pytest.raises(InvalidInput):
+        CREATED.decode(cursor)
+    sql, args = select_page("SELECT * FROM r", Where(), PageQuery(cursor, 2), by_row)
+    assert sql == "SELECT * FROM r WHERE TRUE AND (row_no) > ($1::bigint) ORDER BY row_no LIMIT $2"
+    assert args == [12, 3]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+import asyncpg
 import pytest
 
 from devstack.testing import Collection, walk_while_inserting
@@ -24,7 +25,9 @@ NOT_COLLECTIONS = {
 _n = itertools.count()
 
 
-def _lists(client: Any) -> dict[str, Collection]:
+def _lists(env: Any) -> dict[str, Collection]:
+    client = env.client if env is not None else None
+
     async def program(_: dict[str, str] | None = None) -> str:
         body = {"name": f"P{next(_n)}", "landing_url": "https://shop.example.com/"}
         r = await client.post("/v1/programs", json=body)
@@ -50,6 +53,25 @@ def _lists(client: Any) -> dict[str, Collection]:
         assert r.status_code == 202, r.text
         return str(r.json()["id"])
 
+    async def job_params() -> dict[str, str]:
+        return {"job_id": await job(await program_params())}
+
+    async def error(p: dict[str, str]) -> int:
+        # A row the worker found wrong, as it records them.
+        row = 1000 + next(_n)
+        db = await asyncpg.connect(env.ns.database_url, server_settings={"search_path": "link"})
+        try:
+            await db.execute(
+                "INSERT INTO enrollment_job_rows (job_id, row_no, line_no, status, error, field)"
+                " VALUES ($1, $2, $3, 'error', 'not an email address', 'email')",
+                p["job_id"],
+                row,
+                row + 1,
+            )
+        finally:
+            await db.close()
+        return row
+
     async def workspace(_: dict[str, str]) -> str:
         r = await client.post("/v1/workspaces", json={"name": f"W{next(_n)}"})
         assert r.status_code == 201, r.text
@@ -66,6 +88,7 @@ def _lists(client: Any) -> dict[str, Collection]:
         "/v1/advocates": Collection(advocate, program_params),
         "/v1/programs/{program_id}/advocates": Collection(advocate, program_params),
         "/v1/programs/{program_id}/enrollment-jobs": Collection(job, program_params),
+        "/v1/enrollment-jobs/{job_id}/errors": Collection(error, job_params, id_field="row"),
         "/v1/workspaces": Collection(workspace),
         "/v1/api-keys": Collection(key),
         # Each key created is one audit entry naming it.
@@ -81,12 +104,12 @@ def test_every_collection_has_a_list_and_a_walk_below() -> None:
 
 @pytest.mark.parametrize("path", sorted(_lists(None)))
 async def test_each_list_walks_every_item_once_under_inserts(env: Any, path: str) -> None:
-    await walk_while_inserting(env.client, path, _lists(env.client)[path])
+    await walk_while_inserting(env.client, path, _lists(env)[path])
 
 
 async def test_advocate_lookups_filters_and_cursor_refusals(env: Any) -> None:
     c = env.client
-    lists = _lists(c)
+    lists = _lists(env)
     pid = (await lists["/v1/advocates"].setup())["program_id"]  # type: ignore[misc]
     other = await lists["/v1/programs"].add({})
     ann = (await c.post(f"/v1/programs/{pid}/advocates", json={"customer_id": "cus_ann"})).json()

@@ -48,6 +48,14 @@ async def job_page(
     return await repository.job_page(conn, tenant_id, program_id, page)
 
 
+async def error_page(
+    conn: asyncpg.Connection, tenant_id: str, job_id: str, after_row: int, page: PageQuery
+) -> list[asyncpg.Record]:
+    if await repository.get_enrollment_job(conn, tenant_id, job_id) is None:
+        raise NotFound(f"no enrollment job '{job_id}'", field="job_id")
+    return await repository.error_page(conn, job_id, after_row, page)
+
+
 async def enrollment_errors(
     conn: asyncpg.Connection, tenant_id: str, job_id: str, after_row: int, limit: int
 ) -> list[asyncpg.Record]:
