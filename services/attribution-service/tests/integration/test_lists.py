@@ -152,6 +152,8 @@ async def test_lookups_by_order_id_and_one_customer_in_one_program(env: Env) -> 
     assert [i["id"] for i in r.json()["items"]] == [purchase["id"]]
     r = await c.get("/v1/conversions", params={"advocate_id": "adv_1", "type": "signup"})
     assert [i["id"] for i in r.json()["items"]] == [signup["id"]]
+    r = await c.get("/v1/conversions", params={"code": "ann123"})
+    assert [i["id"] for i in r.json()["items"]] == [signup["id"]]
     r = await c.get("/v1/conversions", params={"order_id": "ord_77"}, headers=env.foreign)
     assert r.json()["items"] == []
     r = await c.get("/v1/referrals", params={"advocate_id": "adv_1"})

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Query, Response
 
 from attribution_service.conversions import handlers
 from attribution_service.conversions.batch import ConversionWriter
+from attribution_service.conversions.domain import code_key
 from attribution_service.conversions.repository import ConversionFilter, ReferralFilter
 from attribution_service.conversions.schemas import (
     ConversionIn,
@@ -124,6 +125,7 @@ async def list_conversions(
     advocate_id: Id = None,
     customer_id: Annotated[str | None, Query(max_length=200)] = None,
     order_id: Annotated[str | None, Query(max_length=200, description="the lookup")] = None,
+    code: Annotated[str | None, Query(max_length=64, description="the code it named")] = None,
     type: Annotated[str | None, Query(max_length=64)] = None,
     status: ConversionStatus | None = None,
 ) -> Page[ConversionOut]:
@@ -133,6 +135,7 @@ async def list_conversions(
         advocate_id=advocate_id,
         customer_id=customer_id,
         order_id=order_id,
+        code_key=code_key(code) if code is not None else None,
         type=type,
         status=status,
         created=created,

@@ -22,6 +22,7 @@ from attribution_service.analytics import handlers as analytics
 from attribution_service.analytics.domain import Purchase
 from attribution_service.conversions import decision, fraud, repository
 from attribution_service.conversions.decision import Chosen, Decided, Referred
+from attribution_service.conversions.domain import code_key
 from attribution_service.conversions.events import conversion_refunded
 from attribution_service.conversions.facts import Conversion, Evidence, Screening
 from attribution_service.conversions.schemas import ConversionIn
@@ -111,7 +112,7 @@ def prepare_conversion(
         currency=currency,
         occurred_at=cmd.occurred_at or now,
         click_id=cmd.click_id,
-        code_key=cmd.code.strip().upper() if cmd.code else None,
+        code_key=code_key(cmd.code) if cmd.code else None,
         idempotency_key=dedupe_key(idempotency_key, cmd.type, cmd.order_id, cmd.customer_id),
         request_hash=request_hash(cmd),
         subscription_id=cmd.subscription_id,

@@ -558,6 +558,8 @@ class ConversionFilter:
     advocate_id: str | None = None
     customer_id: str | None = None
     order_id: str | None = None
+    # The code the conversion named (compared as code_key).
+    code_key: str | None = None
     type: str | None = None
     status: str | None = None
     created: CreatedRange = field(default_factory=CreatedRange)
@@ -570,6 +572,7 @@ async def conversion_page(
     where.maybe("program_id = {}", f.program_id).maybe("advocate_id = {}", f.advocate_id)
     where.maybe("customer_id = {}", f.customer_id).maybe("order_id = {}", f.order_id)
     where.maybe("type = {}", f.type).maybe("status = {}", f.status)
+    where.maybe("code_key = {}", f.code_key)
     f.created.apply(where)
     return await fetch_page(conn, "SELECT * FROM conversions", where, page)
 
