@@ -189,7 +189,7 @@ async def test_one_referral_end_to_end_and_redelivery_changes_nothing(stack: Sta
         log = (
             await http.get(f"{notification}/v1/webhook-endpoints/{endpoint_id}/deliveries")
         ).json()
-        rows = log["data"] if isinstance(log, dict) else log
+        rows = log["items"] if isinstance(log, dict) else log
         assert len({row.get("message_id") or row.get("event_id") for row in rows}) == 1
         # the services emitted nothing new: the reward topic holds one reward.available of
         # ours and its one replayed copy, no third

@@ -6,8 +6,9 @@ import asyncio
 import hashlib
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -202,3 +203,74 @@ async def http_receiver(app: Any) -> AsyncIterator[str]:
 async def read_to_end(bootstrap_servers: str, topic: str) -> list[Any]:
     """Every record of `topic` up to its log end as of now."""
     return await read_topic(bootstrap_servers, topic, until=None)
+
+
+@dataclass
+class Collection:
+    """How a test fills one list: `setup` creates its parents and gives the list path's
+    parameters (and any it needs), `add` creates one item and gives its id; `query` are the
+    list's filters (their values formatted with the parameters)."""
+
+    add: Callable[[dict[str, str]], Awaitable[Any]]
+    setup: Callable[[], Awaitable[dict[str, str]]] | None = None
+    query: dict[str, str] = field(default_factory=dict)
+    id_field: str = "id"
+
+
+async def walk_while_inserting(
+    client: httpx.AsyncClient,
+    path: str,
+    collection: Collection,
+    *,
+    before: int = 5,
+    limit: int = 2,
+) -> None:
+    """Walk the list at `path` page by page (`limit` items each) while items are added to it
+    concurrently (at least one between any two pages), and check that every item that existed
+    before the walk is seen exactly once, nothing twice, every page in the one envelope
+    (`items`, `next_cursor`) with a `Link: rel="next"` header exactly when a next page exists."""
+    params = await collection.setup() if collection.setup is not None else {}
+    url = path.format(**params)
+    query = {k: v.format(**params) for k, v in collection.query.items()}
+    existing = [await collection.add(params) for _ in range(before)]
+    added: list[Any] = []
+    stop = asyncio.Event()
+    inserted = asyncio.Event()
+
+    async def insert() -> None:
+        while not stop.is_set():
+            added.append(await collection.add(params))
+            inserted.set()
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(insert())
+    seen: list[Any] = []
+    cursor: str | None = None
+    try:
+        while True:
+            page_query: dict[str, Any] = {**query, "limit": limit}
+            if cursor is not None:
+                page_query["cursor"] = cursor
+            r = await client.get(url, params=page_query)
+            assert r.status_code == 200, (url, r.text)
+            body = r.json()
+            assert set(body) == {"items", "next_cursor"}, (url, body)
+            assert len(body["items"]) <= limit, url
+            seen += [item[collection.id_field] for item in body["items"]]
+            cursor = body["next_cursor"]
+            link = r.headers.get("link")
+            if cursor is None:
+                assert link is None, (url, link)
+                break
+            assert link is not None and link.endswith('rel="next"'), (url, link)
+            # Rows land between any two pages (and maybe during one).
+            inserted.clear()
+            await asyncio.wait_for(inserted.wait(), 30)
+    finally:
+        stop.set()
+        await task
+    doubled = sorted({i for i in seen if seen.count(i) > 1})
+    assert not doubled, f"{url}: seen twice: {doubled}"
+    missing = [i for i in existing if i not in seen]
+    assert not missing, f"{url}: pre-existing items never seen: {missing}"
+    assert added, url

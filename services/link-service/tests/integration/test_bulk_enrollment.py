@@ -74,7 +74,7 @@ async def test_bulk_enrollment_reports_bad_rows_and_rerunning_changes_nothing(en
     ]
     assert "malformed CSV row" in job["errors"][1]["message"]
     page = (await client.get(f"/v1/enrollment-jobs/{job['id']}/errors?after_row=11")).json()
-    assert [e["row"] for e in page["items"]] == [500, 999] and page["next_after_row"] is None
+    assert [e["row"] for e in page["items"]] == [500, 999] and page["next_cursor"] is None
 
     conn = await asyncpg.connect(env.ns.database_url)
     try:

@@ -137,7 +137,7 @@ class Env:
     async def emails(self, client: httpx.AsyncClient, **params: str) -> list[dict[str, Any]]:
         r = await client.get("/v1/emails", params=params)
         assert r.status_code == 200, r.text
-        rows: list[dict[str, Any]] = r.json()["data"]
+        rows: list[dict[str, Any]] = r.json()["items"]
         return rows
 
 
@@ -385,7 +385,7 @@ async def test_mails_for_advocates_and_friends(env: tuple[Env, Mailbox]) -> None
         assert url.path in text_of(jane) or url.path in html_of(jane)
         page = await client.get(url.path)
         assert page.status_code == 200 and 'method="post"' in page.text
-        assert (await client.get("/v1/email-suppressions")).json()["data"] == []  # GET only asks
+        assert (await client.get("/v1/email-suppressions")).json()["items"] == []  # GET only asks
         done = await client.post(
             url.path,
             content=b"List-Unsubscribe=One-Click",
@@ -394,7 +394,7 @@ async def test_mails_for_advocates_and_friends(env: tuple[Env, Mailbox]) -> None
         assert done.status_code == 200 and "Acme Rewards" in done.text
         forged = await client.post(url.path[:-3] + "AAA")
         assert forged.status_code == 404
-        [suppressed] = (await client.get("/v1/email-suppressions")).json()["data"]
+        [suppressed] = (await client.get("/v1/email-suppressions")).json()["items"]
         assert suppressed["email"] == "jane@example.com"
         assert suppressed["reason"] == "unsubscribed"
 
@@ -496,7 +496,7 @@ async def test_invites_templates_and_bounces(env: tuple[Env, Mailbox]) -> None:
         assert r.status_code == 202 and r.json()["data"][0]["status"] == "queued"
 
         async def bounced() -> list[dict[str, Any]]:
-            rows = (await client.get("/v1/email-suppressions")).json()["data"]
+            rows = (await client.get("/v1/email-suppressions")).json()["items"]
             return [s for s in rows if s["reason"] == "bounced"]
 
         [bounce] = await eventually(bounced, timeout=60)

@@ -252,7 +252,7 @@ async def create_endpoint(
 async def deliveries(client: httpx.AsyncClient, endpoint_id: str) -> list[dict[str, Any]]:
     r = await client.get(f"/v1/webhook-endpoints/{endpoint_id}/deliveries")
     assert r.status_code == 200, r.text
-    rows: list[dict[str, Any]] = r.json()["data"]
+    rows: list[dict[str, Any]] = r.json()["items"]
     return rows
 
 
@@ -275,7 +275,7 @@ async def test_an_event_is_delivered_once_signed_and_logged(env: Env) -> None:
         assert endpoint["secret"].startswith("whsec_")
         assert len(base64.b64decode(endpoint["secret"].removeprefix("whsec_"))) == 24
 
-        listed = (await client.get("/v1/webhook-endpoints")).json()["data"]
+        listed = (await client.get("/v1/webhook-endpoints")).json()["items"]
         assert [e["id"] for e in listed] == [endpoint["id"]] and "secret" not in listed[0]
         got = await client.get(f"/v1/webhook-endpoints/{endpoint['id']}")
         assert got.status_code == 200 and got.json()["event_types"] == ["reward.available.v1"]
@@ -286,7 +286,7 @@ async def test_an_event_is_delivered_once_signed_and_logged(env: Env) -> None:
             r = await client.get(f"/v1/webhook-endpoints/{endpoint['id']}{path}", headers=other)
             assert r.status_code == 404, r.text
             assert r.headers["content-type"] == "application/problem+json"
-        assert (await client.get("/v1/webhook-endpoints", headers=other)).json()["data"] == []
+        assert (await client.get("/v1/webhook-endpoints", headers=other)).json()["items"] == []
 
         # a pending reward is filtered out; an available one, and one of another
         # workspace, arrive in the same partition after it
@@ -428,19 +428,20 @@ async def test_gone_disables_and_exhausted_retries_fail(quick_env: Env) -> None:
         # newest first, two to a page
         r = await client.get(f"/v1/webhook-endpoints/{down['id']}/deliveries?limit=2")
         page = r.json()
-        assert len(page["data"]) == 2 and page["next_before"] == page["data"][1]["id"]
+        assert len(page["items"]) == 2 and page["next_cursor"] is not None
+        assert r.headers["link"].endswith('rel="next"')
         r = await client.get(
             f"/v1/webhook-endpoints/{down['id']}/deliveries",
-            params={"limit": 2, "before": page["next_before"]},
+            params={"limit": 2, "cursor": page["next_cursor"]},
         )
         rest = r.json()
-        assert len(rest["data"]) == 1 and rest["next_before"] is None
-        seen = {d["id"] for d in page["data"] + rest["data"]}
+        assert len(rest["items"]) == 1 and rest["next_cursor"] is None
+        seen = {d["id"] for d in page["items"] + rest["items"]}
         assert seen == {d["id"] for d in down_rows}
         r = await client.get(
-            f"/v1/webhook-endpoints/{down['id']}/deliveries", params={"before": gone_row["id"]}
+            f"/v1/webhook-endpoints/{down['id']}/deliveries", params={"cursor": gone_row["id"]}
         )
-        assert r.status_code == 422 and r.json()["field"] == "/before"
+        assert r.status_code == 422 and r.json()["field"] == "/cursor"
 
         def failures(evs: list[dict[str, Any]]) -> bool:
             return len([e for e in evs if e["type"] == "delivery.failed.v1"]) >= 4

@@ -16,6 +16,7 @@ from reward_service.ledger import api as ledger
 from reward_service.ledger import domain as ledger_domain
 from reward_service.ledger import handlers as ledger_handlers
 from reward_service.payouts import api as payouts
+from reward_service.rewards import api as rewards
 from reward_service.rules import api as rules
 from reward_service.workers import RewardReleaser
 from servicekit.app import create_service_app
@@ -83,7 +84,14 @@ def build_spec(clock: Clock = utc_now) -> ServiceSpec:
 SPEC = build_spec()
 
 
-ROUTERS = [rules.router, ledger.router, payouts.router, coupons.router, devclock.router]
+ROUTERS = [
+    rules.router,
+    ledger.router,
+    payouts.router,
+    coupons.router,
+    rewards.router,
+    devclock.router,
+]
 
 
 def create_app(settings: Settings | None = None, clock: Clock = utc_now) -> FastAPI:

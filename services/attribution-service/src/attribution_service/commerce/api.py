@@ -4,7 +4,7 @@ Stripe webhooks themselves (authenticated by their signatures, not by an API key
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 from fastapi import APIRouter, Request, Response
@@ -15,6 +15,7 @@ from attribution_service.commerce.schemas import IntegrationIn, IntegrationOut
 from attribution_service.commerce.secrets import IntegrationCache
 from attribution_service.web import Auth, Rt, settings
 from servicekit.auth import public, requires
+from servicekit.pagination import Page, PageParams
 
 router = APIRouter(tags=["integrations"])
 
@@ -59,11 +60,17 @@ async def configure_integration(
 @router.get(
     "/v1/integrations",
     dependencies=[requires("webhooks:admin")],
-    response_model=list[IntegrationOut],
+    response_model=Page[IntegrationOut],
 )
-async def list_integrations(who: Auth, rt: Rt) -> list[IntegrationOut]:
+async def list_integrations(
+    who: Auth,
+    rt: Rt,
+    page: PageParams,
+    provider: Literal["shopify", "stripe"] | None = None,
+) -> Page[IntegrationOut]:
     async with rt.transaction() as conn:
-        return [_integration(r) for r in await handlers.listing(conn, who.tenant_id)]
+        rows = await handlers.integration_page(conn, who.tenant_id, provider, page)
+    return page.answer(rows, _integration)
 
 
 @router.delete(

@@ -19,6 +19,7 @@ from attribution_service.refunds import handlers as refunds
 from attribution_service.refunds import repository as refund_repository
 from attribution_service.refunds.schemas import CancellationIn, RefundIn
 from servicekit.ids import new_id
+from servicekit.pagination import PageQuery
 from servicekit.problems import DomainError, InvalidInput, NotFound, pointer
 
 RECEIPT_RETENTION = timedelta(days=7)
@@ -39,8 +40,10 @@ async def configure(
     )
 
 
-async def listing(conn: asyncpg.Connection, tenant_id: str) -> list[asyncpg.Record]:
-    return await repository.list_integrations(conn, tenant_id)
+async def integration_page(
+    conn: asyncpg.Connection, tenant_id: str, provider: str | None, page: PageQuery
+) -> list[asyncpg.Record]:
+    return await repository.integration_page(conn, tenant_id, provider, page)
 
 
 async def remove(conn: asyncpg.Connection, tenant_id: str, integration_id: str) -> None:

@@ -8,6 +8,8 @@ from typing import Any
 
 import asyncpg
 
+from servicekit.pagination import PageQuery, Where, fetch_page
+
 
 async def upsert_integration(
     conn: asyncpg.Connection,
@@ -36,11 +38,11 @@ async def upsert_integration(
     return row
 
 
-async def list_integrations(conn: asyncpg.Connection, tenant_id: str) -> list[asyncpg.Record]:
-    rows: list[asyncpg.Record] = await conn.fetch(
-        "SELECT * FROM integrations WHERE tenant_id = $1 ORDER BY created_at", tenant_id
-    )
-    return rows
+async def integration_page(
+    conn: asyncpg.Connection, tenant_id: str, provider: str | None, page: PageQuery
+) -> list[asyncpg.Record]:
+    where = Where().add("tenant_id = {}", tenant_id).maybe("provider = {}", provider)
+    return await fetch_page(conn, "SELECT * FROM integrations", where, page)
 
 
 async def get_integration(conn: asyncpg.Connection, integration_id: str) -> asyncpg.Record | None:

@@ -29,6 +29,11 @@ Outcome = Literal["pass", "fail", "unknown", "off"]
 CLOCK_SKEW = timedelta(minutes=5)
 
 
+def code_key(code: str) -> str:
+    """Codes compare case-insensitively, as link-service keys them."""
+    return code.strip().upper()
+
+
 @dataclass(frozen=True)
 class Click:
     click_id: str

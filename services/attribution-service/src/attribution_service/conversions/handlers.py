@@ -22,6 +22,7 @@ from attribution_service.analytics import handlers as analytics
 from attribution_service.analytics.domain import Purchase
 from attribution_service.conversions import decision, fraud, repository
 from attribution_service.conversions.decision import Chosen, Decided, Referred
+from attribution_service.conversions.domain import code_key
 from attribution_service.conversions.events import conversion_refunded
 from attribution_service.conversions.facts import Conversion, Evidence, Screening
 from attribution_service.conversions.schemas import ConversionIn
@@ -34,6 +35,7 @@ from referral_events.outbox import OutboxRow, enqueue_rows
 from referral_events.tracing import continued_from
 from servicekit import audience, money
 from servicekit.ids import new_id
+from servicekit.pagination import PageQuery
 from servicekit.problems import Conflict, InvalidInput, NotFound
 
 
@@ -110,7 +112,7 @@ def prepare_conversion(
         currency=currency,
         occurred_at=cmd.occurred_at or now,
         click_id=cmd.click_id,
-        code_key=cmd.code.strip().upper() if cmd.code else None,
+        code_key=code_key(cmd.code) if cmd.code else None,
         idempotency_key=dedupe_key(idempotency_key, cmd.type, cmd.order_id, cmd.customer_id),
         request_hash=request_hash(cmd),
         subscription_id=cmd.subscription_id,
@@ -330,3 +332,54 @@ async def get_conversion(
     if row is None:
         raise NotFound(f"no conversion '{conversion_id}'", field="/conversion_id")
     return row, await refunds.list_refunds(conn, conversion_id)
+
+
+# ---------------------------------------------------------------------------- lists and lookups
+
+
+async def own_program(conn: asyncpg.Connection, tenant_id: str, program_id: str) -> None:
+    """404 for a program this service has not seen for the tenant."""
+    program = await programs.get_program(conn, program_id)
+    if program is None or program["tenant_id"] != tenant_id:
+        raise NotFound(f"no program '{program_id}'", field="/program_id")
+
+
+async def conversion_page(
+    conn: asyncpg.Connection, tenant_id: str, f: repository.ConversionFilter, page: PageQuery
+) -> list[asyncpg.Record]:
+    return await repository.conversion_page(conn, tenant_id, f, page)
+
+
+async def referral_page(
+    conn: asyncpg.Connection, tenant_id: str, f: repository.ReferralFilter, page: PageQuery
+) -> list[asyncpg.Record]:
+    return await repository.referral_page(conn, tenant_id, f, page)
+
+
+async def refund_page(
+    conn: asyncpg.Connection, tenant_id: str, conversion_id: str, page: PageQuery
+) -> list[asyncpg.Record]:
+    if await repository.get_conversion(conn, tenant_id, conversion_id) is None:
+        raise NotFound(f"no conversion '{conversion_id}'", field="/conversion_id")
+    return await refunds.refund_page(conn, conversion_id, page)
+
+
+@dataclass(frozen=True)
+class CustomerView:
+    referral: asyncpg.Record | None
+    advocate_ids: list[str]
+    conversions: list[asyncpg.Record]
+
+
+async def customer_view(
+    conn: asyncpg.Connection, tenant_id: str, program_id: str, customer_id: str, first: PageQuery
+) -> CustomerView:
+    """What this service knows of one customer in one program: who referred them, whether they
+    are an advocate, and the first page of their conversions."""
+    await own_program(conn, tenant_id, program_id)
+    f = repository.ConversionFilter(program_id=program_id, customer_id=customer_id)
+    return CustomerView(
+        await repository.customer_referral(conn, tenant_id, program_id, customer_id),
+        await repository.customer_advocacies(conn, tenant_id, program_id, customer_id),
+        await repository.conversion_page(conn, tenant_id, f, first),
+    )

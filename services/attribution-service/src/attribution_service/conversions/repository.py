@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,6 +28,7 @@ from attribution_service.conversions.facts import (
     click_of,
 )
 from attribution_service.programs.domain import LONGEST_NETWORK_WINDOW_HOURS
+from servicekit.pagination import CreatedRange, PageQuery, Where, fetch_page
 from servicekit.sql import Params
 
 _TYPES = {
@@ -545,3 +547,75 @@ async def pending_overdue(
         limit,
     )
     return rows
+
+
+# ---------------------------------------------------------------------------- lists
+
+
+@dataclass(frozen=True)
+class ConversionFilter:
+    program_id: str | None = None
+    advocate_id: str | None = None
+    customer_id: str | None = None
+    order_id: str | None = None
+    # The code the conversion named (compared as code_key).
+    code_key: str | None = None
+    type: str | None = None
+    status: str | None = None
+    created: CreatedRange = field(default_factory=CreatedRange)
+
+
+async def conversion_page(
+    conn: asyncpg.Connection, tenant_id: str, f: ConversionFilter, page: PageQuery
+) -> list[asyncpg.Record]:
+    where = Where().add("tenant_id = {}", tenant_id)
+    where.maybe("program_id = {}", f.program_id).maybe("advocate_id = {}", f.advocate_id)
+    where.maybe("customer_id = {}", f.customer_id).maybe("order_id = {}", f.order_id)
+    where.maybe("type = {}", f.type).maybe("status = {}", f.status)
+    where.maybe("code_key = {}", f.code_key)
+    f.created.apply(where)
+    return await fetch_page(conn, "SELECT * FROM conversions", where, page)
+
+
+@dataclass(frozen=True)
+class ReferralFilter:
+    program_id: str | None = None
+    advocate_id: str | None = None
+    # The referred customer.
+    customer_id: str | None = None
+    created: CreatedRange = field(default_factory=CreatedRange)
+
+
+async def referral_page(
+    conn: asyncpg.Connection, tenant_id: str, f: ReferralFilter, page: PageQuery
+) -> list[asyncpg.Record]:
+    where = Where().add("tenant_id = {}", tenant_id)
+    where.maybe("program_id = {}", f.program_id).maybe("advocate_id = {}", f.advocate_id)
+    where.maybe("friend_customer_id = {}", f.customer_id)
+    f.created.apply(where)
+    return await fetch_page(conn, "SELECT * FROM referrals", where, page)
+
+
+async def customer_referral(
+    conn: asyncpg.Connection, tenant_id: str, program_id: str, customer_id: str
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT * FROM referrals WHERE tenant_id = $1 AND program_id = $2"
+        " AND friend_customer_id = $3",
+        tenant_id,
+        program_id,
+        customer_id,
+    )
+
+
+async def customer_advocacies(
+    conn: asyncpg.Connection, tenant_id: str, program_id: str, customer_id: str
+) -> list[str]:
+    """The ids under which the customer is an advocate of the program (at most one)."""
+    rows = await conn.fetch(
+        "SELECT id FROM advocates WHERE tenant_id = $1 AND program_id = $2 AND customer_id = $3",
+        tenant_id,
+        program_id,
+        customer_id,
+    )
+    return [r["id"] for r in rows]

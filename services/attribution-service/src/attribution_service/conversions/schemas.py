@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, IPvAnyAddress, model_validator
 
 from attribution_service.refunds.schemas import RefundOut
+from servicekit.pagination import Page
 from servicekit.problems import InvalidInput
 
 # link-service's click ids: "clk_" + 32 hex digits (earlier ones: 24 base32 characters).
@@ -93,3 +94,26 @@ class ConversionOut(BaseModel):
     decided_at: datetime | None
     explanation: dict[str, Any]
     refunds: list[RefundOut] = Field(default_factory=list)
+
+
+class ReferralOut(BaseModel):
+    id: str
+    program_id: str
+    advocate_id: str
+    customer_id: str = Field(description="the referred customer")
+    evidence: str
+    click_id: str | None
+    created_at: datetime
+
+
+class CustomerOut(BaseModel):
+    """Everything attribution-service holds about one customer in one program."""
+
+    program_id: str
+    customer_id: str
+    referral: ReferralOut | None = Field(description="who referred the customer, if anyone")
+    advocate_ids: list[str] = Field(description="the customer as an advocate of the program")
+    conversions: Page[ConversionOut] = Field(
+        description="the first page of the customer's conversions; the rest: GET "
+        "/v1/conversions?program_id=&customer_id=&cursor="
+    )

@@ -15,6 +15,7 @@ from attribution_service.experiments.schemas import (
 )
 from attribution_service.web import Rt
 from servicekit.auth import Principal, requires
+from servicekit.pagination import Page, PageParams
 
 router = APIRouter(tags=["experiments"])
 
@@ -29,6 +30,16 @@ async def create_experiment(
 ) -> ExperimentOut:
     async with rt.transaction() as conn:
         return await handlers.create(conn, who.tenant_id, program_id, body)
+
+
+@router.get(BASE, response_model=Page[ExperimentOut])
+async def list_experiments(
+    program_id: str, who: Reader, rt: Rt, page: PageParams
+) -> Page[ExperimentOut]:
+    """The program's experiments, oldest first, each with its readout."""
+    async with rt.transaction() as conn:
+        items = await handlers.experiment_page(conn, who.tenant_id, program_id, page)
+    return page.answer(items, lambda e: e[1], record=lambda e: e[0])
 
 
 @router.get(BASE + "/{experiment_id}", response_model=ExperimentOut)

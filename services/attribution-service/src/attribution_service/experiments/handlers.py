@@ -24,6 +24,7 @@ from attribution_service.experiments.schemas import (
 )
 from referral_events.contracts import attribution as ev
 from servicekit.ids import new_id
+from servicekit.pagination import PageQuery
 from servicekit.problems import Conflict, InvalidInput, NotFound
 
 _EVENTS: dict[str, type[ev.ExperimentStarted | ev.ExperimentPaused | ev.ExperimentEnded]] = {
@@ -106,6 +107,15 @@ async def get(
     conn: asyncpg.Connection, tenant_id: str, program_id: str, experiment_id: str
 ) -> ExperimentOut:
     return await _out(conn, await _get(conn, tenant_id, program_id, experiment_id, lock=False))
+
+
+async def experiment_page(
+    conn: asyncpg.Connection, tenant_id: str, program_id: str, page: PageQuery
+) -> list[tuple[asyncpg.Record, ExperimentOut]]:
+    """One page of the program's experiments: each row, with its readout."""
+    await own_program(conn, tenant_id, program_id)
+    rows = await repository.experiment_page(conn, tenant_id, program_id, page)
+    return [(r, await _out(conn, r)) for r in rows]
 
 
 async def assignment(

@@ -7,6 +7,8 @@ from typing import Any
 
 import asyncpg
 
+from servicekit.pagination import PageQuery, Where, fetch_page
+
 
 async def insert(
     conn: asyncpg.Connection,
@@ -50,6 +52,13 @@ async def get(
         program_id,
     )
     return row
+
+
+async def experiment_page(
+    conn: asyncpg.Connection, tenant_id: str, program_id: str, page: PageQuery
+) -> list[asyncpg.Record]:
+    where = Where().add("tenant_id = {}", tenant_id).add("program_id = {}", program_id)
+    return await fetch_page(conn, "SELECT * FROM experiments", where, page)
 
 
 async def set_status(

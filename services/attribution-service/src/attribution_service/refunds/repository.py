@@ -8,6 +8,7 @@ from datetime import datetime
 import asyncpg
 
 from attribution_service.refunds.domain import NewRefund
+from servicekit.pagination import PageQuery, Where, fetch_page
 from servicekit.sql import Params
 
 
@@ -104,3 +105,10 @@ async def latest_subscription_conversion(
         tenant_id,
         subscription_id,
     )
+
+
+async def refund_page(
+    conn: asyncpg.Connection, conversion_id: str, page: PageQuery
+) -> list[asyncpg.Record]:
+    where = Where().add("conversion_id = {}", conversion_id)
+    return await fetch_page(conn, "SELECT * FROM refunds", where, page)

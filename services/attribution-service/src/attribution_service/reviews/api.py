@@ -8,9 +8,11 @@ import asyncpg
 from fastapi import APIRouter, Query
 
 from attribution_service.reviews import handlers
-from attribution_service.reviews.schemas import ReviewDecisionIn, ReviewOut, ReviewPage
+from attribution_service.reviews.repository import ReviewFilter
+from attribution_service.reviews.schemas import ReviewDecisionIn, ReviewOut
 from attribution_service.web import Auth, Rt
 from servicekit.auth import requires
+from servicekit.pagination import CreatedParams, Page, PageParams
 
 router = APIRouter(tags=["reviews"])
 
@@ -30,18 +32,28 @@ def _review(r: asyncpg.Record) -> ReviewOut:
     )
 
 
-@router.get("/v1/reviews", dependencies=[requires("advocates:read")], response_model=ReviewPage)
+Id = Annotated[str | None, Query(max_length=100)]
+
+
+@router.get(
+    "/v1/reviews", dependencies=[requires("advocates:read")], response_model=Page[ReviewOut]
+)
 async def list_reviews(
     who: Auth,
     rt: Rt,
-    status: Literal["open", "approved", "denied"] = "open",
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    after: Annotated[str | None, Query(max_length=100)] = None,
-) -> ReviewPage:
+    page: PageParams,
+    created: CreatedParams,
+    status: Annotated[
+        Literal["open", "approved", "denied", "all"], Query(description="default: the open ones")
+    ] = "open",
+    program_id: Id = None,
+    advocate_id: Id = None,
+) -> Page[ReviewOut]:
+    """The review queue by state, oldest first."""
+    f = ReviewFilter(None if status == "all" else status, program_id, advocate_id, created)
     async with rt.transaction() as conn:
-        rows = await handlers.list_reviews(conn, who.tenant_id, status, limit, after)
-    items = [_review(r) for r in rows]
-    return ReviewPage(items=items, next_after=items[-1].id if len(items) == limit else None)
+        rows = await handlers.review_page(conn, who.tenant_id, f, page)
+    return page.answer(rows, _review)
 
 
 @router.get(

@@ -13,6 +13,7 @@ from attribution_service.conversions.facts import Conversion
 from attribution_service.events import EVENTS
 from attribution_service.reviews import repository
 from referral_events.contracts import attribution as out
+from servicekit.pagination import PageQuery
 from servicekit.problems import Conflict, NotFound
 
 
@@ -80,10 +81,10 @@ async def decide_review(
     return review
 
 
-async def list_reviews(
-    conn: asyncpg.Connection, tenant_id: str, status: str, limit: int, after: str | None
+async def review_page(
+    conn: asyncpg.Connection, tenant_id: str, f: repository.ReviewFilter, page: PageQuery
 ) -> list[asyncpg.Record]:
-    return await repository.list_reviews(conn, tenant_id, status, limit, after)
+    return await repository.review_page(conn, tenant_id, f, page)
 
 
 async def get_review(conn: asyncpg.Connection, tenant_id: str, review_id: str) -> asyncpg.Record:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import asyncpg
 
 from attribution_service.conversions.decision import NewReview
+from servicekit.pagination import CreatedRange, PageQuery, Where, fetch_page
 from servicekit.sql import Params
 
 _REVIEW = Params(("id", "tenant_id", "conversion_id", "program_id", "advocate_id"))
@@ -28,21 +30,21 @@ async def insert_reviews(conn: asyncpg.Connection, items: Sequence[NewReview]) -
     )
 
 
-async def list_reviews(
-    conn: asyncpg.Connection, tenant_id: str, status: str, limit: int, after: str | None
+@dataclass(frozen=True)
+class ReviewFilter:
+    status: str | None = None
+    program_id: str | None = None
+    advocate_id: str | None = None
+    created: CreatedRange = field(default_factory=CreatedRange)
+
+
+async def review_page(
+    conn: asyncpg.Connection, tenant_id: str, f: ReviewFilter, page: PageQuery
 ) -> list[asyncpg.Record]:
-    rows: list[asyncpg.Record] = await conn.fetch(
-        """
-        SELECT * FROM reviews WHERE tenant_id = $1 AND status = $2
-          AND ($4::text IS NULL OR id > $4)
-        ORDER BY id LIMIT $3
-        """,
-        tenant_id,
-        status,
-        limit,
-        after,
-    )
-    return rows
+    where = Where().add("tenant_id = {}", tenant_id).maybe("status = {}", f.status)
+    where.maybe("program_id = {}", f.program_id).maybe("advocate_id = {}", f.advocate_id)
+    f.created.apply(where)
+    return await fetch_page(conn, "SELECT * FROM reviews", where, page)
 
 
 async def get_review(

@@ -21,11 +21,6 @@ class ReviewOut(BaseModel):
     decided_at: datetime | None
 
 
-class ReviewPage(BaseModel):
-    items: list[ReviewOut]
-    next_after: str | None
-
-
 class ReviewDecisionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

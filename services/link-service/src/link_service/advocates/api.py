@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from link_service import qr
 from link_service.advocates import handlers
+from link_service.advocates.repository import AdvocateFilter
 from link_service.advocates.schemas import (
     AdvocateIn,
     AdvocateOut,
@@ -22,9 +23,10 @@ from link_service.advocates.schemas import (
     VanityCodeIn,
 )
 from link_service.audience.domain import attributes_of
-from link_service.domain import Channel, Links, share_link
+from link_service.domain import Channel, Links, code_key, share_link
 from link_service.web import Auth, Rt, link_state, links, settings
 from servicekit.auth import requires
+from servicekit.pagination import CreatedParams, Page, PageParams
 
 router = APIRouter()
 
@@ -69,6 +71,77 @@ async def enroll_advocate(
     if not result.created:
         response.status_code = 200
     return _advocate_out(links(rt), result.view)
+
+
+AdvocateStatus = Literal["active", "blocked"]
+
+
+async def _advocate_page(
+    who: Auth,
+    rt: Rt,
+    page: PageParams,
+    created: CreatedParams,
+    program_id: str | None,
+    customer_id: str | None,
+    code: str | None,
+    status: AdvocateStatus | None,
+) -> Page[AdvocateOut]:
+    f = AdvocateFilter(
+        program_id=program_id,
+        customer_id=customer_id,
+        code_key=code_key(code) if code is not None else None,
+        blocked=None if status is None else status == "blocked",
+        created=created,
+    )
+    async with rt.transaction() as conn:
+        views = await handlers.advocate_page(conn, who.tenant_id, f, page)
+    return page.answer(views, lambda v: _advocate_out(links(rt), v), record=lambda v: v.advocate)
+
+
+CustomerQ = Annotated[str | None, Query(max_length=200, description="the advocate's customer id")]
+CodeQ = Annotated[
+    str | None, Query(max_length=64, description="any of the advocate's codes, current or earlier")
+]
+
+
+@router.get(
+    "/v1/advocates",
+    dependencies=[requires("advocates:read")],
+    response_model=Page[AdvocateOut],
+    tags=["advocates"],
+)
+async def list_advocates(
+    who: Auth,
+    rt: Rt,
+    page: PageParams,
+    created: CreatedParams,
+    program_id: Annotated[str | None, Query(max_length=100)] = None,
+    customer_id: CustomerQ = None,
+    code: CodeQ = None,
+    status: AdvocateStatus | None = None,
+) -> Page[AdvocateOut]:
+    """The workspace's advocates, oldest first; by customer id or code: the lookup."""
+    return await _advocate_page(who, rt, page, created, program_id, customer_id, code, status)
+
+
+@router.get(
+    "/v1/programs/{program_id}/advocates",
+    dependencies=[requires("advocates:read")],
+    response_model=Page[AdvocateOut],
+    tags=["advocates"],
+)
+async def list_program_advocates(
+    program_id: str,
+    who: Auth,
+    rt: Rt,
+    page: PageParams,
+    created: CreatedParams,
+    customer_id: CustomerQ = None,
+    code: CodeQ = None,
+    status: AdvocateStatus | None = None,
+) -> Page[AdvocateOut]:
+    """The program's advocates, oldest first (404 for a program the workspace does not have)."""
+    return await _advocate_page(who, rt, page, created, program_id, customer_id, code, status)
 
 
 @router.get(

@@ -24,6 +24,7 @@ from link_service.redirect import repository as redirect_repository
 from referral_events.outbox import enqueue_rows
 from servicekit import audience
 from servicekit.ids import new_id
+from servicekit.pagination import PageQuery
 from servicekit.problems import Conflict, DomainError, InvalidInput, NotFound
 
 CODE_ATTEMPTS = 8
@@ -191,6 +192,16 @@ async def _get_advocate(
 
 async def get_advocate(conn: asyncpg.Connection, tenant_id: str, advocate_id: str) -> AdvocateView:
     return await _view(conn, await _get_advocate(conn, tenant_id, advocate_id))
+
+
+async def advocate_page(
+    conn: asyncpg.Connection, tenant_id: str, f: repository.AdvocateFilter, page: PageQuery
+) -> list[AdvocateView]:
+    """One page of the tenant's advocates (of one program: 404 for one it does not have)."""
+    if f.program_id is not None:
+        await get_program(conn, tenant_id, f.program_id)
+    rows = await repository.advocate_page(conn, tenant_id, f, page)
+    return [AdvocateView(r, r["current_code"], list(r["alias_codes"])) for r in rows]
 
 
 async def update_advocate(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -12,6 +13,7 @@ import asyncpg
 
 from link_service.advocates.domain import NewAdvocate, NewCode, Profile
 from referral_events.contracts.link import CodeKind
+from servicekit.pagination import CreatedRange, PageQuery, Where, fetch_page
 
 # ---------------------------------------------------------------------------- advocates
 
@@ -253,3 +255,34 @@ async def code_changes_since(conn: asyncpg.Connection, advocate_id: str, since: 
         since,
     )
     return n
+
+
+# One page of advocates with their current code and aliases, in one statement.
+_ADVOCATE_PAGE = """
+SELECT a.*, c.code AS current_code,
+       ARRAY(SELECT x.code FROM codes x WHERE x.advocate_id = a.id AND NOT x.current
+             ORDER BY x.created_at) AS alias_codes
+FROM advocates a JOIN codes c ON c.advocate_id = a.id AND c.current
+"""
+
+
+@dataclass(frozen=True)
+class AdvocateFilter:
+    program_id: str | None = None
+    customer_id: str | None = None
+    # Any of the advocate's codes, current or earlier (compared as code_key).
+    code_key: str | None = None
+    blocked: bool | None = None
+    created: CreatedRange = field(default_factory=CreatedRange)
+
+
+async def advocate_page(
+    conn: asyncpg.Connection, tenant_id: str, f: AdvocateFilter, page: PageQuery
+) -> list[asyncpg.Record]:
+    where = Where().add("a.tenant_id = {}", tenant_id)
+    where.maybe("a.program_id = {}", f.program_id).maybe("a.customer_id = {}", f.customer_id)
+    where.maybe(
+        "a.id = (SELECT k.advocate_id FROM codes k WHERE k.code_key = {})", f.code_key
+    ).maybe("a.blocked = {}", f.blocked)
+    f.created.apply(where, "a.created_at")
+    return await fetch_page(conn, _ADVOCATE_PAGE, where, page, alias="a")

@@ -10,13 +10,14 @@ import asyncpg
 from fastapi import APIRouter, Query, Request, Response
 
 from link_service.enrollment import domain, handlers
+from link_service.enrollment.repository import ERROR_ORDER
 from link_service.enrollment.schemas import (
     EnrollmentError,
-    EnrollmentErrorsOut,
     EnrollmentJobOut,
 )
 from link_service.web import Auth, Rt, link_state, settings
 from servicekit.auth import requires
+from servicekit.pagination import Page, PageParams
 from servicekit.problems import PayloadTooLarge
 
 router = APIRouter()
@@ -107,6 +108,21 @@ async def create_enrollment_job(
 
 
 @router.get(
+    "/v1/programs/{program_id}/enrollment-jobs",
+    dependencies=[requires("advocates:read")],
+    response_model=Page[EnrollmentJobOut],
+    tags=["advocates"],
+)
+async def list_enrollment_jobs(
+    program_id: str, who: Auth, rt: Rt, page: PageParams
+) -> Page[EnrollmentJobOut]:
+    """The program's jobs, oldest first; each without its errors (GET the job for those)."""
+    async with rt.transaction() as conn:
+        rows = await handlers.job_page(conn, who.tenant_id, program_id, page)
+    return page.answer(rows, lambda job: _job_out(job, []))
+
+
+@router.get(
     "/v1/enrollment-jobs/{job_id}",
     dependencies=[requires("advocates:read")],
     response_model=EnrollmentJobOut,
@@ -121,19 +137,17 @@ async def get_enrollment_job(job_id: str, who: Auth, rt: Rt) -> EnrollmentJobOut
 @router.get(
     "/v1/enrollment-jobs/{job_id}/errors",
     dependencies=[requires("advocates:read")],
-    response_model=EnrollmentErrorsOut,
+    response_model=Page[EnrollmentError],
     tags=["advocates"],
 )
 async def enrollment_job_errors(
     job_id: str,
     who: Auth,
     rt: Rt,
-    after_row: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> EnrollmentErrorsOut:
+    page: PageParams,
+    after_row: Annotated[int, Query(ge=0, description="only rows after this one")] = 0,
+) -> Page[EnrollmentError]:
+    """The job's errors in row order."""
     async with rt.transaction() as conn:
-        rows = await handlers.enrollment_errors(conn, who.tenant_id, job_id, after_row, limit)
-    return EnrollmentErrorsOut(
-        items=[_error_out(e) for e in rows],
-        next_after_row=rows[-1]["row_no"] if len(rows) == limit else None,
-    )
+        rows = await handlers.error_page(conn, who.tenant_id, job_id, after_row, page)
+    return page.answer(rows, _error_out, ERROR_ORDER)

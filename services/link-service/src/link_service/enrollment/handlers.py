@@ -15,6 +15,7 @@ from link_service.enrollment import domain, repository
 from link_service.programs.domain import check_takes_new_advocates
 from link_service.programs.handlers import get_program
 from servicekit.ids import new_id
+from servicekit.pagination import PageQuery
 from servicekit.problems import InvalidInput, NotFound
 
 
@@ -38,6 +39,22 @@ async def get_enrollment_job(
     if job is None:
         raise NotFound(f"no enrollment job '{job_id}'", field="/job_id")
     return job, await repository.enrollment_errors(conn, job_id, 0, 100)
+
+
+async def job_page(
+    conn: asyncpg.Connection, tenant_id: str, program_id: str, page: PageQuery
+) -> list[asyncpg.Record]:
+    """One page of a program's enrollment jobs (404 for a program the workspace lacks)."""
+    await get_program(conn, tenant_id, program_id)
+    return await repository.job_page(conn, tenant_id, program_id, page)
+
+
+async def error_page(
+    conn: asyncpg.Connection, tenant_id: str, job_id: str, after_row: int, page: PageQuery
+) -> list[asyncpg.Record]:
+    if await repository.get_enrollment_job(conn, tenant_id, job_id) is None:
+        raise NotFound(f"no enrollment job '{job_id}'", field="job_id")
+    return await repository.error_page(conn, job_id, after_row, page)
 
 
 async def enrollment_errors(

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import asyncpg
 
 from link_service.enrollment.domain import ParsedFile, RowOutcome
+from servicekit.pagination import Keyset, PageQuery, Where, fetch_page
 
 
 async def insert_enrollment_job(
@@ -56,6 +57,25 @@ async def get_enrollment_job(
     return await conn.fetchrow(
         "SELECT * FROM enrollment_jobs WHERE id = $1 AND tenant_id = $2", job_id, tenant_id
     )
+
+
+async def job_page(
+    conn: asyncpg.Connection, tenant_id: str, program_id: str, page: PageQuery
+) -> list[asyncpg.Record]:
+    where = Where().add("tenant_id = {}", tenant_id).add("program_id = {}", program_id)
+    return await fetch_page(conn, "SELECT * FROM enrollment_jobs", where, page)
+
+
+# A job's errors in row order.
+ERROR_ORDER = Keyset(time=None, id="row_no", numeric_id=True)
+
+
+async def error_page(
+    conn: asyncpg.Connection, job_id: str, after_row: int, page: PageQuery
+) -> list[asyncpg.Record]:
+    where = Where().add("job_id = {}", job_id).add("status = 'error' AND row_no > {}", after_row)
+    select = "SELECT row_no, line_no, field, error FROM enrollment_job_rows"
+    return await fetch_page(conn, select, where, page, ERROR_ORDER)
 
 
 async def enrollment_errors(

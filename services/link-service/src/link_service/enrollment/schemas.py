@@ -29,8 +29,3 @@ class EnrollmentJobOut(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
-
-
-class EnrollmentErrorsOut(BaseModel):
-    items: list[EnrollmentError]
-    next_after_row: int | None

@@ -15,12 +15,12 @@ from link_service.programs.domain import stored_code_format
 from link_service.programs.schemas import (
     CodeFormatOut,
     ProgramIn,
-    ProgramList,
     ProgramOut,
     ProgramPatch,
 )
 from link_service.web import Auth, Rt, link_state, settings
 from servicekit.auth import Principal, requires
+from servicekit.pagination import CreatedParams, Page, PageParams
 from servicekit.runtime import Runtime
 
 router = APIRouter()
@@ -63,13 +63,15 @@ async def create_program(body: ProgramIn, who: Auth, rt: Rt) -> ProgramOut:
 @router.get(
     "/v1/programs",
     dependencies=[requires("programs:read")],
-    response_model=ProgramList,
+    response_model=Page[ProgramOut],
     tags=["programs"],
 )
-async def list_programs(who: Auth, rt: Rt) -> ProgramList:
+async def list_programs(
+    who: Auth, rt: Rt, page: PageParams, created: CreatedParams
+) -> Page[ProgramOut]:
     async with rt.transaction() as conn:
-        rows = await handlers.list_programs(conn, who.tenant_id)
-    return ProgramList(items=[_program_out(r) for r in rows])
+        rows = await handlers.program_page(conn, who.tenant_id, created, page)
+    return page.answer(rows, _program_out)
 
 
 @router.get(

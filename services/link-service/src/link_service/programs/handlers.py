@@ -10,6 +10,7 @@ import asyncpg
 from link_service.programs import domain, events, repository
 from link_service.programs.schemas import ProgramIn, ProgramPatch
 from servicekit.ids import new_id
+from servicekit.pagination import CreatedRange, PageQuery
 from servicekit.problems import InvalidInput, NotFound
 
 # PATCH may not clear these (they have no "unset" value).
@@ -62,8 +63,10 @@ async def get_program(
     return program
 
 
-async def list_programs(conn: asyncpg.Connection, tenant_id: str) -> list[asyncpg.Record]:
-    return await repository.list_programs(conn, tenant_id)
+async def program_page(
+    conn: asyncpg.Connection, tenant_id: str, created: CreatedRange, page: PageQuery
+) -> list[asyncpg.Record]:
+    return await repository.program_page(conn, tenant_id, created, page)
 
 
 def _patched(old: asyncpg.Record, change: ProgramPatch) -> ProgramIn:

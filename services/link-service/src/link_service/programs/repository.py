@@ -8,6 +8,7 @@ from typing import Any
 import asyncpg
 
 from link_service.programs.domain import ProgramSettings
+from servicekit.pagination import CreatedRange, PageQuery, Where, fetch_page
 
 # The stored columns of a program's settings, in the order of _values.
 PROGRAM_COLUMNS = (
@@ -88,9 +89,8 @@ async def get_program(
     )
 
 
-async def list_programs(conn: asyncpg.Connection, tenant_id: str) -> list[asyncpg.Record]:
-    return list(
-        await conn.fetch(
-            "SELECT * FROM programs WHERE tenant_id = $1 ORDER BY created_at, id", tenant_id
-        )
-    )
+async def program_page(
+    conn: asyncpg.Connection, tenant_id: str, created: CreatedRange, page: PageQuery
+) -> list[asyncpg.Record]:
+    where = created.apply(Where().add("tenant_id = {}", tenant_id))
+    return await fetch_page(conn, "SELECT * FROM programs", where, page)

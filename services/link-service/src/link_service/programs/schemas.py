@@ -78,7 +78,3 @@ class ProgramOut(BaseModel):
     version: int
     created_at: datetime
     updated_at: datetime
-
-
-class ProgramList(BaseModel):
-    items: list[ProgramOut]

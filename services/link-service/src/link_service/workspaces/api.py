@@ -6,24 +6,23 @@ from __future__ import annotations
 from typing import Annotated
 
 import asyncpg
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 
 from link_service.web import Rt
-from link_service.workspaces import domain, handlers
+from link_service.workspaces import handlers
+from link_service.workspaces.repository import AUDIT_ORDER
 from link_service.workspaces.schemas import (
     ApiKeyCreatedOut,
     ApiKeyIn,
-    ApiKeyList,
     ApiKeyOut,
     ApiKeyPatch,
     AuditEntryOut,
-    AuditPage,
     WorkspaceCreatedOut,
     WorkspaceIn,
-    WorkspaceList,
     WorkspaceOut,
 )
 from servicekit.auth import Principal, requires
+from servicekit.pagination import Page, PageParams
 from servicekit.problems import Forbidden, NotFound
 
 router = APIRouter(tags=["workspaces"])
@@ -92,12 +91,12 @@ async def create_workspace(body: WorkspaceIn, who: Admin, rt: Rt) -> WorkspaceCr
     )
 
 
-@router.get("/v1/workspaces", response_model=WorkspaceList)
-async def list_workspaces(who: Admin, rt: Rt) -> WorkspaceList:
+@router.get("/v1/workspaces", response_model=Page[WorkspaceOut])
+async def list_workspaces(who: Admin, rt: Rt, page: PageParams) -> Page[WorkspaceOut]:
     _platform(who)
     async with rt.transaction() as conn:
-        rows = await handlers.list_workspaces(conn)
-    return WorkspaceList(items=[_workspace_out(r) for r in rows])
+        rows = await handlers.workspace_page(conn, page)
+    return page.answer(rows, _workspace_out)
 
 
 @router.post("/v1/api-keys", status_code=201, response_model=ApiKeyCreatedOut)
@@ -108,11 +107,11 @@ async def create_key(body: ApiKeyIn, who: Admin, rt: Rt) -> ApiKeyCreatedOut:
     return _new_key_out(new)
 
 
-@router.get("/v1/api-keys", response_model=ApiKeyList)
-async def list_keys(who: Admin, rt: Rt) -> ApiKeyList:
+@router.get("/v1/api-keys", response_model=Page[ApiKeyOut])
+async def list_keys(who: Admin, rt: Rt, page: PageParams) -> Page[ApiKeyOut]:
     async with rt.transaction() as conn:
-        rows = await handlers.list_keys(conn, who.tenant_id)
-    return ApiKeyList(items=[_key_out(r) for r in rows])
+        rows = await handlers.key_page(conn, who.tenant_id, page)
+    return page.answer(rows, _key_out)
 
 
 @router.get("/v1/api-keys/{key_id}", response_model=ApiKeyOut)
@@ -146,27 +145,20 @@ async def rotate_key(key_id: str, who: Admin, rt: Rt) -> ApiKeyCreatedOut:
     return _new_key_out(new)
 
 
-@router.get("/v1/audit-log", response_model=AuditPage)
-async def audit_log(
-    who: Admin,
-    rt: Rt,
-    cursor: Annotated[str | None, Query(max_length=100)] = None,
-    limit: Annotated[int, Query(ge=1, le=domain.AUDIT_PAGE_MAX)] = 50,
-) -> AuditPage:
-    async with rt.transaction() as conn:
-        rows, next_cursor = await handlers.audit_page(conn, who.tenant_id, cursor, limit)
-    return AuditPage(
-        items=[
-            AuditEntryOut(
-                id=f"aud_{r['seq']}",
-                workspace_id=r["workspace_id"],
-                actor_key_id=r["actor_key_id"],
-                action=r["action"],
-                target_id=r["target_id"],
-                details=r["details"],
-                at=r["at"],
-            )
-            for r in rows
-        ],
-        next_cursor=next_cursor,
+def _audit_out(r: asyncpg.Record) -> AuditEntryOut:
+    return AuditEntryOut(
+        id=f"aud_{r['seq']}",
+        workspace_id=r["workspace_id"],
+        actor_key_id=r["actor_key_id"],
+        action=r["action"],
+        target_id=r["target_id"],
+        details=r["details"],
+        at=r["at"],
     )
+
+
+@router.get("/v1/audit-log", response_model=Page[AuditEntryOut])
+async def audit_log(who: Admin, rt: Rt, page: PageParams) -> Page[AuditEntryOut]:
+    async with rt.transaction() as conn:
+        rows = await handlers.audit_page(conn, who.tenant_id, page)
+    return page.answer(rows, _audit_out, AUDIT_ORDER)

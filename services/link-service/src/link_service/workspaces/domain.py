@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from datetime import datetime
 
 from servicekit.auth import LIVE_PREFIX, TEST_PREFIX, generate_key, hash_key
@@ -12,7 +10,6 @@ from servicekit.problems import InvalidInput
 # Characters of a secret shown in lists: the mode prefix and four of the random part, enough
 # to tell keys apart, far too few to guess the rest.
 DISPLAY_PREFIX_LENGTH = len(LIVE_PREFIX) + 4
-AUDIT_PAGE_MAX = 200
 
 
 def new_secret(test: bool) -> tuple[str, str, str]:
@@ -24,20 +21,3 @@ def new_secret(test: bool) -> tuple[str, str, str]:
 def check_expiry(expires_at: datetime | None, now: datetime) -> None:
     if expires_at is not None and expires_at <= now:
         raise InvalidInput("expires_at must be in the future", field="/expires_at")
-
-
-def encode_cursor(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"a{seq}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str | None) -> int:
-    """The audit-log position a cursor names (0: from the start); 422 for one we did not give."""
-    if not cursor:
-        return 0
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if raw[:1] == "a" and raw[1:].isdigit():
-            return int(raw[1:])
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        pass
-    raise InvalidInput("not a cursor this API gave", field="/cursor")

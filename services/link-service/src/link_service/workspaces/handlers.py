@@ -15,6 +15,7 @@ from link_service.workspaces.schemas import ApiKeyIn, ApiKeyPatch, WorkspaceIn
 from referral_events.contracts import link as ev
 from servicekit.auth import validate_scopes
 from servicekit.ids import new_id
+from servicekit.pagination import PageQuery
 from servicekit.problems import NotFound
 
 DEFAULT_PLAN = "standard"
@@ -55,8 +56,8 @@ async def create_workspace(
     return workspace, admin
 
 
-async def list_workspaces(conn: asyncpg.Connection) -> list[asyncpg.Record]:
-    return await repository.list_workspaces(conn)
+async def workspace_page(conn: asyncpg.Connection, page: PageQuery) -> list[asyncpg.Record]:
+    return await repository.workspace_page(conn, page)
 
 
 async def create_key(
@@ -101,6 +102,12 @@ async def get_key(
 
 async def list_keys(conn: asyncpg.Connection, workspace_id: str) -> list[asyncpg.Record]:
     return await repository.list_keys(conn, workspace_id)
+
+
+async def key_page(
+    conn: asyncpg.Connection, workspace_id: str, page: PageQuery
+) -> list[asyncpg.Record]:
+    return await repository.key_page(conn, workspace_id, page)
 
 
 async def update_key(
@@ -186,10 +193,6 @@ async def rotate_key(
 
 
 async def audit_page(
-    conn: asyncpg.Connection, workspace_id: str, cursor: str | None, limit: int
-) -> tuple[list[asyncpg.Record], str | None]:
-    after = domain.decode_cursor(cursor)
-    rows = await repository.audit_page(conn, workspace_id, after, limit + 1)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return rows, domain.encode_cursor(rows[-1]["seq"]) if more else None
+    conn: asyncpg.Connection, workspace_id: str, page: PageQuery
+) -> list[asyncpg.Record]:
+    return await repository.audit_page(conn, workspace_id, page)

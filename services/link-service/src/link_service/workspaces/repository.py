@@ -8,6 +8,8 @@ from typing import Any
 
 import asyncpg
 
+from servicekit.pagination import Keyset, PageQuery, Where, fetch_page
+
 
 async def insert_workspace(
     conn: asyncpg.Connection, workspace_id: str, name: str, plan: str, created_by: str
@@ -22,11 +24,8 @@ async def insert_workspace(
     return row
 
 
-async def list_workspaces(conn: asyncpg.Connection) -> list[asyncpg.Record]:
-    rows: list[asyncpg.Record] = await conn.fetch(
-        "SELECT * FROM workspaces ORDER BY created_at, id"
-    )
-    return rows
+async def workspace_page(conn: asyncpg.Connection, page: PageQuery) -> list[asyncpg.Record]:
+    return await fetch_page(conn, "SELECT * FROM workspaces", Where(), page)
 
 
 async def workspace_plan(conn: asyncpg.Connection, workspace_id: str) -> str | None:
@@ -86,6 +85,13 @@ async def list_keys(conn: asyncpg.Connection, workspace_id: str) -> list[asyncpg
         "SELECT * FROM api_keys WHERE workspace_id = $1 ORDER BY created_at, id", workspace_id
     )
     return rows
+
+
+async def key_page(
+    conn: asyncpg.Connection, workspace_id: str, page: PageQuery
+) -> list[asyncpg.Record]:
+    where = Where().add("workspace_id = {}", workspace_id)
+    return await fetch_page(conn, "SELECT * FROM api_keys", where, page)
 
 
 async def update_key(
@@ -161,15 +167,12 @@ async def insert_audit(
     )
 
 
+# The audit log's order: its time, then its sequence number (index audit_log_by_time).
+AUDIT_ORDER = Keyset(time="at", id="seq", numeric_id=True)
+
+
 async def audit_page(
-    conn: asyncpg.Connection, workspace_id: str, after: int, limit: int
+    conn: asyncpg.Connection, workspace_id: str, page: PageQuery
 ) -> list[asyncpg.Record]:
-    rows: list[asyncpg.Record] = await conn.fetch(
-        """
-        SELECT * FROM audit_log WHERE workspace_id = $1 AND seq > $2 ORDER BY seq LIMIT $3
-        """,
-        workspace_id,
-        after,
-        limit,
-    )
-    return rows
+    where = Where().add("workspace_id = {}", workspace_id)
+    return await fetch_page(conn, "SELECT * FROM audit_log", where, page, AUDIT_ORDER)

@@ -56,10 +56,6 @@ class ApiKeyCreatedOut(ApiKeyOut):
     key: str
 
 
-class ApiKeyList(BaseModel):
-    items: list[ApiKeyOut]
-
-
 class WorkspaceOut(BaseModel):
     id: str
     name: str
@@ -73,10 +69,6 @@ class WorkspaceCreatedOut(WorkspaceOut):
     admin_key: ApiKeyCreatedOut
 
 
-class WorkspaceList(BaseModel):
-    items: list[WorkspaceOut]
-
-
 class AuditEntryOut(BaseModel):
     id: str
     workspace_id: str
@@ -85,9 +77,3 @@ class AuditEntryOut(BaseModel):
     target_id: str | None
     details: dict[str, Any]
     at: datetime
-
-
-class AuditPage(BaseModel):
-    items: list[AuditEntryOut]
-    # Pass as `cursor` for the next page; null at the end.
-    next_cursor: str | None

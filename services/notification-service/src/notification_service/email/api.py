@@ -4,7 +4,7 @@ hook), the email log, and the public one-click unsubscribe."""
 from __future__ import annotations
 
 import html
-from typing import Annotated
+from typing import Annotated, Literal
 
 import asyncpg
 from fastapi import APIRouter, Query
@@ -12,9 +12,9 @@ from fastapi.responses import HTMLResponse, Response
 
 from notification_service.config import Settings
 from notification_service.email import domain, handlers
-from notification_service.email.repository import EmailLog
+from notification_service.email.domain import MailStatus
+from notification_service.email.repository import SUPPRESSION_ORDER, EmailLog
 from notification_service.email.schemas import (
-    EmailList,
     EmailOut,
     InviteIn,
     InviteOut,
@@ -22,7 +22,6 @@ from notification_service.email.schemas import (
     PreviewIn,
     PreviewOut,
     SuppressionIn,
-    SuppressionList,
     SuppressionOut,
     TemplateIn,
     TemplateList,
@@ -33,6 +32,7 @@ from notification_service.email.schemas import (
 from notification_service.email.wording import BUILTIN
 from notification_service.web import AppClock, Auth, Cfg, Rt
 from servicekit.auth import public, requires
+from servicekit.pagination import NEWEST, CreatedParams, Page, PageParams
 from servicekit.problems import InvalidInput
 
 router = APIRouter(tags=["email"])
@@ -206,21 +206,19 @@ async def add_suppression(body: SuppressionIn, who: Auth, rt: Rt) -> Suppression
 @router.get(
     "/v1/email-suppressions",
     dependencies=[requires("privacy:admin")],
-    response_model=SuppressionList,
+    response_model=Page[SuppressionOut],
 )
 async def list_suppressions(
     who: Auth,
     rt: Rt,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    after: Annotated[str | None, Query(max_length=254)] = None,
-) -> SuppressionList:
+    page: PageParams,
+    created: CreatedParams,
+    reason: Literal["unsubscribed", "bounced", "complained", "manual"] | None = None,
+) -> Page[SuppressionOut]:
+    """Suppressed addresses, oldest first."""
     async with rt.transaction() as conn:
-        rows = await handlers.list_suppressions(conn, who.tenant_id, limit=limit + 1, after=after)
-    page = rows[:limit]
-    return SuppressionList(
-        data=[_suppression_out(r) for r in page],
-        next_after=page[-1]["address"] if len(rows) > limit else None,
-    )
+        rows = await handlers.suppression_page(conn, who.tenant_id, reason, created, page)
+    return page.answer(rows, _suppression_out, SUPPRESSION_ORDER)
 
 
 @router.delete(
@@ -232,20 +230,23 @@ async def remove_suppression(email: str, who: Auth, rt: Rt) -> Response:
     return Response(status_code=204)
 
 
-@router.get("/v1/emails", dependencies=[requires("webhooks:admin")], response_model=EmailList)
+@router.get("/v1/emails", dependencies=[requires("webhooks:admin")], response_model=Page[EmailOut])
 async def list_emails(
     who: Auth,
     rt: Rt,
+    page: PageParams,
+    created: CreatedParams,
     recipient_kind: Annotated[str | None, Query(pattern="^(advocate|friend|invitee)$")] = None,
     recipient_id: Annotated[str | None, Query(max_length=100)] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-) -> EmailList:
+    program_id: Annotated[str | None, Query(max_length=100)] = None,
+    template: Annotated[str | None, Query(max_length=100)] = None,
+    status: MailStatus | None = None,
+) -> Page[EmailOut]:
     """Mails newest first, with status and why one was suppressed; no addresses or bodies."""
+    log = EmailLog(recipient_kind, recipient_id, program_id, template, status, created)
     async with rt.transaction() as conn:
-        rows = await handlers.list_emails(
-            conn, who.tenant_id, EmailLog(recipient_kind, recipient_id, limit)
-        )
-    return EmailList(data=[EmailOut.model_validate(dict(r)) for r in rows])
+        rows = await handlers.email_page(conn, who.tenant_id, log, page)
+    return page.answer(rows, lambda r: EmailOut.model_validate(dict(r)), NEWEST)
 
 
 # --- one-click unsubscribe (public: the link in the mail) -------------------------------------

@@ -11,6 +11,7 @@ import asyncpg
 
 from notification_service.email import domain, queue, repository
 from notification_service.email.schemas import InviteIn, PreviewIn, TemplateIn
+from servicekit.pagination import CreatedRange, PageQuery
 from servicekit.problems import Conflict, DomainError, InvalidInput, NotFound
 
 
@@ -213,12 +214,14 @@ async def remove_suppression(conn: asyncpg.Connection, tenant_id: str, address: 
         raise NotFound("that address is not suppressed", field="/email")
 
 
-async def list_suppressions(
-    conn: asyncpg.Connection, tenant_id: str, *, limit: int, after: str | None
+async def suppression_page(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    reason: str | None,
+    created: CreatedRange,
+    page: PageQuery,
 ) -> list[asyncpg.Record]:
-    return await repository.list_suppressions(
-        conn, tenant_id, limit=limit, after=domain.normalize_address(after) if after else None
-    )
+    return await repository.suppression_page(conn, tenant_id, reason, created, page)
 
 
 async def unsubscribe(conn: asyncpg.Connection, email_id: str) -> asyncpg.Record | None:
@@ -233,7 +236,7 @@ async def unsubscribe(conn: asyncpg.Connection, email_id: str) -> asyncpg.Record
     return await repository.get_program(conn, email["tenant_id"], email["program_id"])
 
 
-async def list_emails(
-    conn: asyncpg.Connection, tenant_id: str, log: repository.EmailLog
+async def email_page(
+    conn: asyncpg.Connection, tenant_id: str, log: repository.EmailLog, page: PageQuery
 ) -> list[asyncpg.Record]:
-    return await repository.list_emails(conn, tenant_id, log)
+    return await repository.email_page(conn, tenant_id, log, page)

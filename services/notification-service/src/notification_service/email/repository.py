@@ -5,7 +5,7 @@ commits. Times that drive sending come in as arguments (the sender's injected cl
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -13,6 +13,7 @@ import asyncpg
 
 from notification_service.db import any_row
 from notification_service.email.domain import MailStatus, Wording
+from servicekit.pagination import NEWEST, CreatedRange, Keyset, PageQuery, Where, fetch_page
 
 # --- programs and contacts (copies of other services' facts) ----------------------------------
 
@@ -315,21 +316,21 @@ async def suppressed_as(conn: asyncpg.Connection, tenant_id: str, address: str) 
     return str(reason) if reason is not None else None
 
 
-async def list_suppressions(
-    conn: asyncpg.Connection, tenant_id: str, *, limit: int, after: str | None
+# Suppressions are ordered by a hash of the address, never the address: a cursor (in URLs
+# and access logs) carries no personal data. Index email_suppressions_page.
+SUPPRESSION_ORDER = Keyset(id="address_key", id_sql="md5(address)")
+
+
+async def suppression_page(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    reason: str | None,
+    created: CreatedRange,
+    page: PageQuery,
 ) -> list[asyncpg.Record]:
-    return list(
-        await conn.fetch(
-            """
-            SELECT * FROM email_suppressions
-            WHERE tenant_id = $1 AND ($3::text IS NULL OR address > $3)
-            ORDER BY address LIMIT $2
-            """,
-            tenant_id,
-            limit,
-            after,
-        )
-    )
+    where = created.apply(Where().add("tenant_id = {}", tenant_id).maybe("reason = {}", reason))
+    select = "SELECT *, md5(address) AS address_key FROM email_suppressions"
+    return await fetch_page(conn, select, where, page, SUPPRESSION_ORDER)
 
 
 async def delete_suppression(conn: asyncpg.Connection, tenant_id: str, address: str) -> bool:
@@ -480,33 +481,29 @@ async def get_email(conn: asyncpg.Connection, email_id: str) -> asyncpg.Record |
 
 @dataclass(frozen=True)
 class EmailLog:
-    """Which mails the email log shows, newest first: all, or one recipient kind or id."""
+    """Which mails the email log shows, newest first: all, or those of one recipient kind or
+    id, program, template, status, creation time."""
 
-    recipient_kind: str | None
-    recipient_id: str | None
-    limit: int
+    recipient_kind: str | None = None
+    recipient_id: str | None = None
+    program_id: str | None = None
+    template: str | None = None
+    status: str | None = None
+    created: CreatedRange = field(default_factory=CreatedRange)
 
 
-async def list_emails(
-    conn: asyncpg.Connection, tenant_id: str, log: EmailLog
+async def email_page(
+    conn: asyncpg.Connection, tenant_id: str, log: EmailLog, page: PageQuery
 ) -> list[asyncpg.Record]:
-    return list(
-        await conn.fetch(
-            """
-            SELECT id, template, cause_key, recipient_kind, recipient_id, advocate_id,
-                   program_id, locale, status, suppressed_reason, skipped_reason, attempts,
-                   last_error,
-                   sent_at, created_at
-            FROM emails
-            WHERE tenant_id = $1
-              AND ($2::text IS NULL OR recipient_kind = $2)
-              AND ($3::text IS NULL OR recipient_id = $3)
-            ORDER BY created_at DESC, id DESC
-            LIMIT $4
-            """,
-            tenant_id,
-            log.recipient_kind,
-            log.recipient_id,
-            log.limit,
-        )
-    )
+    where = Where().add("tenant_id = {}", tenant_id)
+    where.maybe("recipient_kind = {}", log.recipient_kind)
+    where.maybe("recipient_id = {}", log.recipient_id).maybe("program_id = {}", log.program_id)
+    where.maybe("template = {}", log.template).maybe("status = {}", log.status)
+    log.created.apply(where)
+    select = """
+        SELECT id, template, cause_key, recipient_kind, recipient_id, advocate_id,
+               program_id, locale, status, suppressed_reason, skipped_reason, attempts,
+               last_error, sent_at, created_at
+        FROM emails
+    """
+    return await fetch_page(conn, select, where, page, NEWEST)

@@ -108,11 +108,6 @@ class SuppressionOut(BaseModel):
     created_at: datetime
 
 
-class SuppressionList(BaseModel):
-    data: list[SuppressionOut]
-    next_after: str | None
-
-
 class EmailOut(BaseModel):
     id: str
     template: str
@@ -128,7 +123,3 @@ class EmailOut(BaseModel):
     last_error: str | None
     sent_at: datetime | None
     created_at: datetime
-
-
-class EmailList(BaseModel):
-    data: list[EmailOut]

@@ -8,17 +8,16 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 import asyncpg
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Request
 
 from notification_service.web import AppClock, Auth, Cfg, Rt, settings_of
 from notification_service.webhooks import handlers, urlguard
+from notification_service.webhooks.domain import DeliveryStatus
 from notification_service.webhooks.schemas import (
     AttemptOut,
-    DeliveryLog,
     DeliveryOut,
     EndpointCreated,
     EndpointIn,
-    EndpointList,
     EndpointOut,
     EndpointPatch,
     ReplayIn,
@@ -26,6 +25,7 @@ from notification_service.webhooks.schemas import (
     SecretRotated,
 )
 from servicekit.auth import requires
+from servicekit.pagination import NEWEST, CreatedParams, Page, PageParams
 
 router = APIRouter(tags=["webhooks"])
 
@@ -79,12 +79,16 @@ async def create_endpoint(body: EndpointIn, who: Auth, rt: Rt, policy: Policy) -
 
 
 @router.get(
-    "/v1/webhook-endpoints", dependencies=[requires("webhooks:admin")], response_model=EndpointList
+    "/v1/webhook-endpoints",
+    dependencies=[requires("webhooks:admin")],
+    response_model=Page[EndpointOut],
 )
-async def list_endpoints(who: Auth, rt: Rt) -> EndpointList:
+async def list_endpoints(
+    who: Auth, rt: Rt, page: PageParams, enabled: bool | None = None
+) -> Page[EndpointOut]:
     async with rt.transaction() as conn:
-        rows = await handlers.list_endpoints(conn, who.tenant_id)
-    return EndpointList(data=[_endpoint_out(r) for r in rows])
+        rows = await handlers.endpoint_page(conn, who.tenant_id, enabled, page)
+    return page.answer(rows, _endpoint_out)
 
 
 @router.get(
@@ -100,22 +104,21 @@ async def get_endpoint(endpoint_id: str, who: Auth, rt: Rt) -> EndpointOut:
 @router.get(
     "/v1/webhook-endpoints/{endpoint_id}/deliveries",
     dependencies=[requires("webhooks:admin")],
-    response_model=DeliveryLog,
+    response_model=Page[DeliveryOut],
 )
 async def delivery_log(
     endpoint_id: str,
     who: Auth,
     rt: Rt,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    before: Annotated[str | None, Query(max_length=100)] = None,
-) -> DeliveryLog:
+    page: PageParams,
+    created: CreatedParams,
+    status: DeliveryStatus | None = None,
+) -> Page[DeliveryOut]:
+    """The endpoint's deliveries, newest first, each with its attempts."""
     async with rt.transaction() as conn:
-        page = await handlers.delivery_log(
-            conn, who.tenant_id, endpoint_id, limit=limit, before=before
-        )
-    return DeliveryLog(
-        data=[_delivery_out(d, page.attempts.get(d["id"], [])) for d in page.deliveries],
-        next_before=page.next_before,
+        log = await handlers.delivery_log(conn, who.tenant_id, endpoint_id, status, created, page)
+    return page.answer(
+        log.deliveries, lambda d: _delivery_out(d, log.attempts.get(d["id"], [])), NEWEST
     )
 
 

@@ -16,7 +16,8 @@ from notification_service.webhooks import domain, repository
 from notification_service.webhooks.schemas import EndpointIn, EndpointPatch, ReplayIn
 from referral_events import CloudEvent
 from servicekit.ids import new_id
-from servicekit.problems import Conflict, InvalidInput, NotFound
+from servicekit.pagination import CreatedRange, PageQuery
+from servicekit.problems import Conflict, NotFound
 
 # --- endpoints and deliveries ---------------------------------------------------------------------
 
@@ -50,8 +51,10 @@ async def get_endpoint(
     return endpoint
 
 
-async def list_endpoints(conn: asyncpg.Connection, tenant_id: str) -> list[asyncpg.Record]:
-    return await repository.list_endpoints(conn, tenant_id)
+async def endpoint_page(
+    conn: asyncpg.Connection, tenant_id: str, enabled: bool | None, page: PageQuery
+) -> list[asyncpg.Record]:
+    return await repository.endpoint_page(conn, tenant_id, enabled, page)
 
 
 async def update_endpoint(
@@ -179,28 +182,23 @@ def _require_enabled(endpoint: asyncpg.Record) -> None:
 class DeliveryPage:
     deliveries: list[asyncpg.Record]
     attempts: dict[str, list[asyncpg.Record]]
-    next_before: str | None
 
 
 async def delivery_log(
     conn: asyncpg.Connection,
     tenant_id: str,
     endpoint_id: str,
-    *,
-    limit: int,
-    before: str | None,
+    status: str | None,
+    created: CreatedRange,
+    page: PageQuery,
 ) -> DeliveryPage:
+    """One page of the endpoint's deliveries, newest first, each with its attempts."""
     await get_endpoint(conn, tenant_id, endpoint_id)
-    if before is not None:
-        anchor = await repository.get_delivery(conn, before)
-        if anchor is None or anchor["endpoint_id"] != endpoint_id:
-            raise InvalidInput(f"no delivery '{before}' on this endpoint", field="/before")
-    rows = await repository.delivery_log(conn, endpoint_id, limit=limit + 1, before=before)
-    page, more = rows[:limit], len(rows) > limit
+    rows = await repository.delivery_page(conn, endpoint_id, status, created, page)
     attempts: dict[str, list[asyncpg.Record]] = defaultdict(list)
-    for attempt in await repository.attempts_of(conn, [r["id"] for r in page]):
+    for attempt in await repository.attempts_of(conn, [r["id"] for r in rows]):
         attempts[attempt["delivery_id"]].append(attempt)
-    return DeliveryPage(page, dict(attempts), page[-1]["id"] if more else None)
+    return DeliveryPage(rows, dict(attempts))
 
 
 # --- consumed events --------------------------------------------------------------------------

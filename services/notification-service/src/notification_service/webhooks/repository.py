@@ -13,6 +13,7 @@ import asyncpg
 
 from notification_service.db import any_row
 from notification_service.webhooks.domain import DeliveryStatus, Outcome, ReplayWindow
+from servicekit.pagination import NEWEST, CreatedRange, PageQuery, Where, fetch_page
 
 # --- endpoints --------------------------------------------------------------------------------
 
@@ -55,13 +56,11 @@ async def get_endpoint(
     )
 
 
-async def list_endpoints(conn: asyncpg.Connection, tenant_id: str) -> list[asyncpg.Record]:
-    return list(
-        await conn.fetch(
-            "SELECT * FROM webhook_endpoints WHERE tenant_id = $1 ORDER BY created_at, id",
-            tenant_id,
-        )
-    )
+async def endpoint_page(
+    conn: asyncpg.Connection, tenant_id: str, enabled: bool | None, page: PageQuery
+) -> list[asyncpg.Record]:
+    where = Where().add("tenant_id = {}", tenant_id).maybe("enabled = {}", enabled)
+    return await fetch_page(conn, "SELECT * FROM webhook_endpoints", where, page)
 
 
 async def enabled_endpoints(conn: asyncpg.Connection, tenant_id: str) -> list[asyncpg.Record]:
@@ -484,28 +483,21 @@ async def replay_failed(
 # --- the delivery log -------------------------------------------------------------------------
 
 
-async def delivery_log(
-    conn: asyncpg.Connection, endpoint_id: str, *, limit: int, before: str | None
+async def delivery_page(
+    conn: asyncpg.Connection,
+    endpoint_id: str,
+    status: str | None,
+    created: CreatedRange,
+    page: PageQuery,
 ) -> list[asyncpg.Record]:
-    """Newest first; `before` is a delivery id of the previous page (keyset pagination)."""
-    return list(
-        await conn.fetch(
-            """
-            SELECT d.*, m.event_type
-            FROM webhook_deliveries d
-            JOIN webhook_messages m ON m.id = d.message_id
-            WHERE d.endpoint_id = $1
-              AND ($3::text IS NULL OR (d.created_at, d.id) < (
-                    SELECT created_at, id FROM webhook_deliveries
-                    WHERE id = $3 AND endpoint_id = $1))
-            ORDER BY d.created_at DESC, d.id DESC
-            LIMIT $2
-            """,
-            endpoint_id,
-            limit,
-            before,
-        )
-    )
+    """Newest first."""
+    where = Where().add("d.endpoint_id = {}", endpoint_id).maybe("d.status = {}", status)
+    created.apply(where, "d.created_at")
+    select = """
+        SELECT d.*, m.event_type
+        FROM webhook_deliveries d JOIN webhook_messages m ON m.id = d.message_id
+    """
+    return await fetch_page(conn, select, where, page, NEWEST, alias="d")
 
 
 async def attempts_of(conn: asyncpg.Connection, delivery_ids: list[str]) -> list[asyncpg.Record]:

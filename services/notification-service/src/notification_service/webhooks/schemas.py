@@ -69,10 +69,6 @@ class EndpointCreated(EndpointOut):
     secret: str
 
 
-class EndpointList(BaseModel):
-    data: list[EndpointOut]
-
-
 class AttemptOut(BaseModel):
     attempt: int
     attempted_at: datetime
@@ -97,9 +93,3 @@ class DeliveryOut(BaseModel):
     failed_at: datetime | None
     created_at: datetime
     attempts: list[AttemptOut]
-
-
-class DeliveryLog(BaseModel):
-    data: list[DeliveryOut]
-    # Pass as `before` for the next (older) page; null on the last page.
-    next_before: str | None

@@ -8,6 +8,7 @@ from reward_service.coupons import domain, handlers
 from reward_service.coupons.schemas import CouponCodesIn, CouponPoolIn, CouponPoolOut
 from reward_service.web import Auth, PathId, Rt
 from servicekit.auth import requires
+from servicekit.pagination import Page, PageParams
 
 router = APIRouter(tags=["coupons"])
 
@@ -30,6 +31,20 @@ async def create_coupon_pool(
             conn, who.tenant_id, program_id, body.name, body.low_threshold, body.codes
         )
     return _pool_out(pool)
+
+
+@router.get(
+    "/v1/programs/{program_id}/coupon-pools",
+    dependencies=[requires("rewards:read")],
+    response_model=Page[CouponPoolOut],
+)
+async def list_coupon_pools(
+    program_id: PathId, who: Auth, rt: Rt, page: PageParams
+) -> Page[CouponPoolOut]:
+    """The program's coupon pools, oldest first, each with its counts of codes."""
+    async with rt.transaction() as conn:
+        pools = await handlers.coupon_pool_page(conn, who.tenant_id, program_id, page)
+    return page.answer(pools, _pool_out)
 
 
 @router.post(

@@ -7,6 +7,7 @@ import asyncpg
 
 from reward_service.coupons import domain, repository
 from servicekit.ids import new_id
+from servicekit.pagination import PageQuery
 from servicekit.problems import NotFound
 
 
@@ -17,6 +18,12 @@ async def get_coupon_pool(
     if pool is None:
         raise NotFound(f"coupon pool '{pool_id}' does not exist", field="/pool_id")
     return pool
+
+
+async def coupon_pool_page(
+    conn: asyncpg.Connection, tenant_id: str, program_id: str, page: PageQuery
+) -> list[domain.CouponPool]:
+    return await repository.coupon_pool_page(conn, tenant_id, program_id, page)
 
 
 async def create_coupon_pool(

@@ -8,6 +8,7 @@ from datetime import datetime
 import asyncpg
 
 from reward_service.coupons import domain
+from servicekit.pagination import PageQuery, Where, fetch_page
 from servicekit.sql import record_as
 
 
@@ -76,6 +77,23 @@ async def coupon_pool(
         tenant_id,
     )
     return None if row is None else record_as(domain.CouponPool, row, added=added)
+
+
+async def coupon_pool_page(
+    conn: asyncpg.Connection, tenant_id: str, program_id: str, page: PageQuery
+) -> list[domain.CouponPool]:
+    """One page of the program's pools, each with its counts of codes."""
+    where = Where().add("p.tenant_id = {}", tenant_id).add("p.program_id = {}", program_id)
+    select = """
+        SELECT p.id, p.program_id, p.name, p.low_threshold, p.created_at, n.total, n.remaining
+        FROM coupon_pools p, LATERAL (
+            SELECT count(c.code) AS total,
+                   count(c.code) FILTER (WHERE c.reward_id IS NULL) AS remaining
+            FROM coupon_codes c WHERE c.pool_id = p.id
+        ) n
+    """
+    rows = await fetch_page(conn, select, where, page, alias="p")
+    return [record_as(domain.CouponPool, r) for r in rows]
 
 
 async def pick_coupon(conn: asyncpg.Connection, pool_id: str) -> str | None:

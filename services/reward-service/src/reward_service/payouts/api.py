@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Response
+from fastapi import APIRouter, Header, Query, Response
 
 from reward_service.payouts import domain, handlers
 from reward_service.payouts.schemas import (
     PayoutBatchIn,
     PayoutBatchOut,
+    PayoutBatchSummaryOut,
     PayoutLineOut,
     PayoutLineUpdateIn,
     RedemptionIn,
@@ -17,7 +18,9 @@ from reward_service.payouts.schemas import (
 )
 from reward_service.units import format_minor, parse_unit
 from reward_service.web import Auth, Now, PathId, Rt
-from servicekit.auth import requires
+from servicekit.auth import Principal, requires
+from servicekit.pagination import CreatedParams, CreatedRange, Page, PageParams, PageQuery
+from servicekit.runtime import Runtime
 
 router = APIRouter()
 
@@ -62,6 +65,102 @@ async def redeem(
         reference=r.reference,
         created_at=r.created_at,
     )
+
+
+def _redemption_out(r: Any) -> RedemptionOut:
+    return RedemptionOut(
+        id=r["id"],
+        holder_id=r["holder_id"],
+        amount_minor=r["amount"],
+        unit=r["unit"],
+        amount=format_minor(r["amount"], r["unit"]),
+        reference=r["reference"],
+        created_at=r["created_at"],
+    )
+
+
+UnitQ = Annotated[str | None, Query(max_length=16, description="a currency code, POINTS, ...")]
+
+
+async def _redemptions(
+    who: Principal,
+    rt: Runtime,
+    page: PageQuery,
+    created: CreatedRange,
+    holder_id: str | None,
+    unit: str | None,
+) -> Page[RedemptionOut]:
+    unit = parse_unit(unit, "/unit") if unit is not None else None
+    async with rt.transaction() as conn:
+        rows = await handlers.redemption_page(conn, who.tenant_id, holder_id, unit, created, page)
+    return page.answer(rows, _redemption_out)
+
+
+@router.get(
+    "/v1/redemptions",
+    dependencies=[requires("rewards:read")],
+    response_model=Page[RedemptionOut],
+    tags=["ledger"],
+)
+async def list_redemptions(
+    who: Auth,
+    rt: Rt,
+    page: PageParams,
+    created: CreatedParams,
+    holder_id: Annotated[str | None, Query(max_length=200)] = None,
+    unit: UnitQ = None,
+) -> Page[RedemptionOut]:
+    """Redemptions, oldest first."""
+    return await _redemptions(who, rt, page, created, holder_id, unit)
+
+
+@router.get(
+    "/v1/accounts/{holder_id}/redemptions",
+    dependencies=[requires("rewards:read")],
+    response_model=Page[RedemptionOut],
+    tags=["ledger"],
+)
+async def list_holder_redemptions(
+    holder_id: PathId,
+    who: Auth,
+    rt: Rt,
+    page: PageParams,
+    created: CreatedParams,
+    unit: UnitQ = None,
+) -> Page[RedemptionOut]:
+    """One holder's redemptions, oldest first."""
+    return await _redemptions(who, rt, page, created, holder_id, unit)
+
+
+def _batch_summary(b: Any) -> PayoutBatchSummaryOut:
+    return PayoutBatchSummaryOut(
+        id=b["id"],
+        currency=b["unit"],
+        threshold_minor=b["threshold"],
+        created_at=b["created_at"],
+        lines=b["lines"],
+        amount_minor=b["total"],
+        amount=format_minor(b["total"], b["unit"]),
+        pending=b["pending"],
+        paid=b["paid"],
+        failed=b["failed"],
+    )
+
+
+@router.get(
+    "/v1/payouts",
+    dependencies=[requires("rewards:read")],
+    response_model=Page[PayoutBatchSummaryOut],
+    tags=["payouts"],
+)
+async def list_payout_batches(
+    who: Auth, rt: Rt, page: PageParams, created: CreatedParams, currency: UnitQ = None
+) -> Page[PayoutBatchSummaryOut]:
+    """Payout batches, oldest first, their lines counted."""
+    unit = parse_unit(currency, "/currency") if currency is not None else None
+    async with rt.transaction() as conn:
+        rows = await handlers.payout_batch_page(conn, who.tenant_id, unit, created, page)
+    return page.answer(rows, _batch_summary)
 
 
 def _batch_out(batch: domain.PayoutBatch) -> PayoutBatchOut:

@@ -19,6 +19,7 @@ from reward_service.payouts import domain, events, repository
 from reward_service.payouts.domain import LineStatus
 from reward_service.units import format_minor
 from servicekit.ids import new_id
+from servicekit.pagination import CreatedRange, PageQuery
 from servicekit.problems import Conflict, InvalidInput, NotFound
 
 # --- redemptions --------------------------------------------------------------------------------
@@ -114,6 +115,27 @@ async def get_payout_batch(
     if batch is None:
         raise NotFound(f"payout batch '{batch_id}' does not exist", field="/batch_id")
     return batch
+
+
+async def redemption_page(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    holder_id: str | None,
+    unit: str | None,
+    created: CreatedRange,
+    page: PageQuery,
+) -> list[asyncpg.Record]:
+    return await repository.redemption_page(conn, tenant_id, holder_id, unit, created, page)
+
+
+async def payout_batch_page(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    unit: str | None,
+    created: CreatedRange,
+    page: PageQuery,
+) -> list[asyncpg.Record]:
+    return await repository.payout_batch_page(conn, tenant_id, unit, created, page)
 
 
 async def settle_payout_line(

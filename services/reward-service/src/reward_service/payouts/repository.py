@@ -9,6 +9,7 @@ import asyncpg
 
 from reward_service.holders import HolderType
 from reward_service.payouts import domain
+from servicekit.pagination import CreatedRange, PageQuery, Where, fetch_page
 from servicekit.sql import Params, record_as
 
 # --- redemptions --------------------------------------------------------------------------------
@@ -131,6 +132,43 @@ async def payout_batch(
     return record_as(
         domain.PayoutBatch, batch, lines=[record_as(domain.PayoutLine, r) for r in lines]
     )
+
+
+async def redemption_page(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    holder_id: str | None,
+    unit: str | None,
+    created: CreatedRange,
+    page: PageQuery,
+) -> list[asyncpg.Record]:
+    where = Where().add("tenant_id = {}", tenant_id)
+    where.maybe("holder_id = {}", holder_id).maybe("unit = {}", unit)
+    created.apply(where)
+    return await fetch_page(conn, "SELECT * FROM redemptions", where, page)
+
+
+async def payout_batch_page(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    unit: str | None,
+    created: CreatedRange,
+    page: PageQuery,
+) -> list[asyncpg.Record]:
+    """One page of batches, each with its count of lines and their total by status."""
+    where = Where().add("b.tenant_id = {}", tenant_id).maybe("b.unit = {}", unit)
+    created.apply(where, "b.created_at")
+    select = """
+        SELECT b.*, n.lines, n.total, n.pending, n.paid, n.failed
+        FROM payout_batches b, LATERAL (
+            SELECT count(*) AS lines, coalesce(sum(l.amount), 0) AS total,
+                   count(*) FILTER (WHERE l.status = 'pending') AS pending,
+                   count(*) FILTER (WHERE l.status = 'paid') AS paid,
+                   count(*) FILTER (WHERE l.status = 'failed') AS failed
+            FROM payout_lines l WHERE l.batch_id = b.id
+        ) n
+    """
+    return await fetch_page(conn, select, where, page, alias="b")
 
 
 async def lock_payout_line(

@@ -61,6 +61,21 @@ class PayoutBatchOut(BaseModel):
     lines: list[PayoutLineOut]
 
 
+class PayoutBatchSummaryOut(BaseModel):
+    """A batch in a list: its lines counted (GET the batch for the lines themselves)."""
+
+    id: str
+    currency: str
+    threshold_minor: int
+    created_at: datetime
+    lines: int
+    amount_minor: int = Field(description="the lines' total")
+    amount: str
+    pending: int
+    paid: int
+    failed: int
+
+
 class PayoutLineUpdateIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

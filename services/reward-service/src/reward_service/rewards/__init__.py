@@ -1,0 +1,1 @@
+"""Reading rewards: the list (capped and voided ones included) and cap usage."""
