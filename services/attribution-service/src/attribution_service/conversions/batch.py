@@ -215,7 +215,14 @@ async def _screenings(conn: asyncpg.Connection, items: list[_Item]) -> list[Scre
         read = await repository.screening_contexts(conn, [ask for _, ask in missing])
         for (n, ask), rec in zip(missing, read, strict=True):
             got[n] = Screening.of(rec, ask)
-    return got
+    # The ring rule's neighbours: one more statement for the whole run.
+    screened = [(it.chosen, s) for it, s in zip(items, got, strict=True) if it.chosen and s]
+    if not screened:
+        return got
+    chosen = [c for c, _ in screened]
+    found = await handlers.ring_neighbours(conn, chosen)
+    filled = iter(handlers.with_neighbours(chosen, [s for _, s in screened], found))
+    return [next(filled) if it.chosen and s else s for it, s in zip(items, got, strict=True)]
 
 
 def _decide(items: list[_Item], screenings: list[Screening | None]) -> list[Decided]:

@@ -20,7 +20,13 @@ from typing import Literal
 
 from attribution_service.conversions import domain, events, fraud
 from attribution_service.conversions.domain import Candidate
-from attribution_service.conversions.facts import Conversion, Evidence, Screening, ScreeningAsk
+from attribution_service.conversions.facts import (
+    Conversion,
+    Evidence,
+    RingAsk,
+    Screening,
+    ScreeningAsk,
+)
 from referral_events.outbox import OutboxRow
 from servicekit.ids import new_id
 from servicekit.problems import InvalidInput
@@ -78,12 +84,20 @@ class Chosen:
             ),
         )
 
+    def ring_ask(self) -> RingAsk | None:
+        """What the ring rule reads (None: no candidate, or the rule is off)."""
+        cand = self.choice.candidate
+        ring = self.choice.settings.fraud.ring
+        if cand is None or not ring.enabled:
+            return None
+        return RingAsk.of(self.conversion, cand.advocate_id, timedelta(hours=ring.window_hours))
+
 
 def choose(conv: Conversion, evidence: Evidence) -> Chosen:
     """The evidence chosen for `conv` from its evidence context."""
     choice = domain.choose(
         conversion_type=conv.type,
-        occurred_at=conv.occurred_at,
+        occurred_at=conv.effective_at,
         code=evidence.code,
         clicks=evidence.clicks,
         referrals=evidence.referrals,
@@ -111,6 +125,8 @@ class Earlier:
         occurred = facts.occurred_at
         hour = day = ip = device = 0
         sightings: list[fraud.Sighting] = []
+        neighbours: list[fraud.Neighbour] = []
+        strong = {(k, v) for k, v in facts.signals.items() if k in fraud.WORKSPACE_SIGNALS}
         low = screening.asked.anchor - screening.asked.network_window
         high = screening.asked.anchor + screening.asked.network_window
         for d in self.decided:
@@ -135,7 +151,16 @@ class Earlier:
                 and low <= e.occurred_at <= high
             ):
                 sightings.append(fraud.Sighting(e.occurred_at, e.ip_hash, e.device_hash))
-        if not (hour or day or ip or device or sightings):
+            if (
+                facts.advocate_id is not None
+                and d.candidate is not None
+                and d.status in ("attributed", "review", "rejected")
+                and e.tenant_id == conv.tenant_id
+            ):
+                n = e.neighbour(d.candidate.advocate_id)
+                if n.advocate_id == cand.advocate_id or strong & set(n.signals.items()):
+                    neighbours.append(n)
+        if not (hour or day or ip or device or sightings or neighbours):
             return facts
         return replace(
             facts,
@@ -144,6 +169,7 @@ class Earlier:
             signups_same_ip_day=facts.signups_same_ip_day + ip,
             signups_same_device_day=facts.signups_same_device_day + device,
             advocate_sightings=(*facts.advocate_sightings, *sightings),
+            neighbours=(*facts.neighbours, *neighbours),
         )
 
 
@@ -193,6 +219,7 @@ class NewReview:
     program_id: str
     advocate_id: str
     reasons: tuple[str, ...]
+    risk_score: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +254,7 @@ class Decided:
     referral_id: str | None = None
     review_id: str | None = None
     review_note: dict[str, object] | None = None
+    risk_score: int = 0
 
     @property
     def screened(self) -> bool:
@@ -260,7 +288,13 @@ class Decided:
             return None
         c = self.conversion
         return NewReview(
-            self.review_id, c.tenant_id, c.id, cand.program_id, cand.advocate_id, self.reasons
+            self.review_id,
+            c.tenant_id,
+            c.id,
+            cand.program_id,
+            cand.advocate_id,
+            self.reasons,
+            self.risk_score,
         )
 
     def row(self, referral: Referred | None) -> DecisionRow:
@@ -333,6 +367,7 @@ def decide(
         chosen.named_click,
         referral_id=new_id("ref") if decision.status == "attributed" else None,
         review_id=new_id("rev") if decision.status == "review" else None,
+        risk_score=decision.risk_score,
     )
 
 

@@ -6,7 +6,7 @@ I/O here."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
@@ -67,11 +67,47 @@ class Conversion:
     existing_customer: bool
     locale: str | None
     source: str
+    # Hashed on arrival like ip_hash: the IP's /24 or /48, the user agent on that network, the
+    # shipping address, the payment fingerprint (the ring rule's signals).
+    ip_prefix_hash: str | None = None
+    ua_network_hash: str | None = None
+    address_hash: str | None = None
+    payment_hash: str | None = None
+    # When the platform took it in (None: stored before this was kept).
+    received_at: datetime | None = None
 
     @classmethod
     def of(cls, row: Mapping[str, Any]) -> Conversion:
         """The conversion of a stored row."""
         return cls(**{n: row[n] for n in CONVERSION_COLUMNS})
+
+    @property
+    def effective_at(self) -> datetime:
+        """When it happened as far as the platform can tell: the reported time, but never
+        later than its arrival (windows and the too-fast check use this)."""
+        if self.received_at is None:
+            return self.occurred_at
+        return min(self.occurred_at, self.received_at)
+
+    def ring_signals(self) -> dict[str, str]:
+        return fraud.ring_signals(
+            ip_prefix_hash=self.ip_prefix_hash,
+            ua_network_hash=self.ua_network_hash,
+            device_hash=self.device_hash,
+            address_hash=self.address_hash,
+            payment_hash=self.payment_hash,
+            email_norm=self.email_norm,
+        )
+
+    def neighbour(self, advocate_id: str) -> fraud.Neighbour:
+        """This conversion as a neighbour of later ones, referred to `advocate_id`."""
+        return fraud.Neighbour(
+            self.id,
+            self.customer_id,
+            advocate_id,
+            self.received_at or self.occurred_at,
+            self.ring_signals(),
+        )
 
 
 CONVERSION_COLUMNS = tuple(f.name for f in fields(Conversion))
@@ -162,6 +198,84 @@ class ScreeningAsk:
 
 
 @dataclass(frozen=True, slots=True)
+class RingAsk:
+    """What to read for the ring rule: the candidate advocate's referrals that arrived within
+    `window` before this conversion, and the workspace's sharing its device, address or payment
+    fingerprint within it."""
+
+    tenant_id: str
+    advocate_id: str
+    id: str
+    low: datetime
+    high: datetime
+    device_hash: str | None
+    address_hash: str | None
+    payment_hash: str | None
+
+    @classmethod
+    def of(cls, conv: Conversion, advocate_id: str, window: timedelta) -> RingAsk:
+        high = conv.received_at or conv.occurred_at
+        return cls(
+            conv.tenant_id,
+            advocate_id,
+            conv.id,
+            high - window,
+            high,
+            conv.device_hash,
+            conv.address_hash,
+            conv.payment_hash,
+        )
+
+
+def neighbour_of(rec: Mapping[str, Any]) -> fraud.Neighbour:
+    """A neighbour of a record of the repository's ring columns."""
+    return fraud.Neighbour(
+        rec["id"],
+        rec["customer_id"],
+        rec["advocate_id"],
+        rec["received_at"],
+        fraud.ring_signals(
+            ip_prefix_hash=rec["ip_prefix_hash"],
+            ua_network_hash=rec["ua_network_hash"],
+            device_hash=rec["device_hash"],
+            address_hash=rec["address_hash"],
+            payment_hash=rec["payment_hash"],
+            email_norm=rec["email_norm"],
+        ),
+    )
+
+
+class Neighbours:
+    """The neighbours a batch read (repository.ring_neighbours), indexed so each conversion
+    looks only at its advocate's and at those sharing its strong identifiers."""
+
+    def __init__(self, found: Sequence[fraud.Neighbour]) -> None:
+        self._by_advocate: dict[str, list[fraud.Neighbour]] = {}
+        self._by_value: dict[tuple[str, str], list[fraud.Neighbour]] = {}
+        for n in found:
+            self._by_advocate.setdefault(n.advocate_id, []).append(n)
+            for signal in fraud.WORKSPACE_SIGNALS:
+                if value := n.signals.get(signal):
+                    self._by_value.setdefault((signal, value), []).append(n)
+
+    def of(self, ask: RingAsk, conv: Conversion) -> tuple[fraud.Neighbour, ...]:
+        seen: dict[str, fraud.Neighbour] = {}
+        for n in self._by_advocate.get(ask.advocate_id, ()):
+            seen[n.id] = n
+        for signal, value in (
+            ("device", conv.device_hash),
+            ("shipping_address", conv.address_hash),
+            ("payment", conv.payment_hash),
+        ):
+            if value:
+                for n in self._by_value.get((signal, value), ()):
+                    seen[n.id] = n
+        return tuple(
+            n for n in seen.values() if n.id != conv.id and ask.low < n.seen_at <= ask.high
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Screening:
     """What the database held for screening a conversion against the candidate it was `asked`
     for (sightings within its network window of its anchor). None where the program's or
@@ -182,6 +296,8 @@ class Screening:
     advocate_day: int
     ip_signups: int
     device_signups: int
+    # earlier referrals that may share a signal with this one (the ring rule; see RingAsk)
+    neighbours: tuple[fraud.Neighbour, ...] = ()
 
     @classmethod
     def of(cls, rec: Mapping[str, Any], asked: ScreeningAsk) -> Screening:
@@ -247,4 +363,9 @@ class Screening:
             advocate_conversions_day=self.advocate_day,
             signups_same_ip_day=self.ip_signups,
             signups_same_device_day=self.device_signups,
+            id=conv.id,
+            advocate_id=cand.advocate_id,
+            received_at=conv.received_at,
+            signals=conv.ring_signals(),
+            neighbours=self.neighbours,
         )

@@ -11,7 +11,7 @@ import hmac
 import json
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,10 +20,10 @@ from pydantic import BaseModel
 
 from attribution_service.analytics import handlers as analytics
 from attribution_service.analytics.domain import Purchase
-from attribution_service.conversions import decision, fraud, repository
+from attribution_service.conversions import decision, domain, fraud, repository
 from attribution_service.conversions.decision import Chosen, Decided, Referred
 from attribution_service.conversions.events import conversion_refunded
-from attribution_service.conversions.facts import Conversion, Evidence, Screening
+from attribution_service.conversions.facts import Conversion, Evidence, Neighbours, Screening
 from attribution_service.conversions.schemas import ConversionIn
 from attribution_service.metrics import FRAUD_DECISIONS
 from attribution_service.programs import repository as programs
@@ -91,7 +91,16 @@ def prepare_conversion(
     now: datetime,
     source: str = "api",
 ) -> NewConversion:
-    """Raises InvalidInput for an unknown currency or an amount it cannot hold."""
+    """Raises InvalidInput for an unknown currency, an amount it cannot hold, or an
+    occurred_at further ahead of the server's clock than clock skew explains."""
+    if cmd.occurred_at is not None and cmd.occurred_at > now + domain.CLOCK_SKEW:
+        raise InvalidInput(
+            f"occurred_at is in the future (more than {domain.CLOCK_SKEW.seconds // 60}"
+            " minutes ahead of the server's clock)",
+            field="/occurred_at",
+        )
+    ip = str(cmd.ip) if cmd.ip else None
+    prefix = fraud.network_prefix(ip)
     currency = money.validate_currency(cmd.currency) if cmd.currency else None
     amount_minor = cmd.amount_minor
     if cmd.amount is not None and currency:
@@ -114,11 +123,18 @@ def prepare_conversion(
         idempotency_key=dedupe_key(idempotency_key, cmd.type, cmd.order_id, cmd.customer_id),
         request_hash=request_hash(cmd),
         subscription_id=cmd.subscription_id,
-        ip_hash=keyed_hash(hash_key, str(cmd.ip) if cmd.ip else None),
+        ip_hash=keyed_hash(hash_key, ip),
         device_hash=keyed_hash(hash_key, cmd.device_id),
         existing_customer=cmd.existing_customer,
         locale=cmd.locale,
         source=source,
+        ip_prefix_hash=keyed_hash(hash_key, prefix),
+        ua_network_hash=keyed_hash(hash_key, f"{cmd.user_agent}\x1f{prefix}")
+        if cmd.user_agent and prefix
+        else None,
+        address_hash=keyed_hash(hash_key, fraud.normalize_address(cmd.shipping_address)),
+        payment_hash=keyed_hash(hash_key, cmd.payment_fingerprint),
+        received_at=now,
     )
     return NewConversion(conv, now)
 
@@ -241,8 +257,29 @@ async def screening_for(
     if ask is None:
         return None
     if ahead is not None and ahead.answers(ask):
-        return ahead
-    return await repository.screening_context(conn, ask)
+        screening = ahead
+    else:
+        screening = await repository.screening_context(conn, ask)
+    return with_neighbours([chosen], [screening], await ring_neighbours(conn, [chosen]))[0]
+
+
+async def ring_neighbours(conn: asyncpg.Connection, chosen: Sequence[Chosen]) -> Neighbours:
+    """What the ring rule reads for these conversions, in one statement (none when none asks)."""
+    asks = [a for c in chosen if (a := c.ring_ask()) is not None]
+    return Neighbours(await repository.ring_neighbours(conn, asks) if asks else [])
+
+
+def with_neighbours(
+    chosen: Sequence[Chosen], screenings: Sequence[Screening | None], found: Neighbours
+) -> list[Screening | None]:
+    """Each screening with its conversion's neighbours (the single path's and the batch's)."""
+    out: list[Screening | None] = []
+    for c, s in zip(chosen, screenings, strict=True):
+        ask = c.ring_ask()
+        if s is not None and ask is not None:
+            s = replace(s, neighbours=found.of(ask, c.conversion))
+        out.append(s)
+    return out
 
 
 async def record(

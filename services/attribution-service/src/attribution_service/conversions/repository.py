@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 
+from attribution_service.conversions import fraud
 from attribution_service.conversions.decision import (
     CustomerClick,
     DecisionRow,
@@ -22,9 +23,11 @@ from attribution_service.conversions.facts import (
     CONVERSION_COLUMNS,
     Conversion,
     Evidence,
+    RingAsk,
     Screening,
     ScreeningAsk,
     click_of,
+    neighbour_of,
 )
 from attribution_service.programs.domain import LONGEST_NETWORK_WINDOW_HOURS
 from servicekit.sql import Params
@@ -35,6 +38,7 @@ _TYPES = {
     "existing_customer": "boolean",
     "anchor": "timestamptz",
     "network_window": "interval",
+    "received_at": "timestamptz",
 }
 LONGEST_NETWORK_WINDOW = timedelta(hours=LONGEST_NETWORK_WINDOW_HOURS)
 
@@ -327,6 +331,83 @@ async def screening_contexts(
     (each record's facts: Screening.of)."""
     recs: list[asyncpg.Record] = await conn.fetch(_SCREENING_MANY, *_ASK.columns(asks))
     return recs
+
+
+# The ring rule's neighbours (facts.neighbour_of): referred conversions, by the advocates asked
+# about within their windows of arrival, and by the strong identifiers across the workspace.
+_RING_COLUMNS = (
+    "c.id, c.customer_id, c.advocate_id, c.received_at, c.ip_prefix_hash, c.ua_network_hash,"
+    " c.device_hash, c.address_hash, c.payment_hash, c.email_norm"
+)
+_RING_REFERRED = "c.status IN ('attributed', 'review', 'rejected') AND c.advocate_id IS NOT NULL"
+_RING_BY_VALUE = """
+    SELECT {columns} FROM (SELECT * FROM h WHERE h.kind = '{kind}') v
+      JOIN conversions c ON c.{column} = v.value AND c.tenant_id = v.tenant_id
+       AND c.received_at > v.low AND c.received_at <= v.high
+     WHERE {referred}"""
+_RING_NEIGHBOURS = """
+    WITH a AS (
+        SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[])
+            AS a(tenant_id, advocate_id, low, high)
+    ), h AS (
+        SELECT * FROM unnest($5::text[], $6::text[], $7::text[], $8::timestamptz[],
+                             $9::timestamptz[]) AS h(tenant_id, kind, value, low, high)
+    )
+    SELECT {columns} FROM a
+      JOIN conversions c ON c.advocate_id = a.advocate_id AND c.received_at > a.low
+       AND c.received_at <= a.high AND c.tenant_id = a.tenant_id
+     WHERE {referred}
+    UNION {device} UNION {address} UNION {payment}
+""".format(  # noqa: S608
+    columns=_RING_COLUMNS,
+    referred=_RING_REFERRED,
+    **{
+        name: _RING_BY_VALUE.format(
+            columns=_RING_COLUMNS, referred=_RING_REFERRED, kind=kind, column=column
+        )
+        for name, kind, column in (
+            ("device", "device", "device_hash"),
+            ("address", "shipping_address", "address_hash"),
+            ("payment", "payment", "payment_hash"),
+        )
+    },
+)
+
+
+async def ring_neighbours(
+    conn: asyncpg.Connection, asks: Sequence[RingAsk]
+) -> list[fraud.Neighbour]:
+    """The neighbours of many conversions in one statement (each advocate and each identifier
+    read once, over the union of the windows asked; facts.Neighbours gives each its own)."""
+    advocates: dict[tuple[str, str], tuple[datetime, datetime]] = {}
+    values: dict[tuple[str, str, str], tuple[datetime, datetime]] = {}
+
+    def widen(into: dict[Any, tuple[datetime, datetime]], key: Any, ask: RingAsk) -> None:
+        low, high = into.get(key, (ask.low, ask.high))
+        into[key] = (min(low, ask.low), max(high, ask.high))
+
+    for ask in asks:
+        widen(advocates, (ask.tenant_id, ask.advocate_id), ask)
+        for kind, value in (
+            ("device", ask.device_hash),
+            ("shipping_address", ask.address_hash),
+            ("payment", ask.payment_hash),
+        ):
+            if value:
+                widen(values, (ask.tenant_id, kind, value), ask)
+    recs = await conn.fetch(
+        _RING_NEIGHBOURS,
+        [t for t, _ in advocates],
+        [a for _, a in advocates],
+        [w[0] for w in advocates.values()],
+        [w[1] for w in advocates.values()],
+        [t for t, _, _ in values],
+        [k for _, k, _ in values],
+        [v for _, _, v in values],
+        [w[0] for w in values.values()],
+        [w[1] for w in values.values()],
+    )
+    return [neighbour_of(r) for r in recs]
 
 
 # --- what a decision writes ----------------------------------------------------------------

@@ -10,12 +10,16 @@ import asyncpg
 from attribution_service.conversions.decision import NewReview
 from servicekit.sql import Params
 
-_REVIEW = Params(("id", "tenant_id", "conversion_id", "program_id", "advocate_id"))
+_REVIEW = Params(
+    ("id", "tenant_id", "conversion_id", "program_id", "advocate_id", "risk_score"),
+    types={"risk_score": "integer"},
+)
 _INSERT_REVIEWS = """
     INSERT INTO reviews ({names}, reasons)
     SELECT {names}, ARRAY(SELECT jsonb_array_elements_text(u.reasons::jsonb))
     FROM unnest({arrays}, ${reasons}::text[]) AS u({names}, reasons)
-    ON CONFLICT (conversion_id) DO UPDATE SET reasons = EXCLUDED.reasons
+    ON CONFLICT (conversion_id) DO UPDATE SET reasons = EXCLUDED.reasons,
+        risk_score = EXCLUDED.risk_score
 """.format(  # noqa: S608
     names=", ".join(_REVIEW.names), arrays=_REVIEW.arrays(), reasons=_REVIEW.next
 )
