@@ -4,7 +4,8 @@ same requests run one by one in another that is rolled back too, and the answers
 decisions and the outbox rows must match. The batch mixes everything that links requests to
 each other: a repeated Idempotency-Key (same and other body), a repeated (type, order id), one
 customer twice, one advocate's velocity, signups from one IP hash, the advocate's own signup as
-a sighting for self-referral, refused evidence, evidence not seen yet, an unknown custom type."""
+a sighting for self-referral, refused evidence, evidence not seen yet, an unknown custom type,
+and rings among an advocate's referrals (one device, one email stem)."""
 
 from __future__ import annotations
 
@@ -104,6 +105,21 @@ REQUESTS: list[tuple[dict[str, Any], str | None]] = [
     ({"type": "demo_booked", "customer_id": "cus_h", "code": "ANN123"}, None),  # unknown type
     ({"type": "signup", "customer_id": "cus_i"}, None),  # organic
     ({"type": "signup", "customer_id": "cus_j", "code": "ANN123"}, None),  # velocity by now
+    # rings among another advocate's referrals: three friends on one device, three addresses
+    # of one stem; the third of each completes its cluster (the ring rule's defaults)
+    *(
+        ({"type": "signup", "customer_id": f"cus_rd{i}", "code": "BOB123", **extra}, None)
+        for i, extra in enumerate(
+            [
+                {"device_id": "dev_ring", "ip": "2001:db8:7::1"},
+                {"device_id": "dev_ring", "ip": "2001:db8:8::1"},
+                {"device_id": "dev_ring", "ip": "2001:db8:9::1"},
+                {"email": "zed1@example.org"},
+                {"email": "zed22@example.org"},
+                {"email": "zed333@example.org"},
+            ]
+        )
+    ),
 ]
 
 
@@ -241,6 +257,9 @@ async def test_a_batch_is_decided_as_its_requests_one_after_another(env: Env) ->
     assert one_by_one[15] == ("InvalidInput", "type")
     assert statuses[16] == "organic"
     assert statuses[17] == "review"  # the advocate's ninth conversion this hour
+    assert statuses[18:] == ["attributed", "attributed", "review"] * 2
+    assert ("ring", "fail") in one_by_one[20][9] and ("ring", "fail") in one_by_one[23][9]
+    assert ("ring", "pass") in one_by_one[19][9]
 
     assert together == one_by_one
     assert events_together == events_one_by_one
