@@ -22,6 +22,7 @@ def _review(r: asyncpg.Record) -> ReviewOut:
         program_id=r["program_id"],
         advocate_id=r["advocate_id"],
         reasons=list(r["reasons"]),
+        risk_score=r["risk_score"],
         status=r["status"],
         decision_reason=r["decision_reason"],
         decided_by=r["decided_by"],

@@ -35,11 +35,15 @@ async def insert_reviews(conn: asyncpg.Connection, items: Sequence[NewReview]) -
 async def list_reviews(
     conn: asyncpg.Connection, tenant_id: str, status: str, limit: int, after: str | None
 ) -> list[asyncpg.Record]:
+    """Riskiest first, then oldest id first; `after` is the last review of the page before."""
     rows: list[asyncpg.Record] = await conn.fetch(
         """
-        SELECT * FROM reviews WHERE tenant_id = $1 AND status = $2
-          AND ($4::text IS NULL OR id > $4)
-        ORDER BY id LIMIT $3
+        SELECT r.* FROM reviews r
+        LEFT JOIN reviews a ON a.id = $4 AND a.tenant_id = $1
+        WHERE r.tenant_id = $1 AND r.status = $2
+          AND ($4::text IS NULL OR r.risk_score < a.risk_score
+               OR (r.risk_score = a.risk_score AND r.id > $4))
+        ORDER BY r.risk_score DESC, r.id LIMIT $3
         """,
         tenant_id,
         status,

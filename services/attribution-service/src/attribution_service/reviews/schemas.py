@@ -14,6 +14,8 @@ class ReviewOut(BaseModel):
     program_id: str
     advocate_id: str
     reasons: list[str]
+    # 0-100, from the screening checks that fired (the queue lists the riskiest first)
+    risk_score: int
     status: Literal["open", "approved", "denied"]
     decision_reason: str | None
     decided_by: str | None
