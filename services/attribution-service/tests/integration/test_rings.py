@@ -266,6 +266,47 @@ async def test_rings_go_to_review_naming_their_cluster_and_ordinary_referrals_do
     assert r.status_code == 200, r.text
     scores = [i["risk_score"] for i in r.json()["items"]]
     assert len(scores) == flagged and scores == sorted(scores, reverse=True) and min(scores) >= 50
+    by_conversion = {i["conversion_id"]: i["id"] for i in r.json()["items"]}
+
+    # A deny on one member of a cluster offers the rest of it; one decision takes them all,
+    # recorded in the audit log.
+    ring = GROUPS[1]
+    reviewed = [by_conversion[a["id"]] for a in ring.answers if a["status"] == "review"]
+    denied = await env.client.post(
+        f"/v1/reviews/{reviewed[-1]}/deny", json={"reason": "ring", "decided_by": "ops@acme"}
+    )
+    assert denied.status_code == 200, denied.text
+    offered = denied.json()["cluster_review_ids"]
+    assert sorted(offered) == sorted(reviewed[:-1]), (offered, reviewed)
+    bulk = {"review_ids": offered, "decision": "deny", "reason": "one ring", "decided_by": "ops"}
+    r = await env.client.post("/v1/reviews/bulk", json=bulk)
+    assert r.status_code == 200, r.text
+    assert sorted(r.json()["changed_ids"]) == sorted(offered)
+    assert {i["status"] for i in r.json()["items"]} == {"denied"}
+    again = await env.client.post("/v1/reviews/bulk", json=bulk)
+    assert again.status_code == 200 and again.json()["changed_ids"] == []
+    unknown = await env.client.post(
+        "/v1/reviews/bulk", json={**bulk, "review_ids": [offered[0], "rev_nope"]}
+    )
+    assert unknown.status_code == 404 and unknown.json()["field"] == "/review_ids/1"
+    opposite = await env.client.post("/v1/reviews/bulk", json={**bulk, "decision": "approve"})
+    assert opposite.status_code == 409 and opposite.json()["field"] == "/review_ids/0"
+    conn = await asyncpg.connect(
+        env.ns.database_url, server_settings={"search_path": "attribution"}
+    )
+    try:
+        audit = await conn.fetch("SELECT * FROM review_audit ORDER BY created_at")
+    finally:
+        await conn.close()
+    assert [(a["decision"], len(a["changed_ids"])) for a in audit] == [
+        ("deny", len(offered)),
+        ("deny", 0),
+    ]
+    assert audit[0]["decided_by"] == "ops" and audit[0]["key_id"]
+    for a in ring.answers:
+        if a["status"] == "review":
+            got = await env.client.get(f"/v1/conversions/{a['id']}")
+            assert got.json()["status"] == "rejected", got.json()
 
 
 async def test_time_that_cannot_be_faked(env: Env) -> None:

@@ -8,14 +8,20 @@ import asyncpg
 from fastapi import APIRouter, Query
 
 from attribution_service.reviews import handlers
-from attribution_service.reviews.schemas import ReviewDecisionIn, ReviewOut, ReviewPage
+from attribution_service.reviews.schemas import (
+    BulkDecisionIn,
+    BulkDecisionOut,
+    ReviewDecisionIn,
+    ReviewOut,
+    ReviewPage,
+)
 from attribution_service.web import Auth, Rt
 from servicekit.auth import requires
 
 router = APIRouter(tags=["reviews"])
 
 
-def _review(r: asyncpg.Record) -> ReviewOut:
+def _review(r: asyncpg.Record, cluster: list[str] | None = None) -> ReviewOut:
     return ReviewOut(
         id=r["id"],
         conversion_id=r["conversion_id"],
@@ -28,6 +34,7 @@ def _review(r: asyncpg.Record) -> ReviewOut:
         decided_by=r["decided_by"],
         created_at=r["created_at"],
         decided_at=r["decided_at"],
+        cluster_review_ids=cluster or [],
     )
 
 
@@ -43,6 +50,31 @@ async def list_reviews(
         rows = await handlers.list_reviews(conn, who.tenant_id, status, limit, after)
     items = [_review(r) for r in rows]
     return ReviewPage(items=items, next_after=items[-1].id if len(items) == limit else None)
+
+
+@router.post(
+    "/v1/reviews/bulk",
+    dependencies=[requires("conversions:write")],
+    response_model=BulkDecisionOut,
+)
+async def decide_bulk(body: BulkDecisionIn, who: Auth, rt: Rt) -> BulkDecisionOut:
+    """One decision on many reviews (a cluster, after a deny offered it), audited."""
+    async with rt.transaction() as conn:
+        audit_id, rows, changed = await handlers.decide_bulk(
+            conn,
+            who.tenant_id,
+            body.review_ids,
+            approve=body.decision == "approve",
+            reason=body.reason,
+            decided_by=body.decided_by,
+            key_id=who.key_id,
+        )
+    return BulkDecisionOut(
+        audit_id=audit_id,
+        decision=body.decision,
+        items=[_review(r) for r in rows],
+        changed_ids=changed,
+    )
 
 
 @router.get(
@@ -65,7 +97,8 @@ async def _decide(
             reason=body.reason,
             decided_by=body.decided_by,
         )
-    return _review(row)
+        cluster = None if approve else await handlers.cluster_review_ids(conn, who.tenant_id, row)
+    return _review(row, cluster)
 
 
 @router.post(

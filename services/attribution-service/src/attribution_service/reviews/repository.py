@@ -79,3 +79,58 @@ async def close_review(
     )
     assert row is not None
     return row
+
+
+async def reviews_by_ids(
+    conn: asyncpg.Connection, tenant_id: str, review_ids: Sequence[str]
+) -> list[asyncpg.Record]:
+    """The tenant's reviews of these ids, locked, in a fixed order (two bulk decisions on
+    overlapping reviews cannot deadlock)."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        "SELECT * FROM reviews WHERE tenant_id = $1 AND id = ANY($2::text[])"
+        " ORDER BY id FOR UPDATE",
+        tenant_id,
+        list(review_ids),
+    )
+    return rows
+
+
+async def open_reviews_of_conversions(
+    conn: asyncpg.Connection, tenant_id: str, conversion_ids: Sequence[str]
+) -> list[str]:
+    rows = await conn.fetch(
+        "SELECT id FROM reviews WHERE tenant_id = $1 AND status = 'open'"
+        " AND conversion_id = ANY($2::text[]) ORDER BY risk_score DESC, id",
+        tenant_id,
+        list(conversion_ids),
+    )
+    return [r["id"] for r in rows]
+
+
+async def insert_audit(
+    conn: asyncpg.Connection,
+    *,
+    audit_id: str,
+    tenant_id: str,
+    decision: str,
+    review_ids: Sequence[str],
+    changed_ids: Sequence[str],
+    reason: str,
+    decided_by: str | None,
+    key_id: str,
+) -> None:
+    await conn.execute(
+        """
+        INSERT INTO review_audit (id, tenant_id, decision, review_ids, changed_ids, reason,
+                                  decided_by, key_id)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+        """,
+        audit_id,
+        tenant_id,
+        decision,
+        list(review_ids),
+        list(changed_ids),
+        reason,
+        decided_by,
+        key_id or None,
+    )

@@ -21,6 +21,9 @@ class ReviewOut(BaseModel):
     decided_by: str | None
     created_at: datetime
     decided_at: datetime | None
+    # After a deny: the open reviews of the rest of the conversion's cluster (the ring rule's),
+    # offered for one decision (POST /v1/reviews/bulk).
+    cluster_review_ids: list[str] = Field(default_factory=list)
 
 
 class ReviewPage(BaseModel):
@@ -33,3 +36,21 @@ class ReviewDecisionIn(BaseModel):
 
     reason: str = Field(min_length=1, max_length=1000)
     decided_by: str | None = Field(default=None, max_length=200)
+
+
+class BulkDecisionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    review_ids: list[str] = Field(min_length=1, max_length=200)
+    decision: Literal["approve", "deny"]
+    reason: str = Field(min_length=1, max_length=1000)
+    decided_by: str | None = Field(default=None, max_length=200)
+
+
+class BulkDecisionOut(BaseModel):
+    audit_id: str
+    decision: Literal["approve", "deny"]
+    # every review named, as it is now; `changed_ids`: those this request decided (the others
+    # had this decision already)
+    items: list[ReviewOut]
+    changed_ids: list[str]
