@@ -39,6 +39,7 @@ CONSUMERS: list[ConsumerSpec] = [
             ev.AdvocateUpdated.TYPE: both(handlers.on_advocate, analytics.on_advocate_updated),
             ev.AdvocateBlocked.TYPE: handlers.on_advocate_blocked,
             ev.AdvocateUnblocked.TYPE: handlers.on_advocate_blocked,
+            ev.AdvocateSighted.TYPE: handlers.on_advocate_sighted,
             ev.CodeCreated.TYPE: handlers.on_code_created,
             ev.CodeChanged.TYPE: handlers.on_code_changed,
             ev.LinkClicked.TYPE: both(handlers.on_link_clicked, analytics.on_link_clicked),

@@ -23,7 +23,9 @@ from typing import Any
 import asyncpg
 import pytest
 
+from attribution_service.conversions.handlers import keyed_hash
 from devstack.testing import eventually
+from referral_events.contracts import link as ev
 
 from .conftest import Env, click, link_facts
 
@@ -360,3 +362,56 @@ async def test_time_that_cannot_be_faked(env: Env) -> None:
     too_fast = next(c for c in body["explanation"]["checks"] if c["check"] == "too_fast")
     assert too_fast["outcome"] == "fail", too_fast
     assert body["status"] == "review"
+
+
+async def test_a_sighting_of_the_advocate_catches_a_friend_on_their_device(env: Env) -> None:
+    """link-service saw the advocate on a device (their page, or enrolment): a friend
+    converting from it within the self-referral window is the advocate."""
+    await link_facts(env.publish)
+    device = keyed_hash(env.settings.ip_hash_key, "dev-of-ann")
+    await env.publish(
+        "link.events",
+        ev.AdvocateSighted(
+            sighting_id="sgt_1",
+            advocate_id="adv_1",
+            program_id="prg_1",
+            seen_at=datetime.now(UTC) - timedelta(hours=3),
+            source="portal",
+            device_hash=device,
+        ),
+    )
+
+    async def seen() -> bool:
+        conn = await asyncpg.connect(
+            env.ns.database_url, server_settings={"search_path": "attribution"}
+        )
+        try:
+            return bool(
+                await conn.fetchval(
+                    "SELECT count(*) FROM advocate_sightings"
+                    " WHERE device_hash IS NOT NULL AND ip_hash IS NULL"
+                )
+            ) and await _copies_in(env.ns.database_url, 1)
+        finally:
+            await conn.close()
+
+    await eventually(seen, timeout=60)
+    friend = await env.client.post(
+        "/v1/conversions",
+        json={
+            "type": "signup",
+            "customer_id": "cus_pal",
+            "code": "ANN123",
+            "device_id": "dev-of-ann",
+        },
+    )
+    assert friend.status_code == 201, friend.text
+    body = friend.json()
+    assert body["status"] == "rejected", body
+    check = next(c for c in body["explanation"]["checks"] if c["check"] == "self_referral")
+    assert check["outcome"] == "fail" and "device" in check["detail"]
+    other = await env.client.post(
+        "/v1/conversions",
+        json={"type": "signup", "customer_id": "cus_pal2", "code": "ANN123", "device_id": "dev-2"},
+    )
+    assert other.json()["status"] == "attributed", other.text

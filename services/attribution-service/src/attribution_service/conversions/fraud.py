@@ -30,7 +30,8 @@ Outcome = Literal["pass", "fail", "unknown", "off"]
 
 @dataclass(frozen=True)
 class Sighting:
-    """Where the advocate was seen converting themselves (their own signups and orders)."""
+    """Where the advocate was seen: converting themselves (their own signups and orders), or
+    by link-service (enrolling through the API, opening their refer-a-friend page)."""
 
     seen_at: datetime
     ip_hash: str | None = None

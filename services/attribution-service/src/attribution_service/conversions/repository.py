@@ -114,14 +114,21 @@ _SCREENING_COLUMNS = """
   (SELECT to_jsonb(p) FROM programs p WHERE p.id = {program_id}) AS program,
   (SELECT to_jsonb(a) FROM advocates a WHERE a.id = {advocate_id}) AS advocate,
   (SELECT coalesce(jsonb_agg(jsonb_build_object(
-        'seen_at', s.occurred_at, 'ip_hash', s.ip_hash, 'device_hash', s.device_hash)),
+        'seen_at', s.seen_at, 'ip_hash', s.ip_hash, 'device_hash', s.device_hash)),
         '[]'::jsonb)
-     FROM conversions s
-    WHERE s.tenant_id = {tenant_id}
-      AND s.customer_id = (SELECT customer_id FROM advocates WHERE id = {advocate_id})
-      AND (s.ip_hash IS NOT NULL OR s.device_hash IS NOT NULL)
-      AND s.occurred_at BETWEEN {anchor}::timestamptz - {network_window}::interval
-                            AND {anchor}::timestamptz + {network_window}::interval) AS sightings,
+     FROM (SELECT s.occurred_at AS seen_at, s.ip_hash, s.device_hash FROM conversions s
+            WHERE s.tenant_id = {tenant_id}
+              AND s.customer_id = (SELECT customer_id FROM advocates WHERE id = {advocate_id})
+              AND (s.ip_hash IS NOT NULL OR s.device_hash IS NOT NULL)
+              AND s.occurred_at BETWEEN {anchor}::timestamptz - {network_window}::interval
+                                    AND {anchor}::timestamptz + {network_window}::interval
+           UNION ALL
+           -- where link-service saw the advocate (enrolment, their refer-a-friend page)
+           SELECT g.seen_at, g.ip_hash, g.device_hash FROM advocate_sightings g
+            WHERE g.advocate_id = {advocate_id} AND g.tenant_id = {tenant_id}
+              AND g.seen_at BETWEEN {anchor}::timestamptz - {network_window}::interval
+                                AND {anchor}::timestamptz + {network_window}::interval) s)
+    AS sightings,
   (SELECT min(x.occurred_at) FROM conversions x
     WHERE x.tenant_id = {tenant_id} AND x.customer_id = {customer_id} AND x.id <> {id}
       AND x.status <> 'pending' AND x.advocate_id IS DISTINCT FROM {advocate_id})

@@ -47,6 +47,13 @@ async def on_advocate_blocked(
     await repository.set_advocate_blocked(conn, payload.advocate_id, blocked, payload.version)
 
 
+async def on_advocate_sighted(
+    conn: asyncpg.Connection, event: CloudEvent, payload: ev.AdvocateSighted
+) -> None:
+    """Kept for the self-referral check (the advocate's network and device around a click)."""
+    await repository.insert_sighting(conn, event.tenantid, payload)
+
+
 async def _code(
     conn: asyncpg.Connection,
     tenant_id: str,

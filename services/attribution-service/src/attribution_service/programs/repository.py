@@ -63,6 +63,23 @@ async def upsert_advocate(
     )
 
 
+async def insert_sighting(conn: asyncpg.Connection, tenant_id: str, s: ev.AdvocateSighted) -> None:
+    await conn.execute(
+        """
+        INSERT INTO advocate_sightings (id, tenant_id, advocate_id, seen_at, source, ip_hash,
+                                        device_hash)
+        VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING
+        """,
+        s.sighting_id,
+        tenant_id,
+        s.advocate_id,
+        s.seen_at,
+        s.source,
+        s.ip_hash,
+        s.device_hash,
+    )
+
+
 async def set_advocate_blocked(
     conn: asyncpg.Connection, advocate_id: str, blocked: bool, version: int | None
 ) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress
 
 from link_service.domain import Channel
 
@@ -19,6 +19,15 @@ class AdvocateIn(BaseModel):
     name: str | None = Field(default=None, max_length=200)
     locale: str | None = Field(default=None, min_length=2, max_length=35)
     marketing_consent: bool = False
+
+
+class EnrollIn(AdvocateIn):
+    """Enrolling through the API may say where the advocate is: their IP address and device id
+    are hashed on arrival (a sighting for attribution's self-referral check, never stored in
+    clear)."""
+
+    ip: IPvAnyAddress | None = None
+    device_id: str | None = Field(default=None, min_length=1, max_length=200)
 
 
 class AdvocatePatch(BaseModel):
