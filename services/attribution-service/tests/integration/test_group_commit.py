@@ -5,7 +5,8 @@ decisions and the outbox rows must match. The batch mixes everything that links 
 each other: a repeated Idempotency-Key (same and other body), a repeated (type, order id), one
 customer twice, one advocate's velocity, signups from one IP hash, the advocate's own signup as
 a sighting for self-referral, refused evidence, evidence not seen yet, an unknown custom type,
-and rings among an advocate's referrals (one device, one email stem)."""
+rings among an advocate's referrals (one device, one email stem), and an advocate blocked
+automatically by their denied referrals."""
 
 from __future__ import annotations
 
@@ -120,6 +121,18 @@ REQUESTS: list[tuple[dict[str, Any], str | None]] = [
             ]
         )
     ),
+    # the advocate's second denied referral (their own mailbox) blocks them (auto_block after
+    # 2): their next conversion is denied
+    (
+        {
+            "type": "signup",
+            "customer_id": "cus_self",
+            "code": "ANN123",
+            "email": "Ann.Smith+x@gmail.com",
+        },
+        None,
+    ),
+    ({"type": "signup", "customer_id": "cus_after", "code": "ANN123"}, None),
 ]
 
 
@@ -192,7 +205,7 @@ async def _observe(dsn: str, run: Run) -> tuple[list[Any], Counter[str]]:
                 "SELECT key, payload FROM outbox WHERE seq > $1 ORDER BY seq", before
             ):
                 data = json.loads(bytes(r["payload"]))["data"]
-                for volatile in ("referral_id", "review_id", "attributed_at"):
+                for volatile in ("referral_id", "review_id", "attributed_at", "blocked_at"):
                     data.pop(volatile, None)
                 data["conversion_id"] = first.get(data.get("conversion_id", ""), -1)
                 events[json.dumps([r["key"], data], sort_keys=True)] += 1
@@ -210,6 +223,7 @@ async def test_a_batch_is_decided_as_its_requests_one_after_another(env: Env) ->
             "fraud": {
                 "velocity": {"per_advocate_hour": 8, "signups_per_ip_day": 2},
                 "too_fast": {"enabled": False},
+                "auto_block": {"after_denied": 2},
             }
         },
     )
@@ -257,7 +271,10 @@ async def test_a_batch_is_decided_as_its_requests_one_after_another(env: Env) ->
     assert one_by_one[15] == ("InvalidInput", "type")
     assert statuses[16] == "organic"
     assert statuses[17] == "review"  # the advocate's ninth conversion this hour
-    assert statuses[18:] == ["attributed", "attributed", "review"] * 2
+    assert statuses[18:24] == ["attributed", "attributed", "review"] * 2
+    assert statuses[24:] == ["rejected", "rejected"]
+    assert ("blocked_advocate", "fail") in one_by_one[25][9]
+    assert sum('"after_denied"' in e for e in events_one_by_one) == 1  # auto-blocked
     assert ("ring", "fail") in one_by_one[20][9] and ("ring", "fail") in one_by_one[23][9]
     assert ("ring", "pass") in one_by_one[19][9]
 

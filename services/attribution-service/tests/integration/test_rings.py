@@ -415,3 +415,40 @@ async def test_a_sighting_of_the_advocate_catches_a_friend_on_their_device(env: 
         json={"type": "signup", "customer_id": "cus_pal2", "code": "ANN123", "device_id": "dev-2"},
     )
     assert other.json()["status"] == "attributed", other.text
+
+
+async def test_an_advocate_is_blocked_after_denied_referrals(env: Env) -> None:
+    """After the program's auto_block.after_denied denied referrals the advocate is blocked:
+    advocate.auto_blocked.v1 (for link-service and webhooks), and their next conversion is
+    denied; the advocate's risk score says why."""
+    policy = {"fraud": {"auto_block": {"after_denied": 2}}}
+    r = await env.client.put("/v1/programs/prg_1/attribution-settings", json=policy)
+    assert r.status_code == 200, r.text
+    await link_facts(env.publish)
+    await eventually(lambda: _copies_in(env.ns.database_url, 1), timeout=60)
+    for n in range(2):  # the advocate's own mailbox: self-referral, denied
+        r = await env.client.post(
+            "/v1/conversions",
+            json={
+                "type": "signup",
+                "customer_id": f"cus_me{n}",
+                "code": "ANN123",
+                "email": f"Ann.Smith+{n}@gmail.com",
+            },
+        )
+        assert r.json()["status"] == "rejected", r.text
+    events = await env.events(lambda es: any(e.type == "advocate.auto_blocked.v1" for e in es))
+    blocked = next(e for e in events if e.type == "advocate.auto_blocked.v1")
+    assert blocked.data["advocate_id"] == "adv_1" and blocked.data["denied"] == 2
+    assert blocked.data["after_denied"] == 2 and blocked.data["risk_score"] >= 20
+    r = await env.client.post(
+        "/v1/conversions", json={"type": "signup", "customer_id": "cus_ok", "code": "ANN123"}
+    )
+    body = r.json()
+    assert body["status"] == "rejected", body
+    check = next(c for c in body["explanation"]["checks"] if c["check"] == "blocked_advocate")
+    assert check["outcome"] == "fail", check
+    risk = (await env.client.get("/v1/advocates/adv_1/risk")).json()
+    assert risk["denied"] == 2 and risk["auto_blocked_at"] is not None
+    assert risk["risk_score"] == min(100, risk["riskiest_conversion_score"] // 2 + 20)
+    assert (await env.client.get("/v1/advocates/adv_nope/risk")).status_code == 404

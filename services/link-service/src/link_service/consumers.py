@@ -3,7 +3,8 @@ listed are skipped by the inbox consumer (and not recorded).
 
 The advocate portal's read model (GET /v1/me) folds attribution.events (referrals, conversions,
 refunds) and reward.events (the advocate's rewards, redemptions, milestones), and enrolls
-converted friends when their program says so. Every replica also tails link.events without a
+converted friends when their program says so. The same group blocks an advocate attribution
+blocked automatically (advocate.auto_blocked.v1). Every replica also tails link.events without a
 group for its code cache (workers.CacheInvalidator), which is no consumer group."""
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 import asyncpg
 
+from link_service.advocates import handlers as advocates
 from link_service.domain import Links
 from link_service.portal import handlers as portal
 from referral_events import CloudEvent, topics
@@ -53,7 +55,12 @@ def consumers(links: Links) -> list[ConsumerSpec]:
         assert isinstance(payload, rw.MilestoneReached)
         await portal.on_milestone_reached(conn, event, payload)
 
+    async def auto_blocked(conn: asyncpg.Connection, event: CloudEvent, payload: Any) -> None:
+        assert isinstance(payload, att.AdvocateAutoBlocked)
+        await advocates.on_auto_blocked(conn, event, payload)
+
     routes: dict[str, Handler] = {
+        att.AdvocateAutoBlocked.TYPE: auto_blocked,
         att.ReferralAttributed.TYPE: referral,
         att.ConversionAttributed.TYPE: conversion,
         att.ConversionRefunded.TYPE: refund,

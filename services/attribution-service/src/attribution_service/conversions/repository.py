@@ -151,7 +151,9 @@ _SCREENING_COLUMNS = """
       AND {advocate_id} IS NOT NULL AND d.tenant_id = {tenant_id}
       AND d.device_hash = {device_hash} AND d.type = 'signup' AND d.id <> {id}
       AND d.occurred_at > {occurred_at}::timestamptz - interval '1 day'
-      AND d.occurred_at <= {occurred_at}) AS device_signups
+      AND d.occurred_at <= {occurred_at}) AS device_signups,
+  coalesce((SELECT r.denied FROM advocate_risk r WHERE r.advocate_id = {advocate_id}), 0)
+    AS advocate_denied
 """
 _ASK = Params.of(ScreeningAsk, _TYPES)
 
@@ -418,6 +420,55 @@ async def ring_neighbours(
 
 
 # --- what a decision writes ----------------------------------------------------------------
+
+
+_FOLD_RISK = """
+    INSERT INTO advocate_risk AS r (advocate_id, tenant_id, denied, flagged, max_score)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::int[])
+    ON CONFLICT (advocate_id) DO UPDATE SET denied = r.denied + EXCLUDED.denied,
+        flagged = r.flagged + EXCLUDED.flagged,
+        max_score = greatest(r.max_score, EXCLUDED.max_score), updated_at = now()
+    RETURNING advocate_id, denied, flagged, max_score, blocked_at
+"""
+
+
+async def fold_advocate_risk(
+    conn: asyncpg.Connection, rows: Sequence[tuple[str, str, int, int, int]]
+) -> list[asyncpg.Record]:
+    """Add (advocate, tenant, denied, flagged, riskiest score) to each advocate's counts, one
+    row per advocate; returns their counts after."""
+    recs: list[asyncpg.Record] = await conn.fetch(
+        _FOLD_RISK, *(list(col) for col in zip(*rows, strict=True))
+    )
+    return recs
+
+
+async def auto_block(conn: asyncpg.Connection, advocate_ids: Sequence[str]) -> list[str]:
+    """Mark these advocates blocked by the platform (here and in the local copy, so the next
+    conversion sees it at once); returns those not blocked before."""
+    rows = await conn.fetch(
+        """
+        WITH b AS (
+            UPDATE advocate_risk SET blocked_at = now()
+            WHERE advocate_id = ANY($1::text[]) AND blocked_at IS NULL RETURNING advocate_id
+        ), a AS (
+            UPDATE advocates SET blocked = true WHERE id IN (SELECT advocate_id FROM b)
+        )
+        SELECT advocate_id FROM b
+        """,
+        list(advocate_ids),
+    )
+    return [r["advocate_id"] for r in rows]
+
+
+async def advocate_risk(
+    conn: asyncpg.Connection, tenant_id: str, advocate_id: str
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT * FROM advocate_risk WHERE advocate_id = $1 AND tenant_id = $2",
+        advocate_id,
+        tenant_id,
+    )
 
 
 _LINK = Params.of(CustomerClick)

@@ -45,6 +45,8 @@ async def on_advocate_blocked(
 ) -> None:
     blocked = isinstance(payload, ev.AdvocateBlocked)
     await repository.set_advocate_blocked(conn, payload.advocate_id, blocked, payload.version)
+    if not blocked:
+        await repository.reset_auto_block(conn, payload.advocate_id)
 
 
 async def on_advocate_sighted(

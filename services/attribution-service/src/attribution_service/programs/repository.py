@@ -169,6 +169,18 @@ async def get_program(conn: asyncpg.Connection, program_id: str) -> asyncpg.Reco
     return await conn.fetchrow("SELECT * FROM programs WHERE id = $1", program_id)
 
 
+async def get_advocate(conn: asyncpg.Connection, advocate_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT * FROM advocates WHERE id = $1", advocate_id)
+
+
+async def reset_auto_block(conn: asyncpg.Connection, advocate_id: str) -> None:
+    """The merchant unblocked the advocate: their denied referrals count from zero again."""
+    await conn.execute(
+        "UPDATE advocate_risk SET denied = 0, blocked_at = NULL WHERE advocate_id = $1",
+        advocate_id,
+    )
+
+
 async def get_settings(conn: asyncpg.Connection, program_id: str) -> asyncpg.Record | None:
     return await conn.fetchrow("SELECT * FROM program_settings WHERE program_id = $1", program_id)
 

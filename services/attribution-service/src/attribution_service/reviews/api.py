@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 
 from attribution_service.reviews import handlers
 from attribution_service.reviews.schemas import (
+    AdvocateRiskOut,
     BulkDecisionIn,
     BulkDecisionOut,
     ReviewDecisionIn,
@@ -117,3 +118,15 @@ async def approve_review(review_id: str, body: ReviewDecisionIn, who: Auth, rt: 
 )
 async def deny_review(review_id: str, body: ReviewDecisionIn, who: Auth, rt: Rt) -> ReviewOut:
     return await _decide(review_id, body, who, rt, approve=False)
+
+
+@router.get(
+    "/v1/advocates/{advocate_id}/risk",
+    dependencies=[requires("advocates:read")],
+    response_model=AdvocateRiskOut,
+)
+async def advocate_risk(advocate_id: str, who: Auth, rt: Rt) -> AdvocateRiskOut:
+    """The advocate's risk score (0-100) and what it is made of."""
+    async with rt.transaction() as conn:
+        risk = await handlers.advocate_risk(conn, who.tenant_id, advocate_id)
+    return AdvocateRiskOut.model_validate(risk)

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncpg
 
-from attribution_service.conversions import decision
+from attribution_service.conversions import decision, fraud
 from attribution_service.conversions import handlers as conversions
 from attribution_service.conversions import repository as conversion_repository
 from attribution_service.conversions.domain import Candidate
 from attribution_service.conversions.facts import Conversion
 from attribution_service.events import EVENTS
+from attribution_service.programs import repository as programs
+from attribution_service.programs.domain import DEFAULT_SETTINGS, ProgramSettings
 from attribution_service.reviews import repository
 from referral_events.contracts import attribution as out
 from servicekit.ids import new_id
@@ -69,6 +71,7 @@ async def decide_review(
     if approve and conv["evidence"] == "click" and conv["click_id"]:
         click = await conversion_repository.get_click(conn, conv["click_id"])
     cand = Candidate(conv["evidence"], review["program_id"], review["advocate_id"], click=click)
+    stored = await programs.get_settings(conn, review["program_id"])
     decided = decision.reviewed(
         conversion,
         cand,
@@ -76,6 +79,7 @@ async def decide_review(
         review_id=review_id,
         reasons=review["reasons"],
         note=note,
+        settings=ProgramSettings.model_validate(stored["settings"]) if stored else DEFAULT_SETTINGS,
     )
     await conversions.record(conn, [decided], stored=True)
     return review
@@ -156,3 +160,26 @@ async def decide_bulk(
         key_id=key_id,
     )
     return audit_id, [found[rid] for rid in unique], changed
+
+
+async def advocate_risk(
+    conn: asyncpg.Connection, tenant_id: str, advocate_id: str
+) -> dict[str, object]:
+    """An advocate's risk: referrals denied and flagged, the riskiest, the score (0-100) and
+    whether the platform blocked them. An advocate without any: all zero (404 only for an
+    advocate this tenant does not have)."""
+    adv = await programs.get_advocate(conn, advocate_id)
+    if adv is None or adv["tenant_id"] != tenant_id:
+        raise NotFound(f"no advocate '{advocate_id}'", field="advocate_id")
+    row = await conversion_repository.advocate_risk(conn, tenant_id, advocate_id)
+    denied, flagged, riskiest = (
+        (row["denied"], row["flagged"], row["max_score"]) if row else (0, 0, 0)
+    )
+    return {
+        "advocate_id": advocate_id,
+        "denied": denied,
+        "flagged": flagged,
+        "riskiest_conversion_score": riskiest,
+        "risk_score": fraud.advocate_score(denied=denied, flagged=flagged, max_score=riskiest),
+        "auto_blocked_at": row["blocked_at"] if row else None,
+    }

@@ -54,3 +54,13 @@ class BulkDecisionOut(BaseModel):
     # had this decision already)
     items: list[ReviewOut]
     changed_ids: list[str]
+
+
+class AdvocateRiskOut(BaseModel):
+    advocate_id: str
+    denied: int
+    flagged: int
+    riskiest_conversion_score: int
+    # 0-100: half the riskiest referral's score, plus for each referral denied and flagged
+    risk_score: int
+    auto_blocked_at: datetime | None

@@ -20,6 +20,8 @@ from link_service.programs.domain import check_takes_new_advocates, stored_code_
 from link_service.programs.handlers import get_program
 from link_service.redirect import repository as redirect_repository
 from link_service.sightings import handlers as sightings
+from referral_events import CloudEvent
+from referral_events.contracts.attribution import AdvocateAutoBlocked
 from referral_events.outbox import enqueue_rows
 from servicekit.ids import new_id
 from servicekit.problems import Conflict, DomainError, NotFound
@@ -221,6 +223,24 @@ async def set_blocked(
         tenant_id,
     )
     return await _view(conn, advocate)
+
+
+async def on_auto_blocked(
+    conn: asyncpg.Connection, event: CloudEvent, payload: AdvocateAutoBlocked
+) -> None:
+    """Attribution blocked the advocate for their denied referrals (their program's
+    auto_block): blocked here too, so the block is the one every service sees
+    (advocate.blocked.v1). An advocate unknown here is left alone."""
+    try:
+        await set_blocked(
+            conn,
+            event.tenantid,
+            payload.advocate_id,
+            blocked=True,
+            reason=f"blocked automatically: {payload.denied} referrals denied",
+        )
+    except NotFound:
+        return
 
 
 # ---------------------------------------------------------------------------- codes and links

@@ -53,15 +53,15 @@ def upgrade() -> None:
         ALTER TABLE reviews ADD COLUMN risk_score integer NOT NULL DEFAULT 0;
         CREATE INDEX reviews_risk ON reviews (tenant_id, status, risk_score DESC, id);
 
-        -- Per advocate: referrals denied (by screening or a reviewer), flagged, the advocate's
-        -- risk score and when the platform blocked them for it.
+        -- Per advocate: referrals denied (by screening or a reviewer), flagged, their riskiest
+        -- referral's score (the advocate's risk score is computed from these) and when the
+        -- platform blocked them for it.
         CREATE TABLE advocate_risk (
             advocate_id  text PRIMARY KEY,
             tenant_id    text NOT NULL,
             denied       integer NOT NULL DEFAULT 0,
             flagged      integer NOT NULL DEFAULT 0,
             max_score    integer NOT NULL DEFAULT 0,
-            risk_score   integer NOT NULL DEFAULT 0,
             blocked_at   timestamptz,
             updated_at   timestamptz NOT NULL DEFAULT now()
         );
