@@ -22,7 +22,8 @@ test runs a batch both ways and compares answers, rows and events):
   at its place.
 - Within a run every read is taken before any of the run's rows exist; what an earlier
   conversion of the run adds to a later one's screening (an advocate's velocity, signups from
-  one IP hash or device, the advocate's own sightings) is folded forward (decision.Earlier).
+  one IP hash or device, the advocate's own sightings, the ring rule's neighbours, the
+  advocate's denied referrals) is folded forward (decision.Earlier).
   Everything else a decision reads belongs to the conversion's own customer, which no other
   conversion of the run shares.
 - A conversion naming a click or code not seen yet takes the evidence lock and reads its

@@ -13,7 +13,8 @@ nothing earlier) and writes the same rows."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Literal
@@ -163,10 +164,20 @@ class Earlier:
                 and d.candidate is not None
                 and d.status in ("attributed", "review", "rejected")
                 and e.tenant_id == conv.tenant_id
+                and (
+                    d.candidate.advocate_id == cand.advocate_id
+                    or any(d.signals.get(k) == v for k, v in strong)
+                )
             ):
-                n = e.neighbour(d.candidate.advocate_id)
-                if n.advocate_id == cand.advocate_id or strong & set(n.signals.items()):
-                    neighbours.append(n)
+                neighbours.append(
+                    fraud.Neighbour(
+                        e.id,
+                        e.customer_id,
+                        d.candidate.advocate_id,
+                        e.received_at or e.occurred_at,
+                        d.signals,
+                    )
+                )
         if not (hour or day or ip or device or denied or sightings or neighbours):
             return facts
         return replace(
@@ -265,6 +276,9 @@ class Decided:
     risk_score: int = 0
     # the program's auto_block.after_denied (None: off)
     auto_block_after: int | None = None
+    # the conversion's ring signals, computed once when screened (later ones of the batch
+    # compare with them)
+    signals: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def screened(self) -> bool:
@@ -379,6 +393,7 @@ def decide(
         review_id=new_id("rev") if decision.status == "review" else None,
         risk_score=decision.risk_score,
         auto_block_after=_auto_block_after(chosen.choice.settings),
+        signals=facts.signals if facts is not None else {},
     )
 
 

@@ -99,16 +99,6 @@ class Conversion:
             email_norm=self.email_norm,
         )
 
-    def neighbour(self, advocate_id: str) -> fraud.Neighbour:
-        """This conversion as a neighbour of later ones, referred to `advocate_id`."""
-        return fraud.Neighbour(
-            self.id,
-            self.customer_id,
-            advocate_id,
-            self.received_at or self.occurred_at,
-            self.ring_signals(),
-        )
-
 
 CONVERSION_COLUMNS = tuple(f.name for f in fields(Conversion))
 
