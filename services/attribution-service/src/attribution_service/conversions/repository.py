@@ -349,11 +349,16 @@ _RING_COLUMNS = (
     " c.device_hash, c.address_hash, c.payment_hash, c.email_norm"
 )
 _RING_REFERRED = "c.status IN ('attributed', 'review', 'rejected') AND c.advocate_id IS NOT NULL"
+# Each part a lateral subquery per asked advocate or identifier, fenced (LIMIT) so the plan is a
+# lookup of that key whatever the tables' statistics when it was made (BATCH_PLAN_SETTINGS);
+# the limit also bounds what one conversion compares with.
+RING_NEIGHBOURS_LIMIT = 1000
 _RING_BY_VALUE = """
-    SELECT {columns} FROM (SELECT * FROM h WHERE h.kind = '{kind}') v
-      JOIN conversions c ON c.{column} = v.value AND c.tenant_id = v.tenant_id
-       AND c.received_at > v.low AND c.received_at <= v.high
-     WHERE {referred}"""
+    SELECT n.* FROM (SELECT * FROM h WHERE h.kind = '{kind}') v CROSS JOIN LATERAL (
+        SELECT {columns} FROM conversions c
+         WHERE c.{column} = v.value AND c.tenant_id = v.tenant_id
+           AND c.received_at > v.low AND c.received_at <= v.high AND {referred}
+         ORDER BY c.received_at DESC LIMIT {limit}) n"""
 _RING_NEIGHBOURS = """
     WITH a AS (
         SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[])
@@ -362,17 +367,23 @@ _RING_NEIGHBOURS = """
         SELECT * FROM unnest($5::text[], $6::text[], $7::text[], $8::timestamptz[],
                              $9::timestamptz[]) AS h(tenant_id, kind, value, low, high)
     )
-    SELECT {columns} FROM a
-      JOIN conversions c ON c.advocate_id = a.advocate_id AND c.received_at > a.low
-       AND c.received_at <= a.high AND c.tenant_id = a.tenant_id
-     WHERE {referred}
+    SELECT n.* FROM a CROSS JOIN LATERAL (
+        SELECT {columns} FROM conversions c
+         WHERE c.advocate_id = a.advocate_id AND c.received_at > a.low
+           AND c.received_at <= a.high AND c.tenant_id = a.tenant_id AND {referred}
+         ORDER BY c.received_at DESC LIMIT {limit}) n
     UNION {device} UNION {address} UNION {payment}
 """.format(  # noqa: S608
     columns=_RING_COLUMNS,
     referred=_RING_REFERRED,
+    limit=RING_NEIGHBOURS_LIMIT,
     **{
         name: _RING_BY_VALUE.format(
-            columns=_RING_COLUMNS, referred=_RING_REFERRED, kind=kind, column=column
+            columns=_RING_COLUMNS,
+            referred=_RING_REFERRED,
+            kind=kind,
+            column=column,
+            limit=RING_NEIGHBOURS_LIMIT,
         )
         for name, kind, column in (
             ("device", "device", "device_hash"),
