@@ -267,6 +267,8 @@ async def test_rings_go_to_review_naming_their_cluster_and_ordinary_referrals_do
     r = await env.client.get("/v1/reviews", params={"limit": 200})
     assert r.status_code == 200, r.text
     scores = [i["risk_score"] for i in r.json()["items"]]
+    # each with its advocate's score: flagged referrals raise it
+    assert all(i["advocate_risk_score"] > 0 for i in r.json()["items"])
     assert len(scores) == flagged and scores == sorted(scores, reverse=True) and min(scores) >= 50
     by_conversion = {i["conversion_id"]: i["id"] for i in r.json()["items"]}
 

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 import asyncpg
 from fastapi import APIRouter, Query
 
+from attribution_service.conversions import fraud
 from attribution_service.reviews import handlers
 from attribution_service.reviews.schemas import (
     AdvocateRiskOut,
@@ -36,6 +37,20 @@ def _review(r: asyncpg.Record, cluster: list[str] | None = None) -> ReviewOut:
         created_at=r["created_at"],
         decided_at=r["decided_at"],
         cluster_review_ids=cluster or [],
+        advocate_risk_score=_advocate_score(r),
+    )
+
+
+def _advocate_score(r: asyncpg.Record) -> int | None:
+    """The advocate's risk score where the listing joined their counts."""
+    try:
+        denied = r["advocate_denied"]
+    except KeyError:
+        return None
+    return fraud.advocate_score(
+        denied=denied or 0,
+        flagged=r["advocate_flagged"] or 0,
+        max_score=r["advocate_max_score"] or 0,
     )
 
 

@@ -38,8 +38,11 @@ async def list_reviews(
     """Riskiest first, then oldest id first; `after` is the last review of the page before."""
     rows: list[asyncpg.Record] = await conn.fetch(
         """
-        SELECT r.* FROM reviews r
+        SELECT r.*, k.denied AS advocate_denied, k.flagged AS advocate_flagged,
+               k.max_score AS advocate_max_score
+        FROM reviews r
         LEFT JOIN reviews a ON a.id = $4 AND a.tenant_id = $1
+        LEFT JOIN advocate_risk k ON k.advocate_id = r.advocate_id
         WHERE r.tenant_id = $1 AND r.status = $2
           AND ($4::text IS NULL OR r.risk_score < a.risk_score
                OR (r.risk_score = a.risk_score AND r.id > $4))

@@ -16,6 +16,8 @@ class ReviewOut(BaseModel):
     reasons: list[str]
     # 0-100, from the screening checks that fired (the queue lists the riskiest first)
     risk_score: int
+    # the advocate's (GET /v1/advocates/{id}/risk), in the queue's listing
+    advocate_risk_score: int | None = None
     status: Literal["open", "approved", "denied"]
     decision_reason: str | None
     decided_by: str | None
