@@ -51,6 +51,8 @@ def _conversions() -> list[Conversion]:
             source="api",
             address_hash=f"addr_new_{i}",
             payment_hash=f"pay_new_{i}",
+            ip_prefix_hash=f"net_new_{i}",
+            email_stem_hash=f"stem_new_{i}",
             received_at=NOW,
         )
         for i in range(10)
@@ -91,7 +93,7 @@ async def _decide_reads(conn: asyncpg.Connection) -> int:
         await repository.screening_contexts(conn, _asks(convs))
         await repository.ring_neighbours(
             conn,
-            [RingAsk.of(c, "adv_1", timedelta(hours=24)) for c in convs],
+            [RingAsk.of(c, timedelta(hours=24)) for c in convs],
         )
         assert [r["key_conversion_id"] for r in contexts] == [None] * len(convs)
         return await _rows_read(conn)
@@ -135,12 +137,14 @@ async def test_plans_made_on_empty_tables_stay_lookups_when_they_fill(
                                      status, decision, program_id, advocate_id, referral_id,
                                      order_id, idempotency_key, ip_hash, device_hash,
                                      subscription_id, amount_minor, currency, sequence,
-                                     received_at, address_hash, payment_hash)
+                                     received_at, address_hash, payment_hash,
+                                     ip_prefix_hash, email_stem_hash)
             SELECT 'cnv_old_' || g, 'acme', 'purchase', 'cus_old_' || g,
                    now() - interval '3 days', 'h', 'attributed', 'allow', 'prg_1',
                    'adv_old_' || g % 50, 'ref_' || g, 'ord_old_' || g, 'key_old_' || g,
                    'ip_old_' || g, 'dev_old_' || g, 'sub_old_' || g, 1000, 'USD', 1,
-                   now() - interval '1 hour', 'addr_old_' || g, 'pay_old_' || g
+                   now() - interval '1 hour', 'addr_old_' || g, 'pay_old_' || g,
+                   'net_old_' || g, 'stem_old_' || g
             FROM generate_series(1, $1) g;
             """,
             HISTORY,

@@ -92,7 +92,7 @@ class Chosen:
         ring = self.choice.settings.fraud.ring
         if cand is None or not ring.enabled:
             return None
-        return RingAsk.of(self.conversion, cand.advocate_id, timedelta(hours=ring.window_hours))
+        return RingAsk.of(self.conversion, timedelta(hours=ring.window_hours))
 
 
 def choose(conv: Conversion, evidence: Evidence) -> Chosen:
@@ -128,7 +128,7 @@ class Earlier:
         hour = day = ip = device = denied = 0
         sightings: list[fraud.Sighting] = []
         neighbours: list[fraud.Neighbour] = []
-        strong = {(k, v) for k, v in facts.signals.items() if k in fraud.WORKSPACE_SIGNALS}
+        mine = list(facts.signals.items())
         low = screening.asked.anchor - screening.asked.network_window
         high = screening.asked.anchor + screening.asked.network_window
         for d in self.decided:
@@ -164,10 +164,7 @@ class Earlier:
                 and d.candidate is not None
                 and d.status in ("attributed", "review", "rejected")
                 and e.tenant_id == conv.tenant_id
-                and (
-                    d.candidate.advocate_id == cand.advocate_id
-                    or any(d.signals.get(k) == v for k, v in strong)
-                )
+                and any(d.signals.get(k) == v for k, v in mine)
             ):
                 neighbours.append(
                     fraud.Neighbour(

@@ -73,6 +73,10 @@ class Conversion:
     ua_network_hash: str | None = None
     address_hash: str | None = None
     payment_hash: str | None = None
+    # the email's local part without digits at its domain, and a domain no free-mail or
+    # disposable provider's (fraud.email_stem, fraud.rare_domain), hashed
+    email_stem_hash: str | None = None
+    email_domain_hash: str | None = None
     # When the platform took it in (None: stored before this was kept).
     received_at: datetime | None = None
 
@@ -90,14 +94,7 @@ class Conversion:
         return min(self.occurred_at, self.received_at)
 
     def ring_signals(self) -> dict[str, str]:
-        return fraud.ring_signals(
-            ip_prefix_hash=self.ip_prefix_hash,
-            ua_network_hash=self.ua_network_hash,
-            device_hash=self.device_hash,
-            address_hash=self.address_hash,
-            payment_hash=self.payment_hash,
-            email_norm=self.email_norm,
-        )
+        return fraud.ring_signals({c: getattr(self, c) for c in fraud.SIGNAL_COLUMNS.values()})
 
 
 CONVERSION_COLUMNS = tuple(f.name for f in fields(Conversion))
@@ -189,32 +186,20 @@ class ScreeningAsk:
 
 @dataclass(frozen=True, slots=True)
 class RingAsk:
-    """What to read for the ring rule: the candidate advocate's referrals that arrived within
-    `window` before this conversion, and the workspace's sharing its device, address or payment
-    fingerprint within it."""
+    """What to read for the ring rule: the workspace's referred conversions that arrived
+    within `window` before this one and share one of its signals (the rule keeps, for all but
+    the strong identifiers, those of its candidate advocate)."""
 
     tenant_id: str
-    advocate_id: str
     id: str
     low: datetime
     high: datetime
-    device_hash: str | None
-    address_hash: str | None
-    payment_hash: str | None
+    signals: tuple[tuple[str, str], ...]
 
     @classmethod
-    def of(cls, conv: Conversion, advocate_id: str, window: timedelta) -> RingAsk:
+    def of(cls, conv: Conversion, window: timedelta) -> RingAsk:
         high = conv.received_at or conv.occurred_at
-        return cls(
-            conv.tenant_id,
-            advocate_id,
-            conv.id,
-            high - window,
-            high,
-            conv.device_hash,
-            conv.address_hash,
-            conv.payment_hash,
-        )
+        return cls(conv.tenant_id, conv.id, high - window, high, tuple(conv.ring_signals().items()))
 
 
 def neighbour_of(rec: Mapping[str, Any]) -> fraud.Neighbour:
@@ -224,45 +209,27 @@ def neighbour_of(rec: Mapping[str, Any]) -> fraud.Neighbour:
         rec["customer_id"],
         rec["advocate_id"],
         rec["received_at"],
-        fraud.ring_signals(
-            ip_prefix_hash=rec["ip_prefix_hash"],
-            ua_network_hash=rec["ua_network_hash"],
-            device_hash=rec["device_hash"],
-            address_hash=rec["address_hash"],
-            payment_hash=rec["payment_hash"],
-            email_norm=rec["email_norm"],
-        ),
+        fraud.ring_signals(rec),
     )
 
 
 class Neighbours:
-    """The neighbours a batch read (repository.ring_neighbours), indexed so each conversion
-    looks only at its advocate's and at those sharing its strong identifiers."""
+    """The neighbours a batch read (repository.ring_neighbours), indexed by signal value so each
+    conversion looks only at those sharing one of its signals."""
 
     def __init__(self, found: Sequence[fraud.Neighbour]) -> None:
-        self._by_advocate: dict[str, list[fraud.Neighbour]] = {}
         self._by_value: dict[tuple[str, str], list[fraud.Neighbour]] = {}
         for n in found:
-            self._by_advocate.setdefault(n.advocate_id, []).append(n)
-            for signal in fraud.WORKSPACE_SIGNALS:
-                if value := n.signals.get(signal):
-                    self._by_value.setdefault((signal, value), []).append(n)
+            for signal_value in n.signals.items():
+                self._by_value.setdefault(signal_value, []).append(n)
 
-    def of(self, ask: RingAsk, conv: Conversion) -> tuple[fraud.Neighbour, ...]:
+    def of(self, ask: RingAsk) -> tuple[fraud.Neighbour, ...]:
         seen: dict[str, fraud.Neighbour] = {}
-        for n in self._by_advocate.get(ask.advocate_id, ()):
-            seen[n.id] = n
-        for signal, value in (
-            ("device", conv.device_hash),
-            ("shipping_address", conv.address_hash),
-            ("payment", conv.payment_hash),
-        ):
-            if value:
-                for n in self._by_value.get((signal, value), ()):
+        for signal_value in ask.signals:
+            for n in self._by_value.get(signal_value, ()):
+                if n.id != ask.id and ask.low < n.seen_at <= ask.high:
                     seen[n.id] = n
-        return tuple(
-            n for n in seen.values() if n.id != conv.id and ask.low < n.seen_at <= ask.high
-        )
+        return tuple(seen.values())
 
 
 @dataclass(frozen=True, slots=True)

@@ -110,27 +110,21 @@ def rare_domain(email_norm: str | None) -> str | None:
     return domain
 
 
-def ring_signals(
-    *,
-    ip_prefix_hash: str | None,
-    ua_network_hash: str | None,
-    device_hash: str | None,
-    address_hash: str | None,
-    payment_hash: str | None,
-    email_norm: str | None,
-) -> dict[str, str]:
-    """The signals a referral can share with others (hashes, or values derived from the
-    normalised email, which is stored already)."""
-    values = {
-        "network": ip_prefix_hash,
-        "user_agent_network": ua_network_hash,
-        "device": device_hash,
-        "email_stem": email_stem(email_norm),
-        "email_domain": rare_domain(email_norm),
-        "shipping_address": address_hash,
-        "payment": payment_hash,
-    }
-    return {k: v for k, v in values.items() if v}
+# The column each signal is stored in (hashed on arrival; see conversions.handlers).
+SIGNAL_COLUMNS: dict[str, str] = {
+    "network": "ip_prefix_hash",
+    "user_agent_network": "ua_network_hash",
+    "device": "device_hash",
+    "email_stem": "email_stem_hash",
+    "email_domain": "email_domain_hash",
+    "shipping_address": "address_hash",
+    "payment": "payment_hash",
+}
+
+
+def ring_signals(columns: Mapping[str, str | None]) -> dict[str, str]:
+    """The signals a referral can share with others, from its stored columns (hashes)."""
+    return {s: v for s, c in SIGNAL_COLUMNS.items() if (v := columns.get(c))}
 
 
 @dataclass(frozen=True)

@@ -101,6 +101,7 @@ def prepare_conversion(
         )
     ip = str(cmd.ip) if cmd.ip else None
     prefix = fraud.network_prefix(ip)
+    email_norm = fraud.normalize_email(cmd.email)
     currency = money.validate_currency(cmd.currency) if cmd.currency else None
     amount_minor = cmd.amount_minor
     if cmd.amount is not None and currency:
@@ -113,7 +114,7 @@ def prepare_conversion(
         custom_type=None if cmd.type in BUILTIN_TYPES else cmd.type,
         customer_id=cmd.customer_id,
         email=cmd.email,
-        email_norm=fraud.normalize_email(cmd.email),
+        email_norm=email_norm,
         order_id=cmd.order_id,
         amount_minor=amount_minor,
         currency=currency,
@@ -134,6 +135,8 @@ def prepare_conversion(
         else None,
         address_hash=keyed_hash(hash_key, fraud.normalize_address(cmd.shipping_address)),
         payment_hash=keyed_hash(hash_key, cmd.payment_fingerprint),
+        email_stem_hash=keyed_hash(hash_key, fraud.email_stem(email_norm)),
+        email_domain_hash=keyed_hash(hash_key, fraud.rare_domain(email_norm)),
         received_at=now,
     )
     return NewConversion(conv, now)
@@ -277,7 +280,7 @@ def with_neighbours(
     for c, s in zip(chosen, screenings, strict=True):
         ask = c.ring_ask()
         if s is not None and ask is not None:
-            s = replace(s, neighbours=found.of(ask, c.conversion))
+            s = replace(s, neighbours=found.of(ask))
         out.append(s)
     return out
 

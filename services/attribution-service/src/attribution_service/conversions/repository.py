@@ -342,87 +342,56 @@ async def screening_contexts(
     return recs
 
 
-# The ring rule's neighbours (facts.neighbour_of): referred conversions, by the advocates asked
-# about within their windows of arrival, and by the strong identifiers across the workspace.
-_RING_COLUMNS = (
-    "c.id, c.customer_id, c.advocate_id, c.received_at, c.ip_prefix_hash, c.ua_network_hash,"
-    " c.device_hash, c.address_hash, c.payment_hash, c.email_norm"
-)
-_RING_REFERRED = "c.status IN ('attributed', 'review', 'rejected') AND c.advocate_id IS NOT NULL"
-# Each part a lateral subquery per asked advocate or identifier, fenced (LIMIT) so the plan is a
-# lookup of that key whatever the tables' statistics when it was made (BATCH_PLAN_SETTINGS);
-# the limit also bounds what one conversion compares with.
+# The ring rule's neighbours (facts.neighbour_of): the workspace's referred conversions sharing
+# a signal value with one asked about, within its window of arrival. One lateral lookup per
+# (signal, value) through the signal's index, fenced (LIMIT) so the plan is that lookup whatever
+# the tables' statistics when it was made (BATCH_PLAN_SETTINGS); the limit also bounds what one
+# conversion compares with.
 RING_NEIGHBOURS_LIMIT = 1000
+_RING_COLUMNS = ", ".join(
+    f"c.{c}"
+    for c in ("id", "customer_id", "advocate_id", "received_at", *fraud.SIGNAL_COLUMNS.values())
+)
 _RING_BY_VALUE = """
-    SELECT n.* FROM (SELECT * FROM h WHERE h.kind = '{kind}') v CROSS JOIN LATERAL (
+    SELECT n.* FROM (SELECT * FROM h WHERE h.signal = '{signal}') v CROSS JOIN LATERAL (
         SELECT {columns} FROM conversions c
          WHERE c.{column} = v.value AND c.tenant_id = v.tenant_id
-           AND c.received_at > v.low AND c.received_at <= v.high AND {referred}
+           AND c.received_at > v.low AND c.received_at <= v.high
+           AND c.status IN ('attributed', 'review', 'rejected') AND c.advocate_id IS NOT NULL
          ORDER BY c.received_at DESC LIMIT {limit}) n"""
 _RING_NEIGHBOURS = """
-    WITH a AS (
-        SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[])
-            AS a(tenant_id, advocate_id, low, high)
-    ), h AS (
-        SELECT * FROM unnest($5::text[], $6::text[], $7::text[], $8::timestamptz[],
-                             $9::timestamptz[]) AS h(tenant_id, kind, value, low, high)
+    WITH h AS (
+        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[],
+                             $5::timestamptz[]) AS h(tenant_id, signal, value, low, high)
     )
-    SELECT n.* FROM a CROSS JOIN LATERAL (
-        SELECT {columns} FROM conversions c
-         WHERE c.advocate_id = a.advocate_id AND c.received_at > a.low
-           AND c.received_at <= a.high AND c.tenant_id = a.tenant_id AND {referred}
-         ORDER BY c.received_at DESC LIMIT {limit}) n
-    UNION {device} UNION {address} UNION {payment}
+    {parts}
 """.format(  # noqa: S608
-    columns=_RING_COLUMNS,
-    referred=_RING_REFERRED,
-    limit=RING_NEIGHBOURS_LIMIT,
-    **{
-        name: _RING_BY_VALUE.format(
-            columns=_RING_COLUMNS,
-            referred=_RING_REFERRED,
-            kind=kind,
-            column=column,
-            limit=RING_NEIGHBOURS_LIMIT,
+    parts=" UNION ".join(
+        _RING_BY_VALUE.format(
+            columns=_RING_COLUMNS, signal=signal, column=column, limit=RING_NEIGHBOURS_LIMIT
         )
-        for name, kind, column in (
-            ("device", "device", "device_hash"),
-            ("address", "shipping_address", "address_hash"),
-            ("payment", "payment", "payment_hash"),
-        )
-    },
+        for signal, column in fraud.SIGNAL_COLUMNS.items()
+    )
 )
 
 
 async def ring_neighbours(
     conn: asyncpg.Connection, asks: Sequence[RingAsk]
 ) -> list[fraud.Neighbour]:
-    """The neighbours of many conversions in one statement (each advocate and each identifier
-    read once, over the union of the windows asked; facts.Neighbours gives each its own)."""
-    advocates: dict[tuple[str, str], tuple[datetime, datetime]] = {}
+    """The neighbours of many conversions in one statement (each signal value read once, over
+    the union of the windows asking for it; facts.Neighbours gives each its own)."""
     values: dict[tuple[str, str, str], tuple[datetime, datetime]] = {}
-
-    def widen(into: dict[Any, tuple[datetime, datetime]], key: Any, ask: RingAsk) -> None:
-        low, high = into.get(key, (ask.low, ask.high))
-        into[key] = (min(low, ask.low), max(high, ask.high))
-
     for ask in asks:
-        widen(advocates, (ask.tenant_id, ask.advocate_id), ask)
-        for kind, value in (
-            ("device", ask.device_hash),
-            ("shipping_address", ask.address_hash),
-            ("payment", ask.payment_hash),
-        ):
-            if value:
-                widen(values, (ask.tenant_id, kind, value), ask)
+        for signal, value in ask.signals:
+            key = (ask.tenant_id, signal, value)
+            low, high = values.get(key, (ask.low, ask.high))
+            values[key] = (min(low, ask.low), max(high, ask.high))
+    if not values:
+        return []
     recs = await conn.fetch(
         _RING_NEIGHBOURS,
-        [t for t, _ in advocates],
-        [a for _, a in advocates],
-        [w[0] for w in advocates.values()],
-        [w[1] for w in advocates.values()],
         [t for t, _, _ in values],
-        [k for _, k, _ in values],
+        [s for _, s, _ in values],
         [v for _, _, v in values],
         [w[0] for w in values.values()],
         [w[1] for w in values.values()],

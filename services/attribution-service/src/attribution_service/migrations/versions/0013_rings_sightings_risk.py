@@ -23,18 +23,30 @@ def upgrade() -> None:
             ADD COLUMN ua_network_hash text,
             ADD COLUMN address_hash text,
             ADD COLUMN payment_hash text,
+            ADD COLUMN email_stem_hash text,
+            ADD COLUMN email_domain_hash text,
             ADD COLUMN received_at timestamptz;
         UPDATE conversions SET received_at = created_at WHERE received_at IS NULL;
-        -- The ring rule reads an advocate's referrals by arrival, and the workspace's by the
-        -- strong identifiers (a device, a card, an address shared across advocates).
-        CREATE INDEX conversions_advocate_received ON conversions (advocate_id, received_at)
-            WHERE advocate_id IS NOT NULL;
-        CREATE INDEX conversions_address ON conversions (address_hash, tenant_id, received_at)
-            WHERE address_hash IS NOT NULL;
-        CREATE INDEX conversions_payment ON conversions (payment_hash, tenant_id, received_at)
-            WHERE payment_hash IS NOT NULL;
-        CREATE INDEX conversions_device_received
+        -- The ring rule reads the referrals sharing a signal value, by arrival: one index per
+        -- signal, holding only the rows that have one.
+        CREATE INDEX conversions_ring_network
+            ON conversions (ip_prefix_hash, tenant_id, received_at)
+            WHERE ip_prefix_hash IS NOT NULL;
+        CREATE INDEX conversions_ring_ua
+            ON conversions (ua_network_hash, tenant_id, received_at)
+            WHERE ua_network_hash IS NOT NULL;
+        CREATE INDEX conversions_ring_device
             ON conversions (device_hash, tenant_id, received_at) WHERE device_hash IS NOT NULL;
+        CREATE INDEX conversions_ring_email_stem
+            ON conversions (email_stem_hash, tenant_id, received_at)
+            WHERE email_stem_hash IS NOT NULL;
+        CREATE INDEX conversions_ring_email_domain
+            ON conversions (email_domain_hash, tenant_id, received_at)
+            WHERE email_domain_hash IS NOT NULL;
+        CREATE INDEX conversions_ring_address
+            ON conversions (address_hash, tenant_id, received_at) WHERE address_hash IS NOT NULL;
+        CREATE INDEX conversions_ring_payment
+            ON conversions (payment_hash, tenant_id, received_at) WHERE payment_hash IS NOT NULL;
 
         -- Where an advocate was seen (link-service's advocate.sighted.v1: enrolment through the
         -- API with a network or device, opening their page): hashes only.
@@ -89,9 +101,11 @@ def downgrade() -> None:
         DROP TABLE review_audit, advocate_risk, advocate_sightings;
         DROP INDEX reviews_risk;
         ALTER TABLE reviews DROP COLUMN risk_score;
-        DROP INDEX conversions_advocate_received, conversions_address, conversions_payment,
-                   conversions_device_received;
+        DROP INDEX conversions_ring_network, conversions_ring_ua, conversions_ring_device,
+                   conversions_ring_email_stem, conversions_ring_email_domain,
+                   conversions_ring_address, conversions_ring_payment;
         ALTER TABLE conversions DROP COLUMN ip_prefix_hash, DROP COLUMN ua_network_hash,
-            DROP COLUMN address_hash, DROP COLUMN payment_hash, DROP COLUMN received_at;
+            DROP COLUMN address_hash, DROP COLUMN payment_hash, DROP COLUMN email_stem_hash,
+            DROP COLUMN email_domain_hash, DROP COLUMN received_at;
         """
     )
