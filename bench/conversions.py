@@ -51,10 +51,14 @@ ADVOCATES = 500
 HERE = Path(__file__).resolve().parent
 
 
+# Each friend's address at a domain of its own: "friend1@example.com", "friend2@..." of one
+# advocate is what the ring rule flags (one email stem, one rare domain), and a ring goes to
+# review instead of being attributed. One rare domain each: the ring rule still reads a signal
+# for every conversion (an index lookup that finds no cluster).
 BODY = (
     b'{"type": "purchase", "customer_id": "cus_%s_%d", "code": "BENCH%04d",'
     b' "order_id": "%s", "amount": "59.90", "currency": "USD",'
-    b' "email": "friend%d@example.com"}'
+    b' "email": "friend@shop%d.example"}'
 )
 
 

@@ -53,6 +53,7 @@ CONSUMERS: list[ConsumerSpec] = [
             ev.ProgramAudienceChanged.TYPE: handlers.on_audience_changed,
             ev.AdvocateBlocked.TYPE: handlers.on_advocate_blocked,
             ev.AdvocateUnblocked.TYPE: handlers.on_advocate_blocked,
+            ev.AdvocateSighted.TYPE: handlers.on_advocate_sighted,
             ev.CodeCreated.TYPE: handlers.on_code_created,
             ev.CodeChanged.TYPE: handlers.on_code_changed,
             ev.LinkClicked.TYPE: both_runs(handlers.on_link_clicked, analytics.on_clicks),

@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 
 from attribution_service.conversions import repository
-from attribution_service.conversions.facts import Conversion, ScreeningAsk
+from attribution_service.conversions.facts import Conversion, RingAsk, ScreeningAsk
 from devstack.pytest_plugin import Namespace
 from devstack.testing import migrate
 from servicekit import migrations
@@ -49,6 +49,11 @@ def _conversions() -> list[Conversion]:
             existing_customer=False,
             locale=None,
             source="api",
+            address_hash=f"addr_new_{i}",
+            payment_hash=f"pay_new_{i}",
+            ip_prefix_hash=f"net_new_{i}",
+            email_stem_hash=f"stem_new_{i}",
+            received_at=NOW,
         )
         for i in range(10)
     ]
@@ -86,6 +91,10 @@ async def _decide_reads(conn: asyncpg.Connection) -> int:
     async with conn.transaction():
         contexts = await repository.conversion_contexts(conn, convs)
         await repository.screening_contexts(conn, _asks(convs))
+        await repository.ring_neighbours(
+            conn,
+            [RingAsk.of(c, timedelta(hours=24)) for c in convs],
+        )
         assert [r["key_conversion_id"] for r in contexts] == [None] * len(convs)
         return await _rows_read(conn)
 
@@ -127,11 +136,15 @@ async def test_plans_made_on_empty_tables_stay_lookups_when_they_fill(
             INSERT INTO conversions (id, tenant_id, type, customer_id, occurred_at, request_hash,
                                      status, decision, program_id, advocate_id, referral_id,
                                      order_id, idempotency_key, ip_hash, device_hash,
-                                     subscription_id, amount_minor, currency, sequence)
+                                     subscription_id, amount_minor, currency, sequence,
+                                     received_at, address_hash, payment_hash,
+                                     ip_prefix_hash, email_stem_hash)
             SELECT 'cnv_old_' || g, 'acme', 'purchase', 'cus_old_' || g,
                    now() - interval '3 days', 'h', 'attributed', 'allow', 'prg_1',
                    'adv_old_' || g % 50, 'ref_' || g, 'ord_old_' || g, 'key_old_' || g,
-                   'ip_old_' || g, 'dev_old_' || g, 'sub_old_' || g, 1000, 'USD', 1
+                   'ip_old_' || g, 'dev_old_' || g, 'sub_old_' || g, 1000, 'USD', 1,
+                   now() - interval '1 hour', 'addr_old_' || g, 'pay_old_' || g,
+                   'net_old_' || g, 'stem_old_' || g
             FROM generate_series(1, $1) g;
             """,
             HISTORY,

@@ -4,7 +4,9 @@ same requests run one by one in another that is rolled back too, and the answers
 decisions and the outbox rows must match. The batch mixes everything that links requests to
 each other: a repeated Idempotency-Key (same and other body), a repeated (type, order id), one
 customer twice, one advocate's velocity, signups from one IP hash, the advocate's own signup as
-a sighting for self-referral, refused evidence, evidence not seen yet, an unknown custom type."""
+a sighting for self-referral, refused evidence, evidence not seen yet, an unknown custom type,
+rings among an advocate's referrals (one device, one email stem), and an advocate blocked
+automatically by their denied referrals."""
 
 from __future__ import annotations
 
@@ -130,6 +132,33 @@ REQUESTS: list[tuple[dict[str, Any], str | None]] = [
     ({"type": "signup", "customer_id": "cus_k", "code": "ANN123", "country": "FR"}, None),
     ({"type": "signup", "customer_id": "cus_l", "code": "BOB123", "country": "de"}, None),
     ({"type": "signup", "customer_id": "cus_m", "code": "BOB123"}, None),
+    # rings among another advocate's referrals: three friends on one device, three addresses
+    # of one stem; the third of each completes its cluster (the ring rule's defaults)
+    *(
+        ({"type": "signup", "customer_id": f"cus_rd{i}", "code": "BOB123", **extra}, None)
+        for i, extra in enumerate(
+            [
+                {"device_id": "dev_ring", "ip": "2001:db8:7::1"},
+                {"device_id": "dev_ring", "ip": "2001:db8:8::1"},
+                {"device_id": "dev_ring", "ip": "2001:db8:9::1"},
+                {"email": "zed1@example.org"},
+                {"email": "zed22@example.org"},
+                {"email": "zed333@example.org"},
+            ]
+        )
+    ),
+    # the advocate's second denied referral (their own mailbox) blocks them (auto_block after
+    # 2): their next conversion is denied
+    (
+        {
+            "type": "signup",
+            "customer_id": "cus_self",
+            "code": "ANN123",
+            "email": "Ann.Smith+x@gmail.com",
+        },
+        None,
+    ),
+    ({"type": "signup", "customer_id": "cus_after", "code": "ANN123"}, None),
 ]
 
 
@@ -202,7 +231,7 @@ async def _observe(dsn: str, run: Run) -> tuple[list[Any], Counter[str]]:
                 "SELECT key, payload FROM outbox WHERE seq > $1 ORDER BY seq", before
             ):
                 data = json.loads(bytes(r["payload"]))["data"]
-                for volatile in ("referral_id", "review_id", "attributed_at"):
+                for volatile in ("referral_id", "review_id", "attributed_at", "blocked_at"):
                     data.pop(volatile, None)
                 data["conversion_id"] = first.get(data.get("conversion_id", ""), -1)
                 events[json.dumps([r["key"], data], sort_keys=True)] += 1
@@ -220,6 +249,7 @@ async def test_a_batch_is_decided_as_its_requests_one_after_another(env: Env) ->
             "fraud": {
                 "velocity": {"per_advocate_hour": 8, "signups_per_ip_day": 2},
                 "too_fast": {"enabled": False},
+                "auto_block": {"after_denied": 2},
             }
         },
     )
@@ -278,6 +308,12 @@ async def test_a_batch_is_decided_as_its_requests_one_after_another(env: Env) ->
     assert statuses[20] == "rejected" and ("eligibility", "fail") in one_by_one[20][9]
     assert statuses[21] == "attributed" and ("eligibility", "pass") in one_by_one[21][9]
     assert statuses[22] == "attributed" and ("eligibility", "unknown") in one_by_one[22][9]
+    assert statuses[23:29] == ["attributed", "attributed", "review"] * 2
+    assert statuses[29:] == ["rejected", "rejected"]
+    assert ("blocked_advocate", "fail") in one_by_one[30][9]
+    assert sum('"after_denied"' in e for e in events_one_by_one) == 1  # auto-blocked
+    assert ("ring", "fail") in one_by_one[25][9] and ("ring", "fail") in one_by_one[28][9]
+    assert ("ring", "pass") in one_by_one[24][9]
 
     assert together == one_by_one
     assert events_together == events_one_by_one

@@ -5,9 +5,9 @@ The advocate portal's read model (GET /v1/me) folds attribution.events (referral
 refunds) and reward.events (the advocate's rewards, redemptions, milestones), and enrolls
 converted friends when their program says so. The same group folds the other services'
 reports of when workspace keys were last used (`api_keys.used.v1`, on each one's own topic,
-notification.events included) into the keys' last_used_at. Every replica also tails
-link.events without a group for its code cache (workers.CacheInvalidator), which is no
-consumer group."""
+notification.events included) into the keys' last_used_at, and blocks an advocate attribution
+blocked automatically (advocate.auto_blocked.v1). Every replica also tails link.events without a
+group for its code cache (workers.CacheInvalidator), which is no consumer group."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from typing import Any
 
 import asyncpg
 
+from link_service.advocates import handlers as advocates
 from link_service.domain import Links
 from link_service.portal import handlers as portal
 from link_service.workspaces import usage
@@ -58,9 +59,14 @@ def consumers(links: Links) -> list[ConsumerSpec]:
         assert isinstance(payload, rw.MilestoneReached)
         await portal.on_milestone_reached(conn, event, payload)
 
+    async def auto_blocked(conn: asyncpg.Connection, event: CloudEvent, payload: Any) -> None:
+        assert isinstance(payload, att.AdvocateAutoBlocked)
+        await advocates.on_auto_blocked(conn, event, payload)
+
     routes: dict[str, Handler] = {
         # the keys' uses at the other services (workspaces.usage)
         lk.ApiKeysUsed.TYPE: usage.on_keys_used,
+        att.AdvocateAutoBlocked.TYPE: auto_blocked,
         att.ReferralAttributed.TYPE: referral,
         att.ConversionAttributed.TYPE: conversion,
         att.ConversionRefunded.TYPE: refund,

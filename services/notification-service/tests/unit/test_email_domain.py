@@ -212,3 +212,8 @@ async def test_rendering_runs_off_the_event_loop() -> None:
     elapsed = time.monotonic() - started
     task.cancel()
     assert elapsed > 0.05 and ticks >= elapsed / 0.01 / 4
+
+
+def test_fraud_actions_are_delivered_and_screening_inputs_are_not() -> None:
+    assert "advocate.auto_blocked.v1" in domain.DELIVERED_EVENT_TYPES
+    assert "advocate.sighted.v1" not in domain.DELIVERED_EVENT_TYPES

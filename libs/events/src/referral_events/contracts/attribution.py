@@ -150,6 +150,21 @@ class ReviewDecided(EventPayload):
     decided_by: str | None = None
 
 
+class AdvocateAutoBlocked(EventPayload):
+    """The platform blocked an advocate: `denied` of their referrals were denied (by screening
+    or by a reviewer), at least the program's auto_block.after_denied. link-service blocks them
+    (advocate.blocked.v1 follows); their conversions are denied from now on."""
+
+    TYPE: ClassVar[str] = "advocate.auto_blocked.v1"
+
+    advocate_id: str
+    program_id: str
+    denied: int
+    after_denied: int
+    risk_score: int
+    blocked_at: datetime
+
+
 # --- added for issue #22 (A/B experiments of programs; additive) -----------------------------
 
 

@@ -140,6 +140,24 @@ class ProgramAudienceChanged(EventPayload):
     version: int = 1
 
 
+class AdvocateSighted(EventPayload):
+    """Where an advocate was seen: enrolled through the API with their network or device, or
+    opening their refer-a-friend page (GET /v1/me). Hashes only (the same keyed hash as clicks'
+    IPs and conversions' devices), at most one per advocate, network and device a day.
+    Attribution's self-referral check compares friends with every sighting in its window."""
+
+    TYPE: ClassVar[str] = "advocate.sighted.v1"
+    PERSONAL_DATA: ClassVar[frozenset[str]] = frozenset({"ip_hash", "device_hash"})
+
+    sighting_id: str
+    advocate_id: str
+    program_id: str
+    seen_at: datetime
+    source: Literal["enrollment", "portal"]
+    ip_hash: str | None = None
+    device_hash: str | None = None
+
+
 class CodeCreated(EventPayload):
     TYPE: ClassVar[str] = "code.created.v1"
 

@@ -22,7 +22,8 @@ test runs a batch both ways and compares answers, rows and events):
   at its place.
 - Within a run every read is taken before any of the run's rows exist; what an earlier
   conversion of the run adds to a later one's screening (an advocate's velocity, signups from
-  one IP hash or device, the advocate's own sightings) is folded forward (decision.Earlier).
+  one IP hash or device, the advocate's own sightings, the ring rule's neighbours, the
+  advocate's denied referrals) is folded forward (decision.Earlier).
   Everything else a decision reads belongs to the conversion's own customer, which no other
   conversion of the run shares.
 - A conversion naming a click or code not seen yet takes the evidence lock and reads its
@@ -215,7 +216,14 @@ async def _screenings(conn: asyncpg.Connection, items: list[_Item]) -> list[Scre
         read = await repository.screening_contexts(conn, [ask for _, ask in missing])
         for (n, ask), rec in zip(missing, read, strict=True):
             got[n] = Screening.of(rec, ask)
-    return got
+    # The ring rule's neighbours: one more statement for the whole run.
+    screened = [(it.chosen, s) for it, s in zip(items, got, strict=True) if it.chosen and s]
+    if not screened:
+        return got
+    chosen = [c for c, _ in screened]
+    found = await handlers.ring_neighbours(conn, chosen)
+    filled = iter(handlers.with_neighbours(chosen, [s for _, s in screened], found))
+    return [next(filled) if it.chosen and s else s for it, s in zip(items, got, strict=True)]
 
 
 def _decide(items: list[_Item], screenings: list[Screening | None]) -> list[Decided]:

@@ -13,14 +13,22 @@ nothing earlier) and writes the same rows."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Literal
 
 from attribution_service.conversions import domain, events, fraud
 from attribution_service.conversions.domain import Candidate
-from attribution_service.conversions.facts import Conversion, Evidence, Screening, ScreeningAsk
+from attribution_service.conversions.facts import (
+    Conversion,
+    Evidence,
+    RingAsk,
+    Screening,
+    ScreeningAsk,
+)
+from attribution_service.programs.domain import ProgramSettings
 from referral_events.outbox import OutboxRow
 from servicekit.ids import new_id
 from servicekit.problems import Conflict, InvalidInput
@@ -98,12 +106,20 @@ class Chosen:
             ),
         )
 
+    def ring_ask(self) -> RingAsk | None:
+        """What the ring rule reads (None: no candidate, or the rule is off)."""
+        cand = self.choice.candidate
+        ring = self.choice.settings.fraud.ring
+        if cand is None or not ring.enabled:
+            return None
+        return RingAsk.of(self.conversion, timedelta(hours=ring.window_hours))
+
 
 def choose(conv: Conversion, evidence: Evidence) -> Chosen:
     """The evidence chosen for `conv` from its evidence context."""
     choice = domain.choose(
         conversion_type=conv.type,
-        occurred_at=conv.occurred_at,
+        occurred_at=conv.effective_at,
         code=evidence.code,
         clicks=evidence.clicks,
         referrals=evidence.referrals,
@@ -129,8 +145,10 @@ class Earlier:
         """`facts` with what the screening read would have counted of these, had they been
         written first (the predicates of repository's screening columns)."""
         occurred = facts.occurred_at
-        hour = day = ip = device = 0
+        hour = day = ip = device = denied = 0
         sightings: list[fraud.Sighting] = []
+        neighbours: list[fraud.Neighbour] = []
+        mine = list(facts.signals.items())
         low = screening.asked.anchor - screening.asked.network_window
         high = screening.asked.anchor + screening.asked.network_window
         for d in self.decided:
@@ -144,6 +162,12 @@ class Earlier:
             ):
                 day += 1
                 hour += e.occurred_at > occurred - HOUR
+            if (
+                d.candidate is not None
+                and d.candidate.advocate_id == cand.advocate_id
+                and fraud.counts_against_advocate(d.status, d.reasons)
+            ):
+                denied += 1
             if e.tenant_id == conv.tenant_id and e.type == "signup" and in_day:
                 ip += bool(facts.ip_hash) and e.ip_hash == facts.ip_hash
                 device += bool(facts.device_hash) and e.device_hash == facts.device_hash
@@ -155,7 +179,23 @@ class Earlier:
                 and low <= e.occurred_at <= high
             ):
                 sightings.append(fraud.Sighting(e.occurred_at, e.ip_hash, e.device_hash))
-        if not (hour or day or ip or device or sightings):
+            if (
+                facts.advocate_id is not None
+                and d.candidate is not None
+                and d.status in ("attributed", "review", "rejected")
+                and e.tenant_id == conv.tenant_id
+                and any(d.signals.get(k) == v for k, v in mine)
+            ):
+                neighbours.append(
+                    fraud.Neighbour(
+                        e.id,
+                        e.customer_id,
+                        d.candidate.advocate_id,
+                        e.received_at or e.occurred_at,
+                        d.signals,
+                    )
+                )
+        if not (hour or day or ip or device or denied or sightings or neighbours):
             return facts
         return replace(
             facts,
@@ -163,7 +203,9 @@ class Earlier:
             advocate_conversions_day=facts.advocate_conversions_day + day,
             signups_same_ip_day=facts.signups_same_ip_day + ip,
             signups_same_device_day=facts.signups_same_device_day + device,
+            advocate_denied=facts.advocate_denied + denied,
             advocate_sightings=(*facts.advocate_sightings, *sightings),
+            neighbours=(*facts.neighbours, *neighbours),
         )
 
 
@@ -213,6 +255,7 @@ class NewReview:
     program_id: str
     advocate_id: str
     reasons: tuple[str, ...]
+    risk_score: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +290,12 @@ class Decided:
     referral_id: str | None = None
     review_id: str | None = None
     review_note: dict[str, object] | None = None
+    risk_score: int = 0
+    # the program's auto_block.after_denied (None: off)
+    auto_block_after: int | None = None
+    # the conversion's ring signals, computed once when screened (later ones of the batch
+    # compare with them)
+    signals: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def screened(self) -> bool:
@@ -280,7 +329,13 @@ class Decided:
             return None
         c = self.conversion
         return NewReview(
-            self.review_id, c.tenant_id, c.id, cand.program_id, cand.advocate_id, self.reasons
+            self.review_id,
+            c.tenant_id,
+            c.id,
+            cand.program_id,
+            cand.advocate_id,
+            self.reasons,
+            self.risk_score,
         )
 
     def row(self, referral: Referred | None) -> DecisionRow:
@@ -379,7 +434,15 @@ def decide(
         chosen.named_click,
         referral_id=new_id("ref") if decision.status == "attributed" else None,
         review_id=new_id("rev") if decision.status == "review" else None,
+        risk_score=decision.risk_score,
+        auto_block_after=_auto_block_after(chosen.choice.settings),
+        signals=facts.signals if facts is not None else {},
     )
+
+
+def _auto_block_after(settings: ProgramSettings) -> int | None:
+    ab = settings.fraud.auto_block
+    return ab.after_denied if ab.enabled else None
 
 
 def waiting(conv: Conversion) -> Decided:
@@ -395,6 +458,7 @@ def reviewed(
     review_id: str,
     reasons: Sequence[str],
     note: dict[str, object],
+    settings: ProgramSettings,
 ) -> Decided:
     """A reviewer's decision on a conversion screening flagged: approved, it is attributed to
     `cand`; denied, it is rejected for the reasons screening gave and the reviewer's."""
@@ -416,4 +480,5 @@ def reviewed(
         (*reasons, "review_denied"),
         review_id=review_id,
         review_note=note,
+        auto_block_after=_auto_block_after(settings),
     )

@@ -79,6 +79,8 @@ class Check:
     outcome: Outcome
     detail: str = ""
     action: Action | None = None
+    # the ring rule's: the clusters that made it fail
+    clusters: tuple[fraud.Cluster, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,13 @@ class Decision:
     @property
     def reasons(self) -> list[str]:
         return [c.name for c in self.checks if c.outcome == "fail"]
+
+    @property
+    def risk_score(self) -> int:
+        """0-100, from the fraud checks that fired (a conversion without a candidate: 0)."""
+        if self.candidate is None:
+            return 0
+        return fraud.risk_score([c.name for c in self.checks if c.outcome == "fail"])
 
     @property
     def fraud_decision(self) -> fraud.Verdict | None:
@@ -260,7 +269,10 @@ def settle(choice: Choice, facts: fraud.Facts | None) -> Decision:
     if choice.candidate is None or facts is None:
         return Decision("organic", None, choice.checks, choice.rule, s.window_days, s.model)
     screened = fraud.screen(s.fraud, facts)
-    checks = [*choice.checks, *(Check(c.name, c.outcome, c.detail, c.action) for c in screened)]
+    checks = [
+        *choice.checks,
+        *(Check(c.name, c.outcome, c.detail, c.action, c.clusters) for c in screened),
+    ]
     status = _STATUS[fraud.verdict(screened)]
     return Decision(status, choice.candidate, checks, choice.rule, s.window_days, s.model)
 
@@ -282,8 +294,10 @@ def explanation(decision: Decision, *, note: str | None = None) -> dict[str, obj
         "model": decision.model,
         "window_days": decision.window_days,
         "decision": decision.fraud_decision,
+        "risk_score": decision.risk_score,
         "checks": [
             {"check": c.name, "outcome": c.outcome, "detail": c.detail, "action": c.action}
+            | ({"clusters": [k.as_json() for k in c.clusters]} if c.clusters else {})
             for c in decision.checks
         ],
     }

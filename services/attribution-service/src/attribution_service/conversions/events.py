@@ -141,3 +141,30 @@ def conversion_refunded(conv: Mapping[str, Any], refund: Mapping[str, Any]) -> O
         key=conv["advocate_id"],
         event_id=f"{refund['id']}:refunded",
     )
+
+
+def advocate_auto_blocked(
+    tenant_id: str,
+    advocate_id: str,
+    program_id: str,
+    *,
+    denied: int,
+    after_denied: int,
+    risk_score: int,
+    blocked_at: datetime,
+) -> OutboxRow:
+    """The platform blocked the advocate (one event per crossing of the threshold)."""
+    payload = out.AdvocateAutoBlocked(
+        advocate_id=advocate_id,
+        program_id=program_id,
+        denied=denied,
+        after_denied=after_denied,
+        risk_score=risk_score,
+        blocked_at=blocked_at,
+    )
+    return EVENTS.row(
+        payload,
+        tenant_id=tenant_id,
+        key=advocate_id,
+        event_id=f"{advocate_id}:auto_blocked:{denied}",
+    )

@@ -7,7 +7,7 @@ I/O here."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
@@ -71,11 +71,34 @@ class Conversion:
     source: str
     # the friend's country (ISO 3166-1 alpha-2), where the merchant sends it: eligibility
     country: str | None = None
+    # Hashed on arrival like ip_hash: the IP's /24 or /48, the user agent on that network, the
+    # shipping address, the payment fingerprint (the ring rule's signals).
+    ip_prefix_hash: str | None = None
+    ua_network_hash: str | None = None
+    address_hash: str | None = None
+    payment_hash: str | None = None
+    # the email's local part without digits at its domain, and a domain no free-mail or
+    # disposable provider's (fraud.email_stem, fraud.rare_domain), hashed
+    email_stem_hash: str | None = None
+    email_domain_hash: str | None = None
+    # When the platform took it in (None: stored before this was kept).
+    received_at: datetime | None = None
 
     @classmethod
     def of(cls, row: Mapping[str, Any]) -> Conversion:
         """The conversion of a stored row."""
         return cls(**{n: row[n] for n in CONVERSION_COLUMNS})
+
+    @property
+    def effective_at(self) -> datetime:
+        """When it happened as far as the platform can tell: the reported time, but never
+        later than its arrival (windows and the too-fast check use this)."""
+        if self.received_at is None:
+            return self.occurred_at
+        return min(self.occurred_at, self.received_at)
+
+    def ring_signals(self) -> dict[str, str]:
+        return fraud.ring_signals({c: getattr(self, c) for c in fraud.SIGNAL_COLUMNS.values()})
 
 
 CONVERSION_COLUMNS = tuple(f.name for f in fields(Conversion))
@@ -177,6 +200,54 @@ class ScreeningAsk:
 
 
 @dataclass(frozen=True, slots=True)
+class RingAsk:
+    """What to read for the ring rule: the workspace's referred conversions that arrived
+    within `window` before this one and share one of its signals (the rule keeps, for all but
+    the strong identifiers, those of its candidate advocate)."""
+
+    tenant_id: str
+    id: str
+    low: datetime
+    high: datetime
+    signals: tuple[tuple[str, str], ...]
+
+    @classmethod
+    def of(cls, conv: Conversion, window: timedelta) -> RingAsk:
+        high = conv.received_at or conv.occurred_at
+        return cls(conv.tenant_id, conv.id, high - window, high, tuple(conv.ring_signals().items()))
+
+
+def neighbour_of(rec: Mapping[str, Any]) -> fraud.Neighbour:
+    """A neighbour of a record of the repository's ring columns."""
+    return fraud.Neighbour(
+        rec["id"],
+        rec["customer_id"],
+        rec["advocate_id"],
+        rec["received_at"],
+        fraud.ring_signals(rec),
+    )
+
+
+class Neighbours:
+    """The neighbours a batch read (repository.ring_neighbours), indexed by signal value so each
+    conversion looks only at those sharing one of its signals."""
+
+    def __init__(self, found: Sequence[fraud.Neighbour]) -> None:
+        self._by_value: dict[tuple[str, str], list[fraud.Neighbour]] = {}
+        for n in found:
+            for signal_value in n.signals.items():
+                self._by_value.setdefault(signal_value, []).append(n)
+
+    def of(self, ask: RingAsk) -> tuple[fraud.Neighbour, ...]:
+        seen: dict[str, fraud.Neighbour] = {}
+        for signal_value in ask.signals:
+            for n in self._by_value.get(signal_value, ()):
+                if n.id != ask.id and ask.low < n.seen_at <= ask.high:
+                    seen[n.id] = n
+        return tuple(seen.values())
+
+
+@dataclass(frozen=True, slots=True)
 class Screening:
     """What the database held for screening a conversion against the candidate it was `asked`
     for (sightings within its network window of its anchor). None where the program's or
@@ -199,6 +270,10 @@ class Screening:
     device_signups: int
     # the program's rule on friends' countries (None: the program sets none)
     friend_countries: audience.CountryRule | None = None
+    # the advocate's referrals denied so far (auto-block)
+    advocate_denied: int = 0
+    # earlier referrals that may share a signal with this one (the ring rule; see RingAsk)
+    neighbours: tuple[fraud.Neighbour, ...] = ()
 
     @classmethod
     def of(cls, rec: Mapping[str, Any], asked: ScreeningAsk) -> Screening:
@@ -222,6 +297,7 @@ class Screening:
             ip_signups=rec["ip_signups"],
             device_signups=rec["device_signups"],
             friend_countries=_country_rule(p.get("friend_countries") if p else None),
+            advocate_denied=rec["advocate_denied"],
         )
 
     def answers(self, ask: ScreeningAsk) -> bool:
@@ -255,6 +331,7 @@ class Screening:
             advocate_customer_id=self.advocate_customer_id,
             advocate_email=self.advocate_email,
             advocate_blocked=self.advocate_blocked,
+            advocate_denied=self.advocate_denied,
             advocate_sightings=self.sightings,
             marked_existing=conv.existing_customer,
             converted_before=self.converted_before,
@@ -265,4 +342,9 @@ class Screening:
             advocate_conversions_day=self.advocate_day,
             signups_same_ip_day=self.ip_signups,
             signups_same_device_day=self.device_signups,
+            id=conv.id,
+            advocate_id=cand.advocate_id,
+            received_at=conv.received_at,
+            signals=conv.ring_signals(),
+            neighbours=self.neighbours,
         )

@@ -11,8 +11,8 @@ import hmac
 import json
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -20,11 +20,11 @@ from pydantic import BaseModel
 
 from attribution_service.analytics import handlers as analytics
 from attribution_service.analytics.domain import Purchase
-from attribution_service.conversions import decision, fraud, repository
+from attribution_service.conversions import decision, domain, events, fraud, repository
 from attribution_service.conversions.decision import Chosen, Decided, Referred
 from attribution_service.conversions.domain import code_key
 from attribution_service.conversions.events import conversion_refunded
-from attribution_service.conversions.facts import Conversion, Evidence, Screening
+from attribution_service.conversions.facts import Conversion, Evidence, Neighbours, Screening
 from attribution_service.conversions.schemas import ConversionIn
 from attribution_service.metrics import FRAUD_DECISIONS
 from attribution_service.programs import repository as programs
@@ -93,7 +93,17 @@ def prepare_conversion(
     now: datetime,
     source: str = "api",
 ) -> NewConversion:
-    """Raises InvalidInput for an unknown currency or an amount it cannot hold."""
+    """Raises InvalidInput for an unknown currency, an amount it cannot hold, or an
+    occurred_at further ahead of the server's clock than clock skew explains."""
+    if cmd.occurred_at is not None and cmd.occurred_at > now + domain.CLOCK_SKEW:
+        raise InvalidInput(
+            f"occurred_at is in the future (more than {domain.CLOCK_SKEW.seconds // 60}"
+            " minutes ahead of the server's clock)",
+            field="/occurred_at",
+        )
+    ip = str(cmd.ip) if cmd.ip else None
+    prefix = fraud.network_prefix(ip)
+    email_norm = fraud.normalize_email(cmd.email)
     currency = money.validate_currency(cmd.currency) if cmd.currency else None
     amount_minor = cmd.amount_minor
     if cmd.amount is not None and currency:
@@ -106,7 +116,7 @@ def prepare_conversion(
         custom_type=None if cmd.type in BUILTIN_TYPES else cmd.type,
         customer_id=cmd.customer_id,
         email=cmd.email,
-        email_norm=fraud.normalize_email(cmd.email),
+        email_norm=email_norm,
         order_id=cmd.order_id,
         amount_minor=amount_minor,
         currency=currency,
@@ -116,12 +126,21 @@ def prepare_conversion(
         idempotency_key=dedupe_key(idempotency_key, cmd.type, cmd.order_id, cmd.customer_id),
         request_hash=request_hash(cmd),
         subscription_id=cmd.subscription_id,
-        ip_hash=keyed_hash(hash_key, str(cmd.ip) if cmd.ip else None),
+        ip_hash=keyed_hash(hash_key, ip),
         device_hash=keyed_hash(hash_key, cmd.device_id),
         existing_customer=cmd.existing_customer,
         locale=cmd.locale,
         source=source,
         country=audience.country(cmd.country, "/country") if cmd.country else None,
+        ip_prefix_hash=keyed_hash(hash_key, prefix),
+        ua_network_hash=keyed_hash(hash_key, f"{cmd.user_agent}\x1f{prefix}")
+        if cmd.user_agent and prefix
+        else None,
+        address_hash=keyed_hash(hash_key, fraud.normalize_address(cmd.shipping_address)),
+        payment_hash=keyed_hash(hash_key, cmd.payment_fingerprint),
+        email_stem_hash=keyed_hash(hash_key, fraud.email_stem(email_norm)),
+        email_domain_hash=keyed_hash(hash_key, fraud.rare_domain(email_norm)),
+        received_at=now,
     )
     return NewConversion(conv, now)
 
@@ -245,8 +264,29 @@ async def screening_for(
     if ask is None:
         return None
     if ahead is not None and ahead.answers(ask):
-        return ahead
-    return await repository.screening_context(conn, ask)
+        screening = ahead
+    else:
+        screening = await repository.screening_context(conn, ask)
+    return with_neighbours([chosen], [screening], await ring_neighbours(conn, [chosen]))[0]
+
+
+async def ring_neighbours(conn: asyncpg.Connection, chosen: Sequence[Chosen]) -> Neighbours:
+    """What the ring rule reads for these conversions, in one statement (none when none asks)."""
+    asks = [a for c in chosen if (a := c.ring_ask()) is not None]
+    return Neighbours(await repository.ring_neighbours(conn, asks) if asks else [])
+
+
+def with_neighbours(
+    chosen: Sequence[Chosen], screenings: Sequence[Screening | None], found: Neighbours
+) -> list[Screening | None]:
+    """Each screening with its conversion's neighbours (the single path's and the batch's)."""
+    out: list[Screening | None] = []
+    for c, s in zip(chosen, screenings, strict=True):
+        ask = c.ring_ask()
+        if s is not None and ask is not None:
+            s = replace(s, neighbours=found.of(ask))
+        out.append(s)
+    return out
 
 
 async def record(
@@ -304,6 +344,7 @@ async def record(
                 entries.extend(
                     conversion_refunded(row, r) for r in await refunds.list_refunds(conn, row["id"])
                 )
+    entries.extend(await _advocate_risk(conn, decided))
     await enqueue_rows(conn, entries)
     # Growth analytics sees every purchase, referred or not (a non-referred one publishes no
     # event), once: when its decision is final (not waiting, not in review).
@@ -318,6 +359,64 @@ async def record(
         ],
     )  # fmt: skip
     return list(rows)
+
+
+@dataclass
+class _Risk:
+    tenant_id: str
+    program_id: str
+    denied: int = 0
+    flagged: int = 0
+    max_score: int = 0
+    after_denied: int | None = None
+
+
+async def _advocate_risk(conn: asyncpg.Connection, decided: Sequence[Decided]) -> list[OutboxRow]:
+    """Fold the decisions into their advocates' risk (denied and flagged referrals, the
+    riskiest score; one statement for all, only when something was denied or flagged), and
+    block the advocates whose denied referrals reached their program's auto_block setting:
+    advocate.auto_blocked.v1 for each."""
+    per: dict[str, _Risk] = {}
+    for d in decided:
+        cand = d.candidate
+        denied = fraud.counts_against_advocate(d.status, d.reasons)
+        if cand is None or not (denied or d.status == "review"):
+            continue
+        r = per.setdefault(cand.advocate_id, _Risk(d.conversion.tenant_id, cand.program_id))
+        r.denied += denied
+        r.flagged += d.status == "review"
+        r.max_score = max(r.max_score, d.risk_score)
+        r.after_denied = d.auto_block_after
+    if not per:
+        return []
+    folded = await repository.fold_advocate_risk(
+        conn,
+        [(a, r.tenant_id, r.denied, r.flagged, r.max_score) for a, r in per.items()],
+    )
+    due = {
+        rec["advocate_id"]: rec
+        for rec in folded
+        if rec["blocked_at"] is None
+        and (after := per[rec["advocate_id"]].after_denied) is not None
+        and rec["denied"] >= after
+    }
+    if not due:
+        return []
+    now = datetime.now(UTC)
+    return [
+        events.advocate_auto_blocked(
+            per[a].tenant_id,
+            a,
+            per[a].program_id,
+            denied=due[a]["denied"],
+            after_denied=per[a].after_denied or 0,
+            risk_score=fraud.advocate_score(
+                denied=due[a]["denied"], flagged=due[a]["flagged"], max_score=due[a]["max_score"]
+            ),
+            blocked_at=now,
+        )
+        for a in await repository.auto_block(conn, list(due))
+    ]
 
 
 class Raced(Exception):

@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 
+from attribution_service.conversions import fraud
 from attribution_service.conversions.decision import (
     CustomerClick,
     DecisionRow,
@@ -23,9 +24,11 @@ from attribution_service.conversions.facts import (
     CONVERSION_COLUMNS,
     Conversion,
     Evidence,
+    RingAsk,
     Screening,
     ScreeningAsk,
     click_of,
+    neighbour_of,
 )
 from attribution_service.programs.domain import LONGEST_NETWORK_WINDOW_HOURS
 from servicekit.pagination import CreatedRange, PageQuery, Where, fetch_page
@@ -37,6 +40,7 @@ _TYPES = {
     "existing_customer": "boolean",
     "anchor": "timestamptz",
     "network_window": "interval",
+    "received_at": "timestamptz",
 }
 LONGEST_NETWORK_WINDOW = timedelta(hours=LONGEST_NETWORK_WINDOW_HOURS)
 
@@ -112,14 +116,21 @@ _SCREENING_COLUMNS = """
   (SELECT to_jsonb(p) FROM programs p WHERE p.id = {program_id}) AS program,
   (SELECT to_jsonb(a) FROM advocates a WHERE a.id = {advocate_id}) AS advocate,
   (SELECT coalesce(jsonb_agg(jsonb_build_object(
-        'seen_at', s.occurred_at, 'ip_hash', s.ip_hash, 'device_hash', s.device_hash)),
+        'seen_at', s.seen_at, 'ip_hash', s.ip_hash, 'device_hash', s.device_hash)),
         '[]'::jsonb)
-     FROM conversions s
-    WHERE s.tenant_id = {tenant_id}
-      AND s.customer_id = (SELECT customer_id FROM advocates WHERE id = {advocate_id})
-      AND (s.ip_hash IS NOT NULL OR s.device_hash IS NOT NULL)
-      AND s.occurred_at BETWEEN {anchor}::timestamptz - {network_window}::interval
-                            AND {anchor}::timestamptz + {network_window}::interval) AS sightings,
+     FROM (SELECT s.occurred_at AS seen_at, s.ip_hash, s.device_hash FROM conversions s
+            WHERE s.tenant_id = {tenant_id}
+              AND s.customer_id = (SELECT customer_id FROM advocates WHERE id = {advocate_id})
+              AND (s.ip_hash IS NOT NULL OR s.device_hash IS NOT NULL)
+              AND s.occurred_at BETWEEN {anchor}::timestamptz - {network_window}::interval
+                                    AND {anchor}::timestamptz + {network_window}::interval
+           UNION ALL
+           -- where link-service saw the advocate (enrolment, their refer-a-friend page)
+           SELECT g.seen_at, g.ip_hash, g.device_hash FROM advocate_sightings g
+            WHERE g.advocate_id = {advocate_id} AND g.tenant_id = {tenant_id}
+              AND g.seen_at BETWEEN {anchor}::timestamptz - {network_window}::interval
+                                AND {anchor}::timestamptz + {network_window}::interval) s)
+    AS sightings,
   (SELECT min(x.occurred_at) FROM conversions x
     WHERE x.tenant_id = {tenant_id} AND x.customer_id = {customer_id} AND x.id <> {id}
       AND x.status <> 'pending' AND x.advocate_id IS DISTINCT FROM {advocate_id})
@@ -142,7 +153,9 @@ _SCREENING_COLUMNS = """
       AND {advocate_id} IS NOT NULL AND d.tenant_id = {tenant_id}
       AND d.device_hash = {device_hash} AND d.type = 'signup' AND d.id <> {id}
       AND d.occurred_at > {occurred_at}::timestamptz - interval '1 day'
-      AND d.occurred_at <= {occurred_at}) AS device_signups
+      AND d.occurred_at <= {occurred_at}) AS device_signups,
+  coalesce((SELECT r.denied FROM advocate_risk r WHERE r.advocate_id = {advocate_id}), 0)
+    AS advocate_denied
 """
 _ASK = Params.of(ScreeningAsk, _TYPES)
 
@@ -331,7 +344,113 @@ async def screening_contexts(
     return recs
 
 
+# The ring rule's neighbours (facts.neighbour_of): the workspace's referred conversions sharing
+# a signal value with one asked about, within its window of arrival. One lateral lookup per
+# (signal, value) through the signal's index, fenced (LIMIT) so the plan is that lookup whatever
+# the tables' statistics when it was made (BATCH_PLAN_SETTINGS); the limit also bounds what one
+# conversion compares with.
+RING_NEIGHBOURS_LIMIT = 1000
+_RING_COLUMNS = ", ".join(
+    f"c.{c}"
+    for c in ("id", "customer_id", "advocate_id", "received_at", *fraud.SIGNAL_COLUMNS.values())
+)
+_RING_BY_VALUE = """
+    SELECT n.* FROM (SELECT * FROM h WHERE h.signal = '{signal}') v CROSS JOIN LATERAL (
+        SELECT {columns} FROM conversions c
+         WHERE c.{column} = v.value AND c.tenant_id = v.tenant_id
+           AND c.received_at > v.low AND c.received_at <= v.high
+           AND c.status IN ('attributed', 'review', 'rejected') AND c.advocate_id IS NOT NULL
+         ORDER BY c.received_at DESC LIMIT {limit}) n"""
+_RING_NEIGHBOURS = """
+    WITH h AS (
+        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[],
+                             $5::timestamptz[]) AS h(tenant_id, signal, value, low, high)
+    )
+    {parts}
+""".format(  # noqa: S608
+    parts=" UNION ".join(
+        _RING_BY_VALUE.format(
+            columns=_RING_COLUMNS, signal=signal, column=column, limit=RING_NEIGHBOURS_LIMIT
+        )
+        for signal, column in fraud.SIGNAL_COLUMNS.items()
+    )
+)
+
+
+async def ring_neighbours(
+    conn: asyncpg.Connection, asks: Sequence[RingAsk]
+) -> list[fraud.Neighbour]:
+    """The neighbours of many conversions in one statement (each signal value read once, over
+    the union of the windows asking for it; facts.Neighbours gives each its own)."""
+    values: dict[tuple[str, str, str], tuple[datetime, datetime]] = {}
+    for ask in asks:
+        for signal, value in ask.signals:
+            key = (ask.tenant_id, signal, value)
+            low, high = values.get(key, (ask.low, ask.high))
+            values[key] = (min(low, ask.low), max(high, ask.high))
+    if not values:
+        return []
+    recs = await conn.fetch(
+        _RING_NEIGHBOURS,
+        [t for t, _, _ in values],
+        [s for _, s, _ in values],
+        [v for _, _, v in values],
+        [w[0] for w in values.values()],
+        [w[1] for w in values.values()],
+    )
+    return [neighbour_of(r) for r in recs]
+
+
 # --- what a decision writes ----------------------------------------------------------------
+
+
+_FOLD_RISK = """
+    INSERT INTO advocate_risk AS r (advocate_id, tenant_id, denied, flagged, max_score)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::int[])
+    ON CONFLICT (advocate_id) DO UPDATE SET denied = r.denied + EXCLUDED.denied,
+        flagged = r.flagged + EXCLUDED.flagged,
+        max_score = greatest(r.max_score, EXCLUDED.max_score), updated_at = now()
+    RETURNING advocate_id, denied, flagged, max_score, blocked_at
+"""
+
+
+async def fold_advocate_risk(
+    conn: asyncpg.Connection, rows: Sequence[tuple[str, str, int, int, int]]
+) -> list[asyncpg.Record]:
+    """Add (advocate, tenant, denied, flagged, riskiest score) to each advocate's counts, one
+    row per advocate; returns their counts after."""
+    recs: list[asyncpg.Record] = await conn.fetch(
+        _FOLD_RISK, *(list(col) for col in zip(*rows, strict=True))
+    )
+    return recs
+
+
+async def auto_block(conn: asyncpg.Connection, advocate_ids: Sequence[str]) -> list[str]:
+    """Mark these advocates blocked by the platform (here and in the local copy, so the next
+    conversion sees it at once); returns those not blocked before."""
+    rows = await conn.fetch(
+        """
+        WITH b AS (
+            UPDATE advocate_risk SET blocked_at = now()
+            WHERE advocate_id = ANY($1::text[]) AND blocked_at IS NULL RETURNING advocate_id
+        ), a AS (
+            UPDATE advocates SET blocked = true WHERE id IN (SELECT advocate_id FROM b)
+        )
+        SELECT advocate_id FROM b
+        """,
+        list(advocate_ids),
+    )
+    return [r["advocate_id"] for r in rows]
+
+
+async def advocate_risk(
+    conn: asyncpg.Connection, tenant_id: str, advocate_id: str
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT * FROM advocate_risk WHERE advocate_id = $1 AND tenant_id = $2",
+        advocate_id,
+        tenant_id,
+    )
 
 
 _LINK = Params.of(CustomerClick)

@@ -41,6 +41,12 @@ class ConversionIn(BaseModel):
     # keyed hash link-service applies to clicks) and never stored in clear.
     ip: IPvAnyAddress | None = None
     device_id: str | None = Field(default=None, min_length=1, max_length=200)
+    # Ring screening inputs, hashed on arrival like the IP (never stored in clear): the
+    # friend's browser (with their network), the shipping address and the payment method's
+    # fingerprint (e.g. Stripe's card fingerprint), where the merchant has them.
+    user_agent: str | None = Field(default=None, min_length=1, max_length=1000)
+    shipping_address: str | None = Field(default=None, min_length=1, max_length=1000)
+    payment_fingerprint: str | None = Field(default=None, min_length=1, max_length=200)
     existing_customer: bool = Field(default=False, description="the merchant knows them already")
     country: str | None = Field(
         default=None,

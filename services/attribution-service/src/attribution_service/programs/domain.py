@@ -54,6 +54,37 @@ class TooFastPolicy(CheckPolicy):
     min_seconds: int = Field(default=10, ge=1, le=86400)
 
 
+class RingPolicy(CheckPolicy):
+    """Clusters among one advocate's referrals (and, for a device, a shipping address or a
+    payment fingerprint, among the workspace's): how many referred customers (this one
+    included) may share a signal within `window_hours` of arrival before the conversion is
+    flagged. The defaults let an office of five friends, a family on one home network and one
+    shared device through."""
+
+    action: Action = "review"
+    window_hours: int = Field(default=24, ge=1, le=LONGEST_NETWORK_WINDOW_HOURS)
+    # the IP's /24 (IPv4) or /48 (IPv6)
+    network: int = Field(default=8, ge=2, le=10_000)
+    user_agent_network: int = Field(default=6, ge=2, le=10_000)
+    device: int = Field(default=3, ge=2, le=10_000)
+    # the local part with its digits taken out, at one domain (ann1@, ann2@, ann3@)
+    email_stem: int = Field(default=3, ge=2, le=10_000)
+    # one domain that is no free-mail provider (a company's, or one bought for the ring)
+    email_domain: int = Field(default=6, ge=2, le=10_000)
+    shipping_address: int = Field(default=5, ge=2, le=10_000)
+    payment: int = Field(default=4, ge=2, le=10_000)
+
+
+class AutoBlockPolicy(BaseModel):
+    """Block an advocate (link-service's block, announced by advocate.auto_blocked.v1) once this
+    many of their referrals were denied, by screening or by a reviewer."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = True
+    after_denied: int = Field(default=5, ge=1, le=10_000)
+
+
 class FraudPolicy(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -65,6 +96,8 @@ class FraudPolicy(BaseModel):
     bot_click: CheckPolicy = CheckPolicy()
     blocked_advocate: CheckPolicy = CheckPolicy()
     inactive_program: CheckPolicy = CheckPolicy()
+    ring: RingPolicy = RingPolicy()
+    auto_block: AutoBlockPolicy = AutoBlockPolicy()
 
 
 class Attachment(BaseModel):

@@ -51,6 +51,15 @@ async def on_advocate_blocked(
 ) -> None:
     blocked = isinstance(payload, ev.AdvocateBlocked)
     await repository.set_advocate_blocked(conn, payload.advocate_id, blocked, payload.version)
+    if not blocked:
+        await repository.reset_auto_block(conn, payload.advocate_id)
+
+
+async def on_advocate_sighted(
+    conn: asyncpg.Connection, event: CloudEvent, payload: ev.AdvocateSighted
+) -> None:
+    """Kept for the self-referral check (the advocate's network and device around a click)."""
+    await repository.insert_sighting(conn, event.tenantid, payload)
 
 
 async def _code(

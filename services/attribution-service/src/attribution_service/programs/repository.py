@@ -86,6 +86,23 @@ async def upsert_advocate(
     )
 
 
+async def insert_sighting(conn: asyncpg.Connection, tenant_id: str, s: ev.AdvocateSighted) -> None:
+    await conn.execute(
+        """
+        INSERT INTO advocate_sightings (id, tenant_id, advocate_id, seen_at, source, ip_hash,
+                                        device_hash)
+        VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING
+        """,
+        s.sighting_id,
+        tenant_id,
+        s.advocate_id,
+        s.seen_at,
+        s.source,
+        s.ip_hash,
+        s.device_hash,
+    )
+
+
 async def set_advocate_blocked(
     conn: asyncpg.Connection, advocate_id: str, blocked: bool, version: int | None
 ) -> None:
@@ -173,6 +190,18 @@ async def known_codes(conn: asyncpg.Connection, tenant_id: str, keys: list[str])
 
 async def get_program(conn: asyncpg.Connection, program_id: str) -> asyncpg.Record | None:
     return await conn.fetchrow("SELECT * FROM programs WHERE id = $1", program_id)
+
+
+async def get_advocate(conn: asyncpg.Connection, advocate_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT * FROM advocates WHERE id = $1", advocate_id)
+
+
+async def reset_auto_block(conn: asyncpg.Connection, advocate_id: str) -> None:
+    """The merchant unblocked the advocate: their denied referrals count from zero again."""
+    await conn.execute(
+        "UPDATE advocate_risk SET denied = 0, blocked_at = NULL WHERE advocate_id = $1",
+        advocate_id,
+    )
 
 
 async def get_settings(conn: asyncpg.Connection, program_id: str) -> asyncpg.Record | None:

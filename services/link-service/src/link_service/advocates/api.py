@@ -12,18 +12,19 @@ from link_service import qr
 from link_service.advocates import handlers
 from link_service.advocates.repository import AdvocateFilter
 from link_service.advocates.schemas import (
-    AdvocateIn,
     AdvocateOut,
     AdvocatePatch,
     AttributeChangeIn,
     BlockIn,
     CodeOut,
+    EnrollIn,
     ShareLinkOut,
     ShareLinksOut,
     VanityCodeIn,
 )
 from link_service.audience.domain import attributes_of
 from link_service.domain import Channel, Links, code_key, share_link
+from link_service.sightings.handlers import hashed
 from link_service.web import Auth, Rt, link_state, links, settings
 from servicekit.auth import requires
 from servicekit.pagination import CreatedParams, Page, PageParams
@@ -64,10 +65,21 @@ def _advocate_out(links: Links, view: handlers.AdvocateView) -> AdvocateOut:
     responses={200: {"model": AdvocateOut, "description": "already enrolled"}},
 )
 async def enroll_advocate(
-    program_id: str, body: AdvocateIn, who: Auth, rt: Rt, response: Response
+    program_id: str, body: EnrollIn, who: Auth, rt: Rt, response: Response
 ) -> AdvocateOut:
+    key = settings(rt).ip_hash_key.encode()
     async with rt.transaction() as conn:
-        result = await handlers.enroll_advocate(conn, who.tenant_id, program_id, body, links(rt))
+        result = await handlers.enroll_advocate(
+            conn,
+            who.tenant_id,
+            program_id,
+            body,
+            links(rt),
+            seen=(
+                hashed(key, str(body.ip) if body.ip else None),
+                hashed(key, body.device_id),
+            ),
+        )
     if not result.created:
         response.status_code = 200
     return _advocate_out(links(rt), result.view)

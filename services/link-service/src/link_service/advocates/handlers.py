@@ -21,6 +21,9 @@ from link_service.domain import Links
 from link_service.programs.domain import check_takes_new_advocates, stored_code_format
 from link_service.programs.handlers import get_program
 from link_service.redirect import repository as redirect_repository
+from link_service.sightings import handlers as sightings
+from referral_events import CloudEvent
+from referral_events.contracts.attribution import AdvocateAutoBlocked
 from referral_events.outbox import enqueue_rows
 from servicekit import audience
 from servicekit.ids import new_id
@@ -121,9 +124,16 @@ async def enroll(
 
 
 async def enroll_advocate(
-    conn: asyncpg.Connection, tenant_id: str, program_id: str, cmd: AdvocateIn, links: Links
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    program_id: str,
+    cmd: AdvocateIn,
+    links: Links,
+    *,
+    seen: tuple[str | None, str | None] = (None, None),
 ) -> Enrollment:
-    """Enrolling the same customer again returns the existing advocate and code."""
+    """Enrolling the same customer again returns the existing advocate and code. `seen`: the
+    hashed network and device the call says the advocate is on (a sighting, either way)."""
     program = await get_program(conn, tenant_id, program_id)
     existing = await repository.get_advocate_by_customer(conn, program_id, cmd.customer_id)
     if existing is not None:
@@ -133,11 +143,23 @@ async def enroll_advocate(
     if not enrolled:
         existing = await repository.get_advocate_by_customer(conn, program_id, cmd.customer_id)
         assert existing is not None
-        return Enrollment(await _view(conn, existing), False)
-    # Checked only now, as an ended program still answers for its existing advocates; raising
-    # rolls the edge's transaction back, enrollment and events with it.
-    check_takes_new_advocates(program["status"])
-    return Enrollment(AdvocateView(enrolled[0].advocate, enrolled[0].code, []), True)
+        result = Enrollment(await _view(conn, existing), False)
+    else:
+        # Checked only now, as an ended program still answers for its existing advocates;
+        # raising rolls the edge's transaction back, enrollment and events with it.
+        check_takes_new_advocates(program["status"])
+        result = Enrollment(AdvocateView(enrolled[0].advocate, enrolled[0].code, []), True)
+    await sightings.record(
+        conn,
+        tenant_id=tenant_id,
+        advocate_id=result.view.advocate["id"],
+        program_id=program_id,
+        source="enrollment",
+        ip_hash=seen[0],
+        device_hash=seen[1],
+        now=datetime.now(UTC),
+    )
+    return result
 
 
 async def _issue_random_codes(
@@ -290,6 +312,24 @@ async def set_blocked(
         tenant_id,
     )
     return await _view(conn, advocate)
+
+
+async def on_auto_blocked(
+    conn: asyncpg.Connection, event: CloudEvent, payload: AdvocateAutoBlocked
+) -> None:
+    """Attribution blocked the advocate for their denied referrals (their program's
+    auto_block): blocked here too, so the block is the one every service sees
+    (advocate.blocked.v1). An advocate unknown here is left alone."""
+    try:
+        await set_blocked(
+            conn,
+            event.tenantid,
+            payload.advocate_id,
+            blocked=True,
+            reason=f"blocked automatically: {payload.denied} referrals denied",
+        )
+    except NotFound:
+        return
 
 
 # ---------------------------------------------------------------------------- codes and links

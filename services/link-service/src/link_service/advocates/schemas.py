@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, IPvAnyAddress
 
 from link_service.domain import Channel
 
@@ -25,6 +25,15 @@ class AdvocateIn(BaseModel):
         description="plan, country (ISO 3166-1 alpha-2), language, tags and the program's"
         " custom attributes",
     )
+
+
+class EnrollIn(AdvocateIn):
+    """Enrolling through the API may say where the advocate is: their IP address and device id
+    are hashed on arrival (a sighting for attribution's self-referral check, never stored in
+    clear)."""
+
+    ip: IPvAnyAddress | None = None
+    device_id: str | None = Field(default=None, min_length=1, max_length=200)
 
 
 class AdvocatePatch(BaseModel):

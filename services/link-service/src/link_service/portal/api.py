@@ -30,6 +30,8 @@ from link_service.portal.schemas import (
     TokenIn,
     TokenOut,
 )
+from link_service.redirect.front import client_ip
+from link_service.sightings import handlers as sightings
 from link_service.web import Rt, links, settings
 from servicekit.app import runtime
 from servicekit.asgi import header_map
@@ -225,7 +227,38 @@ async def get_me(who: Advocate, rt: Rt, request: Request) -> Response:
     )
     # Answered as built: FastAPI would validate the model a second time.
     _cors(response, request.headers.get("origin"), me.allowed_origins)
+    await _sighted(rt, request, who)
     return response
+
+
+_SEEN = sightings.SeenRecently()
+
+
+async def _sighted(rt: Runtime, request: Request, who: domain.AdvocateClaims) -> None:
+    """The advocate opened their page: where from (network, and the widget's device id if it
+    sends one) is a sighting for attribution's self-referral check. A page opened again from
+    the same place costs no write (this replica's memory, then the table's one a day)."""
+    s = settings(rt)
+    headers = header_map(request.scope)
+    ip_header = s.client_ip_header.lower().encode() if s.client_ip_header else None
+    ip = client_ip(request.scope, headers, ip_header, s.trusted_proxy_hops)
+    device = headers.get(b"x-device-id")
+    key = s.ip_hash_key.encode()
+    ip_h = sightings.hashed(key, ip)
+    device_h = sightings.hashed(key, device.decode("latin-1")[:200] if device else None)
+    if not (ip_h or device_h) or not _SEEN.fresh((who.advocate_id, ip_h, device_h)):
+        return
+    async with rt.transaction() as conn:
+        await sightings.record(
+            conn,
+            tenant_id=who.tenant_id,
+            advocate_id=who.advocate_id,
+            program_id=who.program_id,
+            source="portal",
+            ip_hash=ip_h,
+            device_hash=device_h,
+            now=datetime.now(UTC),
+        )
 
 
 @router.get(

@@ -35,11 +35,13 @@ def _types_of(module: Any) -> set[str]:
 # and link-service's program, advocate and code events. Clicks are left out: they are
 # analytics volume (one per redirect, bots included), not business events a merchant's system
 # acts on; so are workspace and API-key events: they are the platform's access control (key
-# hashes, scopes), read by the services' key copies, not business events. Taken from the
+# hashes, scopes), read by the services' key copies, not business events; and advocate
+# sightings (hashed networks and devices, an input of attribution's screening). Taken from the
 # contracts, so a type a producer adds is deliverable without a change here.
 _NOT_DELIVERED = frozenset(
     {
         link.LinkClicked.TYPE,
+        link.AdvocateSighted.TYPE,
         link.WorkspaceCreated.TYPE,
         link.ApiKeyCreated.TYPE,
         link.ApiKeyUpdated.TYPE,
