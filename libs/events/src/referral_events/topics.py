@@ -69,12 +69,13 @@ class ClientAccess:
 
 
 ACCESS: tuple[ClientAccess, ...] = (
-    # link-service: the advocate portal's read model folds attribution and reward events
+    # link-service: the advocate portal's read model folds attribution and reward events; the
+    # privacy feature folds every service's part of a request (notification's too)
     ClientAccess(
         "link-service",
         produces=(LINK_EVENTS, LINK_CLICKS),
         tails=(LINK_EVENTS,),
-        consumes=(ATTRIBUTION_EVENTS, REWARD_EVENTS),
+        consumes=(ATTRIBUTION_EVENTS, REWARD_EVENTS, NOTIFICATION_EVENTS),
     ),
     # attribution-service: growth analytics folds reward events (reward cost)
     ClientAccess(

@@ -23,8 +23,9 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 from referral_events.inbox import Handler, InboxConsumer
 from referral_events.kafka import KafkaSecurity, check_credentials, ensure_topics, make_producer
 from referral_events.outbox import OutboxRelay
+from referral_events.privacy import Tombstones
 from servicekit.db import create_pool, transaction
-from servicekit.settings import ServiceSettings
+from servicekit.settings import DEV_PRIVACY_HASH_KEY, ServiceSettings, refuse_dev_defaults
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,11 @@ class Runtime:
         self.relay: OutboxRelay | None = None
         self.consumers: list[InboxConsumer] = []
         self.key_copy: InboxConsumer | None = None
+        # Erased people, checked by every consumer (referral_events.privacy).
+        self.tombstones = Tombstones(
+            settings.privacy_hash_key.encode(),
+            max_age=settings.privacy_tombstone_refresh_seconds,
+        )
         self.workers: list[Worker] = []
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self.stopping = False
@@ -137,6 +143,7 @@ class Runtime:
 
     async def start(self) -> None:
         s = self.settings
+        refuse_dev_defaults(s, {"PRIVACY_HASH_KEY": (s.privacy_hash_key, DEV_PRIVACY_HASH_KEY)})
         security = s.kafka_security()
         self._pool = await self.open_pool(min_size=s.db_pool_min_size, max_size=s.db_pool_max_size)
         # Kafka may come up after us (compose, rolling restarts): wait for it rather than crash.
@@ -188,6 +195,7 @@ class Runtime:
                     max_attempts=s.consumer_max_attempts,
                     retention_days=s.inbox_retention_days,
                     security=security,
+                    tombstones=self.tombstones,
                 )
                 if c is self.spec.key_copy:
                     self.key_copy = consumer

@@ -9,6 +9,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from referral_events.kafka import KafkaSecurity
 
+# The public dev default of PRIVACY_HASH_KEY: refused outside ENVIRONMENT=dev.
+DEV_PRIVACY_HASH_KEY = "dev-only-privacy-hash-key"
+
 
 class ApiKeyEntry(BaseModel):
     """One API key as configured: only its SHA-256 is ever stored or configured."""
@@ -114,6 +117,14 @@ class ServiceSettings(BaseSettings):
     run_consumers: bool = True
     # The hot paths answered before FastAPI (servicekit.front); false: FastAPI serves everything.
     front_door: bool = True
+
+    # Personal data requests (docs/privacy.md). The key of the tombstones and pseudonyms of
+    # erased people: the SAME secret in every service (link-service computes them, every service
+    # checks them); from a Secret in production.
+    privacy_hash_key: str = Field(default=DEV_PRIVACY_HASH_KEY, min_length=8)
+    # How stale a consumer's in-memory tombstones may be (one read per poll at most this often;
+    # another replica's erasure is in force here within this).
+    privacy_tombstone_refresh_seconds: float = Field(default=1.0, gt=0, le=60)
 
     log_level: str = "INFO"
     log_json: bool = True

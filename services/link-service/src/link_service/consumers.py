@@ -14,8 +14,10 @@ import asyncpg
 
 from link_service.domain import Links
 from link_service.portal import handlers as portal
+from link_service.privacy import handlers as privacy
 from referral_events import CloudEvent, topics
 from referral_events.contracts import attribution as att
+from referral_events.contracts import privacy as pv
 from referral_events.contracts import reward as rw
 from referral_events.inbox import Handler
 from servicekit.runtime import ConsumerSpec
@@ -53,6 +55,10 @@ def consumers(links: Links) -> list[ConsumerSpec]:
         assert isinstance(payload, rw.MilestoneReached)
         await portal.on_milestone_reached(conn, event, payload)
 
+    async def part_done(conn: asyncpg.Connection, event: CloudEvent, payload: Any) -> None:
+        assert isinstance(payload, pv.PrivacyPartDone)
+        await privacy.on_part_done(conn, event, payload)
+
     routes: dict[str, Handler] = {
         att.ReferralAttributed.TYPE: referral,
         att.ConversionAttributed.TYPE: conversion,
@@ -63,11 +69,13 @@ def consumers(links: Links) -> list[ConsumerSpec]:
         rw.RewardClawedBack.TYPE: reward,
         rw.RewardRedeemed.TYPE: redeemed,
         rw.MilestoneReached.TYPE: milestone,
+        # the other services' parts of personal data requests (privacy feature)
+        pv.PrivacyPartDone.TYPE: part_done,
     }
     return [
         ConsumerSpec(
             group=PORTAL_GROUP,
-            topics=[topics.ATTRIBUTION_EVENTS, topics.REWARD_EVENTS],
+            topics=[topics.ATTRIBUTION_EVENTS, topics.REWARD_EVENTS, topics.NOTIFICATION_EVENTS],
             handlers=routes,
         )
     ]

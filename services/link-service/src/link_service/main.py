@@ -15,6 +15,7 @@ from link_service.enrollment.worker import EnrollmentWorker
 from link_service.events import SERVICE
 from link_service.portal import api as portal_api
 from link_service.portal.reminders import ReminderWorker
+from link_service.privacy import api as privacy_api
 from link_service.programs import api as programs_api
 from link_service.redirect import api
 from link_service.redirect.front import RedirectMiddleware
@@ -66,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         enrollment_api.router,
         portal_api.router,
         workspaces_api.router,
+        privacy_api.router,
         api.router,
     ]
     spec = dataclasses.replace(

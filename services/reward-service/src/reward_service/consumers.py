@@ -13,9 +13,11 @@ import asyncpg
 
 from referral_events import CloudEvent, topics
 from referral_events.contracts.attribution import ConversionAttributed, ConversionRefunded
+from referral_events.contracts.privacy import PrivacyRequested
 from referral_events.inbox import Handler
 from reward_service.clock import Clock, utc_now
 from reward_service.earning import handlers
+from reward_service.privacy.handlers import on_privacy_requested
 from servicekit.runtime import ConsumerSpec
 
 
@@ -34,9 +36,15 @@ def consumers(clock: Clock = utc_now) -> list[ConsumerSpec]:
     routes: dict[str, Handler] = {
         ConversionAttributed.TYPE: attributed,
         ConversionRefunded.TYPE: refunded,
+        # personal data requests come from link-service (its privacy feature)
+        PrivacyRequested.TYPE: on_privacy_requested,
     }
     return [
-        ConsumerSpec(group="reward-service", topics=[topics.ATTRIBUTION_EVENTS], handlers=routes)
+        ConsumerSpec(
+            group="reward-service",
+            topics=[topics.ATTRIBUTION_EVENTS, topics.LINK_EVENTS],
+            handlers=routes,
+        )
     ]
 
 
