@@ -240,14 +240,24 @@ async def do_part(
 # Fields that name a person wherever they appear in an event's payload (the union of the
 # contracts' PERSONAL_DATA and the profile fields beside them).
 NAMED_FIELDS = frozenset(
-    {"email", "friend_email", "name", "display_name", "locale", "friend_locale", "ip_hash"}
+    {
+        "email",
+        "friend_email",
+        "name",
+        "display_name",
+        "locale",
+        "friend_locale",
+        "ip_hash",
+        # the merchant's free text on a redemption or payout of theirs
+        "reference",
+    }
 )
 
 
 def scrub_json(value: Any, subject: Subject) -> Any:
     """A copy of an event (or any JSON) without the person: their customer ids become their
-    pseudonyms, their addresses null, and every object that names them loses its
-    `NAMED_FIELDS` (an advocate event's name and address)."""
+    pseudonyms (inside free text too), their addresses go, and every object that names them
+    loses its `NAMED_FIELDS` (an advocate event's name and address, a redemption's note)."""
     ids = set(subject.customer_ids) | set(subject.advocate_ids)
     emails = set(subject.emails)
 
@@ -265,7 +275,21 @@ def scrub_json(value: Any, subject: Subject) -> Any:
                 return subject.pseudonyms[v]
             if v.strip().lower() in emails:
                 return None
+            return within(v)
         return v
+
+    def within(text: str) -> str:
+        """An identifier inside free text: an id becomes its pseudonym, an address goes."""
+        for old, new in subject.pseudonyms.items():
+            text = text.replace(old, new)
+        lowered = text.lower()
+        for email in emails:
+            at = lowered.find(email)
+            while at >= 0:
+                text = text[:at] + text[at + len(email) :]
+                lowered = text.lower()
+                at = lowered.find(email)
+        return text
 
     return walk(value)
 

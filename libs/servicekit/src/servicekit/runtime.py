@@ -25,7 +25,7 @@ from referral_events.kafka import KafkaSecurity, check_credentials, ensure_topic
 from referral_events.outbox import OutboxRelay
 from referral_events.privacy import Tombstones
 from servicekit.db import create_pool, transaction
-from servicekit.settings import DEV_PRIVACY_HASH_KEY, ServiceSettings, refuse_dev_defaults
+from servicekit.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,6 @@ class Runtime:
 
     async def start(self) -> None:
         s = self.settings
-        refuse_dev_defaults(s, {"PRIVACY_HASH_KEY": (s.privacy_hash_key, DEV_PRIVACY_HASH_KEY)})
         security = s.kafka_security()
         self._pool = await self.open_pool(min_size=s.db_pool_min_size, max_size=s.db_pool_max_size)
         # Kafka may come up after us (compose, rolling restarts): wait for it rather than crash.

@@ -41,6 +41,11 @@ def refuse_dev_defaults(settings: ServiceSettings, secrets: dict[str, tuple[str,
         )
 
 
+def privacy_key_default(settings: ServiceSettings) -> dict[str, tuple[str, str]]:
+    """PRIVACY_HASH_KEY for `refuse_dev_defaults`: every service checks it beside its own."""
+    return {"PRIVACY_HASH_KEY": (settings.privacy_hash_key, DEV_PRIVACY_HASH_KEY)}
+
+
 class PlanRate(BaseModel):
     """A token bucket of `burst` tokens refilled at `per_second`: one request, one token."""
 

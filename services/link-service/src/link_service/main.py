@@ -27,7 +27,7 @@ from link_service.workspaces.usage import KeyUsage
 from servicekit.app import create_service_app
 from servicekit.cli import run_cli
 from servicekit.runtime import Runtime, ServiceSpec, Worker
-from servicekit.settings import refuse_dev_defaults
+from servicekit.settings import privacy_key_default, refuse_dev_defaults
 
 SPEC = ServiceSpec(
     name=SERVICE,
@@ -45,7 +45,10 @@ _WARM_UP_USER_AGENT = (
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    refuse_dev_defaults(settings, {"IP_HASH_KEY": (settings.ip_hash_key, DEV_IP_HASH_KEY)})
+    refuse_dev_defaults(
+        settings,
+        {"IP_HASH_KEY": (settings.ip_hash_key, DEV_IP_HASH_KEY), **privacy_key_default(settings)},
+    )
     state = LinkState(settings)
 
     def workers(rt: Runtime) -> list[Worker]:

@@ -21,7 +21,7 @@ from servicekit.app import create_service_app
 from servicekit.cli import command_connection, run_cli
 from servicekit.keys import key_consumer
 from servicekit.runtime import Command, Runtime, ServiceSpec, Worker
-from servicekit.settings import ServiceSettings
+from servicekit.settings import ServiceSettings, privacy_key_default, refuse_dev_defaults
 
 
 async def verify_ledger(
@@ -86,7 +86,9 @@ ROUTERS = [rules.router, ledger.router, payouts.router, coupons.router]
 
 def create_app(settings: Settings | None = None, clock: Clock = utc_now) -> FastAPI:
     """`clock` is the one source of "now" for rule versions, handlers and releases."""
-    app = create_service_app(build_spec(clock), settings or Settings(), ROUTERS)
+    settings = settings or Settings()
+    refuse_dev_defaults(settings, privacy_key_default(settings))
+    app = create_service_app(build_spec(clock), settings, ROUTERS)
     app.state.clock = clock
     return app
 

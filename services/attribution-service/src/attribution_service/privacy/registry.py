@@ -90,6 +90,7 @@ PERSONAL_DATA: tuple[PersonalTable, ...] = (
                 "locale",
                 "explanation",
                 "request_hash",
+                "idempotency_key",
             }
         ),
         other=frozenset(
@@ -102,7 +103,6 @@ PERSONAL_DATA: tuple[PersonalTable, ...] = (
                 "decision",
                 "evidence",
                 "id",
-                "idempotency_key",
                 "order_id",
                 "program_id",
                 "referral_id",
@@ -124,6 +124,9 @@ PERSONAL_DATA: tuple[PersonalTable, ...] = (
             "locale": "NULL",
             "explanation": "'{}'::jsonb",
             "request_hash": "'erased'",
+            # the merchant's key may be built from anything (a customer id, an address)
+            "idempotency_key": "CASE WHEN t.idempotency_key IS NULL THEN NULL"
+            " ELSE 'erased_' || md5(random()::text) END",
         },
         note="the friend's conversions: amounts, decisions and ids stay (analytics, refunds)",
     ),

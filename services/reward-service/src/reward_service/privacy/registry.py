@@ -20,6 +20,9 @@ _PSEUDO_HOLDER = (
     f"CASE WHEN t.holder_type = 'customer' THEN {pseudo('holder_id')} ELSE t.holder_id END"
 )
 
+# A merchant's idempotency key may be built from anything (a customer id, an address).
+_ERASED_KEY = "'erased_' || md5(random()::text)"
+
 PERSONAL_DATA: tuple[PersonalTable, ...] = (
     PersonalTable(
         "accounts",
@@ -59,13 +62,16 @@ PERSONAL_DATA: tuple[PersonalTable, ...] = (
     ),
     PersonalTable(
         "redemptions",
-        personal=frozenset({"holder_id", "reference"}),
-        other=frozenset(
-            {"holder_type", "id", "idempotency_key", "request_hash", "tenant_id", "unit"}
-        ),
+        personal=frozenset({"holder_id", "reference", "idempotency_key"}),
+        other=frozenset({"holder_type", "id", "request_hash", "tenant_id", "unit"}),
         match=_HOLDER,
-        erase={"holder_id": _PSEUDO_HOLDER, "reference": "NULL"},
-        note="`reference` is the merchant's free text (an order number, a note)",
+        erase={
+            "holder_id": _PSEUDO_HOLDER,
+            "reference": "NULL",
+            "idempotency_key": _ERASED_KEY,
+        },
+        note="`reference` and the idempotency key are the merchant's free text (an order "
+        "number, a note, anything)",
     ),
     PersonalTable(
         "payout_lines",
