@@ -182,12 +182,24 @@ async def _groups_caught_up(bootstrap: str, prefix: str) -> bool:
         await admin.close()
 
 
-async def _forget_groups(bootstrap: str, prefix: str) -> list[str]:
+async def _rewind_groups(bootstrap: str, prefix: str) -> list[str]:
+    """Every consumer group of this namespace (all stopped) back to the start of its topics."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
         groups = [g[0] for g in await admin.list_consumer_groups() if g[0].startswith(prefix)]
-        await admin.delete_consumer_groups(groups)
+        for group in groups:
+            offsets = await admin.list_consumer_group_offsets(group)
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+            )
+            await consumer.start()
+            try:
+                consumer.assign(list(offsets))
+                starts = await consumer.beginning_offsets(list(offsets))
+                await consumer.commit({tp: starts[tp] for tp in offsets})
+            finally:
+                await consumer.stop()
         return groups
     finally:
         await admin.close()
@@ -359,15 +371,13 @@ async def test_a_person_is_exported_and_erased_everywhere(stack: Stack) -> None:
                 "privacy.erasure.requested", "privacy.erasure.completed"}  # fmt: skip
 
             # --- a replay of every topic from the beginning: inbox rows gone (as after
-            # pruning), every group forgotten, the services started again
+            # pruning), every group rewound, the services started again
             names = [d.name for d in services.SERVICES]
             await stack.stop(*names)
             for schema in SCHEMAS:
                 await conn.execute(f'DELETE FROM "{schema}".inbox')  # noqa: S608
-            forgotten = await _forget_groups(
-                stack.ns.kafka_bootstrap_servers, stack.ns.topic_prefix
-            )
-            assert forgotten
+            rewound = await _rewind_groups(stack.ns.kafka_bootstrap_servers, stack.ns.topic_prefix)
+            assert rewound
             await stack.start(*names)
             await eventually(lambda: _groups_caught_up(stack.ns.kafka_bootstrap_servers,
                                                        stack.ns.topic_prefix), 90)  # fmt: skip
