@@ -20,6 +20,11 @@ def _names(col: str) -> str:
 # An invitee's recipient id is the SHA-256 of the lower-cased address.
 _INVITEE_IDS = "SELECT encode(sha256(convert_to(e, 'UTF8')), 'hex') FROM unnest(s.emails) AS e"
 
+_TO_THEM = (
+    "(t.recipient_id = ANY(s.customers || s.advocates) OR lower(t.to_address) = ANY(s.emails)"
+    f" OR t.recipient_id IN ({_INVITEE_IDS}))"
+)
+
 PERSONAL_DATA: tuple[PersonalTable, ...] = (
     PersonalTable(
         "webhook_attempts",
@@ -61,9 +66,13 @@ PERSONAL_DATA: tuple[PersonalTable, ...] = (
         f" OR lower(t.to_address) = ANY(s.emails) OR t.recipient_id IN ({_INVITEE_IDS})"
         " OR t.advocate_id = ANY(s.advocates))",
         erase={
-            "to_address": "NULL",
+            # a mail to someone else about the person (an advocate named to a friend) keeps
+            # its recipient; its rendered facts go
+            "to_address": f"CASE WHEN {_TO_THEM} THEN NULL ELSE t.to_address END",
             "context": "'{}'::jsonb",
-            "recipient_id": pseudo("recipient_id"),
+            "recipient_id": f"CASE WHEN t.recipient_id = ANY(s.customers)"
+            f" OR t.recipient_id IN ({_INVITEE_IDS}) THEN {pseudo('recipient_id')}"
+            " ELSE t.recipient_id END",
             "locale": "NULL",
             "last_error": "NULL",
             "status": "CASE WHEN t.status = 'queued' THEN 'suppressed' ELSE t.status END",
