@@ -41,7 +41,8 @@ class PersonalTable:
     other: frozenset[str] = frozenset()
     # SQL predicate on `t` and `s` finding one person's rows; None: no row is one person's
     match: str | None = None
-    # column -> SQL expression; None with a `match`: erasure deletes the rows
+    # column -> SQL expression; None with a `match`: erasure deletes the rows; {}: exported,
+    # nothing erased (ids of things) or rewritten by the service (`rewritten_by`)
     erase: dict[str, str] | None = None
     # why the columns are personal, or how they leave (the table's line in docs/privacy.md)
     note: str = ""
