@@ -49,7 +49,8 @@ from notification_service.privacy.registry import PERSONAL_DATA as NOTIFICATION
 from reward_service.privacy.registry import PERSONAL_DATA as REWARD
 from servicekit.privacy import PersonalTable
 
-pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+# four processes started three times over, on a machine the CI shares: more than the default
+pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.timeout(900)]
 
 SCHEMAS: dict[str, tuple[str, tuple[PersonalTable, ...]]] = {
     "link": ("link-service", LINK),
