@@ -267,6 +267,7 @@ def check_app(
                     "DATABASE_URL",
                     "API_KEYS",
                     "IP_HASH_KEY",
+                    "PRIVACY_HASH_KEY",
                     "KAFKA_SASL_PASSWORD",
                 }:
                     error(cw, f"{env['name']} must come from a Secret, not an inline value")

@@ -24,3 +24,26 @@ def test_the_services_refuse_their_dev_keys_outside_dev() -> None:
         with pytest.raises(InsecureSettings, match=name):
             app(settings(environment="production"))
         app(settings(environment="dev"))
+
+
+def test_every_service_refuses_the_dev_privacy_key_outside_dev() -> None:
+    """PRIVACY_HASH_KEY (tombstones of erased people, docs/privacy.md) in all four."""
+    from attribution_service.config import Settings as AttributionSettings
+    from attribution_service.main import create_app as attribution_app
+    from link_service.config import Settings
+    from link_service.main import create_app
+    from notification_service.config import Settings as NotificationSettings
+    from notification_service.main import create_app as notification_app
+    from reward_service.config import Settings as RewardSettings
+    from reward_service.main import create_app as reward_app
+    from servicekit.settings import InsecureSettings
+
+    for app, settings in [
+        (create_app, Settings),
+        (attribution_app, AttributionSettings),
+        (notification_app, NotificationSettings),
+        (reward_app, RewardSettings),
+    ]:
+        with pytest.raises(InsecureSettings, match="PRIVACY_HASH_KEY"):
+            app(settings(environment="production"))
+        app(settings(environment="dev", privacy_hash_key="a-real-secret-key"))

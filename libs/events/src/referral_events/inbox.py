@@ -26,8 +26,10 @@ from opentelemetry import trace
 from pydantic import ValidationError
 from tenacity import AsyncRetrying, retry_if_exception, wait_exponential
 
+from referral_events.contracts.privacy import PrivacyRequested
 from referral_events.envelope import CloudEvent, EventPayload
 from referral_events.kafka import PLAINTEXT, KafkaSecurity, make_consumer
+from referral_events.privacy import Tombstones
 from referral_events.registry import payload_type
 from referral_events.topics import dlq
 from referral_events.tracing import context_from_kafka_headers, recent_events
@@ -85,8 +87,11 @@ class InboxConsumer:
         retention_days: float = 35.0,
         prune_interval_seconds: float = 600.0,
         security: KafkaSecurity = PLAINTEXT,
+        tombstones: Tombstones | None = None,
     ) -> None:
         self.name = name
+        # Erased people (referral_events.privacy): an event naming one is dropped unhandled.
+        self._tombstones = tombstones
         self._group_id = group_id
         self._topics = topics
         self._handlers = handlers
@@ -123,6 +128,8 @@ class InboxConsumer:
             while not self._stopping.is_set():
                 self._last_progress = time.monotonic()
                 batches = await self._consumer.getmany(timeout_ms=500, max_records=500)
+                if batches:
+                    await self._refresh_tombstones()
                 for tp, records in batches.items():
                     await self._handle_records(records)
                     await self._consumer.commit({tp: records[-1].offset + 1})
@@ -131,6 +138,23 @@ class InboxConsumer:
                     next_prune = time.monotonic() + self._prune_interval
         finally:
             await self._consumer.stop()
+
+    async def _refresh_tombstones(self, *, force: bool = False) -> None:
+        if self._tombstones is None:
+            return
+        try:
+            await self._tombstones.refresh(self._pool, force=force)
+        except INFRASTRUCTURE_ERRORS as exc:
+            # the handlers will meet the same trouble and retry; the last read stays in force
+            log.warning("consumer %s: tombstones not refreshed: %r", self.name, exc)
+
+    def _erased(self, event: CloudEvent) -> bool:
+        """The event names an erased person: count it and leave it unhandled."""
+        if self._tombstones is None or not self._tombstones.erased(event.tenantid, event.data):
+            return False
+        self._tombstones.dropped += 1
+        self.outcomes[("erased", event.type)] += 1
+        return True
 
     def stalled_seconds(self) -> float:
         """Seconds since the loop last got through a poll; near 0 while it keeps up."""
@@ -217,8 +241,8 @@ class InboxConsumer:
                 run = []
                 await self._dead_letter(record, exc)
                 continue
-            if handler is None:
-                continue  # not an event this consumer cares about
+            if handler is None or self._erased(event):
+                continue  # not an event this consumer cares about, or about an erased person
             if isinstance(handler, Batched):
                 if handler is not run_handler:
                     await self._flush(run, run_handler)
@@ -236,7 +260,8 @@ class InboxConsumer:
         except PoisonMessage as exc:
             await self._dead_letter(record, exc)
             return
-        if handler is not None:
+        await self._refresh_tombstones()
+        if handler is not None and not self._erased(event):
             await self._handle_decoded(record, event, payload, handler)
 
     async def _handle_decoded(
@@ -257,6 +282,9 @@ class InboxConsumer:
             span.set_attribute("cloudevents.event_type", event.type)
             recent_events.remember(event.id)
             await self._apply_with_retries(record, event, payload, handler)
+        if event.type == PrivacyRequested.TYPE:
+            # this service's own erasure has just committed its tombstones: in force at once
+            await self._refresh_tombstones(force=True)
 
     async def _flush(self, run: list[_Decoded], handler: Batched | None) -> None:
         """A run for a `Batched` handler: together in one transaction, or, should that fail,

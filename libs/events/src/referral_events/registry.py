@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from referral_events.contracts import attribution, link, notification, reward
+from referral_events.contracts import attribution, link, notification, privacy, reward
 from referral_events.envelope import CloudEvent, EventPayload
 
-_MODULES = (link, attribution, reward, notification)
+_MODULES = (link, attribution, reward, notification, privacy)
 
 PAYLOADS: dict[str, type[EventPayload]] = {
     model.TYPE: model

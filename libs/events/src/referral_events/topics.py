@@ -21,6 +21,9 @@ ATTRIBUTION_EVENTS = "attribution.events"
 REWARD_EVENTS = "reward.events"
 NOTIFICATION_EVENTS = "notification.events"
 
+# Every topic carries personal data (docs/privacy.md, "Topics"): its retention is the stated
+# bound on how long an erased person's events stay in the log; none is compacted (a key carries
+# many event types that do not supersede one another).
 TOPICS: tuple[Topic, ...] = (
     Topic(LINK_EVENTS, 6, 30 * DAY_MS),
     Topic(LINK_CLICKS, 12, 14 * DAY_MS),
@@ -71,6 +74,7 @@ class ClientAccess:
 ACCESS: tuple[ClientAccess, ...] = (
     # link-service: the advocate portal's read model folds attribution and reward events; the
     # keys' last uses come from every other service's topic (api_keys.used.v1)
+    # privacy feature folds every service's part of a request (notification's too)
     ClientAccess(
         "link-service",
         produces=(LINK_EVENTS, LINK_CLICKS),

@@ -23,6 +23,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 from referral_events.inbox import Handler, InboxConsumer
 from referral_events.kafka import KafkaSecurity, check_credentials, ensure_topics, make_producer
 from referral_events.outbox import OutboxRelay
+from referral_events.privacy import Tombstones
 from servicekit.db import create_pool, transaction
 from servicekit.settings import ServiceSettings
 
@@ -90,6 +91,11 @@ class Runtime:
         self.relay: OutboxRelay | None = None
         self.consumers: list[InboxConsumer] = []
         self.key_copy: InboxConsumer | None = None
+        # Erased people, checked by every consumer (referral_events.privacy).
+        self.tombstones = Tombstones(
+            settings.privacy_hash_key.encode(),
+            max_age=settings.privacy_tombstone_refresh_seconds,
+        )
         self.workers: list[Worker] = []
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self.stopping = False
@@ -191,6 +197,7 @@ class Runtime:
                     max_attempts=s.consumer_max_attempts,
                     retention_days=s.inbox_retention_days,
                     security=security,
+                    tombstones=self.tombstones,
                 )
                 if c is self.spec.key_copy:
                     self.key_copy = consumer

@@ -9,6 +9,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from referral_events.kafka import KafkaSecurity
 
+# The public dev default of PRIVACY_HASH_KEY: refused outside ENVIRONMENT=dev.
+DEV_PRIVACY_HASH_KEY = "dev-only-privacy-hash-key"
+
 
 class ApiKeyEntry(BaseModel):
     """One API key as configured: only its SHA-256 is ever stored or configured."""
@@ -51,6 +54,11 @@ def refuse_dev_only(settings: ServiceSettings, switches: dict[str, bool]) -> Non
             f"ENVIRONMENT=dev, not ENVIRONMENT={settings.environment!r}: leave "
             f"{'it' if len(on) == 1 else 'them'} unset"
         )
+
+
+def privacy_key_default(settings: ServiceSettings) -> dict[str, tuple[str, str]]:
+    """PRIVACY_HASH_KEY for `refuse_dev_defaults`: every service checks it beside its own."""
+    return {"PRIVACY_HASH_KEY": (settings.privacy_hash_key, DEV_PRIVACY_HASH_KEY)}
 
 
 class PlanRate(BaseModel):
@@ -135,6 +143,14 @@ class ServiceSettings(BaseSettings):
     # Largest request body of any route without a limit of its own (servicekit.bodylimit):
     # past it 413 before the body is read or parsed. No JSON body the API takes is near it.
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+
+    # Personal data requests (docs/privacy.md). The key of the tombstones and pseudonyms of
+    # erased people: the SAME secret in every service (link-service computes them, every service
+    # checks them); from a Secret in production.
+    privacy_hash_key: str = Field(default=DEV_PRIVACY_HASH_KEY, min_length=8)
+    # How stale a consumer's in-memory tombstones may be (one read per poll at most this often;
+    # another replica's erasure is in force here within this).
+    privacy_tombstone_refresh_seconds: float = Field(default=1.0, gt=0, le=60)
 
     log_level: str = "INFO"
     log_json: bool = True

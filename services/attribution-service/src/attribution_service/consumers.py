@@ -8,10 +8,12 @@ from typing import Any
 import asyncpg
 
 from attribution_service.analytics import handlers as analytics
+from attribution_service.privacy.handlers import on_privacy_requested
 from attribution_service.programs import handlers
 from referral_events import CloudEvent, topics
 from referral_events.contracts import link as ev
 from referral_events.contracts import reward as rw
+from referral_events.contracts.privacy import PrivacyRequested
 from referral_events.inbox import Batched, BatchHandler, Handler
 from servicekit.runtime import ConsumerSpec
 
@@ -57,6 +59,7 @@ CONSUMERS: list[ConsumerSpec] = [
             ev.CodeCreated.TYPE: handlers.on_code_created,
             ev.CodeChanged.TYPE: handlers.on_code_changed,
             ev.LinkClicked.TYPE: both_runs(handlers.on_link_clicked, analytics.on_clicks),
+            PrivacyRequested.TYPE: on_privacy_requested,
         },
     ),
     # Growth analytics' own group (its own inbox rows and offsets): reward-service's events.

@@ -21,7 +21,7 @@ from servicekit.app import create_service_app
 from servicekit.cli import run_cli
 from servicekit.keys import key_consumer, usage_events
 from servicekit.runtime import Runtime, ServiceSpec, Worker
-from servicekit.settings import refuse_dev_defaults
+from servicekit.settings import privacy_key_default, refuse_dev_defaults
 
 
 def _workers(rt: Runtime) -> list[Worker]:
@@ -72,7 +72,10 @@ ROUTERS = [
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    refuse_dev_defaults(settings, {"IP_HASH_KEY": (settings.ip_hash_key, DEV_IP_HASH_KEY)})
+    refuse_dev_defaults(
+        settings,
+        {"IP_HASH_KEY": (settings.ip_hash_key, DEV_IP_HASH_KEY), **privacy_key_default(settings)},
+    )
     app = create_service_app(SPEC, settings, ROUTERS)
     # POST /v1/conversions is answered in front of FastAPI; everything else goes on to it.
     registry = app.state.metrics.registry

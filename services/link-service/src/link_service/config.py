@@ -74,6 +74,9 @@ class Settings(ServiceSettings):
     )
     # Lifetime of a token when the merchant asks for none (the most it may ask is 24 h).
     advocate_token_ttl_seconds: int = Field(default=3600, ge=60, le=86_400)
+    # Personal data exports (docs/privacy.md): each service's document travels in events of at
+    # most this many bytes of JSON (Kafka's message limit is 1 MB; the envelope adds a little).
+    privacy_export_chunk_bytes: int = Field(default=256 * 1024, ge=1024, le=512 * 1024)
     # How often the share-reminder schedule is looked at, and how many rows one pass takes.
     reminder_poll_interval_seconds: float = Field(default=60.0, gt=0)
     reminder_batch_size: int = Field(default=500, ge=1, le=10_000)

@@ -18,10 +18,12 @@ import asyncpg
 from link_service.advocates import handlers as advocates
 from link_service.domain import Links
 from link_service.portal import handlers as portal
+from link_service.privacy import handlers as privacy
 from link_service.workspaces import usage
 from referral_events import CloudEvent, topics
 from referral_events.contracts import attribution as att
 from referral_events.contracts import link as lk
+from referral_events.contracts import privacy as pv
 from referral_events.contracts import reward as rw
 from referral_events.inbox import Handler
 from servicekit.runtime import ConsumerSpec
@@ -63,6 +65,10 @@ def consumers(links: Links) -> list[ConsumerSpec]:
         assert isinstance(payload, att.AdvocateAutoBlocked)
         await advocates.on_auto_blocked(conn, event, payload)
 
+    async def part_done(conn: asyncpg.Connection, event: CloudEvent, payload: Any) -> None:
+        assert isinstance(payload, pv.PrivacyPartDone)
+        await privacy.on_part_done(conn, event, payload)
+
     routes: dict[str, Handler] = {
         # the keys' uses at the other services (workspaces.usage)
         lk.ApiKeysUsed.TYPE: usage.on_keys_used,
@@ -76,6 +82,8 @@ def consumers(links: Links) -> list[ConsumerSpec]:
         rw.RewardClawedBack.TYPE: reward,
         rw.RewardRedeemed.TYPE: redeemed,
         rw.MilestoneReached.TYPE: milestone,
+        # the other services' parts of personal data requests (privacy feature)
+        pv.PrivacyPartDone.TYPE: part_done,
     }
     return [
         ConsumerSpec(

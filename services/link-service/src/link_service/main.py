@@ -16,6 +16,7 @@ from link_service.enrollment.worker import EnrollmentWorker
 from link_service.events import SERVICE
 from link_service.portal import api as portal_api
 from link_service.portal.reminders import ReminderWorker
+from link_service.privacy import api as privacy_api
 from link_service.programs import api as programs_api
 from link_service.redirect import api
 from link_service.redirect.front import RedirectMiddleware
@@ -27,7 +28,7 @@ from link_service.workspaces.usage import KeyUsage
 from servicekit.app import create_service_app
 from servicekit.cli import run_cli
 from servicekit.runtime import Runtime, ServiceSpec, Worker
-from servicekit.settings import refuse_dev_defaults
+from servicekit.settings import privacy_key_default, refuse_dev_defaults
 
 SPEC = ServiceSpec(
     name=SERVICE,
@@ -45,7 +46,10 @@ _WARM_UP_USER_AGENT = (
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    refuse_dev_defaults(settings, {"IP_HASH_KEY": (settings.ip_hash_key, DEV_IP_HASH_KEY)})
+    refuse_dev_defaults(
+        settings,
+        {"IP_HASH_KEY": (settings.ip_hash_key, DEV_IP_HASH_KEY), **privacy_key_default(settings)},
+    )
     state = LinkState(settings)
 
     def workers(rt: Runtime) -> list[Worker]:
@@ -68,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         enrollment_api.router,
         portal_api.router,
         workspaces_api.router,
+        privacy_api.router,
         api.router,
     ]
     spec = dataclasses.replace(

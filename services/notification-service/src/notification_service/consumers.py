@@ -10,8 +10,10 @@ from typing import Any
 import asyncpg
 
 from notification_service.email.consumed import EMAIL_HANDLERS
+from notification_service.privacy.handlers import on_privacy_requested
 from notification_service.webhooks import domain, handlers
 from referral_events import CloudEvent, topics
+from referral_events.contracts.privacy import PrivacyRequested
 from referral_events.inbox import Handler
 from servicekit.runtime import ConsumerSpec
 
@@ -33,6 +35,7 @@ def routing_table() -> dict[str, Handler]:
         table.setdefault(t, []).append(handlers.on_webhook_event)
     for t, handler in EMAIL_HANDLERS.items():
         table.setdefault(t, []).append(handler)
+    table.setdefault(PrivacyRequested.TYPE, []).append(on_privacy_requested)
     return {t: _all_of(parts) for t, parts in table.items()}
 
 

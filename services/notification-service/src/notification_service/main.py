@@ -18,7 +18,7 @@ from servicekit.app import create_service_app
 from servicekit.cli import run_cli
 from servicekit.keys import key_consumer, usage_events
 from servicekit.runtime import Runtime, ServiceSpec, Worker
-from servicekit.settings import refuse_dev_defaults
+from servicekit.settings import privacy_key_default, refuse_dev_defaults
 
 
 def _workers(
@@ -72,7 +72,10 @@ def create_app(
         )
     settings = settings or Settings()
     key = settings.email_unsubscribe_key
-    refuse_dev_defaults(settings, {"EMAIL_UNSUBSCRIBE_KEY": (key, DEV_UNSUBSCRIBE_KEY)})
+    refuse_dev_defaults(
+        settings,
+        {"EMAIL_UNSUBSCRIBE_KEY": (key, DEV_UNSUBSCRIBE_KEY), **privacy_key_default(settings)},
+    )
     app = create_service_app(spec, settings, [webhooks_api.router, email_api.router])
     app.state.url_resolver = resolver or urlguard.system_resolver
     app.state.clock = clock or utc_now

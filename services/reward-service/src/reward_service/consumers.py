@@ -14,9 +14,11 @@ import asyncpg
 from referral_events import CloudEvent, topics
 from referral_events.contracts import link as ev
 from referral_events.contracts.attribution import ConversionAttributed, ConversionRefunded
+from referral_events.contracts.privacy import PrivacyRequested
 from referral_events.inbox import Handler
 from reward_service.clock import Clock, utc_now
 from reward_service.earning import handlers
+from reward_service.privacy.handlers import on_privacy_requested
 from reward_service.rules import handlers as rules
 from servicekit.runtime import ConsumerSpec
 
@@ -39,6 +41,8 @@ def consumers(clock: Clock = utc_now) -> list[ConsumerSpec]:
         # link-service's segments and advocates' attribute changes, for rule variants
         ev.ProgramAudienceChanged.TYPE: rules.on_audience_changed,
         ev.AdvocateAttributesChanged.TYPE: rules.on_attributes_changed,
+        # personal data requests come from link-service (its privacy feature)
+        PrivacyRequested.TYPE: on_privacy_requested,
     }
     return [
         ConsumerSpec(

@@ -23,7 +23,12 @@ from servicekit.app import create_service_app
 from servicekit.cli import command_connection, run_cli
 from servicekit.keys import key_consumer, usage_events
 from servicekit.runtime import Command, Runtime, ServiceSpec, Worker
-from servicekit.settings import ServiceSettings, refuse_dev_only
+from servicekit.settings import (
+    ServiceSettings,
+    privacy_key_default,
+    refuse_dev_defaults,
+    refuse_dev_only,
+)
 
 
 async def verify_ledger(
@@ -98,6 +103,7 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_now) -> Fast
     """`clock` is the one source of "now" for rule versions, handlers and releases; with
     DEV_CLOCK_CONTROL (dev only) it is wrapped in one that POST /v1/dev/clock/advance moves."""
     settings = settings or Settings()
+    refuse_dev_defaults(settings, privacy_key_default(settings))
     refuse_dev_only(settings, {"DEV_CLOCK_CONTROL": settings.dev_clock_control})
     if settings.dev_clock_control:
         clock = ControllableClock(clock)

@@ -1,0 +1,40 @@
+"""A JSON copy of an event without the person (servicekit.privacy.scrub_json), and an export
+split in chunks that join back."""
+
+from __future__ import annotations
+
+import json
+
+from servicekit.privacy import Subject, chunks, scrub_json
+
+SUBJECT = Subject("t1", ["cus_1"], ["pat@example.com"], ["adv_1"], {"cus_1": "erased_x"})
+
+
+def test_ids_become_pseudonyms_addresses_and_named_fields_go() -> None:
+    event = {
+        "id": "ev_1",
+        "data": {
+            "advocate_id": "adv_1",
+            "name": "Pat Doe",
+            "email": "PAT@example.com",
+            "code": "PAT20",
+        },
+        "other": {"friend_customer_id": "cus_1", "friend_email": "pat@example.com", "n": 3},
+        "note": {"reference": "sent to pat@example.com for cus_1", "who": "someone else"},
+        "untouched": {"name": "Quinn", "customer_id": "cus_2"},
+    }
+    got = scrub_json(event, SUBJECT)
+    assert got["data"] == {"advocate_id": "adv_1", "name": None, "email": None, "code": "PAT20"}
+    assert got["other"] == {"friend_customer_id": "erased_x", "friend_email": None, "n": 3}
+    assert got["note"]["reference"] == "sent to  for erased_x"
+    assert got["untouched"] == {"name": "Quinn", "customer_id": "cus_2"}
+    text = json.dumps(got).lower()
+    assert "pat@example.com" not in text and "cus_1" not in text and "pat doe" not in text
+
+
+def test_chunks_join_back_and_stay_within_the_limit() -> None:
+    document = {"rows": [{"i": i, "text": "é" * 50} for i in range(100)]}
+    parts = chunks(document, 1024)
+    assert len(parts) > 1 and all(len(p.encode()) <= 1024 for p in parts)
+    assert json.loads("".join(parts)) == document
+    assert chunks({}, 1024) == ["{}"]
