@@ -267,6 +267,9 @@ def check_app(
                     "DATABASE_URL",
                     "API_KEYS",
                     "IP_HASH_KEY",
+                    "IP_HASH_PREVIOUS_KEY",
+                    "SECRETS_KEY",
+                    "SECRETS_OLD_KEYS",
                     "KAFKA_SASL_PASSWORD",
                 }:
                     error(cw, f"{env['name']} must come from a Secret, not an inline value")

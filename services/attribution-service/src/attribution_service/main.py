@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from attribution_service.analytics import api as analytics
 from attribution_service.commerce import api as commerce
+from attribution_service.commerce import secrets as commerce_secrets
 from attribution_service.config import DEV_IP_HASH_KEY, Settings
 from attribution_service.consumers import CONSUMERS
 from attribution_service.conversions import api as conversions
@@ -21,6 +22,7 @@ from servicekit.app import create_service_app
 from servicekit.cli import run_cli
 from servicekit.keys import key_consumer
 from servicekit.runtime import Runtime, ServiceSpec, Worker
+from servicekit.secretbox import DEV_SECRETS_KEY, Resealer
 from servicekit.settings import refuse_dev_defaults
 
 
@@ -30,6 +32,7 @@ def _workers(rt: Runtime) -> list[Worker]:
     workers: list[Worker] = [
         PendingSweeper(rt, s.evidence_grace_seconds, s.pending_sweep_interval_seconds),
         AnalyticsFolder(rt),
+        Resealer(rt, s.secret_box(), commerce_secrets.SEALED),
     ]
     if s.conversion_writers:
         workers.append(
@@ -71,7 +74,13 @@ ROUTERS = [
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    refuse_dev_defaults(settings, {"IP_HASH_KEY": (settings.ip_hash_key, DEV_IP_HASH_KEY)})
+    refuse_dev_defaults(
+        settings,
+        {
+            "IP_HASH_KEY": (settings.ip_hash_key, DEV_IP_HASH_KEY),
+            "SECRETS_KEY": (settings.secrets_key, DEV_SECRETS_KEY),
+        },
+    )
     app = create_service_app(SPEC, settings, ROUTERS)
     # POST /v1/conversions is answered in front of FastAPI; everything else goes on to it.
     registry = app.state.metrics.registry

@@ -12,12 +12,14 @@ from notification_service.email import api as email_api
 from notification_service.email.mailer import EmailSender
 from notification_service.events import SERVICE
 from notification_service.webhooks import api as webhooks_api
+from notification_service.webhooks import repository as webhooks_repository
 from notification_service.webhooks import urlguard
 from notification_service.webhooks.dispatcher import Dispatcher
 from servicekit.app import create_service_app
 from servicekit.cli import run_cli
 from servicekit.keys import key_consumer
 from servicekit.runtime import Runtime, ServiceSpec, Worker
+from servicekit.secretbox import DEV_SECRETS_KEY, Resealer
 from servicekit.settings import refuse_dev_defaults
 
 
@@ -33,6 +35,7 @@ def _workers(
     return [
         Dispatcher(rt, s, clock=clock, transport=transport, resolver=resolver),
         EmailSender(rt, s, clock=clock),
+        Resealer(rt, s.secret_box(), webhooks_repository.SEALED),
     ]
 
 
@@ -71,7 +74,13 @@ def create_app(
         )
     settings = settings or Settings()
     key = settings.email_unsubscribe_key
-    refuse_dev_defaults(settings, {"EMAIL_UNSUBSCRIBE_KEY": (key, DEV_UNSUBSCRIBE_KEY)})
+    refuse_dev_defaults(
+        settings,
+        {
+            "EMAIL_UNSUBSCRIBE_KEY": (key, DEV_UNSUBSCRIBE_KEY),
+            "SECRETS_KEY": (settings.secrets_key, DEV_SECRETS_KEY),
+        },
+    )
     app = create_service_app(spec, settings, [webhooks_api.router, email_api.router])
     app.state.url_resolver = resolver or urlguard.system_resolver
     app.state.clock = clock or utc_now

@@ -22,7 +22,8 @@ router = APIRouter(tags=["integrations"])
 def _cache(request: Request, rt: Rt) -> IntegrationCache:
     cache: IntegrationCache | None = getattr(request.app.state, "integrations", None)
     if cache is None:
-        cache = IntegrationCache(settings(rt).integration_cache_seconds)
+        s = settings(rt)
+        cache = IntegrationCache(s.integration_cache_seconds, s.secret_box())
         request.app.state.integrations = cache
     return cache
 
@@ -50,7 +51,7 @@ async def configure_integration(
     """Store (or rotate) a platform's webhook secret; the secret is never returned."""
     async with rt.transaction() as conn:
         row = await handlers.configure(
-            conn, who.tenant_id, body.provider, body.account, body.secret
+            conn, who.tenant_id, body.provider, body.account, body.secret, settings(rt).secret_box()
         )
     _cache(request, rt).forget()
     return _integration(row)

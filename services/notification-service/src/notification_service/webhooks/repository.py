@@ -13,8 +13,13 @@ import asyncpg
 
 from notification_service.db import any_row
 from notification_service.webhooks.domain import DeliveryStatus, Outcome, ReplayWindow
+from servicekit.secretbox import SealedColumn
 
 # --- endpoints --------------------------------------------------------------------------------
+
+# The columns holding secrets, sealed (servicekit.secretbox; the Resealer keeps them under the
+# newest SECRETS_KEY).
+SEALED = [SealedColumn("webhook_endpoint_secrets", "id", "secret")]
 
 
 async def insert_endpoint(
