@@ -16,11 +16,13 @@ from attribution_service.events import SERVICE
 from attribution_service.experiments import api as experiments
 from attribution_service.programs import api as programs
 from attribution_service.refunds import api as refunds
+from attribution_service.retention import handlers as retention
 from attribution_service.reviews import api as reviews
 from attribution_service.workers import AnalyticsFolder, PendingSweeper
 from servicekit.app import create_service_app
 from servicekit.cli import run_cli
 from servicekit.keys import key_consumer
+from servicekit.retention import Pruner
 from servicekit.runtime import Runtime, ServiceSpec, Worker
 from servicekit.secretbox import DEV_SECRETS_KEY, Resealer
 from servicekit.settings import refuse_dev_defaults
@@ -33,6 +35,12 @@ def _workers(rt: Runtime) -> list[Worker]:
         PendingSweeper(rt, s.evidence_grace_seconds, s.pending_sweep_interval_seconds),
         AnalyticsFolder(rt),
         Resealer(rt, s.secret_box(), commerce_secrets.SEALED),
+        Pruner(
+            rt,
+            retention.STEPS,
+            batch=s.retention_batch_size,
+            interval=s.retention_interval_seconds,
+        ),
     ]
     if s.conversion_writers:
         workers.append(

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import timedelta
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 Action = Literal["review", "deny"]
 Model = Literal["last_click", "first_click"]
@@ -78,6 +79,9 @@ class Attachment(BaseModel):
     months: int = Field(default=12, ge=1, le=120)
 
 
+DEFAULT_CLICK_RETENTION_DAYS = 90
+
+
 class ProgramSettings(BaseModel):
     """Attribution settings and fraud policy of one program (PUT through this service's API)."""
 
@@ -85,9 +89,28 @@ class ProgramSettings(BaseModel):
 
     model: Model = "last_click"
     window_days: int = Field(default=30, ge=1, le=365)
+    # How long the program's raw clicks are kept before retention deletes them (their counts
+    # stay in analytics). Unset: DEFAULT_CLICK_RETENTION_DAYS, or the window if that is longer.
+    click_retention_days: int | None = Field(default=None, ge=1, le=3650)
     attachment: Attachment = Attachment()
     custom_types: list[str] = Field(default_factory=list, max_length=50)
     fraud: FraudPolicy = FraudPolicy()
+
+    @field_validator("click_retention_days")
+    @classmethod
+    def _keeps_the_window(cls, days: int | None, info: ValidationInfo) -> int | None:
+        window = info.data.get("window_days")
+        if days is not None and window is not None and days < window:
+            raise ValueError(
+                f"must be at least window_days ({window}): a click inside the attribution "
+                "window is still evidence"
+            )
+        return days
+
+    def click_retention(self) -> timedelta:
+        """How long raw clicks of the program are kept: never less than its window."""
+        days = self.click_retention_days or DEFAULT_CLICK_RETENTION_DAYS
+        return timedelta(days=max(days, self.window_days))
 
     @model_validator(mode="after")
     def _custom_types(self) -> ProgramSettings:
