@@ -42,6 +42,10 @@ class Settings(ServiceSettings):
     secrets_old_keys: str = ""
     # An endpoint whose every attempt has failed for this long is disabled (endpoint.disabled).
     webhook_disable_after_failing_days: float = Field(default=5.0, gt=0)
+    # Webhook messages whose deliveries are all settled keep their body (and their attempts the
+    # receiver's answers) this long; then retention clears them, and they can no longer be
+    # resent or replayed.
+    webhook_body_retention_days: float = Field(default=90.0, gt=0)
     # Most failed deliveries one replay request re-queues.
     webhook_replay_limit: int = Field(default=10000, ge=1)
 
@@ -66,6 +70,9 @@ class Settings(ServiceSettings):
     email_retry_schedule_seconds: list[float] = Field(
         default_factory=lambda: [60.0, 300.0, 1800.0, 7200.0, 21600.0], min_length=1
     )
+    # Settled mails keep what they showed (context), their address and the SMTP server's last
+    # answer this long; then retention clears them (the row and its status stay).
+    email_body_retention_days: float = Field(default=90.0, gt=0)
     # Invites one advocate may send per rolling 24 hours.
     invite_limit_per_day: int = Field(default=20, ge=1, le=1000)
     # Friends one invite request may name.

@@ -11,6 +11,7 @@ from notification_service.consumers import CONSUMERS
 from notification_service.email import api as email_api
 from notification_service.email.mailer import EmailSender
 from notification_service.events import SERVICE
+from notification_service.retention import handlers as retention
 from notification_service.webhooks import api as webhooks_api
 from notification_service.webhooks import repository as webhooks_repository
 from notification_service.webhooks import urlguard
@@ -18,6 +19,7 @@ from notification_service.webhooks.dispatcher import Dispatcher
 from servicekit.app import create_service_app
 from servicekit.cli import run_cli
 from servicekit.keys import key_consumer
+from servicekit.retention import Pruner
 from servicekit.runtime import Runtime, ServiceSpec, Worker
 from servicekit.secretbox import DEV_SECRETS_KEY, Resealer
 from servicekit.settings import refuse_dev_defaults
@@ -36,6 +38,13 @@ def _workers(
         Dispatcher(rt, s, clock=clock, transport=transport, resolver=resolver),
         EmailSender(rt, s, clock=clock),
         Resealer(rt, s.secret_box(), webhooks_repository.SEALED),
+        Pruner(
+            rt,
+            retention.steps(s.email_body_retention_days, s.webhook_body_retention_days),
+            batch=s.retention_batch_size,
+            interval=s.retention_interval_seconds,
+            clock=clock,
+        ),
     ]
 
 

@@ -300,6 +300,8 @@ class Dispatcher:
     ) -> domain.AttemptResult:
         if not claim.secrets:
             return domain.AttemptResult(None, 0, error="endpoint has no signing secret")
+        if claim.body is None:  # cleared by retention between a resend and this claim
+            return domain.AttemptResult(None, 0, error="the message's body is past its retention")
         secrets = [self._box.open(s) for s in claim.secrets]
         headers = signing.signature_headers(claim.message_id, attempted_at, claim.body, secrets)
         headers["content-type"] = "application/json"

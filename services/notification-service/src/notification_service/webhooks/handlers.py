@@ -112,6 +112,12 @@ async def resend(
         existing = await repository.get_delivery(conn, delivery_id)
         if existing is None or existing["endpoint_id"] != endpoint_id:
             raise NotFound(f"no delivery '{delivery_id}' on this endpoint", field="delivery_id")
+        if existing["status"] != "pending":
+            raise Conflict(
+                "the message's body is past its retention (WEBHOOK_BODY_RETENTION_DAYS): it "
+                "cannot be sent again",
+                field="delivery_id",
+            )
         raise Conflict("the delivery is still pending: it is being sent", field="delivery_id")
     _require_enabled(endpoint)
     await repository.notify_deliveries_due(conn)
