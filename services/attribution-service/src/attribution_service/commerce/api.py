@@ -108,7 +108,7 @@ async def shopify_webhook(integration_id: str, request: Request, rt: Rt) -> dict
             topic,
             action,
             grace=timedelta(seconds=s.evidence_grace_seconds),
-            hash_key=s.ip_hash_key,
+            hash_key=s.ip_hasher(),
             now=now,
         )
 
@@ -138,6 +138,6 @@ async def stripe_webhook(integration_id: str, request: Request, rt: Rt) -> dict[
             str(event.get("type")),
             commerce.stripe_delivery(event),
             grace=timedelta(seconds=s.evidence_grace_seconds),
-            hash_key=s.ip_hash_key,
+            hash_key=s.ip_hasher(),
             now=datetime.now(UTC),
         )

@@ -20,6 +20,7 @@ from attribution_service.refunds import handlers as refunds
 from attribution_service.refunds import repository as refund_repository
 from attribution_service.refunds.schemas import CancellationIn, RefundIn
 from servicekit.ids import new_id
+from servicekit.keyedhash import KeyedHash
 from servicekit.problems import DomainError, InvalidInput, NotFound
 from servicekit.secretbox import SecretBox
 
@@ -75,7 +76,7 @@ async def apply(
     action: commerce.Action,
     *,
     grace: timedelta,
-    hash_key: str,
+    hash_key: KeyedHash,
     now: datetime,
 ) -> dict[str, Any]:
     """Apply one verified delivery and return its outcome, stored with its receipt. A delivery
@@ -110,7 +111,7 @@ async def _apply(
     integ: Mapping[str, Any],
     action: commerce.Action,
     grace: timedelta,
-    hash_key: str,
+    hash_key: KeyedHash,
     now: datetime,
 ) -> dict[str, Any]:
     tenant_id = integ["tenant_id"]
@@ -140,7 +141,7 @@ async def _conversion(
     provider: str,
     action: commerce.ConversionAction,
     grace: timedelta,
-    hash_key: str,
+    hash_key: KeyedHash,
     now: datetime,
 ) -> dict[str, Any]:
     body = dict(action.body)

@@ -67,6 +67,10 @@ class Conversion:
     existing_customer: bool
     locale: str | None
     source: str
+    # The IP address and device id under IP_HASH_PREVIOUS_KEY during a rotation of the hash key
+    # (servicekit.keyedhash), compared and never stored: None otherwise, and when read back.
+    ip_hash_previous: str | None = None
+    device_hash_previous: str | None = None
 
     @classmethod
     def of(cls, row: Mapping[str, Any]) -> Conversion:
@@ -74,7 +78,8 @@ class Conversion:
         return cls(**{n: row[n] for n in CONVERSION_COLUMNS})
 
 
-CONVERSION_COLUMNS = tuple(f.name for f in fields(Conversion))
+_COMPARED_ONLY = ("ip_hash_previous", "device_hash_previous")
+CONVERSION_COLUMNS = tuple(f.name for f in fields(Conversion) if f.name not in _COMPARED_ONLY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +234,8 @@ class Screening:
             email=conv.email,
             ip_hash=conv.ip_hash,
             device_hash=conv.device_hash,
+            ip_hash_previous=conv.ip_hash_previous,
+            device_hash_previous=conv.device_hash_previous,
             click=fraud.ClickFacts(
                 click.clicked_at, click.is_bot, click.ip_hash, click.inactive_reason
             )

@@ -7,7 +7,6 @@ outbox."""
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
@@ -34,19 +33,13 @@ from referral_events.outbox import OutboxRow, enqueue_rows
 from referral_events.tracing import continued_from
 from servicekit import money
 from servicekit.ids import new_id
+from servicekit.keyedhash import KeyedHash
 from servicekit.problems import Conflict, InvalidInput, NotFound
 
 
 def request_hash(cmd: BaseModel) -> str:
     canonical = json.dumps(cmd.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def keyed_hash(key: str, value: str | None) -> str | None:
-    """The same keyed hash link-service applies to IP addresses, so the two compare."""
-    if not value:
-        return None
-    return hmac.new(key.encode(), value.encode(), hashlib.sha256).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -87,11 +80,14 @@ def prepare_conversion(
     cmd: ConversionIn,
     idempotency_key: str | None,
     *,
-    hash_key: str,
+    hash_key: KeyedHash | str,
     now: datetime,
     source: str = "api",
 ) -> NewConversion:
-    """Raises InvalidInput for an unknown currency or an amount it cannot hold."""
+    """Raises InvalidInput for an unknown currency or an amount it cannot hold. `hash_key`:
+    the settings' ip_hasher() (a bare key: no rotation)."""
+    hasher = hash_key if isinstance(hash_key, KeyedHash) else KeyedHash.of(hash_key)
+    ip, device = str(cmd.ip) if cmd.ip else None, cmd.device_id
     currency = money.validate_currency(cmd.currency) if cmd.currency else None
     amount_minor = cmd.amount_minor
     if cmd.amount is not None and currency:
@@ -114,11 +110,13 @@ def prepare_conversion(
         idempotency_key=dedupe_key(idempotency_key, cmd.type, cmd.order_id, cmd.customer_id),
         request_hash=request_hash(cmd),
         subscription_id=cmd.subscription_id,
-        ip_hash=keyed_hash(hash_key, str(cmd.ip) if cmd.ip else None),
-        device_hash=keyed_hash(hash_key, cmd.device_id),
+        ip_hash=hasher(ip),
+        device_hash=hasher(device),
         existing_customer=cmd.existing_customer,
         locale=cmd.locale,
         source=source,
+        ip_hash_previous=hasher.under_previous(ip),
+        device_hash_previous=hasher.under_previous(device),
     )
     return NewConversion(conv, now)
 
@@ -141,7 +139,7 @@ async def submit_conversion(
     idempotency_key: str | None,
     *,
     grace: timedelta,
-    hash_key: str,
+    hash_key: KeyedHash | str,
     now: datetime,
     source: str = "api",
 ) -> tuple[Mapping[str, Any], bool]:
