@@ -268,6 +268,9 @@ def check_app(
                     "API_KEYS",
                     "IP_HASH_KEY",
                     "PRIVACY_HASH_KEY",
+                    "IP_HASH_PREVIOUS_KEY",
+                    "SECRETS_KEY",
+                    "SECRETS_OLD_KEYS",
                     "KAFKA_SASL_PASSWORD",
                 }:
                     error(cw, f"{env['name']} must come from a Secret, not an inline value")

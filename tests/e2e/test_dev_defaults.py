@@ -20,6 +20,8 @@ def test_the_services_refuse_their_dev_keys_outside_dev() -> None:
         (create_app, Settings, "IP_HASH_KEY"),
         (attribution_app, AttributionSettings, "IP_HASH_KEY"),
         (notification_app, NotificationSettings, "EMAIL_UNSUBSCRIBE_KEY"),
+        (attribution_app, AttributionSettings, "SECRETS_KEY"),
+        (notification_app, NotificationSettings, "SECRETS_KEY"),
     ]:
         with pytest.raises(InsecureSettings, match=name):
             app(settings(environment="production"))

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -274,3 +275,33 @@ async def walk_while_inserting(
     missing = [i for i in existing if i not in seen]
     assert not missing, f"{url}: pre-existing items never seen: {missing}"
     assert added, url
+
+
+async def dump_text_columns(database_url: str, schema: str) -> str:
+    """Every text, varchar, jsonb, json and bytea value of every table of `schema`, one value a
+    line: what a database dump would show of it, for tests that search it for a value."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        columns = await conn.fetch(
+            """
+            SELECT c.table_name, c.column_name, c.data_type
+            FROM information_schema.columns c
+            JOIN information_schema.tables t
+              ON t.table_schema = c.table_schema AND t.table_name = c.table_name
+            WHERE c.table_schema = $1 AND t.table_type = 'BASE TABLE'
+              AND (c.data_type IN ('text', 'character varying', 'jsonb', 'json', 'bytea')
+                   OR c.udt_name IN ('_text', '_varchar'))
+            """,
+            schema,
+        )
+        lines: list[str] = []
+        for col in columns:
+            ident = f'"{schema}"."{col["table_name"]}"'
+            value = f'"{col["column_name"]}"::text'
+            if col["data_type"] == "bytea":
+                value = f"encode(\"{col['column_name']}\", 'escape')"
+            rows = await conn.fetch(f"SELECT {value} AS v FROM {ident}")  # noqa: S608
+            lines.extend(f"{col['table_name']}.{col['column_name']}: {r['v']}" for r in rows)
+        return "\n".join(lines)
+    finally:
+        await conn.close()

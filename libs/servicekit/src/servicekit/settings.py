@@ -131,6 +131,10 @@ class ServiceSettings(BaseSettings):
     outbox_max_attempts: int = Field(default=5, ge=1)
     # Inbox rows are kept longer than any topic keeps its events (30 days), then pruned.
     inbox_retention_days: float = Field(default=35.0, ge=31)
+    # Retention (servicekit.retention; link, attribution and notification): how often the
+    # pruner runs and how many rows one of its transactions takes.
+    retention_interval_seconds: float = Field(default=300.0, gt=0)
+    retention_batch_size: int = Field(default=1000, ge=1, le=100_000)
     # Nothing waits without bound: a statement, a lock wait, a transaction left open idle.
     # 0 turns one off.
     db_statement_timeout_ms: int = Field(default=30_000, ge=0)

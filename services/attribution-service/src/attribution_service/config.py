@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from servicekit.keyedhash import KeyedHash
+from servicekit.secretbox import DEV_SECRETS_KEY, SecretBox, box
 from servicekit.settings import ServiceSettings
 
 # Public (it is in this repository): accepted only with ENVIRONMENT=dev (servicekit.settings).
@@ -28,6 +30,15 @@ class Settings(ServiceSettings):
     # The same secret as link-service's IP_HASH_KEY, so a conversion's IP hash compares with
     # the hashes on clicks. Also keys the hash of device ids.
     ip_hash_key: str = Field(default=DEV_IP_HASH_KEY, min_length=8)
+    # During a rotation of IP_HASH_KEY: the key it replaces. Conversions are then hashed under
+    # both, so the advocate's sightings stored before the rotation still match the same address
+    # (servicekit.keyedhash). Unset once the longest network window has passed.
+    ip_hash_previous_key: str | None = Field(default=None, min_length=8)
+    # Envelope key (a Fernet key: `Fernet.generate_key()`) sealing the Shopify/Stripe secrets at
+    # rest (servicekit.secretbox). To rotate: the new key here, the previous ones in
+    # SECRETS_OLD_KEYS (comma-separated) until the resealer has moved every row to the new one.
+    secrets_key: str = Field(default=DEV_SECRETS_KEY, min_length=44, max_length=44)
+    secrets_old_keys: str = ""
     # Stripe's own default: a signature older than this is refused (replay window).
     stripe_webhook_tolerance_seconds: int = Field(default=300, ge=1)
     # Shopify/Stripe webhook secrets are cached per replica so signatures are checked before a
@@ -36,3 +47,9 @@ class Settings(ServiceSettings):
     # Shopify retries a failed delivery 8 times over 4 hours with the same X-Shopify-Triggered-At;
     # a delivery older than this is refused as stale.
     shopify_webhook_tolerance_seconds: int = Field(default=5 * 3600, ge=60)
+
+    def ip_hasher(self) -> KeyedHash:
+        return KeyedHash.of(self.ip_hash_key, self.ip_hash_previous_key)
+
+    def secret_box(self) -> SecretBox:
+        return box(self.secrets_key, self.secrets_old_keys)

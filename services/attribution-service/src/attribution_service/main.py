@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from attribution_service.analytics import api as analytics
 from attribution_service.commerce import api as commerce
+from attribution_service.commerce import secrets as commerce_secrets
 from attribution_service.config import DEV_IP_HASH_KEY, Settings
 from attribution_service.consumers import CONSUMERS
 from attribution_service.conversions import api as conversions
@@ -15,12 +16,15 @@ from attribution_service.events import EVENTS, SERVICE
 from attribution_service.experiments import api as experiments
 from attribution_service.programs import api as programs
 from attribution_service.refunds import api as refunds
+from attribution_service.retention import handlers as retention
 from attribution_service.reviews import api as reviews
 from attribution_service.workers import AnalyticsFolder, PendingSweeper
 from servicekit.app import create_service_app
 from servicekit.cli import run_cli
 from servicekit.keys import key_consumer, usage_events
+from servicekit.retention import Pruner
 from servicekit.runtime import Runtime, ServiceSpec, Worker
+from servicekit.secretbox import DEV_SECRETS_KEY, Resealer
 from servicekit.settings import privacy_key_default, refuse_dev_defaults
 
 
@@ -30,6 +34,13 @@ def _workers(rt: Runtime) -> list[Worker]:
     workers: list[Worker] = [
         PendingSweeper(rt, s.evidence_grace_seconds, s.pending_sweep_interval_seconds),
         AnalyticsFolder(rt),
+        Resealer(rt, s.secret_box(), commerce_secrets.SEALED),
+        Pruner(
+            rt,
+            retention.STEPS,
+            batch=s.retention_batch_size,
+            interval=s.retention_interval_seconds,
+        ),
     ]
     if s.conversion_writers:
         workers.append(
@@ -74,7 +85,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     refuse_dev_defaults(
         settings,
-        {"IP_HASH_KEY": (settings.ip_hash_key, DEV_IP_HASH_KEY), **privacy_key_default(settings)},
+        {
+            "IP_HASH_KEY": (settings.ip_hash_key, DEV_IP_HASH_KEY),
+            "SECRETS_KEY": (settings.secrets_key, DEV_SECRETS_KEY),
+            **privacy_key_default(settings),
+        },
     )
     app = create_service_app(SPEC, settings, ROUTERS)
     # POST /v1/conversions is answered in front of FastAPI; everything else goes on to it.

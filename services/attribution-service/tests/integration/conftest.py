@@ -31,6 +31,7 @@ class Env:
     other_key: str
     settings: Settings
     key: str = ""
+    app: Any = None
 
     @property
     def foreign(self) -> dict[str, str]:
@@ -74,7 +75,8 @@ async def env(namespace: Namespace, settings_overrides: dict[str, Any]) -> Async
     )
     producer = AIOKafkaProducer(bootstrap_servers=namespace.kafka_bootstrap_servers)
     await producer.start()
-    async with serve_in_process(create_app(settings), key) as client:
+    app = create_app(settings)
+    async with serve_in_process(app, key) as client:
 
         async def publish(
             topic: str,
@@ -88,7 +90,7 @@ async def env(namespace: Namespace, settings_overrides: dict[str, Any]) -> Async
             )
             await producer.send_and_wait(namespace.topic_prefix + topic, event.to_json(), key=b"k")
 
-        yield Env(client, publish, namespace, other_key, settings, key)
+        yield Env(client, publish, namespace, other_key, settings, key, app)
     await producer.stop()
 
 

@@ -69,6 +69,25 @@ def test_email_normalisation(email, normalised) -> None:
         ({"advocate_sightings": (Sighting(CLICKED - timedelta(days=3), "ip_friend"),)}, "pass"),
         ({"device_hash": "dev1", "advocate_sightings": (Sighting(CLICKED, None, "dev1"),)}, "fail"),
         ({"ip_hash": "ip_conv", "advocate_sightings": (Sighting(CLICKED, "ip_conv"),)}, "fail"),
+        # IP_HASH_KEY rotation: sightings stored under the previous key match the conversion's
+        # hashes under that key, computed only while the previous key is configured
+        (
+            {
+                "ip_hash": "ip_new",
+                "ip_hash_previous": "ip_old",
+                "advocate_sightings": (Sighting(CLICKED, "ip_old"),),
+            },
+            "fail",
+        ),
+        ({"ip_hash": "ip_new", "advocate_sightings": (Sighting(CLICKED, "ip_old"),)}, "pass"),
+        (
+            {
+                "device_hash": "dev_new",
+                "device_hash_previous": "dev_old",
+                "advocate_sightings": (Sighting(CLICKED, None, "dev_old"),),
+            },
+            "fail",
+        ),
     ],
 )
 def test_self_referral(kw, expected) -> None:

@@ -14,6 +14,10 @@ class Settings(ServiceSettings):
     public_base_url: str = "http://127.0.0.1:8001"
     # Key of the HMAC that replaces client IPs in click records (rotate like any secret).
     ip_hash_key: str = Field(default=DEV_IP_HASH_KEY, min_length=8)
+    # Clicks older than this are rolled into per-day counts (click_days) and deleted
+    # (servicekit.retention). Only the portal's counts read them here (attribution keeps its own
+    # copy, with a per-program retention), and those survive in click_days.
+    click_retention_days: int = Field(default=90, ge=1, le=3650)
     # Behind a load balancer: the header holding the client address (e.g. x-forwarded-for).
     # Unset: the TCP peer address.
     client_ip_header: str | None = None

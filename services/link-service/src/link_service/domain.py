@@ -6,8 +6,6 @@ without infrastructure."""
 from __future__ import annotations
 
 import functools
-import hashlib
-import hmac
 import re
 import secrets
 from dataclasses import dataclass
@@ -17,6 +15,8 @@ from urllib.parse import SplitResult, parse_qsl, quote, urlencode, urlsplit, url
 
 from crawlerdetect import CrawlerDetect
 from ua_parser import parse as parse_user_agent
+
+from servicekit.keyedhash import keyed_hash
 
 # No look-alikes (0/O, 1/I/L): codes are read aloud and typed at checkouts.
 CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
@@ -188,9 +188,8 @@ def click_url_parts(target: str) -> tuple[str, str]:
 
 
 def ip_hash(key: bytes, ip: str | None) -> str | None:
-    if not ip:
-        return None
-    return hmac.new(key, ip.encode(), hashlib.sha256).hexdigest()
+    """A click's IP hash: servicekit.keyedhash's, the one attribution-service compares with."""
+    return keyed_hash(key, ip)
 
 
 def referrer_host(referrer: str | None) -> str | None:

@@ -22,11 +22,13 @@ from link_service.redirect import api
 from link_service.redirect.front import RedirectMiddleware
 from link_service.redirect.state import LinkState
 from link_service.redirect.workers import CacheInvalidator, ClickWriter
+from link_service.retention import handlers as retention
 from link_service.workspaces import api as workspaces_api
 from link_service.workspaces import cli as keys_cli
 from link_service.workspaces.usage import KeyUsage
 from servicekit.app import create_service_app
 from servicekit.cli import run_cli
+from servicekit.retention import Pruner
 from servicekit.runtime import Runtime, ServiceSpec, Worker
 from servicekit.settings import privacy_key_default, refuse_dev_defaults
 
@@ -63,7 +65,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         domain.classify_user_agent(_WARM_UP_USER_AGENT)
         usage = KeyUsage(rt, settings.key_usage_flush_seconds)
         app.state.authenticator.on_use = usage.note
-        return [state.writer, state.invalidator, state.enrollment, reminders, usage]
+        pruner = Pruner(
+            rt,
+            retention.steps(settings.click_retention_days),
+            batch=settings.retention_batch_size,
+            interval=settings.retention_interval_seconds,
+        )
+        return [state.writer, state.invalidator, state.enrollment, reminders, usage, pruner]
 
     routers = [
         programs_api.router,

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from servicekit.secretbox import DEV_SECRETS_KEY, SecretBox, box
 from servicekit.settings import ServiceSettings
 
 # Public (it is in this repository): accepted only with ENVIRONMENT=dev (servicekit.settings).
@@ -34,8 +35,17 @@ class Settings(ServiceSettings):
     webhook_response_body_limit: int = Field(default=2048, ge=0, le=65536)
     # For how long a replaced secret keeps signing next to the new one after a rotation.
     webhook_secret_rotation_overlap_hours: float = Field(default=24.0, ge=0, le=24 * 30)
+    # Envelope key (a Fernet key: `Fernet.generate_key()`) sealing endpoints' signing secrets at
+    # rest (servicekit.secretbox). To rotate: the new key here, the previous ones in
+    # SECRETS_OLD_KEYS (comma-separated) until the resealer has moved every row to the new one.
+    secrets_key: str = Field(default=DEV_SECRETS_KEY, min_length=44, max_length=44)
+    secrets_old_keys: str = ""
     # An endpoint whose every attempt has failed for this long is disabled (endpoint.disabled).
     webhook_disable_after_failing_days: float = Field(default=5.0, gt=0)
+    # Webhook messages whose deliveries are all settled keep their body (and their attempts the
+    # receiver's answers) this long; then retention clears them, and they can no longer be
+    # resent or replayed.
+    webhook_body_retention_days: float = Field(default=90.0, gt=0)
     # Most failed deliveries one replay request re-queues.
     webhook_replay_limit: int = Field(default=10000, ge=1)
 
@@ -60,7 +70,13 @@ class Settings(ServiceSettings):
     email_retry_schedule_seconds: list[float] = Field(
         default_factory=lambda: [60.0, 300.0, 1800.0, 7200.0, 21600.0], min_length=1
     )
+    # Settled mails keep what they showed (context), their address and the SMTP server's last
+    # answer this long; then retention clears them (the row and its status stay).
+    email_body_retention_days: float = Field(default=90.0, gt=0)
     # Invites one advocate may send per rolling 24 hours.
     invite_limit_per_day: int = Field(default=20, ge=1, le=1000)
     # Friends one invite request may name.
     invite_max_recipients: int = Field(default=10, ge=1, le=100)
+
+    def secret_box(self) -> SecretBox:
+        return box(self.secrets_key, self.secrets_old_keys)

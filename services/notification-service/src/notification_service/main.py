@@ -11,13 +11,17 @@ from notification_service.consumers import CONSUMERS
 from notification_service.email import api as email_api
 from notification_service.email.mailer import EmailSender
 from notification_service.events import EVENTS, SERVICE
+from notification_service.retention import handlers as retention
 from notification_service.webhooks import api as webhooks_api
+from notification_service.webhooks import repository as webhooks_repository
 from notification_service.webhooks import urlguard
 from notification_service.webhooks.dispatcher import Dispatcher
 from servicekit.app import create_service_app
 from servicekit.cli import run_cli
 from servicekit.keys import key_consumer, usage_events
+from servicekit.retention import Pruner
 from servicekit.runtime import Runtime, ServiceSpec, Worker
+from servicekit.secretbox import DEV_SECRETS_KEY, Resealer
 from servicekit.settings import privacy_key_default, refuse_dev_defaults
 
 
@@ -33,6 +37,14 @@ def _workers(
     return [
         Dispatcher(rt, s, clock=clock, transport=transport, resolver=resolver),
         EmailSender(rt, s, clock=clock),
+        Resealer(rt, s.secret_box(), webhooks_repository.SEALED),
+        Pruner(
+            rt,
+            retention.steps(s.email_body_retention_days, s.webhook_body_retention_days),
+            batch=s.retention_batch_size,
+            interval=s.retention_interval_seconds,
+            clock=clock,
+        ),
     ]
 
 
@@ -74,7 +86,11 @@ def create_app(
     key = settings.email_unsubscribe_key
     refuse_dev_defaults(
         settings,
-        {"EMAIL_UNSUBSCRIBE_KEY": (key, DEV_UNSUBSCRIBE_KEY), **privacy_key_default(settings)},
+        {
+            "EMAIL_UNSUBSCRIBE_KEY": (key, DEV_UNSUBSCRIBE_KEY),
+            "SECRETS_KEY": (settings.secrets_key, DEV_SECRETS_KEY),
+            **privacy_key_default(settings),
+        },
     )
     app = create_service_app(spec, settings, [webhooks_api.router, email_api.router])
     app.state.url_resolver = resolver or urlguard.system_resolver

@@ -23,7 +23,8 @@ router = APIRouter(tags=["integrations"])
 def _cache(request: Request, rt: Rt) -> IntegrationCache:
     cache: IntegrationCache | None = getattr(request.app.state, "integrations", None)
     if cache is None:
-        cache = IntegrationCache(settings(rt).integration_cache_seconds)
+        s = settings(rt)
+        cache = IntegrationCache(s.integration_cache_seconds, s.secret_box())
         request.app.state.integrations = cache
     return cache
 
@@ -51,7 +52,7 @@ async def configure_integration(
     """Store (or rotate) a platform's webhook secret; the secret is never returned."""
     async with rt.transaction() as conn:
         row = await handlers.configure(
-            conn, who.tenant_id, body.provider, body.account, body.secret
+            conn, who.tenant_id, body.provider, body.account, body.secret, settings(rt).secret_box()
         )
     _cache(request, rt).forget()
     return _integration(row)
@@ -114,7 +115,7 @@ async def shopify_webhook(integration_id: str, request: Request, rt: Rt) -> dict
             topic,
             action,
             grace=timedelta(seconds=s.evidence_grace_seconds),
-            hash_key=s.ip_hash_key,
+            hash_key=s.ip_hasher(),
             now=now,
         )
 
@@ -144,6 +145,6 @@ async def stripe_webhook(integration_id: str, request: Request, rt: Rt) -> dict[
             str(event.get("type")),
             commerce.stripe_delivery(event),
             grace=timedelta(seconds=s.evidence_grace_seconds),
-            hash_key=s.ip_hash_key,
+            hash_key=s.ip_hasher(),
             now=datetime.now(UTC),
         )

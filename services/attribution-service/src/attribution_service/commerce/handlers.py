@@ -4,6 +4,7 @@ delivery's receipt (so a replay is refused and changes nothing)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,15 +20,23 @@ from attribution_service.refunds import handlers as refunds
 from attribution_service.refunds import repository as refund_repository
 from attribution_service.refunds.schemas import CancellationIn, RefundIn
 from servicekit.ids import new_id
+from servicekit.keyedhash import KeyedHash
 from servicekit.pagination import PageQuery
 from servicekit.problems import DomainError, InvalidInput, NotFound, pointer
+from servicekit.secretbox import SecretBox
 
 RECEIPT_RETENTION = timedelta(days=7)
 
 
 async def configure(
-    conn: asyncpg.Connection, tenant_id: str, provider: str, account: str, secret: str
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    provider: str,
+    account: str,
+    secret: str,
+    sealer: SecretBox,
 ) -> asyncpg.Record:
+    """Stores the secret sealed (servicekit.secretbox): never in clear at rest."""
     if provider == "shopify":
         account = account.lower()
     return await repository.upsert_integration(
@@ -36,7 +45,7 @@ async def configure(
         tenant_id=tenant_id,
         provider=provider,
         account=account,
-        secret=secret,
+        secret=sealer.seal(secret),
     )
 
 
@@ -52,25 +61,25 @@ async def remove(conn: asyncpg.Connection, tenant_id: str, integration_id: str) 
 
 
 async def integration(
-    conn: asyncpg.Connection, provider: str, integration_id: str
-) -> asyncpg.Record:
-    """The integration a webhook URL names. Unknown ids answer like a bad signature, so the
-    endpoint tells an outsider nothing."""
+    conn: asyncpg.Connection, provider: str, integration_id: str, sealer: SecretBox
+) -> dict[str, Any]:
+    """The integration a webhook URL names, its secret opened. Unknown ids answer like a bad
+    signature, so the endpoint tells an outsider nothing."""
     row = await repository.get_integration(conn, integration_id)
     if row is None or row["provider"] != provider:
         raise commerce.Unverified("unknown integration", field="/integration_id")
-    return row
+    return {**row, "secret": sealer.open(row["secret"])}
 
 
 async def apply(
     conn: asyncpg.Connection,
-    integ: asyncpg.Record,
+    integ: Mapping[str, Any],
     delivery_id: str,
     topic: str,
     action: commerce.Action,
     *,
     grace: timedelta,
-    hash_key: str,
+    hash_key: KeyedHash,
     now: datetime,
 ) -> dict[str, Any]:
     """Apply one verified delivery and return its outcome, stored with its receipt. A delivery
@@ -102,10 +111,10 @@ def _ignored(exc: DomainError | ValidationError) -> dict[str, Any]:
 
 async def _apply(
     conn: asyncpg.Connection,
-    integ: asyncpg.Record,
+    integ: Mapping[str, Any],
     action: commerce.Action,
     grace: timedelta,
-    hash_key: str,
+    hash_key: KeyedHash,
     now: datetime,
 ) -> dict[str, Any]:
     tenant_id = integ["tenant_id"]
@@ -135,7 +144,7 @@ async def _conversion(
     provider: str,
     action: commerce.ConversionAction,
     grace: timedelta,
-    hash_key: str,
+    hash_key: KeyedHash,
     now: datetime,
 ) -> dict[str, Any]:
     body = dict(action.body)

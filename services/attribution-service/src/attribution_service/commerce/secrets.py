@@ -8,31 +8,36 @@ Shopify and Stripe)."""
 from __future__ import annotations
 
 import time
-
-import asyncpg
+from typing import Any
 
 from attribution_service.commerce import domain as commerce
 from attribution_service.commerce import handlers
 from servicekit.runtime import Runtime
+from servicekit.secretbox import SealedColumn, SecretBox
+
+# The columns holding secrets, sealed (servicekit.secretbox; the Resealer keeps them under the
+# newest SECRETS_KEY).
+SEALED = [SealedColumn("integrations", "id", "secret")]
 
 NEGATIVE_SECONDS = 2.0
 MAX_CACHED = 10_000
 
 
 class IntegrationCache:
-    def __init__(self, ttl: float) -> None:
+    def __init__(self, ttl: float, sealer: SecretBox) -> None:
         self._ttl = ttl
-        self._rows: dict[str, tuple[float, asyncpg.Record | None]] = {}
+        self._box = sealer
+        self._rows: dict[str, tuple[float, dict[str, Any] | None]] = {}
 
-    async def get(self, rt: Runtime, provider: str, integration_id: str) -> asyncpg.Record:
+    async def get(self, rt: Runtime, provider: str, integration_id: str) -> dict[str, Any]:
         """The integration, or Unverified as handlers.integration answers an unknown one."""
         now = time.monotonic()
         hit = self._rows.get(integration_id)
         if hit is None or hit[0] <= now:
             try:
                 async with rt.transaction() as conn:
-                    row: asyncpg.Record | None = await handlers.integration(
-                        conn, provider, integration_id
+                    row: dict[str, Any] | None = await handlers.integration(
+                        conn, provider, integration_id, self._box
                     )
             except commerce.Unverified:
                 row = None

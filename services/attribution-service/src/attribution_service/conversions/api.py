@@ -92,7 +92,7 @@ async def submit(
     """The conversion and its status code (also the hot path's, see front.py)."""
     s = settings(rt)
     new = handlers.prepare_conversion(
-        who.tenant_id, body, idempotency_key, hash_key=s.ip_hash_key, now=datetime.now(UTC)
+        who.tenant_id, body, idempotency_key, hash_key=s.ip_hasher(), now=datetime.now(UTC)
     )
     writer = _writer(rt)
     if writer is not None and writer.accepting:

@@ -83,6 +83,10 @@ class Conversion:
     email_domain_hash: str | None = None
     # When the platform took it in (None: stored before this was kept).
     received_at: datetime | None = None
+    # The IP address and device id under IP_HASH_PREVIOUS_KEY during a rotation of the hash key
+    # (servicekit.keyedhash), compared and never stored: None otherwise, and when read back.
+    ip_hash_previous: str | None = None
+    device_hash_previous: str | None = None
 
     @classmethod
     def of(cls, row: Mapping[str, Any]) -> Conversion:
@@ -101,7 +105,8 @@ class Conversion:
         return fraud.ring_signals({c: getattr(self, c) for c in fraud.SIGNAL_COLUMNS.values()})
 
 
-CONVERSION_COLUMNS = tuple(f.name for f in fields(Conversion))
+_COMPARED_ONLY = ("ip_hash_previous", "device_hash_previous")
+CONVERSION_COLUMNS = tuple(f.name for f in fields(Conversion) if f.name not in _COMPARED_ONLY)
 
 
 def _country_rule(doc: Any) -> audience.CountryRule | None:
@@ -323,6 +328,8 @@ class Screening:
             email=conv.email,
             ip_hash=conv.ip_hash,
             device_hash=conv.device_hash,
+            ip_hash_previous=conv.ip_hash_previous,
+            device_hash_previous=conv.device_hash_previous,
             click=fraud.ClickFacts(
                 click.clicked_at, click.is_bot, click.ip_hash, click.inactive_reason
             )

@@ -24,6 +24,7 @@ from attribution_service.programs.domain import (
     TooFastPolicy,
     VelocityPolicy,
 )
+from servicekit.keyedhash import matches
 
 Verdict = Literal["allow", "review", "deny"]
 Outcome = Literal["pass", "fail", "unknown", "off"]
@@ -175,6 +176,9 @@ class Facts:
     email: str | None = None
     ip_hash: str | None = None
     device_hash: str | None = None
+    # The same under the previous hash key, during a rotation (servicekit.keyedhash).
+    ip_hash_previous: str | None = None
+    device_hash_previous: str | None = None
     click: ClickFacts | None = None
     # None: the advocate's copy has not arrived from link.events yet.
     advocate_customer_id: str | None = None
@@ -273,13 +277,13 @@ def _self_referral(p: SelfReferralPolicy, f: Facts) -> tuple[Outcome, str]:
         return "fail", "same email after normalisation"
     anchor = f.click.clicked_at if f.click else f.occurred_at
     window = timedelta(hours=p.network_window_hours)
-    ips = {h for h in (f.ip_hash, f.click.ip_hash if f.click else None) if h}
+    click_ip = f.click.ip_hash if f.click else None
     for s in f.advocate_sightings:
         if abs(s.seen_at - anchor) > window:
             continue
-        if s.ip_hash and s.ip_hash in ips:
+        if matches(s.ip_hash, f.ip_hash, f.ip_hash_previous) or matches(s.ip_hash, click_ip):
             return "fail", f"advocate's IP hash within {p.network_window_hours}h of the click"
-        if s.device_hash and s.device_hash == f.device_hash:
+        if matches(s.device_hash, f.device_hash, f.device_hash_previous):
             return "fail", f"advocate's device within {p.network_window_hours}h of the click"
     return "pass", ""
 

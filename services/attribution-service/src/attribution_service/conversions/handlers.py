@@ -7,7 +7,6 @@ outbox."""
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
@@ -35,6 +34,7 @@ from referral_events.outbox import OutboxRow, enqueue_rows
 from referral_events.tracing import continued_from
 from servicekit import audience, money
 from servicekit.ids import new_id
+from servicekit.keyedhash import KeyedHash
 from servicekit.pagination import PageQuery
 from servicekit.problems import Conflict, InvalidInput, NotFound
 
@@ -42,13 +42,6 @@ from servicekit.problems import Conflict, InvalidInput, NotFound
 def request_hash(cmd: BaseModel) -> str:
     canonical = json.dumps(cmd.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def keyed_hash(key: str, value: str | None) -> str | None:
-    """The same keyed hash link-service applies to IP addresses, so the two compare."""
-    if not value:
-        return None
-    return hmac.new(key.encode(), value.encode(), hashlib.sha256).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -89,19 +82,21 @@ def prepare_conversion(
     cmd: ConversionIn,
     idempotency_key: str | None,
     *,
-    hash_key: str,
+    hash_key: KeyedHash | str,
     now: datetime,
     source: str = "api",
 ) -> NewConversion:
     """Raises InvalidInput for an unknown currency, an amount it cannot hold, or an
-    occurred_at further ahead of the server's clock than clock skew explains."""
+    occurred_at further ahead of the server's clock than clock skew explains. `hash_key`: the
+    settings' ip_hasher() (a bare key: no rotation)."""
     if cmd.occurred_at is not None and cmd.occurred_at > now + domain.CLOCK_SKEW:
         raise InvalidInput(
             f"occurred_at is in the future (more than {domain.CLOCK_SKEW.seconds // 60}"
             " minutes ahead of the server's clock)",
             field="/occurred_at",
         )
-    ip = str(cmd.ip) if cmd.ip else None
+    hasher = hash_key if isinstance(hash_key, KeyedHash) else KeyedHash.of(hash_key)
+    ip, device = str(cmd.ip) if cmd.ip else None, cmd.device_id
     prefix = fraud.network_prefix(ip)
     email_norm = fraud.normalize_email(cmd.email)
     currency = money.validate_currency(cmd.currency) if cmd.currency else None
@@ -126,20 +121,22 @@ def prepare_conversion(
         idempotency_key=dedupe_key(idempotency_key, cmd.type, cmd.order_id, cmd.customer_id),
         request_hash=request_hash(cmd),
         subscription_id=cmd.subscription_id,
-        ip_hash=keyed_hash(hash_key, ip),
-        device_hash=keyed_hash(hash_key, cmd.device_id),
+        ip_hash=hasher(ip),
+        device_hash=hasher(device),
         existing_customer=cmd.existing_customer,
         locale=cmd.locale,
         source=source,
+        ip_hash_previous=hasher.under_previous(ip),
+        device_hash_previous=hasher.under_previous(device),
         country=audience.country(cmd.country, "/country") if cmd.country else None,
-        ip_prefix_hash=keyed_hash(hash_key, prefix),
-        ua_network_hash=keyed_hash(hash_key, f"{cmd.user_agent}\x1f{prefix}")
+        ip_prefix_hash=hasher(prefix),
+        ua_network_hash=hasher(f"{cmd.user_agent}\x1f{prefix}")
         if cmd.user_agent and prefix
         else None,
-        address_hash=keyed_hash(hash_key, fraud.normalize_address(cmd.shipping_address)),
-        payment_hash=keyed_hash(hash_key, cmd.payment_fingerprint),
-        email_stem_hash=keyed_hash(hash_key, fraud.email_stem(email_norm)),
-        email_domain_hash=keyed_hash(hash_key, fraud.rare_domain(email_norm)),
+        address_hash=hasher(fraud.normalize_address(cmd.shipping_address)),
+        payment_hash=hasher(cmd.payment_fingerprint),
+        email_stem_hash=hasher(fraud.email_stem(email_norm)),
+        email_domain_hash=hasher(fraud.rare_domain(email_norm)),
         received_at=now,
     )
     return NewConversion(conv, now)
@@ -163,7 +160,7 @@ async def submit_conversion(
     idempotency_key: str | None,
     *,
     grace: timedelta,
-    hash_key: str,
+    hash_key: KeyedHash | str,
     now: datetime,
     source: str = "api",
 ) -> tuple[Mapping[str, Any], bool]:

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import timedelta
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 Action = Literal["review", "deny"]
 Model = Literal["last_click", "first_click"]
@@ -117,6 +118,9 @@ def _custom_type(t: str) -> str:
     return t
 
 
+DEFAULT_CLICK_RETENTION_DAYS = 90
+
+
 class ProgramSettings(BaseModel):
     """Attribution settings and fraud policy of one program (PUT through this service's API)."""
 
@@ -124,12 +128,31 @@ class ProgramSettings(BaseModel):
 
     model: Model = "last_click"
     window_days: int = Field(default=30, ge=1, le=365)
+    # How long the program's raw clicks are kept before retention deletes them (their counts
+    # stay in analytics). Unset: DEFAULT_CLICK_RETENTION_DAYS, or the window if that is longer.
+    click_retention_days: int | None = Field(default=None, ge=1, le=3650)
     attachment: Attachment = Attachment()
     # Each item checked on its own, so a refusal points at it (`/custom_types/1`).
     custom_types: list[Annotated[str, AfterValidator(_custom_type)]] = Field(
         default_factory=list, max_length=50
     )
     fraud: FraudPolicy = FraudPolicy()
+
+    @field_validator("click_retention_days")
+    @classmethod
+    def _keeps_the_window(cls, days: int | None, info: ValidationInfo) -> int | None:
+        window = info.data.get("window_days")
+        if days is not None and window is not None and days < window:
+            raise ValueError(
+                f"must be at least window_days ({window}): a click inside the attribution "
+                "window is still evidence"
+            )
+        return days
+
+    def click_retention(self) -> timedelta:
+        """How long raw clicks of the program are kept: never less than its window."""
+        days = self.click_retention_days or DEFAULT_CLICK_RETENTION_DAYS
+        return timedelta(days=max(days, self.window_days))
 
 
 DEFAULT_SETTINGS = ProgramSettings()

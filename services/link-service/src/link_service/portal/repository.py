@@ -237,7 +237,9 @@ async def advocate_page(
         )
         SELECT h.*,
             (SELECT count(*) FROM clicks
-             WHERE advocate_id = $1 AND counts AND NOT is_bot) AS clicks,
+             WHERE advocate_id = $1 AND counts AND NOT is_bot)
+              + (SELECT coalesce(sum(counted), 0) FROM click_days WHERE advocate_id = $1)
+                AS clicks,
             (SELECT count(*) FROM refs) AS joined,
             (SELECT count(*) FROM refs WHERE purchased) AS purchased,
             (SELECT count(*) FROM refs WHERE rewarded AND NOT refunded) AS successful,
@@ -304,8 +306,10 @@ async def claim_due_reminders(
             SELECT r.advocate_id, r.tenant_id, r.program_id, r.sent, r.due_at,
                    a.marketing_consent, a.blocked, s.reminder_max, s.reminder_interval_days,
                    c.code,
-                   EXISTS (SELECT 1 FROM clicks k
-                           WHERE k.advocate_id = r.advocate_id AND NOT k.is_bot) AS shared
+                   (EXISTS (SELECT 1 FROM clicks k
+                            WHERE k.advocate_id = r.advocate_id AND NOT k.is_bot)
+                    OR EXISTS (SELECT 1 FROM click_days k
+                               WHERE k.advocate_id = r.advocate_id AND k.human > 0)) AS shared
             FROM portal_reminders r
             JOIN advocates a ON a.id = r.advocate_id
             JOIN portal_settings s ON s.program_id = r.program_id

@@ -507,3 +507,29 @@ async def email_page(
         FROM emails
     """
     return await fetch_page(conn, select, where, page, NEWEST)
+
+
+# --- retention ----------------------------------------------------------------------------------
+
+
+async def clear_old_bodies(conn: asyncpg.Connection, before: datetime, limit: int) -> int:
+    """Clears what at most `limit` settled mails created before `before` held of their body and
+    recipient (the context the template showed, the address, the SMTP server's last words),
+    skipping rows another replica holds. The rows stay: the mail log's counts, and the unique
+    key that keeps a redelivered cause from mailing twice. Returns how many."""
+    done: str = await conn.execute(
+        """
+        WITH old AS (
+            SELECT id FROM emails
+            WHERE created_at < $1 AND status <> 'queued'
+              AND (context <> '{}'::jsonb OR to_address IS NOT NULL OR last_error IS NOT NULL)
+            LIMIT $2
+            FOR UPDATE SKIP LOCKED
+        )
+        UPDATE emails e SET context = '{}'::jsonb, to_address = NULL, last_error = NULL
+        FROM old WHERE e.id = old.id
+        """,
+        before,
+        limit,
+    )
+    return int(done.split()[-1])

@@ -70,11 +70,15 @@ def _endpoint_out(row: asyncpg.Record) -> EndpointOut:
     status_code=201,
     response_model=EndpointCreated,
 )
-async def create_endpoint(body: EndpointIn, who: Auth, rt: Rt, policy: Policy) -> EndpointCreated:
+async def create_endpoint(
+    body: EndpointIn, who: Auth, rt: Rt, policy: Policy, settings: Cfg
+) -> EndpointCreated:
     # Vetting may wait on DNS: done before the transaction opens, not inside it.
     url = await urlguard.vet_url(body.url, policy)
     async with rt.transaction() as conn:
-        row, secret = await handlers.create_endpoint(conn, who.tenant_id, body, url)
+        row, secret = await handlers.create_endpoint(
+            conn, who.tenant_id, body, url, settings.secret_box()
+        )
     return EndpointCreated.model_validate({**_endpoint_fields(row), "secret": secret})
 
 
@@ -151,6 +155,7 @@ async def rotate_secret(
             endpoint_id,
             now=clock(),
             overlap=timedelta(hours=settings.webhook_secret_rotation_overlap_hours),
+            sealer=settings.secret_box(),
         )
     return SecretRotated(secret=secret, previous_expires_at=expires)
 

@@ -128,6 +128,7 @@ class Dispatcher:
         self._per_endpoint = settings.webhook_per_endpoint_concurrency
         self._max_in_flight = settings.webhook_max_in_flight
         self._body_limit = settings.webhook_response_body_limit
+        self._box = settings.secret_box()
         self._dsn = settings.database_url
         self._schema = rt.spec.schema
         # Requests in flight per endpoint (what its slots hold).
@@ -299,9 +300,10 @@ class Dispatcher:
     ) -> domain.AttemptResult:
         if not claim.secrets:
             return domain.AttemptResult(None, 0, error="endpoint has no signing secret")
-        headers = signing.signature_headers(
-            claim.message_id, attempted_at, claim.body, claim.secrets
-        )
+        if claim.body is None:  # cleared by retention between a resend and this claim
+            return domain.AttemptResult(None, 0, error="the message's body is past its retention")
+        secrets = [self._box.open(s) for s in claim.secrets]
+        headers = signing.signature_headers(claim.message_id, attempted_at, claim.body, secrets)
         headers["content-type"] = "application/json"
         headers["user-agent"] = USER_AGENT
         url: httpx.URL | str | None = self._urls.get(claim.url)

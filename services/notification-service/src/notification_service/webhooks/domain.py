@@ -270,7 +270,7 @@ class Claim:
     attempt: int
     url: str
     event_type: str
-    body: str
+    body: str | None  # None: cleared by retention
     secrets: tuple[str, ...]
     round_start: int = 0
     failing_since: datetime | None = None

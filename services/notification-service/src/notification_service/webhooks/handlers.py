@@ -18,15 +18,16 @@ from referral_events import CloudEvent
 from servicekit.ids import new_id
 from servicekit.pagination import CreatedRange, PageQuery
 from servicekit.problems import Conflict, NotFound
+from servicekit.secretbox import SecretBox
 
 # --- endpoints and deliveries ---------------------------------------------------------------------
 
 
 async def create_endpoint(
-    conn: asyncpg.Connection, tenant_id: str, cmd: EndpointIn, vetted_url: str
+    conn: asyncpg.Connection, tenant_id: str, cmd: EndpointIn, vetted_url: str, sealer: SecretBox
 ) -> tuple[asyncpg.Record, str]:
-    """Returns the endpoint and its secret. `vetted_url` has passed the SSRF guard, which the
-    route runs before opening the transaction (it may wait on DNS)."""
+    """Returns the endpoint and its secret (stored sealed). `vetted_url` has passed the SSRF
+    guard, which the route runs before opening the transaction (it may wait on DNS)."""
     event_types = domain.endpoint_filter(cmd.event_types)
     secret = domain.new_secret()
     description = cmd.description.strip() if cmd.description else None
@@ -37,7 +38,7 @@ async def create_endpoint(
         url=vetted_url,
         description=description or None,
         event_types=event_types,
-        secret=secret,
+        secret=sealer.seal(secret),
     )
     return row, secret
 
@@ -93,13 +94,15 @@ async def rotate_secret(
     *,
     now: datetime,
     overlap: timedelta,
+    sealer: SecretBox,
 ) -> tuple[str, datetime]:
-    """A new secret, and until when the previous one(s) still sign next to it."""
+    """A new secret (stored sealed), and until when the previous one(s) still sign next to
+    it."""
     if not await repository.lock_endpoint(conn, tenant_id, endpoint_id):
         raise NotFound(f"no webhook endpoint '{endpoint_id}'", field="/endpoint_id")
     secret = domain.new_secret()
     expires = domain.rotation_expiry(now, overlap)
-    await repository.rotate_secret(conn, endpoint_id, secret, expires)
+    await repository.rotate_secret(conn, endpoint_id, sealer.seal(secret), expires)
     return secret, expires
 
 
@@ -112,6 +115,12 @@ async def resend(
         existing = await repository.get_delivery(conn, delivery_id)
         if existing is None or existing["endpoint_id"] != endpoint_id:
             raise NotFound(f"no delivery '{delivery_id}' on this endpoint", field="/delivery_id")
+        if existing["status"] != "pending":
+            raise Conflict(
+                "the message's body is past its retention (WEBHOOK_BODY_RETENTION_DAYS): it "
+                "cannot be sent again",
+                field="/delivery_id",
+            )
         raise Conflict("the delivery is still pending: it is being sent", field="/delivery_id")
     _require_enabled(endpoint)
     await repository.notify_deliveries_due(conn)

@@ -14,8 +14,13 @@ import asyncpg
 from notification_service.db import any_row
 from notification_service.webhooks.domain import DeliveryStatus, Outcome, ReplayWindow
 from servicekit.pagination import NEWEST, CreatedRange, PageQuery, Where, fetch_page
+from servicekit.secretbox import SealedColumn
 
 # --- endpoints --------------------------------------------------------------------------------
+
+# The columns holding secrets, sealed (servicekit.secretbox; the Resealer keeps them under the
+# newest SECRETS_KEY).
+SEALED = [SealedColumn("webhook_endpoint_secrets", "id", "secret")]
 
 
 async def insert_endpoint(
@@ -440,6 +445,8 @@ async def resend_delivery(
         SET status = 'pending', round_start = attempts, next_attempt_at = $3,
             delivered_at = NULL, failed_at = NULL, updated_at = $3
         WHERE id = $2 AND endpoint_id = $1 AND status <> 'pending'
+          AND EXISTS (SELECT 1 FROM webhook_messages m
+                      WHERE m.id = webhook_deliveries.message_id AND m.body IS NOT NULL)
         RETURNING *
         """,
         endpoint_id,
@@ -459,6 +466,8 @@ async def replay_failed(
             SELECT id FROM webhook_deliveries
             WHERE endpoint_id = $1 AND status = 'failed' AND failed_at >= $2
               AND ($3::timestamptz IS NULL OR failed_at < $3)
+              AND EXISTS (SELECT 1 FROM webhook_messages m
+                          WHERE m.id = message_id AND m.body IS NOT NULL)
             ORDER BY created_at, id
             LIMIT $5
             FOR UPDATE
@@ -510,3 +519,35 @@ async def attempts_of(conn: asyncpg.Connection, delivery_ids: list[str]) -> list
             delivery_ids,
         )
     )
+
+
+# --- retention ----------------------------------------------------------------------------------
+
+
+async def clear_old_bodies(conn: asyncpg.Connection, before: datetime, limit: int) -> int:
+    """Clears the bodies of at most `limit` messages created before `before` whose deliveries
+    are all settled, and the response bodies their attempts logged (rows another replica holds
+    are skipped). The rows stay: the delivery log, and the (endpoint, message) key that keeps a
+    redelivered event from posting twice. Returns how many messages."""
+    count = await conn.fetchval(
+        """
+        WITH old AS (
+            SELECT m.id FROM webhook_messages m
+            WHERE m.created_at < $1 AND m.body IS NOT NULL
+              AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d
+                              WHERE d.message_id = m.id AND d.status = 'pending')
+            LIMIT $2
+            FOR UPDATE SKIP LOCKED
+        ), attempts AS (
+            UPDATE webhook_attempts a SET response_body = NULL
+            FROM webhook_deliveries d JOIN old ON d.message_id = old.id
+            WHERE a.delivery_id = d.id AND a.response_body IS NOT NULL
+        ), cleared AS (
+            UPDATE webhook_messages m SET body = NULL FROM old WHERE m.id = old.id RETURNING 1
+        )
+        SELECT count(*) FROM cleared
+        """,
+        before,
+        limit,
+    )
+    return int(count)

@@ -8,7 +8,7 @@ Revision ID: 0013
 from alembic import op
 
 revision = "0013"
-down_revision = "0011"
+down_revision = "0012"
 
 
 def upgrade() -> None:

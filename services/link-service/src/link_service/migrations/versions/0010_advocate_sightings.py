@@ -8,7 +8,7 @@ Revision ID: 0010
 from alembic import op
 
 revision = "0010"
-down_revision = "0008"
+down_revision = "0009"
 
 
 def upgrade() -> None:
