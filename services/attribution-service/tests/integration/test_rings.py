@@ -23,9 +23,9 @@ from typing import Any
 import asyncpg
 import pytest
 
-from attribution_service.conversions.handlers import keyed_hash
 from devstack.testing import eventually
 from referral_events.contracts import link as ev
+from servicekit.keyedhash import KeyedHash
 
 from .conftest import Env, click, link_facts
 
@@ -370,7 +370,7 @@ async def test_a_sighting_of_the_advocate_catches_a_friend_on_their_device(env: 
     """link-service saw the advocate on a device (their page, or enrolment): a friend
     converting from it within the self-referral window is the advocate."""
     await link_facts(env.publish)
-    device = keyed_hash(env.settings.ip_hash_key, "dev-of-ann")
+    device = KeyedHash.of(env.settings.ip_hash_key)("dev-of-ann")
     await env.publish(
         "link.events",
         ev.AdvocateSighted(
