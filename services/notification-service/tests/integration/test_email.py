@@ -722,3 +722,71 @@ async def test_thank_yous_to_the_advocate_and_the_friend_by_mail_and_webhook(
             ("friend", "cus_gil", "ref_gil"),
         ]
         assert all(m["type"] == "referral.thank_you.v1" for m in received)
+
+
+async def test_a_converted_friend_gets_their_own_link_and_reminders_go_to_consenting_advocates(
+    env: tuple[Env, Mailbox],
+) -> None:
+    """Issue 18's viral loop by mail: a friend auto-enrolled when they converted gets their own
+    new link (once, however often the event comes); the program's share reminders reach an
+    advocate who consented to marketing mail, once per reminder, and not one who did not."""
+    e, mailbox = env
+    async with e.service() as (client, _app):
+        now = e.clock()
+        await e.publish("link.events", PROGRAM, "prg_1")
+        friend = advocate("adv_f", "fay@example.com", "de", "https://go.acme.example/r/FAY1")
+        await e.publish("link.events", friend, "adv_f")
+        consenting = advocate(
+            "adv_c", "carl@example.com", "en", "https://go.acme.example/r/CARL1", "Carl"
+        ).model_copy(update={"marketing_consent": True})
+        await e.publish("link.events", consenting, "adv_c")
+        await e.publish(
+            "link.events",
+            advocate("adv_n", "nina@example.com", "en", "https://go.acme.example/r/NINA1", "Nina"),
+            "adv_n",
+        )
+        converted = link.FriendConverted(
+            advocate_id="adv_t",
+            program_id="prg_1",
+            friend_advocate_id="adv_f",
+            friend_customer_id="cus_adv_f",
+            friend_code="FAY1",
+            friend_link_url="https://go.acme.example/r/FAY1",
+            conversion_id="cnv_f1",
+            conversion_type="purchase",
+            converted_at=now,
+        )
+        sent = await e.publish("link.events", converted, "adv_t")
+        await e.send("link.events", sent, "adv_t")  # delivered again
+        for who, code in (("adv_c", "CARL1"), ("adv_n", "NINA1")):
+            for n in (1, 2):
+                await e.publish(
+                    "link.events",
+                    link.ShareReminderDue(
+                        advocate_id=who, program_id="prg_1", reminder=n, max_reminders=2,
+                        code=code, link_url=f"https://go.acme.example/r/{code}", due_at=now,
+                    ),
+                    who,
+                )  # fmt: skip
+
+        def subjects(address: str) -> list[str]:
+            return sorted(m["Subject"] for m in mailbox.to(address))
+
+        # the welcome, then the share prompt with the friend's own link (in German)
+        await eventually(lambda: len(mailbox.to("fay@example.com")) == 2, timeout=60)
+        await eventually(lambda: len(mailbox.to("carl@example.com")) == 3, timeout=60)
+        await asyncio.sleep(1.0)
+        prompt = next(
+            m for m in mailbox.to("fay@example.com") if "Danke für Ihre Bestellung" in m["Subject"]
+        )
+        assert "https://go.acme.example/r/FAY1" in text_of(prompt)
+        assert subjects("carl@example.com") == [
+            "Welcome to Acme Rewards: your referral link",
+            "Your Acme Rewards link is waiting to be shared",
+            "Your Acme Rewards link is waiting to be shared",
+        ]
+        assert subjects("nina@example.com") == ["Welcome to Acme Rewards: your referral link"]
+        nina = await e.emails(client, recipient_kind="advocate", recipient_id="adv_n")
+        reminders = [m for m in nina if m["template"] == "advocate_share_reminder"]
+        assert len(reminders) == 2 and all(m["status"] == "suppressed" for m in reminders)
+        assert len(mailbox.to("fay@example.com")) == 2

@@ -172,6 +172,43 @@ async def on_conversion(
         await webhooks.on_webhook_event(conn, derived, thanks)
 
 
+# --- the viral loop: a converted friend's own link, reminders to share --------------------------
+
+
+async def on_friend_converted(
+    conn: asyncpg.Connection, event: CloudEvent, p: link.FriendConverted
+) -> None:
+    """The friend, enrolled as an advocate when they converted: their own new link (the
+    post-purchase share prompt), once per friend and program."""
+    await _mail(
+        conn,
+        event,
+        "friend_share_prompt",
+        to=("advocate", p.friend_advocate_id),
+        about=(p.friend_advocate_id, p.program_id),
+        facts={},
+        cause_key=f"share-prompt:{p.friend_advocate_id}",
+    )
+
+
+async def on_share_reminder_due(
+    conn: asyncpg.Connection, event: CloudEvent, p: link.ShareReminderDue
+) -> None:
+    """The program's n-th reminder to an advocate who has not shared (marketing mail: consent
+    and suppressions apply when it is sent; blocked advocates get none), once per reminder."""
+    if await repository.advocate_blocked(conn, event.tenantid, p.advocate_id):
+        return
+    await _mail(
+        conn,
+        event,
+        "advocate_share_reminder",
+        to=("advocate", p.advocate_id),
+        about=(p.advocate_id, p.program_id),
+        facts=domain.reminder_facts(p.model_dump(mode="json")),
+        cause_key=f"share-reminder:{p.advocate_id}:{p.reminder}",
+    )
+
+
 def _usable_address(value: str | None) -> str | None:
     if not value:
         return None
@@ -282,5 +319,7 @@ EMAIL_HANDLERS: dict[str, Callable[[asyncpg.Connection, CloudEvent, Any], Awaita
     link.CodeChanged.TYPE: on_code,
     attribution.ReferralAttributed.TYPE: on_referral,
     attribution.ConversionAttributed.TYPE: on_conversion,
+    link.FriendConverted.TYPE: on_friend_converted,
+    link.ShareReminderDue.TYPE: on_share_reminder_due,
     **{event_type: on_reward for event_type in _HOLDER_MAILS},
 }

@@ -6,12 +6,14 @@ No I/O: the repository supplies contacts, programs and template overrides, the s
 Transactional or marketing, per template (the consent rule):
 - Transactional mail tells a person about their own account and activity: the advocate's
   welcome with their link (they just enrolled), their rewards (pending, available), their
-  milestones, and a friend's own reward or coupon. It needs no marketing consent.
+  milestones, thank-yous, a friend's own reward or coupon, and a converted friend's own new
+  link. It needs no marketing consent.
 - Marketing mail promotes the merchant to someone who did not ask for that message. The invite
   is marketing: the friend has no relationship with the merchant yet. It goes out only on an
   advocate's explicit request naming the friend, with the request's `consent: true` (the
   merchant's UI records that the advocate confirmed the friend agreed to be contacted), at most
-  once per (advocate, friend address), within a per-advocate daily limit.
+  once per (advocate, friend address), within a per-advocate daily limit. A share reminder
+  (the advocate has not shared yet) is marketing too: it needs the advocate's consent.
 - Both kinds carry one-click unsubscribe, and no mail of any kind goes to a suppressed
   (unsubscribed, bounced, complained) address.
 """
@@ -80,6 +82,18 @@ TEMPLATES: dict[str, TemplateSpec] = {
         ),
         TemplateSpec(
             "friend_thank_you", "transactional", "friend", "thank-you: the friend's first purchase"
+        ),
+        TemplateSpec(
+            "friend_share_prompt",
+            "transactional",
+            "advocate",
+            "a converted friend, enrolled as an advocate: their own link to share",
+        ),
+        TemplateSpec(
+            "advocate_share_reminder",
+            "marketing",
+            "advocate",
+            "an advocate who has not shared yet: a reminder with their link (program's schedule)",
         ),
     )
 }
@@ -442,6 +456,11 @@ def reward_facts(data: Mapping[str, Any]) -> dict[str, Any]:
             "available_at": str(available_at)[:10] if available_at else None,
         }
     }
+
+
+def reminder_facts(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The facts of an advocate.share_reminder_due a reminder shows: which of how many."""
+    return {"reminder": {"number": data["reminder"], "of": data["max_reminders"]}}
 
 
 def conversion_facts(data: Mapping[str, Any]) -> dict[str, Any]:

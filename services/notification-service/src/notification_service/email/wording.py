@@ -198,6 +198,54 @@ BUILTIN: dict[str, dict[str, dict[str, str]]] = {
             _DE_UNSUB,
         ),
     },
+    "friend_share_prompt": {
+        "en": _t(
+            "Thanks for your order: now share {{ program.name }} yourself",
+            "<p>Hi {{ recipient.name or 'there' }},</p>"
+            "<p>Thanks for your order! You can now refer friends to {{ program.name }} too."
+            " Your own link:</p>"
+            '<p><a href="{{ advocate.link_url }}">{{ advocate.link_url }}</a></p>',
+            "Hi {{ recipient.name or 'there' }},\n\n"
+            "Thanks for your order! You can now refer friends to {{ program.name }} too."
+            " Your own link:\n{{ advocate.link_url }}\n",
+            _EN_UNSUB,
+        ),
+        "de": _t(
+            "Danke für Ihre Bestellung: empfehlen Sie {{ program.name }} jetzt selbst",
+            "<p>Hallo {{ recipient.name or '' }},</p>"
+            "<p>Danke für Ihre Bestellung! Sie können {{ program.name }} jetzt auch empfehlen."
+            " Ihr eigener Link:</p>"
+            '<p><a href="{{ advocate.link_url }}">{{ advocate.link_url }}</a></p>',
+            "Hallo {{ recipient.name or '' }},\n\n"
+            "Danke für Ihre Bestellung! Sie können {{ program.name }} jetzt auch empfehlen."
+            " Ihr eigener Link:\n{{ advocate.link_url }}\n",
+            _DE_UNSUB,
+        ),
+    },
+    "advocate_share_reminder": {
+        "en": _t(
+            "Your {{ program.name }} link is waiting to be shared",
+            "<p>Hi {{ recipient.name or 'there' }},</p>"
+            "<p>You joined {{ program.name }} but have not shared your link yet."
+            " Friends who use it get their reward, and so do you:</p>"
+            '<p><a href="{{ advocate.link_url }}">{{ advocate.link_url }}</a></p>',
+            "Hi {{ recipient.name or 'there' }},\n\n"
+            "You joined {{ program.name }} but have not shared your link yet."
+            " Friends who use it get their reward, and so do you:\n{{ advocate.link_url }}\n",
+            _EN_UNSUB,
+        ),
+        "de": _t(
+            "Ihr {{ program.name }}-Link wartet darauf, geteilt zu werden",
+            "<p>Hallo {{ recipient.name or '' }},</p>"
+            "<p>Sie sind bei {{ program.name }} dabei, haben Ihren Link aber noch nicht geteilt."
+            " Wer ihn nutzt, erhält eine Prämie, und Sie auch:</p>"
+            '<p><a href="{{ advocate.link_url }}">{{ advocate.link_url }}</a></p>',
+            "Hallo {{ recipient.name or '' }},\n\n"
+            "Sie sind bei {{ program.name }} dabei, haben Ihren Link aber noch nicht geteilt."
+            " Wer ihn nutzt, erhält eine Prämie, und Sie auch:\n{{ advocate.link_url }}\n",
+            _DE_UNSUB,
+        ),
+    },
     "milestone_reached": {
         "en": _t(
             "You reached {{ milestone.milestone }} referrals!",
