@@ -16,6 +16,7 @@ from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from servicekit.auth import ApiKeyAuthenticator, public
+from servicekit.db import act_for_all_tenants
 from servicekit.front import FastAPIEntry
 from servicekit.keys import KeyStore
 from servicekit.metrics import RouteIndexedMetricsMiddleware, ServiceMetrics
@@ -88,6 +89,9 @@ def create_service_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # Start-up (cache warm-ups) and every task it starts (consumers, relay, workers) act
+        # across tenants: what they touch is named by their rows and events (servicekit.db).
+        act_for_all_tenants()
         await rt.start()
         try:
             yield
