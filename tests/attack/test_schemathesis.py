@@ -22,7 +22,7 @@ from devstack.paths import free_port
 from devstack.pytest_plugin import Namespace
 from devstack.testing import migrate, new_api_key
 
-pytestmark = [pytest.mark.integration]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
 SCHEMAS = {
     "link-service": ("link", "link_service"),
