@@ -127,7 +127,7 @@ async def test_each_acquire_carries_the_task_s_tenant(
     migrated: Namespace, reset_session: bool
 ) -> None:
     """One connection handed out again and again follows whichever tenant the acquiring task
-    acts for, also where the pool keeps sessions and sets it only on a change."""
+    acts for, also where the pool keeps sessions between acquires."""
     pool = await db.create_pool(
         migrated.database_url,
         schema="link",

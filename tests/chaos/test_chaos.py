@@ -79,7 +79,7 @@ class World:
         self.cfg.ports.pop(name, None)
         [new] = services.start(self.cfg, (old.definition,))
         self.running[name] = new
-        await asyncio.to_thread(services.wait_ready, [new], 120)
+        await asyncio.to_thread(services.wait_ready, [new], 300)
         self.injected.setdefault("kill9", []).append(name)
 
     async def restart_broker(self) -> None:

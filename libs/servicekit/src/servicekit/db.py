@@ -13,11 +13,9 @@ the tenants their rows and events name). Every connection a pool hands out carri
 from __future__ import annotations
 
 import json
-import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
-from typing import Any
 
 import asyncpg
 
@@ -71,20 +69,6 @@ async def _act_for_current_tenant(conn: asyncpg.Connection) -> None:
     await conn.execute(_SET_TENANT, _TENANT.get())
 
 
-# A pool that keeps sessions (reset_session=False) remembers what each connection carries and
-# sets it only when it changes: the runtime's background work ("*") and a replica serving one
-# tenant pay no round trip at all.
-_CARRIED: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
-
-
-async def _act_for_current_tenant_kept(conn: Any) -> None:
-    tenant = _TENANT.get()
-    raw = conn._con  # the pooled connection behind asyncpg's proxy: what keeps the session
-    if _CARRIED.get(raw) != tenant:
-        await conn.execute(_SET_TENANT, tenant)
-        _CARRIED[raw] = tenant
-
-
 _SET_TENANT = "SELECT set_config('app.tenant_id', $1, false)"
 
 
@@ -116,7 +100,7 @@ async def create_pool(
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,
-        setup=_act_for_current_tenant if reset_session else _act_for_current_tenant_kept,
+        setup=_act_for_current_tenant,
         reset=None if reset_session else _keep_session,
         server_settings={
             **(server_settings or {}),
