@@ -86,7 +86,9 @@ async def test_no_tenant_sees_nothing_and_a_tenant_sees_only_its_own(migrated: N
     ns = migrated
     acme, acme_entry = new_api_key("acme")
     _globex, globex_entry = new_api_key("globex")
-    settings = Settings(**ns.settings_env(), api_keys=[acme_entry, globex_entry])
+    settings = Settings(
+        **ns.settings_env(), api_keys=[acme_entry, globex_entry], database_role=APP_ROLE
+    )
     # the service itself acts as the role (DATABASE_ROLE) and works through the wall
     async with serve_in_process(create_app(settings), acme) as client:
         r = await client.post(

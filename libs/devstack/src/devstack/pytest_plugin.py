@@ -40,8 +40,6 @@ class Namespace:
             "kafka_topic_partitions": 2,
             # Tests run with the dev defaults of secret keys (servicekit.settings).
             "environment": "dev",
-            # The services act as the role row-level security holds (servicekit.rls).
-            "database_role": "referral_app",
         }
 
     def stack_config(

@@ -62,7 +62,6 @@ class StackConfig:
             "OUTBOX_POLL_INTERVAL_SECONDS": "0.5",
             # Local runs and tests keep the dev defaults of secret keys (servicekit.settings).
             "ENVIRONMENT": "dev",
-            "DATABASE_ROLE": "referral_app",
             # Local runs deliver webhooks to loopback receivers over http.
             "WEBHOOK_ALLOW_HTTP": "true",
             "WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",
