@@ -1,7 +1,7 @@
 # The two commands a newcomer needs: `make up` and `make test`. Everything else is for work on
 # the code. Every target installs what it needs first (scripts/bootstrap.sh).
 .PHONY: up test test-unit test-integration lint format typecheck check deploy-check bench bench-quick \
-	bench-table bootstrap
+	bench-table bootstrap chaos attack
 
 UV ?= uv
 PYTEST ?= $(UV) run --frozen pytest
@@ -20,6 +20,12 @@ test-unit: bootstrap ## pure domain tests only, no infrastructure
 
 test-integration: bootstrap
 	$(PYTEST) -q -m integration
+
+chaos: bootstrap ## the chaos suite's long profile: 10,000 conversions under faults (CI: 1,000)
+	CHAOS_CONVERSIONS=10000 $(PYTEST) -q -s tests/chaos
+
+attack: bootstrap ## the attack suite, schemathesis widened (every phase, more examples)
+	ATTACK_PHASES=examples,coverage,fuzzing ATTACK_MAX_EXAMPLES=50 $(PYTEST) -q tests/attack
 
 lint: bootstrap
 	$(UV) run --frozen ruff check .

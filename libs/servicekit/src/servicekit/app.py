@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from servicekit.auth import RATE_HEADERS, ApiKeyAuthenticator, public
 from servicekit.bodylimit import BodyLimits, limit_body
+from servicekit.db import act_for_all_tenants
 from servicekit.front import FastAPIEntry
 from servicekit.keys import KeyStore, KeyUsage
 from servicekit.metrics import RouteIndexedMetricsMiddleware, ServiceMetrics
@@ -144,6 +145,9 @@ def create_service_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # Start-up (cache warm-ups) and every task it starts (consumers, relay, workers) act
+        # across tenants: what they touch is named by their rows and events (servicekit.db).
+        act_for_all_tenants()
         await rt.start()
         try:
             yield

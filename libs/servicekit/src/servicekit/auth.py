@@ -25,6 +25,7 @@ from typing import Annotated, Any, Protocol
 from fastapi import Depends, Request
 
 from servicekit.asgi import header_map
+from servicekit.db import act_for, act_for_all_tenants, all_tenants
 from servicekit.problems import Forbidden, InvalidInput, Unauthorized
 from servicekit.ratelimit import RateLimiter
 from servicekit.settings import ApiKeyEntry
@@ -158,6 +159,13 @@ class ApiKeyAuthenticator:
         self.on_use: Callable[[str, str], None] | None = None
 
     async def authenticate(self, presented: str | None) -> Principal:
+        """The key's principal; from here on the request's connections see its tenant's rows
+        only (row-level security, servicekit.db)."""
+        who = await self._authenticate(presented)
+        act_for(who.tenant_id)
+        return who
+
+    async def _authenticate(self, presented: str | None) -> Principal:
         if not presented:
             raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
         digest = hash_key(presented)
@@ -166,7 +174,8 @@ class ApiKeyAuthenticator:
         if bootstrap is not None and hmac.compare_digest(bootstrap[0], digest):
             return bootstrap[1]
         if self.store is not None and presented.startswith(WORKSPACE_KEY_PREFIXES):
-            key = await self.store.get(digest)
+            with all_tenants():  # the key names the tenant: looked up across them
+                key = await self.store.get(digest)
             if key is not None and key.usable(datetime.now(UTC)):
                 # The key's rate limit, here so every path that authenticates applies it: the
                 # routes' dependencies and the front doors alike.
@@ -218,7 +227,9 @@ class Public:
     reason: str
 
     async def __call__(self) -> None:
-        return None
+        # No key names a tenant: the route finds it from what it is given (a code, a token, a
+        # signed delivery), so its connections may see every tenant's rows.
+        act_for_all_tenants()
 
 
 def public(reason: str) -> Any:

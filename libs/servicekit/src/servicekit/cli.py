@@ -92,7 +92,10 @@ def command_connection(
 ) -> AbstractAsyncContextManager[asyncpg.Connection]:
     """A connection on the service's schema for `<service> COMMAND`, named after both."""
     return one_connection(
-        settings.database_url, schema=spec.schema, application_name=f"{spec.name}-{command}"
+        settings.database_url,
+        schema=spec.schema,
+        application_name=f"{spec.name}-{command}",
+        server_settings=settings.db_role_settings(),
     )
 
 

@@ -1,11 +1,21 @@
 """The service's asyncpg pool. Every connection is pinned to the service's own schema and names
-itself (application_name) so pg_stat_activity shows who holds what."""
+itself (application_name) so pg_stat_activity shows who holds what.
+
+Row-level security is the second wall behind every query's own `tenant_id` scoping: each tenant
+table lets a connection see only the rows of `app.tenant_id` ("*": every tenant;
+`servicekit.sql.ROW_LEVEL_SECURITY`). The tenant a task acts for is a context variable set where
+it is known: the API key's tenant when a request authenticates (servicekit.auth), every tenant
+for a route that takes no key (`public(...)`: it finds its tenant from what it is given, a code,
+a token, a signed delivery) and for the runtime's consumers, relay and workers (they act for
+the tenants their rows and events name). Every connection a pool hands out carries it
+(`app.tenant_id`, set in the acquire's setup); nothing set: no rows at all."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 
 import asyncpg
 
@@ -16,6 +26,50 @@ DB_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
 )
+
+
+# `app.tenant_id` for every tenant: the value of the runtime's background work and of public routes.
+ALL_TENANTS = "*"
+# No tenant: the policies match no row.
+NO_TENANT = ""
+_TENANT: ContextVar[str] = ContextVar("servicekit_tenant", default=NO_TENANT)
+
+
+def act_for(tenant_id: str) -> None:
+    """This task's connections see `tenant_id`'s rows only (from the next acquire on)."""
+    if tenant_id in (ALL_TENANTS, NO_TENANT):
+        raise ValueError(f"not a tenant id: {tenant_id!r}")
+    _TENANT.set(tenant_id)
+
+
+def act_for_all_tenants() -> None:
+    """This task (and the tasks it starts) acts across tenants: the documented path for work
+    that legitimately does (consumers, the relay, workers, public routes, commands)."""
+    _TENANT.set(ALL_TENANTS)
+
+
+@contextmanager
+def all_tenants() -> Iterator[None]:
+    """Across tenants for the block only (a key lookup before the tenant is known)."""
+    token = _TENANT.set(ALL_TENANTS)
+    try:
+        yield
+    finally:
+        _TENANT.reset(token)
+
+
+def current_tenant() -> str:
+    return _TENANT.get()
+
+
+async def _act_for_current_tenant(conn: asyncpg.Connection) -> None:
+    # One statement per acquire, session-level and outside any transaction (a pool's release
+    # resets it, or the next acquire overwrites it), so a transaction's own statements stay as
+    # they were.
+    await conn.execute(_SET_TENANT, _TENANT.get())
+
+
+_SET_TENANT = "SELECT set_config('app.tenant_id', $1, false)"
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -46,6 +100,7 @@ async def create_pool(
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,
+        setup=_act_for_current_tenant,
         reset=None if reset_session else _keep_session,
         server_settings={
             **(server_settings or {}),
@@ -66,12 +121,23 @@ async def transaction(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
 
 @asynccontextmanager
 async def one_connection(
-    dsn: str, *, schema: str, application_name: str
+    dsn: str,
+    *,
+    schema: str,
+    application_name: str,
+    server_settings: Mapping[str, str] | None = None,
 ) -> AsyncIterator[asyncpg.Connection]:
     """One connection made as the pool's are (schema, name, codecs), for a command's work
-    (`<service> verify`, `outbox-release`); no statement timeout: a command may scan it all."""
+    (`<service> verify`, `outbox-release`), across tenants; no statement timeout: a command may
+    scan it all."""
     conn: asyncpg.Connection = await asyncpg.connect(
-        dsn, server_settings={"search_path": schema, "application_name": application_name}
+        dsn,
+        server_settings={
+            **(server_settings or {}),
+            "search_path": schema,
+            "application_name": application_name,
+            "app.tenant_id": ALL_TENANTS,
+        },
     )
     try:
         await _init_connection(conn)

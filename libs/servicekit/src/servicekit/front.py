@@ -39,6 +39,7 @@ from starlette.types import Receive, Scope, Send
 
 from servicekit.asgi import JSON, Headers, header_map, send_internal_error, send_problem
 from servicekit.auth import ApiKeyAuthenticator, Principal, Requires, principal
+from servicekit.db import act_for_all_tenants
 from servicekit.metrics import FrontDoorMetrics
 from servicekit.problems import DomainError
 
@@ -124,7 +125,10 @@ class FrontRoute:
         """The route's principal (None for a public route); raises Unauthorized as the route's
         `auth.principal` dependency would."""
         authenticator = self.rules.authenticator
-        return await authenticator.from_headers(headers) if authenticator is not None else None
+        if authenticator is None:
+            act_for_all_tenants()  # as auth.Public: the route finds its tenant itself
+            return None
+        return await authenticator.from_headers(headers)
 
     def inputs(self, headers: Headers) -> dict[str, Any] | None:
         """The route's header parameters by name as its own fields validate them; None when one
@@ -197,6 +201,8 @@ class FrontRoute:
                 who.note_rate(scope)
                 for required in rules.scopes:
                     who.require(required)
+            elif who is None:
+                act_for_all_tenants()
             status = await answer()
         except DomainError as exc:
             status = exc.status

@@ -46,6 +46,9 @@ def run_env() -> None:
         connection.exec_driver_sql(f"SELECT pg_advisory_lock({lock_id})")
         connection.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
         connection.exec_driver_sql(f'SET search_path TO "{schema}"')
+        # A revision that moves data acts on every tenant's rows (servicekit.rls: the owner is
+        # held to the tables' row-level security too).
+        connection.exec_driver_sql("SET app.tenant_id = '*'")
         connection.commit()
         context.configure(
             connection=connection,

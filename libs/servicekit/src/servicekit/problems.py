@@ -9,10 +9,12 @@ JSON at all is `malformed-json`, without a field."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -263,7 +265,52 @@ def install_problem_handlers(app: FastAPI) -> None:
             exc.status_code, title, str(exc.detail), kind=kind, instance=request.url.path
         )
 
+    # Postgres text cannot hold NUL: whatever input carried one is refused here, once for every
+    # route, rather than by a check in every body model (nothing on the hot path pays for it).
+    @app.exception_handler(asyncpg.CharacterNotInRepertoireError)
+    async def _nul(request: Request, exc: asyncpg.CharacterNotInRepertoireError) -> JSONResponse:
+        field = await nul_pointer(request)
+        return problem(
+            422,
+            "Invalid input",
+            "text may not contain a NUL character",
+            instance=request.url.path,
+            field=field,
+        )
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return internal_error(request.url.path)
+
+
+async def nul_pointer(request: Request) -> str:
+    """The JSON pointer of the first input carrying a NUL: a path parameter, a query parameter
+    (`/<name>`) or a string (or key) of the JSON body; "" (the whole input) when none is found."""
+    for name, value in [*request.path_params.items(), *request.query_params.items()]:
+        if "\x00" in str(value) or "\x00" in name:
+            return f"/{name}"
+    try:
+        body = json.loads(await request.body())
+    except (RuntimeError, ValueError):
+        return ""
+    return _nul_in(body, "") or ""
+
+
+def _nul_in(value: Any, at: str) -> str | None:
+    if isinstance(value, str):
+        return at if "\x00" in value else None
+    items: list[tuple[str, Any]] = []
+    if isinstance(value, dict):
+        for k, v in value.items():
+            key = str(k).replace("~", "~0").replace("/", "~1")
+            if "\x00" in str(k):
+                return f"{at}/{key}"
+            items.append((key, v))
+    elif isinstance(value, list):
+        items = [(str(i), v) for i, v in enumerate(value)]
+    for key, v in items:
+        found = _nul_in(v, f"{at}/{key}")
+        if found is not None:
+            return found
+    return None

@@ -140,6 +140,11 @@ class ServiceSettings(BaseSettings):
     db_statement_timeout_ms: int = Field(default=30_000, ge=0)
     db_lock_timeout_ms: int = Field(default=10_000, ge=0)
     db_idle_in_transaction_timeout_ms: int = Field(default=60_000, ge=0)
+    # The role the service's connections act as (SET ROLE at connect, `role` startup setting):
+    # one that owns no table and cannot bypass row-level security (devstack's `referral_app`);
+    # migrations act as the login role, which owns the tables. Empty: the login role itself
+    # (a deployment whose DATABASE_URL already logs in as such a role).
+    database_role: str = ""
     consumer_max_attempts: int = Field(default=5, ge=1)
     run_consumers: bool = True
     # The hot paths answered before FastAPI (servicekit.front); false: FastAPI serves everything.
@@ -179,9 +184,14 @@ class ServiceSettings(BaseSettings):
         )
 
     def db_session_settings(self) -> dict[str, str]:
-        """The timeouts above as session settings of every connection the service opens."""
+        """The timeouts above (and the role) as session settings of every connection the
+        service opens."""
         return {
+            **self.db_role_settings(),
             "statement_timeout": str(self.db_statement_timeout_ms),
             "lock_timeout": str(self.db_lock_timeout_ms),
             "idle_in_transaction_session_timeout": str(self.db_idle_in_transaction_timeout_ms),
         }
+
+    def db_role_settings(self) -> dict[str, str]:
+        return {"role": self.database_role} if self.database_role else {}

@@ -445,3 +445,58 @@ async def test_a_repeated_order_id_with_another_amount_is_a_conflict(env) -> Non
         "/v1/conversions", json={**order, "amount": "1.00"}, headers={"Idempotency-Key": "k-rep"}
     )
     assert keyed.status_code == 409 and keyed.json()["field"] == "/amount", keyed.text
+
+
+async def test_fifty_racing_requests_with_one_idempotency_key_are_one_conversion(env) -> None:
+    # The attack suite: 50 at once with one key: one row, one event, the same answer to all.
+    await _link_facts(env.publish)
+    body = {
+        "type": "purchase",
+        "customer_id": "cus_race",
+        "order_id": "ord_race",
+        "amount": "12.50",
+        "currency": "USD",
+        "code": "ANN123",
+    }
+
+    async def known() -> bool:  # the code has reached this service's copy
+        probe = {"type": "signup", "customer_id": "cus_probe", "code": "ANN123"}
+        r = await env.client.post("/v1/conversions", json=probe)
+        return r.status_code in (200, 201) and r.json()["status"] == "attributed"
+
+    await eventually(known)
+    answers = await asyncio.gather(
+        *(
+            env.client.post("/v1/conversions", json=body, headers={"Idempotency-Key": "race-1"})
+            for _ in range(50)
+        )
+    )
+    statuses = [r.status_code for r in answers]
+    assert statuses.count(201) == 1 and statuses.count(200) == 49, [r.text for r in answers]
+    first = answers[statuses.index(201)].json()
+    differ = {
+        k: (first[k], r.json().get(k))
+        for r in answers
+        for k in first
+        if r.json().get(k) != first[k]
+    }
+    assert not differ, differ
+    conn = await asyncpg.connect(
+        env.ns.database_url, server_settings={"search_path": "attribution"}
+    )
+    try:
+        rows = await conn.fetchval("SELECT count(*) FROM conversions WHERE order_id = 'ord_race'")
+    finally:
+        await conn.close()
+    assert rows == 1
+    records = await read_topic(
+        env.ns.kafka_bootstrap_servers,
+        env.ns.topic_prefix + "attribution.events",
+        lambda rs: sum(b"ord_race" in r.value for r in rs) >= 1,
+        timeout=60,
+    )
+    await asyncio.sleep(1)  # a second event, were there one, would be out by now
+    records = await read_topic(
+        env.ns.kafka_bootstrap_servers, env.ns.topic_prefix + "attribution.events", None
+    )
+    assert sum(b"ord_race" in r.value for r in records) == 1

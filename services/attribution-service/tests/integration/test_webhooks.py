@@ -99,6 +99,11 @@ async def test_integrations_api_never_returns_secrets(env: Env) -> None:
         "/v1/integrations", json={"provider": "paypal", "account": "x", "secret": "12345678"}
     )
     assert bad.status_code == 422 and bad.json()["field"] == "/provider"
+    # Found by the attack suite (schemathesis): a NUL reached Postgres and answered 500.
+    nul = await env.client.post(
+        "/v1/integrations", json={"provider": "shopify", "account": "s2", "secret": "1234\x005678"}
+    )
+    assert nul.status_code == 422 and nul.json()["field"] == "/secret", nul.text
     gone = await env.client.delete(f"/v1/integrations/{r.json()['id']}", headers=env.foreign)
     assert gone.status_code == 404
     assert (await env.client.delete(f"/v1/integrations/{r.json()['id']}")).status_code == 204

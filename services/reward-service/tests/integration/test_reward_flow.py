@@ -745,6 +745,11 @@ async def test_tiers_milestones_budget_coupons_and_payouts(env: Env) -> None:
         )
         assert r.status_code == 201 and (r.json()["total"], r.json()["added"]) == (2, 2)
         pool_id = r.json()["id"]
+        # Found by the attack suite (schemathesis): a threshold past int4 answered 500.
+        r = await client.post(
+            "/v1/programs/prg_t/coupon-pools", json={"name": "x", "low_threshold": 2**31}
+        )
+        assert r.status_code == 422 and "low_threshold" in r.json()["field"], r.text
         rule = {
             "advocate": {
                 "trigger": "first_purchase",
@@ -1120,3 +1125,51 @@ async def test_bad_variants_answer_422_naming_the_field(env: Env) -> None:
         # basic and plus are disjoint (one plan each): they need no order between them
         r = await client.put("/v1/programs/prg_box/reward-rule", json=DROPBOX_BY_PLAN)
         assert r.status_code == 200, r.text
+
+
+async def test_fifty_racing_redemptions_one_key_one_effect_and_a_short_balance_refuses_the_rest(
+    env: Env,
+) -> None:
+    """The attack suite's races over HTTP: 50 requests with one Idempotency-Key at once post one
+    redemption and all answer it alike; 50 at once with their own keys exceeding the balance:
+    exactly floor(balance / amount) succeed, the rest 409, and the ledger verifies."""
+    at = env.clock.now + timedelta(seconds=1)
+    async with env.serve() as client:
+        rule = {
+            "hold_days": 0,
+            "advocate": {
+                "trigger": "every_purchase",
+                "amount": {"amount_minor": 1000, "currency": "USD"},
+            },
+        }
+        assert (await client.put("/v1/programs/prg_z/reward-rule", json=rule)).status_code == 200
+        await env.publish(referral(1, program="prg_z", advocate="adv_z", occurred_at=at))
+        await env.caught_up()
+        env.clock.now = at + timedelta(seconds=5)
+        await until_balance(client, "adv_z", usd(1000))
+
+        body = {"amount_minor": 300, "unit": "USD", "reference": "one key"}
+
+        async def redeem(key: str, amount: int) -> httpx.Response:
+            return await client.post(
+                "/v1/accounts/adv_z/redemptions",
+                json={**body, "amount_minor": amount},
+                headers={"Idempotency-Key": key},
+            )
+
+        same = await asyncio.gather(*(redeem("same-key", 300) for _ in range(50)))
+        assert sorted({r.status_code for r in same}) == [200, 201], [r.text for r in same]
+        assert [r.status_code for r in same].count(201) == 1
+        assert len({json.dumps(r.json(), sort_keys=True) for r in same}) == 1
+        assert units(await balances(client, "adv_z")) == {"USD": (700, 0)}
+
+        many = await asyncio.gather(*(redeem(f"key-{i}", 30) for i in range(50)))
+        statuses = [r.status_code for r in many]
+        assert statuses.count(201) == 700 // 30 and statuses.count(409) == 50 - 700 // 30, [
+            r.text for r in many if r.status_code not in (201, 409)
+        ]
+        assert units(await balances(client, "adv_z")) == {"USD": (700 % 30, 0)}
+        assert await env.db.fetchval("SELECT count(*) FROM redemptions") == 1 + 700 // 30
+        r = await client.get("/v1/admin/ledger/verify")
+        assert r.status_code == 200 and r.json()["ok"], r.text
+        await env.assert_ledger_balances()

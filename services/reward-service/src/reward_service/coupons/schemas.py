@@ -14,7 +14,7 @@ class CouponPoolIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=200)
-    low_threshold: StrictInt = Field(default=10, ge=0)
+    low_threshold: StrictInt = Field(default=10, ge=0, le=1_000_000)
     codes: list[Code] = Field(default_factory=list, max_length=100_000)
 
 

@@ -8,7 +8,7 @@ Revision ID: 0011 (numbered for issue 17; the lead re-chains down_revision on me
 from alembic import op
 
 revision = "0011"
-down_revision = "0009"
+down_revision = "0010"
 
 
 def upgrade() -> None:

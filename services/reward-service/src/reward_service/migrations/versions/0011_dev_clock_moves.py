@@ -6,8 +6,10 @@ Revision ID: 0011 (numbered for issue 17; the lead re-chains down_revision on me
 
 from alembic import op
 
+from servicekit import rls
+
 revision = "0011"
-down_revision = "0008"
+down_revision = "0010"
 
 
 def upgrade() -> None:
@@ -26,6 +28,9 @@ def upgrade() -> None:
         );
         """
     )
+
+    # its new tenant table gets the tenant policy (servicekit.rls)
+    op.execute(rls.ENABLE)
 
 
 def downgrade() -> None:
