@@ -23,7 +23,7 @@ from notification_service.privacy.registry import PERSONAL_DATA as NOTIFICATION
 from referral_events.registry import PAYLOADS
 from referral_events.topics import ALL_TOPICS, DAY_MS
 from reward_service.privacy.registry import PERSONAL_DATA as REWARD
-from servicekit.privacy import PersonalTable
+from servicekit.privacy import PersonalTable, Subject, erase, export
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "privacy.md"
 
@@ -37,7 +37,8 @@ SCHEMAS: dict[str, tuple[str, str, tuple[PersonalTable, ...]]] = {
 TYPES = ("text", "jsonb", "json", "character varying", "ARRAY", "bytea")
 # Topics whose events carry personal data, and why (the contracts' PERSONAL_DATA and ids).
 PERSONAL_TOPICS = {
-    "link.events": "advocates' e-mail, name and customer id; privacy requests' identifiers",
+    "link.events": "advocates' e-mail, name, customer id and attributes; sightings' keyed IP and"
+    " device hashes; privacy requests' identifiers",
     "link.clicks": "visitors' keyed IP hashes",
     "attribution.events": "friends' customer ids and e-mail; export parts",
     "reward.events": "friends' customer ids as holders; export parts",
@@ -83,6 +84,82 @@ async def test_every_column_is_marked_personal_or_not(namespace: Namespace) -> N
         if (schema, t.table, c) not in existing
     ]
     assert not stale, f"registry names columns the schema does not have: {stale}"
+
+
+@pytest.mark.integration
+async def test_export_and_erasure_reach_the_newer_personal_columns(namespace: Namespace) -> None:
+    """Each service's registry runs (export, then erasure) on its migrated schema: the sightings'
+    hashes, the advocate's attribute history and the conversions' ring hashes are exported and
+    then gone; a bulk review decision about the person loses its reason."""
+    for schema, (_, package, _) in SCHEMAS.items():
+        await migrate(namespace.database_url, schema, package)
+    subject = Subject("t1", ["cus_pat"], ["pat@example.com"], ["adv_pat"])
+    seed = {
+        "link": """
+            INSERT INTO advocate_sightings (id, tenant_id, advocate_id, day, ip_hash, device_hash,
+                                            source, seen_at)
+            VALUES ('s1', 't1', 'adv_pat', current_date, 'iph', 'devh', 'portal', now());
+            INSERT INTO click_days (advocate_id, day, tenant_id, program_id, human)
+            VALUES ('adv_pat', current_date, 't1', 'p1', 3);
+        """,
+        "attribution": """
+            INSERT INTO advocate_sightings (id, tenant_id, advocate_id, seen_at, source, ip_hash,
+                                            device_hash)
+            VALUES ('s1', 't1', 'adv_pat', now(), 'portal', 'iph', 'devh');
+            INSERT INTO advocate_risk (advocate_id, tenant_id, denied) VALUES ('adv_pat', 't1', 2);
+            INSERT INTO conversions (id, tenant_id, type, customer_id, occurred_at, request_hash,
+                                     status, program_id, advocate_id, ip_prefix_hash,
+                                     ua_network_hash, address_hash, payment_hash,
+                                     email_stem_hash, email_domain_hash, country)
+            VALUES ('cv1', 't1', 'purchase', 'cus_pat', now(), 'rh', 'review', 'p1', 'adv_x',
+                    'h1', 'h2', 'h3', 'h4', 'h5', 'h6', 'AT');
+            INSERT INTO reviews (id, tenant_id, conversion_id, program_id, advocate_id, status,
+                                 reasons)
+            VALUES ('rv1', 't1', 'cv1', 'p1', 'adv_x', 'denied', ARRAY['ring']);
+            INSERT INTO review_audit (id, tenant_id, decision, review_ids, changed_ids, reason)
+            VALUES ('ra1', 't1', 'deny', ARRAY['rv1', 'rv2'], ARRAY['rv1'], 'Pat again'),
+                   ('ra2', 't1', 'deny', ARRAY['rv2'], ARRAY['rv2'], 'someone else');
+        """,
+        "reward": """
+            INSERT INTO advocate_attribute_changes (tenant_id, advocate_id, change, program_id,
+                                                    effective_at, changes)
+            VALUES ('t1', 'adv_pat', 1, 'p1', now(), '{"city": "Graz"}');
+        """,
+    }
+    hashes = (
+        "ip_prefix_hash, ua_network_hash, address_hash, payment_hash, email_stem_hash,"
+        " email_domain_hash, country"
+    )
+    for schema, sql in seed.items():
+        registry = SCHEMAS[schema][2]
+        conn = await asyncpg.connect(
+            namespace.database_url, server_settings={"search_path": schema}
+        )
+        try:
+            await conn.execute(sql)
+            document = await export(conn, registry, subject)
+            rows = await erase(conn, registry, subject)
+            if schema == "link":
+                assert document["advocate_sightings"][0]["ip_hash"] == "iph"
+                assert document["click_days"][0]["human"] == 3
+                assert rows["advocate_sightings"] == 1
+                assert await conn.fetchval("SELECT count(*) FROM advocate_sightings") == 0
+                assert await conn.fetchval("SELECT count(*) FROM click_days") == 1
+            elif schema == "attribution":
+                assert document["advocate_sightings"][0]["device_hash"] == "devh"
+                assert document["advocate_risk"][0]["denied"] == 2
+                assert document["conversions"][0]["address_hash"] == "h3"
+                assert [r["id"] for r in document["review_audit"]] == ["ra1"]
+                assert await conn.fetchval("SELECT count(*) FROM advocate_sightings") == 0
+                left = await conn.fetchrow(f"SELECT {hashes} FROM conversions")  # noqa: S608
+                assert left is not None and set(left.values()) == {None}
+                reasons = dict(await conn.fetch("SELECT id, reason FROM review_audit"))
+                assert reasons == {"ra1": "", "ra2": "someone else"}
+            else:
+                assert document["advocate_attribute_changes"][0]["changes"] == {"city": "Graz"}
+                assert await conn.fetchval("SELECT count(*) FROM advocate_attribute_changes") == 0
+        finally:
+            await conn.close()
 
 
 def test_registries_mark_each_column_once() -> None:

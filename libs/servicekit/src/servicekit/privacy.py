@@ -249,6 +249,9 @@ NAMED_FIELDS = frozenset(
         "locale",
         "friend_locale",
         "ip_hash",
+        "device_hash",
+        # an advocate's attributes (the merchant's facts about them)
+        "changes",
         # the merchant's free text on a redemption or payout of theirs
         "reference",
     }

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 
-from servicekit.privacy import Subject, chunks, scrub_json
+from referral_events.registry import PAYLOADS
+from servicekit.privacy import NAMED_FIELDS, Subject, chunks, scrub_json
 
 SUBJECT = Subject("t1", ["cus_1"], ["pat@example.com"], ["adv_1"], {"cus_1": "erased_x"})
 
@@ -30,6 +31,31 @@ def test_ids_become_pseudonyms_addresses_and_named_fields_go() -> None:
     assert got["untouched"] == {"name": "Quinn", "customer_id": "cus_2"}
     text = json.dumps(got).lower()
     assert "pat@example.com" not in text and "cus_1" not in text and "pat doe" not in text
+
+
+def test_every_contracts_personal_field_is_scrubbed() -> None:
+    """A payload field an event contract marks personal goes from the copies that name the
+    person (the privacy events' own identifiers are the request's, not copies)."""
+    missing = {
+        f"{t}.{f}"
+        for t, model in PAYLOADS.items()
+        if not t.startswith("privacy.")
+        for f in model.PERSONAL_DATA
+        if f not in NAMED_FIELDS
+    }
+    assert not missing, missing
+
+
+def test_sightings_and_attribute_changes_lose_their_hashes_and_attributes() -> None:
+    sighted = {"advocate_id": "adv_1", "ip_hash": "h1", "device_hash": "h2", "source": "portal"}
+    changed = {"advocate_id": "adv_1", "change": 2, "changes": {"plan": "gold", "city": "Graz"}}
+    assert scrub_json(sighted, SUBJECT) == {
+        "advocate_id": "adv_1",
+        "ip_hash": None,
+        "device_hash": None,
+        "source": "portal",
+    }
+    assert scrub_json(changed, SUBJECT) == {"advocate_id": "adv_1", "change": 2, "changes": None}
 
 
 def test_chunks_join_back_and_stay_within_the_limit() -> None:

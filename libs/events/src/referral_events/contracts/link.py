@@ -118,6 +118,8 @@ class AdvocateAttributesChanged(EventPayload):
     but dated earlier slots in where it belongs. `change` grows per advocate."""
 
     TYPE: ClassVar[str] = "advocate.attributes_changed.v1"
+    # the merchant's facts about the person (plan, country, custom ones)
+    PERSONAL_DATA: ClassVar[frozenset[str]] = frozenset({"changes"})
 
     advocate_id: str
     program_id: str

@@ -72,6 +72,33 @@ PERSONAL_DATA: tuple[PersonalTable, ...] = (
         note="a reviewer's free text about the conversion",
     ),
     PersonalTable(
+        "review_audit",
+        personal=frozenset({"reason"}),
+        other=frozenset(
+            {"changed_ids", "decided_by", "decision", "id", "key_id", "review_ids", "tenant_id"}
+        ),
+        match="t.tenant_id = s.tenant AND t.review_ids && ARRAY(SELECT r.id FROM reviews r"  # noqa: S608
+        f" WHERE r.tenant_id = s.tenant AND r.conversion_id IN ({_CONVERSIONS}))",
+        erase={"reason": "''"},
+        note="a reviewer's free text on a bulk decision that took in the person's conversions",
+    ),
+    PersonalTable(
+        "advocate_sightings",
+        personal=frozenset({"ip_hash", "device_hash"}),
+        other=frozenset({"advocate_id", "id", "source", "tenant_id"}),
+        match=f"t.tenant_id = s.tenant AND {_ADVOCATE}",
+        erase=None,
+        note="copy of link-service's sightings of the advocate (keyed hashes): deleted",
+    ),
+    PersonalTable(
+        "advocate_risk",
+        personal=frozenset(),
+        other=frozenset({"advocate_id", "tenant_id"}),
+        match=f"t.tenant_id = s.tenant AND {_ADVOCATE}",
+        erase={},
+        note="exported; counts and scores under the advocate id stay",
+    ),
+    PersonalTable(
         "customer_clicks",
         personal=frozenset({"customer_id"}),
         other=frozenset({"click_id", "tenant_id"}),
@@ -87,6 +114,13 @@ PERSONAL_DATA: tuple[PersonalTable, ...] = (
                 "email_norm",
                 "ip_hash",
                 "device_hash",
+                "ip_prefix_hash",
+                "ua_network_hash",
+                "address_hash",
+                "payment_hash",
+                "email_stem_hash",
+                "email_domain_hash",
+                "country",
                 "locale",
                 "explanation",
                 "request_hash",
@@ -121,6 +155,13 @@ PERSONAL_DATA: tuple[PersonalTable, ...] = (
             "email_norm": "NULL",
             "ip_hash": "NULL",
             "device_hash": "NULL",
+            "ip_prefix_hash": "NULL",
+            "ua_network_hash": "NULL",
+            "address_hash": "NULL",
+            "payment_hash": "NULL",
+            "email_stem_hash": "NULL",
+            "email_domain_hash": "NULL",
+            "country": "NULL",
             "locale": "NULL",
             "explanation": "'{}'::jsonb",
             "request_hash": "'erased'",
@@ -272,7 +313,9 @@ PERSONAL_DATA: tuple[PersonalTable, ...] = (
         other=frozenset({"program_id", "settings", "tenant_id"}),
     ),
     PersonalTable(
-        "programs", personal=frozenset(), other=frozenset({"id", "name", "status", "tenant_id"})
+        "programs",
+        personal=frozenset(),
+        other=frozenset({"friend_countries", "id", "name", "status", "tenant_id"}),
     ),
     PersonalTable(
         "refunds",

@@ -12,7 +12,9 @@ _ADVOCATE = "t.advocate_id = ANY(s.advocates)"
 PERSONAL_DATA: tuple[PersonalTable, ...] = (
     PersonalTable(
         "advocates",
-        personal=frozenset({"customer_id", "email", "name", "locale", "block_reason"}),
+        personal=frozenset(
+            {"customer_id", "email", "name", "locale", "block_reason", "attributes"}
+        ),
         other=frozenset({"id", "program_id", "referred_by", "tenant_id"}),
         match="t.tenant_id = s.tenant AND (t.id = ANY(s.advocates)"
         " OR t.customer_id = ANY(s.customers) OR lower(t.email) = ANY(s.emails))",
@@ -22,12 +24,37 @@ PERSONAL_DATA: tuple[PersonalTable, ...] = (
             "name": "NULL",
             "locale": "NULL",
             "block_reason": "NULL",
+            "attributes": "'{}'::jsonb",
             "marketing_consent": "false",
             "blocked": "true",
             "blocked_at": "coalesce(t.blocked_at, now())",
         },
         note="the advocate row stays (its id holds ledger lines elsewhere), blocked, under a "
         "pseudonymous customer id",
+    ),
+    PersonalTable(
+        "advocate_attribute_changes",
+        personal=frozenset({"changes"}),
+        other=frozenset({"advocate_id", "tenant_id"}),
+        match=f"t.tenant_id = s.tenant AND {_ADVOCATE}",
+        erase=None,
+        note="the history of the advocate's attributes (the merchant's facts about them)",
+    ),
+    PersonalTable(
+        "advocate_sightings",
+        personal=frozenset({"ip_hash", "device_hash"}),
+        other=frozenset({"advocate_id", "id", "source", "tenant_id"}),
+        match=f"t.tenant_id = s.tenant AND {_ADVOCATE}",
+        erase=None,
+        note="where the advocate was seen (enrolment, their page), as keyed IP and device hashes",
+    ),
+    PersonalTable(
+        "click_days",
+        personal=frozenset(),
+        other=frozenset({"advocate_id", "program_id", "tenant_id"}),
+        match=f"t.tenant_id = s.tenant AND {_ADVOCATE}",
+        erase={},
+        note="exported; the daily click counts left of pruned clicks stay",
     ),
     PersonalTable(
         "clicks",
@@ -159,6 +186,12 @@ PERSONAL_DATA: tuple[PersonalTable, ...] = (
                 "tenant_id",
             }
         ),
+    ),
+    PersonalTable(
+        "program_audiences",
+        personal=frozenset(),
+        other=frozenset({"attributes", "eligibility", "program_id", "segments", "tenant_id"}),
+        note="a program's attribute definitions, segments and eligibility",
     ),
     PersonalTable(
         "portal_settings",

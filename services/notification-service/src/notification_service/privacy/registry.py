@@ -57,6 +57,7 @@ PERSONAL_DATA: tuple[PersonalTable, ...] = (
                 "program_id",
                 "recipient_kind",
                 "status",
+                "skipped_reason",
                 "suppressed_reason",
                 "template",
                 "tenant_id",

@@ -50,6 +50,7 @@ PERSONAL_DATA: tuple[PersonalTable, ...] = (
                 "referral_id",
                 "role",
                 "rule_version_id",
+                "segment",
                 "source_event_id",
                 "state",
                 "tenant_id",
@@ -92,6 +93,14 @@ PERSONAL_DATA: tuple[PersonalTable, ...] = (
         },
     ),
     PersonalTable(
+        "advocate_attribute_changes",
+        personal=frozenset({"changes"}),
+        other=frozenset({"advocate_id", "program_id", "tenant_id"}),
+        match="t.tenant_id = s.tenant AND t.advocate_id = ANY(s.advocates)",
+        erase=None,
+        note="copy of link-service's history of the advocate's attributes (rules' segments)",
+    ),
+    PersonalTable(
         "advocate_counters",
         personal=frozenset(),
         other=frozenset({"advocate_id", "program_id", "tenant_id"}),
@@ -108,6 +117,17 @@ PERSONAL_DATA: tuple[PersonalTable, ...] = (
     ),
     PersonalTable(
         "payout_batches", personal=frozenset(), other=frozenset({"id", "tenant_id", "unit"})
+    ),
+    PersonalTable(
+        "program_segments",
+        personal=frozenset(),
+        other=frozenset({"program_id", "segments", "tenant_id"}),
+    ),
+    PersonalTable(
+        "dev_clock_moves",
+        personal=frozenset(),
+        other=frozenset({"key_id", "tenant_id"}),
+        note="who moved a dev stack's clock (API key ids), never written in production",
     ),
     PersonalTable(
         "program_spend", personal=frozenset(), other=frozenset({"program_id", "tenant_id", "unit"})
