@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 
 from attribution_service.conversions import fraud
 from attribution_service.reviews import handlers
-from attribution_service.reviews.repository import ReviewFilter
+from attribution_service.reviews.repository import RISK_FIRST, ReviewFilter
 from attribution_service.reviews.schemas import (
     AdvocateRiskOut,
     BulkDecisionIn,
@@ -76,7 +76,7 @@ async def list_reviews(
     f = ReviewFilter(None if status == "all" else status, program_id, advocate_id, created)
     async with rt.transaction() as conn:
         rows = await handlers.review_page(conn, who.tenant_id, f, page)
-    return page.answer(rows, _review)
+    return page.answer(rows, _review, RISK_FIRST)
 
 
 @router.post(
