@@ -21,6 +21,10 @@ pytestmark = pytest.mark.integration
 NOT_COLLECTIONS = {
     "/v1/advocates/{advocate_id}/tokens": "a signed token; none is stored",
     "/v1/api-keys/{key_id}/rotate": "the new key is an item of /v1/api-keys",
+    # a privacy request is read at /v1/privacy/requests/{id}; every one is listed in the
+    # workspace's audit log (/v1/audit-log, `privacy.<kind>.requested`), without identifiers
+    "/v1/privacy/exports": "a privacy request: /v1/privacy/requests/{id} and the audit log",
+    "/v1/privacy/erasures": "a privacy request: /v1/privacy/requests/{id} and the audit log",
 }
 _n = itertools.count()
 
