@@ -260,5 +260,5 @@ async def test_dropbox_by_plan_eligibility_and_thank_yous(stack: Stack) -> None:
             f"{notification}/v1/emails",
             params={"recipient_kind": "advocate", "recipient_id": basic_id, "limit": 200},
         )
-        templates = [e["template"] for e in r.json()["data"]]
+        templates = [e["template"] for e in r.json()["items"]]
         assert templates.count("advocate_friend_converted") == 40

@@ -103,8 +103,8 @@ def create_app(settings: Settings | None = None, clock: Clock = utc_now) -> Fast
     """`clock` is the one source of "now" for rule versions, handlers and releases; with
     DEV_CLOCK_CONTROL (dev only) it is wrapped in one that POST /v1/dev/clock/advance moves."""
     settings = settings or Settings()
-    refuse_dev_defaults(settings, privacy_key_default(settings))
     refuse_dev_only(settings, {"DEV_CLOCK_CONTROL": settings.dev_clock_control})
+    refuse_dev_defaults(settings, privacy_key_default(settings))
     if settings.dev_clock_control:
         clock = ControllableClock(clock)
     app = create_service_app(build_spec(clock), settings, ROUTERS)

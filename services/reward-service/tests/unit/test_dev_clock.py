@@ -19,9 +19,9 @@ def test_dev_clock_control_is_refused_outside_dev() -> None:
         create_app(Settings(environment="dev", dev_clock_control=True)).state.clock,
         ControllableClock,
     )
-    assert not isinstance(
-        create_app(Settings(environment="production")).state.clock, ControllableClock
-    )
+    # (a production app needs its own privacy key, not the dev default)
+    production = Settings(environment="production", privacy_hash_key="a-real-key-" + "x" * 16)
+    assert not isinstance(create_app(production).state.clock, ControllableClock)
 
 
 def test_the_controllable_clock_only_moves_forward() -> None:
