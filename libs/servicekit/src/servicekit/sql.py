@@ -100,6 +100,12 @@ class Params:
         return Params.typed(*spec, first=self.next)
 
 
+def columns_of(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
+    """Row tuples as the column arrays `unnest` takes, one per column (`width` of them, so a
+    statement gets its parameters also when there are no rows)."""
+    return [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
+
+
 _FIELDS: dict[type[Any], tuple[str, ...]] = {}
 
 

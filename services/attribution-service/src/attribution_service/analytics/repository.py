@@ -4,14 +4,13 @@ leave the same rows. Functions take the caller's connection; nothing commits."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import date, datetime
-from typing import Any
 
 import asyncpg
 
 from attribution_service.analytics.domain import tie_block
 from attribution_service.analytics.folds import Folds, ScoreKey, score_moves
+from servicekit.sql import columns_of
 
 # --- folds: a run's merged changes (folds.Folds), one statement per read model ----------------
 # Rows go in key order, so two transactions folding overlapping runs lock shared rows in the
@@ -42,7 +41,7 @@ async def apply_folds(conn: asyncpg.Connection, f: Folds) -> None:
             DO UPDATE SET value = analytics_counters.value + EXCLUDED.value
             """,
             [f.tenants[k[0]] for k, _ in counters],
-            *_columns([(*k, v) for k, v in counters], 6),
+            *columns_of([(*k, v) for k, v in counters], 6),
         )
     if f.advocate_counters:
         await conn.execute(
@@ -54,7 +53,7 @@ async def apply_folds(conn: asyncpg.Connection, f: Folds) -> None:
             ON CONFLICT (program_id, advocate_id, day, metric, unit)
             DO UPDATE SET value = analytics_advocate_counters.value + EXCLUDED.value
             """,
-            *_columns([(*k, v) for k, v in sorted(f.advocate_counters.items())], 6),
+            *columns_of([(*k, v) for k, v in sorted(f.advocate_counters.items())], 6),
         )
     if f.members:
         await conn.execute(
@@ -63,7 +62,7 @@ async def apply_folds(conn: asyncpg.Connection, f: Folds) -> None:
             SELECT * FROM unnest($1::text[], $2::text[], $3::date[], $4::text[], $5::text[])
             ON CONFLICT DO NOTHING
             """,
-            *_columns(sorted(f.members), 5),
+            *columns_of(sorted(f.members), 5),
         )
     if f.advocates:
         rows = sorted(f.advocates.items())
@@ -79,7 +78,7 @@ async def apply_folds(conn: asyncpg.Connection, f: Folds) -> None:
                 first_referral_at =
                     LEAST(analytics_advocates.first_referral_at, EXCLUDED.first_referral_at)
             """,
-            *_columns(
+            *columns_of(
                 [
                     (a, r.tenant_id, r.program_id, r.display_name, r.enrolled_at,
                      r.first_referral_at)
@@ -101,7 +100,7 @@ async def apply_folds(conn: asyncpg.Connection, f: Folds) -> None:
                 first_purchase_at =
                     LEAST(analytics_referrals.first_purchase_at, EXCLUDED.first_purchase_at)
             """,
-            *_columns(
+            *columns_of(
                 [(p, c, r.advocate_id, r.referred_at, r.first_purchase_at) for (p, c), r in refs],
                 5,
             ),
@@ -114,7 +113,7 @@ async def _apply_scores(conn: asyncpg.Connection, scores: dict[ScoreKey, int]) -
     """Moves each advocate's score in each period by its delta, and the counts of advocates per
     score (and per score and block) from the old score to the new one."""
     keys = sorted(scores)
-    columns = _columns(keys, 4)
+    columns = columns_of(keys, 4)
     old = await conn.fetch(
         """
         SELECT l.program_id, l.metric, l.period, l.advocate_id, l.score
@@ -152,13 +151,8 @@ async def _apply_scores(conn: asyncpg.Connection, scores: dict[ScoreKey, int]) -
         ON CONFLICT (program_id, metric, period, block, score)
         DO UPDATE SET advocates = analytics_leaderboard_counts.advocates + EXCLUDED.advocates
         """,
-        *_columns(rows, 6),
+        *columns_of(rows, 6),
     )
-
-
-def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
-    """Rows as the column arrays unnest takes (`width` columns, also when there are no rows)."""
-    return [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
 
 
 async def issue_reward(
@@ -446,7 +440,7 @@ async def record_purchases(
             last_purchase_at =
                 GREATEST(analytics_customers.last_purchase_at, EXCLUDED.last_purchase_at)
         """,
-        *(list(col) for col in zip(*customers, strict=True)),
+        *columns_of(customers, 5),
     )
     await conn.execute(
         """
@@ -458,7 +452,7 @@ async def record_purchases(
             purchases = analytics_customer_days.purchases + EXCLUDED.purchases,
             revenue_minor = analytics_customer_days.revenue_minor + EXCLUDED.revenue_minor
         """,
-        *(list(col) for col in zip(*days, strict=True)),
+        *columns_of(days, 6),
     )
 
 

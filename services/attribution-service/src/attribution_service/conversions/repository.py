@@ -32,7 +32,7 @@ from attribution_service.conversions.facts import (
 )
 from attribution_service.programs.domain import LONGEST_NETWORK_WINDOW_HOURS
 from servicekit.pagination import CreatedRange, PageQuery, Where, fetch_page
-from servicekit.sql import Params
+from servicekit.sql import Params, columns_of
 
 _TYPES = {
     "amount_minor": "bigint",
@@ -419,9 +419,7 @@ async def fold_advocate_risk(
 ) -> list[asyncpg.Record]:
     """Add (advocate, tenant, denied, flagged, riskiest score) to each advocate's counts, one
     row per advocate; returns their counts after."""
-    recs: list[asyncpg.Record] = await conn.fetch(
-        _FOLD_RISK, *(list(col) for col in zip(*rows, strict=True))
-    )
+    recs: list[asyncpg.Record] = await conn.fetch(_FOLD_RISK, *columns_of(rows, 5))
     return recs
 
 

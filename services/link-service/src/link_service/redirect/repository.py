@@ -10,6 +10,7 @@ from datetime import datetime
 import asyncpg
 
 from referral_events import outbox
+from servicekit.sql import columns_of
 
 # One click as the redirect records it, in CLICK_COLUMNS order.
 ClickRow = tuple[
@@ -108,6 +109,5 @@ async def insert_clicks_with_events(
     the relay at commit with NOTIFY; without it the caller wakes the relay itself (NOTIFY
     makes Postgres serialise the commits of all notifying transactions, WAL flush included,
     which defeats the group commit of concurrent writers)."""
-    columns = list(zip(*clicks, strict=True))
     sql = _CLICKS_AND_OUTBOX if notify else _CLICKS_AND_OUTBOX_QUIET
-    await conn.execute(sql, *[list(c) for c in columns], *outbox.rows_of(events))
+    await conn.execute(sql, *columns_of(clicks, len(CLICK_COLUMNS)), *outbox.rows_of(events))
