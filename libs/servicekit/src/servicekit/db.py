@@ -13,6 +13,7 @@ the tenants their rows and events name). Every connection a pool hands out carri
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
@@ -62,11 +63,36 @@ def current_tenant() -> str:
     return _TENANT.get()
 
 
+# The `app.tenant_id` each pooled connection's session holds, as last set by the acquire's
+# setup: an acquire acting for the tenant the session already holds sends nothing (the
+# connections of a writer or consumer loop act for the same tenant acquire after acquire; a
+# round trip per acquire was a tenth of a conversion's). Forgotten when a release resets the
+# session (RESET ALL) and with the connection itself.
+_SESSION_TENANT: weakref.WeakKeyDictionary[asyncpg.Connection, str] = weakref.WeakKeyDictionary()
+
+
+def _raw(conn: asyncpg.Connection) -> asyncpg.Connection:
+    # A pool's setup gets the acquire's proxy, its reset the connection itself: the cache is
+    # keyed by the connection, which outlives its proxies.
+    raw: asyncpg.Connection = getattr(conn, "_con", None) or conn
+    return raw
+
+
 async def _act_for_current_tenant(conn: asyncpg.Connection) -> None:
-    # One statement per acquire, session-level and outside any transaction (a pool's release
-    # resets it, or the next acquire overwrites it), so a transaction's own statements stay as
-    # they were.
-    await conn.execute(_SET_TENANT, _TENANT.get())
+    # Session-level and outside any transaction (so a rollback cannot undo it, and a
+    # transaction's own statements stay as they were); remembered only once Postgres took it.
+    tenant, raw = _TENANT.get(), _raw(conn)
+    if _SESSION_TENANT.get(raw) == tenant:
+        return
+    _SESSION_TENANT.pop(raw, None)
+    await conn.execute(_SET_TENANT, tenant)
+    _SESSION_TENANT[raw] = tenant
+
+
+async def _reset_session(conn: asyncpg.Connection) -> None:
+    """asyncpg's own session reset (RESET ALL among others), which clears `app.tenant_id`."""
+    _SESSION_TENANT.pop(_raw(conn), None)
+    await conn.reset()
 
 
 _SET_TENANT = "SELECT set_config('app.tenant_id', $1, false)"
@@ -101,7 +127,7 @@ async def create_pool(
         max_size=max_size,
         init=_init_connection,
         setup=_act_for_current_tenant,
-        reset=None if reset_session else _keep_session,
+        reset=_reset_session if reset_session else _keep_session,
         server_settings={
             **(server_settings or {}),
             "search_path": schema,

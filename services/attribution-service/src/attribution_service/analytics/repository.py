@@ -113,31 +113,23 @@ async def _apply_scores(conn: asyncpg.Connection, scores: dict[ScoreKey, int]) -
     """Moves each advocate's score in each period by its delta, and the counts of advocates per
     score (and per score and block) from the old score to the new one."""
     keys = sorted(scores)
-    columns = columns_of(keys, 4)
-    old = await conn.fetch(
-        """
-        SELECT l.program_id, l.metric, l.period, l.advocate_id, l.score
-        FROM analytics_leaderboard l
-        JOIN unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS k(p, m, d, a)
-          ON l.program_id = k.p AND l.metric = k.m AND l.period = k.d AND l.advocate_id = k.a
-        ORDER BY 1, 2, 3, 4
-        FOR UPDATE OF l
-        """,
-        *columns,
-    )
+    # The score before is the one after less the delta, for a row that was there (the upsert
+    # updated it: xmax holds this transaction's lock); a row inserted had none. No read ahead:
+    # the upsert's row lock is the one a SELECT ... FOR UPDATE took before.
     new = await conn.fetch(
         """
         INSERT INTO analytics_leaderboard (program_id, metric, period, advocate_id, score)
         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[])
         ON CONFLICT (program_id, metric, period, advocate_id)
         DO UPDATE SET score = analytics_leaderboard.score + EXCLUDED.score
-        RETURNING program_id, metric, period, advocate_id, score
+        RETURNING program_id, metric, period, advocate_id, score, xmax = 0 AS inserted
         """,
-        *columns,
+        *columns_of(keys, 4),
         [scores[k] for k in keys],
     )
+    old = [r for r in new if not r["inserted"]]
     moves = score_moves(
-        {(r[0], r[1], r[2], r[3]): r[4] for r in old},
+        {(k := (r[0], r[1], r[2], r[3])): r[4] - scores[k] for r in old},
         {(r[0], r[1], r[2], r[3]): r[4] for r in new},
         {k[3]: tie_block(k[3]) for k in keys},
     )
@@ -425,33 +417,33 @@ async def record_purchases(
     days: list[tuple[str, str, str, date, int, int]],
 ) -> None:
     """Customers (tenant, customer, referring program, first, last purchase) and their
-    purchases per day (tenant, customer, currency, day, purchases, revenue), each key once."""
+    purchases per day (tenant, customer, currency, day, purchases, revenue), each key once; one
+    statement (it runs in every conversions group commit: a round trip saved is latency there)."""
     await conn.execute(
         """
-        INSERT INTO analytics_customers
-            (tenant_id, customer_id, referred_program_id, first_purchase_at, last_purchase_at)
-        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[],
-                             $5::timestamptz[])
-        ON CONFLICT (tenant_id, customer_id) DO UPDATE SET
-            referred_program_id =
-                LEAST(analytics_customers.referred_program_id, EXCLUDED.referred_program_id),
-            first_purchase_at =
-                LEAST(analytics_customers.first_purchase_at, EXCLUDED.first_purchase_at),
-            last_purchase_at =
-                GREATEST(analytics_customers.last_purchase_at, EXCLUDED.last_purchase_at)
-        """,
-        *columns_of(customers, 5),
-    )
-    await conn.execute(
-        """
+        WITH customers AS (
+            INSERT INTO analytics_customers
+                (tenant_id, customer_id, referred_program_id, first_purchase_at,
+                 last_purchase_at)
+            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[],
+                                 $5::timestamptz[])
+            ON CONFLICT (tenant_id, customer_id) DO UPDATE SET
+                referred_program_id =
+                    LEAST(analytics_customers.referred_program_id, EXCLUDED.referred_program_id),
+                first_purchase_at =
+                    LEAST(analytics_customers.first_purchase_at, EXCLUDED.first_purchase_at),
+                last_purchase_at =
+                    GREATEST(analytics_customers.last_purchase_at, EXCLUDED.last_purchase_at)
+        )
         INSERT INTO analytics_customer_days
             (tenant_id, customer_id, currency, day, purchases, revenue_minor)
-        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::date[], $5::bigint[],
-                             $6::bigint[])
+        SELECT * FROM unnest($6::text[], $7::text[], $8::text[], $9::date[], $10::bigint[],
+                             $11::bigint[])
         ON CONFLICT (tenant_id, day, customer_id, currency) DO UPDATE SET
             purchases = analytics_customer_days.purchases + EXCLUDED.purchases,
             revenue_minor = analytics_customer_days.revenue_minor + EXCLUDED.revenue_minor
         """,
+        *columns_of(customers, 5),
         *columns_of(days, 6),
     )
 
