@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import orjson
 from pydantic import BaseModel
 
 from attribution_service.analytics import handlers as analytics
@@ -40,8 +41,15 @@ from servicekit.problems import Conflict, InvalidInput, NotFound
 
 
 def request_hash(cmd: BaseModel) -> str:
-    canonical = json.dumps(cmd.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    """SHA-256 of the request's canonical JSON: keys sorted, no spaces, non-ASCII escaped (the
+    form stored hashes were made in). For ASCII without DEL, orjson writes byte for byte what
+    `json.dumps(..., sort_keys=True, separators=(",", ":"))` writes (a unit test holds them
+    equal) at a fraction of its cost; other documents take the stdlib's escaping."""
+    data = cmd.model_dump(mode="json")
+    canonical = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+    if not canonical.isascii() or b"\x7f" in canonical:  # the stdlib escapes DEL too
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(canonical).hexdigest()
 
 
 @dataclass(frozen=True)
