@@ -77,6 +77,13 @@ async def apply_folds(conn: asyncpg.Connection, f: Folds) -> None:
                 enrolled_at = LEAST(analytics_advocates.enrolled_at, EXCLUDED.enrolled_at),
                 first_referral_at =
                     LEAST(analytics_advocates.first_referral_at, EXCLUDED.first_referral_at)
+            -- most folds change nothing here (an advocate's later referrals): no new row version
+            WHERE (analytics_advocates.display_name, analytics_advocates.enrolled_at,
+                   analytics_advocates.first_referral_at)
+                IS DISTINCT FROM
+                  (coalesce(EXCLUDED.display_name, analytics_advocates.display_name),
+                   LEAST(analytics_advocates.enrolled_at, EXCLUDED.enrolled_at),
+                   LEAST(analytics_advocates.first_referral_at, EXCLUDED.first_referral_at))
             """,
             *columns_of(
                 [
@@ -99,6 +106,10 @@ async def apply_folds(conn: asyncpg.Connection, f: Folds) -> None:
                 referred_at = LEAST(analytics_referrals.referred_at, EXCLUDED.referred_at),
                 first_purchase_at =
                     LEAST(analytics_referrals.first_purchase_at, EXCLUDED.first_purchase_at)
+            WHERE (analytics_referrals.referred_at, analytics_referrals.first_purchase_at)
+                IS DISTINCT FROM
+                  (LEAST(analytics_referrals.referred_at, EXCLUDED.referred_at),
+                   LEAST(analytics_referrals.first_purchase_at, EXCLUDED.first_purchase_at))
             """,
             *columns_of(
                 [(p, c, r.advocate_id, r.referred_at, r.first_purchase_at) for (p, c), r in refs],
@@ -434,6 +445,12 @@ async def record_purchases(
                     LEAST(analytics_customers.first_purchase_at, EXCLUDED.first_purchase_at),
                 last_purchase_at =
                     GREATEST(analytics_customers.last_purchase_at, EXCLUDED.last_purchase_at)
+            WHERE (analytics_customers.referred_program_id, analytics_customers.first_purchase_at,
+                   analytics_customers.last_purchase_at)
+                IS DISTINCT FROM
+                  (LEAST(analytics_customers.referred_program_id, EXCLUDED.referred_program_id),
+                   LEAST(analytics_customers.first_purchase_at, EXCLUDED.first_purchase_at),
+                   GREATEST(analytics_customers.last_purchase_at, EXCLUDED.last_purchase_at))
         )
         INSERT INTO analytics_customer_days
             (tenant_id, customer_id, currency, day, purchases, revenue_minor)
