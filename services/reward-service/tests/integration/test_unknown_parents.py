@@ -11,9 +11,11 @@ import asyncio
 import httpx
 import pytest
 
+from devstack.testing import migrate
 from referral_events import new_event
 from referral_events.contracts.link import AdvocateEnrolled, ProgramCreated
 from referral_events.envelope import EventPayload
+from servicekit import migrations
 from servicekit.problems import PROBLEM_BASE
 
 from .test_reward_flow import RULE_20_USD_FIRST_PURCHASE, Env, conversion, env  # noqa: F401
@@ -148,3 +150,25 @@ async def test_a_friend_holding_an_account_is_known_without_an_advocate_event(en
         r = await client.get("/v1/accounts/cus_bob/balance")
         assert r.status_code == 200, r.text
         assert [b["available"] for b in r.json()["balances"]] == ["5.00"]
+
+
+async def test_the_migration_backfills_what_the_service_already_acted_on(env: Env) -> None:  # noqa: F811
+    """Before revision 0012 nothing was heard of: the programs with a rule and the advocates
+    with a reward existed upstream, and stay readable after the upgrade."""
+    async with env.serve() as client:
+        r = await client.put("/v1/programs/prg_1/reward-rule", json=RULE_20_USD_FIRST_PURCHASE)
+        assert r.status_code == 200, r.text
+        await env.publish(conversion("cnv_1"))
+        await env.caught_up()
+    await asyncio.to_thread(
+        migrations.downgrade, env.ns.database_url, "reward", "reward_service", "0011"
+    )
+    await migrate(env.ns.database_url, "reward", "reward_service")
+    programs = await env.db.fetch("SELECT tenant_id, program_id FROM programs")
+    assert [tuple(p) for p in programs] == [("acme", "prg_1")]
+    advocates = await env.db.fetch("SELECT tenant_id, advocate_id, program_id FROM advocates")
+    assert [tuple(a) for a in advocates] == [("acme", "adv_ann", "prg_1")]
+    async with env.serve() as client:
+        r = await client.get("/v1/accounts/adv_ann/balance")
+        assert r.status_code == 200 and r.json()["balances"], r.text
+        assert (await client.get("/v1/programs/prg_1/coupon-pools")).status_code == 200
