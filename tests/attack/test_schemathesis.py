@@ -53,7 +53,9 @@ def _app(name: str, settings: dict[str, Any]) -> FastAPI:
         from reward_service.config import Settings as RewardSettings
         from reward_service.main import create_app as reward_app
 
-        return reward_app(RewardSettings(**settings))
+        # no program is ever created here: a write under one answers 409 at once, without
+        # waiting for its event (PROGRAM_EVENT_WAIT_SECONDS)
+        return reward_app(RewardSettings(**settings, program_event_wait_seconds=0))
     from notification_service.config import Settings as NotificationSettings
     from notification_service.main import create_app as notification_app
 

@@ -36,7 +36,8 @@ async def stack(namespace: Namespace, tmp_path: Path) -> AsyncIterator[Stack]:
     await asyncio.to_thread(services.migrate, cfg)
     running = services.start(cfg)
     try:
-        await asyncio.to_thread(services.wait_ready, running)
+        # a shared machine under load starts four services slowly
+        await asyncio.to_thread(services.wait_ready, running, 240)
         yield Stack({s.definition.name: s.url for s in running}, {"Authorization": f"Bearer {key}"})
     finally:
         await asyncio.to_thread(services.stop, running)

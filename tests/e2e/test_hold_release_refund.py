@@ -130,7 +130,7 @@ async def test_a_released_reward_refunded_is_clawed_back_and_the_ledger_verifies
 
         r = await http.get(f"{reward}/v1/accounts/{advocate}/statement")
         assert r.status_code == 200, r.text
-        legs = [e["leg"] for e in r.json()["entries"]]
+        legs = [e["leg"] for e in r.json()["items"]]
         assert "release" in legs and "clawback" in legs and "void" not in legs, legs
         r = await http.get(f"{reward}/v1/admin/ledger/verify")
         assert r.status_code == 200 and r.json()["ok"], r.text

@@ -194,21 +194,8 @@ def test_a_query_parameter_of_the_wrong_type_is_named_by_its_pointer(front_door:
 NOT_A_PARENT = re.compile(r"^/(r|widget)/|\{template\}|\{locale\}|\{email\}|\{token\}")
 
 
-# reward-service keeps no copy of programs or advocates yet (its README, "Unknown programs and
-# holders"): its balance and statement of an unknown holder still answer 200.
-KNOWN_GAPS = {"reward-service": "no programs/advocates copy yet: balance of an unknown holder 200"}
-
-
 @pytest.mark.integration
-@pytest.mark.parametrize(
-    "service",
-    [
-        pytest.param(s.name, marks=pytest.mark.xfail(strict=True, reason=KNOWN_GAPS[s.name]))
-        if s.name in KNOWN_GAPS
-        else s.name
-        for s in SERVICES
-    ],
-)
+@pytest.mark.parametrize("service", [s.name for s in SERVICES])
 async def test_an_unknown_parent_is_404_on_every_read(namespace: Any, service: str) -> None:
     """Every GET under an id the workspace does not have answers 404 `not-found`."""
     from devstack.testing import migrate, serve_in_process

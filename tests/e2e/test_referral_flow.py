@@ -58,7 +58,8 @@ async def stack(namespace: Namespace, tmp_path) -> AsyncIterator[Stack]:
     await asyncio.to_thread(services.migrate, cfg)
     running = services.start(cfg)
     try:
-        await asyncio.to_thread(services.wait_ready, running)
+        # a shared machine under load starts four services slowly
+        await asyncio.to_thread(services.wait_ready, running, 240)
         yield Stack(
             {s.definition.name: s.url for s in running},
             {"Authorization": f"Bearer {key}"},
@@ -157,8 +158,10 @@ async def test_one_referral_end_to_end_and_redelivery_changes_nothing(stack: Sta
         assert r.json()["advocate_id"] == advocate["id"] and r.json()["is_first_purchase"]
 
         async def balance() -> dict[str, object]:
-            body = (await http.get(f"{reward}/v1/accounts/{advocate['id']}/balance")).json()
-            return {b["unit"]: b["available"] for b in body["balances"]}
+            r = await http.get(f"{reward}/v1/accounts/{advocate['id']}/balance")
+            # 404 until reward-service has heard of the advocate (link.events): polled again
+            assert r.status_code == 200, r.text
+            return {b["unit"]: b["available"] for b in r.json()["balances"]}
 
         assert await eventually(lambda: _eq(balance(), {"USD": "20.00"}))
         await eventually(lambda: len(receiver.received) >= 1)

@@ -53,7 +53,8 @@ async def stack(namespace: Namespace, tmp_path: Any) -> AsyncIterator[Stack]:
     await asyncio.to_thread(services.migrate, cfg)
     running = services.start(cfg)
     try:
-        await asyncio.to_thread(services.wait_ready, running)
+        # a shared machine under load starts four services slowly
+        await asyncio.to_thread(services.wait_ready, running, 240)
         yield Stack(
             {s.definition.name: s.url for s in running},
             {"Authorization": f"Bearer {key}"},
@@ -122,11 +123,11 @@ async def test_dropbox_by_plan_eligibility_and_thank_yous(stack: Stack) -> None:
         )
         assert r.status_code == 200, r.text
 
-        # the segments reach reward-service through link.events: the rule naming them is
-        # accepted once they have
+        # the program and its segments reach reward-service through link.events: the rule
+        # naming them is accepted once they have (409: the program not yet; 422: its segments)
         async def rule_put() -> bool:
             r = await http.put(f"{reward}/v1/programs/{pid}/reward-rule", json=DROPBOX)
-            assert r.status_code in (200, 422), r.text
+            assert r.status_code in (200, 409, 422), r.text
             return r.status_code == 200
 
         await eventually(rule_put, timeout=60)
@@ -226,10 +227,10 @@ async def test_dropbox_by_plan_eligibility_and_thank_yous(stack: Stack) -> None:
             assert (await eventually(lambda c=c: decided(c["id"])))["status"] == "attributed"
 
         async def mb(advocate: str) -> int:
-            body = (
-                await http.get(f"{reward}/v1/accounts/{advocates[advocate]['id']}/balance")
-            ).json()
-            return sum(b["available_minor"] for b in body["balances"] if b["unit"] == "MB")
+            r = await http.get(f"{reward}/v1/accounts/{advocates[advocate]['id']}/balance")
+            # 404 until reward-service has heard of the advocate (link.events): polled again
+            assert r.status_code == 200, r.text
+            return sum(b["available_minor"] for b in r.json()["balances"] if b["unit"] == "MB")
 
         async def settled() -> bool:
             return (await mb("basic"), await mb("plus"), await mb("up")) == (

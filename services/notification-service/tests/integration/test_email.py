@@ -530,7 +530,7 @@ async def test_invites_templates_and_bounces(env: tuple[Env, Mailbox]) -> None:
             },
         )
         assert r.status_code == 200 and r.json()["locale"] == "de-AT"
-        listed = (await client.get("/v1/programs/prg_1/email-templates")).json()["data"]
+        listed = (await client.get("/v1/programs/prg_1/email-templates")).json()["items"]
         assert [(t["template"], t["locale"]) for t in listed] == [("invite", "de-AT")]
         specs = (await client.get("/v1/email-templates")).json()["data"]
         assert {s["template"]: s["category"] for s in specs}["invite"] == "marketing"

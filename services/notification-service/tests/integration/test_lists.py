@@ -84,7 +84,23 @@ def _lists(ctx: Env, client: object, db: asyncpg.Connection, base: str) -> dict[
         assert r.status_code == 201, r.text
         return address
 
+    async def program() -> dict[str, str]:
+        return {"program_id": f"prg_t{next(_n)}"}
+
+    async def template(p: dict[str, str]) -> str:
+        # one template in ever new locales: the list's items, by template then locale
+        locale = f"de-n{next(_n):04d}"
+        body = {"subject": "s", "html": "<p>h</p>", "text": "t"}
+        r = await client.put(
+            f"/v1/programs/{p['program_id']}/email-templates/invite/{locale}", json=body
+        )
+        assert r.status_code == 200, r.text
+        return str(r.json()["locale"])
+
     return {
+        "/v1/programs/{program_id}/email-templates": Collection(
+            template, program, id_field="locale"
+        ),
         "/v1/webhook-endpoints": Collection(endpoint),
         "/v1/webhook-endpoints/{endpoint_id}/deliveries": Collection(delivery, endpoint_params),
         "/v1/emails": Collection(email),
@@ -95,6 +111,7 @@ def _lists(ctx: Env, client: object, db: asyncpg.Connection, base: str) -> dict[
 PATHS = [
     "/v1/email-suppressions",
     "/v1/emails",
+    "/v1/programs/{program_id}/email-templates",
     "/v1/webhook-endpoints",
     "/v1/webhook-endpoints/{endpoint_id}/deliveries",
 ]

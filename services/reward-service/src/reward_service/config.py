@@ -16,3 +16,8 @@ class Settings(ServiceSettings):
     # local runs and tests need them to end). Honoured only with ENVIRONMENT=dev: set anywhere
     # else, the service refuses to start.
     dev_clock_control: bool = False
+    # How long a write under a program not heard of yet (PUT reward-rule, POST coupon-pools)
+    # waits for the program's event from link-service before answering 409 with Retry-After:
+    # the event lands ~100 ms after the program is created, so a rule written straight after
+    # creating its program is accepted; 0: answer 409 at once.
+    program_event_wait_seconds: float = Field(default=5.0, ge=0, le=30)

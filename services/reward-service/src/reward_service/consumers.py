@@ -19,6 +19,7 @@ from referral_events.inbox import Handler
 from reward_service.clock import Clock, utc_now
 from reward_service.earning import handlers
 from reward_service.privacy.handlers import on_privacy_requested
+from reward_service.programs import handlers as programs
 from reward_service.rules import handlers as rules
 from servicekit.runtime import ConsumerSpec
 
@@ -38,6 +39,11 @@ def consumers(clock: Clock = utc_now) -> list[ConsumerSpec]:
     routes: dict[str, Handler] = {
         ConversionAttributed.TYPE: attributed,
         ConversionRefunded.TYPE: refunded,
+        # the programs and advocates heard of: reads under others answer 404 (programs/)
+        ev.ProgramCreated.TYPE: programs.on_program,
+        ev.ProgramUpdated.TYPE: programs.on_program,
+        ev.AdvocateEnrolled.TYPE: programs.on_advocate,
+        ev.AdvocateUpdated.TYPE: programs.on_advocate,
         # link-service's segments and advocates' attribute changes, for rule variants
         ev.ProgramAudienceChanged.TYPE: rules.on_audience_changed,
         ev.AdvocateAttributesChanged.TYPE: rules.on_attributes_changed,

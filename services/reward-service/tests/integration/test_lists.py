@@ -18,9 +18,10 @@ from referral_events.contracts.attribution import ConversionAttributed
 from reward_service.config import Settings
 from reward_service.earning import handlers as earning
 from reward_service.main import create_app
+from reward_service.programs import repository as programs
 from servicekit.pagination import collections, unlisted_creates
 
-from .test_reward_flow import Env, env  # noqa: F401  (the fixture)
+from .test_reward_flow import Env, env, heard_of  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -70,6 +71,8 @@ def _lists(ctx: Env, client: httpx.AsyncClient) -> dict[str, Collection]:
 
     async def program(rule: dict[str, Any] = CASH_ON_SIGNUP) -> dict[str, str]:
         p = f"prg_{next(_n)}"
+        async with ctx.runtime.transaction() as conn:
+            await programs.add_program(conn, "acme", p)  # as its program.created.v1 would
         r = await client.put(f"/v1/programs/{p}/reward-rule", json=rule)
         assert r.status_code == 200, r.text
         return {"program_id": p}
@@ -82,7 +85,17 @@ def _lists(ctx: Env, client: httpx.AsyncClient) -> dict[str, Collection]:
         h = f"adv_{next(_n)}"
         for _ in range(3):
             await earn(p["program_id"], h)
-        return {"holder_id": h}
+        return {"holder_id": h, "program_id": p["program_id"]}
+
+    async def statement_line(p: dict[str, str]) -> str:
+        """The holder earns once more: one line on their statement (no hold: straight to
+        available), named by its transfer."""
+        reward_id = await earn(p["program_id"], p["holder_id"])
+        async with ctx.runtime.transaction() as conn:
+            transfer: str = await conn.fetchval(
+                "SELECT id::text FROM transfers WHERE reward_id = $1", reward_id
+            )
+        return transfer
 
     async def redemption(p: dict[str, str]) -> str:
         r = await client.post(
@@ -109,6 +122,9 @@ def _lists(ctx: Env, client: httpx.AsyncClient) -> dict[str, Collection]:
         "/v1/rewards": Collection(reward, program, {"program_id": "{program_id}"}),
         "/v1/redemptions": Collection(redemption, holder),
         "/v1/accounts/{holder_id}/redemptions": Collection(redemption, holder),
+        "/v1/accounts/{holder_id}/statement": Collection(
+            statement_line, holder, id_field="transfer_id"
+        ),
         "/v1/payouts": Collection(payout, program),
         "/v1/programs/{program_id}/coupon-pools": Collection(pool, program),
     }
@@ -137,6 +153,7 @@ DROPBOX_RULE = {
 
 
 async def test_capped_rewards_are_listed_and_cap_usage_shows_what_remains(env: Env) -> None:  # noqa: F811
+    await heard_of(env.db, "prg_cap")
     async with env.serve() as client:
         r = await client.put("/v1/programs/prg_cap/reward-rule", json=DROPBOX_RULE)
         assert r.status_code == 200, r.text

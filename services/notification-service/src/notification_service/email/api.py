@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse, Response
 from notification_service.config import Settings
 from notification_service.email import domain, handlers
 from notification_service.email.domain import MailStatus
-from notification_service.email.repository import SUPPRESSION_ORDER, EmailLog
+from notification_service.email.repository import SUPPRESSION_ORDER, TEMPLATE_ORDER, EmailLog
 from notification_service.email.schemas import (
     EmailOut,
     InviteIn,
@@ -24,7 +24,6 @@ from notification_service.email.schemas import (
     SuppressionIn,
     SuppressionOut,
     TemplateIn,
-    TemplateList,
     TemplateOut,
     TemplateSpecList,
     TemplateSpecOut,
@@ -108,12 +107,13 @@ def _template_out(row: asyncpg.Record) -> TemplateOut:
 @router.get(
     "/v1/programs/{program_id}/email-templates",
     dependencies=[requires("webhooks:admin")],
-    response_model=TemplateList,
+    response_model=Page[TemplateOut],
 )
-async def list_templates(program_id: str, who: Auth, rt: Rt) -> TemplateList:
+async def list_templates(program_id: str, who: Auth, rt: Rt, page: PageParams) -> Page[TemplateOut]:
+    """The program's own wordings, by template then locale."""
     async with rt.transaction() as conn:
-        rows = await handlers.list_templates(conn, who.tenant_id, program_id)
-    return TemplateList(data=[_template_out(r) for r in rows])
+        rows = await handlers.list_templates(conn, who.tenant_id, program_id, page)
+    return page.answer(rows, _template_out, TEMPLATE_ORDER)
 
 
 @router.put(

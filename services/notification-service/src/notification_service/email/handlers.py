@@ -149,12 +149,12 @@ async def delete_template(
 
 
 async def list_templates(
-    conn: asyncpg.Connection, tenant_id: str, program_id: str
+    conn: asyncpg.Connection, tenant_id: str, program_id: str, page: PageQuery
 ) -> list[asyncpg.Record]:
     """404 for a program of which this service has neither heard (link.events) nor been given
     a template: another workspace's, or none. (A template may be written for a program whose
     event has not arrived yet: README, "Programs learnt by events".)"""
-    rows = await repository.list_templates(conn, tenant_id, program_id)
+    rows = await repository.template_page(conn, tenant_id, program_id, page)
     if not rows and await repository.get_program(conn, tenant_id, program_id) is None:
         raise NotFound(f"no program '{program_id}'", field="/program_id")
     return rows

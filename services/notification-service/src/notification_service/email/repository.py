@@ -269,19 +269,19 @@ async def delete_template(
     )
 
 
-async def list_templates(
-    conn: asyncpg.Connection, tenant_id: str, program_id: str
+# A program's own wordings, by template then locale (byte order: whatever the collation), the
+# order they always had; a program has a few dozen at most (its primary key finds them).
+TEMPLATE_ORDER = Keyset(
+    time=None, id="template_key", id_sql="(template || '/' || locale) COLLATE \"C\""
+)
+
+
+async def template_page(
+    conn: asyncpg.Connection, tenant_id: str, program_id: str, page: PageQuery
 ) -> list[asyncpg.Record]:
-    return list(
-        await conn.fetch(
-            """
-            SELECT * FROM email_templates WHERE tenant_id = $1 AND program_id = $2
-            ORDER BY template, locale
-            """,
-            tenant_id,
-            program_id,
-        )
-    )
+    where = Where().add("tenant_id = {} AND program_id = {}", tenant_id, program_id)
+    select = f"SELECT *, {TEMPLATE_ORDER.id_sql} AS template_key FROM email_templates"  # noqa: S608
+    return await fetch_page(conn, select, where, page, TEMPLATE_ORDER)
 
 
 # --- suppressions -----------------------------------------------------------------------------

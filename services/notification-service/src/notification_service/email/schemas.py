@@ -53,10 +53,6 @@ class TemplateOut(BaseModel):
     updated_at: datetime
 
 
-class TemplateList(BaseModel):
-    data: list[TemplateOut]
-
-
 class TemplateSpecOut(BaseModel):
     template: str
     category: Category

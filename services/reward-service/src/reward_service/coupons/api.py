@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from reward_service.coupons import domain, handlers
 from reward_service.coupons.schemas import CouponCodesIn, CouponPoolIn, CouponPoolOut
-from reward_service.web import Auth, PathId, Rt
+from reward_service.web import Auth, PathId, Rt, program_heard_of
 from servicekit.auth import requires
 from servicekit.pagination import Page, PageParams
 
@@ -26,6 +26,7 @@ def _pool_out(pool: domain.CouponPool) -> CouponPoolOut:
 async def create_coupon_pool(
     program_id: PathId, body: CouponPoolIn, who: Auth, rt: Rt
 ) -> CouponPoolOut:
+    await program_heard_of(rt, who.tenant_id, program_id)
     async with rt.transaction() as conn:
         pool = await handlers.create_coupon_pool(
             conn, who.tenant_id, program_id, body.name, body.low_threshold, body.codes

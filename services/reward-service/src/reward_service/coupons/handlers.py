@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncpg
 
 from reward_service.coupons import domain, repository
+from reward_service.programs import handlers as programs
 from servicekit.ids import new_id
 from servicekit.pagination import PageQuery
 from servicekit.problems import NotFound
@@ -23,6 +24,7 @@ async def get_coupon_pool(
 async def coupon_pool_page(
     conn: asyncpg.Connection, tenant_id: str, program_id: str, page: PageQuery
 ) -> list[domain.CouponPool]:
+    await programs.require_program(conn, tenant_id, program_id)
     return await repository.coupon_pool_page(conn, tenant_id, program_id, page)
 
 

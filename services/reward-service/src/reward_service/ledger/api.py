@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Query
+import asyncpg
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from reward_service.ledger import domain, handlers
+from reward_service.ledger.repository import STATEMENT
 from reward_service.ledger.schemas import (
     AccountBalanceOut,
     BalanceOut,
     StatementLineOut,
-    StatementOut,
 )
 from reward_service.units import display, format_minor, unit_kind
 from reward_service.web import Auth, PathId, Rt
 from servicekit.auth import requires
+from servicekit.pagination import Page, PageParams
+from servicekit.sql import record_as
 
 router = APIRouter()
 
@@ -37,7 +38,8 @@ def _balance_out(b: domain.Balance) -> BalanceOut:
     )
 
 
-def _line_out(line: domain.StatementLine) -> StatementLineOut:
+def _line_out(row: asyncpg.Record) -> StatementLineOut:
+    line = record_as(domain.StatementLine, row)
     return StatementLineOut(
         seq=line.seq,
         transfer_id=str(line.transfer_id),
@@ -71,25 +73,17 @@ async def get_balance(holder_id: PathId, who: Auth, rt: Rt) -> AccountBalanceOut
 @router.get(
     "/v1/accounts/{holder_id}/statement",
     dependencies=[requires("rewards:read")],
-    response_model=StatementOut,
+    response_model=Page[StatementLineOut],
     tags=["ledger"],
 )
 async def get_statement(
-    holder_id: PathId,
-    who: Auth,
-    rt: Rt,
-    cursor: Annotated[str | None, Query(max_length=20, pattern=r"^[0-9]+$")] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-) -> StatementOut:
+    holder_id: PathId, who: Auth, rt: Rt, page: PageParams
+) -> Page[StatementLineOut]:
+    """The holder's entries in posting order (a transfer between two of the holder's accounts,
+    a release, is a line on each)."""
     async with rt.transaction() as conn:
-        lines, next_seq = await handlers.get_statement(
-            conn, who.tenant_id, holder_id, int(cursor or 0), limit
-        )
-    return StatementOut(
-        holder_id=holder_id,
-        entries=[_line_out(line) for line in lines],
-        next_cursor=None if next_seq is None else str(next_seq),
-    )
+        rows = await handlers.get_statement(conn, who.tenant_id, holder_id, page)
+    return page.answer(rows, _line_out, STATEMENT)
 
 
 @router.get("/v1/admin/ledger/verify", dependencies=[requires("admin")], tags=["admin"])

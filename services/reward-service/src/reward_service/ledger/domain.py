@@ -180,18 +180,6 @@ class StatementLine:
     created_at: datetime
 
 
-def statement_page(
-    lines: list[StatementLine], limit: int
-) -> tuple[list[StatementLine], int | None]:
-    """The page of `lines` (read as `limit` + 1, to know whether more follow) and the cursor of
-    the next page (None on the last). A transfer between two of the holder's accounts yields
-    two lines of one seq: a page never splits them."""
-    if len(lines) <= limit:
-        return lines, None
-    last = lines[limit - 1].seq
-    return [line for line in lines if line.seq <= last], last
-
-
 @dataclass(frozen=True)
 class VerifyReport:
     """The ledger's checks, each with the rows that break it (none when the ledger is sound)."""

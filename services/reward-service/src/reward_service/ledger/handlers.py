@@ -6,20 +6,29 @@ from __future__ import annotations
 import asyncpg
 
 from reward_service.ledger import domain, repository
+from reward_service.programs import handlers as programs
+from servicekit.pagination import PageQuery
 
 
 async def get_balances(
     conn: asyncpg.Connection, tenant_id: str, holder_id: str
 ) -> list[domain.Balance]:
-    return domain.balances(await repository.holder_entries(conn, tenant_id, holder_id))
+    """The holder's balances; 404 for a holder neither heard of nor holding an account."""
+    balances = domain.balances(await repository.holder_entries(conn, tenant_id, holder_id))
+    if not balances:
+        await programs.require_holder(conn, tenant_id, holder_id)
+    return balances
 
 
 async def get_statement(
-    conn: asyncpg.Connection, tenant_id: str, holder_id: str, after: int, limit: int
-) -> tuple[list[domain.StatementLine], int | None]:
-    """A page of the holder's entries and the cursor of the next page (None on the last)."""
-    lines = await repository.statement(conn, tenant_id, holder_id, after, limit + 1)
-    return domain.statement_page(lines, limit)
+    conn: asyncpg.Connection, tenant_id: str, holder_id: str, page: PageQuery
+) -> list[asyncpg.Record]:
+    """A page of the holder's entries (ledger.repository.STATEMENT order); 404 for a holder
+    neither heard of nor holding an account."""
+    lines = await repository.statement(conn, tenant_id, holder_id, page)
+    if not lines:
+        await programs.require_holder(conn, tenant_id, holder_id)
+    return lines
 
 
 async def verify(conn: asyncpg.Connection, tenant_id: str | None) -> domain.VerifyReport:

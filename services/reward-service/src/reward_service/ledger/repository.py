@@ -12,7 +12,8 @@ import asyncpg
 
 from reward_service.holders import HolderType
 from reward_service.ledger import domain
-from servicekit.sql import Params, record_as
+from servicekit.pagination import Keyset, PageQuery, Where, fetch_page
+from servicekit.sql import Params
 
 _ACCOUNT = Params.typed(
     "id::uuid",
@@ -151,34 +152,39 @@ async def holder_type_of(
     return holder_type
 
 
+# A statement line is a transfer seen from one of the holder's accounts: a release between two
+# of them shows twice under one seq, so a line's key is (seq, account kind), as text that sorts
+# in posting order (`COLLATE "C"`: byte order, whatever the database's collation).
+STATEMENT = Keyset(
+    time=None, id="line_key", id_sql="(lpad(t.seq::text, 19, '0') || m.kind) COLLATE \"C\""
+)
+
+
 async def statement(
-    conn: asyncpg.Connection, tenant_id: str, holder_id: str, after_seq: int, limit: int
-) -> list[domain.StatementLine]:
-    """The holder's entries in posting order, each with its cause and (for reward legs) the
-    conversion behind it. A transfer between two of the holder's own accounts (a release) shows
-    as two lines, one per account."""
-    rows = await conn.fetch(
-        """
-        WITH mine AS (
-            SELECT id, kind, unit, purse FROM accounts
-            WHERE tenant_id = $1 AND holder_id = $2 AND holder_type <> 'program'
-        )
-        SELECT t.seq, t.id AS transfer_id, t.leg, m.kind AS account_kind, m.unit, m.purse,
-               CASE WHEN t.credit_account = m.id THEN t.amount ELSE -t.amount END AS amount,
-               t.cause, t.reward_id, r.conversion_id, t.created_at
-        FROM mine m
-        JOIN transfers t ON t.credit_account = m.id OR t.debit_account = m.id
-        LEFT JOIN rewards r ON r.id = t.reward_id
-        WHERE t.seq > $3
-        ORDER BY t.seq, m.kind
-        LIMIT $4
-        """,
+    conn: asyncpg.Connection, tenant_id: str, holder_id: str, page: PageQuery
+) -> list[asyncpg.Record]:
+    """A page of the holder's entries in posting order, each with its cause and (for reward
+    legs) the conversion behind it (`domain.StatementLine`'s columns, and the page's key)."""
+    where = Where().add(
+        "m.tenant_id = {} AND m.holder_id = {} AND m.holder_type <> 'program'",
         tenant_id,
         holder_id,
-        after_seq,
-        limit,
     )
-    return [record_as(domain.StatementLine, r) for r in rows]
+    return await fetch_page(
+        conn,
+        f"""
+        SELECT t.seq, t.id AS transfer_id, t.leg, m.kind AS account_kind, m.unit, m.purse,
+               CASE WHEN t.credit_account = m.id THEN t.amount ELSE -t.amount END AS amount,
+               t.cause, t.reward_id, r.conversion_id, t.created_at,
+               {STATEMENT.id_sql} AS line_key
+        FROM accounts m
+        JOIN transfers t ON t.credit_account = m.id OR t.debit_account = m.id
+        LEFT JOIN rewards r ON r.id = t.reward_id
+        """,  # noqa: S608 (the key expression is this module's constant)
+        where,
+        page,
+        STATEMENT,
+    )
 
 
 # Each check's offending rows; `$1` is the tenant, or NULL for every tenant.

@@ -45,9 +45,3 @@ class StatementLineOut(BaseModel):
     reward_id: str | None
     conversion_id: str | None
     created_at: datetime
-
-
-class StatementOut(BaseModel):
-    holder_id: str
-    entries: list[StatementLineOut]
-    next_cursor: str | None

@@ -128,8 +128,13 @@ async def list_holder_redemptions(
     created: CreatedParams,
     unit: UnitQ = None,
 ) -> Page[RedemptionOut]:
-    """One holder's redemptions, oldest first."""
-    return await _redemptions(who, rt, page, created, holder_id, unit)
+    """One holder's redemptions, oldest first (404 for a holder unknown here)."""
+    unit = parse_unit(unit, "/unit") if unit is not None else None
+    async with rt.transaction() as conn:
+        rows = await handlers.holder_redemption_page(
+            conn, who.tenant_id, holder_id, unit, created, page
+        )
+    return page.answer(rows, _redemption_out)
 
 
 def _batch_summary(b: Any) -> PayoutBatchSummaryOut:

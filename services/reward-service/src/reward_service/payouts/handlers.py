@@ -17,6 +17,7 @@ from reward_service.ledger import domain as ledger
 from reward_service.ledger import repository as ledger_repository
 from reward_service.payouts import domain, events, repository
 from reward_service.payouts.domain import LineStatus
+from reward_service.programs import handlers as programs
 from reward_service.units import format_minor
 from servicekit.ids import new_id
 from servicekit.pagination import CreatedRange, PageQuery
@@ -43,6 +44,8 @@ async def redeem(
         tenant_id, holder_id, idempotency_key, amount, unit, reference
     )
     known = await ledger_repository.holder_type_of(conn, tenant_id, holder_id)
+    if known is None:
+        await programs.require_holder(conn, tenant_id, holder_id)
     # A holder with no account yet is taken for an advocate; it has nothing to spend anyway.
     holder_type = known or "advocate"
     redemption = await repository.claim_redemption(conn, new_id("rdm"), request, holder_type, now)
@@ -126,6 +129,21 @@ async def redemption_page(
     page: PageQuery,
 ) -> list[asyncpg.Record]:
     return await repository.redemption_page(conn, tenant_id, holder_id, unit, created, page)
+
+
+async def holder_redemption_page(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    holder_id: str,
+    unit: str | None,
+    created: CreatedRange,
+    page: PageQuery,
+) -> list[asyncpg.Record]:
+    """One holder's redemptions; 404 for a holder neither heard of nor holding an account."""
+    rows = await repository.redemption_page(conn, tenant_id, holder_id, unit, created, page)
+    if not rows:
+        await programs.require_holder(conn, tenant_id, holder_id)
+    return rows
 
 
 async def payout_batch_page(

@@ -130,6 +130,18 @@ PERSONAL_DATA: tuple[PersonalTable, ...] = (
         note="who moved a dev stack's clock (API key ids), never written in production",
     ),
     PersonalTable(
+        "programs",
+        personal=frozenset(),
+        other=frozenset({"program_id", "tenant_id"}),
+        note="ids of the programs heard of from link.events (reads under others answer 404)",
+    ),
+    PersonalTable(
+        "advocates",
+        personal=frozenset(),
+        other=frozenset({"advocate_id", "program_id", "tenant_id"}),
+        note="ids of the advocates heard of from link.events: no name, e-mail or customer id",
+    ),
+    PersonalTable(
         "program_spend", personal=frozenset(), other=frozenset({"program_id", "tenant_id", "unit"})
     ),
     PersonalTable(

@@ -20,7 +20,7 @@ from reward_service.rules.schemas import (
     SideIn,
     VariantIn,
 )
-from reward_service.web import Auth, Now, PathId, Rt
+from reward_service.web import Auth, Now, PathId, Rt, program_heard_of
 from servicekit.auth import requires
 from servicekit.problems import InvalidInput
 
@@ -295,6 +295,7 @@ async def put_reward_rule(
     program_id: PathId, body: RewardRuleIn, who: Auth, rt: Rt, at: Now
 ) -> RewardRuleOut:
     definition = _definition(body)
+    await program_heard_of(rt, who.tenant_id, program_id)
     async with rt.transaction() as conn:
         rule = await handlers.put_reward_rule(conn, who.tenant_id, program_id, definition, at)
     return _rule_out(rule)
