@@ -19,7 +19,8 @@ from devstack import services
 from devstack.pytest_plugin import Namespace
 from devstack.testing import eventually, new_api_key
 
-pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+# under load the four processes take long to start (the privacy e2e allows as much)
+pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.timeout(900)]
 
 
 @dataclass
