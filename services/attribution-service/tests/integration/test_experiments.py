@@ -98,7 +98,8 @@ async def test_lifecycle_events_figures_and_restart(env: Env) -> None:
     # promote: a variant of this experiment only; then ended with its winner
     r = await env.client.post(f"{path}/promote", json={"variant": "fifty"})
     assert r.status_code == 422 and r.json()["field"] == "/variant"
-    r = await env.client.post(f"{path}/promote", json={"variant": "twenty"})
+    # too few advocates for a readout: no winner is known, so only a forced promotion
+    r = await env.client.post(f"{path}/promote", json={"variant": "twenty", "force": True})
     assert r.status_code == 200 and (r.json()["status"], r.json()["winner"]) == (
         "ended", "twenty")  # fmt: skip
 

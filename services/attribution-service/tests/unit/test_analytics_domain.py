@@ -107,3 +107,41 @@ def test_customer_value_and_clv_by_hand() -> None:
     assert (empty.aov_minor, empty.customer_value_minor, empty.clv_minor) == (None, None, None)
     assert payback_days(2000, v, 30) == pytest.approx(2000 / (4000 / 30))
     assert payback_days(None, v, 30) is None and payback_days(2000, empty, 30) is None
+
+
+def test_exact_customer_value_and_clv_by_hand() -> None:
+    from decimal import Decimal
+
+    from attribution_service.analytics.domain import (
+        CustomerTotals,
+        CustomerValue,
+        ExactCustomerValue,
+    )
+
+    # three customers with lifespans of 10 days, 0 and 35.5 days (first to last purchase):
+    # 45.5 days in all, a mean of 45.5 / 3 + 1 = 16.1667 days; 4 purchases for 100.01
+    day = 86400
+    a = CustomerTotals(1, 2, 6001, Decimal(10 * day))
+    b = CustomerTotals(1, 1, 1000, Decimal(0))
+    c = CustomerTotals(1, 1, 3000, Decimal(35 * day + day // 2))
+    t = a + b + c
+    assert t == CustomerTotals(3, 4, 10001, Decimal(3931200))
+    v = ExactCustomerValue.of(t, window_days=7)
+    assert v.lifespan_days == Decimal("16.1667")
+    assert v.aov_minor == 2500  # 10001 / 4 = 2500.25
+    assert v.purchases_per_customer == Decimal("1.3333")
+    assert v.customer_value_minor == 3334  # 10001 / 3 = 3333.67
+    # CLV from the exact value: 10001 / 3 x (48.5 / 3) / 7 = 970097 / 126 = 7699.18, not
+    # 3334 x 2.3095 = 7699.95
+    assert v.clv_minor == 7699
+    # half up at .5: 18001 over 2 customers is 9000.5
+    half = ExactCustomerValue.of(CustomerTotals(2, 3, 18001, Decimal(0)), window_days=10)
+    assert (half.customer_value_minor, half.clv_minor, half.aov_minor) == (9001, 9001, 6000)
+    assert half.lifespan_days == Decimal("1.0000")
+    # the float form is the same computation
+    f = CustomerValue.of_totals(t, 7)
+    assert f.customer_value_minor == pytest.approx(10001 / 3)
+    assert f.clv_minor == pytest.approx(970097 / 126)
+    none = ExactCustomerValue.of(CustomerTotals(), window_days=7)
+    assert (none.lifespan_days, none.aov_minor, none.customer_value_minor, none.clv_minor) == (
+        None, None, None, None)  # fmt: skip

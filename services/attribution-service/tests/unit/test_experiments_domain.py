@@ -67,3 +67,39 @@ def test_no_readout_below_the_minimum_sample() -> None:
     assert not domain.significance(("a", 99, 30), ("b", 100, 50)).enough_data
     assert not domain.significance(("a", 100, 3), ("b", 100, 50)).enough_data
     assert not domain.significance(("a", 100, 97), ("b", 100, 50)).enough_data
+
+
+def test_the_winner_is_known_only_when_the_readout_says_so() -> None:
+    won = domain.Readout(True, 0.001, True, "b")
+    lost = domain.Readout(True, 0.001, True, "control")
+    unsure = domain.Readout(True, 0.4, False, None)
+    few = domain.Readout(False, None, False, None)
+    assert domain.winner("control", [("b", won)]) == "b"
+    assert domain.winner("control", [("b", lost)]) == "control"
+    assert domain.winner("control", [("b", unsure)]) is None
+    assert domain.winner("control", [("b", few)]) is None
+    # one variant beats the control, another does not differ: the one
+    assert domain.winner("control", [("b", won), ("c", unsure)]) == "b"
+    # the control beats one and not the other: nothing known
+    assert domain.winner("control", [("b", lost), ("c", unsure)]) is None
+    assert domain.winner("control", [("b", lost), ("c", lost)]) == "control"
+    # two variants each beat the control: they were not compared with each other
+    c_won = domain.Readout(True, 0.001, True, "c")
+    assert domain.winner("control", [("b", won), ("c", c_won)]) is None
+
+
+def test_promotion_takes_the_winner_or_force_and_repeats_change_nothing() -> None:
+    assert domain.promotion("running", None, "b", "b", force=False)
+    assert domain.promotion("paused", None, "a", "b", force=True)
+    assert domain.promotion("running", None, "a", None, force=True)
+    for known in ("b", None):
+        with pytest.raises(Conflict) as e:
+            domain.promotion("running", None, "a", known, force=False)
+        assert e.value.field == "/variant"
+    # the same promotion again: nothing to do, forced or not, whatever the readout says now
+    assert not domain.promotion("ended", "a", "a", "b", force=False)
+    # another winner after the end, an end without one, a draft: 409 on the status
+    for status, promoted in [("ended", "a"), ("ended", None), ("draft", None)]:
+        with pytest.raises(Conflict) as e:
+            domain.promotion(status, promoted, "b", "b", force=True)
+        assert e.value.field == "/status"

@@ -13,7 +13,11 @@ import asyncpg
 
 from referral_events import CloudEvent, topics
 from referral_events.contracts import link as ev
-from referral_events.contracts.attribution import ConversionAttributed, ConversionRefunded
+from referral_events.contracts.attribution import (
+    ConversionAttributed,
+    ConversionRefunded,
+    RewardRulePromoted,
+)
 from referral_events.contracts.privacy import PrivacyRequested
 from referral_events.inbox import Handler
 from reward_service.clock import Clock, utc_now
@@ -36,6 +40,10 @@ def consumers(clock: Clock = utc_now) -> list[ConsumerSpec]:
         assert isinstance(payload, ConversionRefunded)
         await handlers.on_conversion_refunded(conn, event, payload, clock())
 
+    async def promoted(conn: asyncpg.Connection, event: CloudEvent, payload: Any) -> None:
+        assert isinstance(payload, RewardRulePromoted)
+        await rules.on_rule_promoted(conn, event, payload, clock())
+
     routes: dict[str, Handler] = {
         ConversionAttributed.TYPE: attributed,
         ConversionRefunded.TYPE: refunded,
@@ -47,6 +55,8 @@ def consumers(clock: Clock = utc_now) -> list[ConsumerSpec]:
         # link-service's segments and advocates' attribute changes, for rule variants
         ev.ProgramAudienceChanged.TYPE: rules.on_audience_changed,
         ev.AdvocateAttributesChanged.TYPE: rules.on_attributes_changed,
+        # an experiment's winner promoted: the program's rule from now on
+        RewardRulePromoted.TYPE: promoted,
         # personal data requests come from link-service (its privacy feature)
         PrivacyRequested.TYPE: on_privacy_requested,
     }

@@ -18,7 +18,7 @@ from reward_service.earning import domain, postings
 from reward_service.holders import Role
 from reward_service.ledger import domain as ledger
 from reward_service.rules import domain as rules
-from reward_service.rules.api import _definition
+from reward_service.rules.body import definition as _definition
 from reward_service.rules.schemas import AmountIn, RewardRuleIn
 from servicekit.problems import InvalidInput, pointer
 

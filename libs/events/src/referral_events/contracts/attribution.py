@@ -197,3 +197,20 @@ class ExperimentEnded(_ExperimentState):
     """Ended; `winner` is the variant promoted (its config becomes the program's), if any."""
 
     TYPE: ClassVar[str] = "experiment.ended.v1"
+
+
+class RewardRulePromoted(EventPayload):
+    """A reward_rule experiment's winner was promoted: `rule` (the variant's config, a reward
+    rule body as reward-service's `PUT /v1/programs/{id}/reward-rule` takes it) becomes the
+    program's rule. reward-service, the owner of rules, writes it as a new version in force from
+    when it consumes this (the same rule again adds no version). Key program id; one event per
+    experiment (its id derives from the experiment's), so a re-emit is the same event."""
+
+    TYPE: ClassVar[str] = "reward_rule.promoted.v1"
+
+    experiment_id: str
+    program_id: str
+    variant: str
+    rule: dict[str, object]
+    forced: bool = False
+    promoted_at: datetime

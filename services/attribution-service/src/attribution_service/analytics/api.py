@@ -124,7 +124,12 @@ async def get_cohorts(
     "purchases per customer = purchases / customers; customer value = AOV x purchases per "
     "customer (per window); average lifespan = mean days from a customer's first to last "
     "purchase ever seen, plus one; CLV = customer value x max(1, lifespan / window days); "
-    "payback = cost per acquired customer / (referred customer value / window days).",
+    "payback = cost per acquired customer / (referred customer value / window days). "
+    "The float figures are kept for the first clients; `exact` has the same two groups without "
+    "floats (amounts in whole minor units, each rounded half up once from its exact value, CLV "
+    "from the exact customer value; ratios as Decimal strings of 4 places), and `cohorts` the "
+    "referred customers by the ISO week their referring advocate enrolled (per program and "
+    "cohort; the cohorts add up to `exact.referred`). Every figure is per currency.",
 )
 async def get_customer_value(
     program_id: str, who: Reader, rt: Rt, start: From = None, to: To = None

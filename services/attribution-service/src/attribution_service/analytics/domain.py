@@ -7,6 +7,8 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from fractions import Fraction
 from typing import Literal
 from zoneinfo import ZoneInfo
 
@@ -173,9 +175,36 @@ class Purchase:
 
 
 @dataclass(frozen=True)
-class CustomerValue:
-    """One group of customers (referred by the program, or the merchant's others) who bought in
-    a window of `window_days`, in one currency:
+class CustomerTotals:
+    """What a group of customers who bought in a window adds up to, in one currency: how many,
+    their purchases and revenue in the window, and the sum over them of the seconds from their
+    first to their last purchase ever seen (exact: Postgres' numeric epoch). Totals of disjoint
+    groups add (a program's referred customers are the sum of its cohorts')."""
+
+    customers: int = 0
+    purchases: int = 0
+    revenue_minor: int = 0
+    lifespan_seconds: Decimal = Decimal(0)
+
+    def __add__(self, other: CustomerTotals) -> CustomerTotals:
+        return CustomerTotals(
+            self.customers + other.customers,
+            self.purchases + other.purchases,
+            self.revenue_minor + other.revenue_minor,
+            self.lifespan_seconds + other.lifespan_seconds,
+        )
+
+    @property
+    def lifespan_days(self) -> Fraction | None:
+        """The mean over the customers of (last - first purchase) in days, plus one."""
+        if not self.customers:
+            return None
+        return Fraction(self.lifespan_seconds) / (86400 * self.customers) + 1
+
+
+@dataclass(frozen=True)
+class _Value:
+    """The one computation of customer value and CLV, exact (fractions):
 
     - average order value (AOV) = revenue / purchases;
     - purchases per customer = purchases / customers (in the window);
@@ -183,6 +212,39 @@ class CustomerValue:
     - average customer lifespan = the mean, over these customers, of the days from their first
       to their last purchase ever seen, plus one; in windows: that / window_days, at least 1;
     - CLV = customer value x average lifespan in windows."""
+
+    aov: Fraction | None
+    per_customer: Fraction | None
+    value: Fraction | None
+    clv: Fraction | None
+
+    @classmethod
+    def of(
+        cls,
+        customers: int,
+        purchases: int,
+        revenue_minor: int,
+        lifespan_days: Fraction | None,
+        window_days: int,
+    ) -> _Value:
+        aov = Fraction(revenue_minor, purchases) if purchases else None
+        per_customer = Fraction(purchases, customers) if customers else None
+        value = aov * per_customer if aov is not None and per_customer is not None else None
+        clv = None
+        if value is not None and lifespan_days is not None:
+            clv = value * max(Fraction(1), lifespan_days / window_days)
+        return cls(aov, per_customer, value, clv)
+
+
+def _f(x: Fraction | None) -> float | None:
+    return None if x is None else float(x)
+
+
+@dataclass(frozen=True)
+class CustomerValue:
+    """One group of customers (referred by the program, or the merchant's others) who bought in
+    a window of `window_days`, in one currency, as floats (the first form of the answer;
+    ExactCustomerValue is the same computation, _Value, in minor units and Decimals)."""
 
     customers: int
     purchases: int
@@ -200,17 +262,76 @@ class CustomerValue:
         customers: int,
         purchases: int,
         revenue_minor: int,
-        lifespan_days: float | None,
+        lifespan_days: float | Fraction | None,
         window_days: int,
     ) -> CustomerValue:
-        aov = rate(revenue_minor, purchases)
-        per_customer = rate(purchases, customers)
-        value = aov * per_customer if aov is not None and per_customer is not None else None
-        clv = None
-        if value is not None and lifespan_days is not None:
-            clv = value * max(1.0, lifespan_days / window_days)
+        life = None if lifespan_days is None else Fraction(lifespan_days)
+        v = _Value.of(customers, purchases, revenue_minor, life, window_days)
         return cls(
-            customers, purchases, revenue_minor, lifespan_days, aov, per_customer, value, clv
+            customers,
+            purchases,
+            revenue_minor,
+            _f(life),
+            _f(v.aov),
+            _f(v.per_customer),
+            _f(v.value),
+            _f(v.clv),
+        )
+
+    @classmethod
+    def of_totals(cls, t: CustomerTotals, window_days: int) -> CustomerValue:
+        return cls.of(
+            customers=t.customers,
+            purchases=t.purchases,
+            revenue_minor=t.revenue_minor,
+            lifespan_days=t.lifespan_days,
+            window_days=window_days,
+        )
+
+
+# Places of the Decimal ratios of ExactCustomerValue (lifespan in days, purchases per customer).
+RATIO_PLACES = Decimal("0.0001")
+
+
+def half_up(x: Fraction) -> int:
+    """An exact amount rounded half up to a whole minor unit (amounts here are >= 0)."""
+    return math.floor(x + Fraction(1, 2))
+
+
+def _ratio(x: Fraction | None) -> Decimal | None:
+    if x is None:
+        return None
+    return (Decimal(x.numerator) / Decimal(x.denominator)).quantize(RATIO_PLACES, ROUND_HALF_UP)
+
+
+@dataclass(frozen=True)
+class ExactCustomerValue:
+    """CustomerValue's figures without floats: amounts in whole minor units, each rounded half
+    up once from its exact value (CLV from the exact customer value, not the rounded one), and
+    the ratios (lifespan in days, purchases per customer) as Decimals of 4 places."""
+
+    customers: int
+    purchases: int
+    revenue_minor: int
+    lifespan_days: Decimal | None
+    aov_minor: int | None
+    purchases_per_customer: Decimal | None
+    customer_value_minor: int | None
+    clv_minor: int | None
+
+    @classmethod
+    def of(cls, t: CustomerTotals, window_days: int) -> ExactCustomerValue:
+        life = t.lifespan_days
+        v = _Value.of(t.customers, t.purchases, t.revenue_minor, life, window_days)
+        return cls(
+            t.customers,
+            t.purchases,
+            t.revenue_minor,
+            _ratio(life),
+            None if v.aov is None else half_up(v.aov),
+            _ratio(v.per_customer),
+            None if v.value is None else half_up(v.value),
+            None if v.clv is None else half_up(v.clv),
         )
 
 

@@ -20,9 +20,12 @@ from attribution_service.analytics.schemas import (
     ClvOut,
     Cohort,
     CohortsOut,
+    CohortValueOut,
     CostFigures,
     CurrencyValue,
     CustomerValueOut,
+    ExactGroupsOut,
+    ExactValueOut,
     Figures,
     FunnelOut,
     LeaderboardEntry,
@@ -486,9 +489,17 @@ async def customer_value(
 ) -> ClvOut:
     tz = await own_program(conn, tenant_id, program_id)
     window = (r.end - r.start).days + 1
-    groups: dict[str, dict[bool, asyncpg.Record]] = defaultdict(dict)
-    for row in await repository.customer_groups(conn, tenant_id, program_id, r.start, r.end):
-        groups[row["currency"]][row["referred"]] = row
+    # per currency: the others, and the referred by cohort (None: enrollment not known yet)
+    others: dict[str, domain.CustomerTotals] = defaultdict(domain.CustomerTotals)
+    cohorts: dict[str, dict[date | None, domain.CustomerTotals]] = defaultdict(dict)
+    for row in await repository.customer_groups(conn, tenant_id, program_id, r.start, r.end, tz):
+        totals = domain.CustomerTotals(
+            row["customers"], row["purchases"], row["revenue_minor"], row["lifespan_seconds"]
+        )
+        if row["referred"]:
+            cohorts[row["currency"]][row["cohort"]] = totals
+        else:
+            others[row["currency"]] = totals
     sums: Sums = {}
     for row in await repository.counters(
         conn, tenant_id, program_id, r.start, r.end, r.interval, None
@@ -497,18 +508,14 @@ async def customer_value(
             sums[(row["metric"], row["unit"])] = row["value"]
     acquired = sums.get((FIRST_PURCHASES, ""), 0)
 
-    def value(row: asyncpg.Record | None) -> domain.CustomerValue:
-        return domain.CustomerValue.of(
-            customers=row["customers"] if row else 0,
-            purchases=row["purchases"] if row else 0,
-            revenue_minor=row["revenue_minor"] if row else 0,
-            lifespan_days=row["lifespan_days"] if row else None,
-            window_days=window,
-        )
+    def exact(t: domain.CustomerTotals) -> ExactValueOut:
+        return ExactValueOut.model_validate(domain.ExactCustomerValue.of(t, window).__dict__)
 
     out = []
-    for currency, g in sorted(groups.items()):
-        referred = value(g.get(True))
+    for currency in sorted(others.keys() | cohorts.keys()):
+        weeks = cohorts.get(currency, {})
+        referred_totals = sum(weeks.values(), domain.CustomerTotals())
+        referred = domain.CustomerValue.of_totals(referred_totals, window)
         net = sums.get((ISSUED, currency), 0) - sums.get((VOIDED, currency), 0)
         net -= sums.get((CLAWED_BACK, currency), 0)
         cpa = domain.per_customer(net, acquired)
@@ -516,7 +523,16 @@ async def customer_value(
             CurrencyValue(
                 currency=currency,
                 referred=CustomerValueOut.model_validate(referred.__dict__),
-                others=CustomerValueOut.model_validate(value(g.get(False)).__dict__),
+                others=CustomerValueOut.model_validate(
+                    domain.CustomerValue.of_totals(others[currency], window).__dict__
+                ),
+                exact=ExactGroupsOut(
+                    referred=exact(referred_totals), others=exact(others[currency])
+                ),
+                cohorts=[
+                    CohortValueOut(week=week, referred=exact(t))
+                    for week, t in sorted(weeks.items(), key=lambda w: (w[0] is None, w[0]))
+                ],
                 cost_per_acquired_customer=cpa,
                 payback_days=domain.payback_days(cpa, referred, window),
             )

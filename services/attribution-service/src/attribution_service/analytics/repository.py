@@ -466,33 +466,46 @@ async def record_purchases(
 
 
 async def customer_groups(
-    conn: asyncpg.Connection, tenant_id: str, program_id: str, start: date, end: date
+    conn: asyncpg.Connection, tenant_id: str, program_id: str, start: date, end: date, tz: str
 ) -> list[asyncpg.Record]:
-    """Per group (customers the program referred; the tenant's never-referred customers) and
-    currency, of the customers who bought in the window: customers, purchases, revenue, and
-    their mean lifespan in days (first to last purchase ever seen, plus one)."""
+    """Per group (customers the program referred; the tenant's never-referred customers),
+    currency and, for the referred, cohort (the ISO week, in `tz`, their advocate enrolled; null
+    while their referral or the advocate's enrollment is not folded yet), of the customers who
+    bought in the window:
+    customers, purchases, revenue, and the sum of their lifespans in seconds (first to last
+    purchase ever seen; numeric, exact). The cohorts of a currency add up to its referred
+    group (each referred customer has one advocate in the program)."""
     rows: list[asyncpg.Record] = await conn.fetch(
         """
         WITH per AS (
             SELECT d.customer_id, d.currency, sum(d.purchases) AS purchases,
                    sum(d.revenue_minor) AS revenue, min(c.referred_program_id) AS program_id,
-                   min(extract(epoch FROM c.last_purchase_at - c.first_purchase_at)) / 86400 + 1
-                       AS lifespan_days
+                   min(extract(epoch FROM c.last_purchase_at - c.first_purchase_at))
+                       AS lifespan_seconds
             FROM analytics_customer_days d
             JOIN analytics_customers c USING (tenant_id, customer_id)
             WHERE d.tenant_id = $1 AND d.day BETWEEN $3 AND $4
             GROUP BY d.customer_id, d.currency
         )
-        SELECT program_id IS NOT NULL AS referred, currency, count(*) AS customers,
-               sum(purchases)::bigint AS purchases, sum(revenue)::bigint AS revenue_minor,
-               avg(lifespan_days)::float8 AS lifespan_days
-        FROM per WHERE program_id IS NULL OR program_id = $2
-        GROUP BY 1, 2
+        SELECT per.program_id IS NOT NULL AS referred, per.currency,
+               date_trunc('week', (a.enrolled_at AT TIME ZONE $5)::date)::date AS cohort,
+               count(*) AS customers, sum(per.purchases)::bigint AS purchases,
+               sum(per.revenue)::bigint AS revenue_minor,
+               sum(per.lifespan_seconds)::numeric AS lifespan_seconds
+        FROM per
+        LEFT JOIN analytics_referrals r
+            ON per.program_id IS NOT NULL AND r.program_id = $2
+           AND r.friend_customer_id = per.customer_id
+        LEFT JOIN analytics_advocates a ON a.advocate_id = r.advocate_id
+        WHERE per.program_id IS NULL OR per.program_id = $2
+        GROUP BY 1, 2, 3
+        ORDER BY 2, 3 NULLS LAST
         """,
         tenant_id,
         program_id,
         start,
         end,
+        tz,
     )
     return rows
 

@@ -4,6 +4,7 @@ field descriptions, so they are in the OpenAPI document."""
 from __future__ import annotations
 
 from datetime import date
+from decimal import Decimal
 
 from pydantic import BaseModel, Field
 
@@ -208,11 +209,59 @@ class CustomerValueOut(BaseModel):
     )
 
 
+class ExactValueOut(BaseModel):
+    """CustomerValueOut's figures without floats: amounts in whole minor units, each rounded
+    half up once from its exact value (CLV from the exact customer value), ratios as Decimal
+    strings of 4 places."""
+
+    customers: int = Field(description="customers with a purchase in the window")
+    purchases: int
+    revenue_minor: int
+    lifespan_days: Decimal | None = Field(
+        description="mean days from a customer's first to last purchase ever seen, plus one"
+    )
+    aov_minor: int | None = Field(description="average order value: revenue / purchases")
+    purchases_per_customer: Decimal | None = Field(description="purchases / customers")
+    customer_value_minor: int | None = Field(
+        description="AOV x purchases per customer (= revenue / customers): what a customer "
+        "brings per window"
+    )
+    clv_minor: int | None = Field(
+        description="customer value x average lifespan in windows (lifespan days / window "
+        "days, at least 1)"
+    )
+
+
+class ExactGroupsOut(BaseModel):
+    referred: ExactValueOut = Field(description="customers this program referred")
+    others: ExactValueOut = Field(
+        description="the merchant's customers never referred by any program, seen in the window"
+    )
+
+
+class CohortValueOut(BaseModel):
+    week: date | None = Field(
+        description="the ISO week (its Monday, in the program's time zone) the referring "
+        "advocate enrolled; null for customers whose referral or advocate's enrollment is "
+        "not folded here yet"
+    )
+    referred: ExactValueOut = Field(
+        description="of the program's referred customers who bought in the window, those this "
+        "cohort's advocates referred (the cohorts add up to `exact.referred`)"
+    )
+
+
 class CurrencyValue(BaseModel):
     currency: str
     referred: CustomerValueOut = Field(description="customers this program referred")
     others: CustomerValueOut = Field(
         description="the merchant's customers never referred by any program"
+    )
+    exact: ExactGroupsOut = Field(
+        description="`referred` and `others` in whole minor units and Decimals (no floats)"
+    )
+    cohorts: list[CohortValueOut] = Field(
+        description="the referred customers by their advocate's enrollment week, oldest first"
     )
     cost_per_acquired_customer: int | None = Field(
         description="net reward cost in this currency / referred first purchases"

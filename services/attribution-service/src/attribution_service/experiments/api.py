@@ -74,14 +74,20 @@ async def end_experiment(program_id: str, experiment_id: str, who: Writer, rt: R
     BASE + "/{experiment_id}/promote",
     response_model=ExperimentOut,
     description="Ends the experiment with `variant` as its winner (experiment.ended.v1 carries "
-    "it, with its config).",
+    "it, with its config) and stops the split: every advocate gets the winner. The variant must "
+    "be the readout's `known_winner`, else 409 on `/variant` unless `force` is true; a variant "
+    "not of this experiment: 422 on `/variant`. A reward_rule experiment's winner becomes the "
+    "program's reward rule: reward_rule.promoted.v1, in the same transaction, and reward-service "
+    "writes the variant's config as a new rule version. The same promotion again answers the "
+    "experiment unchanged (200, no event); another winner after the end, or a draft: 409 on "
+    "`/status`.",
 )
 async def promote_variant(
     program_id: str, experiment_id: str, body: PromoteIn, who: Writer, rt: Rt
 ) -> ExperimentOut:
     async with rt.transaction() as conn:
-        return await handlers.act(
-            conn, who.tenant_id, program_id, experiment_id, "end", winner=body.variant
+        return await handlers.promote(
+            conn, who.tenant_id, program_id, experiment_id, body.variant, body.force
         )
 
 

@@ -88,3 +88,36 @@ def significance(a: tuple[str, int, int], b: tuple[str, int, int]) -> Readout:
     p = float(result.pvalue)
     leader = ka if sa / na > sb / nb else kb if sb / nb > sa / na else None
     return Readout(True, p, p < ALPHA, leader if p < ALPHA else None)
+
+
+def winner(control: str, readouts: list[tuple[str, Readout]]) -> str | None:
+    """The variant the readout says won, or None while none is known: the one variant that beats
+    the control significantly, or the control when it beats every other variant. Two variants
+    each beating the control are not compared with each other, so no winner is known then."""
+    beating = [key for key, r in readouts if r.significant and r.leader == key]
+    if len(beating) == 1:
+        return beating[0]
+    if readouts and all(r.significant and r.leader == control for _, r in readouts):
+        return control
+    return None
+
+
+def promotion(
+    status: str, promoted: str | None, variant: str, known_winner: str | None, force: bool
+) -> bool:
+    """Whether promoting `variant` changes anything. The same promotion again changes nothing
+    (False); an ended experiment takes no other winner, a draft none at all (409); a variant the
+    readout does not name as the winner only with `force` (409 on /variant)."""
+    if status == "ended" and promoted == variant:
+        return False
+    if status == "ended":
+        raise Conflict(f"the experiment has ended (winner: {promoted or 'none'})", field="/status")
+    transition(status, "end")
+    if not force and known_winner != variant:
+        why = (
+            f"the readout's winner is '{known_winner}'"
+            if known_winner is not None
+            else "the readout knows no winner yet"
+        )
+        raise Conflict(f"{why}: send force: true to promote '{variant}'", field="/variant")
+    return True

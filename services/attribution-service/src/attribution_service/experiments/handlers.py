@@ -78,19 +78,65 @@ async def act(
     program_id: str,
     experiment_id: str,
     action: Action,
-    winner: str | None = None,
 ) -> ExperimentOut:
-    """Start, pause or end (with `winner`: promote it) the experiment, and emit its event."""
+    """Start, pause or end the experiment, and emit its event."""
     row = await _get(conn, tenant_id, program_id, experiment_id, lock=True)
-    if winner is not None and winner not in {v.key for v in _weights(row)}:
-        raise InvalidInput(f"'{winner}' is not a variant of this experiment", field="/variant")
-    status = domain.transition(row["status"], action)
-    updated = await repository.set_status(conn, experiment_id, status, winner)
+    updated = await _move(conn, tenant_id, row, domain.transition(row["status"], action), None)
+    return await _out(conn, updated)
+
+
+async def promote(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    program_id: str,
+    experiment_id: str,
+    variant: str,
+    force: bool,
+) -> ExperimentOut:
+    """End the experiment with `variant` as its winner (the readout's, or any with `force`); a
+    reward_rule experiment's winner becomes the program's reward rule through
+    reward_rule.promoted.v1, in this transaction. The same promotion again changes nothing."""
+    row = await _get(conn, tenant_id, program_id, experiment_id, lock=True)
+    if variant not in {v.key for v in _weights(row)}:
+        raise InvalidInput(f"'{variant}' is not a variant of this experiment", field="/variant")
+    current = await _out(conn, row)
+    if not domain.promotion(row["status"], row["winner"], variant, current.known_winner, force):
+        return current
+    updated = await _move(conn, tenant_id, row, "ended", variant)
+    if updated["kind"] == "reward_rule":
+        [config] = [v["config"] for v in _variants(updated) if v["key"] == variant]
+        promoted = ev.RewardRulePromoted(
+            experiment_id=experiment_id,
+            program_id=program_id,
+            variant=variant,
+            rule=config,
+            forced=variant != current.known_winner,
+            promoted_at=datetime.now(UTC),
+        )
+        await EVENTS.emit(
+            conn,
+            promoted,
+            tenant_id=tenant_id,
+            key=program_id,
+            event_id=f"{experiment_id}:rule_promoted",
+        )
+    return await _out(conn, updated)
+
+
+async def _move(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    row: asyncpg.Record,
+    status: domain.Status,
+    winner: str | None,
+) -> asyncpg.Record:
+    """Set the experiment's status (and winner) and emit its state event."""
+    updated = await repository.set_status(conn, row["id"], status, winner)
     if updated is None:
         raise Conflict("the program has another experiment running or paused", field="/status")
     payload = _EVENTS[status](
-        experiment_id=experiment_id,
-        program_id=program_id,
+        experiment_id=updated["id"],
+        program_id=updated["program_id"],
         name=updated["name"],
         kind=updated["kind"],
         salt=updated["salt"],
@@ -99,8 +145,8 @@ async def act(
         winner=updated["winner"],
         changed_at=datetime.now(UTC),
     )
-    await EVENTS.emit(conn, payload, tenant_id=tenant_id, key=program_id)
-    return await _out(conn, updated)
+    await EVENTS.emit(conn, payload, tenant_id=tenant_id, key=updated["program_id"])
+    return updated
 
 
 async def get(
@@ -122,8 +168,13 @@ async def assignment(
     conn: asyncpg.Connection, tenant_id: str, program_id: str, experiment_id: str, advocate: str
 ) -> AssignmentOut:
     row = await _get(conn, tenant_id, program_id, experiment_id, lock=False)
-    variant = domain.assign(advocate, row["salt"], _weights(row))
-    return AssignmentOut(experiment_id=experiment_id, advocate_id=advocate, variant=variant)
+    split = domain.assign(advocate, row["salt"], _weights(row))
+    return AssignmentOut(
+        experiment_id=experiment_id,
+        advocate_id=advocate,
+        variant=row["winner"] or split,
+        split_variant=split,
+    )
 
 
 async def _out(conn: asyncpg.Connection, row: asyncpg.Record) -> ExperimentOut:
@@ -156,12 +207,16 @@ async def _out(conn: asyncpg.Connection, row: asyncpg.Record) -> ExperimentOut:
         for v in _variants(row)
     ]
     control = variants[0]
-    readout = []
-    for v in variants[1:]:
-        r = domain.significance(
-            (control.key, control.advocates, control.referred), (v.key, v.advocates, v.referred)
+    readouts = [
+        (
+            v.key,
+            domain.significance(
+                (control.key, control.advocates, control.referred),
+                (v.key, v.advocates, v.referred),
+            ),
         )
-        readout.append(ReadoutOut(variant=v.key, **r.__dict__))
+        for v in variants[1:]
+    ]
     return ExperimentOut(
         id=row["id"],
         program_id=row["program_id"],
@@ -172,5 +227,6 @@ async def _out(conn: asyncpg.Connection, row: asyncpg.Record) -> ExperimentOut:
         started_at=row["started_at"],
         ended_at=row["ended_at"],
         variants=variants,
-        readout=readout,
+        readout=[ReadoutOut(variant=key, **r.__dict__) for key, r in readouts],
+        known_winner=domain.winner(control.key, readouts),
     )

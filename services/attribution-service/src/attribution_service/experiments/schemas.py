@@ -39,6 +39,10 @@ class PromoteIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     variant: str = Field(min_length=1, max_length=40)
+    force: bool = Field(
+        default=False,
+        description="promote `variant` although the readout does not name it the winner",
+    )
 
 
 class VariantOut(BaseModel):
@@ -78,9 +82,19 @@ class ExperimentOut(BaseModel):
     ended_at: datetime | None
     variants: list[VariantOut]
     readout: list[ReadoutOut]
+    known_winner: str | None = Field(
+        description="the variant the readout says won: the one variant beating the control "
+        "significantly, or the control when it beats every other; null while none is known"
+    )
 
 
 class AssignmentOut(BaseModel):
     experiment_id: str
     advocate_id: str
-    variant: str
+    variant: str = Field(
+        description="the variant the advocate gets: their share of the split, or the winner "
+        "once one is promoted (the split has stopped; every advocate, new ones too, gets it)"
+    )
+    split_variant: str = Field(
+        description="the advocate's share of the split (what the readout counts them in)"
+    )

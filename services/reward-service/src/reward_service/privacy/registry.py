@@ -150,6 +150,24 @@ PERSONAL_DATA: tuple[PersonalTable, ...] = (
         other=frozenset({"conversion_id", "refund_id", "tenant_id"}),
     ),
     PersonalTable(
+        "rule_promotions",
+        personal=frozenset(),
+        other=frozenset(
+            {
+                "detail",
+                "event_id",
+                "experiment_id",
+                "field",
+                "outcome",
+                "program_id",
+                "rule_version_id",
+                "tenant_id",
+                "variant",
+            }
+        ),
+        note="experiment winners promoted to reward rules; detail: why a config was refused",
+    ),
+    PersonalTable(
         "rule_versions",
         personal=frozenset(),
         other=frozenset({"definition", "id", "program_id", "tenant_id"}),

@@ -172,3 +172,66 @@ async def attribute_changes(
         until,
     )
     return [audience.Change(r["change"], r["effective_at"], json.loads(r["changes"])) for r in rows]
+
+
+# --- experiment winners promoted to the rule (attribution's reward_rule.promoted.v1) -----------
+
+
+async def promotion_recorded(conn: asyncpg.Connection, tenant_id: str, experiment_id: str) -> bool:
+    found: bool = await conn.fetchval(
+        "SELECT EXISTS (SELECT FROM rule_promotions WHERE tenant_id = $1 AND experiment_id = $2)",
+        tenant_id,
+        experiment_id,
+    )
+    return found
+
+
+async def insert_promotion(
+    conn: asyncpg.Connection,
+    *,
+    tenant_id: str,
+    experiment_id: str,
+    program_id: str,
+    variant: str,
+    event_id: str,
+    forced: bool,
+    outcome: str,
+    rule_version_id: str | None,
+    detail: str | None,
+    field: str | None,
+    promoted_at: datetime,
+) -> None:
+    await conn.execute(
+        """
+        INSERT INTO rule_promotions (tenant_id, experiment_id, program_id, variant, event_id,
+            forced, outcome, rule_version_id, detail, field, promoted_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+        ON CONFLICT DO NOTHING
+        """,
+        tenant_id,
+        experiment_id,
+        program_id,
+        variant,
+        event_id,
+        forced,
+        outcome,
+        rule_version_id,
+        detail,
+        field,
+        promoted_at,
+    )
+
+
+async def promotion_of_version(
+    conn: asyncpg.Connection, tenant_id: str, rule_version_id: str
+) -> asyncpg.Record | None:
+    """The promotion that wrote this version, if one did."""
+    row: asyncpg.Record | None = await conn.fetchrow(
+        """
+        SELECT experiment_id, variant, forced, promoted_at FROM rule_promotions
+        WHERE tenant_id = $1 AND rule_version_id = $2 AND outcome = 'applied'
+        """,
+        tenant_id,
+        rule_version_id,
+    )
+    return row

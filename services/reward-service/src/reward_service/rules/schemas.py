@@ -1,5 +1,5 @@
 """Bodies of the reward-rule routes. Single fields are checked here (so a bad one is named in the
-problem+json); rules that span fields (tiers overlapping, units agreeing) in rules/api.py."""
+problem+json); rules that span fields (tiers overlapping, units agreeing) in rules/body.py."""
 
 from __future__ import annotations
 
@@ -178,3 +178,8 @@ class RewardRuleOut(BaseModel):
     advocate_reward: MoneyOut | None = None
     trigger: domain.Trigger | None = None
     created_at: datetime
+    promoted_from: dict[str, Any] | None = Field(
+        default=None,
+        description="the experiment whose winner this version is (attribution-service's "
+        "promote): experiment_id, variant, forced, promoted_at; null for a version a PUT wrote",
+    )
