@@ -14,7 +14,7 @@ Goal (issue #18): GET /v1/me p99 < 20 ms. The machine has 2 cores shared by the 
 Postgres, Kafka and the load generator, so absolute figures are modest; the ratio to the bare
 app is what compares.
 
-Usage: uv run --frozen python bench/advocate.py [--quick] [--connections 16]
+Usage: uv run --frozen python bench/advocate.py [--quick] [--connections 16] [--profile out.json]
 Last line: one JSON object {"bench": "advocate", ...}.
 """
 
@@ -166,6 +166,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="short runs (a sanity check)")
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="also sample link-service with py-spy during the peak run (speedscope JSON here)",
+    )
     args = parser.parse_args()
     duration = 3.0 if args.quick else 15.0
     connections = min(max(args.connections, 1), 256)
@@ -273,8 +278,27 @@ def main() -> None:
         before = bare_cpu.snapshot()
         bare = wrk(wrk_bin, bare_port, tokens, duration, connections)
         bare_cost = cpu.per_op(before, bare_cpu.snapshot(), int(bare["requests"]))
+        profiler = None
+        if args.profile is not None:
+            profiler = subprocess.Popen(  # noqa: S603
+                [
+                    str(Path(sys.executable).parent / "py-spy"),
+                    "record",
+                    "--pid",
+                    str(running[0].process.pid),
+                    "--duration",
+                    str(int(duration)),
+                    "--format",
+                    "speedscope",
+                    "--output",
+                    str(args.profile),
+                    "--nonblocking",
+                ]
+            )
         before = link_cpu.snapshot()
         peak = wrk(wrk_bin, link_port, tokens, duration, connections)
+        if profiler is not None:
+            profiler.wait(timeout=60)
         me_cost = cpu.per_op(before, link_cpu.snapshot(), int(peak["requests"]))
         half = asyncio.run(open_loop(running[0].url, tokens, max(peak["rps"] / 2, 20.0), duration))
         result = {
