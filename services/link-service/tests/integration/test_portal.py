@@ -261,6 +261,12 @@ async def test_the_front_door_answers_me_as_the_route_does(env, front_door) -> N
     for header in ("content-type", "cache-control", "vary", "access-control-allow-origin"):
         assert front.headers[header] == route.headers[header], header
 
+    # The page's own pool opened as the service started (its connections act for every tenant).
+    reads = env.app.state.portal_reads
+    await eventually(lambda: reads.pool is not env.app.state.runtime.pool)
+    async with reads.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT current_setting('app.tenant_id')") == "*"
+
 
 class _Publisher:
     def __init__(self, env: Any, producer: AIOKafkaProducer) -> None:

@@ -135,16 +135,31 @@ async def answer(
         if not domain.origin_allowed(shown, me.allowed_origins):
             raise Forbidden(f"origin '{shown}' may not read this program's advocate data")
         response_headers.append((b"access-control-allow-origin", origin))
-    out = _me_out(me, public.link(me.page["code"]), qr_url(scope))
+    out = _me_out(me, public.link(me.page["code"]), qr_url(scope, headers))
     await _sighted(rt, scope, headers, who)
     await send_response(send, 200, response_headers, out.__pydantic_serializer__.to_json(out))
     return 200
 
 
-def qr_url(scope: Scope) -> str:
+_QR_URLS: dict[tuple[object, ...], str] = {}
+
+
+def qr_url(scope: Scope, headers: Headers) -> str:
     """The absolute URL of the advocate's QR code as this request reached us (what the route's
-    `request.url_for` gives, without looking the route up)."""
-    return str(URLPath(QR_PATH).make_absolute_url(Request(scope).base_url))
+    `request.url_for` gives, without looking the route up), remembered by what it is made of
+    (a few hosts at most; the Host header is the client's, so the memory is bounded)."""
+    key = (
+        scope.get("scheme"),
+        headers.get(b"host"),
+        scope.get("server"),
+        scope.get("app_root_path", scope.get("root_path")),
+    )
+    url = _QR_URLS.get(key)
+    if url is None:
+        if len(_QR_URLS) >= 1000:
+            _QR_URLS.clear()
+        url = _QR_URLS[key] = str(URLPath(QR_PATH).make_absolute_url(Request(scope).base_url))
+    return url
 
 
 def _me_out(me: handlers.Me, link: str, qr: str) -> MeOut:
