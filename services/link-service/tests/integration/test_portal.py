@@ -261,6 +261,17 @@ async def test_the_front_door_answers_me_as_the_route_does(env, front_door) -> N
     for header in ("content-type", "cache-control", "vary", "access-control-allow-origin"):
         assert front.headers[header] == route.headers[header], header
 
+    # The share links are remembered by what they are made of: a new message or program name
+    # shows on the next read.
+    r = await client.patch(
+        f"/v1/programs/{ann['program_id']}",
+        json={"name": "Give 25", "share_templates": {"sms": "Use {code} at {program}"}},
+    )
+    assert r.status_code == 200, r.text
+    share = {s["channel"]: s for s in (await client.get("/v1/me", headers=shop)).json()["share"]}
+    assert share["sms"]["message"] == f"Use {ann['code']} at Give 25 {share['sms']['url']}"
+    assert "Give%2025" in share["email"]["intent_url"]
+
     # The page's own pool opened as the service started (its connections act for every tenant).
     reads = env.app.state.portal_reads
     await eventually(lambda: reads.pool is not env.app.state.runtime.pool)

@@ -118,7 +118,7 @@ class VerifiedTokens:
     key (the revocation) reaches the replicas as they restart with it, which empties this.
     Only verified tokens are kept (a refusal is checked again each time), at most `size`."""
 
-    def __init__(self, keys: Sequence[str], size: int = 50_000) -> None:
+    def __init__(self, keys: Sequence[str], size: int = 10_000) -> None:
         self._keys = tuple(keys)
         self._size = size
         self._claims: dict[str, AdvocateClaims] = {}

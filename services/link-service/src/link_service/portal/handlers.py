@@ -155,7 +155,7 @@ async def me(conn: asyncpg.Connection, claims: domain.AdvocateClaims, links: Lin
     return Me(page, share)
 
 
-@functools.lru_cache(maxsize=20_000)
+@functools.lru_cache(maxsize=4096)
 def _share_links(
     code: str,
     advocate_name: str | None,
@@ -166,7 +166,8 @@ def _share_links(
 ) -> tuple[advocates.ShareLink, ...]:
     """advocates.channel_links, kept per replica by everything it is a function of (the
     program's messages as their JSON text): a page read again renders no template and quotes
-    no URL, and a new code, name or message is a new key."""
+    no URL, and a new code, name or message is a new key. At most 4096 advocates' links (a
+    few MB)."""
     program = {
         "id": program_id,
         "name": program_name,
