@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import asyncpg
@@ -128,17 +129,20 @@ async def answer(
         me = await handlers.me(conn, who, public)
     origin = headers.get(b"origin")
     response_headers = [_JSON, _NO_STORE, _VARY]
-    if origin is not None:
-        # A page of an allowed origin may read the answer; any other origin is refused, so a
-        # stolen token is no use from a foreign page. No Origin: not a cross-origin browser call.
-        shown = origin.decode("latin-1")
-        if not domain.origin_allowed(shown, me.allowed_origins):
-            raise Forbidden(f"origin '{shown}' may not read this program's advocate data")
+    if origin is not None:  # a cross-origin browser call
+        check_origin(origin.decode("latin-1"), me.allowed_origins)
         response_headers.append((b"access-control-allow-origin", origin))
     out = _me_out(me, public.link(me.page["code"]), qr_url(scope, headers))
     await _sighted(rt, scope, headers, who)
     await send_response(send, 200, response_headers, out.__pydantic_serializer__.to_json(out))
     return 200
+
+
+def check_origin(origin: str, allowed: Sequence[str]) -> None:
+    """A page of an allowed origin may read the answer; any other origin is refused (403), so
+    a stolen token is no use from a foreign page."""
+    if not domain.origin_allowed(origin, allowed):
+        raise Forbidden(f"origin '{origin}' may not read this program's advocate data")
 
 
 _QR_URLS: dict[tuple[object, ...], str] = {}
