@@ -8,13 +8,14 @@ in every status, rewards in two units, redemptions), and one advocate token per 
 the reference: a bare ASGI app on uvicorn answering a fixed JSON body of the same size
 (bench/_common/bare_json.py). Both are driven over loopback by wrk (closed loop, fixed
 connections, rotating the tokens); link-service then again in open loop at half its peak rate
-for the p99 the goal names (latency from each request's scheduled time).
+for the p99 the goal names (latency from each request's scheduled time; the redirect bench's
+load generator, in its own process).
 
 Goal (issue #18): GET /v1/me p99 < 20 ms. The machine has 2 cores shared by the service,
 Postgres, Kafka and the load generator, so absolute figures are modest; the ratio to the bare
 app is what compares.
 
-Usage: uv run --frozen python bench/advocate.py [--quick] [--connections 16]
+Usage: uv run --frozen python bench/advocate.py [--quick] [--connections 16] [--profile out.json]
 Last line: one JSON object {"bench": "advocate", ...}.
 """
 
@@ -30,7 +31,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -76,39 +76,43 @@ end
     }
 
 
-async def open_loop(url: str, tokens: list[str], rate: float, duration: float) -> dict[str, Any]:
-    """Requests at a fixed rate whatever the answers' pace; latency from the scheduled time
-    (no coordinated omission)."""
-    latencies: list[float] = []
-    failures = 0
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    # No pool timeout: a request waiting for a connection is late, and its lateness counts.
-    timeout = httpx.Timeout(10, pool=None)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=timeout) as client:
-        start = time.perf_counter()
-        n = int(rate * duration)
-
-        async def one(i: int) -> None:
-            nonlocal failures
-            scheduled = start + i / rate
-            await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
-            try:
-                r = await client.get(
-                    "/v1/me", headers={"Authorization": f"Bearer {tokens[i % len(tokens)]}"}
-                )
-                failures += r.status_code != 200
-            except httpx.HTTPError:
-                failures += 1
-            latencies.append(time.perf_counter() - scheduled)
-
-        await asyncio.gather(*(one(i) for i in range(n)))
-    latencies.sort()
+def open_loop(port: int, tokens: list[str], rate: float, duration: float) -> dict[str, Any]:
+    """Requests at a fixed rate whatever the answers' pace, latency from each request's
+    scheduled time (no coordinated omission), by the redirect bench's load generator in its own
+    process (bench/_common/redirect_loadgen.py: an in-process httpx client cost more CPU per
+    request than the page, taken from the service it measured), rotating the tokens."""
+    with tempfile.TemporaryDirectory() as tmp:
+        paths, bearers = Path(tmp) / "paths", Path(tmp) / "tokens"
+        paths.write_text("/v1/me\n")
+        bearers.write_text("\n".join(tokens) + "\n")
+        out = subprocess.run(  # noqa: S603
+            [
+                sys.executable,
+                str(HERE / "_common" / "redirect_loadgen.py"),
+                "--port",
+                str(port),
+                "--paths",
+                str(paths),
+                "--bearer-file",
+                str(bearers),
+                "--rate",
+                str(rate),
+                "--duration",
+                str(duration),
+                "--connections",
+                "64",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    raw: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     return {
         "rate": round(rate, 1),
-        "requests": len(latencies),
-        "failures": failures,
-        "p50_ms": round(latencies[len(latencies) // 2] * 1000, 2),
-        "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 2),
+        "requests": raw["requests"],
+        "failures": raw["errors"] + sum(n for s, n in raw["statuses"].items() if s != "200"),
+        "p50_ms": raw["p50_ms"],
+        "p99_ms": raw["p99_ms"],
     }
 
 
@@ -166,6 +170,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="short runs (a sanity check)")
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="also sample link-service with py-spy during the peak run (speedscope JSON here)",
+    )
     args = parser.parse_args()
     duration = 3.0 if args.quick else 15.0
     connections = min(max(args.connections, 1), 256)
@@ -273,10 +282,29 @@ def main() -> None:
         before = bare_cpu.snapshot()
         bare = wrk(wrk_bin, bare_port, tokens, duration, connections)
         bare_cost = cpu.per_op(before, bare_cpu.snapshot(), int(bare["requests"]))
+        profiler = None
+        if args.profile is not None:
+            profiler = subprocess.Popen(  # noqa: S603
+                [
+                    str(Path(sys.executable).parent / "py-spy"),
+                    "record",
+                    "--pid",
+                    str(running[0].process.pid),
+                    "--duration",
+                    str(int(duration)),
+                    "--format",
+                    "speedscope",
+                    "--output",
+                    str(args.profile),
+                    "--nonblocking",
+                ]
+            )
         before = link_cpu.snapshot()
         peak = wrk(wrk_bin, link_port, tokens, duration, connections)
+        if profiler is not None:
+            profiler.wait(timeout=60)
         me_cost = cpu.per_op(before, link_cpu.snapshot(), int(peak["requests"]))
-        half = asyncio.run(open_loop(running[0].url, tokens, max(peak["rps"] / 2, 20.0), duration))
+        half = open_loop(link_port, tokens, max(peak["rps"] / 2, 20.0), duration)
         result = {
             "bench": "advocate",
             "quick": args.quick,

@@ -57,10 +57,18 @@ class Client(asyncio.Protocol):
         self._lost()
 
 
-def _requests(paths: list[str], user_agent: str) -> list[bytes]:
+def _requests(paths: list[str], user_agent: str, tokens: list[str] | None = None) -> list[bytes]:
+    """One request per path; with `tokens` (bench/advocate.py), one per token, each path in
+    turn, carrying `Authorization: Bearer <token>`."""
+    if not tokens:
+        return [
+            f"GET {p} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: {user_agent}\r\n\r\n".encode()
+            for p in paths
+        ]
     return [
-        f"GET {p} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: {user_agent}\r\n\r\n".encode()
-        for p in paths
+        f"GET {paths[i % len(paths)]} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: {user_agent}"
+        f"\r\nAuthorization: Bearer {t}\r\n\r\n".encode()
+        for i, t in enumerate(tokens)
     ]
 
 
@@ -73,7 +81,12 @@ def _percentile(sorted_values: list[float], q: float) -> float:
 async def run(args: argparse.Namespace) -> dict[str, object]:
     loop = asyncio.get_running_loop()
     paths = [line.strip() for line in open(args.paths) if line.strip()]  # noqa: ASYNC230, SIM115
-    requests = _requests(paths, args.user_agent)
+    tokens = (
+        [line.strip() for line in open(args.bearer_file) if line.strip()]  # noqa: ASYNC230, SIM115
+        if args.bearer_file
+        else None
+    )
+    requests = _requests(paths, args.user_agent, tokens)
     statuses: Counter[int] = Counter()
     latencies: list[float] = []
     slow_at: list[float] = []  # when (seconds into the run) requests over 50 ms were scheduled
@@ -169,6 +182,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--rate", type=float, default=0, help="open loop at this many rps")
     parser.add_argument("--user-agent", default="Mozilla/5.0 (X11; Linux x86_64) Chrome/120.0")
+    parser.add_argument("--bearer-file", help="file with one bearer token per line, rotated")
     args = parser.parse_args()
     try:
         import uvloop

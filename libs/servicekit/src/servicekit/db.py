@@ -116,23 +116,30 @@ async def create_pool(
     max_size: int,
     reset_session: bool = True,
     server_settings: Mapping[str, str] | None = None,
+    across_tenants: bool = False,
 ) -> asyncpg.Pool:
     """`reset_session=False` only for a service whose pooled connections never take session
     advisory locks, open cursors, LISTEN or SET (transactions only). `server_settings`: more
     session settings for every pooled connection (search_path and application_name are
-    set here)."""
+    set here). `across_tenants`: every connection acts for every tenant from its start, as a
+    command's `one_connection` does, with no statement per acquire and no session reset (it
+    must never be SET): for a public read path that finds its tenant in what it is given
+    (link-service's GET /v1/me, one round trip a page instead of three)."""
+    settings = {
+        **(server_settings or {}),
+        "search_path": schema,
+        "application_name": application_name,
+    }
+    if across_tenants:
+        settings["app.tenant_id"] = ALL_TENANTS
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,
-        setup=_act_for_current_tenant,
-        reset=_reset_session if reset_session else _keep_session,
-        server_settings={
-            **(server_settings or {}),
-            "search_path": schema,
-            "application_name": application_name,
-        },
+        setup=None if across_tenants else _act_for_current_tenant,
+        reset=_keep_session if across_tenants or not reset_session else _reset_session,
+        server_settings=settings,
     )
     assert pool is not None
     return pool

@@ -125,11 +125,12 @@ class Runtime:
         max_size: int,
         role: str | None = None,
         server_settings: dict[str, str] | None = None,
+        across_tenants: bool = False,
     ) -> asyncpg.Pool:
         """A pool on the service's database and schema, like the service's own. `role` names its
         connections (application_name `<service>-<role>`); `server_settings` are laid over the
-        spec's session settings. For a worker that wants connections set apart (the caller
-        closes the pool)."""
+        spec's session settings; `across_tenants`: servicekit.db.create_pool. For a worker or a
+        hot path that wants connections set apart (the caller closes the pool)."""
         return await create_pool(
             self.settings.database_url,
             schema=self.spec.schema,
@@ -142,6 +143,7 @@ class Runtime:
                 **self.spec.pool_server_settings,
                 **(server_settings or {}),
             },
+            across_tenants=across_tenants,
         )
 
     async def start(self) -> None:

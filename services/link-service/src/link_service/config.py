@@ -78,6 +78,8 @@ class Settings(ServiceSettings):
     )
     # Lifetime of a token when the merchant asks for none (the most it may ask is 24 h).
     advocate_token_ttl_seconds: int = Field(default=3600, ge=60, le=86_400)
+    # Connections of GET /v1/me's own pool (portal.front.PageReads), beside DB_POOL_MAX_SIZE.
+    portal_db_pool_size: int = Field(default=4, ge=1, le=100)
     # Personal data exports (docs/privacy.md): each service's document travels in events of at
     # most this many bytes of JSON (Kafka's message limit is 1 MB; the envelope adds a little).
     privacy_export_chunk_bytes: int = Field(default=256 * 1024, ge=1024, le=512 * 1024)

@@ -15,6 +15,8 @@ from link_service.enrollment import cli
 from link_service.enrollment.worker import EnrollmentWorker
 from link_service.events import SERVICE
 from link_service.portal import api as portal_api
+from link_service.portal.domain import VerifiedTokens
+from link_service.portal.front import MeFront, PageReads
 from link_service.portal.reminders import ReminderWorker
 from link_service.privacy import api as privacy_api
 from link_service.programs import api as programs_api
@@ -71,7 +73,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             batch=settings.retention_batch_size,
             interval=settings.retention_interval_seconds,
         )
-        return [state.writer, state.invalidator, state.enrollment, reminders, usage, pruner]
+        return [
+            state.writer,
+            state.invalidator,
+            state.enrollment,
+            reminders,
+            usage,
+            pruner,
+            app.state.portal_reads,
+        ]
 
     routers = [
         programs_api.router,
@@ -90,10 +100,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The bulk upload has its own documented limit (its route refuses past it as it streams).
     app.limit_route_body("POST", enrollment_api.UPLOAD_PATH, settings.enrollment_max_upload_bytes)
     app.state.links = state
+    app.state.advocate_tokens = VerifiedTokens(settings.advocate_token_keys)
+    app.state.portal_reads = PageReads(app.state.runtime, settings.portal_db_pool_size)
     state.registry = app.state.metrics.registry
-    # /r/... is answered before FastAPI's own per-request work, routing or dependency
-    # injection runs; everything else goes on to FastAPI unchanged.
-    app.set_front(lambda fastapi: RedirectMiddleware(fastapi, state, state.registry))
+    # GET /v1/me and /r/... are answered before FastAPI's own per-request work, routing or
+    # dependency injection runs; everything else goes on to FastAPI unchanged.
+    app.set_front(
+        lambda fastapi: MeFront(
+            fastapi,
+            RedirectMiddleware(fastapi, state, state.registry),
+            app.state.advocate_tokens,
+            app.state.portal_reads,
+            state.registry,
+        )
+    )
     return app
 
 

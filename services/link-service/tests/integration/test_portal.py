@@ -10,11 +10,12 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import jwt
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from devstack.testing import eventually, serve_in_process, wait_caught_up
+from devstack.testing import FRONT_AND_FASTAPI, eventually, serve_in_process, wait_caught_up
 from link_service.consumers import PORTAL_GROUP
 from link_service.main import create_app
 from link_service.portal import domain
@@ -22,6 +23,7 @@ from referral_events import CloudEvent, new_event
 from referral_events.contracts import attribution as att
 from referral_events.contracts import reward as rw
 from referral_events.envelope import EventPayload
+from servicekit.front import FastAPIEntry
 
 pytestmark = pytest.mark.integration
 
@@ -58,6 +60,7 @@ async def _token(client: Any, advocate_id: str, **body: Any) -> str:
     return str(r.json()["token"])
 
 
+@FRONT_AND_FASTAPI
 async def test_a_token_reads_me_and_nothing_else(env) -> None:
     client = env.client
     ann = await _advocate(client)
@@ -104,6 +107,7 @@ async def test_a_token_reads_me_and_nothing_else(env) -> None:
     _refused(r, 404)
 
 
+@FRONT_AND_FASTAPI
 async def test_every_token_attack_is_refused(env) -> None:
     client = env.client
     ann = await _advocate(client)
@@ -179,6 +183,7 @@ async def test_rotating_the_signing_key_keeps_old_tokens_until_the_old_key_goes(
         assert (await client.get("/v1/me", headers=_bearer(new_token))).status_code == 200
 
 
+@FRONT_AND_FASTAPI
 async def test_cors_answers_the_program_s_origins_only(env) -> None:
     client = env.client
     ann = await _advocate(client)
@@ -225,6 +230,53 @@ async def test_cors_answers_the_program_s_origins_only(env) -> None:
     assert r.status_code == 200
     r = await client.get("/v1/me", headers={**_bearer(token), "Origin": "https://other.example"})
     _refused(r, 403)
+
+
+async def test_the_front_door_answers_me_as_the_route_does(env, front_door) -> None:
+    """GET /v1/me with a valid token is answered before FastAPI (portal.front), with the
+    very answer the route gives with the front door off; a request it cannot take (no valid
+    token) goes on to FastAPI."""
+    client = env.client
+    ann = await _advocate(client)
+    r = await client.put(
+        f"/v1/programs/{ann['program_id']}/portal",
+        json={"allowed_origins": ["https://shop.example.com"]},
+    )
+    assert r.status_code == 200, r.text
+    token = await _token(client, ann["id"])
+    shop = {**_bearer(token), "Origin": "https://shop.example.com"}
+    front = await client.get("/v1/me", headers=shop)
+    assert front.status_code == 200, front.text
+    assert front_door == ["/v1/me"]
+    _refused(await client.get("/v1/me", headers=_bearer("not.a.token")), 401)
+    assert front_door == ["/v1/me"]
+
+    # The same app, entered behind its front door: FastAPI's routing, dependencies, the route.
+    transport = httpx.ASGITransport(app=FastAPIEntry(env.app))
+    async with httpx.AsyncClient(transport=transport, base_url=client.base_url) as fastapi:
+        route = await fastapi.get("/v1/me", headers=shop)
+    assert route.status_code == 200, route.text
+    assert front_door == ["/v1/me"]
+    assert front.content == route.content
+    for header in ("content-type", "cache-control", "vary", "access-control-allow-origin"):
+        assert front.headers[header] == route.headers[header], header
+
+    # The share links are remembered by what they are made of: a new message or program name
+    # shows on the next read.
+    r = await client.patch(
+        f"/v1/programs/{ann['program_id']}",
+        json={"name": "Give 25", "share_templates": {"sms": "Use {code} at {program}"}},
+    )
+    assert r.status_code == 200, r.text
+    share = {s["channel"]: s for s in (await client.get("/v1/me", headers=shop)).json()["share"]}
+    assert share["sms"]["message"] == f"Use {ann['code']} at Give 25 {share['sms']['url']}"
+    assert "Give%2025" in share["email"]["intent_url"]
+
+    # The page's own pool opened as the service started (its connections act for every tenant).
+    reads = env.app.state.portal_reads
+    await eventually(lambda: reads.pool is not env.app.state.runtime.pool)
+    async with reads.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT current_setting('app.tenant_id')") == "*"
 
 
 class _Publisher:

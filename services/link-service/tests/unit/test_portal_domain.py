@@ -57,6 +57,29 @@ def test_expired_tampered_and_unsigned_tokens_are_refused() -> None:
             domain.verify(bad, KEYS, NOW)
 
 
+def test_verified_tokens_keep_the_claims_but_not_past_expiry_nor_refusals() -> None:
+    tokens = domain.VerifiedTokens(KEYS, size=2)
+    token = domain.mint(_claims(expires_at=NOW + timedelta(seconds=60)), KEYS, NOW)
+    first = tokens.verify(token, NOW)
+    assert tokens.verify(token, NOW + timedelta(seconds=59)) is first  # no second check
+    with pytest.raises(Unauthorized, match="expired"):
+        tokens.verify(token, NOW + timedelta(seconds=60))
+    # A refusal is not remembered: the same bytes are refused each time, and so is a token
+    # verified by another replica's keys.
+    forged = domain.mint(_claims(), ["x" * 32], NOW)
+    for _ in range(2):
+        with pytest.raises(Unauthorized):
+            tokens.verify(forged, NOW)
+    with pytest.raises(Unauthorized):
+        domain.VerifiedTokens(KEYS[1:]).verify(token, NOW)
+    with pytest.raises(Unauthorized, match="missing"):
+        tokens.verify(None, NOW)
+    # Bounded: past `size` tokens it starts over, and still answers each.
+    others = [domain.mint(_claims(advocate_id=f"adv_{i}"), KEYS, NOW) for i in range(3)]
+    assert [tokens.verify(t, NOW).advocate_id for t in others] == ["adv_0", "adv_1", "adv_2"]
+    assert len(tokens._claims) <= 2
+
+
 def test_ttl_defaults_and_bounds() -> None:
     assert domain.token_ttl(None, 3600) == timedelta(hours=1)
     assert domain.token_ttl(86_400, 3600) == timedelta(hours=24)

@@ -15,29 +15,20 @@ import asyncpg
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from link_service import qr
-from link_service.domain import Links
-from link_service.portal import domain, handlers
+from link_service.portal import domain, front, handlers
 from link_service.portal.schemas import (
     MeOut,
     PortalSettingsIn,
     PortalSettingsOut,
-    ProgressOut,
-    ReferralOut,
-    RewardTotalOut,
-    ShareOut,
-    StatsOut,
     StorefrontConfig,
     TokenIn,
     TokenOut,
 )
-from link_service.redirect.front import client_ip
-from link_service.sightings import handlers as sightings
 from link_service.web import Rt, links, settings
-from servicekit.app import runtime
 from servicekit.asgi import header_map
 from servicekit.auth import Principal, presented_key, public, requires
+from servicekit.front import RawAnswer
 from servicekit.problems import Forbidden, NotFound
-from servicekit.runtime import Runtime
 
 router = APIRouter()
 
@@ -48,26 +39,22 @@ _PREFLIGHT = public("a CORS preflight carries no credentials")
 _STATIC = public("the widget and the storefront snippet: static scripts for any page")
 
 
-async def advocate_claims(
-    request: Request, rt: Annotated[Runtime, Depends(runtime)]
-) -> domain.AdvocateClaims:
+async def advocate_claims(request: Request) -> domain.AdvocateClaims:
     """FastAPI dependency: the advocate a bearer token speaks for (401 without a valid one)."""
-    token = presented_key(header_map(request.scope))
-    return domain.verify(token, settings(rt).advocate_token_keys, datetime.now(UTC))
+    tokens: domain.VerifiedTokens = request.app.state.advocate_tokens
+    return tokens.verify(presented_key(header_map(request.scope)), datetime.now(UTC))
 
 
 Advocate = Annotated[domain.AdvocateClaims, Depends(advocate_claims)]
 
 
 def _cors(response: Response, origin: str | None, allowed: list[str]) -> None:
-    """A page of an allowed origin may read the answer; any other origin is refused (403),
-    so a stolen token is no use from a foreign page. No Origin: not a cross-origin browser call."""
+    """The CORS answer of the /v1/me routes (front.check_origin: 403 for a foreign origin).
+    No Origin: not a cross-origin browser call."""
     response.headers["Vary"] = "Origin"
-    if origin is None:
-        return
-    if not domain.origin_allowed(origin, allowed):
-        raise Forbidden(f"origin '{origin}' may not read this program's advocate data")
-    response.headers["Access-Control-Allow-Origin"] = origin
+    if origin is not None:
+        front.check_origin(origin, allowed)
+        response.headers["Access-Control-Allow-Origin"] = origin
 
 
 # ---------------------------------------------------------------------------- merchant side
@@ -149,8 +136,8 @@ async def put_portal_settings(
 # ---------------------------------------------------------------------------- advocate side
 
 
-@router.options("/v1/me", include_in_schema=False, dependencies=[_PREFLIGHT])
-@router.options("/v1/me/qr", include_in_schema=False, dependencies=[_PREFLIGHT])
+@router.options(front.PATH, include_in_schema=False, dependencies=[_PREFLIGHT])
+@router.options(front.QR_PATH, include_in_schema=False, dependencies=[_PREFLIGHT])
 async def me_preflight(request: Request, rt: Rt) -> Response:
     origin = request.headers.get("origin")
     async with rt.pool.acquire() as conn:  # one read: no transaction around it
@@ -169,100 +156,19 @@ async def me_preflight(request: Request, rt: Rt) -> Response:
     )
 
 
-def _me_out(me: handlers.Me, links: Links, qr_url: str) -> MeOut:
-    page = me.page
-    return MeOut(
-        advocate_id=page["id"],
-        program_id=page["program_id"],
-        program_name=page["program_name"],
-        locale=page["locale"] or page["program_default_locale"],
-        code=page["code"],
-        link=links.link(page["code"]),
-        qr_url=qr_url,
-        share=[
-            ShareOut(channel=s.channel, url=s.url, message=s.message, intent_url=s.intent_url)
-            for s in me.share
-        ],
-        stats=StatsOut(
-            clicks=page["clicks"],
-            friends_joined=page["joined"],
-            friends_purchased=page["purchased"],
-        ),
-        rewards=[RewardTotalOut(**r) for r in page["rewards"]],
-        referrals=[
-            ReferralOut(
-                friend=r["friend"],
-                status=domain.referral_status(
-                    signed_up=r["signed_up"],
-                    purchased=r["purchased"],
-                    rewarded=r["rewarded"],
-                    refunded=r["refunded"],
-                ),
-                since=r["since"],
-            )
-            for r in page["referrals"]
-        ],
-        progress=ProgressOut(
-            successful_referrals=page["successful"],
-            last_milestone=page["milestone"],
-            # Milestone thresholds are reward-service's rules, not published as events yet.
-            next_milestone=None,
-        ),
-    )
-
-
 @router.get(
-    "/v1/me", response_model=MeOut, tags=["advocate portal"], dependencies=[_ADVOCATE_TOKEN]
+    front.PATH, response_model=MeOut, tags=["advocate portal"], dependencies=[_ADVOCATE_TOKEN]
 )
 async def get_me(who: Advocate, rt: Rt, request: Request) -> Response:
     """Everything a refer-a-friend page shows, for the advocate the token names (advocate
     token only; an API key is refused)."""
-    # One read statement: no transaction to open and commit around it.
-    async with rt.pool.acquire() as conn:
-        me = await handlers.me(conn, who, links(rt))
-    response = Response(
-        _me_out(me, links(rt), str(request.url_for("get_me_qr"))).model_dump_json(),
-        media_type="application/json",
-        headers={"Cache-Control": "no-store"},
-    )
-    # Answered as built: FastAPI would validate the model a second time.
-    _cors(response, request.headers.get("origin"), me.allowed_origins)
-    await _sighted(rt, request, who)
-    return response
-
-
-_SEEN = sightings.SeenRecently()
-
-
-async def _sighted(rt: Runtime, request: Request, who: domain.AdvocateClaims) -> None:
-    """The advocate opened their page: where from (network, and the widget's device id if it
-    sends one) is a sighting for attribution's self-referral check. A page opened again from
-    the same place costs no write (this replica's memory, then the table's one a day)."""
-    s = settings(rt)
-    headers = header_map(request.scope)
-    ip_header = s.client_ip_header.lower().encode() if s.client_ip_header else None
-    ip = client_ip(request.scope, headers, ip_header, s.trusted_proxy_hops)
-    device = headers.get(b"x-device-id")
-    key = s.ip_hash_key.encode()
-    ip_h = sightings.hashed(key, ip)
-    device_h = sightings.hashed(key, device.decode("latin-1")[:200] if device else None)
-    if not (ip_h or device_h) or not _SEEN.fresh((who.advocate_id, ip_h, device_h)):
-        return
-    async with rt.transaction() as conn:
-        await sightings.record(
-            conn,
-            tenant_id=who.tenant_id,
-            advocate_id=who.advocate_id,
-            program_id=who.program_id,
-            source="portal",
-            ip_hash=ip_h,
-            device_hash=device_h,
-            now=datetime.now(UTC),
-        )
+    # Answered by the front door's code (portal.front), which serves this route first.
+    pool = request.app.state.portal_reads.pool
+    return RawAnswer(lambda scope, send: front.answer(rt, pool, who, scope, send))
 
 
 @router.get(
-    "/v1/me/qr",
+    front.QR_PATH,
     dependencies=[_ADVOCATE_TOKEN],
     tags=["advocate portal"],
     response_class=Response,

@@ -96,13 +96,43 @@ def verify(token: str | None, keys: Sequence[str], now: datetime) -> AdvocateCla
         exp = datetime.fromtimestamp(body["exp"], tz=now.tzinfo)
     except (TypeError, ValueError, OverflowError, OSError) as exc:
         raise Unauthorized("invalid advocate token") from exc
-    if exp <= now:
-        raise Unauthorized("the advocate token has expired")
+    _unexpired(exp, now)
     if body.get("scope") != SCOPE or not all(
         isinstance(body.get(c), str) and body.get(c) for c in ("sub", "tid", "pid")
     ):
         raise Unauthorized("invalid advocate token")
     return AdvocateClaims(body["tid"], body["pid"], body["sub"], exp)
+
+
+def _unexpired(expires_at: datetime, now: datetime) -> None:
+    if expires_at <= now:
+        raise Unauthorized("the advocate token has expired")
+
+
+class VerifiedTokens:
+    """The tokens one replica has verified, with their claims: a page read again and again is
+    checked by a dict lookup and its expiry, not a header parse, an HMAC and a JSON decode.
+
+    Sound because nothing `verify` checks can change for the same bytes while the process runs,
+    except the clock, which is checked on every use: the keys are settings, so dropping a
+    key (the revocation) reaches the replicas as they restart with it, which empties this.
+    Only verified tokens are kept (a refusal is checked again each time), at most `size`."""
+
+    def __init__(self, keys: Sequence[str], size: int = 10_000) -> None:
+        self._keys = tuple(keys)
+        self._size = size
+        self._claims: dict[str, AdvocateClaims] = {}
+
+    def verify(self, token: str | None, now: datetime) -> AdvocateClaims:
+        claims = self._claims.get(token) if token else None
+        if claims is not None:
+            _unexpired(claims.expires_at, now)
+            return claims
+        claims = verify(token, self._keys, now)
+        if len(self._claims) >= self._size:
+            self._claims.clear()
+        self._claims[token] = claims  # type: ignore[index]  # verify refused a missing token
+        return claims
 
 
 def normalise_origin(value: str, field: str) -> str:

@@ -4,6 +4,8 @@ friends. Each takes the caller's connection (the edge's transaction) and never c
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -125,7 +127,7 @@ async def preflight_allowed(conn: asyncpg.Connection, origin: str | None) -> boo
 @dataclass(frozen=True)
 class Me:
     page: asyncpg.Record  # repository.advocate_page
-    share: list[advocates.ShareLink]
+    share: tuple[advocates.ShareLink, ...]
 
     @property
     def allowed_origins(self) -> list[str]:
@@ -142,12 +144,36 @@ async def me(conn: asyncpg.Connection, claims: domain.AdvocateClaims, links: Lin
         raise Forbidden("this token names no advocate of its tenant")
     if page["program_id"] != claims.program_id:
         raise Forbidden("this token names an advocate of another program")
+    share = _share_links(
+        page["code"],
+        page["name"],
+        page["program_id"],
+        page["program_name"],
+        page["program_share_templates"],
+        links.base_url,
+    )
+    return Me(page, share)
+
+
+@functools.lru_cache(maxsize=4096)
+def _share_links(
+    code: str,
+    advocate_name: str | None,
+    program_id: str,
+    program_name: str,
+    templates_json: str,
+    base_url: str,
+) -> tuple[advocates.ShareLink, ...]:
+    """advocates.channel_links, kept per replica by everything it is a function of (the
+    program's messages as their JSON text): a page read again renders no template and quotes
+    no URL, and a new code, name or message is a new key. At most 4096 advocates' links (a
+    few MB)."""
     program = {
-        "id": page["program_id"],
-        "name": page["program_name"],
-        "share_templates": page["program_share_templates"],
+        "id": program_id,
+        "name": program_name,
+        "share_templates": json.loads(templates_json),
     }
-    return Me(page, advocates.channel_links(page["code"], page["name"], program, links))
+    return tuple(advocates.channel_links(code, advocate_name, program, Links(base_url)))
 
 
 # ---------------------------------------------------------------------------- consumers

@@ -211,21 +211,26 @@ async def advocate_page(
 ) -> asyncpg.Record | None:
     """Everything GET /v1/me shows, in one statement (the hot path's one round trip): the
     advocate of this tenant (None if there is none), their current code, their program (as
-    `program_*`), and the read model: counted clicks, referral counts, rewards per unit, the
-    latest referrals, the last milestone and the program's allowed origins. `rewards` and
-    `referrals` come as JSON arrays."""
+    `program_*`; its share templates as JSON text), and the read model: counted clicks,
+    referral counts, rewards per unit (`reward_units`, `pending`, `available`, `redeemed`:
+    arrays in unit order), the latest referrals (`friends`, `signed_up`, `purchased_each`,
+    `rewarded`, `refunded`, `since`: arrays, newest first), the last milestone and the
+    program's allowed origins. Lists come as parallel arrays, which both ends handle in
+    binary, rather than JSON documents Postgres builds and the client parses."""
     return await conn.fetchrow(
         """
         WITH h AS (
             SELECT a.id, a.program_id, a.name, a.locale, c.code, p.name AS program_name,
                    p.default_locale AS program_default_locale,
-                   p.share_templates AS program_share_templates
+                   p.share_templates::text AS program_share_templates
             FROM advocates a
             JOIN codes c ON c.advocate_id = a.id AND c.current
             JOIN programs p ON p.id = a.program_id
             WHERE a.id = $1 AND a.tenant_id = $2
         ), refs AS (
             SELECT * FROM portal_referrals WHERE advocate_id = $1
+        ), latest AS (
+            SELECT * FROM refs ORDER BY created_at DESC, referral_id LIMIT $3
         ), r AS (
             SELECT unit,
                    sum(amount) FILTER (WHERE state = 'pending') AS pending,
@@ -234,6 +239,12 @@ async def advocate_page(
         ), d AS (
             SELECT unit, sum(amount) AS redeemed
             FROM portal_redemptions WHERE advocate_id = $1 GROUP BY unit
+        ), u AS (
+            SELECT coalesce(r.unit, d.unit) AS unit,
+                   coalesce(r.pending, 0)::bigint AS pending,
+                   (coalesce(r.earned, 0) - coalesce(d.redeemed, 0))::bigint AS available,
+                   coalesce(d.redeemed, 0)::bigint AS redeemed
+            FROM r FULL JOIN d ON r.unit = d.unit
         )
         SELECT h.*,
             (SELECT count(*) FROM clicks
@@ -243,25 +254,34 @@ async def advocate_page(
             (SELECT count(*) FROM refs) AS joined,
             (SELECT count(*) FROM refs WHERE purchased) AS purchased,
             (SELECT count(*) FROM refs WHERE rewarded AND NOT refunded) AS successful,
-            (SELECT coalesce(json_agg(json_build_object(
-                        'unit', u.unit, 'pending', u.pending, 'available', u.available,
-                        'redeemed', u.redeemed) ORDER BY u.unit), '[]')::jsonb
-             FROM (SELECT coalesce(r.unit, d.unit) AS unit,
-                          coalesce(r.pending, 0) AS pending,
-                          coalesce(r.earned, 0) - coalesce(d.redeemed, 0) AS available,
-                          coalesce(d.redeemed, 0) AS redeemed
-                   FROM r FULL JOIN d ON r.unit = d.unit) u) AS rewards,
-            (SELECT coalesce(json_agg(json_build_object(
-                        'friend', x.friend_label, 'signed_up', x.signed_up,
-                        'purchased', x.purchased, 'rewarded', x.rewarded,
-                        'refunded', x.refunded, 'since', x.created_at)
-                        ORDER BY x.created_at DESC, x.referral_id), '[]')::jsonb
-             FROM (SELECT * FROM refs ORDER BY created_at DESC, referral_id LIMIT $3) x)
-                AS referrals,
+            w.*, x.*,
             (SELECT milestone FROM portal_milestones WHERE advocate_id = $1) AS milestone,
             (SELECT allowed_origins FROM portal_settings s WHERE s.program_id = h.program_id)
                 AS allowed_origins
         FROM h
+        CROSS JOIN LATERAL (
+            SELECT coalesce(array_agg(unit ORDER BY unit), '{}') AS reward_units,
+                   coalesce(array_agg(pending ORDER BY unit), '{}') AS pending,
+                   coalesce(array_agg(available ORDER BY unit), '{}') AS available,
+                   coalesce(array_agg(redeemed ORDER BY unit), '{}') AS redeemed
+            FROM u
+        ) w
+        CROSS JOIN LATERAL (
+            SELECT
+                coalesce(array_agg(friend_label ORDER BY created_at DESC, referral_id), '{}')
+                    AS friends,
+                coalesce(array_agg(signed_up ORDER BY created_at DESC, referral_id), '{}')
+                    AS signed_up,
+                coalesce(array_agg(purchased ORDER BY created_at DESC, referral_id), '{}')
+                    AS purchased_each,
+                coalesce(array_agg(rewarded ORDER BY created_at DESC, referral_id), '{}')
+                    AS rewarded,
+                coalesce(array_agg(refunded ORDER BY created_at DESC, referral_id), '{}')
+                    AS refunded,
+                coalesce(array_agg(created_at ORDER BY created_at DESC, referral_id), '{}')
+                    AS since
+            FROM latest
+        ) x
         """,
         advocate_id,
         tenant_id,
