@@ -167,7 +167,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="short runs (a sanity check)")
     parser.add_argument("--connections", type=int, default=16)
     args = parser.parse_args()
-    duration = 3.0 if args.quick else 15.0
+    duration = 2.0 if args.quick else 15.0
+    warm_s = 1 if args.quick else 2
     connections = min(max(args.connections, 1), 256)
 
     from devstack import services
@@ -268,8 +269,8 @@ def main() -> None:
         bare_cpu = cpu.Meter.of(
             client_name="load_generator", children_only=True, service=procs[0].pid
         )
-        wrk(wrk_bin, link_port, tokens, 2, connections)  # warm-up: pools, prepared statements
-        wrk(wrk_bin, bare_port, tokens, 2, connections)
+        wrk(wrk_bin, link_port, tokens, warm_s, connections)  # warm-up: pools, statements
+        wrk(wrk_bin, bare_port, tokens, warm_s, connections)
         before = bare_cpu.snapshot()
         bare = wrk(wrk_bin, bare_port, tokens, duration, connections)
         bare_cost = cpu.per_op(before, bare_cpu.snapshot(), int(bare["requests"]))
