@@ -243,7 +243,7 @@ def main() -> None:
                 api.post(
                     f"/v1/programs/{program['id']}/advocates", json={"customer_id": f"c{i}"}
                 ).json()
-                for i in range(ADVOCATES)
+                for i in range(ADVOCATES // 4 if args.quick else ADVOCATES)
             ]
             tokens = [
                 api.post(f"/v1/advocates/{a['id']}/tokens", json={"ttl_seconds": 86_400}).json()[

@@ -486,7 +486,7 @@ async def measure(
                 conn.close()
 
         # warm up (connections, prepared statements, JIT of the slow paths), then measure
-        until = time.perf_counter() + 3
+        until = time.perf_counter() + (1 if quick else 3)
         await asyncio.gather(
             *(worker("warm", until, ports[i % REPLICAS]) for i in range(CONCURRENCY))
         )
