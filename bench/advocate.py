@@ -176,7 +176,8 @@ def main() -> None:
         help="also sample link-service with py-spy during the peak run (speedscope JSON here)",
     )
     args = parser.parse_args()
-    duration = 3.0 if args.quick else 15.0
+    duration = 2.0 if args.quick else 15.0
+    warm_s = 1 if args.quick else 2
     connections = min(max(args.connections, 1), 256)
 
     from devstack import services
@@ -251,7 +252,7 @@ def main() -> None:
                 api.post(
                     f"/v1/programs/{program['id']}/advocates", json={"customer_id": f"c{i}"}
                 ).json()
-                for i in range(ADVOCATES)
+                for i in range(ADVOCATES // 4 if args.quick else ADVOCATES)
             ]
             tokens = [
                 api.post(f"/v1/advocates/{a['id']}/tokens", json={"ttl_seconds": 86_400}).json()[
@@ -277,8 +278,8 @@ def main() -> None:
         bare_cpu = cpu.Meter.of(
             client_name="load_generator", children_only=True, service=procs[0].pid
         )
-        wrk(wrk_bin, link_port, tokens, 2, connections)  # warm-up: pools, prepared statements
-        wrk(wrk_bin, bare_port, tokens, 2, connections)
+        wrk(wrk_bin, link_port, tokens, warm_s, connections)  # warm-up: pools, statements
+        wrk(wrk_bin, bare_port, tokens, warm_s, connections)
         before = bare_cpu.snapshot()
         bare = wrk(wrk_bin, bare_port, tokens, duration, connections)
         bare_cost = cpu.per_op(before, bare_cpu.snapshot(), int(bare["requests"]))

@@ -38,9 +38,9 @@ from _common import cpu
 
 QUICK = "--quick" in sys.argv
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "4"))
-EVENTS = 4_000 if QUICK else 40_000
-ADVOCATES = 100_000
-RANK_QUERIES = 300 if QUICK else 3_000
+EVENTS = 2_000 if QUICK else 40_000
+ADVOCATES = 20_000 if QUICK else 100_000
+RANK_QUERIES = 200 if QUICK else 3_000
 TIME_LIMIT_S = 60.0
 PROGRAM, TENANT = "prg_bench", "bench"
 BOARD = "prg_board"  # the leaderboard's own program, apart from the folded one

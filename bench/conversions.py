@@ -378,8 +378,8 @@ async def measure(
     from devstack.postgres import create_scratch_database
     from devstack.testing import migrate
 
-    seconds = 5 if quick else 20
-    produced = 5000 if quick else 20000
+    seconds = 3 if quick else 20
+    produced = 2000 if quick else 20000
     prefix = f"bench{secrets.token_hex(3)}."
     dsn = await create_scratch_database(admin)
     await migrate(dsn, "attribution", "attribution_service")
@@ -393,7 +393,7 @@ async def measure(
         await reference_produce_rate(bootstrap, prefix + "bench.reference", 900, produced), 1
     )
     key = "rk_bench_" + secrets.token_urlsafe(12)
-    bare = await bare_reference(2 if quick else 8, request_head({"Authorization": f"Bearer {key}"}))
+    bare = await bare_reference(1 if quick else 8, request_head({"Authorization": f"Bearer {key}"}))
     ports = [free_port() for _ in range(REPLICAS)]
     env = {
         **os.environ,
@@ -486,7 +486,7 @@ async def measure(
                 conn.close()
 
         # warm up (connections, prepared statements, JIT of the slow paths), then measure
-        until = time.perf_counter() + 3
+        until = time.perf_counter() + (1 if quick else 3)
         await asyncio.gather(
             *(worker("warm", until, ports[i % REPLICAS]) for i in range(CONCURRENCY))
         )

@@ -35,10 +35,10 @@ from _common import cpu
 QUICK = "--quick" in sys.argv
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "4"))
 BATCH = 100
-RAW_ROWS = 3_000 if QUICK else 30_000
-POSTED = 5_000 if QUICK else 60_000
-SINGLE = 500 if QUICK else 6_000
-RELEASE = 5_000 if QUICK else 100_000
+RAW_ROWS = 2_000 if QUICK else 30_000
+POSTED = 3_000 if QUICK else 60_000
+SINGLE = 300 if QUICK else 6_000
+RELEASE = 3_000 if QUICK else 100_000
 RELEASE_BATCH = 1_000
 TIME_LIMIT_S = 60.0
 

@@ -353,12 +353,12 @@ def main() -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="a short sanity run (2 s phases, 50 advocates): CI smoke, not a measurement",
+        help="a short sanity run (1 s phases, 50 advocates): CI smoke, not a measurement",
     )
     args = parser.parse_args()
     if args.quick:
-        args.duration = 2.0
-    duration = min(max(args.duration, 2.0), 60.0)
+        args.duration = 1.0
+    duration = min(max(args.duration, 1.0 if args.quick else 2.0), 60.0)
     warm_s = 1 if args.quick else 3
     connections = min(max(args.connections, 1), 256)
     workers = min(max(args.workers, 1), 8)

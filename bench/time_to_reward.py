@@ -422,10 +422,10 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0, help="purchases per second")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of purchases")
     parser.add_argument("--tenants", type=int, default=20, help="advocates (one tenant each)")
-    parser.add_argument("--quick", action="store_true", help="20/s for 3 s, 5 advocates")
+    parser.add_argument("--quick", action="store_true", help="20/s for 2 s, 5 advocates")
     args = parser.parse_args()
     if args.quick:
-        args.rate, args.duration, args.tenants = 20.0, 3.0, 5
+        args.rate, args.duration, args.tenants = 20.0, 2.0, 5
     args.rate = min(max(args.rate, 1.0), 2000.0)
     args.duration = min(max(args.duration, 1.0), 120.0)
     args.tenants = min(max(args.tenants, 1), 200)

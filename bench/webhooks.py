@@ -222,8 +222,8 @@ async def run(quick: bool) -> dict[str, Any]:
     from notification_service.webhooks.dispatcher import Dispatcher
     from servicekit.runtime import Runtime
 
-    backlog = 800 if quick else 4000
-    seconds = 3 if quick else 12
+    backlog = 400 if quick else 4000
+    seconds = 2 if quick else 12
     rate = 0.0  # offered load of the lag phases: half the throughput measured first
 
     root = Path(tempfile.mkdtemp(prefix="bench-webhooks-"))

@@ -1,5 +1,7 @@
 """The four services as real processes: migrate, start, wait for readiness, stop with SIGTERM.
-Used by `devstack up` and by the end-to-end tests, so both exercise the same start-up path."""
+Used by `devstack up` and by the end-to-end tests, so both exercise the same start-up path.
+`replica=N` (N >= 1) starts another instance of a service beside the first: its own port and log
+file, the same database schema, topics and consumer groups (a replica as a deployment runs it)."""
 
 from __future__ import annotations
 
@@ -44,13 +46,16 @@ class StackConfig:
     extra_env: dict[str, str] = field(default_factory=dict)
     fixed_ports: bool = True
 
-    def port(self, svc: ServiceDef) -> int:
+    def port(self, svc: ServiceDef, replica: int = 0) -> int:
+        """The service's port; a replica past the first always gets a free one."""
+        if replica:
+            return self.ports.setdefault(f"{svc.name}#{replica}", free_port())
         return self.ports.setdefault(
             svc.name, svc.default_port if self.fixed_ports else free_port()
         )
 
-    def env(self, svc: ServiceDef) -> dict[str, str]:
-        port = self.port(svc)
+    def env(self, svc: ServiceDef, replica: int = 0) -> dict[str, str]:
+        port = self.port(svc, replica)
         env = {
             **os.environ,
             "DATABASE_URL": self.database_url,
@@ -81,6 +86,7 @@ class RunningService:
     definition: ServiceDef
     port: int
     process: subprocess.Popen[bytes]
+    replica: int = 0
 
     @property
     def url(self) -> str:
@@ -96,20 +102,23 @@ def migrate(cfg: StackConfig, services: tuple[ServiceDef, ...] = SERVICES) -> No
         )
 
 
-def start(cfg: StackConfig, services: tuple[ServiceDef, ...] = SERVICES) -> list[RunningService]:
+def start(
+    cfg: StackConfig, services: tuple[ServiceDef, ...] = SERVICES, *, replica: int = 0
+) -> list[RunningService]:
     running = []
     for svc in services:
         out = None
         if cfg.log_dir is not None:
             cfg.log_dir.mkdir(parents=True, exist_ok=True)
-            out = open(cfg.log_dir / f"{svc.name}.log", "ab")  # noqa: SIM115
+            name = f"{svc.name}-{replica}" if replica else svc.name
+            out = open(cfg.log_dir / f"{name}.log", "ab")  # noqa: SIM115
         proc = subprocess.Popen(
             [sys.executable, "-m", f"{svc.package}.main", "serve"],
-            env=cfg.env(svc),
+            env=cfg.env(svc, replica),
             stdout=out,
             stderr=subprocess.STDOUT if out else None,
         )
-        running.append(RunningService(svc, cfg.port(svc), proc))
+        running.append(RunningService(svc, cfg.port(svc, replica), proc, replica))
     return running
 
 

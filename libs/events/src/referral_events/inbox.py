@@ -22,6 +22,7 @@ from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError
 from opentelemetry import trace
 from pydantic import ValidationError
 from tenacity import AsyncRetrying, retry_if_exception, wait_exponential
@@ -132,12 +133,30 @@ class InboxConsumer:
                     await self._refresh_tombstones()
                 for tp, records in batches.items():
                     await self._handle_records(records)
-                    await self._consumer.commit({tp: records[-1].offset + 1})
+                    await self._commit(self._consumer, tp, records[-1].offset + 1)
                 if time.monotonic() >= next_prune:
                     await self.prune()
                     next_prune = time.monotonic() + self._prune_interval
         finally:
             await self._consumer.stop()
+
+    async def _commit(self, consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> None:
+        """Commit a handled batch. A replica joining or leaving the group meanwhile may have
+        moved the partition to another member (a rebalance): the commit is refused, and the
+        new owner reads these records again from the last commit, which its inbox drops as
+        duplicates. So that is no failure of this consumer: it goes on polling (the next poll
+        takes its new assignment) instead of crashing and rebalancing the group once more."""
+        try:
+            await consumer.commit({tp: offset})
+        except (CommitFailedError, IllegalStateError) as exc:
+            log.info(
+                "consumer %s: %s/%d moved to another member before its commit (%s); "
+                "it reads them again and its inbox drops them",
+                self.name,
+                tp.topic,
+                tp.partition,
+                type(exc).__name__,
+            )
 
     async def _refresh_tombstones(self, *, force: bool = False) -> None:
         if self._tombstones is None:
