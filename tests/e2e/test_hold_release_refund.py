@@ -87,7 +87,8 @@ async def test_a_released_reward_refunded_is_clawed_back_and_the_ledger_verifies
             },
             headers={"Idempotency-Key": "ord_1"},
         )
-        assert r.status_code == 201, r.text
+        # 202 while the code is still on its way to attribution-service: decided when it arrives
+        assert r.status_code in (201, 202), r.text
         conversion = r.json()["id"]
 
         async def balance() -> dict[str, Any]:

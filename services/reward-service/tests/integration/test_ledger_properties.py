@@ -41,7 +41,7 @@ from reward_service.rules import domain as rules
 from reward_service.rules import handlers as rule_handlers
 from reward_service.units import COUPON
 from servicekit.db import create_pool
-from servicekit.problems import Conflict
+from servicekit.problems import Conflict, NotFound
 
 pytestmark = pytest.mark.integration
 
@@ -214,7 +214,25 @@ class LedgerMachine(RuleBasedStateMachine):
         share=st.sampled_from(["all", "half", "all", "half", "one", "more"]),
     )
     def redeem(self, holder: str, share: str) -> None:
-        """Spends all, half, a cent of, or more than the available balance."""
+        """Spends all, half, a cent of, or more than the available balance. A friend no
+        conversion has rewarded yet holds no account: reads and writes under it are 404."""
+        if not self.run(self._holds_account(holder)):
+            with pytest.raises(NotFound):
+                self.run(self._available(holder))
+            with pytest.raises(NotFound):
+                self.run(
+                    self._tx(
+                        payouts.redeem,
+                        tenant_id=self.tenant,
+                        holder_id=holder,
+                        idempotency_key=f"key-{next(self.refund_seq)}",
+                        amount=1,
+                        unit="USD",
+                        reference=None,
+                        now=self.now,
+                    )
+                )
+            return
         balance = self.run(self._available(holder))
         amount = {
             "all": balance,
@@ -249,6 +267,15 @@ class LedgerMachine(RuleBasedStateMachine):
     async def _fetchval(self, sql: str, *args: Any) -> Any:
         async with self.pool.acquire() as conn:
             return await conn.fetchval(sql, *args)
+
+    async def _holds_account(self, holder: str) -> bool:
+        held: bool = await self._fetchval(
+            "SELECT EXISTS (SELECT FROM accounts WHERE tenant_id = $1 AND holder_id = $2)"
+            " OR EXISTS (SELECT FROM advocates WHERE tenant_id = $1 AND advocate_id = $2)",
+            self.tenant,
+            holder,
+        )
+        return held
 
     async def _available(self, holder: str) -> int:
         rows = await self._tx(ledger.get_balances, self.tenant, holder)
