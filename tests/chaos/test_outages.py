@@ -15,7 +15,8 @@ Then every purchase the client got a 2xx for is rewarded exactly once (no other 
 nothing is in a dead-letter topic and the ledger verifies; one JSON line says what was seen.
 
 How it fails: before servicekit mapped the database's absence to 503, the Postgres window's
-answers were 500 internal problems and the status check failed (run with the mapping removed);
+answers were 500s (problem+json from FastAPI, text/plain from attribution's front door when the
+key lookup failed) and the status check failed (checked by running it without the mapping);
 a purchase whose reward is missing or doubled, or a dead letter, fails the checks after."""
 
 from __future__ import annotations

@@ -14,8 +14,9 @@ are all one advocate's, so all its events share one key and one partition. Then:
   once, the balance is every purchase's reward, the ledger verifies.
 
 How it fails: with the trigger left in place the replay dead-letters the event again and its
-reward is missing; were a replay applied twice, the balance and the reward count would show it
-(the inbox and the rewards' unique key are what prevent it)."""
+reward is missing (checked: the first replay then reports "1 dead_lettered"); were a replay
+applied twice, the balance and the reward count would show it (the inbox and the rewards'
+unique key are what prevent it)."""
 
 from __future__ import annotations
 
@@ -103,7 +104,7 @@ def _replay(cfg: services.StackConfig) -> str:
         check=True,
         timeout=180,
     )
-    return done.stdout.strip()
+    return done.stdout.strip().splitlines()[-1]  # the summary, after the logs
 
 
 async def test_poison_event_dead_lettered_then_replayed_once(stack: Stack) -> None:

@@ -15,9 +15,11 @@ leader publishes again; the consumers' inboxes drop them), so a repeat is a row 
 leader had sent but not marked: at most one batch (OUTBOX_BATCH_SIZE), and the order checked is
 that of each event's first copy, which is what an inbox applies.
 
-How it fails: with the lock taken by both relays (pg_try_advisory_lock replaced by `true`), both
-publish the same rows concurrently: repeats beyond one batch and keys out of order; a new
-leader that never takes over leaves the outbox undrained (the wait times out)."""
+How it fails: a relay publishing a batch newest first breaks every busy key's order (checked:
+ORDER BY seq DESC in publish_batch put 8 of 9 keys out of order). Two relays publishing at once
+(no lock) would fail the one-holder check, and their overlapping batches show as repeats beyond
+one batch and keys out of order; a new leader that never takes over leaves the outbox
+undrained (the wait times out)."""
 
 from __future__ import annotations
 
