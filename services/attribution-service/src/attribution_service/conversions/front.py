@@ -36,6 +36,8 @@ from servicekit.runtime import Runtime
 PATH = "/v1/conversions"
 # Larger bodies (no conversion is near this) go to FastAPI unread.
 MAX_BODY = 64 * 1024
+# A key refused, or not looked up while the database is away: FastAPI answers (401, 503).
+UNAUTHENTICATED: tuple[type[Exception], ...] = (DomainError, *INFRASTRUCTURE_ERRORS)
 
 
 class ConversionsFront:
@@ -55,8 +57,7 @@ class ConversionsFront:
         headers = header_map(scope)
         try:
             who = await route.principal(headers)
-        except (DomainError, *INFRASTRUCTURE_ERRORS):
-            # FastAPI answers it: the 401, or the 503 while the key table cannot be read
+        except UNAUTHENTICATED:
             who = None
         inputs = route.inputs(headers)
         if who is None or inputs is None or not is_json(headers):
