@@ -13,12 +13,8 @@ import asyncio
 import json
 import os
 import random
-import signal
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import asyncpg
 import httpx
@@ -29,21 +25,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from devstack import services
-from devstack.kafka import KafkaBroker
-from devstack.postgres import create_scratch_database, start_embedded
-from devstack.testing import eventually, http_receiver, new_api_key, read_to_end, wait_caught_up
+from devstack.testing import eventually, http_receiver, read_to_end, wait_caught_up
+
+from .harness import CONSUMER_GROUPS, World, dead_letters, purchase, rewarded_program, until_ok
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.timeout(1800)]
 
 CONVERSIONS = int(os.environ.get("CHAOS_CONVERSIONS", "1000"))
 ADVOCATES = max(10, CONVERSIONS // 10)
-REWARD_MINOR = 100
 CONCURRENCY = 16
 SEED = int(os.environ.get("CHAOS_SEED", "21"))
 CONSUMED = ["link.events", "attribution.events", "reward.events"]
-GROUPS = ["attribution-service", "reward-service", "notification-service"]
-NAMES = ("link-service", "attribution-service", "reward-service", "notification-service")
 
 
 @dataclass
@@ -54,94 +46,6 @@ class Receiver:
         await request.body()
         self.ids.append(request.headers["webhook-id"])
         return Response(status_code=204)
-
-
-@dataclass
-class World:
-    """What the harness controls: the broker, Postgres, the four processes."""
-
-    root: Path
-    broker: KafkaBroker
-    pg: Any
-    dsn: str
-    cfg: services.StackConfig
-    running: dict[str, services.RunningService]
-    injected: dict[str, Any] = field(default_factory=dict)
-
-    def url(self, name: str) -> str:
-        return self.running[name].url
-
-    async def kill9_and_restart(self, name: str) -> None:
-        old = self.running[name]
-        old.process.send_signal(signal.SIGKILL)
-        await asyncio.to_thread(old.process.wait)
-        # on a port of its own: the killed one's may not be free again yet
-        self.cfg.ports.pop(name, None)
-        [new] = services.start(self.cfg, (old.definition,))
-        self.running[name] = new
-        await asyncio.to_thread(services.wait_ready, [new], 300)
-        self.injected.setdefault("kill9", []).append(name)
-
-    async def restart_broker(self) -> None:
-        await asyncio.to_thread(self.broker.stop)
-        await asyncio.sleep(2)
-        await asyncio.to_thread(self.broker.start)
-        self.injected["broker_restarts"] = self.injected.get("broker_restarts", 0) + 1
-
-    async def restart_postgres(self) -> None:
-        await asyncio.to_thread(self.pg.cleanup)
-        await asyncio.sleep(2)
-        self.pg, _ = await asyncio.to_thread(start_embedded, self.root / "pg")
-        self.injected["postgres_restarts"] = self.injected.get("postgres_restarts", 0) + 1
-
-
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    broker = KafkaBroker(tmp_path / "kafka")
-    await asyncio.to_thread(broker.start)
-    pg, admin = await asyncio.to_thread(start_embedded, tmp_path / "pg")
-    dsn = await create_scratch_database(admin)
-    key, entry = new_api_key("acme")
-    cfg = services.StackConfig(
-        database_url=dsn,
-        kafka_bootstrap_servers=broker.bootstrap_servers,
-        api_keys=[entry],
-        topic_prefix="chaos.",
-        topic_partitions=4,
-        fixed_ports=False,
-        log_dir=tmp_path / "logs",
-        extra_env={"OUTBOX_POLL_INTERVAL_SECONDS": "0.2"},
-    )
-    await asyncio.to_thread(services.migrate, cfg)
-    running = services.start(cfg)
-    w = World(tmp_path, broker, pg, dsn, cfg, {s.definition.name: s for s in running})
-    w.injected["key"] = key
-    try:
-        await asyncio.to_thread(services.wait_ready, running, 120)
-        yield w
-    finally:
-        await asyncio.to_thread(services.stop, list(w.running.values()))
-        await asyncio.to_thread(w.broker.stop)
-        w.pg.cleanup()
-        for log in sorted((tmp_path / "logs").glob("*.log")):
-            text = log.read_text(errors="replace")
-            if "Traceback" in text:
-                print(f"--- {log.name}\n{text[-3000:]}")
-
-
-async def _until_ok(call: Any, what: str, within: float = 180) -> httpx.Response:
-    """The client's retry: the same request (same Idempotency-Key) until a service answers."""
-    deadline = time.monotonic() + within
-    while True:
-        try:
-            r: httpx.Response = await call()
-            if r.status_code < 500:
-                return r
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        await asyncio.sleep(0.5)
 
 
 async def _redeliver(world: World, share: float, reorder: bool, rng: random.Random) -> int:
@@ -177,46 +81,19 @@ async def test_conversions_survive_kills_restarts_redelivery_and_reordering(worl
         http_receiver(hooks) as receiver_url,
         httpx.AsyncClient(headers=headers, timeout=15) as http,
     ):
-        link, attribution, reward, notification = (world.url(n) for n in NAMES)
+        program = await rewarded_program(
+            http,
+            world.url("link-service"),
+            world.url("attribution-service"),
+            world.url("reward-service"),
+            ADVOCATES,
+        )
+        codes = program.codes
         r = await http.post(
-            f"{link}/v1/programs", json={"name": "chaos", "landing_url": "https://s.example"}
-        )
-        assert r.status_code == 201, r.text
-        program = r.json()["id"]
-        r = await http.put(
-            f"{reward}/v1/programs/{program}/reward-rule",
-            json={
-                "advocate_reward": {"amount_minor": REWARD_MINOR, "currency": "USD"},
-                "trigger": "first_purchase",
-            },
-        )
-        assert r.status_code == 200, r.text
-        r = await http.put(
-            f"{attribution}/v1/programs/{program}/attribution-settings",
-            json={"fraud": {"too_fast": {"enabled": False}, "velocity": {"enabled": False}}},
-        )
-        assert r.status_code == 200, r.text
-        r = await http.post(
-            f"{notification}/v1/webhook-endpoints",
+            f"{world.url('notification-service')}/v1/webhook-endpoints",
             json={"url": f"{receiver_url}/hooks", "event_types": ["reward.available.v1"]},
         )
         assert r.status_code == 201, r.text
-        codes = []
-        for i in range(ADVOCATES):
-            r = await http.post(
-                f"{link}/v1/programs/{program}/advocates", json={"customer_id": f"cus_adv_{i}"}
-            )
-            assert r.status_code == 201, r.text
-            codes.append(r.json()["code"])
-
-        async def code_known() -> bool:  # the last code has reached attribution's copy
-            r = await http.post(
-                f"{world.url('attribution-service')}/v1/conversions",
-                json={"type": "signup", "customer_id": "cus_probe", "code": codes[-1]},
-            )
-            return r.status_code in (200, 201) and r.json()["status"] == "attributed"
-
-        await eventually(code_known, timeout=120)
 
         # the faults, each once, spread over the push
         faults = [
@@ -235,15 +112,8 @@ async def test_conversions_survive_kills_restarts_redelivery_and_reordering(worl
         async def client() -> None:
             while not queue.empty():
                 n = queue.get_nowait()
-                body = {
-                    "type": "purchase",
-                    "customer_id": f"cus_friend_{n}",
-                    "order_id": f"ord_{n}",
-                    "amount": "10.00",
-                    "currency": "USD",
-                    "code": codes[n % ADVOCATES],
-                }
-                r = await _until_ok(
+                body = purchase(n, codes[n % ADVOCATES])
+                r = await until_ok(
                     lambda b=body, k=n: http.post(
                         f"{world.url('attribution-service')}/v1/conversions",
                         json=b,
@@ -264,7 +134,7 @@ async def test_conversions_survive_kills_restarts_redelivery_and_reordering(worl
         pushed = time.monotonic() - started
         assert set(statuses.values()) <= {200, 201}, statuses
 
-        groups = ["chaos." + g for g in GROUPS]
+        groups = ["chaos." + g for g in CONSUMER_GROUPS]
         await wait_caught_up(world.broker.bootstrap_servers, groups, timeout=300)
         world.injected["redelivered"] = await _redeliver(world, 0.10, False, rng)
         world.injected["reordered"] = await _redeliver(world, 0.05, True, rng)
@@ -292,14 +162,7 @@ async def test_conversions_survive_kills_restarts_redelivery_and_reordering(worl
             await db.close()
         r = await http.get(f"{world.url('reward-service')}/v1/admin/ledger/verify")
         verify = r.json()
-        dead = {}
-        for topic in ["link.events", "link.clicks", "attribution.events", "reward.events"]:
-            try:
-                dead[topic] = len(
-                    await read_to_end(world.broker.bootstrap_servers, f"chaos.{topic}.dlq")
-                )
-            except TimeoutError:
-                dead[topic] = 0
+        dead = await dead_letters(world.broker.bootstrap_servers, "chaos.")
         found = {
             "conversions": conversions,
             "rewards": rewards,

@@ -59,12 +59,16 @@ class Batched:
 # (record, event, payload) of one decoded message
 _Decoded = tuple[ConsumerRecord[bytes, bytes], CloudEvent, Any]
 
-INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
+INFRASTRUCTURE_ERRORS: tuple[type[Exception], ...] = (
     OSError,
     asyncpg.InterfaceError,
     asyncpg.exceptions.ConnectionDoesNotExistError,
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.TooManyConnectionsError,
+    # Postgres stopping (or crashing) ends the statements in flight with these: the database
+    # going away, not the event, so they must not count towards dead-lettering it.
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
 )
 
 

@@ -15,7 +15,7 @@ import json
 import logging
 import zlib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -25,6 +25,7 @@ from aiokafka.errors import (
     InvalidTopicError,
     KafkaError,
     MessageSizeTooLargeError,
+    OutOfOrderSequenceNumber,
     RecordListTooLargeError,
     RecordTooLargeError,
 )
@@ -170,8 +171,13 @@ class OutboxRelay:
         linger: float = 0.0,
         max_attempts: int = 5,
         server_settings: dict[str, str] | None = None,
+        new_producer: Callable[[], AIOKafkaProducer] | None = None,
     ) -> None:
+        """`new_producer` makes (unstarted) the producer that replaces one whose idempotent
+        state broke (see `run`); the relay then owns it."""
         self._dsn = dsn
+        self._new_producer = new_producer
+        self._renew = False
         self._schema = schema
         self._producer = producer
         self._topic_prefix = topic_prefix
@@ -190,15 +196,45 @@ class OutboxRelay:
         # Acknowledged publishes by (topic, event type), read by the metrics exporter.
         self.published: Counter[tuple[str, str]] = Counter()
 
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        """The producer publishing now (a replacement once the first one broke)."""
+        return self._producer
+
     async def run(self) -> None:
         while not self._stopping:
             try:
+                if self._renew:
+                    await self._renew_producer()
                 await self._lead()
+            except OutOfOrderSequenceNumber as exc:
+                # Seen after a 60 s broker outage (tests/chaos/test_outages.py): the broker
+                # refuses a batch's sequence number, aiokafka fails the batch without resetting
+                # the producer's sequence, and every later batch is refused the same way. A new
+                # producer (a new producer id, sequences from 0) publishes the unmarked rows
+                # again, in order; nothing was marked, so nothing is lost.
+                log.warning("outbox relay: producer broken (%r), starting a new one", exc)
+                self.is_leader = False
+                self._renew = self._new_producer is not None
+                await self._sleep(self._poll_interval)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, KafkaError) as exc:
                 # Nothing was marked published, so the same rows go out again on the next lead.
                 log.warning("outbox relay interrupted, retrying: %r", exc)
                 self.is_leader = False
                 await self._sleep(self._poll_interval)
+
+    async def _renew_producer(self) -> None:
+        assert self._new_producer is not None
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._producer.stop(), timeout=10)
+        producer = self._new_producer()
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()
+            raise  # the broker still away: the next round tries again
+        self._producer = producer
+        self._renew = False
 
     def wake(self) -> None:
         """Publish soon. A writer in the same process as the leading relay calls this after its

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from starlette.types import Message, Receive, Scope, Send
 
-from servicekit.problems import DomainError, domain_problem, internal_error
+from servicekit.problems import DomainError, domain_problem, internal_error, unavailable
 
 Headers = dict[bytes, bytes]
 
@@ -83,6 +83,12 @@ async def send_internal_error(scope: Scope, send: Send) -> None:
     """An unexpected error's 500, as the app's last-resort exception handler answers it (the
     caller logs the error)."""
     await internal_error(scope["path"])(scope, _no_body, send)
+
+
+async def send_unavailable(scope: Scope, send: Send) -> None:
+    """The database away: a 503, as the app's exception handler for it answers (the caller
+    logs the error)."""
+    await unavailable(scope["path"])(scope, _no_body, send)
 
 
 async def _no_body() -> Message:

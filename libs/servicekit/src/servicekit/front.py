@@ -37,7 +37,15 @@ from prometheus_fastapi_instrumentator.routing import _effective_routes
 from pydantic import BaseModel, ValidationError
 from starlette.types import Receive, Scope, Send
 
-from servicekit.asgi import JSON, Headers, header_map, send_internal_error, send_problem
+from referral_events.inbox import INFRASTRUCTURE_ERRORS
+from servicekit.asgi import (
+    JSON,
+    Headers,
+    header_map,
+    send_internal_error,
+    send_problem,
+    send_unavailable,
+)
 from servicekit.auth import ApiKeyAuthenticator, Principal, Requires, principal
 from servicekit.db import act_for_all_tenants
 from servicekit.metrics import FrontDoorMetrics
@@ -207,6 +215,10 @@ class FrontRoute:
         except DomainError as exc:
             status = exc.status
             await send_problem(scope, send, exc)
+        except INFRASTRUCTURE_ERRORS as exc:
+            status = 503
+            log.warning("database unavailable on %s %s: %r", scope["method"], scope["path"], exc)
+            await send_unavailable(scope, send)
         except Exception:
             log.exception("unhandled error on %s %s", scope["method"], scope["path"])
             await send_internal_error(scope, send)

@@ -20,6 +20,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from referral_events.inbox import INFRASTRUCTURE_ERRORS
+
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
@@ -44,6 +46,7 @@ PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "validation": (422, "Invalid input"),
     "rate-limited": (429, "Too many requests"),
     "internal": (500, "Internal error"),
+    "unavailable": (503, "Service unavailable"),
     "http-error": (0, "Error"),
 }
 
@@ -195,6 +198,24 @@ def internal_error(instance: str) -> JSONResponse:
     )
 
 
+# Seconds a client waits before the same request again (same Idempotency-Key) when the database
+# is away: a restart takes seconds; an outage is retried until it ends.
+UNAVAILABLE_RETRY_AFTER_S = 2
+
+
+def unavailable(instance: str) -> JSONResponse:
+    """The answer while the database cannot be reached: the same request again later (same
+    Idempotency-Key) may succeed, where a 500 would say the request itself failed."""
+    return problem(
+        503,
+        "Service unavailable",
+        "the database cannot be reached; send the same request again later",
+        kind="unavailable",
+        instance=instance,
+        headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)},
+    )
+
+
 def body_too_large(limit: int, instance: str) -> JSONResponse:
     """The answer to a body over the route's limit (servicekit.bodylimit)."""
     return problem(
@@ -277,6 +298,15 @@ def install_problem_handlers(app: FastAPI) -> None:
             instance=request.url.path,
             field=field,
         )
+
+    # The database away (the errors an inbox consumer retries without end): 503, so the
+    # client sends the same request again rather than taking it as failed.
+    async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("database unavailable on %s %s: %r", request.method, request.url.path, exc)
+        return unavailable(request.url.path)
+
+    for error in INFRASTRUCTURE_ERRORS:
+        app.add_exception_handler(error, _unavailable)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -168,22 +168,30 @@ class Runtime:
                             security=security,
                         )
                     producer = make_producer(s.kafka_bootstrap_servers, self.spec.name, security)
+                    # The relay's own: it replaces it when its idempotent state breaks
+                    # (OutboxRelay.run), which must not take the dead letters' producer along.
+                    relay_producer = make_producer(
+                        s.kafka_bootstrap_servers, self.spec.name, security
+                    )
                     try:
                         await producer.start()
+                        await relay_producer.start()
                     except BaseException:
                         await producer.stop()
+                        await relay_producer.stop()
                         raise
                     self._producer = producer
         self.relay = OutboxRelay(
             dsn=s.database_url,
             schema=self.spec.schema,
-            producer=self.producer,
+            producer=relay_producer,
             topic_prefix=s.kafka_topic_prefix,
             batch_size=s.outbox_batch_size,
             poll_interval=s.outbox_poll_interval_seconds,
             linger=s.outbox_linger_seconds,
             max_attempts=s.outbox_max_attempts,
             server_settings=s.db_session_settings(),
+            new_producer=lambda: make_producer(s.kafka_bootstrap_servers, self.spec.name, security),
         )
         self._spawn("outbox-relay", self.relay)
         if s.run_consumers:
@@ -235,6 +243,8 @@ class Runtime:
         cut_short = await self._stop_all(inbound, grace)
         if self.relay is not None:
             cut_short += await self._stop_all([self.relay], grace)
+        if self.relay is not None:
+            await self.relay.producer.stop()
         if self._producer is not None:
             await self._producer.stop()
         if self._pool is not None:

@@ -44,6 +44,8 @@ def decide(who: Principal, thing: Thing, idempotency_key: str | None) -> tuple[d
         raise Conflict("that name is taken", field="name")
     if thing.name == "boom":
         raise RuntimeError("the handler failed")
+    if thing.name == "db-away":
+        raise ConnectionRefusedError("the database is away")
     return {"tenant": who.tenant_id, "name": thing.name, "key": idempotency_key}, 201
 
 
@@ -153,6 +155,7 @@ CASES: list[tuple[str, str, dict[str, Any], dict[str, str], int, bool]] = [
     ("lacks a scope", "reader", {"name": "c"}, {}, 403, True),
     ("refused by the handler", "writer", {"name": "taken"}, {}, 409, True),
     ("handler fails", "writer", {"name": "boom"}, {}, 500, True),
+    ("database away", "writer", {"name": "db-away"}, {}, 503, True),
     ("no key", "", {"name": "d"}, {}, 401, False),
     ("unknown key", "rk_nosuchkey", {"name": "d"}, {}, 401, False),
     ("empty Idempotency-Key", "writer", {"name": "d"}, {"idempotency-key": ""}, 422, False),

@@ -10,10 +10,11 @@ re-validation and the middleware stack, which together cost more CPU than decidi
 conversion.
 
 Anything else goes on to FastAPI unchanged, and so does every request the route would refuse
-before its dependencies run (no or a bad API key, a bad Idempotency-Key, a body that is not
-JSON or not a valid conversion): FastAPI answers those exactly as it always has (the body read
-here is replayed to it). Refusals by a scope or by the handler itself (403, 409, 422 naming the
-field) are the problem+json documents the app's exception handlers write.
+before its dependencies run (no or a bad API key, a key that cannot be looked up while the
+database is away, a bad Idempotency-Key, a body that is not JSON or not a valid conversion):
+FastAPI answers those exactly as it always has (the body read here is replayed to it).
+Refusals by a scope or by the handler itself (403, 409, 422 naming the field) are the
+problem+json documents the app's exception handlers write.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from starlette.types import Receive, Scope, Send
 
 from attribution_service.conversions import api
 from attribution_service.conversions.schemas import ConversionIn
+from referral_events.inbox import INFRASTRUCTURE_ERRORS
 from servicekit.asgi import header_map, read_body, replay, send_json
 from servicekit.auth import Principal
 from servicekit.front import FastAPIEntry, FrontRoute, is_json
@@ -34,6 +36,8 @@ from servicekit.runtime import Runtime
 PATH = "/v1/conversions"
 # Larger bodies (no conversion is near this) go to FastAPI unread.
 MAX_BODY = 64 * 1024
+# A key refused, or not looked up while the database is away: FastAPI answers (401, 503).
+UNAUTHENTICATED: tuple[type[Exception], ...] = (DomainError, *INFRASTRUCTURE_ERRORS)
 
 
 class ConversionsFront:
@@ -53,7 +57,7 @@ class ConversionsFront:
         headers = header_map(scope)
         try:
             who = await route.principal(headers)
-        except DomainError:
+        except UNAUTHENTICATED:
             who = None
         inputs = route.inputs(headers)
         if who is None or inputs is None or not is_json(headers):
