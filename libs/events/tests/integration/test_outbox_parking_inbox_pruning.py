@@ -7,11 +7,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
+from typing import cast
 
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import OutOfOrderSequenceNumber
 
 from devstack.pytest_plugin import Namespace
 from devstack.testing import eventually, read_to_end
@@ -201,3 +203,73 @@ async def test_a_held_lock_fails_the_handler_in_time_and_the_stall_shows(env, na
             await eventually(lambda: consumer.stalled_seconds() < 2, timeout=10)
     finally:
         await holder.close()
+
+
+class _BrokenIdempotentProducer:
+    """What an idempotent producer became after a long broker outage (tests/chaos/test_outages.py
+    saw it once): the broker refuses every batch's sequence number, for good. A fault put in
+    front of the relay, not a stand-in for Kafka: the replacement is a real producer."""
+
+    def __init__(self) -> None:
+        self.sends = 0
+        self.stopped = False
+
+    async def send(self, *_args: object, **_kwargs: object) -> asyncio.Future[object]:
+        self.sends += 1
+        failed: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        failed.set_exception(OutOfOrderSequenceNumber())
+        return failed
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+
+async def test_a_producer_the_broker_keeps_refusing_is_replaced_and_nothing_is_lost(
+    env, namespace
+) -> None:
+    pool, _ = env
+    rows = [EMITTER.row(code_event(i), tenant_id="t", key="adv_1") for i in range(20)]
+    async with pool.acquire() as conn, conn.transaction():
+        await enqueue_rows(conn, rows)
+
+    async def backlog() -> int:
+        async with pool.acquire() as conn:
+            return (await outbox_stats(conn)).backlog
+
+    def relay(producer: object, renew: bool) -> OutboxRelay:
+        return OutboxRelay(
+            dsn=namespace.database_url,
+            schema=SCHEMA,
+            producer=cast(AIOKafkaProducer, producer),
+            topic_prefix=namespace.topic_prefix,
+            batch_size=8,
+            poll_interval=0.1,
+            new_producer=(
+                (lambda: make_producer(namespace.kafka_bootstrap_servers, "libtest"))
+                if renew
+                else None
+            ),
+        )
+
+    # Without a way to a new producer the relay retries the broken one for ever: the case the
+    # renewal is for (and what this test would see without it).
+    broken = _BrokenIdempotentProducer()
+    async with running(relay(broken, renew=False)):
+        await asyncio.sleep(1.5)
+    assert broken.sends > 8 and await backlog() == 20
+
+    broken = _BrokenIdempotentProducer()
+    renewing = relay(broken, renew=True)
+    async with running(renewing):
+        await eventually(lambda: _when_zero(backlog()), timeout=30)
+    assert broken.stopped and renewing.producer is not broken
+    await renewing.producer.stop()  # the relay's owner stops it (servicekit.runtime)
+    records = await read_to_end(
+        namespace.kafka_bootstrap_servers, namespace.topic_prefix + LINK_EVENTS
+    )
+    published = [CloudEvent.from_json(r.value).data["code"] for r in records]
+    assert published == [f"C{i:04d}" for i in range(20)]  # all, once, in order
+
+
+async def _when_zero(count: Awaitable[int]) -> bool:
+    return await count == 0
