@@ -173,7 +173,7 @@ class KafkaBroker:
         props.write_text(self._properties())
         classpath = f"{libs}/*"
         if not (self.data_dir / "log" / "meta.properties").exists():
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            cluster_id = _cluster_id()
             subprocess.run(
                 [
                     "java",
@@ -277,3 +277,12 @@ async def create_acls(
     finally:
         await admin.close()
     return created
+
+
+def _cluster_id() -> str:
+    """A random cluster id StorageTool accepts: one starting with '-' is read as an option
+    (`-t -abc…` fails the format), so, like Kafka's own Uuid.randomUuid, draw again."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
