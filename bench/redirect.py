@@ -120,6 +120,26 @@ end
     return raw
 
 
+def py_spy(pid: int, duration: float, output: Path) -> subprocess.Popen[bytes]:
+    """py-spy sampling one process for `duration` seconds (speedscope JSON to `output`)."""
+    return subprocess.Popen(  # noqa: S603
+        [
+            str(Path(sys.executable).parent / "py-spy"),
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(int(duration)),
+            "--format",
+            "speedscope",
+            "--output",
+            str(output),
+            "--nonblocking",
+            "--subprocesses",
+        ]
+    )
+
+
 def wrk(
     binary: str, port: int, paths: list[str], duration: float, connections: int
 ) -> dict[str, float]:
@@ -348,7 +368,8 @@ def main() -> None:
     parser.add_argument(
         "--profile",
         type=Path,
-        help="also sample link-service with py-spy during the peak run (speedscope JSON here)",
+        help="also sample link-service with py-spy during the peak run (speedscope JSON here),"
+        " and attribution-service while it takes clicks in (beside it: <name>.attribution.json)",
     )
     parser.add_argument(
         "--quick",
@@ -506,24 +527,7 @@ def main() -> None:
         bare = wrk(wrk_bin, bare_port, paths, duration, connections)
         bare_cost = cpu.per_op(before, bare_cpu.snapshot(), int(bare["requests"]))
         asyncio.run(wait_published(database_url))
-        profiler = None
-        if args.profile is not None:
-            profiler = subprocess.Popen(  # noqa: S603
-                [
-                    str(Path(sys.executable).parent / "py-spy"),
-                    "record",
-                    "--pid",
-                    str(running[0].process.pid),
-                    "--duration",
-                    str(int(duration)),
-                    "--format",
-                    "speedscope",
-                    "--output",
-                    str(args.profile),
-                    "--nonblocking",
-                    "--subprocesses",
-                ]
-            )
+        profiler = py_spy(running[0].process.pid, duration, args.profile) if args.profile else None
         before = link_cpu.snapshot()
         phase("peak")
         peak = wrk(wrk_bin, link_port, paths, duration, connections)
@@ -579,8 +583,19 @@ def main() -> None:
         )
         served0, taken0 = asyncio.run(click_counts(database_url))
         before = e2e_cpu.snapshot()
+        profiler = (
+            py_spy(
+                attribution[0].process.pid,
+                duration,
+                args.profile.with_suffix(".attribution" + args.profile.suffix),
+            )
+            if args.profile
+            else None
+        )
         phase("clicks all the way through")
         through = wrk(wrk_bin, link_port, paths, duration, connections)
+        if profiler is not None:
+            profiler.wait(timeout=60)
         served1, taken1 = asyncio.run(click_counts(database_url))
         through_s = through["requests"] / through["rps"] if through["rps"] else duration
         attribution_rate = (taken1 - taken0) / through_s

@@ -135,30 +135,34 @@ class InboxConsumer:
                 batches = await self._consumer.getmany(timeout_ms=500, max_records=500)
                 if batches:
                     await self._refresh_tombstones()
-                for tp, records in batches.items():
-                    await self._handle_records(records)
-                    await self._commit(self._consumer, tp, records[-1].offset + 1)
+                    await self._handle_poll(batches)
+                    await self._commit(
+                        self._consumer,
+                        {tp: records[-1].offset + 1 for tp, records in batches.items()},
+                    )
                 if time.monotonic() >= next_prune:
                     await self.prune()
                     next_prune = time.monotonic() + self._prune_interval
         finally:
             await self._consumer.stop()
 
-    async def _commit(self, consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> None:
-        """Commit a handled batch. A replica joining or leaving the group meanwhile may have
-        moved the partition to another member (a rebalance): the commit is refused, and the
-        new owner reads these records again from the last commit, which its inbox drops as
-        duplicates. So that is no failure of this consumer: it goes on polling (the next poll
-        takes its new assignment) instead of crashing and rebalancing the group once more."""
+    async def _commit(
+        self, consumer: AIOKafkaConsumer, offsets: Mapping[TopicPartition, int]
+    ) -> None:
+        """Commit a handled poll, every partition of it in one request. A replica joining or
+        leaving the group meanwhile may have moved a partition to another member (a
+        rebalance): the commit is refused, and the new owner reads these records again from
+        the last commit, which its inbox drops as duplicates. So that is no failure of this
+        consumer: it goes on polling (the next poll takes its new assignment) instead of
+        crashing and rebalancing the group once more."""
         try:
-            await consumer.commit({tp: offset})
+            await consumer.commit(dict(offsets))
         except (CommitFailedError, IllegalStateError) as exc:
             log.info(
-                "consumer %s: %s/%d moved to another member before its commit (%s); "
+                "consumer %s: %s moved to another member before its commit (%s); "
                 "it reads them again and its inbox drops them",
                 self.name,
-                tp.topic,
-                tp.partition,
+                ", ".join(f"{tp.topic}/{tp.partition}" for tp in offsets),
                 type(exc).__name__,
             )
 
@@ -250,6 +254,47 @@ class InboxConsumer:
             if a > b:
                 return outcome
         return "ignored"
+
+    async def _handle_poll(
+        self, batches: Mapping[TopicPartition, Sequence[ConsumerRecord[bytes, bytes]]]
+    ) -> None:
+        """A poll's records. The partitions of one topic whose records all go to one `Batched`
+        handler (clicks, spread by key over many partitions) are taken in as ONE run, one
+        transaction for the whole poll: each partition's records keep their order in it, and
+        between partitions there is no order to keep. Any other partition goes on its own,
+        in order (_handle_records)."""
+        pooled: dict[tuple[str, Batched], list[_Decoded]] = {}
+        for tp, records in batches.items():
+            whole = self._one_run(records)
+            if whole is None:
+                await self._handle_records(records)
+                continue
+            handler, run = whole
+            if handler is not None and run:
+                pooled.setdefault((tp.topic, handler), []).extend(run)
+        for (_, handler), run in pooled.items():
+            await self._flush(run, handler)
+
+    def _one_run(
+        self, records: Sequence[ConsumerRecord[bytes, bytes]]
+    ) -> tuple[Batched | None, list[_Decoded]] | None:
+        """A partition's records as one run of a single `Batched` handler (without the events
+        this consumer ignores or that name an erased person), or None when one of them is
+        poison or goes to another handler: then the partition goes record by record."""
+        run_handler: Batched | None = None
+        run: list[_Decoded] = []
+        for record in records:
+            try:
+                event, payload, handler = self._decode(record)
+            except PoisonMessage:
+                return None
+            if handler is None:
+                continue
+            if not isinstance(handler, Batched) or handler is not (run_handler or handler):
+                return None
+            run_handler = handler
+            run.append((record, event, payload))
+        return run_handler, [d for d in run if not self._erased(d[1])]
 
     async def _handle_records(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
         """A fetched partition's records in order; unbroken runs for one `Batched` handler go

@@ -138,3 +138,64 @@ async def test_runs_are_applied_together_once_in_order(env, namespace) -> None:
     assert len(set(after)) == 1
     dead = await read_topic(namespace.kafka_bootstrap_servers, dlq(topic), lambda rs: len(rs) >= 1)
     assert CloudEvent.from_json(dead[0].value).data["click_id"] == "clk_0003"
+
+
+async def test_a_polls_partitions_are_taken_in_as_one_run_each_in_its_order(env, namespace) -> None:
+    """Clicks are spread by key over many partitions (link.clicks has 12): a poll's partitions
+    that hold only clicks go through ONE transaction together (issue #24: one per fetched
+    batch, not one per partition), each partition's records in their order; a partition with
+    another event in it goes on its own, that event in its place."""
+    pool, producer = env
+    topic = namespace.topic_prefix + "many.clicks"
+    await ensure_topics(
+        namespace.kafka_bootstrap_servers,
+        [Topic("many.clicks", 4, 3_600_000), Topic(dlq("many.clicks"), 1, 3_600_000)],
+        prefix=namespace.topic_prefix,
+    )
+    runs: list[list[str]] = []
+
+    async def clicks(conn: asyncpg.Connection, items: Sequence[tuple[CloudEvent, Any]]) -> None:
+        runs.append([e.id for e, _ in items])
+        await conn.executemany(
+            "INSERT INTO applied (event_id, what, run) VALUES ($1, $2, $3)",
+            [(e.id, p.click_id, len(runs)) for e, p in items],
+        )
+
+    async def code(conn: asyncpg.Connection, event: CloudEvent, payload: CodeCreated) -> None:
+        await conn.execute("INSERT INTO applied (event_id, what) VALUES ($1, $2)", event.id, "code")
+
+    partition_of: dict[str, int] = {}
+    sent_order: dict[int, list[str]] = {}
+    marker = new_event(
+        CodeCreated(code="C1", advocate_id="adv_1", program_id="prg_1"), source="/t", tenant_id="t"
+    )
+    for i in range(200):
+        if i == 100:
+            meta = await (await producer.send(topic, marker.to_json(), key=b"k", partition=0))
+            sent_order.setdefault(meta.partition, []).append(marker.id)
+        e = new_event(clicked(i), source="/t", tenant_id="t")
+        meta = await (await producer.send(topic, e.to_json(), key=b"k", partition=i % 4))
+        partition_of[e.id] = meta.partition
+        sent_order.setdefault(meta.partition, []).append(e.id)
+
+    consumer = InboxConsumer(
+        name="many",
+        group_id=namespace.topic_prefix + "many",
+        topics=[topic],
+        handlers={LinkClicked.TYPE: Batched(clicks), CodeCreated.TYPE: code},
+        pool=pool,
+        bootstrap_servers=namespace.kafka_bootstrap_servers,
+        dlq_producer=producer,
+    )
+    async with running(consumer):
+        await wait_caught_up(namespace.kafka_bootstrap_servers, [namespace.topic_prefix + "many"])
+    async with pool.acquire() as conn:
+        rows = await conn.fetch("SELECT event_id FROM applied ORDER BY seq")
+        inbox = await conn.fetchval("SELECT count(*) FROM inbox WHERE consumer = 'many'")
+    applied = [r["event_id"] for r in rows]
+    assert len(applied) == len(set(applied)) == 201 and inbox == 201
+    # each partition's events were applied in the order they were sent, the code in its place
+    for order in sent_order.values():
+        assert [e for e in applied if e in set(order)] == order
+    # and some run took in more than one partition's clicks in one transaction
+    assert any(len({partition_of[e] for e in run}) > 1 for run in runs)
