@@ -237,12 +237,17 @@ async def walk_while_inserting(
     added: list[Any] = []
     stop = asyncio.Event()
     inserted = asyncio.Event()
+    paged = asyncio.Event()
 
     async def insert() -> None:
+        # One item per page the walk takes (while it reads the next one): a list in ascending
+        # order gets its new items at its end, and an inserter left free to outpace the walk's
+        # two items a page kept it from ever reaching that end (seen on a loaded CI machine).
         while not stop.is_set():
             added.append(await collection.add(params))
             inserted.set()
-            await asyncio.sleep(0)
+            paged.clear()
+            await paged.wait()
 
     task = asyncio.create_task(insert())
     seen: list[Any] = []
@@ -266,9 +271,11 @@ async def walk_while_inserting(
             assert link is not None and link.endswith('rel="next"'), (url, link)
             # Rows land between any two pages (and maybe during one).
             inserted.clear()
+            paged.set()
             await asyncio.wait_for(inserted.wait(), 30)
     finally:
         stop.set()
+        paged.set()
         await task
     doubled = sorted({i for i in seen if seen.count(i) > 1})
     assert not doubled, f"{url}: seen twice: {doubled}"
