@@ -34,7 +34,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         log_dir=tmp_path / "logs",
         extra_env={"OUTBOX_POLL_INTERVAL_SECONDS": "0.2"},
     )
-    await asyncio.to_thread(services.migrate, cfg)
+    await asyncio.to_thread(services.migrate_here, cfg)
     running = services.start(cfg)
     w = World(tmp_path, broker, pg, dsn, cfg, {s.definition.name: s for s in running})
     w.injected["key"] = key

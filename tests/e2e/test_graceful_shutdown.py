@@ -69,7 +69,7 @@ async def stack(namespace: Namespace, tmp_path) -> AsyncIterator[Stack]:
     key, entry = new_api_key("acme")
     cfg = namespace.stack_config([entry], tmp_path / "logs")
     both = (LINK, ATTRIBUTION)
-    await asyncio.to_thread(services.migrate, cfg, both)
+    await asyncio.to_thread(services.migrate_here, cfg, both)
     started = services.start(cfg, both)
     stack = Stack(
         cfg,

@@ -25,7 +25,7 @@ HOLD_DAYS = 14
 async def urls(namespace: Namespace, tmp_path: Any) -> AsyncIterator[tuple[dict[str, str], str]]:
     key, entry = new_api_key("acme")
     cfg = namespace.stack_config([entry], tmp_path / "logs")
-    await asyncio.to_thread(services.migrate, cfg)
+    await asyncio.to_thread(services.migrate_here, cfg)
     running = services.start(cfg)
     try:
         # a shared machine under load starts four services slowly

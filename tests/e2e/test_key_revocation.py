@@ -32,7 +32,7 @@ LIMIT_SECONDS = 2.0
 async def stack(namespace: Namespace, tmp_path) -> AsyncIterator[tuple[dict[str, str], str]]:
     key, entry = new_api_key("acme")
     cfg = namespace.stack_config([entry], tmp_path / "logs")
-    await asyncio.to_thread(services.migrate, cfg)
+    await asyncio.to_thread(services.migrate_here, cfg)
     running = services.start(cfg)
     try:
         await asyncio.to_thread(services.wait_ready, running)

@@ -139,7 +139,7 @@ async def observed(
                 "LOG_LEVEL": "DEBUG",
             },
         )
-        await asyncio.to_thread(services.migrate, cfg)
+        await asyncio.to_thread(services.migrate_here, cfg)
         running = services.start(cfg)
         try:
             await asyncio.to_thread(services.wait_ready, running, 90.0)

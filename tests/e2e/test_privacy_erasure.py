@@ -95,7 +95,7 @@ class Stack:
 async def stack(namespace: Namespace, tmp_path: Path) -> AsyncIterator[Stack]:
     key, entry = new_api_key("acme")
     cfg = namespace.stack_config([entry], tmp_path / "logs")
-    await asyncio.to_thread(services.migrate, cfg)
+    await asyncio.to_thread(services.migrate_here, cfg)
     running = services.start(cfg)
     s = Stack(cfg, {r.definition.name: r for r in running}, {"Authorization": f"Bearer {key}"},
               namespace)  # fmt: skip

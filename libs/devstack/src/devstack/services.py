@@ -102,6 +102,16 @@ def migrate(cfg: StackConfig, services: tuple[ServiceDef, ...] = SERVICES) -> No
         )
 
 
+def migrate_here(cfg: StackConfig, services: tuple[ServiceDef, ...] = SERVICES) -> None:
+    """The upgrade `<service> migrate` runs (servicekit.migrations.upgrade, on each service's
+    schema), in this process: the tests' stacks, about 3 s for all four instead of 20+ s for
+    four interpreter starts. `make up` and the README test keep the command itself."""
+    from servicekit.migrations import upgrade
+
+    for svc in services:
+        upgrade(cfg.database_url, svc.package.removesuffix("_service"), svc.package)
+
+
 def start(
     cfg: StackConfig, services: tuple[ServiceDef, ...] = SERVICES, *, replica: int = 0
 ) -> list[RunningService]:
