@@ -6,11 +6,14 @@ row and one tenant's connection sees none of another's, even with a bare `SELECT
 from __future__ import annotations
 
 import asyncio
+import importlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import asyncpg
 import pytest
 
+from devstack import services
 from devstack.pytest_plugin import Namespace
 from devstack.testing import migrate, new_api_key, serve_in_process
 from link_service.config import Settings
@@ -86,10 +89,8 @@ async def test_no_tenant_sees_nothing_and_a_tenant_sees_only_its_own(migrated: N
     ns = migrated
     acme, acme_entry = new_api_key("acme")
     _globex, globex_entry = new_api_key("globex")
-    settings = Settings(
-        **ns.settings_env(), api_keys=[acme_entry, globex_entry], database_role=APP_ROLE
-    )
-    # the service itself acts as the role (DATABASE_ROLE) and works through the wall
+    settings = Settings(**ns.settings_env(), api_keys=[acme_entry, globex_entry])
+    # the service itself acts as the role (DATABASE_ROLE's default) and works through the wall
     async with serve_in_process(create_app(settings), acme) as client:
         r = await client.post(
             "/v1/programs", json={"name": "p", "landing_url": "https://s.example"}
@@ -122,6 +123,31 @@ async def test_no_tenant_sees_nothing_and_a_tenant_sees_only_its_own(migrated: N
     finally:
         for c in (owner, nobody, globex, mine):
             await c.close()
+
+
+async def test_the_running_services_act_as_a_role_that_cannot_bypass_it(
+    migrated: Namespace, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Each of the four services, configured from the environment its processes get (devstack's,
+    which names no role, so the default holds as in compose and k8s), acts as `referral_app`
+    on its pool: not the login role (a superuser here, whom the policies do not hold)."""
+    _key, entry = new_api_key("acme")
+    cfg = migrated.stack_config([entry], tmp_path)
+    for svc in services.SERVICES:
+        env = cfg.env(svc)
+        assert "DATABASE_ROLE" not in env
+        with monkeypatch.context() as m:
+            for name, value in env.items():
+                m.setenv(name, value)
+            module = importlib.import_module(f"{svc.package}.main")
+            config = importlib.import_module(f"{svc.package}.config")
+            app = module.create_app(config.Settings())
+        async with serve_in_process(app), app.state.runtime.pool.acquire() as conn:
+            who = await conn.fetchrow(
+                "SELECT current_user AS name, rolsuper, rolbypassrls"
+                " FROM pg_roles WHERE rolname = current_user"
+            )
+        assert dict(who) == {"name": APP_ROLE, "rolsuper": False, "rolbypassrls": False}, svc.name
 
 
 @pytest.mark.parametrize("reset_session", [True, False], ids=["reset", "kept"])

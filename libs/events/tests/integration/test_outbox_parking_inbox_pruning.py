@@ -52,8 +52,9 @@ async def env(namespace: Namespace) -> AsyncIterator[tuple[asyncpg.Pool, AIOKafk
         prefix=namespace.topic_prefix,
     )
     # The session settings every service's pool gets (servicekit.runtime), with a short lock
-    # timeout so the test does not wait the production 10 s.
-    settings = ServiceSettings(db_lock_timeout_ms=300).db_session_settings()
+    # timeout so the test does not wait the production 10 s; as the login role (this scratch
+    # schema has none of the services' row-level security or their role's grants).
+    settings = ServiceSettings(db_lock_timeout_ms=300, database_role="").db_session_settings()
     pool = await asyncpg.create_pool(
         namespace.database_url, server_settings={**settings, "search_path": SCHEMA}
     )

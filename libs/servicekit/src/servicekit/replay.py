@@ -25,7 +25,7 @@ from aiokafka.errors import KafkaConnectionError
 from referral_events.inbox import InboxConsumer, dead_letter_consumer, from_dead_letter
 from referral_events.kafka import check_credentials, make_consumer, make_producer
 from referral_events.topics import dlq
-from servicekit.db import create_pool
+from servicekit.db import act_for_all_tenants, create_pool
 from servicekit.runtime import ServiceSpec
 from servicekit.settings import ServiceSettings
 
@@ -63,12 +63,16 @@ async def replay_dead_letters(
     if not specs:
         return summary
     prefix = settings.kafka_topic_prefix
+    # The consumers' handlers, as the running service's: its role, across tenants (each
+    # event names its own).
+    act_for_all_tenants()
     pool = await create_pool(
         settings.database_url,
         schema=spec.schema,
         application_name=f"{spec.name}-replay",
         min_size=1,
         max_size=2,
+        server_settings=settings.db_session_settings(),
     )
     security = settings.kafka_security()
     producer = make_producer(settings.kafka_bootstrap_servers, f"{spec.name}-replay", security)

@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from referral_events.kafka import KafkaSecurity
+from servicekit.rls import APP_ROLE
 
 # The public dev default of PRIVACY_HASH_KEY: refused outside ENVIRONMENT=dev.
 DEV_PRIVACY_HASH_KEY = "dev-only-privacy-hash-key"
@@ -140,11 +141,11 @@ class ServiceSettings(BaseSettings):
     db_statement_timeout_ms: int = Field(default=30_000, ge=0)
     db_lock_timeout_ms: int = Field(default=10_000, ge=0)
     db_idle_in_transaction_timeout_ms: int = Field(default=60_000, ge=0)
-    # The role the service's connections act as (SET ROLE at connect, `role` startup setting):
-    # one that owns no table and cannot bypass row-level security (devstack's `referral_app`);
-    # migrations act as the login role, which owns the tables. Empty: the login role itself
-    # (a deployment whose DATABASE_URL already logs in as such a role).
-    database_role: str = ""
+    # The role the service's connections act as (`role` startup setting): `referral_app`, which
+    # the migrations create, owns no table and cannot bypass row-level security; migrations act
+    # as the login role, which owns the tables. Empty: the login role itself (a deployment
+    # whose DATABASE_URL already logs in as such a role, neither owner nor superuser).
+    database_role: str = APP_ROLE
     consumer_max_attempts: int = Field(default=5, ge=1)
     run_consumers: bool = True
     # The hot paths answered before FastAPI (servicekit.front); false: FastAPI serves everything.

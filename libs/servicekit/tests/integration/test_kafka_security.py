@@ -33,6 +33,7 @@ from referral_events.kafka import (
 )
 from referral_events.sql import OUTBOX_INBOX_V1, OUTBOX_INBOX_V2
 from referral_events.topics import ACCESS, ALL_TOPICS, ATTRIBUTION_EVENTS, LINK_EVENTS, acls
+from servicekit import rls
 from servicekit.runtime import ConsumerSpec, Runtime, ServiceSpec
 from servicekit.settings import ServiceSettings
 
@@ -79,6 +80,7 @@ async def database(infra: Infra) -> AsyncIterator[str]:
     await conn.execute(f"CREATE SCHEMA {SCHEMA}; SET search_path TO {SCHEMA};")
     await conn.execute(OUTBOX_INBOX_V1)
     await conn.execute(OUTBOX_INBOX_V2)
+    await conn.execute(rls.ENABLE)  # the service acts as its role, as every service does
     await conn.close()
     yield dsn
 

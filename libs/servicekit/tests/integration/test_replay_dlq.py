@@ -19,6 +19,7 @@ from referral_events.inbox import InboxConsumer
 from referral_events.kafka import ensure_topics, make_producer
 from referral_events.sql import OUTBOX_INBOX_V1
 from referral_events.topics import LINK_EVENTS, Topic, dlq
+from servicekit import rls
 from servicekit.replay import replay_dead_letters
 from servicekit.runtime import ConsumerSpec, ServiceSpec
 from servicekit.settings import ServiceSettings
@@ -50,6 +51,7 @@ async def env(namespace: Namespace) -> AsyncIterator[tuple[asyncpg.Pool, AIOKafk
     await conn.execute(f"CREATE SCHEMA {SCHEMA}; SET search_path TO {SCHEMA};")
     await conn.execute(OUTBOX_INBOX_V1)
     await conn.execute("CREATE TABLE applied (event_id text PRIMARY KEY, code text)")
+    await conn.execute(rls.ENABLE)  # the command acts as the services' role, as they do
     await conn.close()
     await ensure_topics(
         namespace.kafka_bootstrap_servers,

@@ -19,6 +19,7 @@ from reward_service.config import Settings
 from reward_service.earning import handlers as earning
 from reward_service.main import create_app
 from reward_service.programs import repository as programs
+from servicekit.db import all_tenants
 from servicekit.pagination import collections, unlisted_creates
 
 from .test_reward_flow import Env, env, heard_of  # noqa: F401  (the fixture)
@@ -62,17 +63,19 @@ def _lists(ctx: Env, client: httpx.AsyncClient) -> dict[str, Collection]:
         """The advocate earns the program's signup reward (as the consumer would): its id."""
         payload = _signup(program, advocate, ctx.clock.now)
         event = new_event(payload, source="/test", tenant_id="acme")
-        async with ctx.runtime.transaction() as conn:
-            await earning.on_conversion_attributed(conn, event, payload)
-            reward_id: str = await conn.fetchval(
-                "SELECT id FROM rewards WHERE conversion_id = $1", payload.conversion_id
-            )
+        with all_tenants():  # as the consumer acts
+            async with ctx.runtime.transaction() as conn:
+                await earning.on_conversion_attributed(conn, event, payload)
+                reward_id: str = await conn.fetchval(
+                    "SELECT id FROM rewards WHERE conversion_id = $1", payload.conversion_id
+                )
         return reward_id
 
     async def program(rule: dict[str, Any] = CASH_ON_SIGNUP) -> dict[str, str]:
         p = f"prg_{next(_n)}"
-        async with ctx.runtime.transaction() as conn:
-            await programs.add_program(conn, "acme", p)  # as its program.created.v1 would
+        with all_tenants():  # as its program.created.v1's consumer would
+            async with ctx.runtime.transaction() as conn:
+                await programs.add_program(conn, "acme", p)
         r = await client.put(f"/v1/programs/{p}/reward-rule", json=rule)
         assert r.status_code == 200, r.text
         return {"program_id": p}

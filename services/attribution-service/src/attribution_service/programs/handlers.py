@@ -120,6 +120,10 @@ on_link_clicked = Batched(_clicks_arrived)
 # --- attribution settings ------------------------------------------------------------------
 
 
+def _no_program(program_id: str) -> NotFound:
+    return NotFound(f"no program '{program_id}'", field="/program_id")
+
+
 async def _own_program(
     conn: asyncpg.Connection, tenant_id: str, program_id: str, *, known: bool = False
 ) -> None:
@@ -131,7 +135,7 @@ async def _own_program(
     stored = await repository.get_settings(conn, program_id)
     owner = program["tenant_id"] if program else stored["tenant_id"] if stored else None
     if (owner is not None and owner != tenant_id) or (known and owner is None):
-        raise NotFound(f"no program '{program_id}'", field="/program_id")
+        raise _no_program(program_id)
 
 
 async def get_settings(
@@ -151,5 +155,7 @@ async def put_settings(
     row = await repository.put_settings(
         conn, program_id, tenant_id, settings.model_dump(mode="json")
     )
+    if row is None:
+        raise _no_program(program_id)
     updated: datetime = row["updated_at"]
     return updated

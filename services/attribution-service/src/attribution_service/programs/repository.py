@@ -210,8 +210,10 @@ async def get_settings(conn: asyncpg.Connection, program_id: str) -> asyncpg.Rec
 
 async def put_settings(
     conn: asyncpg.Connection, program_id: str, tenant_id: str, settings: dict[str, Any]
-) -> asyncpg.Record:
-    row = await conn.fetchrow(
+) -> asyncpg.Record | None:
+    """The settings stored; None when the program's settings are another tenant's (a row
+    the tenant's own reads cannot see under row-level security, found by the conflict)."""
+    row: asyncpg.Record | None = await conn.fetchrow(
         """
         INSERT INTO program_settings (program_id, tenant_id, settings) VALUES ($1, $2, $3)
         ON CONFLICT (program_id) DO UPDATE SET settings = EXCLUDED.settings, updated_at = now()
@@ -222,7 +224,6 @@ async def put_settings(
         tenant_id,
         settings,
     )
-    assert row is not None
     return row
 
 

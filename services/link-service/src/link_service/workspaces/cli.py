@@ -45,6 +45,8 @@ async def _run(args: argparse.Namespace, settings: ServiceSettings) -> int:
         application_name="link-service-keys-cli",
         min_size=1,
         max_size=1,
+        server_settings=settings.db_role_settings(),
+        across_tenants=True,
     )
     try:
         async with transaction(pool) as conn:

@@ -130,6 +130,7 @@ class Dispatcher:
         self._body_limit = settings.webhook_response_body_limit
         self._box = settings.secret_box()
         self._dsn = settings.database_url
+        self._role = settings.db_role_settings()
         self._schema = rt.spec.schema
         # Requests in flight per endpoint (what its slots hold).
         self._in_flight: dict[str, int] = {}
@@ -183,6 +184,7 @@ class Dispatcher:
                 conn = await asyncpg.connect(
                     self._dsn,
                     server_settings={
+                        **self._role,
                         "search_path": self._schema,
                         "application_name": f"{self._schema}-webhook-listener",
                     },
