@@ -5,7 +5,6 @@ purchases under, and the dead-letter count."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -95,18 +94,22 @@ async def until_ok(
     call: Callable[[], Awaitable[httpx.Response]],
     what: str,
     within: float = 180,
-    seen: Callable[[httpx.Response | None, float], None] | None = None,
+    seen: Callable[[httpx.Response | None, float, str], None] | None = None,
 ) -> httpx.Response:
     """The client's retry: the same request (same Idempotency-Key) until a service answers
-    below 500. `seen` is told each answer (None: no answer) and how long it took."""
+    below 500. `seen` is told each answer (None: no answer, with the client's error), and how
+    long it took."""
     deadline = time.monotonic() + within
     while True:
         sent = time.monotonic()
         r: httpx.Response | None = None
-        with contextlib.suppress(httpx.HTTPError):
+        error = ""
+        try:
             r = await call()
+        except httpx.HTTPError as exc:
+            error = repr(exc)
         if seen is not None:
-            seen(r, time.monotonic() - sent)
+            seen(r, time.monotonic() - sent, error)
         if r is not None and r.status_code < 500:
             return r
         if time.monotonic() > deadline:
