@@ -19,7 +19,7 @@ from devstack.pytest_plugin import Namespace
 from devstack.testing import read_topic, wait_caught_up
 from referral_events import CloudEvent, new_event
 from referral_events.contracts.link import CodeCreated, LinkClicked
-from referral_events.inbox import Batched, InboxConsumer
+from referral_events.inbox import Batched, BatchHandler, InboxConsumer
 from referral_events.kafka import ensure_topics, make_producer
 from referral_events.sql import OUTBOX_INBOX_V1, OUTBOX_INBOX_V2
 from referral_events.topics import LINK_CLICKS, Topic, dlq
@@ -73,6 +73,33 @@ def clicked(i: int) -> LinkClicked:
     )
 
 
+async def code(conn: asyncpg.Connection, event: CloudEvent, payload: CodeCreated) -> None:
+    """The plain handler between the clicks: its event is recorded in its place."""
+    await conn.execute("INSERT INTO applied (event_id, what) VALUES ($1, $2)", event.id, "code")
+
+
+def consumer_of(
+    namespace: Namespace,
+    env: tuple[asyncpg.Pool, AIOKafkaProducer],
+    name: str,
+    topic: str,
+    clicks: BatchHandler,
+    **options: Any,
+) -> InboxConsumer:
+    """A consumer of `topic` taking clicks in runs (`clicks`) and code events one by one."""
+    pool, producer = env
+    return InboxConsumer(
+        name=name,
+        group_id=namespace.topic_prefix + name,
+        topics=[topic],
+        handlers={LinkClicked.TYPE: Batched(clicks), CodeCreated.TYPE: code},
+        pool=pool,
+        bootstrap_servers=namespace.kafka_bootstrap_servers,
+        dlq_producer=producer,
+        **options,
+    )
+
+
 async def test_runs_are_applied_together_once_in_order(env, namespace) -> None:
     pool, producer = env
     topic = namespace.topic_prefix + LINK_CLICKS
@@ -87,9 +114,6 @@ async def test_runs_are_applied_together_once_in_order(env, namespace) -> None:
             "INSERT INTO applied (event_id, what, run) VALUES ($1, $2, $3)",
             [(e.id, p.click_id, runs) for e, p in items],
         )
-
-    async def code(conn: asyncpg.Connection, event: CloudEvent, payload: CodeCreated) -> None:
-        await conn.execute("INSERT INTO applied (event_id, what) VALUES ($1, $2)", event.id, "code")
 
     events = [new_event(clicked(i), source="/t", tenant_id="t") for i in range(60)]
     sent = events[:40] + events[5:15] + events[40:]  # ten repeats inside the first burst
@@ -106,16 +130,8 @@ async def test_runs_are_applied_together_once_in_order(env, namespace) -> None:
         await producer.send(topic, e.to_json(), key=b"k")
     await producer.flush()
 
-    consumer = InboxConsumer(
-        name="batched",
-        group_id=namespace.topic_prefix + "batched",
-        topics=[topic],
-        handlers={LinkClicked.TYPE: Batched(clicks), CodeCreated.TYPE: code},
-        pool=pool,
-        bootstrap_servers=namespace.kafka_bootstrap_servers,
-        dlq_producer=producer,
-        max_attempts=2,
-        retry_base_seconds=0.01,
+    consumer = consumer_of(
+        namespace, env, "batched", topic, clicks, max_attempts=2, retry_base_seconds=0.01
     )
     async with running(consumer):
         await wait_caught_up(
@@ -161,9 +177,6 @@ async def test_a_polls_partitions_are_taken_in_as_one_run_each_in_its_order(env,
             [(e.id, p.click_id, len(runs)) for e, p in items],
         )
 
-    async def code(conn: asyncpg.Connection, event: CloudEvent, payload: CodeCreated) -> None:
-        await conn.execute("INSERT INTO applied (event_id, what) VALUES ($1, $2)", event.id, "code")
-
     partition_of: dict[str, int] = {}
     sent_order: dict[int, list[str]] = {}
     marker = new_event(
@@ -178,15 +191,7 @@ async def test_a_polls_partitions_are_taken_in_as_one_run_each_in_its_order(env,
         partition_of[e.id] = meta.partition
         sent_order.setdefault(meta.partition, []).append(e.id)
 
-    consumer = InboxConsumer(
-        name="many",
-        group_id=namespace.topic_prefix + "many",
-        topics=[topic],
-        handlers={LinkClicked.TYPE: Batched(clicks), CodeCreated.TYPE: code},
-        pool=pool,
-        bootstrap_servers=namespace.kafka_bootstrap_servers,
-        dlq_producer=producer,
-    )
+    consumer = consumer_of(namespace, env, "many", topic, clicks)
     async with running(consumer):
         await wait_caught_up(namespace.kafka_bootstrap_servers, [namespace.topic_prefix + "many"])
     async with pool.acquire() as conn:
