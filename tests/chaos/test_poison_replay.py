@@ -36,7 +36,7 @@ import pytest
 
 from devstack import services
 from devstack.pytest_plugin import Namespace
-from devstack.testing import eventually, migrate, new_api_key, read_to_end
+from devstack.testing import eventually, new_api_key, read_to_end
 
 from .harness import (
     READY_WITHIN_S,
@@ -80,8 +80,7 @@ class Stack:
 async def stack(namespace: Namespace, tmp_path: Path) -> AsyncIterator[Stack]:
     key, entry = new_api_key("acme")
     cfg = namespace.stack_config([entry], tmp_path / "logs", OUTBOX_POLL_INTERVAL_SECONDS="0.2")
-    for svc in (LINK, ATTRIBUTION, REWARD):
-        await migrate(cfg.database_url, svc.package.removesuffix("_service"), svc.package)
+    await asyncio.to_thread(services.migrate_here, cfg, (LINK, ATTRIBUTION, REWARD))
     running = services.start(cfg, (LINK, ATTRIBUTION, REWARD))
     try:
         await asyncio.to_thread(services.wait_ready, running, READY_WITHIN_S)

@@ -46,7 +46,6 @@ from devstack.pytest_plugin import Namespace
 from devstack.testing import (
     eventually,
     http_receiver,
-    migrate,
     new_api_key,
     read_to_end,
     wait_caught_up,
@@ -132,9 +131,7 @@ async def stack(namespace: Namespace, tmp_path: Path) -> AsyncIterator[Stack]:
         topic_partitions=PARTITIONS,
     )
     t0 = time.monotonic()
-    # in this process (the same upgrade `<service> migrate` runs): four interpreters fewer
-    for svc in services.SERVICES:
-        await migrate(cfg.database_url, svc.package.removesuffix("_service"), svc.package)
+    await asyncio.to_thread(services.migrate_here, cfg)
     print(f"migrated in {time.monotonic() - t0:.1f}s")
     first = services.start(cfg)
     second = services.start(cfg, CONSUMERS, replica=1)
