@@ -47,6 +47,13 @@ REFUSED_MESSAGE_ERRORS = (
 # Sends between two turns of the event loop (a send costs tens of microseconds of CPU).
 _SENDS_PER_SLICE = 32
 
+# A published row is kept `retention_hours` (a copy of what went out, for whoever reads the
+# outbox after the relay: attribution-service's analytics fold), or deleted as it is published
+# (retention 0): a delete leaves one dead row version where a mark writes a new one, with its
+# index entries, and a prune deletes it later (link-service: a row per click, thousands a second).
+_MARK_PUBLISHED = "UPDATE outbox SET published_at = now() WHERE seq = ANY($1::bigint[])"
+_DELETE_PUBLISHED = "DELETE FROM outbox WHERE seq = ANY($1::bigint[])"
+
 
 # The trace context of a row written outside any span (a redirect's click): nothing to carry.
 NO_TRACE = "{}"
@@ -332,7 +339,7 @@ class OutboxRelay:
             else:
                 published.append(row)
         await conn.execute(
-            "UPDATE outbox SET published_at = now() WHERE seq = ANY($1::bigint[])",
+            _DELETE_PUBLISHED if self._retention_hours == 0 else _MARK_PUBLISHED,
             [row["seq"] for row in published],
         )
         for row in published:

@@ -124,6 +124,50 @@ async def test_a_row_the_broker_refuses_is_parked_and_the_rest_flows(env, namesp
         assert released["attempts"] == 0 and released["parked_at"] is None
 
 
+@pytest.mark.parametrize("keep_hours", [0, 72])
+async def test_a_published_row_is_kept_or_deleted_as_the_service_says(
+    env, namespace, keep_hours: int
+) -> None:
+    """OUTBOX_KEEP_PUBLISHED_HOURS: 0 deletes each row as it is published (link-service's
+    clicks), otherwise it is marked and kept; either way every event goes out once, in order,
+    and a parked row stays for its release."""
+    pool, producer = env
+    good = [EMITTER.row(code_event(i), tenant_id="t", key="adv_1") for i in range(30)]
+    huge = OutboxRow("evt_huge", LINK_EVENTS, "adv_1", b"x" * (2 * 1024 * 1024))
+    async with pool.acquire() as conn, conn.transaction():
+        await enqueue_rows(conn, [*good[:15], huge, *good[15:]])
+
+    relay = OutboxRelay(
+        dsn=namespace.database_url,
+        schema=SCHEMA,
+        producer=producer,
+        topic_prefix=namespace.topic_prefix,
+        batch_size=8,
+        poll_interval=0.1,
+        max_attempts=2,
+        retention_hours=keep_hours,
+    )
+    async with running(relay):
+
+        async def drained() -> bool:
+            async with pool.acquire() as conn:
+                stats = await outbox_stats(conn)
+            return stats.backlog == 0 and stats.parked == 1
+
+        await eventually(drained, timeout=30)
+
+    records = await read_to_end(
+        namespace.kafka_bootstrap_servers, namespace.topic_prefix + LINK_EVENTS
+    )
+    published = [CloudEvent.from_json(r.value).data["code"] for r in records]
+    assert published == [f"C{i:04d}" for i in range(30)]
+    async with pool.acquire() as conn:
+        left = await conn.fetch("SELECT event_id, published_at FROM outbox ORDER BY seq")
+    kept = [r["event_id"] for r in left if r["published_at"] is not None]
+    assert [r["event_id"] for r in left if r["published_at"] is None] == ["evt_huge"]
+    assert kept == ([] if keep_hours == 0 else [row.event_id for row in good])
+
+
 async def test_inbox_rows_past_the_retention_are_pruned_in_bounded_batches(env, namespace) -> None:
     pool, producer = env
     async with pool.acquire() as conn:

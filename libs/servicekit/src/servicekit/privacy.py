@@ -70,8 +70,8 @@ WITH s AS (SELECT $1::text AS tenant, $2::text[] AS customers, $3::text[] AS ema
 """
 
 # Every service's outbox: events already published that name the person go at once (the relay
-# would prune them after 72 h); unpublished ones go out and are dropped by the consumers'
-# tombstone check, then pruned.
+# would prune them OUTBOX_KEEP_PUBLISHED_HOURS later); unpublished ones go out and are dropped
+# by the consumers' tombstone check, then pruned.
 OUTBOX = PersonalTable(
     "outbox",
     personal=frozenset({"payload"}),
@@ -80,8 +80,9 @@ OUTBOX = PersonalTable(
     " || s.advocates) AS i WHERE position(convert_to(i, 'UTF8') IN t.payload) > 0)",
     erase=None,
     export=False,
-    note="copies of published events, pruned 72 h after publishing; the erasure deletes those "
-    "naming the person at once",
+    note="copies of published events, pruned 72 h after publishing (`OUTBOX_KEEP_PUBLISHED_HOURS`; "
+    "link-service deletes each as it is published); the erasure deletes those naming the person "
+    "at once",
 )
 
 

@@ -190,6 +190,7 @@ class Runtime:
             poll_interval=s.outbox_poll_interval_seconds,
             linger=s.outbox_linger_seconds,
             max_attempts=s.outbox_max_attempts,
+            retention_hours=s.outbox_keep_published_hours,
             server_settings=s.db_session_settings(),
             new_producer=lambda: make_producer(s.kafka_bootstrap_servers, self.spec.name, security),
         )

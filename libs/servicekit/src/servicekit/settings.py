@@ -128,6 +128,10 @@ class ServiceSettings(BaseSettings):
     # After a wake-up the relay waits this long before reading, so rows committed meanwhile go
     # out in the same SELECT, produce request and UPDATE (0: read at once).
     outbox_linger_seconds: float = Field(default=0.0, ge=0, le=1)
+    # Hours a published outbox row is kept (a copy of what went out), then pruned; 0: deleted as
+    # it is published (link-service, a row per click). A service whose own code reads its outbox
+    # after the relay (attribution-service's analytics fold) must keep them.
+    outbox_keep_published_hours: int = Field(default=72, ge=0, le=720)
     # Attempts at a row the broker refuses for what it is (too large) before it is parked.
     outbox_max_attempts: int = Field(default=5, ge=1)
     # Inbox rows are kept longer than any topic keeps its events (30 days), then pruned.

@@ -26,6 +26,9 @@ class Settings(ServiceSettings):
     # group commits go out in one SELECT, produce request and UPDATE (less relay, Postgres and
     # Kafka work per conversion, a few ms more until on Kafka; no request waits for it).
     outbox_linger_seconds: float = Field(default=0.01, ge=0, le=1)
+    # Growth analytics folds this service's own events from its outbox, whether or not the relay
+    # published them yet (analytics.repository.take_outboxed): published rows must stay a while.
+    outbox_keep_published_hours: int = Field(default=72, ge=1, le=720)
     pending_sweep_interval_seconds: float = Field(default=15.0, gt=0)
     # The same secret as link-service's IP_HASH_KEY, so a conversion's IP hash compares with
     # the hashes on clicks. Also keys the hash of device ids.

@@ -51,6 +51,10 @@ class Settings(ServiceSettings):
     # Postgres, Kafka and relay work at moderate load, for a few ms more until on Kafka (the
     # redirect never waits for that).
     outbox_linger_seconds: float = Field(default=0.02, ge=0, le=1)
+    # A click's outbox row is deleted as it is published: nothing here reads it afterwards, and
+    # marking it (a new row version and its index entries), then pruning it, cost Postgres more
+    # per click than writing it (docs/performance.md, 2026-12-04).
+    outbox_keep_published_hours: int = Field(default=0, ge=0, le=720)
 
     # Group commit of clicks: one statement per batch; a redirect answers after its batch.
     click_batch_max: int = Field(default=500, ge=1)
