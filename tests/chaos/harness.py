@@ -97,8 +97,9 @@ async def until_ok(
     seen: Callable[[httpx.Response | None, float, str], None] | None = None,
 ) -> httpx.Response:
     """The client's retry: the same request (same Idempotency-Key) until a service answers
-    below 500. `seen` is told each answer (None: no answer, with the client's error), and how
-    long it took."""
+    below 500 and not 429, as an integrator's client does: after a 429 (the key's rate limit:
+    a backlog sent at once when an outage ends) it waits the answer's Retry-After. `seen` is
+    told each answer (None: no answer, with the client's error), and how long it took."""
     deadline = time.monotonic() + within
     while True:
         sent = time.monotonic()
@@ -110,11 +111,14 @@ async def until_ok(
             error = repr(exc)
         if seen is not None:
             seen(r, time.monotonic() - sent, error)
-        if r is not None and r.status_code < 500:
+        if r is not None and r.status_code < 500 and r.status_code != 429:
             return r
         if time.monotonic() > deadline:
             raise TimeoutError(what)
-        await asyncio.sleep(0.5)
+        wait = 0.5
+        if r is not None and r.status_code == 429:
+            wait = max(wait, float(r.headers.get("retry-after") or 1))
+        await asyncio.sleep(wait)
 
 
 @dataclass

@@ -6,7 +6,8 @@ through Kafka headers and into the logs. Outgoing httpx calls (webhooks) are cli
 whatever span is current, and carry `traceparent` to the receiver.
 
 Logs never carry personal data: the access log (client addresses) is off, and a filter masks
-e-mail addresses and IP addresses in any message that slips one in.
+e-mail addresses and IP addresses in any message that slips one in. A library's repeated lines
+are thinned (`QuietRepeats`), ours never.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from pythonjsonlogger.json import JsonFormatter
+from token_bucket import Limiter, MemoryStorage
 
 
 def configure_tracing(service_name: str) -> None:
@@ -86,8 +88,46 @@ class _ScrubPersonalData(logging.Filter):
         return True
 
 
+class QuietRepeats(logging.Filter):
+    """A library's repeated lines pass `burst` at once, then `per_second` for each (logger,
+    message), and the next one to pass says how many like it were left out. aiokafka logs every
+    failed connection to a broker that is away: about 200,000 lines a minute per service in a
+    60 s broker outage (tests/chaos/test_outages.py), 89 MB of logs that buried everything
+    else. Buckets per line by the `token-bucket` library, as the API's rate limits."""
+
+    _MAX_KEYS = 1000  # distinct lines remembered; past it all are forgotten (a fresh burst each)
+
+    def __init__(
+        self, loggers: tuple[str, ...] = ("aiokafka",), per_second: float = 0.1, burst: int = 5
+    ) -> None:
+        super().__init__()
+        self._loggers = tuple(name + "." for name in loggers) + loggers
+        self._rate, self._burst = per_second, burst
+        self._limiter = Limiter(per_second, burst, MemoryStorage())
+        self._left_out: dict[str, int] = {}
+        self._keys: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not (record.name in self._loggers or record.name.startswith(self._loggers)):
+            return True
+        key = f"{record.name}\0{record.msg}"
+        if key not in self._keys and len(self._keys) >= self._MAX_KEYS:
+            self._limiter = Limiter(self._rate, self._burst, MemoryStorage())
+            self._keys.clear()
+            self._left_out.clear()
+        self._keys.add(key)
+        if not self._limiter.consume(key):
+            self._left_out[key] = self._left_out.get(key, 0) + 1
+            return False
+        left_out = self._left_out.pop(key, 0)
+        if left_out:
+            record.msg, record.args = f"{record.getMessage()} ({left_out} like it left out)", None
+        return True
+
+
 def configure_logging(service_name: str, level: str, as_json: bool) -> None:
     handler = logging.StreamHandler(sys.stdout)
+    handler.addFilter(QuietRepeats())
     handler.addFilter(_TraceIds())
     handler.addFilter(_ScrubPersonalData())
     if as_json:

@@ -19,7 +19,7 @@ from servicekit.app import create_service_app
 from servicekit.metrics import RouteIndexedMetricsMiddleware
 from servicekit.runtime import ServiceSpec
 from servicekit.settings import ServiceSettings
-from servicekit.telemetry import configure_logging, scrub
+from servicekit.telemetry import QuietRepeats, configure_logging, scrub
 
 
 def _router() -> APIRouter:
@@ -133,3 +133,30 @@ def test_logs_mask_emails_and_ip_addresses(capsys: pytest.CaptureFixture[str]) -
     assert lines[0]["service"] == "svc" and "trace_id" in lines[0]
     assert "ann@example.com" not in json.dumps(lines) and "198.51.100.4" not in json.dumps(lines)
     assert "duplicate <email>" in lines[1]["exc_info"]
+
+
+def test_a_librarys_repeated_lines_are_thinned_and_say_how_many_were_left_out() -> None:
+    """aiokafka logs each failed connect to an absent broker: a burst passes, then one line
+    per interval naming how many like it were left out; other lines and our own pass whole."""
+    import time
+
+    quiet = QuietRepeats(per_second=20, burst=3)
+
+    def record(name: str, msg: str, *args: object) -> logging.LogRecord:
+        return logging.LogRecord(name, logging.ERROR, __file__, 1, msg, args, None)
+
+    lines = [
+        record("aiokafka.conn", "Unable connect to node with id %s: %s", 1, i) for i in range(500)
+    ]
+    passed = [r for r in lines if quiet.filter(r)]
+    assert 3 <= len(passed) <= 6  # the burst, and what the rate refilled meanwhile
+    other = record("aiokafka.client", "Unable to update metadata from [1]")
+    assert quiet.filter(other)  # another line has its own bucket
+    ours = [record("referral_events.inbox", "consumer x: database unavailable") for _ in range(50)]
+    assert all(quiet.filter(r) for r in ours)  # our own lines are never thinned
+    time.sleep(0.2)
+    later = record("aiokafka.conn", "Unable connect to node with id %s: %s", 1, "again")
+    assert quiet.filter(later)
+    said = later.getMessage()
+    assert said.startswith("Unable connect to node with id 1: again (")
+    assert f"({500 - len(passed)} like it left out)" in said
