@@ -80,13 +80,17 @@ def code_event(i: int) -> CodeCreated:
     return CodeCreated(code=f"C{i:04d}", advocate_id="adv_1", program_id="prg")
 
 
-async def test_a_row_the_broker_refuses_is_parked_and_the_rest_flows(env, namespace) -> None:
+async def _relay_past_a_refused_row(
+    env, namespace, good: int, **relay_options: int
+) -> tuple[list[OutboxRow], list[str]]:
+    """`good` events with one the broker always refuses in the middle, through a relay until
+    only that one is left (parked); the good rows, and the codes published, in topic order."""
     pool, producer = env
-    good = [EMITTER.row(code_event(i), tenant_id="t", key="adv_1") for i in range(20)]
+    rows = [EMITTER.row(code_event(i), tenant_id="t", key="adv_1") for i in range(good)]
     # Larger than the producer's max_request_size (1 MiB): refused for what it is, every time.
     huge = OutboxRow("evt_huge", LINK_EVENTS, "adv_1", b"x" * (2 * 1024 * 1024))
     async with pool.acquire() as conn, conn.transaction():
-        await enqueue_rows(conn, [*good[:10], huge, *good[10:]])
+        await enqueue_rows(conn, [*rows[: good // 2], huge, *rows[good // 2 :]])
 
     relay = OutboxRelay(
         dsn=namespace.database_url,
@@ -95,7 +99,7 @@ async def test_a_row_the_broker_refuses_is_parked_and_the_rest_flows(env, namesp
         topic_prefix=namespace.topic_prefix,
         batch_size=8,
         poll_interval=0.1,
-        max_attempts=3,
+        **relay_options,
     )
     async with running(relay):
 
@@ -109,7 +113,12 @@ async def test_a_row_the_broker_refuses_is_parked_and_the_rest_flows(env, namesp
     records = await read_to_end(
         namespace.kafka_bootstrap_servers, namespace.topic_prefix + LINK_EVENTS
     )
-    published = [CloudEvent.from_json(r.value).data["code"] for r in records]
+    return rows, [CloudEvent.from_json(r.value).data["code"] for r in records]
+
+
+async def test_a_row_the_broker_refuses_is_parked_and_the_rest_flows(env, namespace) -> None:
+    pool, _ = env
+    _, published = await _relay_past_a_refused_row(env, namespace, 20, max_attempts=3)
     assert published == [f"C{i:04d}" for i in range(20)]  # in order, the huge one left out
     async with pool.acquire() as conn:
         parked = await conn.fetchrow(
@@ -131,35 +140,10 @@ async def test_a_published_row_is_kept_or_deleted_as_the_service_says(
     """OUTBOX_KEEP_PUBLISHED_HOURS: 0 deletes each row as it is published (link-service's
     clicks), otherwise it is marked and kept; either way every event goes out once, in order,
     and a parked row stays for its release."""
-    pool, producer = env
-    good = [EMITTER.row(code_event(i), tenant_id="t", key="adv_1") for i in range(30)]
-    huge = OutboxRow("evt_huge", LINK_EVENTS, "adv_1", b"x" * (2 * 1024 * 1024))
-    async with pool.acquire() as conn, conn.transaction():
-        await enqueue_rows(conn, [*good[:15], huge, *good[15:]])
-
-    relay = OutboxRelay(
-        dsn=namespace.database_url,
-        schema=SCHEMA,
-        producer=producer,
-        topic_prefix=namespace.topic_prefix,
-        batch_size=8,
-        poll_interval=0.1,
-        max_attempts=2,
-        retention_hours=keep_hours,
+    pool, _ = env
+    good, published = await _relay_past_a_refused_row(
+        env, namespace, 30, max_attempts=2, retention_hours=keep_hours
     )
-    async with running(relay):
-
-        async def drained() -> bool:
-            async with pool.acquire() as conn:
-                stats = await outbox_stats(conn)
-            return stats.backlog == 0 and stats.parked == 1
-
-        await eventually(drained, timeout=30)
-
-    records = await read_to_end(
-        namespace.kafka_bootstrap_servers, namespace.topic_prefix + LINK_EVENTS
-    )
-    published = [CloudEvent.from_json(r.value).data["code"] for r in records]
     assert published == [f"C{i:04d}" for i in range(30)]
     async with pool.acquire() as conn:
         left = await conn.fetch("SELECT event_id, published_at FROM outbox ORDER BY seq")
