@@ -125,22 +125,8 @@ class QuietRepeats(logging.Filter):
         return True
 
 
-class _Stdout(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to whatever `sys.stdout` is when a line is written, not the one of the moment it
-    was made: a test runner swaps it per test and closes the old one, and a line logged after
-    (a library's exit hook) then raised "I/O operation on closed file" into the output."""
-
-    @property
-    def stream(self) -> object:
-        return sys.stdout
-
-    @stream.setter
-    def stream(self, _value: object) -> None:
-        pass
-
-
 def configure_logging(service_name: str, level: str, as_json: bool) -> None:
-    handler = _Stdout()
+    handler = logging.StreamHandler(sys.stdout)
     handler.addFilter(QuietRepeats())
     handler.addFilter(_TraceIds())
     handler.addFilter(_ScrubPersonalData())

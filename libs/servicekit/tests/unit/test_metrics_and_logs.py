@@ -160,21 +160,3 @@ def test_a_librarys_repeated_lines_are_thinned_and_say_how_many_were_left_out() 
     said = later.getMessage()
     assert said.startswith("Unable connect to node with id 1: again (")
     assert f"({500 - len(passed)} like it left out)" in said
-
-
-def test_logs_go_to_the_stdout_of_the_moment_they_are_written(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A test runner swaps sys.stdout and closes the old one; a line logged afterwards goes to
-    the new one instead of failing on the closed stream."""
-    import io
-
-    first, second = io.StringIO(), io.StringIO()
-    monkeypatch.setattr("sys.stdout", first)
-    configure_logging("svc", "INFO", as_json=False)
-    log = logging.getLogger("test.stdout")
-    log.info("one")
-    monkeypatch.setattr("sys.stdout", second)
-    first.close()
-    log.info("two")
-    assert second.getvalue().rstrip().endswith("INFO test.stdout two")
