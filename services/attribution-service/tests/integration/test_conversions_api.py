@@ -386,7 +386,9 @@ async def test_a_huge_amount_is_refused_in_milliseconds(env, amount) -> None:
     }
     started = asyncio.get_running_loop().time()
     r = await env.client.post("/v1/conversions", json=body)
-    assert asyncio.get_running_loop().time() - started < 0.5
+    # Wall time on a machine CI shares with the broker and Postgres (0.51 s once under load):
+    # the bound only has to tell milliseconds from the ~24 s the unbounded path took.
+    assert asyncio.get_running_loop().time() - started < 2.0
     assert r.status_code == 422, r.text
     assert r.headers["content-type"] == "application/problem+json"
     assert r.json()["field"].lstrip("/") == "amount"
