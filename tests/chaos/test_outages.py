@@ -138,6 +138,12 @@ async def test_purchases_survive_postgres_then_kafka_away(world: World) -> None:
         await asyncio.gather(outages(), *(client() for _ in range(CLIENTS)))
         pushed = time.monotonic() - pushed_at
 
+        def since_push(at: float) -> float:
+            return round(at - pushed_at, 2)
+
+        # the outages as the failure messages give them, in seconds since the push began
+        outage_windows = {k: (since_push(w[0]), since_push(w[1])) for k, w in windows.items()}
+
         during_pg = [a for a in answers if a.within(windows["postgres"])]
         during_kafka = [a for a in answers if a.within(windows["kafka"])]
         kafka_accepted = [
@@ -176,13 +182,10 @@ async def test_purchases_survive_postgres_then_kafka_away(world: World) -> None:
                             "SELECT count(*) FROM attribution.outbox WHERE published_at IS NULL"
                         ),
                         "reward_inbox": await db.fetchval("SELECT count(*) FROM reward.inbox"),
-                        "windows": {
-                            k: (round(w[0] - pushed_at, 2), round(w[1] - pushed_at, 2))
-                            for k, w in windows.items()
-                        },
+                        "windows": outage_windows,
                         # accepted purchases without a conversion: (number, status, answered at)
                         "unrecorded": [
-                            (n, status, round(at - pushed_at, 2))
+                            (n, status, since_push(at))
                             for n, (status, at) in sorted(accepted.items())
                             if f"ord_{n}" not in recorded
                         ][:40],
@@ -249,14 +252,12 @@ async def test_purchases_survive_postgres_then_kafka_away(world: World) -> None:
     # Never a 500 nor a dropped request, outages or not: 2xx, 429, or 503 while the database is
     # away.
     unanswered = [
-        (round(a.sent - pushed_at, 2), round(a.seconds, 2), a.error)
-        for a in answers
-        if a.status is None
+        (since_push(a.sent), round(a.seconds, 2), a.error) for a in answers if a.status is None
     ]
     assert set(statuses) <= {200, 201, 429, 503}, (
         statuses,
         unanswered[:5],
-        {k: (round(w[0] - pushed_at, 2), round(w[1] - pushed_at, 2)) for k, w in windows.items()},
+        outage_windows,
     )
     # Kafka away: the purchases are accepted all the same.
     assert kafka_accepted, "no purchase was accepted while Kafka was away"

@@ -101,14 +101,15 @@ class QuietRepeats(logging.Filter):
         self, loggers: tuple[str, ...] = ("aiokafka",), per_second: float = 0.1, burst: int = 5
     ) -> None:
         super().__init__()
-        self._loggers = tuple(name + "." for name in loggers) + loggers
+        self._loggers = loggers
+        self._children = tuple(name + "." for name in loggers)
         self._rate, self._burst = per_second, burst
         self._limiter = Limiter(per_second, burst, MemoryStorage())
         self._left_out: dict[str, int] = {}
         self._keys: set[str] = set()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not (record.name in self._loggers or record.name.startswith(self._loggers)):
+        if not (record.name in self._loggers or record.name.startswith(self._children)):
             return True
         key = f"{record.name}\0{record.msg}"
         if key not in self._keys and len(self._keys) >= self._MAX_KEYS:
