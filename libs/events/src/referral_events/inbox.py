@@ -69,6 +69,15 @@ INFRASTRUCTURE_ERRORS: tuple[type[Exception], ...] = (
     # going away, not the event, so they must not count towards dead-lettering it.
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.IdleSessionTimeoutError,
+    # The connection lost or refused mid-way (class 08 but a protocol violation, which is ours).
+    asyncpg.exceptions.ConnectionFailureError,
+    asyncpg.exceptions.ClientCannotConnectError,
+    asyncpg.exceptions.ConnectionRejectionError,
+    asyncpg.exceptions.TransactionResolutionUnknownError,
+    # A pooled connection left mid-operation by a server that went away ("cannot switch to
+    # state ...; another operation is in progress"), seen once while Postgres shut down.
+    asyncpg.exceptions.InternalClientError,
 )
 
 

@@ -11,6 +11,7 @@ import json
 import time
 from typing import Annotated, Any
 
+import asyncpg
 import pytest
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.testclient import TestClient
@@ -46,6 +47,10 @@ def decide(who: Principal, thing: Thing, idempotency_key: str | None) -> tuple[d
         raise RuntimeError("the handler failed")
     if thing.name == "db-away":
         raise ConnectionRefusedError("the database is away")
+    if thing.name == "db-broken":
+        raise asyncpg.exceptions.InternalClientError(
+            "cannot switch to state 12; another operation (2) is in progress"
+        )
     return {"tenant": who.tenant_id, "name": thing.name, "key": idempotency_key}, 201
 
 
@@ -156,6 +161,7 @@ CASES: list[tuple[str, str, dict[str, Any], dict[str, str], int, bool]] = [
     ("refused by the handler", "writer", {"name": "taken"}, {}, 409, True),
     ("handler fails", "writer", {"name": "boom"}, {}, 500, True),
     ("database away", "writer", {"name": "db-away"}, {}, 503, True),
+    ("connection left broken", "writer", {"name": "db-broken"}, {}, 503, True),
     ("no key", "", {"name": "d"}, {}, 401, False),
     ("unknown key", "rk_nosuchkey", {"name": "d"}, {}, 401, False),
     ("empty Idempotency-Key", "writer", {"name": "d"}, {"idempotency-key": ""}, 422, False),
