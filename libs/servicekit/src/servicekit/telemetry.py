@@ -126,8 +126,20 @@ class QuietRepeats(logging.Filter):
         return True
 
 
+class _Stdout(logging.StreamHandler):  # type: ignore[type-arg]
+    """stdout, where a line the stream can no longer take is dropped once the stream is
+    closed: a test runner closes the stdout it swapped in, and a library's exit hook logging
+    after that (pgserver's) printed a "Logging error ... I/O operation on closed file"
+    traceback into every CI run's output. A closed stream's lines have nowhere to go."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if getattr(self.stream, "closed", False):
+            return
+        super().handleError(record)
+
+
 def configure_logging(service_name: str, level: str, as_json: bool) -> None:
-    handler = logging.StreamHandler(sys.stdout)
+    handler = _Stdout(sys.stdout)
     handler.addFilter(QuietRepeats())
     handler.addFilter(_TraceIds())
     handler.addFilter(_ScrubPersonalData())

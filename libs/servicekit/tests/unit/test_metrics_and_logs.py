@@ -160,3 +160,22 @@ def test_a_librarys_repeated_lines_are_thinned_and_say_how_many_were_left_out() 
     said = later.getMessage()
     assert said.startswith("Unable connect to node with id 1: again (")
     assert f"({500 - len(passed)} like it left out)" in said
+
+
+def test_a_line_logged_after_stdout_was_closed_is_dropped_quietly(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A test runner closes the stdout it swapped in; a line logged after that (a library's exit
+    hook) has nowhere to go and is dropped, without logging's error traceback on stderr."""
+    import io
+
+    out = io.StringIO()
+    monkeypatch.setattr("sys.stdout", out)
+    configure_logging("svc", "INFO", as_json=False)
+    log = logging.getLogger("test.closed")
+    log.info("one")
+    assert out.getvalue().rstrip().endswith("INFO test.closed one")
+    out.close()
+    monkeypatch.setattr(logging, "raiseExceptions", True)
+    log.info("two")
+    assert "Logging error" not in capsys.readouterr().err
