@@ -447,9 +447,13 @@ async def test_customer_value_of_referred_customers_beside_the_others(env: Env) 
     async def folded() -> Any:
         body = await _get(env, "/v1/programs/prg_c/analytics/customer-value", **window)
         usd = body["currencies"][0] if body["currencies"] else {}
-        # every purchase and the reward folded (each arrives by its own event, in any order)
+        # every purchase, both first purchases (the cost's divisor: folded from the outbox, after
+        # the purchases themselves) and the reward folded; each arrives its own way, in any order
         purchases = [usd.get(group, {}).get("purchases") for group in ("referred", "others")]
-        return body if purchases == [3, 3] and usd.get("cost_per_acquired_customer") else None
+        funnel = await _get(env, "/v1/programs/prg_c/analytics", **window)
+        firsts = funnel["totals"]["first_purchases"]
+        done = purchases == [3, 3] and firsts == 2 and usd.get("cost_per_acquired_customer")
+        return body if done else None
 
     body = await eventually(folded, 60)
     assert body["window_days"] == 10
