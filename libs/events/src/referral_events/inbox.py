@@ -70,7 +70,8 @@ INFRASTRUCTURE_ERRORS: tuple[type[Exception], ...] = (
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.CrashShutdownError,
     asyncpg.exceptions.IdleSessionTimeoutError,
-    # The connection lost or refused mid-way (class 08 but a protocol violation, which is ours).
+    # The connection lost or refused (SQLSTATE class 08; not 08P01, a protocol violation: that
+    # would be our own bug, not the database away).
     asyncpg.exceptions.ConnectionFailureError,
     asyncpg.exceptions.ClientCannotConnectError,
     asyncpg.exceptions.ConnectionRejectionError,
