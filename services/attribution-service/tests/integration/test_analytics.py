@@ -515,3 +515,34 @@ async def test_an_event_committed_after_a_later_one_is_still_folded(env: Env) ->
     finally:
         await conn.close()
     assert signups == 2
+
+
+async def test_the_folds_read_the_outbox_in_transaction_id_order_across_a_digit(env: Env) -> None:
+    """Transaction ids are numbers: the rows of transaction 99 come before those of 100 (sorted
+    as text, "100" came first and the rows of 99 were skipped once the cursor moved past 100)."""
+    conn = await asyncpg.connect(
+        env.ns.database_url, server_settings={"search_path": "attribution"}
+    )
+    try:
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            # Old transaction ids (below every running one), rows the relay never sees (this
+            # transaction is rolled back), the cursor just before them.
+            await conn.execute("UPDATE analytics_fold_cursor SET xid = '98'::xid8, seq = 0")
+            for xid, name in [("100", b"second"), ("99", b"first")]:
+                await conn.execute(
+                    "INSERT INTO outbox (event_id, topic, key, payload, xid)"
+                    " VALUES ($1, 'attribution.events', 'k', $2, $3::text::xid8)",
+                    f"digit-{xid}",
+                    name,
+                    xid,
+                )
+            got = await analytics_repository.take_outboxed(conn, "attribution.events", 2)
+            cursor = await conn.fetchval("SELECT xid::text FROM analytics_fold_cursor")
+        finally:
+            await tx.rollback()
+    finally:
+        await conn.close()
+    assert got == [b"first", b"second"]
+    assert cursor == "100"

@@ -522,12 +522,15 @@ async def take_outboxed(conn: asyncpg.Connection, topic: str, limit: int) -> lis
         "SELECT xid::text AS xid, seq FROM analytics_fold_cursor FOR UPDATE"
     )
     assert cursor is not None  # the migration wrote it
+    # The order is the table's columns' (o.xid: an xid8), on their index: ORDER BY the output
+    # name `xid` would sort its text, where "10000" comes before "9999" (events skipped once
+    # transaction ids gain a digit), and read and sort the whole outbox each time.
     rows = await conn.fetch(
         """
-        SELECT xid::text AS xid, seq, topic, payload FROM outbox
-        WHERE (xid, seq) > ($1::text::xid8, $2::bigint)
-          AND xid < pg_snapshot_xmin(pg_current_snapshot())
-        ORDER BY xid, seq
+        SELECT o.xid::text AS xid, o.seq, o.topic, o.payload FROM outbox o
+        WHERE (o.xid, o.seq) > ($1::text::xid8, $2::bigint)
+          AND o.xid < pg_snapshot_xmin(pg_current_snapshot())
+        ORDER BY o.xid, o.seq
         LIMIT $3
         """,
         cursor["xid"],
