@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -312,3 +313,54 @@ async def dump_text_columns(database_url: str, schema: str) -> str:
         return "\n".join(lines)
     finally:
         await conn.close()
+
+
+class StatementRecorder:
+    """Stands in for an asyncpg connection and keeps each statement a repository function
+    sends, with its arguments, answering as a connection that found nothing (for tests that
+    then ask Postgres how it would run them: `scans_without_index`)."""
+
+    def __init__(self) -> None:
+        self.statements: list[tuple[str, tuple[Any, ...]]] = []
+
+    async def execute(self, query: str, *args: Any, **_: Any) -> str:
+        self.statements.append((query, args))
+        return "UPDATE 0"
+
+    async def fetch(self, query: str, *args: Any, **_: Any) -> list[Any]:
+        self.statements.append((query, args))
+        return []
+
+    async def fetchrow(self, query: str, *args: Any, **_: Any) -> None:
+        self.statements.append((query, args))
+
+    async def fetchval(self, query: str, *args: Any, **_: Any) -> None:
+        self.statements.append((query, args))
+
+
+def _seq_scans(plan: dict[str, Any]) -> list[str]:
+    found = [str(plan["Relation Name"])] if plan["Node Type"] == "Seq Scan" else []
+    for child in plan.get("Plans", []):
+        found += _seq_scans(child)
+    return found
+
+
+async def scans_without_index(
+    conn: asyncpg.Connection, statements: list[tuple[str, tuple[Any, ...]]]
+) -> dict[str, list[str]]:
+    """The tables each statement would still read whole with sequential scans switched off
+    (no index serves it: its cost grows with the table), by statement; none: {}. Planned, not
+    run, in a transaction rolled back."""
+    found: dict[str, list[str]] = {}
+    tx = conn.transaction()
+    await tx.start()
+    try:
+        await conn.execute("SET LOCAL enable_seqscan = off")
+        for query, args in statements:
+            plan = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {query}", *args)
+            doc = json.loads(plan) if isinstance(plan, str) else plan
+            if scans := _seq_scans(doc[0]["Plan"]):
+                found[" ".join(query.split())] = scans
+    finally:
+        await tx.rollback()
+    return found

@@ -10,15 +10,24 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import httpx
 import jwt
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from devstack.testing import FRONT_AND_FASTAPI, eventually, serve_in_process, wait_caught_up
+from devstack.testing import (
+    FRONT_AND_FASTAPI,
+    StatementRecorder,
+    eventually,
+    scans_without_index,
+    serve_in_process,
+    wait_caught_up,
+)
 from link_service.consumers import PORTAL_GROUP
 from link_service.main import create_app
 from link_service.portal import domain
+from link_service.portal import repository as portal_repository
 from referral_events import CloudEvent, new_event
 from referral_events.contracts import attribution as att
 from referral_events.contracts import reward as rw
@@ -539,3 +548,34 @@ async def test_share_reminders_follow_the_program_s_schedule_until_shared(env) -
     ], [e.data for e in sent]
     assert sent[0].data["link_url"] == keen["link"] and sent[0].data["max_reminders"] == 2
     assert silent["id"] not in {e.data["advocate_id"] for e in sent}
+
+
+async def test_the_read_model_s_statements_read_through_indexes(env) -> None:
+    """Every statement the portal's consumers run for an event finds its rows through an index:
+    none reads a whole table, whose cost would grow with every advocate's history (settling a
+    referral's "rewarded" flag read all rewards of all advocates)."""
+    rec = StatementRecorder()
+    conn: Any = rec
+    at = datetime.now(UTC)
+    await portal_repository.upsert_referral(
+        conn, referral_id="ref_1", tenant_id="acme", advocate_id="adv_1", friend_label="f",
+        at=at, relabel=True)  # fmt: skip
+    await portal_repository.link_conversion(conn, "cnv_1", "ref_1")
+    await portal_repository.mark_referral(conn, "ref_1", "purchased")
+    await portal_repository.mark_referral_of(conn, "cnv_1", "refunded")
+    await portal_repository.settle_rewarded(conn, "ref_1", "cnv_1")
+    await portal_repository.upsert_reward(
+        conn, reward_id="rwd_1", advocate_id="adv_1", conversion_id="cnv_1", unit="USD",
+        amount=2000, state="pending")  # fmt: skip
+    await portal_repository.reduce_reward(conn, "rwd_1", 500)
+    await portal_repository.insert_redemption(
+        conn, redemption_id="red_1", advocate_id="adv_1", unit="USD", amount=100
+    )
+    await portal_repository.set_milestone(conn, "adv_1", 3, 3)
+    await portal_repository.set_referred_by(conn, "adv_1", "adv_2")
+    assert len(rec.statements) == 10
+    db = await asyncpg.connect(env.ns.database_url, server_settings={"search_path": "link"})
+    try:
+        assert await scans_without_index(db, rec.statements) == {}
+    finally:
+        await db.close()
