@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from tenacity import AsyncRetrying, retry_if_exception, wait_exponential
 
 from referral_events.contracts.privacy import PrivacyRequested
+from referral_events.database_errors import INFRASTRUCTURE_ERRORS
 from referral_events.envelope import CloudEvent, EventPayload
 from referral_events.kafka import PLAINTEXT, KafkaSecurity, make_consumer
 from referral_events.privacy import Tombstones
@@ -58,28 +59,6 @@ class Batched:
 
 # (record, event, payload) of one decoded message
 _Decoded = tuple[ConsumerRecord[bytes, bytes], CloudEvent, Any]
-
-INFRASTRUCTURE_ERRORS: tuple[type[Exception], ...] = (
-    OSError,
-    asyncpg.InterfaceError,
-    asyncpg.exceptions.ConnectionDoesNotExistError,
-    asyncpg.exceptions.CannotConnectNowError,
-    asyncpg.exceptions.TooManyConnectionsError,
-    # Postgres stopping (or crashing) ends the statements in flight with these: the database
-    # going away, not the event, so they must not count towards dead-lettering it.
-    asyncpg.exceptions.AdminShutdownError,
-    asyncpg.exceptions.CrashShutdownError,
-    asyncpg.exceptions.IdleSessionTimeoutError,
-    # The connection lost or refused (SQLSTATE class 08; not 08P01, a protocol violation: that
-    # would be our own bug, not the database away).
-    asyncpg.exceptions.ConnectionFailureError,
-    asyncpg.exceptions.ClientCannotConnectError,
-    asyncpg.exceptions.ConnectionRejectionError,
-    asyncpg.exceptions.TransactionResolutionUnknownError,
-    # A pooled connection left mid-operation by a server that went away ("cannot switch to
-    # state ...; another operation is in progress"), seen once while Postgres shut down.
-    asyncpg.exceptions.InternalClientError,
-)
 
 
 class PoisonMessage(Exception):

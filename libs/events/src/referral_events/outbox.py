@@ -30,6 +30,7 @@ from aiokafka.errors import (
     RecordTooLargeError,
 )
 
+from referral_events.database_errors import DB_ERRORS
 from referral_events.tracing import to_kafka_headers
 
 log = logging.getLogger(__name__)
@@ -224,7 +225,7 @@ class OutboxRelay:
                 self.is_leader = False
                 self._renew = self._new_producer is not None
                 await self._sleep(self._poll_interval)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, KafkaError) as exc:
+            except (*DB_ERRORS, KafkaError) as exc:
                 # Nothing was marked published, so the same rows go out again on the next lead.
                 log.warning("outbox relay interrupted, retrying: %r", exc)
                 self.is_leader = False

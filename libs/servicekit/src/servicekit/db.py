@@ -20,14 +20,8 @@ from contextvars import ContextVar
 
 import asyncpg
 
-# What the database (or the network to it) may raise: a background loop that meets one logs it and
-# tries again later instead of dying (an inbox consumer tells them apart: referral_events.inbox).
-DB_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-)
-
+# Where the database errors are written once (re-exported: the services import it from here).
+from referral_events.database_errors import DB_ERRORS as DB_ERRORS
 
 # `app.tenant_id` for every tenant: the value of the runtime's background work and of public routes.
 ALL_TENANTS = "*"

@@ -37,7 +37,7 @@ from prometheus_fastapi_instrumentator.routing import _effective_routes
 from pydantic import BaseModel, ValidationError
 from starlette.types import Receive, Scope, Send
 
-from referral_events.inbox import INFRASTRUCTURE_ERRORS
+from referral_events.database_errors import INFRASTRUCTURE_ERRORS
 from servicekit.asgi import (
     JSON,
     Headers,

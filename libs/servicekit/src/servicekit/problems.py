@@ -20,7 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from referral_events.inbox import INFRASTRUCTURE_ERRORS
+from referral_events.database_errors import INFRASTRUCTURE_ERRORS
 
 log = logging.getLogger(__name__)
 

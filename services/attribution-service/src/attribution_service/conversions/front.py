@@ -26,7 +26,7 @@ from starlette.types import Receive, Scope, Send
 
 from attribution_service.conversions import api
 from attribution_service.conversions.schemas import ConversionIn
-from referral_events.inbox import INFRASTRUCTURE_ERRORS
+from referral_events.database_errors import INFRASTRUCTURE_ERRORS
 from servicekit.asgi import header_map, read_body, replay, send_json
 from servicekit.auth import Principal
 from servicekit.front import FastAPIEntry, FrontRoute, is_json

@@ -14,6 +14,7 @@ from link_service.domain import Links
 from link_service.enrollment import domain, repository
 from link_service.programs.domain import check_takes_new_advocates
 from link_service.programs.handlers import get_program
+from referral_events.database_errors import INFRASTRUCTURE_ERRORS
 from servicekit.ids import new_id
 from servicekit.pagination import PageQuery
 from servicekit.problems import InvalidInput, NotFound
@@ -76,11 +77,7 @@ class ChunkFailed(Exception):
 def infrastructure_error(exc: BaseException) -> bool:
     """The database away or shutting down (retried without counting against the job), as
     opposed to an error the chunk itself causes (counted: see EnrollmentWorker)."""
-    if isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError):
-        return True
-    code = getattr(exc, "sqlstate", None) or ""
-    # 08: connection exception, 53: insufficient resources, 57P: operator intervention.
-    return isinstance(exc, asyncpg.PostgresError) and code.startswith(("08", "53", "57P"))
+    return isinstance(exc, INFRASTRUCTURE_ERRORS)
 
 
 async def enroll_chunk(

@@ -54,7 +54,7 @@ from notification_service.clock import Clock, utc_now
 from notification_service.config import Settings
 from notification_service.metrics import WEBHOOK_ATTEMPTS
 from notification_service.webhooks import attempts, domain, repository, signing, urlguard
-from referral_events.inbox import INFRASTRUCTURE_ERRORS
+from referral_events.database_errors import INFRASTRUCTURE_ERRORS
 from referral_events.outbox import enqueue_rows
 from referral_events.tracing import continued_from_event
 from servicekit.db import DB_ERRORS
