@@ -59,6 +59,11 @@ class Batched:
 
 # (record, event, payload) of one decoded message
 _Decoded = tuple[ConsumerRecord[bytes, bytes], CloudEvent, Any]
+# a record and what decoding it gave: (event, payload, handler), or why it is poison
+_Read = tuple[
+    ConsumerRecord[bytes, bytes],
+    "tuple[CloudEvent, EventPayload | None, Handler | None] | PoisonMessage",
+]
 
 
 class PoisonMessage(Exception):
@@ -254,9 +259,10 @@ class InboxConsumer:
         in order (_handle_records)."""
         pooled: dict[tuple[str, Batched], list[_Decoded]] = {}
         for tp, records in batches.items():
-            whole = self._one_run(records)
+            read = [self._read(record) for record in records]  # each decoded once
+            whole = self._one_run(read)
             if whole is None:
-                await self._handle_records(records)
+                await self._handle_records(read)
                 continue
             handler, run = whole
             if handler is not None and run:
@@ -264,19 +270,22 @@ class InboxConsumer:
         for (_, handler), run in pooled.items():
             await self._flush(run, handler)
 
-    def _one_run(
-        self, records: Sequence[ConsumerRecord[bytes, bytes]]
-    ) -> tuple[Batched | None, list[_Decoded]] | None:
+    def _read(self, record: ConsumerRecord[bytes, bytes]) -> _Read:
+        try:
+            return record, self._decode(record)
+        except PoisonMessage as exc:
+            return record, exc
+
+    def _one_run(self, read: Sequence[_Read]) -> tuple[Batched | None, list[_Decoded]] | None:
         """A partition's records as one run of a single `Batched` handler (without the events
         this consumer ignores or that name an erased person), or None when one of them is
         poison or goes to another handler: then the partition goes record by record."""
         run_handler: Batched | None = None
         run: list[_Decoded] = []
-        for record in records:
-            try:
-                event, payload, handler = self._decode(record)
-            except PoisonMessage:
+        for record, decoded in read:
+            if isinstance(decoded, PoisonMessage):
                 return None
+            event, payload, handler = decoded
             if handler is None:
                 continue
             if not isinstance(handler, Batched) or handler is not (run_handler or handler):
@@ -285,19 +294,18 @@ class InboxConsumer:
             run.append((record, event, payload))
         return run_handler, [d for d in run if not self._erased(d[1])]
 
-    async def _handle_records(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+    async def _handle_records(self, read: Sequence[_Read]) -> None:
         """A fetched partition's records in order; unbroken runs for one `Batched` handler go
         through it together."""
         run: list[_Decoded] = []
         run_handler: Batched | None = None
-        for record in records:
-            try:
-                event, payload, handler = self._decode(record)
-            except PoisonMessage as exc:
+        for record, decoded in read:
+            if isinstance(decoded, PoisonMessage):
                 await self._flush(run, run_handler)
                 run = []
-                await self._dead_letter(record, exc)
+                await self._dead_letter(record, decoded)
                 continue
+            event, payload, handler = decoded
             if handler is None or self._erased(event):
                 continue  # not an event this consumer cares about, or about an erased person
             if isinstance(handler, Batched):
