@@ -352,6 +352,8 @@ async def scans_without_index(
     (no index serves it: its cost grows with the table), by statement; none: {}. Planned, not
     run, in a transaction rolled back."""
     found: dict[str, list[str]] = {}
+    # the services' jsonb codec (servicekit.db): their statements take dicts for jsonb
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
     tx = conn.transaction()
     await tx.start()
     try:

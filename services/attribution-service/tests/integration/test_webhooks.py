@@ -13,9 +13,11 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import pytest
 
-from devstack.testing import eventually
+from attribution_service.commerce import repository as commerce_repository
+from devstack.testing import StatementRecorder, eventually, scans_without_index
 
 from .conftest import Env, link_facts
 
@@ -406,3 +408,20 @@ async def test_unprocessable_replayed_and_future_deliveries(env: Env) -> None:
         stripe_url, content=body, headers=stripe_headers(body, at=int(time.time()) + 3600)
     )
     assert r.status_code == 401 and r.json()["field"] == "/Stripe-Signature", r.text
+
+
+async def test_the_receipts_statements_read_through_indexes(env: Env) -> None:
+    """A Shopify/Stripe delivery's receipt is taken, read and settled by its key, and the sweeper
+    prunes expired ones every 15 s through an index: none reads a whole week of receipts."""
+    rec = StatementRecorder()
+    conn: Any = rec
+    await commerce_repository.insert_receipt(conn, "int_1", "dlv_1", "orders/create")
+    await commerce_repository.receipt_outcome(conn, "int_1", "dlv_1")
+    await commerce_repository.set_receipt_outcome(conn, "int_1", "dlv_1", {"status": 200})
+    await commerce_repository.prune_receipts(conn, datetime.now(UTC) - timedelta(days=7))
+    assert len(rec.statements) == 4
+    db = await asyncpg.connect(env.ns.database_url, server_settings={"search_path": "attribution"})
+    try:
+        assert await scans_without_index(db, rec.statements) == {}
+    finally:
+        await db.close()
