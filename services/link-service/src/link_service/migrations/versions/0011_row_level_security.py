@@ -1,8 +1,8 @@
 """row-level security (FORCE) on every tenant table: the second wall behind the queries' own
 tenant scoping (servicekit.rls; the services act as its role, which cannot bypass it)
 
-down_revision is this worktree's head; the lead re-chains it on merge (it must stay the last
-revision: it covers the tenant tables that exist when it runs).
+It covers the tenant tables that exist when it runs: a later revision that adds one runs
+`rls.ENABLE` again (later revisions that only add indexes need not).
 
 Revision ID: 0011
 """
