@@ -346,11 +346,21 @@ def _seq_scans(plan: dict[str, Any]) -> list[str]:
 
 
 async def scans_without_index(
-    conn: asyncpg.Connection, statements: list[tuple[str, tuple[Any, ...]]]
+    database_url: str, schema: str, statements: list[tuple[str, tuple[Any, ...]]]
 ) -> dict[str, list[str]]:
     """The tables each statement would still read whole with sequential scans switched off
     (no index serves it: its cost grows with the table), by statement; none: {}. Planned, not
-    run, in a transaction rolled back."""
+    run, on `schema`, in a transaction rolled back."""
+    conn = await asyncpg.connect(database_url, server_settings={"search_path": schema})
+    try:
+        return await _scans_without_index(conn, statements)
+    finally:
+        await conn.close()
+
+
+async def _scans_without_index(
+    conn: asyncpg.Connection, statements: list[tuple[str, tuple[Any, ...]]]
+) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     # the services' jsonb codec (servicekit.db): their statements take dicts for jsonb
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")

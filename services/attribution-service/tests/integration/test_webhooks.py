@@ -13,7 +13,6 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import asyncpg
 import pytest
 
 from attribution_service.commerce import repository as commerce_repository
@@ -420,8 +419,4 @@ async def test_the_receipts_statements_read_through_indexes(env: Env) -> None:
     await commerce_repository.set_receipt_outcome(conn, "int_1", "dlv_1", {"status": 200})
     await commerce_repository.prune_receipts(conn, datetime.now(UTC) - timedelta(days=7))
     assert len(rec.statements) == 4
-    db = await asyncpg.connect(env.ns.database_url, server_settings={"search_path": "attribution"})
-    try:
-        assert await scans_without_index(db, rec.statements) == {}
-    finally:
-        await db.close()
+    assert await scans_without_index(env.ns.database_url, "attribution", rec.statements) == {}

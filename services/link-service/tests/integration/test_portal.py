@@ -10,7 +10,6 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import asyncpg
 import httpx
 import jwt
 import pytest
@@ -574,8 +573,4 @@ async def test_the_read_model_s_statements_read_through_indexes(env) -> None:
     await portal_repository.set_milestone(conn, "adv_1", 3, 3)
     await portal_repository.set_referred_by(conn, "adv_1", "adv_2")
     assert len(rec.statements) == 10
-    db = await asyncpg.connect(env.ns.database_url, server_settings={"search_path": "link"})
-    try:
-        assert await scans_without_index(db, rec.statements) == {}
-    finally:
-        await db.close()
+    assert await scans_without_index(env.ns.database_url, "link", rec.statements) == {}
