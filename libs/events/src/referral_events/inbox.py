@@ -30,7 +30,7 @@ from tenacity import AsyncRetrying, retry_if_exception, wait_exponential
 from referral_events.contracts.privacy import PrivacyRequested
 from referral_events.database_errors import INFRASTRUCTURE_ERRORS
 from referral_events.envelope import CloudEvent, EventPayload
-from referral_events.kafka import PLAINTEXT, KafkaSecurity, make_consumer
+from referral_events.kafka import PLAINTEXT, KafkaSecurity, RenewableProducer, make_consumer
 from referral_events.privacy import Tombstones
 from referral_events.registry import payload_type
 from referral_events.topics import dlq
@@ -80,7 +80,7 @@ class InboxConsumer:
         handlers: Mapping[str, Handler],
         pool: asyncpg.Pool,
         bootstrap_servers: str,
-        dlq_producer: AIOKafkaProducer,
+        dlq_producer: AIOKafkaProducer | RenewableProducer,
         max_attempts: int = 5,
         retry_base_seconds: float = 0.2,
         retention_days: float = 35.0,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import ssl
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -13,6 +15,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.conn import create_conn
 from aiokafka.errors import (
     AuthenticationFailedError,
+    OutOfOrderSequenceNumber,
     SaslAuthenticationFailed,
     TopicAlreadyExistsError,
     UnsupportedSaslMechanismError,
@@ -120,6 +123,49 @@ def make_producer(
         linger_ms=2,
         request_timeout_ms=30_000,
     )
+
+
+class RenewableProducer:
+    """An idempotent producer that starts over when its idempotent state breaks: after a long
+    broker outage the broker can refuse a batch's sequence number (OutOfOrderSequenceNumber),
+    aiokafka does not reset the sequence, and every later send is refused the same way. The
+    send that met it is made again once on a new producer (a new producer id, sequences from
+    0); concurrent senders share one renewal. For the dead letters (InboxConsumer), whose
+    sends are rare and must not fail for good on a producer that broke meanwhile; the outbox
+    relay renews its own between batches (OutboxRelay.run)."""
+
+    def __init__(self, producer: AIOKafkaProducer, new: Callable[[], AIOKafkaProducer]) -> None:
+        self.producer = producer
+        self._new = new
+        self._renewing = asyncio.Lock()
+        self.renewals = 0
+
+    async def send_and_wait(self, topic: str, **kwargs: Any) -> Any:
+        producer = self.producer
+        try:
+            return await producer.send_and_wait(topic, **kwargs)
+        except OutOfOrderSequenceNumber as exc:
+            log.warning("dead-letter producer broken (%r), starting a new one", exc)
+            await self._renew(producer)
+            return await self.producer.send_and_wait(topic, **kwargs)
+
+    async def _renew(self, broken: AIOKafkaProducer) -> None:
+        async with self._renewing:
+            if self.producer is not broken:
+                return  # another sender renewed it meanwhile
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(broken.stop(), timeout=10)
+            fresh = self._new()
+            try:
+                await fresh.start()
+            except BaseException:
+                await fresh.stop()
+                raise  # the broker still away: the next send tries again
+            self.producer = fresh
+            self.renewals += 1
+
+    async def stop(self) -> None:
+        await self.producer.stop()
 
 
 def make_consumer(

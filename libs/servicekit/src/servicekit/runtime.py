@@ -16,12 +16,17 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import asyncpg
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from referral_events.inbox import Handler, InboxConsumer
-from referral_events.kafka import KafkaSecurity, check_credentials, ensure_topics, make_producer
+from referral_events.kafka import (
+    KafkaSecurity,
+    RenewableProducer,
+    check_credentials,
+    ensure_topics,
+    make_producer,
+)
 from referral_events.outbox import OutboxRelay
 from referral_events.privacy import Tombstones
 from servicekit.db import create_pool, transaction
@@ -87,7 +92,7 @@ class Runtime:
         self.spec = spec
         self.settings = settings
         self._pool: asyncpg.Pool | None = None
-        self._producer: AIOKafkaProducer | None = None
+        self._producer: RenewableProducer | None = None
         self.relay: OutboxRelay | None = None
         self.consumers: list[InboxConsumer] = []
         self.key_copy: InboxConsumer | None = None
@@ -110,7 +115,8 @@ class Runtime:
         return self._pool
 
     @property
-    def producer(self) -> AIOKafkaProducer:
+    def producer(self) -> RenewableProducer:
+        """The dead letters' producer (renewed when its idempotent state breaks)."""
         if self._producer is None:
             raise RuntimeError("runtime not started")
         return self._producer
@@ -180,7 +186,10 @@ class Runtime:
                         await producer.stop()
                         await relay_producer.stop()
                         raise
-                    self._producer = producer
+                    self._producer = RenewableProducer(
+                        producer,
+                        lambda: make_producer(s.kafka_bootstrap_servers, self.spec.name, security),
+                    )
         self.relay = OutboxRelay(
             dsn=s.database_url,
             schema=self.spec.schema,
