@@ -51,6 +51,13 @@ DROP INDEX IF EXISTS outbox_parked;
 ALTER TABLE outbox DROP COLUMN parked_at, DROP COLUMN last_error, DROP COLUMN attempts;
 """
 
+# The relay's retention prune (OutboxRelay._prune: published rows older than the retention,
+# every 10 minutes) read the whole outbox, which keeps up to 72 hours of events. A BRIN index on
+# published_at lets it read only the old block ranges: marked rows are new row versions written
+# at the table's end, in the order they were published, and a BRIN entry is cheap to keep up.
+OUTBOX_BY_PUBLISHED_V3 = "CREATE INDEX outbox_published ON outbox USING brin (published_at);"
+DROP_OUTBOX_BY_PUBLISHED_V3 = "DROP INDEX IF EXISTS outbox_published;"
+
 # A service's copy of link-service's API keys (referral_events.contracts.link ApiKey*), fed by
 # its consumer of link.events (servicekit.keys.KEY_HANDLERS) and read by its authenticator
 # (servicekit.keys.KeyStore). link-service's own `api_keys` table has these columns and more.

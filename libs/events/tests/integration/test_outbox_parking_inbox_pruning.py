@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable
-from typing import cast
+from typing import Any, cast
 
 import asyncpg
 import pytest
@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import OutOfOrderSequenceNumber
 
 from devstack.pytest_plugin import Namespace
-from devstack.testing import eventually, read_to_end
+from devstack.testing import StatementRecorder, eventually, read_to_end, scans_without_index
 from referral_events import CloudEvent
 from referral_events.contracts.link import CodeCreated
 from referral_events.emitter import Emitter
@@ -27,9 +27,10 @@ from referral_events.outbox import (
     OutboxRow,
     enqueue_rows,
     outbox_stats,
+    prune_published,
     release_parked,
 )
-from referral_events.sql import OUTBOX_INBOX_V1, OUTBOX_INBOX_V2
+from referral_events.sql import OUTBOX_BY_PUBLISHED_V3, OUTBOX_INBOX_V1, OUTBOX_INBOX_V2
 from referral_events.topics import LINK_EVENTS, Topic, dlq
 from servicekit.settings import ServiceSettings
 
@@ -44,6 +45,7 @@ async def env(namespace: Namespace) -> AsyncIterator[tuple[asyncpg.Pool, AIOKafk
     await conn.execute(f"CREATE SCHEMA {SCHEMA}; SET search_path TO {SCHEMA};")
     await conn.execute(OUTBOX_INBOX_V1)
     await conn.execute(OUTBOX_INBOX_V2)
+    await conn.execute(OUTBOX_BY_PUBLISHED_V3)
     await conn.execute("CREATE TABLE counters (name text PRIMARY KEY, n integer NOT NULL)")
     await conn.close()
     await ensure_topics(
@@ -302,3 +304,14 @@ async def test_a_producer_the_broker_keeps_refusing_is_replaced_and_nothing_is_l
 
 async def _when_zero(count: Awaitable[int]) -> bool:
     return await count == 0
+
+
+async def test_the_relay_prunes_published_rows_through_an_index(
+    namespace: Namespace, env: tuple[asyncpg.Pool, AIOKafkaProducer]
+) -> None:
+    """The retention prune (every 10 minutes, over up to 72 hours of events) reads only the old
+    block ranges, not the whole outbox."""
+    rec = StatementRecorder()
+    conn: Any = rec
+    await prune_published(conn, 72)
+    assert await scans_without_index(namespace.database_url, SCHEMA, rec.statements) == {}
