@@ -130,9 +130,9 @@ class RenewableProducer:
     broker outage the broker can refuse a batch's sequence number (OutOfOrderSequenceNumber),
     aiokafka does not reset the sequence, and every later send is refused the same way. The
     send that met it is made again once on a new producer (a new producer id, sequences from
-    0); concurrent senders share one renewal. For the dead letters (InboxConsumer), whose
-    sends are rare and must not fail for good on a producer that broke meanwhile; the outbox
-    relay renews its own between batches (OutboxRelay.run)."""
+    0); concurrent senders share one renewal. The dead letters' (InboxConsumer: rare sends that
+    must not fail for good on a producer that broke meanwhile) and the outbox relay's, which
+    renews between batches and publishes the unmarked rows again (OutboxRelay.run)."""
 
     def __init__(self, producer: AIOKafkaProducer, new: Callable[[], AIOKafkaProducer]) -> None:
         self.producer = producer
@@ -146,10 +146,12 @@ class RenewableProducer:
             return await producer.send_and_wait(topic, **kwargs)
         except OutOfOrderSequenceNumber as exc:
             log.warning("dead-letter producer broken (%r), starting a new one", exc)
-            await self._renew(producer)
+            await self.renew(producer)
             return await self.producer.send_and_wait(topic, **kwargs)
 
-    async def _renew(self, broken: AIOKafkaProducer) -> None:
+    async def renew(self, broken: AIOKafkaProducer) -> None:
+        """Replace `broken` by a new started producer, unless it was replaced already; raises
+        (and keeps `broken`) when the new one cannot start: the next try renews again."""
         async with self._renewing:
             if self.producer is not broken:
                 return  # another sender renewed it meanwhile

@@ -31,6 +31,7 @@ from aiokafka.errors import (
 )
 
 from referral_events.database_errors import DB_ERRORS
+from referral_events.kafka import RenewableProducer
 from referral_events.tracing import to_kafka_headers
 
 log = logging.getLogger(__name__)
@@ -184,7 +185,7 @@ class OutboxRelay:
         """`new_producer` makes (unstarted) the producer that replaces one whose idempotent
         state broke (see `run`); the relay then owns it."""
         self._dsn = dsn
-        self._new_producer = new_producer
+        self._producers = RenewableProducer(producer, new_producer) if new_producer else None
         self._renew = False
         self._schema = schema
         self._producer = producer
@@ -223,7 +224,7 @@ class OutboxRelay:
                 # again, in order; nothing was marked, so nothing is lost.
                 log.warning("outbox relay: producer broken (%r), starting a new one", exc)
                 self.is_leader = False
-                self._renew = self._new_producer is not None
+                self._renew = self._producers is not None
                 await self._sleep(self._poll_interval)
             except (*DB_ERRORS, KafkaError) as exc:
                 # Nothing was marked published, so the same rows go out again on the next lead.
@@ -232,16 +233,9 @@ class OutboxRelay:
                 await self._sleep(self._poll_interval)
 
     async def _renew_producer(self) -> None:
-        assert self._new_producer is not None
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._producer.stop(), timeout=10)
-        producer = self._new_producer()
-        try:
-            await producer.start()
-        except BaseException:
-            await producer.stop()
-            raise  # the broker still away: the next round tries again
-        self._producer = producer
+        assert self._producers is not None
+        await self._producers.renew(self._producer)
+        self._producer = self._producers.producer
         self._renew = False
 
     def wake(self) -> None:
