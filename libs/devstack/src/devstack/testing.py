@@ -351,28 +351,22 @@ async def scans_without_index(
     """The tables each statement would still read whole with sequential scans switched off
     (no index serves it: its cost grows with the table), by statement; none: {}. Planned, not
     run, on `schema`, in a transaction rolled back."""
+    found: dict[str, list[str]] = {}
     conn = await asyncpg.connect(database_url, server_settings={"search_path": schema})
     try:
-        return await _scans_without_index(conn, statements)
-    finally:
-        await conn.close()
-
-
-async def _scans_without_index(
-    conn: asyncpg.Connection, statements: list[tuple[str, tuple[Any, ...]]]
-) -> dict[str, list[str]]:
-    found: dict[str, list[str]] = {}
-    # the services' jsonb codec (servicekit.db): their statements take dicts for jsonb
-    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
-    tx = conn.transaction()
-    await tx.start()
-    try:
+        # the services' jsonb codec (servicekit.db): their statements take dicts for jsonb
+        await conn.set_type_codec(
+            "jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+        )
+        tx = conn.transaction()
+        await tx.start()
         await conn.execute("SET LOCAL enable_seqscan = off")
         for query, args in statements:
             plan = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {query}", *args)
             doc = json.loads(plan) if isinstance(plan, str) else plan
             if scans := _seq_scans(doc[0]["Plan"]):
                 found[" ".join(query.split())] = scans
-    finally:
         await tx.rollback()
-    return found
+        return found
+    finally:
+        await conn.close()

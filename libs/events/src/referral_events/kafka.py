@@ -134,24 +134,34 @@ class RenewableProducer:
     must not fail for good on a producer that broke meanwhile) and the outbox relay's, which
     renews between batches and publishes the unmarked rows again (OutboxRelay.run)."""
 
-    def __init__(self, producer: AIOKafkaProducer, new: Callable[[], AIOKafkaProducer]) -> None:
+    def __init__(
+        self, producer: AIOKafkaProducer, new: Callable[[], AIOKafkaProducer] | None
+    ) -> None:
+        """`new` makes (unstarted) a replacement; None: this one is never replaced."""
         self.producer = producer
         self._new = new
         self._renewing = asyncio.Lock()
         self.renewals = 0
+
+    @property
+    def renewable(self) -> bool:
+        return self._new is not None
 
     async def send_and_wait(self, topic: str, **kwargs: Any) -> Any:
         producer = self.producer
         try:
             return await producer.send_and_wait(topic, **kwargs)
         except OutOfOrderSequenceNumber as exc:
-            log.warning("dead-letter producer broken (%r), starting a new one", exc)
+            if not self.renewable:
+                raise
+            log.warning("producer broken (%r), starting a new one", exc)
             await self.renew(producer)
             return await self.producer.send_and_wait(topic, **kwargs)
 
     async def renew(self, broken: AIOKafkaProducer) -> None:
         """Replace `broken` by a new started producer, unless it was replaced already; raises
         (and keeps `broken`) when the new one cannot start: the next try renews again."""
+        assert self._new is not None
         async with self._renewing:
             if self.producer is not broken:
                 return  # another sender renewed it meanwhile

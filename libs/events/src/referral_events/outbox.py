@@ -185,10 +185,9 @@ class OutboxRelay:
         """`new_producer` makes (unstarted) the producer that replaces one whose idempotent
         state broke (see `run`); the relay then owns it."""
         self._dsn = dsn
-        self._producers = RenewableProducer(producer, new_producer) if new_producer else None
+        self._producers = RenewableProducer(producer, new_producer)
         self._renew = False
         self._schema = schema
-        self._producer = producer
         self._topic_prefix = topic_prefix
         self._batch_size = batch_size
         self._poll_interval = poll_interval
@@ -208,7 +207,7 @@ class OutboxRelay:
     @property
     def producer(self) -> AIOKafkaProducer:
         """The producer publishing now (a replacement once the first one broke)."""
-        return self._producer
+        return self._producers.producer
 
     async def run(self) -> None:
         while not self._stopping:
@@ -224,7 +223,7 @@ class OutboxRelay:
                 # again, in order; nothing was marked, so nothing is lost.
                 log.warning("outbox relay: producer broken (%r), starting a new one", exc)
                 self.is_leader = False
-                self._renew = self._producers is not None
+                self._renew = self._producers.renewable
                 await self._sleep(self._poll_interval)
             except (*DB_ERRORS, KafkaError) as exc:
                 # Nothing was marked published, so the same rows go out again on the next lead.
@@ -233,9 +232,7 @@ class OutboxRelay:
                 await self._sleep(self._poll_interval)
 
     async def _renew_producer(self) -> None:
-        assert self._producers is not None
-        await self._producers.renew(self._producer)
-        self._producer = self._producers.producer
+        await self._producers.renew(self._producers.producer)
         self._renew = False
 
     def wake(self) -> None:
@@ -278,7 +275,7 @@ class OutboxRelay:
             next_prune = loop.time()
             while True:
                 if loop.time() >= next_prune:
-                    await self._prune(conn)
+                    await prune_published(conn, self._retention_hours)
                     next_prune = loop.time() + 600
                 published = await self.publish_batch(conn)
                 if published == self._batch_size:
@@ -309,7 +306,7 @@ class OutboxRelay:
         refused: list[tuple[asyncpg.Record, BaseException]] = []
         for n, row in enumerate(rows, 1):
             try:
-                future = await self._producer.send(
+                future = await self._producers.producer.send(
                     self._topic_prefix + row["topic"],
                     value=bytes(row["payload"]),
                     key=row["key"].encode(),
@@ -371,9 +368,6 @@ class OutboxRelay:
                 )
             else:
                 log.warning("outbox row %s for %s refused by the broker", row["seq"], row["topic"])
-
-    async def _prune(self, conn: asyncpg.Connection) -> None:
-        await prune_published(conn, self._retention_hours)
 
     async def _sleep(self, seconds: float) -> bool:
         """Wait for a wake-up or `seconds`; True if woken."""

@@ -51,7 +51,7 @@ DROP INDEX IF EXISTS outbox_parked;
 ALTER TABLE outbox DROP COLUMN parked_at, DROP COLUMN last_error, DROP COLUMN attempts;
 """
 
-# The relay's retention prune (OutboxRelay._prune: published rows older than the retention,
+# The relay's retention prune (outbox.prune_published: published rows older than the retention,
 # every 10 minutes) read the whole outbox, which keeps up to 72 hours of events. A BRIN index on
 # published_at lets it read only the old block ranges: marked rows are new row versions written
 # at the table's end, in the order they were published, and a BRIN entry is cheap to keep up.

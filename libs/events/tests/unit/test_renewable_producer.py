@@ -83,3 +83,11 @@ async def test_other_errors_are_not_renewals() -> None:
     with pytest.raises(KafkaConnectionError):
         await p.send_and_wait("t.dlq", value=b"v")
     assert p.producer is first and p.renewals == 0
+
+
+async def test_without_a_maker_a_broken_producer_is_kept_and_the_error_raised() -> None:
+    broken = FakeProducer(broken=True)
+    p = RenewableProducer(broken, None)  # type: ignore[arg-type]
+    with pytest.raises(OutOfOrderSequenceNumber):
+        await p.send_and_wait("t.dlq", value=b"v")
+    assert p.producer is broken and not broken.stopped and p.renewals == 0

@@ -74,12 +74,6 @@ class ChunkFailed(Exception):
         self.job_id = job_id
 
 
-def infrastructure_error(exc: BaseException) -> bool:
-    """The database away or shutting down (retried without counting against the job), as
-    opposed to an error the chunk itself causes (counted: see EnrollmentWorker)."""
-    return isinstance(exc, INFRASTRUCTURE_ERRORS)
-
-
 async def enroll_chunk(
     conn: asyncpg.Connection, links: Links, chunk_rows: int, resting: Collection[str] = ()
 ) -> int | None:
@@ -93,9 +87,9 @@ async def enroll_chunk(
         return None
     try:
         return await _enroll_chunk(conn, job, links, chunk_rows)
+    except INFRASTRUCTURE_ERRORS:
+        raise  # the database away: retried without counting against the job
     except Exception as exc:
-        if infrastructure_error(exc):
-            raise
         raise ChunkFailed(job["id"]) from exc
 
 
