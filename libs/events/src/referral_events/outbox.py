@@ -257,10 +257,15 @@ class OutboxRelay:
                 # at-least-once publishing allows anyway (the inbox drops repeats). It keeps
                 # the relay's commits off the disk queue the services' own commits wait in.
                 "synchronous_commit": "off",
-                # Planned for each run, never from a cached generic plan: asyncpg prepares
-                # these statements, and a generic plan made while the outbox was small (no
-                # statistics yet) kept seq-scanning the growing table on every mark.
-                "plan_cache_mode": "force_custom_plan",
+                # One generic plan per statement and connection, made with sequential scans
+                # off: each of the relay's statements has one right plan whatever the outbox's
+                # size (the pending rows by `outbox_pending`, marks by the primary key, the
+                # prune by the BRIN index). Left to Postgres, a generic plan made while the
+                # outbox was small (no statistics yet) kept seq-scanning the growing table on
+                # every mark; planning every run instead cost more than the SELECT and mark
+                # themselves (about 0.23 ms a cycle on a 30,000-row outbox).
+                "plan_cache_mode": "force_generic_plan",
+                "enable_seqscan": "off",
             },
         )
         try:
