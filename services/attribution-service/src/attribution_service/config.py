@@ -30,6 +30,13 @@ class Settings(ServiceSettings):
     # published them yet (analytics.repository.take_outboxed): published rows must stay a while.
     outbox_keep_published_hours: int = Field(default=72, ge=1, le=720)
     pending_sweep_interval_seconds: float = Field(default=15.0, gt=0)
+    # Growth analytics folds the outbox's events in batches: when fewer than a batch waited, the
+    # folder sleeps this long. A fold's writes are per read-model row (an advocate's counters and
+    # leaderboard rows, a program's day), so the events of a longer wait share them: measured on
+    # the conversions bench, the fold's Postgres CPU per conversion fell from 0.116 ms (0.5 s,
+    # 500 events) to 0.034 ms (2 s, 10,000). The read models lag by about this much.
+    analytics_fold_interval_seconds: float = Field(default=2.0, gt=0, le=60)
+    analytics_fold_batch: int = Field(default=10000, ge=1, le=100000)
     # The same secret as link-service's IP_HASH_KEY, so a conversion's IP hash compares with
     # the hashes on clicks. Also keys the hash of device ids.
     ip_hash_key: str = Field(default=DEV_IP_HASH_KEY, min_length=8)

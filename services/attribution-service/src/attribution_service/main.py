@@ -33,7 +33,7 @@ def _workers(rt: Runtime) -> list[Worker]:
     assert isinstance(s, Settings)
     workers: list[Worker] = [
         PendingSweeper(rt, s.evidence_grace_seconds, s.pending_sweep_interval_seconds),
-        AnalyticsFolder(rt),
+        AnalyticsFolder(rt, s.analytics_fold_interval_seconds, s.analytics_fold_batch),
         Resealer(rt, s.secret_box(), commerce_secrets.SEALED),
         Pruner(
             rt,
