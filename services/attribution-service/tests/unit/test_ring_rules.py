@@ -141,3 +141,16 @@ def test_too_fast_measures_to_the_arrival_not_a_later_claimed_time() -> None:
     assert f.effective_at == NOW
     [fast] = [s for s in fraud.screen(FraudPolicy(), f) if s.name == "too_fast"]
     assert fast.outcome == "fail" and fast.detail.startswith("2s")
+
+
+def test_the_ring_lookup_names_only_the_signals_its_batch_has() -> None:
+    # every part of a plan is opened and locked on each run: a batch of emails alone reads
+    # the email indexes only
+    from attribution_service.conversions.repository import _ring_neighbours_sql
+
+    sql = _ring_neighbours_sql(frozenset({"email_stem", "email_domain"}))
+    named = {s for s in fraud.SIGNAL_COLUMNS if f"h.signal = '{s}'" in sql}
+    assert named == {"email_stem", "email_domain"}
+    assert "c.email_stem_hash = v.value" in sql and "c.device_hash = v.value" not in sql
+    everything = _ring_neighbours_sql(frozenset(fraud.SIGNAL_COLUMNS))
+    assert everything.count("CROSS JOIN LATERAL") == len(fraud.SIGNAL_COLUMNS)

@@ -4,6 +4,7 @@ Functions take the caller's connection; nothing commits."""
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -348,7 +349,9 @@ async def screening_contexts(
 # a signal value with one asked about, within its window of arrival. One lateral lookup per
 # (signal, value) through the signal's index, fenced (LIMIT) so the plan is that lookup whatever
 # the tables' statistics when it was made (BATCH_PLAN_SETTINGS); the limit also bounds what one
-# conversion compares with.
+# conversion compares with. A statement names only the signals its batch has (a conversion
+# carries two or three of the seven): every part of a plan is opened and locked on each run,
+# whether or not a row asks for it.
 RING_NEIGHBOURS_LIMIT = 1000
 _RING_COLUMNS = ", ".join(
     f"c.{c}"
@@ -361,20 +364,26 @@ _RING_BY_VALUE = """
            AND c.received_at > v.low AND c.received_at <= v.high
            AND c.status IN ('attributed', 'review', 'rejected') AND c.advocate_id IS NOT NULL
          ORDER BY c.received_at DESC LIMIT {limit}) n"""
-_RING_NEIGHBOURS = """
+
+
+@functools.cache
+def _ring_neighbours_sql(signals: frozenset[str]) -> str:
+    """The lookup of these signals' values (a conversion sharing two of them comes once per
+    signal: ring_neighbours keeps one)."""
+    parts = " UNION ALL ".join(
+        _RING_BY_VALUE.format(
+            columns=_RING_COLUMNS, signal=signal, column=column, limit=RING_NEIGHBOURS_LIMIT
+        )
+        for signal, column in fraud.SIGNAL_COLUMNS.items()
+        if signal in signals
+    )
+    return f"""
     WITH h AS (
         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[],
                              $5::timestamptz[]) AS h(tenant_id, signal, value, low, high)
     )
     {parts}
-""".format(  # noqa: S608
-    parts=" UNION ".join(
-        _RING_BY_VALUE.format(
-            columns=_RING_COLUMNS, signal=signal, column=column, limit=RING_NEIGHBOURS_LIMIT
-        )
-        for signal, column in fraud.SIGNAL_COLUMNS.items()
-    )
-)
+    """  # noqa: S608  (signal and column names of fraud.SIGNAL_COLUMNS only)
 
 
 async def ring_neighbours(
@@ -391,14 +400,14 @@ async def ring_neighbours(
     if not values:
         return []
     recs = await conn.fetch(
-        _RING_NEIGHBOURS,
+        _ring_neighbours_sql(frozenset(s for _, s, _ in values)),
         [t for t, _, _ in values],
         [s for _, s, _ in values],
         [v for _, _, v in values],
         [w[0] for w in values.values()],
         [w[1] for w in values.values()],
     )
-    return [neighbour_of(r) for r in recs]
+    return list({r["id"]: neighbour_of(r) for r in recs}.values())
 
 
 # --- what a decision writes ----------------------------------------------------------------
