@@ -497,6 +497,7 @@ async def measure(
         cpu0 = sum(cpu_seconds(s.pid) for s in services)
         pg_pids = await backend_pids(dsn)
         pg0 = backends_cpu(list(pg_pids))
+        by_name0 = {p: backends_cpu([p]) for p in pg_pids}
         relay_pids = [p for p, name in pg_pids.items() if name.endswith("outbox-relay")]
         relay0 = backends_cpu(relay_pids)
         broker0 = backends_cpu([broker_pid]) if broker_pid else 0.0
@@ -538,6 +539,9 @@ async def measure(
         pg_all_ms = cpu.per_op(pg_all0, pg_all.snapshot(), len(sent))["total"]
         pg1 = backends_cpu(list(pg_pids))
         relay1 = backends_cpu(relay_pids)
+        by_name: dict[str, float] = {}
+        for p, cpu0_ in by_name0.items():
+            by_name[pg_pids[p]] = by_name.get(pg_pids[p], 0.0) + backends_cpu([p]) - cpu0_
         broker1 = backends_cpu([broker_pid]) if broker_pid else 0.0
         stop_consuming.set()
         await consuming
@@ -582,6 +586,10 @@ async def measure(
             batch_retries=int(batches["retries"]),
             errors=errors,
             postgres_all_cpu_ms_per_conversion=round(pg_all_ms, 2),
+            # the serving backends' by application_name (pool, writers, relay)
+            postgres_cpu_ms_per_conversion_by_backend={
+                name: round(v * 1000 / max(len(sent), 1), 3) for name, v in sorted(by_name.items())
+            },
         )
     finally:
         for service in services:
