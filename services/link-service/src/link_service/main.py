@@ -39,6 +39,9 @@ SPEC = ServiceSpec(
     schema="link",
     package="link_service",
     consumers=CONSUMERS,
+    # Pooled connections run transactions only (no session locks, cursors, LISTEN or SET):
+    # no session reset per release, and no set_config per acquire for the same tenant.
+    pool_reset_session=False,
     commands=[cli.ENROLL_BULK, keys_cli.KEYS],
 )
 

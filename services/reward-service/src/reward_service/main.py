@@ -82,6 +82,9 @@ def build_spec(clock: Clock = utc_now) -> ServiceSpec:
         key_copy=key_consumer(SERVICE),
         key_usage=usage_events(EVENTS),
         workers=workers,
+        # Pooled connections run transactions only (no session locks, cursors, LISTEN or SET):
+        # no session reset per release, and no set_config per acquire for the same tenant.
+        pool_reset_session=False,
         commands=[VERIFY],
     )
 
