@@ -177,6 +177,38 @@ async def bare_reference(rate: float, count: int) -> dict[str, float]:
         proc.wait(10)
 
 
+SCHEMAS = ("link", "attribution", "reward", "notification")
+
+
+async def settle(database_url: str, quiet_for: float = 2.0, limit: float = 300.0) -> float:
+    """Wait until the set-up's events have gone all the way through: every service's outbox
+    published and no consumer taking anything in (the inboxes unchanged) for `quiet_for`
+    seconds, so the measured purchases do not queue behind the sign-ups' emails, portal rows
+    and webhooks, nor pay for them. Returns the seconds waited."""
+    import asyncpg
+
+    started = time.monotonic()
+    # the services' own schema names only
+    counts = " + ".join(f"(SELECT count(*) FROM {s}.inbox)" for s in SCHEMAS)  # noqa: S608
+    unpublished = " + ".join(
+        f"(SELECT count(*) FROM {s}.outbox WHERE published_at IS NULL)"  # noqa: S608
+        for s in SCHEMAS
+    )
+    conn = await asyncpg.connect(database_url)
+    try:
+        last, quiet_since = None, time.monotonic()
+        while time.monotonic() - started < limit:
+            now = await conn.fetchrow(f"SELECT {counts} AS taken, {unpublished} AS waiting")
+            if now != last or now["waiting"]:
+                last, quiet_since = now, time.monotonic()
+            elif time.monotonic() - quiet_since >= quiet_for:
+                break
+            await asyncio.sleep(0.25)
+    finally:
+        await conn.close()
+    return time.monotonic() - started
+
+
 def purchase_body(i: int) -> dict[str, Any]:
     return {
         "type": "purchase",
@@ -318,6 +350,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if waiting:
             raise RuntimeError(f"{len(waiting)} signups not attributed within 120 s")
 
+        settled_s = await settle(database_url)
         reference = await bare_reference(args.rate, purchases)
 
         db = await asyncpg.connect(database_url)
@@ -427,6 +460,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "webhook_p50_ms": pct(to_webhook, 0.5),
         "webhook_p99_ms": pct(to_webhook, 0.99),
         "tenants": args.tenants,
+        # how long the set-up's events took to go all the way through before the purchases
+        "settled_s": round(settled_s, 1),
         **cpu.cost_fields(cost, reference),
         "load_avg_1m": [round(load_before, 1), round(os.getloadavg()[0], 1)],
         "quick": args.quick,
