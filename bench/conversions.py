@@ -496,10 +496,8 @@ async def measure(
         pg_all0 = pg_all.snapshot()
         cpu0 = sum(cpu_seconds(s.pid) for s in services)
         pg_pids = await backend_pids(dsn)
-        pg0 = backends_cpu(list(pg_pids))
-        by_name0 = {p: backends_cpu([p]) for p in pg_pids}
-        relay_pids = [p for p, name in pg_pids.items() if name.endswith("outbox-relay")]
-        relay0 = backends_cpu(relay_pids)
+        # each serving backend's CPU: all of them, the relay's, and by application_name
+        backends0 = {p: backends_cpu([p]) for p in pg_pids}
         broker0 = backends_cpu([broker_pid]) if broker_pid else 0.0
         client0 = time.process_time()
         load_before = os.getloadavg()[0]
@@ -537,11 +535,11 @@ async def measure(
             await asyncio.sleep(0.1)
         cpu1 = sum(cpu_seconds(s.pid) for s in services)
         pg_all_ms = cpu.per_op(pg_all0, pg_all.snapshot(), len(sent))["total"]
-        pg1 = backends_cpu(list(pg_pids))
-        relay1 = backends_cpu(relay_pids)
         by_name: dict[str, float] = {}
-        for p, cpu0_ in by_name0.items():
-            by_name[pg_pids[p]] = by_name.get(pg_pids[p], 0.0) + backends_cpu([p]) - cpu0_
+        for p, before in backends0.items():
+            by_name[pg_pids[p]] = by_name.get(pg_pids[p], 0.0) + backends_cpu([p]) - before
+        pg_cpu = sum(by_name.values())
+        relay_cpu = sum(v for name, v in by_name.items() if name.endswith("outbox-relay"))
         broker1 = backends_cpu([broker_pid]) if broker_pid else 0.0
         stop_consuming.set()
         await consuming
@@ -565,11 +563,9 @@ async def measure(
             service_cpu_ms_per_conversion=round((cpu1 - cpu0) * 1000 / max(len(sent), 1), 2),
             # this process (load client and Kafka reader) while it sent: is the bench the limit?
             # the Postgres backends serving them (same machine, same cores)
-            postgres_cpu_ms_per_conversion=round((pg1 - pg0) * 1000 / max(len(sent), 1), 2),
+            postgres_cpu_ms_per_conversion=round(pg_cpu * 1000 / max(len(sent), 1), 2),
             # of which the outbox relay's backend (reading and marking the events)
-            postgres_relay_cpu_ms_per_conversion=round(
-                (relay1 - relay0) * 1000 / max(len(sent), 1), 2
-            ),
+            postgres_relay_cpu_ms_per_conversion=round(relay_cpu * 1000 / max(len(sent), 1), 2),
             client_cpu_ms_per_conversion=round(client_cpu * 1000 / max(len(sent), 1), 2),
             # the Kafka broker's (0 when KAFKA_BOOTSTRAP_SERVERS names a running one)
             kafka_cpu_ms_per_conversion=round((broker1 - broker0) * 1000 / max(len(sent), 1), 2),

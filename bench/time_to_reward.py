@@ -177,9 +177,6 @@ async def bare_reference(rate: float, count: int) -> dict[str, float]:
         proc.wait(10)
 
 
-SCHEMAS = ("link", "attribution", "reward", "notification")
-
-
 async def settle(database_url: str, quiet_for: float = 2.0, limit: float = 300.0) -> float:
     """Wait until the set-up's events have gone all the way through: every service's outbox
     published and no consumer taking anything in (the inboxes unchanged) for `quiet_for`
@@ -187,12 +184,15 @@ async def settle(database_url: str, quiet_for: float = 2.0, limit: float = 300.0
     and webhooks, nor pay for them. Returns the seconds waited."""
     import asyncpg
 
+    from devstack.services import SERVICES
+
     started = time.monotonic()
     # the services' own schema names only
-    counts = " + ".join(f"(SELECT count(*) FROM {s}.inbox)" for s in SCHEMAS)  # noqa: S608
+    schemas = [d.schema for d in SERVICES]
+    counts = " + ".join(f"(SELECT count(*) FROM {s}.inbox)" for s in schemas)  # noqa: S608
     unpublished = " + ".join(
         f"(SELECT count(*) FROM {s}.outbox WHERE published_at IS NULL)"  # noqa: S608
-        for s in SCHEMAS
+        for s in schemas
     )
     conn = await asyncpg.connect(database_url)
     try:

@@ -25,6 +25,11 @@ class ServiceDef:
     package: str
     default_port: int
 
+    @property
+    def schema(self) -> str:
+        """Its Postgres schema: the package's name without `_service`."""
+        return self.package.removesuffix("_service")
+
 
 SERVICES: tuple[ServiceDef, ...] = (
     ServiceDef("link-service", "link_service", 8001),
@@ -109,7 +114,7 @@ def migrate_here(cfg: StackConfig, services: tuple[ServiceDef, ...] = SERVICES) 
     from servicekit.migrations import upgrade
 
     for svc in services:
-        upgrade(cfg.database_url, svc.package.removesuffix("_service"), svc.package)
+        upgrade(cfg.database_url, svc.schema, svc.package)
 
 
 def start(
