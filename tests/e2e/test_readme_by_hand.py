@@ -74,3 +74,10 @@ async def test_the_readme_block_pasted_whole_ends_with_the_balance(
     assert json.loads(lines[-1]) == EXPECTED_LAST_LINE, (done.stdout, done.stderr)
     # the redirect printed its Location with ref and click_id on the way
     assert any(line.lower().startswith("location:") and "ref=" in line for line in lines), lines
+
+
+def test_readme_is_a_newcomers_length() -> None:
+    """The README is for a newcomer: at most 10 kB (10,000 bytes); reference belongs in the
+    services' READMEs and docs/."""
+    size = len(README.read_bytes())
+    assert size <= 10_000, f"README.md is {size} bytes; move reference into docs/"
