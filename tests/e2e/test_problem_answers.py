@@ -201,8 +201,7 @@ async def test_an_unknown_parent_is_404_on_every_read(namespace: Any, service: s
     from devstack.testing import migrate, serve_in_process
 
     svc = next(s for s in SERVICES if s.name == service)
-    schema = svc.package.removesuffix("_service")
-    await migrate(namespace.database_url, schema, svc.package)
+    await migrate(namespace.database_url, svc.schema, svc.package)
     settings_type = importlib.import_module(f"{svc.package}.config").Settings
     factory = importlib.import_module(f"{svc.package}.main").create_app
     key, entry = _key()
