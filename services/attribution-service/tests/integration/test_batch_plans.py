@@ -8,6 +8,7 @@ them (none), not the tenant's history."""
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -91,10 +92,7 @@ async def _decide_reads(conn: asyncpg.Connection) -> int:
     async with conn.transaction():
         contexts = await repository.conversion_contexts(conn, convs)
         await repository.screening_contexts(conn, _asks(convs))
-        await repository.ring_neighbours(
-            conn,
-            [RingAsk.of(c, timedelta(hours=24)) for c in convs],
-        )
+        await repository.ring_reads(conn, [RingAsk.of(c, timedelta(hours=24)) for c in convs])
         assert [r["key_conversion_id"] for r in contexts] == [None] * len(convs)
         return await _rows_read(conn)
 
@@ -108,6 +106,7 @@ async def test_plans_made_on_empty_tables_stay_lookups_when_they_fill(
         namespace.database_url,
         server_settings={"search_path": "attribution", **repository.BATCH_PLAN_SETTINGS},
     )
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
     try:
         await conn.execute(
             """

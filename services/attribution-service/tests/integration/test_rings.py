@@ -454,3 +454,67 @@ async def test_an_advocate_is_blocked_after_denied_referrals(env: Env) -> None:
     assert risk["denied"] == 2 and risk["auto_blocked_at"] is not None
     assert risk["risk_score"] == min(100, risk["riskiest_conversion_score"] // 2 + 20)
     assert (await env.client.get("/v1/advocates/adv_nope/risk")).status_code == 404
+
+
+async def test_the_ring_window_of_the_program_is_read_whichever_way_a_conversion_comes(
+    env: Env,
+) -> None:
+    """The ring rule's read taken ahead with a conversion's context spans the ring window of
+    the program of the code it names; a conversion naming only a click (whose program the
+    context does not know yet), or one decided later when its click arrives, reads again over
+    its own program's window. Friends who arrived two days ago count in a 72-hour window
+    whichever way the next one comes."""
+    r = await env.client.put(
+        "/v1/programs/prg_1/attribution-settings",
+        json={"fraud": {"ring": {"window_hours": 72}}},
+    )
+    assert r.status_code == 200, r.text
+    await link_facts(env.publish)
+    clicks = [f"clk_{'w' * 20}{i:04d}" for i in range(2)]
+    await env.publish("link.clicks", click(clicks[0]))
+    await eventually(lambda: _copies_in(env.ns.database_url, 1), timeout=60)
+
+    async def post(customer: str, **evidence: str) -> dict[str, Any]:
+        body = {"type": "signup", "customer_id": customer, "device_id": "dev-ring-w", **evidence}
+        r = await env.client.post("/v1/conversions", json=body)
+        assert r.status_code in (201, 202), r.text
+        answer: dict[str, Any] = r.json()
+        return answer
+
+    earlier = [await post(f"cus_w{i}", code="ANN123") for i in range(2)]
+    assert [a["status"] for a in earlier] == ["attributed", "attributed"]
+    conn = await asyncpg.connect(
+        env.ns.database_url, server_settings={"search_path": "attribution"}
+    )
+    try:
+        await conn.execute(
+            "UPDATE conversions SET received_at = received_at - interval '48 hours',"
+            " occurred_at = occurred_at - interval '48 hours' WHERE customer_id LIKE 'cus_w%'"
+        )
+
+        async def click_in() -> bool:
+            return bool(await conn.fetchval("SELECT count(*) FROM clicks"))
+
+        await eventually(click_in, timeout=60)
+    finally:
+        await conn.close()
+
+    def cluster_of(answer: dict[str, Any]) -> int:
+        check = _ring_check(answer)
+        assert check is not None and check["outcome"] == "fail", answer["explanation"]
+        return max(c["count"] for c in check["clusters"] if c["signal"] == "device")
+
+    by_code = await post("cus_w2", code="ANN123")  # read ahead over the code's program window
+    assert by_code["status"] == "review" and cluster_of(by_code) == 3
+    by_click = await post("cus_w3", click_id=clicks[0])  # read again: the click's program's
+    assert by_click["status"] == "review" and cluster_of(by_click) == 4
+    waits = await post("cus_w4", click_id=clicks[1])  # decided when its click arrives
+    assert waits["status"] == "pending", waits
+    await env.publish("link.clicks", click(clicks[1]))
+
+    async def decided() -> dict[str, Any] | None:
+        got = (await env.client.get(f"/v1/conversions/{waits['id']}")).json()
+        return got if got["status"] != "pending" else None
+
+    later = await eventually(decided, timeout=60)
+    assert later["status"] == "review" and cluster_of(later) == 5

@@ -145,12 +145,45 @@ def test_too_fast_measures_to_the_arrival_not_a_later_claimed_time() -> None:
 
 def test_the_ring_lookup_names_only_the_signals_its_batch_has() -> None:
     # every part of a plan is opened and locked on each run: a batch of emails alone reads
-    # the email indexes only
-    from attribution_service.conversions.repository import _ring_neighbours_sql
+    # the email indexes only, in each statement that reads for the ring rule
+    from attribution_service.conversions import repository
 
-    sql = _ring_neighbours_sql(frozenset({"email_stem", "email_domain"}))
-    named = {s for s in fraud.SIGNAL_COLUMNS if f"h.signal = '{s}'" in sql}
-    assert named == {"email_stem", "email_domain"}
-    assert "c.email_stem_hash = v.value" in sql and "c.device_hash = v.value" not in sql
-    everything = _ring_neighbours_sql(frozenset(fraud.SIGNAL_COLUMNS))
-    assert everything.count("CROSS JOIN LATERAL") == len(fraud.SIGNAL_COLUMNS)
+    def named(sql: str) -> set[str]:
+        return {s for s, c in fraud.SIGNAL_COLUMNS.items() if f"c.{c} = " in sql}
+
+    emails = frozenset({"email_stem", "email_domain"})
+    for build in (
+        repository._ring_reads_sql,
+        repository._contexts_sql,
+        repository._insert_conversion_sql,
+    ):
+        assert named(build(emails)) == emails
+        assert named(build(frozenset(fraud.SIGNAL_COLUMNS))) == set(fraud.SIGNAL_COLUMNS)
+        assert named(build(frozenset())) == set()
+
+
+def test_a_ring_read_answers_windows_it_covers_and_keeps_those_sharing_a_signal() -> None:
+    from attribution_service.conversions.facts import RingAsk, RingRead
+
+    def doc(id: str, hours_ago: float) -> dict[str, str | None]:
+        at = (NOW - timedelta(hours=hours_ago)).isoformat()
+        return {"id": id, "customer_id": f"cus_{id}", "advocate_id": "adv_1", "received_at": at}
+
+    rows = [
+        {**doc("a", 1), "device_hash": "dev1"},
+        {**doc("a", 1), "device_hash": "dev1"},  # read once per signal it shares
+        {**doc("b", 30), "device_hash": "dev1"},
+        {**doc("c", 2), "ip_prefix_hash": "net9"},  # another value: not this conversion's
+        {**doc("me", 0), "device_hash": "dev1"},
+    ]
+    read = RingRead.of({"ring_low": NOW - timedelta(hours=72), "ring_high": NOW, "ring": rows})
+    assert [n.id for n in read.found] == ["a", "b", "c", "me"]
+
+    def ask(hours: int, high: datetime = NOW) -> RingAsk:
+        return RingAsk("acme", "me", high - timedelta(hours=hours), high, (("device", "dev1"),))
+
+    assert read.answers(ask(24)) and read.answers(ask(72))
+    assert not read.answers(ask(73))  # a longer window: read again
+    assert not read.answers(ask(24, NOW + timedelta(seconds=1)))  # another arrival
+    assert [n.id for n in read.neighbours(ask(24))] == ["a"]
+    assert [n.id for n in read.neighbours(ask(72))] == ["a", "b"]

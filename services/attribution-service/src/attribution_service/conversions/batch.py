@@ -53,7 +53,13 @@ from prometheus_client import Counter, Histogram
 
 from attribution_service.conversions import decision, handlers, repository
 from attribution_service.conversions.decision import Chosen, Decided
-from attribution_service.conversions.facts import Conversion, Evidence, Screening, ScreeningAsk
+from attribution_service.conversions.facts import (
+    Conversion,
+    Evidence,
+    RingRead,
+    Screening,
+    ScreeningAsk,
+)
 from attribution_service.conversions.handlers import NewConversion
 from referral_events.tracing import continued_from, current_context_carrier
 from servicekit.db import transaction
@@ -141,12 +147,14 @@ async def submit_many(
 @dataclass
 class _Item:
     """A new conversion of the run to decide: the evidence chosen (None: it waits for its
-    evidence) and the screening facts read ahead with its evidence context."""
+    evidence), the screening facts and the ring rule's read taken ahead with its evidence
+    context."""
 
     index: int
     conversion: Conversion
     chosen: Chosen | None
     ahead: Screening | None
+    ring: RingRead
 
 
 async def _together(
@@ -174,7 +182,7 @@ async def _together(
             outcomes[i] = exc
             continue
         chosen = None if waits else decision.choose(conv, evidence)
-        items.append(_Item(i, conv, chosen, repository.read_ahead(rec, conv)))
+        items.append(_Item(i, conv, chosen, repository.read_ahead(rec, conv), RingRead.of(rec)))
 
     waiting = [it for it in items if it.chosen is None]
     if waiting:
@@ -216,14 +224,20 @@ async def _screenings(conn: asyncpg.Connection, items: list[_Item]) -> list[Scre
         read = await repository.screening_contexts(conn, [ask for _, ask in missing])
         for (n, ask), rec in zip(missing, read, strict=True):
             got[n] = Screening.of(rec, ask)
-    # The ring rule's neighbours: one more statement for the whole run.
-    screened = [(it.chosen, s) for it, s in zip(items, got, strict=True) if it.chosen and s]
-    if not screened:
+    # The ring rule's neighbours: read ahead too (a statement more only where that read does
+    # not cover the window of the chosen candidate's program).
+    chosen = [it.chosen for it in items if it.chosen]
+    if not chosen:
         return got
-    chosen = [c for c, _ in screened]
-    found = await handlers.ring_neighbours(conn, chosen)
-    filled = iter(handlers.with_neighbours(chosen, [s for _, s in screened], found))
-    return [next(filled) if it.chosen and s else s for it, s in zip(items, got, strict=True)]
+    filled = iter(
+        await handlers.with_neighbours(
+            conn,
+            chosen,
+            [s for it, s in zip(items, got, strict=True) if it.chosen],
+            [it.ring for it in items if it.chosen],
+        )
+    )
+    return [next(filled) if it.chosen else s for it, s in zip(items, got, strict=True)]
 
 
 def _decide(items: list[_Item], screenings: list[Screening | None]) -> list[Decided]:

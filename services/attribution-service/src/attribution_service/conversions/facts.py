@@ -7,7 +7,7 @@ I/O here."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
@@ -223,33 +223,47 @@ class RingAsk:
 
 
 def neighbour_of(rec: Mapping[str, Any]) -> fraud.Neighbour:
-    """A neighbour of a record of the repository's ring columns."""
+    """A neighbour of a record (or jsonb document) of the repository's ring columns."""
     return fraud.Neighbour(
         rec["id"],
         rec["customer_id"],
         rec["advocate_id"],
-        rec["received_at"],
+        _dt(rec["received_at"]),
         fraud.ring_signals(rec),
     )
 
 
-class Neighbours:
-    """The neighbours a batch read (repository.ring_neighbours), indexed by signal value so each
-    conversion looks only at those sharing one of its signals."""
+@dataclass(frozen=True, slots=True)
+class RingRead:
+    """The workspace's referred conversions that arrived in (low, high] sharing one of a
+    conversion's signals, as read for the ring rule: over its RingAsk's window, or read ahead
+    with its context over the window of the named code's program."""
 
-    def __init__(self, found: Sequence[fraud.Neighbour]) -> None:
-        self._by_value: dict[tuple[str, str], list[fraud.Neighbour]] = {}
-        for n in found:
-            for signal_value in n.signals.items():
-                self._by_value.setdefault(signal_value, []).append(n)
+    low: datetime
+    high: datetime
+    found: tuple[fraud.Neighbour, ...]
 
-    def of(self, ask: RingAsk) -> tuple[fraud.Neighbour, ...]:
-        seen: dict[str, fraud.Neighbour] = {}
-        for signal_value in ask.signals:
-            for n in self._by_value.get(signal_value, ()):
-                if n.id != ask.id and ask.low < n.seen_at <= ask.high:
-                    seen[n.id] = n
-        return tuple(seen.values())
+    @classmethod
+    def of(cls, rec: Mapping[str, Any]) -> RingRead:
+        """The read of a record of the repository's ring columns (a neighbour sharing two
+        signals comes once per signal: kept once)."""
+        found = {n.id: n for n in map(neighbour_of, rec["ring"])}
+        return cls(rec["ring_low"], rec["ring_high"], tuple(found.values()))
+
+    def answers(self, ask: RingAsk) -> bool:
+        """Whether this read covers `ask`: the same conversion's arrival, a window as long."""
+        return self.high == ask.high and self.low <= ask.low
+
+    def neighbours(self, ask: RingAsk) -> tuple[fraud.Neighbour, ...]:
+        """Those within `ask`'s window sharing one of its signals (not the conversion itself)."""
+        signals = set(ask.signals)
+        return tuple(
+            n
+            for n in self.found
+            if n.id != ask.id
+            and ask.low < n.seen_at <= ask.high
+            and not signals.isdisjoint(n.signals.items())
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from attribution_service.conversions import decision, domain, events, fraud, rep
 from attribution_service.conversions.decision import Chosen, Decided, Referred
 from attribution_service.conversions.domain import code_key
 from attribution_service.conversions.events import conversion_refunded
-from attribution_service.conversions.facts import Conversion, Evidence, Neighbours, Screening
+from attribution_service.conversions.facts import Conversion, Evidence, RingRead, Screening
 from attribution_service.conversions.schemas import ConversionIn
 from attribution_service.metrics import FRAUD_DECISIONS
 from attribution_service.programs import repository as programs
@@ -204,7 +204,8 @@ async def submit_prepared(
     if waits:
         return await wait_or_decide(conn, conv, row), True
     ahead = repository.read_ahead(rec, conv)
-    return await decide_conversion(conn, conv, evidence, ahead=ahead), True
+    ring = RingRead.of(rec)
+    return await decide_conversion(conn, conv, evidence, ahead=ahead, ring=ring), True
 
 
 async def existing_conversion(conn: asyncpg.Connection, conv: Conversion) -> asyncpg.Record:
@@ -249,12 +250,15 @@ async def decide_conversion(
     evidence: Evidence,
     *,
     ahead: Screening | None = None,
+    ring: RingRead | None = None,
     note: str | None = None,
 ) -> asyncpg.Record:
-    """Decide a stored conversion with the evidence known now (`ahead`: screening facts read
-    with it, used when they are the candidate's), record why, and publish."""
+    """Decide a stored conversion with the evidence known now (`ahead`, `ring`: screening
+    facts and the ring rule's read taken with it, used where they answer what its candidate
+    asks), record why, and publish."""
     chosen = decision.choose(conv, evidence)
     screening = await screening_for(conn, chosen, ahead)
+    [screening] = await with_neighbours(conn, [chosen], [screening], [ring])
     decided = decision.decide(chosen, screening, note=note)
     row: asyncpg.Record = (await record(conn, [decided], stored=True))[0]
     return row
@@ -263,35 +267,44 @@ async def decide_conversion(
 async def screening_for(
     conn: asyncpg.Connection, chosen: Chosen, ahead: Screening | None
 ) -> Screening | None:
-    """The screening facts of the chosen candidate: those read ahead if they are its, else read
-    now (None: no candidate)."""
+    """The screening facts of the chosen candidate, but for the ring rule's (with_neighbours):
+    those read ahead if they are its, else read now (None: no candidate)."""
     ask = chosen.ask()
     if ask is None:
         return None
     if ahead is not None and ahead.answers(ask):
-        screening = ahead
-    else:
-        screening = await repository.screening_context(conn, ask)
-    return with_neighbours([chosen], [screening], await ring_neighbours(conn, [chosen]))[0]
+        return ahead
+    return await repository.screening_context(conn, ask)
 
 
-async def ring_neighbours(conn: asyncpg.Connection, chosen: Sequence[Chosen]) -> Neighbours:
-    """What the ring rule reads for these conversions, in one statement (none when none asks)."""
-    asks = [a for c in chosen if (a := c.ring_ask()) is not None]
-    return Neighbours(await repository.ring_neighbours(conn, asks) if asks else [])
-
-
-def with_neighbours(
-    chosen: Sequence[Chosen], screenings: Sequence[Screening | None], found: Neighbours
+async def with_neighbours(
+    conn: asyncpg.Connection,
+    chosen: Sequence[Chosen],
+    screenings: Sequence[Screening | None],
+    rings: Sequence[RingRead | None],
 ) -> list[Screening | None]:
-    """Each screening with its conversion's neighbours (the single path's and the batch's)."""
-    out: list[Screening | None] = []
-    for c, s in zip(chosen, screenings, strict=True):
-        ask = c.ring_ask()
-        if s is not None and ask is not None:
-            s = replace(s, neighbours=found.of(ask))
-        out.append(s)
-    return out
+    """Each screening with its conversion's neighbours for the ring rule (the single path's
+    and the batch's): from the read taken ahead where it covers the window asked, the others
+    read in one statement."""
+    asks = [
+        c.ring_ask() if s is not None else None for c, s in zip(chosen, screenings, strict=True)
+    ]
+    reads = list(rings)
+    missing = [
+        (i, ask)
+        for i, (ask, read) in enumerate(zip(asks, reads, strict=True))
+        if ask is not None and (read is None or not read.answers(ask))
+    ]
+    for (i, _), read in zip(
+        missing, await repository.ring_reads(conn, [a for _, a in missing]), strict=True
+    ):
+        reads[i] = read
+    return [
+        replace(s, neighbours=read.neighbours(ask))
+        if s is not None and ask is not None and read is not None
+        else s
+        for s, ask, read in zip(screenings, asks, reads, strict=True)
+    ]
 
 
 async def record(

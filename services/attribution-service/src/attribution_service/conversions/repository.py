@@ -26,12 +26,12 @@ from attribution_service.conversions.facts import (
     Conversion,
     Evidence,
     RingAsk,
+    RingRead,
     Screening,
     ScreeningAsk,
     click_of,
-    neighbour_of,
 )
-from attribution_service.programs.domain import LONGEST_NETWORK_WINDOW_HOURS
+from attribution_service.programs.domain import DEFAULT_SETTINGS, LONGEST_NETWORK_WINDOW_HOURS
 from servicekit.pagination import CreatedRange, PageQuery, Where, fetch_page
 from servicekit.sql import Params, columns_of
 
@@ -161,6 +161,85 @@ _SCREENING_COLUMNS = """
 _ASK = Params.of(ScreeningAsk, _TYPES)
 
 
+# The ring rule's reads (facts.RingRead): the workspace's referred conversions sharing a signal
+# value with the one asked about, that arrived in (ring_low, ring_high]. One lookup per signal
+# through the signal's index, fenced (LIMIT) so the plan is that lookup whatever the tables'
+# statistics when it was made (BATCH_PLAN_SETTINGS); the limit also bounds what one conversion
+# compares with. A statement names only the signals its conversions have (a conversion carries
+# two or three of the seven): every part of a plan is opened and locked on each run, whether or
+# not a row asks for it. `refs` name the conversion's signal columns, tenant_id, ring_low and
+# ring_high.
+RING_LIMIT = 1000
+_RING_COLUMNS = ", ".join(
+    f"c.{c}"
+    for c in ("id", "customer_id", "advocate_id", "received_at", *fraud.SIGNAL_COLUMNS.values())
+)
+_RING_BY_VALUE = """(
+    SELECT {columns} FROM conversions c
+     WHERE c.{column} = {value} AND c.tenant_id = {tenant_id}
+       AND c.received_at > {ring_low} AND c.received_at <= {ring_high}
+       AND c.status IN ('attributed', 'review', 'rejected') AND c.advocate_id IS NOT NULL
+     ORDER BY c.received_at DESC LIMIT {limit})"""
+
+
+def _ring_columns(signals: frozenset[str], refs: Mapping[str, str]) -> str:
+    """The select-list columns ring_low, ring_high and ring (jsonb, the rows read)."""
+    parts = " UNION ALL ".join(
+        _RING_BY_VALUE.format(
+            **refs, columns=_RING_COLUMNS, column=column, value=refs[column], limit=RING_LIMIT
+        )
+        for signal, column in fraud.SIGNAL_COLUMNS.items()
+        if signal in signals
+    )
+    ring = (
+        f"(SELECT coalesce(jsonb_agg(to_jsonb(r.*)), '[]'::jsonb) FROM ({parts}) r)"  # noqa: S608
+        if parts
+        else "'[]'::jsonb"
+    )
+    return f"{refs['ring_low']} AS ring_low, {refs['ring_high']} AS ring_high, {ring} AS ring"
+
+
+def _signals_of(convs: Sequence[Conversion]) -> frozenset[str]:
+    return frozenset(s for c in convs for s in c.ring_signals())
+
+
+# Read ahead with a conversion's context: over the ring window of the named code's program (the
+# usual candidate's; facts.RingRead.answers tells whether it covers the window asked).
+def _ring_ahead_window(program_id: str) -> str:
+    default = DEFAULT_SETTINGS.fraud.ring.window_hours
+    return f"""make_interval(hours => coalesce(
+        (SELECT (s.settings #>> '{{fraud,ring,window_hours}}')::int FROM program_settings s
+          WHERE s.program_id = {program_id}), {default}))"""  # noqa: S608
+
+
+_RING_INPUTS = Params(
+    ("tenant_id", "ring_low", "ring_high", *fraud.SIGNAL_COLUMNS.values()),
+    types={"ring_low": "timestamptz", "ring_high": "timestamptz"},
+)
+
+
+@functools.cache
+def _ring_reads_sql(signals: frozenset[str]) -> str:
+    return f"""
+    SELECT {_ring_columns(signals, {n: f"u.{n}" for n in _RING_INPUTS.names})}
+      FROM unnest({_RING_INPUTS.arrays()}) WITH ORDINALITY AS u({_RING_INPUTS.listed()}, n)
+     ORDER BY u.n
+    """  # noqa: S608  (signal and column names of fraud.SIGNAL_COLUMNS only)
+
+
+async def ring_reads(conn: asyncpg.Connection, asks: Sequence[RingAsk]) -> list[RingRead]:
+    """What the ring rule reads for each of these conversions, in one statement, in order."""
+    if not asks:
+        return []
+    rows = []
+    for ask in asks:
+        signals = dict(ask.signals)
+        rows.append((ask.tenant_id, ask.low, ask.high, *map(signals.get, fraud.SIGNAL_COLUMNS)))
+    sql = _ring_reads_sql(frozenset(s for ask in asks for s, _ in ask.signals))
+    recs = await conn.fetch(sql, *map(list, zip(*rows, strict=True)))
+    return [RingRead.of(r) for r in recs]
+
+
 def read_ahead(rec: Mapping[str, Any], conv: Conversion) -> Screening | None:
     """The screening facts read ahead with a conversion's evidence context (insert_conversion,
     conversion_contexts): the named code's advocate's, anchored at the conversion, sightings over
@@ -209,35 +288,48 @@ _CONVERSION = Params(CONVERSION_COLUMNS, types=_TYPES)
 _NAMES = ", ".join(CONVERSION_COLUMNS)
 _CODE_OF = "(SELECT {column} FROM codes WHERE code_key = {code_key} AND tenant_id = {tenant_id})"
 
-# Formatted once at import from the constants above (placeholders, no input).
-_INSERT_CONVERSION = """
+_HIGH = "coalesce({received_at}::timestamptz, {occurred_at}::timestamptz)"
+
+
+# Formatted from the constants above (placeholders, no input), once per set of ring signals.
+@functools.cache
+def _insert_conversion_sql(signals: frozenset[str]) -> str:
+    refs = _CONVERSION.refs
+    code_program = _CODE_OF.format(column="program_id", **refs)
+    return """
     WITH ins AS (
         INSERT INTO conversions ({names}, status) VALUES ({values}, 'pending')
         ON CONFLICT DO NOTHING RETURNING *
     )
-    SELECT ins.*, ctx.*, scr.* FROM (SELECT {evidence}) ctx
+    SELECT ins.*, ctx.*, scr.*, rng.* FROM (SELECT {evidence}) ctx
       CROSS JOIN (SELECT {code_program} AS code_program_id,
                          {code_advocate} AS code_advocate_id, {screening}) scr
+      CROSS JOIN (SELECT {high} AS high, {high} - {window} AS low) w
+      CROSS JOIN LATERAL (SELECT {ring}) rng
       LEFT JOIN ins ON true
-""".format(  # noqa: S608
-    names=_NAMES,
-    values=_CONVERSION.placeholders(),
-    evidence=_EVIDENCE_COLUMNS.format(**_CONVERSION.refs),
-    code_program=_CODE_OF.format(column="program_id", **_CONVERSION.refs),
-    code_advocate=_CODE_OF.format(column="advocate_id", **_CONVERSION.refs),
-    # The facts screening reads when the code named is what the conversion is attributed to
-    # (the usual checkout): read ahead, in the same round trip. Sightings over the longest
-    # window a policy allows; fraud screening keeps those within the program's window.
-    screening=_SCREENING_COLUMNS.format(
-        **{
-            **_CONVERSION.refs,
-            "program_id": _CODE_OF.format(column="program_id", **_CONVERSION.refs),
-            "advocate_id": _CODE_OF.format(column="advocate_id", **_CONVERSION.refs),
-            "anchor": _CONVERSION["occurred_at"],
-            "network_window": f"'{LONGEST_NETWORK_WINDOW_HOURS} hours'",
-        }
-    ),
-)
+    """.format(  # noqa: S608
+        names=_NAMES,
+        values=_CONVERSION.placeholders(),
+        evidence=_EVIDENCE_COLUMNS.format(**refs),
+        code_program=code_program,
+        code_advocate=_CODE_OF.format(column="advocate_id", **refs),
+        # The facts screening reads when the code named is what the conversion is attributed
+        # to (the usual checkout): read ahead, in the same round trip. Sightings over the
+        # longest window a policy allows; fraud screening keeps those within the program's
+        # window.
+        screening=_SCREENING_COLUMNS.format(
+            **{
+                **refs,
+                "program_id": code_program,
+                "advocate_id": _CODE_OF.format(column="advocate_id", **refs),
+                "anchor": _CONVERSION["occurred_at"],
+                "network_window": f"'{LONGEST_NETWORK_WINDOW_HOURS} hours'",
+            }
+        ),
+        high=_HIGH.format(**refs),
+        window=_ring_ahead_window(code_program),
+        ring=_ring_columns(signals, {**refs, "ring_low": "w.low", "ring_high": "w.high"}),
+    )
 
 
 async def insert_conversion(
@@ -248,7 +340,9 @@ async def insert_conversion(
     advocate (see Evidence.of and read_ahead), in one round trip. Both are read in the
     statement's snapshot, which the new row is not part of: what evidence_context and
     screening_context would have read just before the insert."""
-    rec = await conn.fetchrow(_INSERT_CONVERSION, *_CONVERSION.values(conv))
+    rec = await conn.fetchrow(
+        _insert_conversion_sql(_signals_of([conv])), *_CONVERSION.values(conv)
+    )
     assert rec is not None
     # the conversion's columns and the context's in one record (their names do not overlap)
     return (rec if rec["id"] is not None else None), rec
@@ -282,38 +376,49 @@ _CONTEXT_INPUTS = Params(
         "device_hash",
         "idempotency_key",
         "order_id",
+        "received_at",
+        *(c for c in fraud.SIGNAL_COLUMNS.values() if c != "device_hash"),
     ),
     types=_TYPES,
 )
 _ROW = {n: f"u.{n}" for n in CONVERSION_COLUMNS}
 
-_CONTEXTS = """
+
+@functools.cache
+def _contexts_sql(signals: frozenset[str]) -> str:
+    return """
     SELECT (SELECT e.id FROM conversions e WHERE e.tenant_id = u.tenant_id
               AND e.idempotency_key = u.idempotency_key) AS key_conversion_id,
            (SELECT e.id FROM conversions e WHERE e.tenant_id = u.tenant_id
               AND e.type = u.type AND e.order_id = u.order_id) AS order_conversion_id,
-           cp.code_program_id, cp.code_advocate_id, ctx.*, scr.*
+           cp.code_program_id, cp.code_advocate_id, ctx.*, scr.*, rng.*
     FROM unnest({arrays}) WITH ORDINALITY AS u({names}, n)
     LEFT JOIN LATERAL (SELECT c.program_id AS code_program_id, c.advocate_id AS code_advocate_id
                          FROM codes c WHERE c.code_key = u.code_key
                           AND c.tenant_id = u.tenant_id) cp ON true
     CROSS JOIN LATERAL (SELECT {evidence}) ctx
     CROSS JOIN LATERAL (SELECT {screening}) scr
+    CROSS JOIN LATERAL (SELECT {high} AS high) h
+    CROSS JOIN LATERAL (SELECT h.high - {window} AS low) w
+    CROSS JOIN LATERAL (SELECT {ring}) rng
     ORDER BY u.n
-""".format(  # noqa: S608
-    arrays=_CONTEXT_INPUTS.arrays(),
-    names=", ".join(_CONTEXT_INPUTS.names),
-    evidence=_EVIDENCE_COLUMNS.format(**_ROW),
-    screening=_SCREENING_COLUMNS.format(
-        **{
-            **_ROW,
-            "program_id": "cp.code_program_id",
-            "advocate_id": "cp.code_advocate_id",
-            "anchor": "u.occurred_at",
-            "network_window": f"'{LONGEST_NETWORK_WINDOW_HOURS} hours'",
-        }
-    ),
-)
+    """.format(  # noqa: S608
+        arrays=_CONTEXT_INPUTS.arrays(),
+        names=", ".join(_CONTEXT_INPUTS.names),
+        evidence=_EVIDENCE_COLUMNS.format(**_ROW),
+        screening=_SCREENING_COLUMNS.format(
+            **{
+                **_ROW,
+                "program_id": "cp.code_program_id",
+                "advocate_id": "cp.code_advocate_id",
+                "anchor": "u.occurred_at",
+                "network_window": f"'{LONGEST_NETWORK_WINDOW_HOURS} hours'",
+            }
+        ),
+        high=_HIGH.format(**_ROW),
+        window=_ring_ahead_window("cp.code_program_id"),
+        ring=_ring_columns(signals, {**_ROW, "ring_low": "w.low", "ring_high": "h.high"}),
+    )
 
 
 async def conversion_contexts(
@@ -323,7 +428,9 @@ async def conversion_contexts(
     idempotency key or (type, order id) already names (key_conversion_id, order_conversion_id),
     their evidence context and the screening facts of the named code's advocate read ahead (see
     Evidence.of and read_ahead)."""
-    recs: list[asyncpg.Record] = await conn.fetch(_CONTEXTS, *_CONTEXT_INPUTS.columns(convs))
+    recs: list[asyncpg.Record] = await conn.fetch(
+        _contexts_sql(_signals_of(convs)), *_CONTEXT_INPUTS.columns(convs)
+    )
     return recs
 
 
@@ -343,71 +450,6 @@ async def screening_contexts(
     (each record's facts: Screening.of)."""
     recs: list[asyncpg.Record] = await conn.fetch(_SCREENING_MANY, *_ASK.columns(asks))
     return recs
-
-
-# The ring rule's neighbours (facts.neighbour_of): the workspace's referred conversions sharing
-# a signal value with one asked about, within its window of arrival. One lateral lookup per
-# (signal, value) through the signal's index, fenced (LIMIT) so the plan is that lookup whatever
-# the tables' statistics when it was made (BATCH_PLAN_SETTINGS); the limit also bounds what one
-# conversion compares with. A statement names only the signals its batch has (a conversion
-# carries two or three of the seven): every part of a plan is opened and locked on each run,
-# whether or not a row asks for it.
-RING_NEIGHBOURS_LIMIT = 1000
-_RING_COLUMNS = ", ".join(
-    f"c.{c}"
-    for c in ("id", "customer_id", "advocate_id", "received_at", *fraud.SIGNAL_COLUMNS.values())
-)
-_RING_BY_VALUE = """
-    SELECT n.* FROM (SELECT * FROM h WHERE h.signal = '{signal}') v CROSS JOIN LATERAL (
-        SELECT {columns} FROM conversions c
-         WHERE c.{column} = v.value AND c.tenant_id = v.tenant_id
-           AND c.received_at > v.low AND c.received_at <= v.high
-           AND c.status IN ('attributed', 'review', 'rejected') AND c.advocate_id IS NOT NULL
-         ORDER BY c.received_at DESC LIMIT {limit}) n"""
-
-
-@functools.cache
-def _ring_neighbours_sql(signals: frozenset[str]) -> str:
-    """The lookup of these signals' values (a conversion sharing two of them comes once per
-    signal: ring_neighbours keeps one)."""
-    parts = " UNION ALL ".join(
-        _RING_BY_VALUE.format(
-            columns=_RING_COLUMNS, signal=signal, column=column, limit=RING_NEIGHBOURS_LIMIT
-        )
-        for signal, column in fraud.SIGNAL_COLUMNS.items()
-        if signal in signals
-    )
-    return f"""
-    WITH h AS (
-        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[],
-                             $5::timestamptz[]) AS h(tenant_id, signal, value, low, high)
-    )
-    {parts}
-    """  # noqa: S608  (signal and column names of fraud.SIGNAL_COLUMNS only)
-
-
-async def ring_neighbours(
-    conn: asyncpg.Connection, asks: Sequence[RingAsk]
-) -> list[fraud.Neighbour]:
-    """The neighbours of many conversions in one statement (each signal value read once, over
-    the union of the windows asking for it; facts.Neighbours gives each its own)."""
-    values: dict[tuple[str, str, str], tuple[datetime, datetime]] = {}
-    for ask in asks:
-        for signal, value in ask.signals:
-            key = (ask.tenant_id, signal, value)
-            low, high = values.get(key, (ask.low, ask.high))
-            values[key] = (min(low, ask.low), max(high, ask.high))
-    if not values:
-        return []
-    recs = await conn.fetch(
-        _ring_neighbours_sql(frozenset(s for _, s, _ in values)),
-        [t for t, _, _ in values],
-        [s for _, s, _ in values],
-        [v for _, _, v in values],
-        [w[0] for w in values.values()],
-        [w[1] for w in values.values()],
-    )
-    return list({r["id"]: neighbour_of(r) for r in recs}.values())
 
 
 # --- what a decision writes ----------------------------------------------------------------
