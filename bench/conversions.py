@@ -32,6 +32,7 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -354,13 +355,17 @@ async def run(quick: bool, profile: Path | None = None) -> dict[str, Any]:
         broker_pid = (
             broker._proc.pid if broker is not None and broker._proc else cpu.kafka_pid(bootstrap)
         )
-        return await measure(quick, profile, root, bootstrap, admin, broker_pid)
+        figures = await measure(quick, profile, root, bootstrap, admin, broker_pid)
     finally:
         # also when the run fails: a broker left behind would take CPU from the next run
         if broker is not None:
             broker.stop()
         if pg is not None:
             pg.cleanup()
+    # The broker's log and the database fill half a gigabyte a run; a failed run keeps them and
+    # the services' logs to read.
+    shutil.rmtree(root, ignore_errors=True)
+    return figures
 
 
 async def measure(
