@@ -367,7 +367,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         balance_at: dict[str, float] = {}
         webhook_at: dict[str, float] = {}
         bad_signatures = 0
-        errors: dict[int, int] = {}
+        # by status, or by the transport error for a request that got no answer
+        errors: dict[int | str, int] = {}
         done = asyncio.Event()
 
         # (tenant, conversion) answered whose reward was not seen available yet
@@ -407,11 +408,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
         async def purchase(i: int) -> None:
             tenant = tenants[i % len(tenants)]
-            r = await clients[tenant].post(
-                f"{url['attribution-service']}/v1/conversions",
-                json=purchase_body(i),
-                headers={"Idempotency-Key": f"ord_{i}"},
-            )
+            try:
+                r = await clients[tenant].post(
+                    f"{url['attribution-service']}/v1/conversions",
+                    json=purchase_body(i),
+                    headers={"Idempotency-Key": f"ord_{i}"},
+                )
+            except httpx.TransportError as exc:  # overload: counted, not the end of the run
+                errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+                return
             if r.status_code != 201:
                 errors[r.status_code] = errors.get(r.status_code, 0) + 1
                 return

@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 
 from attribution_service.conversions import repository
-from attribution_service.conversions.facts import Conversion, RingAsk, ScreeningAsk
+from attribution_service.conversions.facts import Conversion, RingAsk, RingRead, ScreeningAsk
 from devstack.pytest_plugin import Namespace
 from devstack.testing import migrate
 from servicekit import migrations
@@ -94,6 +94,9 @@ async def _decide_reads(conn: asyncpg.Connection) -> int:
         await repository.screening_contexts(conn, _asks(convs))
         await repository.ring_reads(conn, [RingAsk.of(c, timedelta(hours=24)) for c in convs])
         assert [r["key_conversion_id"] for r in contexts] == [None] * len(convs)
+        # the ring rule's read taken ahead answers the default window: no statement more
+        for rec, conv in zip(contexts, convs, strict=True):
+            assert RingRead.of(rec).answers(RingAsk.of(conv, timedelta(hours=24)))
         return await _rows_read(conn)
 
 
