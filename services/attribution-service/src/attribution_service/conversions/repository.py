@@ -363,21 +363,26 @@ async def delete_new_conversion(conn: asyncpg.Connection, conversion_id: str) ->
 # per batch.
 BATCH_PLAN_SETTINGS = {"plan_cache_mode": "force_generic_plan", "enable_seqscan": "off"}
 
+# the ring signals' columns too (one of them, device_hash, screening reads as well): each once
 _CONTEXT_INPUTS = Params(
-    (
-        "id",
-        "tenant_id",
-        "customer_id",
-        "type",
-        "code_key",
-        "click_id",
-        "occurred_at",
-        "ip_hash",
-        "device_hash",
-        "idempotency_key",
-        "order_id",
-        "received_at",
-        *(c for c in fraud.SIGNAL_COLUMNS.values() if c != "device_hash"),
+    tuple(
+        dict.fromkeys(
+            (
+                "id",
+                "tenant_id",
+                "customer_id",
+                "type",
+                "code_key",
+                "click_id",
+                "occurred_at",
+                "ip_hash",
+                "device_hash",
+                "idempotency_key",
+                "order_id",
+                "received_at",
+                *fraud.SIGNAL_COLUMNS.values(),
+            )
+        )
     ),
     types=_TYPES,
 )
