@@ -116,3 +116,15 @@ def test_every_bench_is_run_by_run_all_and_offers_quick(name: str) -> None:
 
     assert name in run_all.BENCHES
     assert "--quick" in (BENCH / f"{name}.py").read_text()
+
+
+def test_the_balance_watcher_looks_up_a_bounded_number_per_second() -> None:
+    import time_to_reward
+
+    assert time_to_reward.poll_interval(0) == time_to_reward.POLL_MIN_S
+    assert time_to_reward.poll_interval(50) == time_to_reward.POLL_MIN_S
+    for waiting in (1, 100, 101, 5_000, 100_000):
+        per_s = waiting / time_to_reward.poll_interval(waiting)
+        assert per_s <= time_to_reward.POLL_LOOKUPS_PER_S
+    # a backlog of 4,000 at 200/s is 20 s old: read every 0.4 s, an error of 2 % at most
+    assert time_to_reward.poll_interval(4_000) == 0.4
