@@ -22,19 +22,37 @@ PREDICATE = (
     " OR tenant_id = current_setting('app.tenant_id', true)"
 )
 
+
+def ensure_role(role: str) -> str:
+    """PL/pgSQL statements that make `role` if it is missing and let the login act as it (SET
+    ROLE). The services' migrations may run at once on a fresh database, and the role is the
+    cluster's, not a schema's: both find it missing, and the second CREATE (or GRANT) fails on
+    the catalogue's unique index once the first commits. The loser's work is done by then, so
+    that failure is taken as success."""
+    return f"""
+    BEGIN
+        IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN
+            CREATE ROLE {role} NOLOGIN NOSUPERUSER NOBYPASSRLS;
+        END IF;
+    EXCEPTION WHEN unique_violation OR duplicate_object THEN
+        NULL;
+    END;
+    BEGIN
+        IF NOT pg_has_role(current_user, '{role}', 'MEMBER') THEN
+            EXECUTE format('GRANT {role} TO %I', current_user);
+        END IF;
+    EXCEPTION WHEN unique_violation OR duplicate_object THEN
+        NULL;
+    END;"""
+
+
 ENABLE = f"""
 DO $rls$
 DECLARE
     t record;
     predicate text := $p${PREDICATE}$p$;
 BEGIN
-    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{APP_ROLE}') THEN
-        CREATE ROLE {APP_ROLE} NOLOGIN NOSUPERUSER NOBYPASSRLS;
-    END IF;
-    -- The login the services and migrations share may then act as it (SET ROLE).
-    IF NOT pg_has_role(current_user, '{APP_ROLE}', 'MEMBER') THEN
-        EXECUTE format('GRANT {APP_ROLE} TO %I', current_user);
-    END IF;
+{ensure_role(APP_ROLE)}
     EXECUTE format('GRANT USAGE ON SCHEMA %I TO {APP_ROLE}', current_schema());
     EXECUTE format(
         'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA %I TO {APP_ROLE}',
