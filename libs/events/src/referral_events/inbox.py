@@ -66,6 +66,10 @@ _Read = tuple[
 ]
 
 
+# a decoded message and its plain handler, waiting for its run's transaction (group commit)
+_Plain = tuple[ConsumerRecord[bytes, bytes], CloudEvent, Any, Handler]
+
+
 class PoisonMessage(Exception):
     """The message can never be handled as it is (not an envelope, payload invalid)."""
 
@@ -87,8 +91,20 @@ class InboxConsumer:
         prune_interval_seconds: float = 600.0,
         security: KafkaSecurity = PLAINTEXT,
         tombstones: Tombstones | None = None,
+        group_commit: bool = False,
+        commit_interval_seconds: float = 0.0,
     ) -> None:
         self.name = name
+        # Plain handlers' events of a fetched partition in one transaction (`_apply_together`)
+        # rather than one each: for consumers whose handlers take no locks an API request
+        # takes in another order (read models, fan-out), so holding them to the end of the run
+        # deadlocks nothing.
+        self._group_commit = group_commit
+        # Offsets handled are committed at most this often, and at once when a poll finds
+        # nothing or the consumer stops. Committing later only widens what a crash or a
+        # rebalance redelivers, which the inbox drops; committing every poll cost the broker a
+        # log append per poll per group.
+        self._commit_interval = commit_interval_seconds
         # Erased people (referral_events.privacy): an event naming one is dropped unhandled.
         self._tombstones = tombstones
         self._group_id = group_id
@@ -123,6 +139,8 @@ class InboxConsumer:
         )
         await self._consumer.start()
         next_prune = time.monotonic() + self._prune_interval
+        handled: dict[TopicPartition, int] = {}  # offsets handled, not committed yet
+        committed_at = time.monotonic()
         try:
             while not self._stopping.is_set():
                 self._last_progress = time.monotonic()
@@ -130,13 +148,16 @@ class InboxConsumer:
                 if batches:
                     await self._refresh_tombstones()
                     await self._handle_poll(batches)
-                    await self._commit(
-                        self._consumer,
-                        {tp: records[-1].offset + 1 for tp, records in batches.items()},
-                    )
-                if time.monotonic() >= next_prune:
+                    handled |= {tp: records[-1].offset + 1 for tp, records in batches.items()}
+                now = time.monotonic()
+                if handled and (not batches or now - committed_at >= self._commit_interval):
+                    await self._commit(self._consumer, handled)
+                    handled, committed_at = {}, now
+                if now >= next_prune:
                     await self.prune()
                     next_prune = time.monotonic() + self._prune_interval
+            if handled:
+                await self._commit(self._consumer, handled)
         finally:
             await self._consumer.stop()
 
@@ -255,20 +276,27 @@ class InboxConsumer:
         """A poll's records. The partitions of one topic whose records all go to one `Batched`
         handler (clicks, spread by key over many partitions) are taken in as ONE run, one
         transaction for the whole poll: each partition's records keep their order in it, and
-        between partitions there is no order to keep. Any other partition goes on its own,
-        in order (_handle_records)."""
+        between partitions there is no order to keep. With group commit, so are the
+        partitions whose records all go to plain handlers, whatever their topics. Any other
+        partition goes on its own, in order (_handle_records)."""
         pooled: dict[tuple[str, Batched], list[_Decoded]] = {}
+        together: list[_Plain] = []
         for tp, records in batches.items():
             read = [self._read(record) for record in records]  # each decoded once
             whole = self._one_run(read)
             if whole is None:
-                await self._handle_records(read)
+                plain = self._all_plain(read) if self._group_commit else None
+                if plain is None:
+                    await self._handle_records(read)
+                else:
+                    together.extend(plain)
                 continue
             handler, run = whole
             if handler is not None and run:
                 pooled.setdefault((tp.topic, handler), []).extend(run)
         for (_, handler), run in pooled.items():
             await self._flush(run, handler)
+        await self._flush_together(together)
 
     def _read(self, record: ConsumerRecord[bytes, bytes]) -> _Read:
         try:
@@ -294,30 +322,59 @@ class InboxConsumer:
             run.append((record, event, payload))
         return run_handler, [d for d in run if not self._erased(d[1])]
 
+    def _all_plain(self, read: Sequence[_Read]) -> list[_Plain] | None:
+        """A partition's records as plain handlers' events that may share a transaction with
+        the rest of the poll's (group commit; without the events this consumer ignores or that
+        name an erased person), or None when one of them is poison, batched or a privacy
+        request: then the partition goes record by record."""
+        plain: list[_Plain] = []
+        for record, decoded in read:
+            if isinstance(decoded, PoisonMessage):
+                return None
+            event, payload, handler = decoded
+            if handler is None:
+                continue
+            if isinstance(handler, Batched) or event.type == PrivacyRequested.TYPE:
+                return None
+            plain.append((record, event, payload, handler))
+        return [p for p in plain if not self._erased(p[1])]
+
     async def _handle_records(self, read: Sequence[_Read]) -> None:
         """A fetched partition's records in order; unbroken runs for one `Batched` handler go
-        through it together."""
+        through it together, and with group commit so do unbroken runs of plain handlers'
+        events. A privacy request goes alone: the tombstones it commits are in force for the
+        events after it."""
         run: list[_Decoded] = []
         run_handler: Batched | None = None
+        together: list[_Plain] = []
         for record, decoded in read:
             if isinstance(decoded, PoisonMessage):
                 await self._flush(run, run_handler)
-                run = []
+                await self._flush_together(together)
+                run, together = [], []
                 await self._dead_letter(record, decoded)
                 continue
             event, payload, handler = decoded
             if handler is None or self._erased(event):
                 continue  # not an event this consumer cares about, or about an erased person
             if isinstance(handler, Batched):
+                await self._flush_together(together)
+                together = []
                 if handler is not run_handler:
                     await self._flush(run, run_handler)
                     run, run_handler = [], handler
                 run.append((record, event, payload))
                 continue
             await self._flush(run, run_handler)
-            run = []
+            run, run_handler = [], None
+            if self._group_commit and event.type != PrivacyRequested.TYPE:
+                together.append((record, event, payload, handler))
+                continue
+            await self._flush_together(together)
+            together = []
             await self._handle_decoded(record, event, payload, handler)
         await self._flush(run, run_handler)
+        await self._flush_together(together)
 
     async def _handle_record(self, record: ConsumerRecord[bytes, bytes]) -> None:
         try:
@@ -371,6 +428,80 @@ class InboxConsumer:
         for record, event, payload in run:
             await self._handle_decoded(record, event, payload, handler)
 
+    async def _flush_together(self, plain: list[_Plain]) -> None:
+        """Plain handlers' events in one transaction, each its own handler in order; should
+        that fail, one by one with the usual retries and dead-lettering, as `_flush`."""
+        if len(plain) > 1:
+            try:
+                await self._apply_together(plain)
+                return
+            except Exception as exc:
+                log.warning(
+                    "consumer %s: %d events failed together, one by one now: %r",
+                    self.name,
+                    len(plain),
+                    exc,
+                )
+        for record, event, payload, handler in plain:
+            await self._handle_decoded(record, event, payload, handler)
+
+    async def _apply_together(self, plain: list[_Plain]) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            fresh_ids = await self._record_inbox(conn, [(r, e) for r, e, _, _ in plain])
+            fresh: list[CloudEvent] = []
+            repeats: list[CloudEvent] = []
+            for record, event, payload, handler in plain:
+                if event.id not in fresh_ids:
+                    repeats.append(event)
+                    continue
+                fresh_ids.discard(event.id)  # a repeat within the run counts once
+                with tracer.start_as_current_span(
+                    f"consume {record.topic}",
+                    context=context_from_kafka_headers(record.headers),
+                    kind=trace.SpanKind.CONSUMER,
+                ) as span:
+                    span.set_attribute("messaging.system", "kafka")
+                    span.set_attribute("messaging.destination.name", record.topic)
+                    span.set_attribute("messaging.consumer.group.name", self.name)
+                    span.set_attribute("messaging.batch.message_count", len(plain))
+                    span.set_attribute("cloudevents.event_id", event.id)
+                    span.set_attribute("cloudevents.event_type", event.type)
+                    recent_events.remember(event.id)
+                    await handler(conn, event, payload)
+                fresh.append(event)
+        self.processed += len(fresh)
+        self.duplicates += len(plain) - len(fresh)
+        for event in fresh:
+            self.outcomes[("handled", event.type)] += 1
+        for event in repeats:
+            self.outcomes[("duplicate", event.type)] += 1
+
+    async def _record_inbox(
+        self,
+        conn: asyncpg.Connection,
+        items: Sequence[tuple[ConsumerRecord[bytes, bytes], CloudEvent]],
+    ) -> set[str]:
+        """A run's inbox rows by one statement; the ids not seen before."""
+        return {
+            r["event_id"]
+            for r in await conn.fetch(
+                """
+                INSERT INTO inbox (consumer, event_id, event_type, topic,
+                                   kafka_partition, kafka_offset)
+                SELECT $1, e, t, tp, p, o
+                FROM unnest($2::text[], $3::text[], $4::text[], $5::int[], $6::bigint[])
+                     AS u(e, t, tp, p, o)
+                ON CONFLICT DO NOTHING RETURNING event_id
+                """,
+                self.name,
+                [e.id for _, e in items],
+                [e.type for _, e in items],
+                [r.topic for r, _ in items],
+                [r.partition for r, _ in items],
+                [r.offset for r, _ in items],
+            )
+        }
+
     async def _apply_run(self, run: list[_Decoded], handler: Batched) -> None:
         with tracer.start_as_current_span(
             f"consume {run[0][0].topic} batch", kind=trace.SpanKind.CONSUMER
@@ -379,25 +510,7 @@ class InboxConsumer:
             span.set_attribute("messaging.batch.message_count", len(run))
             span.set_attribute("messaging.consumer.group.name", self.name)
             async with self._pool.acquire() as conn, conn.transaction():
-                fresh_ids = {
-                    r["event_id"]
-                    for r in await conn.fetch(
-                        """
-                        INSERT INTO inbox (consumer, event_id, event_type, topic,
-                                           kafka_partition, kafka_offset)
-                        SELECT $1, e, t, $2, p, o
-                        FROM unnest($3::text[], $4::text[], $5::int[], $6::bigint[])
-                             AS u(e, t, p, o)
-                        ON CONFLICT DO NOTHING RETURNING event_id
-                        """,
-                        self.name,
-                        run[0][0].topic,
-                        [e.id for _, e, _ in run],
-                        [e.type for _, e, _ in run],
-                        [r.partition for r, _, _ in run],
-                        [r.offset for r, _, _ in run],
-                    )
-                }
+                fresh_ids = await self._record_inbox(conn, [(r, e) for r, e, _ in run])
                 fresh: list[tuple[CloudEvent, Any]] = []
                 for _, event, payload in run:
                     if event.id in fresh_ids:

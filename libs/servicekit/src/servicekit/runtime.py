@@ -42,11 +42,14 @@ class Worker(Protocol):
 
 @dataclass(frozen=True)
 class ConsumerSpec:
-    """A consumer group: its name (also the inbox's consumer column), topics and routing table."""
+    """A consumer group: its name (also the inbox's consumer column), topics and routing table.
+    `group_commit`: a poll's events for plain handlers share one transaction (InboxConsumer);
+    only for groups whose handlers lock nothing an API request locks in another order."""
 
     group: str
     topics: list[str]
     handlers: dict[str, Handler]
+    group_commit: bool = False
 
 
 @dataclass(frozen=True)
@@ -218,6 +221,8 @@ class Runtime:
                     retention_days=s.inbox_retention_days,
                     security=security,
                     tombstones=self.tombstones,
+                    group_commit=c.group_commit,
+                    commit_interval_seconds=s.consumer_commit_interval_seconds,
                 )
                 if c is self.spec.key_copy:
                     self.key_copy = consumer

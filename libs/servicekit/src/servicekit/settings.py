@@ -151,6 +151,10 @@ class ServiceSettings(BaseSettings):
     # whose DATABASE_URL already logs in as such a role, neither owner nor superuser).
     database_role: str = APP_ROLE
     consumer_max_attempts: int = Field(default=5, ge=1)
+    # A consumer commits its handled offsets at most this often (and when it idles or stops):
+    # an offset commit per poll was a log append at the broker per poll per group. What a
+    # crash leaves uncommitted is read again and dropped by the inbox. 0: after every poll.
+    consumer_commit_interval_seconds: float = Field(default=0.25, ge=0, le=5)
     run_consumers: bool = True
     # The hot paths answered before FastAPI (servicekit.front); false: FastAPI serves everything.
     front_door: bool = True

@@ -43,6 +43,10 @@ def both_runs(first: Batched, then: BatchHandler) -> Batched:
 # Growth analytics folds link-service's facts in this group's transactions (one more group on
 # the same topics would keep a second inbox row per click), the events this service emits where
 # it emits them (analytics.handlers.fold_emitted), and reward-service's in its own group.
+
+# one handler object for every reward type analytics folds: a fetched run is one transaction
+REWARDS = Batched(analytics.on_rewards)
+
 CONSUMERS: list[ConsumerSpec] = [
     ConsumerSpec(
         group="attribution-service",
@@ -67,10 +71,13 @@ CONSUMERS: list[ConsumerSpec] = [
         group="attribution-service-analytics",
         topics=[topics.REWARD_EVENTS],
         handlers={
-            rw.RewardPending.TYPE: analytics.on_reward_issued,
-            rw.RewardAvailable.TYPE: analytics.on_reward_issued,
-            rw.RewardVoided.TYPE: analytics.on_reward_voided,
-            rw.RewardClawedBack.TYPE: analytics.on_reward_clawed_back,
+            t: REWARDS
+            for t in (
+                rw.RewardPending.TYPE,
+                rw.RewardAvailable.TYPE,
+                rw.RewardVoided.TYPE,
+                rw.RewardClawedBack.TYPE,
+            )
         },
     ),
 ]

@@ -90,6 +90,9 @@ def consumers(links: Links) -> list[ConsumerSpec]:
             group=PORTAL_GROUP,
             topics=[topics.ATTRIBUTION_EVENTS, topics.REWARD_EVENTS, topics.NOTIFICATION_EVENTS],
             handlers=routes,
+            # read-model folds and enrollments, each locking only its own rows: a poll's events
+            # share one transaction
+            group_commit=True,
         )
     ]
 

@@ -1,6 +1,7 @@
 """The routing table from consumed event types to handlers. Every deliverable type fans out to
 webhook endpoints; types that cause mail or carry contact facts also go to their email
-handler, in the same inbox transaction (one event, one transaction, whatever it causes)."""
+handler, in the same inbox transaction (one event, one transaction, whatever it causes; with
+group commit, a poll's events share it)."""
 
 from __future__ import annotations
 
@@ -44,5 +45,8 @@ CONSUMERS: list[ConsumerSpec] = [
         group="notification-service",
         topics=[topics.LINK_EVENTS, topics.REWARD_EVENTS, topics.ATTRIBUTION_EVENTS],
         handlers=routing_table(),
+        # fan-out inserts and contact facts (each contact row locked alone): a poll's events
+        # share one transaction
+        group_commit=True,
     )
 ]

@@ -229,15 +229,20 @@ def _one(fold: Fold) -> Callable[[asyncpg.Connection, CloudEvent, Any], Awaitabl
 on_program = _one(fold_program)
 on_advocate_enrolled = _one(fold_advocate_enrolled)
 on_advocate_updated = _one(fold_advocate_updated)
-on_reward_voided = _one(fold_reward_voided)
-on_reward_clawed_back = _one(fold_reward_clawed_back)
 
 
-async def on_reward_issued(
-    conn: asyncpg.Connection, event: CloudEvent, payload: rw.RewardPending | rw.RewardAvailable
-) -> None:
+async def on_rewards(conn: asyncpg.Connection, run: Sequence[tuple[CloudEvent, Any]]) -> None:
+    """A consumed run of reward.events (inbox.Batched), folded in order and written with one
+    statement per read model: rows in key order once per run, where a transaction per event
+    took the shared counter rows once per reward."""
     f = Folds()
-    await fold_reward_issued(conn, f, event, payload)
+    for event, payload in run:
+        if isinstance(payload, rw.RewardPending | rw.RewardAvailable):
+            await fold_reward_issued(conn, f, event, payload)
+        elif isinstance(payload, rw.RewardVoided):
+            fold_reward_voided(f, event, payload)
+        elif isinstance(payload, rw.RewardClawedBack):
+            fold_reward_clawed_back(f, event, payload)
     await repository.apply_folds(conn, f)
 
 
