@@ -370,3 +370,15 @@ async def scans_without_index(
         return found
     finally:
         await conn.close()
+
+
+@asynccontextmanager
+async def running(*runnables: Any) -> AsyncIterator[None]:
+    """Each runnable's `run()` as a task for the block; then `stop()` each and wait for them."""
+    tasks = [asyncio.create_task(r.run()) for r in runnables]
+    try:
+        yield
+    finally:
+        for r in runnables:
+            await r.stop()
+        await asyncio.wait_for(asyncio.gather(*tasks), 30)

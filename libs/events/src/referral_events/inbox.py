@@ -283,17 +283,25 @@ class InboxConsumer:
         together: list[_Plain] = []
         for tp, records in batches.items():
             read = [self._read(record) for record in records]  # each decoded once
-            whole = self._one_run(read)
-            if whole is None:
-                plain = self._all_plain(read) if self._group_commit else None
-                if plain is None:
-                    await self._handle_records(read)
-                else:
-                    together.extend(plain)
+            handled = self._handled(read)
+            if handled is None:  # poison among them
+                await self._handle_records(read)
                 continue
-            handler, run = whole
-            if handler is not None and run:
-                pooled.setdefault((tp.topic, handler), []).extend(run)
+            kinds = {handler for *_, handler in handled}
+            # an erased person's events are left out (and counted) only where the partition
+            # goes whole: record by record, _handle_records does it in order
+            if len(kinds) == 1 and isinstance(batched := next(iter(kinds)), Batched):
+                pooled.setdefault((tp.topic, batched), []).extend(
+                    (r, e, p) for r, e, p, _ in handled if not self._erased(e)
+                )
+            elif (
+                self._group_commit
+                and not any(isinstance(k, Batched) for k in kinds)
+                and all(e.type != PrivacyRequested.TYPE for _, e, _, _ in handled)
+            ):
+                together.extend(item for item in handled if not self._erased(item[1]))
+            elif kinds:
+                await self._handle_records(read)
         for (_, handler), run in pooled.items():
             await self._flush(run, handler)
         await self._flush_together(together)
@@ -304,40 +312,17 @@ class InboxConsumer:
         except PoisonMessage as exc:
             return record, exc
 
-    def _one_run(self, read: Sequence[_Read]) -> tuple[Batched | None, list[_Decoded]] | None:
-        """A partition's records as one run of a single `Batched` handler (without the events
-        this consumer ignores or that name an erased person), or None when one of them is
-        poison or goes to another handler: then the partition goes record by record."""
-        run_handler: Batched | None = None
-        run: list[_Decoded] = []
+    def _handled(self, read: Sequence[_Read]) -> list[_Plain] | None:
+        """A partition's records that this consumer handles, each with its handler (without
+        the events it ignores), or None when one of them is poison."""
+        handled: list[_Plain] = []
         for record, decoded in read:
             if isinstance(decoded, PoisonMessage):
                 return None
             event, payload, handler = decoded
-            if handler is None:
-                continue
-            if not isinstance(handler, Batched) or handler is not (run_handler or handler):
-                return None
-            run_handler = handler
-            run.append((record, event, payload))
-        return run_handler, [d for d in run if not self._erased(d[1])]
-
-    def _all_plain(self, read: Sequence[_Read]) -> list[_Plain] | None:
-        """A partition's records as plain handlers' events that may share a transaction with
-        the rest of the poll's (group commit; without the events this consumer ignores or that
-        name an erased person), or None when one of them is poison, batched or a privacy
-        request: then the partition goes record by record."""
-        plain: list[_Plain] = []
-        for record, decoded in read:
-            if isinstance(decoded, PoisonMessage):
-                return None
-            event, payload, handler = decoded
-            if handler is None:
-                continue
-            if isinstance(handler, Batched) or event.type == PrivacyRequested.TYPE:
-                return None
-            plain.append((record, event, payload, handler))
-        return [p for p in plain if not self._erased(p[1])]
+            if handler is not None:
+                handled.append((record, event, payload, handler))
+        return handled
 
     async def _handle_records(self, read: Sequence[_Read]) -> None:
         """A fetched partition's records in order; unbroken runs for one `Batched` handler go

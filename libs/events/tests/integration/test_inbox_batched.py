@@ -5,8 +5,6 @@ dead-lettered alone and the rest applied once; other types keep their place in t
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import random
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -16,12 +14,11 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from devstack.pytest_plugin import Namespace
-from devstack.testing import read_topic, wait_caught_up
+from devstack.testing import read_topic, running, wait_caught_up
 from referral_events import CloudEvent, new_event
 from referral_events.contracts.link import CodeCreated, LinkClicked
 from referral_events.inbox import Batched, BatchHandler, InboxConsumer
-from referral_events.kafka import ensure_topics, make_producer
-from referral_events.sql import OUTBOX_INBOX_V1, OUTBOX_INBOX_V2
+from referral_events.kafka import ensure_topics
 from referral_events.topics import LINK_CLICKS, Topic, dlq
 
 pytestmark = pytest.mark.integration
@@ -29,38 +26,10 @@ SCHEMA = "libbatch"
 
 
 @pytest.fixture
-async def env(namespace: Namespace) -> AsyncIterator[tuple[asyncpg.Pool, AIOKafkaProducer]]:
-    conn = await asyncpg.connect(namespace.database_url)
-    await conn.execute(f"CREATE SCHEMA {SCHEMA}; SET search_path TO {SCHEMA};")
-    await conn.execute(OUTBOX_INBOX_V1)
-    await conn.execute(OUTBOX_INBOX_V2)
-    await conn.execute(
-        "CREATE TABLE applied (seq bigserial, event_id text UNIQUE, what text, run integer)"
-    )
-    await conn.close()
-    await ensure_topics(
-        namespace.kafka_bootstrap_servers,
-        [Topic(LINK_CLICKS, 1, 3_600_000), Topic(dlq(LINK_CLICKS), 1, 3_600_000)],
-        prefix=namespace.topic_prefix,
-    )
-    pool = await asyncpg.create_pool(
-        namespace.database_url, server_settings={"search_path": SCHEMA}
-    )
-    producer = make_producer(namespace.kafka_bootstrap_servers, "libtest")
-    await producer.start()
-    yield pool, producer
-    await producer.stop()
-    await pool.close()
-
-
-@contextlib.asynccontextmanager
-async def running(consumer: InboxConsumer) -> AsyncIterator[None]:
-    task = asyncio.create_task(consumer.run())
-    try:
-        yield
-    finally:
-        await consumer.stop()
-        await asyncio.wait_for(task, 30)
+async def env(scratch_schema: Any) -> AsyncIterator[tuple[asyncpg.Pool, AIOKafkaProducer]]:
+    table = "CREATE TABLE applied (seq bigserial, event_id text UNIQUE, what text, run integer)"
+    async with scratch_schema(SCHEMA, [table], [LINK_CLICKS], partitions=1) as env:
+        yield env
 
 
 def clicked(i: int) -> LinkClicked:

@@ -7,8 +7,6 @@ transaction per event."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,14 +15,12 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from devstack.pytest_plugin import Namespace
-from devstack.testing import read_topic, wait_caught_up
+from devstack.testing import read_topic, running, wait_caught_up
 from referral_events import CloudEvent, new_event
 from referral_events.contracts.link import CodeCreated
 from referral_events.contracts.privacy import PrivacyRequested
 from referral_events.inbox import InboxConsumer
-from referral_events.kafka import ensure_topics, make_producer
-from referral_events.sql import OUTBOX_INBOX_V1, OUTBOX_INBOX_V2
-from referral_events.topics import Topic, dlq
+from referral_events.topics import dlq
 
 pytestmark = pytest.mark.integration
 SCHEMA = "libgroup"
@@ -32,36 +28,10 @@ TOPICS = ("group.one", "group.two")
 
 
 @pytest.fixture
-async def env(namespace: Namespace) -> AsyncIterator[tuple[asyncpg.Pool, AIOKafkaProducer]]:
-    conn = await asyncpg.connect(namespace.database_url)
-    await conn.execute(f"CREATE SCHEMA {SCHEMA}; SET search_path TO {SCHEMA};")
-    await conn.execute(OUTBOX_INBOX_V1)
-    await conn.execute(OUTBOX_INBOX_V2)
-    await conn.execute("CREATE TABLE applied (seq bigserial, event_id text, code text, tx bigint)")
-    await conn.close()
-    await ensure_topics(
-        namespace.kafka_bootstrap_servers,
-        [Topic(t, 3, 3_600_000) for t in TOPICS] + [Topic(dlq(t), 1, 3_600_000) for t in TOPICS],
-        prefix=namespace.topic_prefix,
-    )
-    pool = await asyncpg.create_pool(
-        namespace.database_url, server_settings={"search_path": SCHEMA}
-    )
-    producer = make_producer(namespace.kafka_bootstrap_servers, "libtest")
-    await producer.start()
-    yield pool, producer
-    await producer.stop()
-    await pool.close()
-
-
-@contextlib.asynccontextmanager
-async def running(consumer: InboxConsumer) -> AsyncIterator[None]:
-    task = asyncio.create_task(consumer.run())
-    try:
-        yield
-    finally:
-        await consumer.stop()
-        await asyncio.wait_for(task, 30)
+async def env(scratch_schema: Any) -> AsyncIterator[tuple[asyncpg.Pool, AIOKafkaProducer]]:
+    table = "CREATE TABLE applied (seq bigserial, event_id text, code text, tx bigint)"
+    async with scratch_schema(SCHEMA, [table], TOPICS, partitions=3) as env:
+        yield env
 
 
 async def code(conn: asyncpg.Connection, event: CloudEvent, payload: CodeCreated) -> None:

@@ -19,10 +19,8 @@ from devstack.testing import wait_caught_up
 from referral_events import CloudEvent, new_event
 from referral_events.contracts.link import CodeCreated, LinkClicked
 from referral_events.inbox import Batched, InboxConsumer
-from referral_events.kafka import ensure_topics, make_producer
 from referral_events.privacy import TOMBSTONES_SQL_V1, Tombstones, digest, record
-from referral_events.sql import OUTBOX_INBOX_V1, OUTBOX_INBOX_V2
-from referral_events.topics import LINK_EVENTS, Topic, dlq
+from referral_events.topics import LINK_EVENTS
 
 pytestmark = pytest.mark.integration
 SCHEMA = "tombtest"
@@ -30,27 +28,10 @@ KEY = b"test-privacy-key"
 
 
 @pytest.fixture
-async def env(namespace: Namespace) -> AsyncIterator[tuple[asyncpg.Pool, AIOKafkaProducer]]:
-    conn = await asyncpg.connect(namespace.database_url)
-    await conn.execute(f"CREATE SCHEMA {SCHEMA}; SET search_path TO {SCHEMA};")
-    await conn.execute(OUTBOX_INBOX_V1)
-    await conn.execute(OUTBOX_INBOX_V2)
-    await conn.execute(TOMBSTONES_SQL_V1)
-    await conn.execute("CREATE TABLE applied (event_id text PRIMARY KEY, who text)")
-    await conn.close()
-    await ensure_topics(
-        namespace.kafka_bootstrap_servers,
-        [Topic(LINK_EVENTS, 2, 3_600_000), Topic(dlq(LINK_EVENTS), 1, 3_600_000)],
-        prefix=namespace.topic_prefix,
-    )
-    pool = await asyncpg.create_pool(
-        namespace.database_url, server_settings={"search_path": SCHEMA}
-    )
-    producer = make_producer(namespace.kafka_bootstrap_servers, "tombtest")
-    await producer.start()
-    yield pool, producer
-    await producer.stop()
-    await pool.close()
+async def env(scratch_schema: Any) -> AsyncIterator[tuple[asyncpg.Pool, AIOKafkaProducer]]:
+    tables = [TOMBSTONES_SQL_V1, "CREATE TABLE applied (event_id text PRIMARY KEY, who text)"]
+    async with scratch_schema(SCHEMA, tables, [LINK_EVENTS], partitions=2) as env:
+        yield env
 
 
 def _code(advocate: str, i: int) -> CloudEvent:

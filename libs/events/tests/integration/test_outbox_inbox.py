@@ -4,62 +4,31 @@ nothing, a poison message goes to the DLQ and the consumer moves on."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from devstack.pytest_plugin import Namespace
-from devstack.testing import eventually, read_to_end, read_topic, wait_caught_up
+from devstack.testing import eventually, read_to_end, read_topic, running, wait_caught_up
 from referral_events import CloudEvent, new_event
 from referral_events.contracts.link import CodeCreated
 from referral_events.emitter import Emitter
 from referral_events.inbox import InboxConsumer
-from referral_events.kafka import ensure_topics, make_producer
 from referral_events.outbox import OutboxRelay, outbox_stats
-from referral_events.sql import OUTBOX_INBOX_V1, OUTBOX_INBOX_V2
-from referral_events.topics import LINK_EVENTS, Topic, dlq
+from referral_events.topics import LINK_EVENTS, dlq
 
 pytestmark = pytest.mark.integration
 SCHEMA = "libtest"
 
 
 @pytest.fixture
-async def env(namespace: Namespace) -> AsyncIterator[tuple[asyncpg.Pool, AIOKafkaProducer]]:
-    conn = await asyncpg.connect(namespace.database_url)
-    await conn.execute(f"CREATE SCHEMA {SCHEMA}; SET search_path TO {SCHEMA};")
-    await conn.execute(OUTBOX_INBOX_V1)
-    await conn.execute(OUTBOX_INBOX_V2)
-    await conn.execute("CREATE TABLE applied (event_id text PRIMARY KEY, code text)")
-    await conn.close()
-    pfx = namespace.topic_prefix
-    await ensure_topics(
-        namespace.kafka_bootstrap_servers,
-        [Topic(LINK_EVENTS, 3, 3_600_000), Topic(dlq(LINK_EVENTS), 1, 3_600_000)],
-        prefix=pfx,
-    )
-    pool = await asyncpg.create_pool(
-        namespace.database_url, server_settings={"search_path": SCHEMA}
-    )
-    producer = make_producer(namespace.kafka_bootstrap_servers, "libtest")
-    await producer.start()
-    yield pool, producer
-    await producer.stop()
-    await pool.close()
-
-
-@contextlib.asynccontextmanager
-async def running(*runnables: object) -> AsyncIterator[None]:
-    tasks = [asyncio.create_task(r.run()) for r in runnables]  # type: ignore[attr-defined]
-    try:
-        yield
-    finally:
-        for r in runnables:
-            await r.stop()  # type: ignore[attr-defined]
-        await asyncio.wait_for(asyncio.gather(*tasks), 30)
+async def env(scratch_schema: Any) -> AsyncIterator[tuple[asyncpg.Pool, AIOKafkaProducer]]:
+    table = "CREATE TABLE applied (event_id text PRIMARY KEY, code text)"
+    async with scratch_schema(SCHEMA, [table], [LINK_EVENTS], partitions=3) as env:
+        yield env
 
 
 EMITTER = Emitter("libtest", LINK_EVENTS)

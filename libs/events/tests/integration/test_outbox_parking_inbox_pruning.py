@@ -5,7 +5,6 @@ forever and nothing showed it. On a real broker and a real database."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, cast
@@ -16,12 +15,18 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import OutOfOrderSequenceNumber
 
 from devstack.pytest_plugin import Namespace
-from devstack.testing import StatementRecorder, eventually, read_to_end, scans_without_index
+from devstack.testing import (
+    StatementRecorder,
+    eventually,
+    read_to_end,
+    running,
+    scans_without_index,
+)
 from referral_events import CloudEvent
 from referral_events.contracts.link import CodeCreated
 from referral_events.emitter import Emitter
 from referral_events.inbox import InboxConsumer
-from referral_events.kafka import ensure_topics, make_producer
+from referral_events.kafka import make_producer
 from referral_events.outbox import (
     OutboxRelay,
     OutboxRow,
@@ -30,8 +35,8 @@ from referral_events.outbox import (
     prune_published,
     release_parked,
 )
-from referral_events.sql import OUTBOX_BY_PUBLISHED_V3, OUTBOX_INBOX_V1, OUTBOX_INBOX_V2
-from referral_events.topics import LINK_EVENTS, Topic, dlq
+from referral_events.sql import OUTBOX_BY_PUBLISHED_V3
+from referral_events.topics import LINK_EVENTS
 from servicekit.settings import ServiceSettings
 
 pytestmark = pytest.mark.integration
@@ -40,42 +45,19 @@ EMITTER = Emitter("libtest", LINK_EVENTS)
 
 
 @pytest.fixture
-async def env(namespace: Namespace) -> AsyncIterator[tuple[asyncpg.Pool, AIOKafkaProducer]]:
-    conn = await asyncpg.connect(namespace.database_url)
-    await conn.execute(f"CREATE SCHEMA {SCHEMA}; SET search_path TO {SCHEMA};")
-    await conn.execute(OUTBOX_INBOX_V1)
-    await conn.execute(OUTBOX_INBOX_V2)
-    await conn.execute(OUTBOX_BY_PUBLISHED_V3)
-    await conn.execute("CREATE TABLE counters (name text PRIMARY KEY, n integer NOT NULL)")
-    await conn.close()
-    await ensure_topics(
-        namespace.kafka_bootstrap_servers,
-        [Topic(LINK_EVENTS, 2, 3_600_000), Topic(dlq(LINK_EVENTS), 1, 3_600_000)],
-        prefix=namespace.topic_prefix,
-    )
+async def env(scratch_schema: Any) -> AsyncIterator[tuple[asyncpg.Pool, AIOKafkaProducer]]:
+    tables = [
+        OUTBOX_BY_PUBLISHED_V3,
+        "CREATE TABLE counters (name text PRIMARY KEY, n integer NOT NULL)",
+    ]
     # The session settings every service's pool gets (servicekit.runtime), with a short lock
     # timeout so the test does not wait the production 10 s; as the login role (this scratch
     # schema has none of the services' row-level security or their role's grants).
     settings = ServiceSettings(db_lock_timeout_ms=300, database_role="").db_session_settings()
-    pool = await asyncpg.create_pool(
-        namespace.database_url, server_settings={**settings, "search_path": SCHEMA}
-    )
-    producer = make_producer(namespace.kafka_bootstrap_servers, "libtest")
-    await producer.start()
-    yield pool, producer
-    await producer.stop()
-    await pool.close()
-
-
-@contextlib.asynccontextmanager
-async def running(*runnables: object) -> AsyncIterator[None]:
-    tasks = [asyncio.create_task(r.run()) for r in runnables]  # type: ignore[attr-defined]
-    try:
-        yield
-    finally:
-        for r in runnables:
-            await r.stop()  # type: ignore[attr-defined]
-        await asyncio.wait_for(asyncio.gather(*tasks), 30)
+    async with scratch_schema(
+        SCHEMA, tables, [LINK_EVENTS], partitions=2, server_settings=settings
+    ) as env:
+        yield env
 
 
 def code_event(i: int) -> CodeCreated:
