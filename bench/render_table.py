@@ -98,6 +98,11 @@ SIZING_FROM = {
     "conversions": ("conversions/s", "cpu_ms_per_op_by_process"),
     "webhooks": ("webhook deliveries/s", "cpu_ms_per_op_by_process"),
     "ledger": ("ledger transfers/s (batches of 100)", "cpu_ms_per_op_by_process"),
+    # the last time_to_reward line of a run: the rate at half of the conversions saturation
+    "time_to_reward": (
+        "purchases/s to reward and webhook, all four services",
+        "cpu_ms_per_op_by_process",
+    ),
 }
 
 
