@@ -187,7 +187,8 @@ async def bare_reference(rate: float, count: int) -> dict[str, float]:
                 )
 
             await steady(rate, count, send)
-            return cpu.per_op(before, meter.snapshot(), count)
+            per_op: dict[str, float] = cpu.per_op(before, meter.snapshot(), count)
+            return per_op
     finally:
         proc.terminate()
         proc.wait(10)

@@ -13,10 +13,11 @@ moves on; operators replay it from there.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,9 +96,9 @@ class InboxConsumer:
         commit_interval_seconds: float = 0.0,
     ) -> None:
         self.name = name
-        # Plain handlers' events of a fetched partition in one transaction (`_apply_together`)
-        # rather than one each: for consumers whose handlers take no locks an API request
-        # takes in another order (read models, fan-out), so holding them to the end of the run
+        # A poll's events for plain handlers in one transaction (`_apply_together`) rather
+        # than one each: for consumers whose handlers take no locks an API request takes in
+        # another order (read models, fan-out), so holding them to the end of the run
         # deadlocks nothing.
         self._group_commit = group_commit
         # Offsets handled are committed at most this often, and at once when a poll finds
@@ -378,9 +379,21 @@ class InboxConsumer:
         payload: EventPayload | None,
         handler: Handler,
     ) -> None:
-        parent = context_from_kafka_headers(record.headers)
+        with self._event_span(record, event):
+            await self._apply_with_retries(record, event, payload, handler)
+        if event.type == PrivacyRequested.TYPE:
+            # this service's own erasure has just committed its tombstones: in force at once
+            await self._refresh_tombstones(force=True)
+
+    @contextlib.contextmanager
+    def _event_span(
+        self, record: ConsumerRecord[bytes, bytes], event: CloudEvent
+    ) -> Iterator[trace.Span]:
+        """The span of one event's handling, a child of the producer's trace context."""
         with tracer.start_as_current_span(
-            f"consume {record.topic}", context=parent, kind=trace.SpanKind.CONSUMER
+            f"consume {record.topic}",
+            context=context_from_kafka_headers(record.headers),
+            kind=trace.SpanKind.CONSUMER,
         ) as span:
             span.set_attribute("messaging.system", "kafka")
             span.set_attribute("messaging.destination.name", record.topic)
@@ -388,10 +401,7 @@ class InboxConsumer:
             span.set_attribute("cloudevents.event_id", event.id)
             span.set_attribute("cloudevents.event_type", event.type)
             recent_events.remember(event.id)
-            await self._apply_with_retries(record, event, payload, handler)
-        if event.type == PrivacyRequested.TYPE:
-            # this service's own erasure has just committed its tombstones: in force at once
-            await self._refresh_tombstones(force=True)
+            yield span
 
     async def _flush(self, run: list[_Decoded], handler: Batched | None) -> None:
         """A run for a `Batched` handler: together in one transaction, or, should that fail,
@@ -440,18 +450,8 @@ class InboxConsumer:
                     repeats.append(event)
                     continue
                 fresh_ids.discard(event.id)  # a repeat within the run counts once
-                with tracer.start_as_current_span(
-                    f"consume {record.topic}",
-                    context=context_from_kafka_headers(record.headers),
-                    kind=trace.SpanKind.CONSUMER,
-                ) as span:
-                    span.set_attribute("messaging.system", "kafka")
-                    span.set_attribute("messaging.destination.name", record.topic)
-                    span.set_attribute("messaging.consumer.group.name", self.name)
+                with self._event_span(record, event) as span:
                     span.set_attribute("messaging.batch.message_count", len(plain))
-                    span.set_attribute("cloudevents.event_id", event.id)
-                    span.set_attribute("cloudevents.event_type", event.type)
-                    recent_events.remember(event.id)
                     await handler(conn, event, payload)
                 fresh.append(event)
         self.processed += len(fresh)

@@ -13,6 +13,10 @@ from typing import Any
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from devstack.pytest_plugin import Namespace
 from devstack.testing import read_topic, running, wait_caught_up
@@ -183,3 +187,46 @@ async def test_without_group_commit_each_event_has_its_transaction(env, namespac
         await caught_up(namespace, "each")
     rows = await applied_rows(pool)
     assert len(rows) == 24 and len({r["tx"] for r in rows}) == 24
+
+
+async def test_each_event_of_a_run_continues_its_own_trace(env, namespace) -> None:
+    """Sharing a transaction, each event still gets its consumer span, a child of the trace
+    its producer sent in its headers."""
+    if not isinstance(trace.get_tracer_provider(), TracerProvider):
+        trace.set_tracer_provider(TracerProvider())
+    provider = trace.get_tracer_provider()
+    assert isinstance(provider, TracerProvider)
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    _, producer = env
+    parents: dict[str, tuple[int, int]] = {}
+    for i in range(12):
+        e = coded(f"T{i:03d}")
+        trace_id, span_id = 0x1000 + i, 0x2000 + i
+        parents[e.id] = (trace_id, span_id)
+        header = f"00-{trace_id:032x}-{span_id:016x}-01".encode()
+        await producer.send(
+            namespace.topic_prefix + TOPICS[i % 2],
+            e.to_json(),
+            key=b"k",
+            partition=i % 3,
+            headers=[("traceparent", header)],
+        )
+    await producer.flush()
+    consumer = consumer_of(namespace, env, "traced", group_commit=True)
+    async with running(consumer):
+        await caught_up(namespace, "traced")
+    spans = {
+        s.attributes["cloudevents.event_id"]: s
+        for s in exporter.get_finished_spans()
+        if s.kind == trace.SpanKind.CONSUMER
+        and s.attributes
+        and s.attributes.get("messaging.consumer.group.name") == "traced"
+    }
+    assert set(spans) == set(parents)
+    for event_id, (trace_id, span_id) in parents.items():
+        span = spans[event_id]
+        assert span.context.trace_id == trace_id
+        assert span.parent is not None and span.parent.span_id == span_id
+    shared = [(s.attributes or {}).get("messaging.batch.message_count", 1) for s in spans.values()]
+    assert max(shared) > 1  # and they did share a transaction
