@@ -442,32 +442,22 @@ class InboxConsumer:
 
     async def _apply_together(self, plain: list[_Plain]) -> None:
         async with self._pool.acquire() as conn, conn.transaction():
-            fresh_ids = await self._record_inbox(conn, [(r, e) for r, e, _, _ in plain])
-            fresh: list[CloudEvent] = []
-            repeats: list[CloudEvent] = []
-            for record, event, payload, handler in plain:
-                if event.id not in fresh_ids:
-                    repeats.append(event)
-                    continue
-                fresh_ids.discard(event.id)  # a repeat within the run counts once
-                with self._event_span(record, event) as span:
-                    span.set_attribute("messaging.batch.message_count", len(plain))
-                    await handler(conn, event, payload)
-                fresh.append(event)
-        self.processed += len(fresh)
-        self.duplicates += len(plain) - len(fresh)
-        for event in fresh:
-            self.outcomes[("handled", event.type)] += 1
-        for event in repeats:
-            self.outcomes[("duplicate", event.type)] += 1
+            new = await self._record_inbox(conn, [(r, e) for r, e, _, _ in plain])
+            for (record, event, payload, handler), is_new in zip(plain, new, strict=True):
+                if is_new:
+                    with self._event_span(record, event) as span:
+                        span.set_attribute("messaging.batch.message_count", len(plain))
+                        await handler(conn, event, payload)
+        self._count([e for _, e, _, _ in plain], new)
 
     async def _record_inbox(
         self,
         conn: asyncpg.Connection,
         items: Sequence[tuple[ConsumerRecord[bytes, bytes], CloudEvent]],
-    ) -> set[str]:
-        """A run's inbox rows by one statement; the ids not seen before."""
-        return {
+    ) -> list[bool]:
+        """A run's inbox rows by one statement; for each item, whether it is to be handled:
+        its event not seen before, and a repeat within the run counted once."""
+        unseen = {
             r["event_id"]
             for r in await conn.fetch(
                 """
@@ -486,6 +476,18 @@ class InboxConsumer:
                 [r.offset for r, _ in items],
             )
         }
+        new: list[bool] = []
+        for _, event in items:
+            new.append(event.id in unseen)
+            unseen.discard(event.id)
+        return new
+
+    def _count(self, events: Sequence[CloudEvent], new: Sequence[bool]) -> None:
+        """A committed run's outcomes: each event handled, or a duplicate."""
+        for event, is_new in zip(events, new, strict=True):
+            self.outcomes[("handled" if is_new else "duplicate", event.type)] += 1
+        self.processed += sum(new)
+        self.duplicates += len(new) - sum(new)
 
     async def _apply_run(self, run: list[_Decoded], handler: Batched) -> None:
         with tracer.start_as_current_span(
@@ -495,21 +497,11 @@ class InboxConsumer:
             span.set_attribute("messaging.batch.message_count", len(run))
             span.set_attribute("messaging.consumer.group.name", self.name)
             async with self._pool.acquire() as conn, conn.transaction():
-                fresh_ids = await self._record_inbox(conn, [(r, e) for r, e, _ in run])
-                fresh: list[tuple[CloudEvent, Any]] = []
-                for _, event, payload in run:
-                    if event.id in fresh_ids:
-                        fresh_ids.discard(event.id)  # a repeat within the run counts once
-                        fresh.append((event, payload))
+                new = await self._record_inbox(conn, [(r, e) for r, e, _ in run])
+                fresh = [(e, p) for (_, e, p), is_new in zip(run, new, strict=True) if is_new]
                 if fresh:
                     await handler.handle(conn, fresh)
-        duplicates = len(run) - len(fresh)
-        self.processed += len(fresh)
-        self.duplicates += duplicates
-        for event, _ in fresh:
-            self.outcomes[("handled", event.type)] += 1
-        if duplicates:
-            self.outcomes[("duplicate", run[0][1].type)] += duplicates
+        self._count([e for _, e, _ in run], new)
 
     def _decode(
         self, record: ConsumerRecord[bytes, bytes]
