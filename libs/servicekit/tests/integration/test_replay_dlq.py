@@ -4,7 +4,6 @@ a second run finds nothing new; a message that still fails is dead-lettered agai
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -12,7 +11,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from devstack.pytest_plugin import Namespace
-from devstack.testing import eventually, read_to_end
+from devstack.testing import eventually, read_to_end, running
 from referral_events import CloudEvent, new_event
 from referral_events.contracts.link import CodeCreated
 from referral_events.inbox import InboxConsumer
@@ -104,12 +103,8 @@ async def test_replay_hands_dead_letters_back_once(
     await producer.send_and_wait(
         pfx + dlq(LINK_EVENTS), _event("DDDD4444").to_json(), key=b"adv_1", headers=other
     )
-    task = asyncio.create_task(consumer.run())
-    try:
+    async with running(consumer):
         await eventually(lambda: consumer.dead_lettered == 3, timeout=60)
-    finally:
-        await consumer.stop()
-        await asyncio.wait_for(task, 30)
 
     spec = ServiceSpec(
         name="replaytest",
